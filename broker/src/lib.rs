@@ -1,0 +1,9 @@
+//! ferrocket: a message broker that speaks Apache RocketMQ's remoting protocol and keeps
+//! RocketMQ's store file formats.
+//!
+//! - [`store`]: CommitLog, ConsumeQueue, IndexFile, checkpoint, recovery, flush,
+//!   retention and metadata files.
+//! - [`cli`]: the `ferrocket` command line (thin wrappers live in `src/bin/`).
+
+pub mod cli;
+pub mod store;

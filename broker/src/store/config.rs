@@ -1,0 +1,213 @@
+//! Store configuration: RocketMQ's keys and defaults (`MessageStoreConfig`).
+
+use std::path::PathBuf;
+
+use super::error::{Result, StoreError};
+use super::format::{
+    CQ_ENTRIES_PER_FILE, CQ_ENTRY_SIZE, DEFAULT_COMMITLOG_SEGMENT_SIZE, DEFAULT_INDEX_ENTRIES,
+    DEFAULT_INDEX_SLOTS, DEFAULT_MAX_MESSAGE_SIZE,
+};
+
+/// `flushDiskType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushDiskType {
+    /// `ASYNC_FLUSH`: acknowledge once in the page cache, flush in the background.
+    Async,
+    /// `SYNC_FLUSH`: acknowledge once on disk (group commit).
+    Sync,
+}
+
+impl std::str::FromStr for FlushDiskType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "ASYNC_FLUSH" => Ok(FlushDiskType::Async),
+            "SYNC_FLUSH" => Ok(FlushDiskType::Sync),
+            other => Err(format!("expected ASYNC_FLUSH or SYNC_FLUSH, got `{other}`")),
+        }
+    }
+}
+
+/// How much corruption recovery tolerates at the CommitLog tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Truncate a torn or corrupt tail at the first bad record (RocketMQ's behaviour).
+    TolerateTailCorruption,
+    /// Refuse to start when any record after the checkpoint is bad.
+    AbsoluteConsistency,
+}
+
+/// Store settings. Names follow RocketMQ's `MessageStoreConfig`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `storePathRootDir`: holds `commitlog/`, `consumequeue/`, `index/`, `config/`, ...
+    pub store_path_root_dir: PathBuf,
+    /// `mappedFileSizeCommitLog`, bytes.
+    pub mapped_file_size_commit_log: u64,
+    /// `mappedFileSizeConsumeQueue`, bytes (a multiple of 20).
+    pub mapped_file_size_consume_queue: u64,
+    /// `maxMessageSize`, bytes.
+    pub max_message_size: usize,
+    /// `flushDiskType`.
+    pub flush_disk_type: FlushDiskType,
+    /// `flushIntervalCommitLog`, ms (async flush period).
+    pub flush_interval_commit_log_ms: u64,
+    /// `flushIntervalConsumeQueue`, ms.
+    pub flush_interval_consume_queue_ms: u64,
+    /// `syncFlushTimeout`, ms.
+    pub sync_flush_timeout_ms: u64,
+    /// `fileReservedTime`, hours.
+    pub file_reserved_time_hours: u64,
+    /// `deleteWhen`: hours of the day (UTC), `;`-separated, e.g. `"04"`.
+    pub delete_when: String,
+    /// `diskMaxUsedSpaceRatio`, percent: above it expired files go at once and the oldest
+    /// go early.
+    pub disk_max_used_space_ratio: u8,
+    /// `maxHashSlotNum` per IndexFile.
+    pub max_hash_slot_num: u32,
+    /// `maxIndexNum` per IndexFile.
+    pub max_index_num: u32,
+    /// `messageIndexEnable`.
+    pub message_index_enable: bool,
+    /// `checkCRCOnRecover`.
+    pub check_crc_on_recover: bool,
+    /// What recovery may drop.
+    pub recovery_mode: RecoveryMode,
+}
+
+impl StoreConfig {
+    /// RocketMQ's defaults, rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            store_path_root_dir: root.into(),
+            mapped_file_size_commit_log: DEFAULT_COMMITLOG_SEGMENT_SIZE,
+            mapped_file_size_consume_queue: CQ_ENTRIES_PER_FILE * CQ_ENTRY_SIZE as u64,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            flush_disk_type: FlushDiskType::Async,
+            flush_interval_commit_log_ms: 500,
+            flush_interval_consume_queue_ms: 1000,
+            sync_flush_timeout_ms: 5000,
+            file_reserved_time_hours: 72,
+            delete_when: "04".into(),
+            disk_max_used_space_ratio: 75,
+            max_hash_slot_num: DEFAULT_INDEX_SLOTS,
+            max_index_num: DEFAULT_INDEX_ENTRIES,
+            message_index_enable: true,
+            check_crc_on_recover: true,
+            recovery_mode: RecoveryMode::TolerateTailCorruption,
+        }
+    }
+
+    /// Checks the values once at start-up.
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] naming the offending key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key, reason: String| Err(StoreError::Config { key, reason });
+        if self.mapped_file_size_commit_log < 4096 {
+            return bad(
+                "mappedFileSizeCommitLog",
+                format!("{} is below 4096", self.mapped_file_size_commit_log),
+            );
+        }
+        if self.mapped_file_size_consume_queue < CQ_ENTRY_SIZE as u64
+            || self.mapped_file_size_consume_queue % CQ_ENTRY_SIZE as u64 != 0
+        {
+            return bad(
+                "mappedFileSizeConsumeQueue",
+                format!(
+                    "{} is not a positive multiple of 20",
+                    self.mapped_file_size_consume_queue
+                ),
+            );
+        }
+        if self.max_message_size == 0
+            || self.max_message_size as u64 + 8 > self.mapped_file_size_commit_log
+        {
+            return bad(
+                "maxMessageSize",
+                format!(
+                    "{} must be positive and fit a CommitLog segment",
+                    self.max_message_size
+                ),
+            );
+        }
+        if self.max_hash_slot_num == 0 || self.max_index_num < 2 {
+            return bad("maxHashSlotNum", "index sizes must be positive".into());
+        }
+        if self.disk_max_used_space_ratio == 0 || self.disk_max_used_space_ratio > 95 {
+            return bad(
+                "diskMaxUsedSpaceRatio",
+                format!("{} is outside 1..=95", self.disk_max_used_space_ratio),
+            );
+        }
+        if self.delete_hours().is_none() {
+            return bad(
+                "deleteWhen",
+                format!("`{}` is not a list of hours 00-23", self.delete_when),
+            );
+        }
+        Ok(())
+    }
+
+    /// The hours of `deleteWhen`, or `None` when it is malformed.
+    pub fn delete_hours(&self) -> Option<Vec<u8>> {
+        self.delete_when
+            .split(';')
+            .map(|h| h.trim().parse::<u8>().ok().filter(|h| *h < 24))
+            .collect()
+    }
+
+    /// `<root>/commitlog`.
+    pub fn commitlog_dir(&self) -> PathBuf {
+        self.store_path_root_dir.join("commitlog")
+    }
+    /// `<root>/consumequeue`.
+    pub fn consume_queue_dir(&self) -> PathBuf {
+        self.store_path_root_dir.join("consumequeue")
+    }
+    /// `<root>/index`.
+    pub fn index_dir(&self) -> PathBuf {
+        self.store_path_root_dir.join("index")
+    }
+    /// `<root>/config`.
+    pub fn config_dir(&self) -> PathBuf {
+        self.store_path_root_dir.join("config")
+    }
+    /// `<root>/checkpoint`.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.store_path_root_dir.join("checkpoint")
+    }
+    /// `<root>/abort`.
+    pub fn abort_path(&self) -> PathBuf {
+        self.store_path_root_dir.join("abort")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_rocketmqs_and_valid() {
+        let c = StoreConfig::new("/tmp/x");
+        assert_eq!(c.mapped_file_size_commit_log, 1 << 30);
+        assert_eq!(c.mapped_file_size_consume_queue, 6_000_000);
+        assert_eq!(c.max_message_size, 4 << 20);
+        assert_eq!(c.delete_hours(), Some(vec![4]));
+        c.validate().unwrap();
+        assert_eq!("SYNC_FLUSH".parse(), Ok(FlushDiskType::Sync));
+        assert!("sync".parse::<FlushDiskType>().is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = StoreConfig::new("/tmp/x");
+        c.mapped_file_size_consume_queue = 33;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("mappedFileSizeConsumeQueue"), "{e}");
+        let mut c = StoreConfig::new("/tmp/x");
+        c.delete_when = "04;25".into();
+        assert!(c.validate().unwrap_err().to_string().contains("deleteWhen"));
+    }
+}

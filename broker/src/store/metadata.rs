@@ -1,0 +1,355 @@
+//! Broker metadata files under `<root>/config/`, in RocketMQ's JSON shapes:
+//! `topics.json`, `consumerOffset.json`, `delayOffset.json`, `subscriptionGroup.json`.
+//!
+//! Writes are atomic: the new content goes to `<file>.tmp` and is fsynced, the current
+//! file becomes `<file>.bak`, the temp file is renamed over it and the directory is
+//! fsynced. A corrupt or missing main file falls back to the `.bak`. Java writes integer
+//! map keys bare (`{0:12}`); reading accepts that, writing always quotes (`{"0":12}`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::error::{Result, StoreError};
+use super::mapped_file::sync_dir;
+
+/// `DataVersion`: lets the name server see that topic configs changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DataVersion {
+    /// Bumped on every change.
+    pub counter: i64,
+    /// 5.x state version.
+    pub state_version: i64,
+    /// Time of the last change, ms.
+    pub timestamp: i64,
+}
+
+impl DataVersion {
+    /// Records a change.
+    pub fn next_version(&mut self) {
+        self.counter += 1;
+        self.timestamp = super::commitlog::now_ms();
+    }
+}
+
+/// `TopicConfig`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TopicConfig {
+    /// Topic name.
+    pub topic_name: String,
+    /// Queues consumers read.
+    pub read_queue_nums: i32,
+    /// Queues producers write.
+    pub write_queue_nums: i32,
+    /// `PermName` bits (6 = read + write).
+    pub perm: i32,
+    /// `SINGLE_TAG` or `MULTI_TAG`.
+    pub topic_filter_type: String,
+    /// `TopicSysFlag` bits.
+    pub topic_sys_flag: i32,
+    /// Ordered topic.
+    pub order: bool,
+    /// 5.x attributes (e.g. `+message.type`).
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            topic_name: String::new(),
+            read_queue_nums: 16,
+            write_queue_nums: 16,
+            perm: 6,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_sys_flag: 0,
+            order: false,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+/// `topics.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TopicConfigTable {
+    /// Topic name → config.
+    pub topic_config_table: BTreeMap<String, TopicConfig>,
+    /// Version of the table.
+    pub data_version: DataVersion,
+}
+
+/// `consumerOffset.json`: `topic@group` → queue id → offset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConsumerOffsetTable {
+    /// `topic@group` → queue id → next offset to consume.
+    pub offset_table: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// Version of the table.
+    pub data_version: DataVersion,
+}
+
+/// `delayOffset.json`: delay level → next offset of `SCHEDULE_TOPIC_XXXX` queue level-1.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DelayOffsetTable {
+    /// Delay level → offset.
+    pub offset_table: BTreeMap<i32, i64>,
+    /// Version of the table.
+    pub data_version: DataVersion,
+}
+
+/// `SubscriptionGroupConfig`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SubscriptionGroupConfig {
+    /// Group name.
+    pub group_name: String,
+    /// Consumption allowed.
+    pub consume_enable: bool,
+    /// Broadcast consumption allowed.
+    pub consume_broadcast_enable: bool,
+    /// Orderly consumption.
+    pub consume_message_orderly: bool,
+    /// Queues of the group's retry topic.
+    pub retry_queue_nums: i32,
+    /// Max reconsume times before the DLQ.
+    pub retry_max_times: i32,
+    /// Broker id to consume from.
+    pub broker_id: i64,
+    /// Broker id when consumption is slow.
+    pub which_broker_when_consume_slowly: i64,
+    /// Send NOTIFY_CONSUMER_IDS_CHANGED.
+    pub notify_consumer_ids_changed_enable: bool,
+}
+
+impl Default for SubscriptionGroupConfig {
+    fn default() -> Self {
+        SubscriptionGroupConfig {
+            group_name: String::new(),
+            consume_enable: true,
+            consume_broadcast_enable: true,
+            consume_message_orderly: false,
+            retry_queue_nums: 1,
+            retry_max_times: 16,
+            broker_id: 0,
+            which_broker_when_consume_slowly: 1,
+            notify_consumer_ids_changed_enable: true,
+        }
+    }
+}
+
+/// `subscriptionGroup.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SubscriptionGroupTable {
+    /// Group name → config.
+    pub subscription_group_table: BTreeMap<String, SubscriptionGroupConfig>,
+    /// Group → topic → forbidden bits.
+    pub forbidden_table: BTreeMap<String, BTreeMap<String, i32>>,
+    /// Version of the table.
+    pub data_version: DataVersion,
+}
+
+/// Rewrites bare integer object keys (`{0:12}`, fastjson's default) as quoted keys so
+/// a standard JSON parser accepts them. Strings and array elements are left alone.
+pub fn quote_bare_keys(input: &str) -> String {
+    #[derive(PartialEq)]
+    enum Ctx {
+        Object,
+        Array,
+    }
+    let mut out = String::with_capacity(input.len() + 16);
+    let mut stack: Vec<Ctx> = Vec::new();
+    let mut expect_key = false;
+    let mut chars = input.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push(c);
+                while let Some(d) = chars.next() {
+                    out.push(d);
+                    if d == '\\' {
+                        if let Some(e) = chars.next() {
+                            out.push(e);
+                        }
+                    } else if d == '"' {
+                        break;
+                    }
+                }
+                expect_key = false;
+            }
+            '{' => {
+                stack.push(Ctx::Object);
+                expect_key = true;
+                out.push(c);
+            }
+            '[' => {
+                stack.push(Ctx::Array);
+                expect_key = false;
+                out.push(c);
+            }
+            '}' | ']' => {
+                stack.pop();
+                expect_key = false;
+                out.push(c);
+            }
+            ',' => {
+                expect_key = stack.last() == Some(&Ctx::Object);
+                out.push(c);
+            }
+            ':' => {
+                expect_key = false;
+                out.push(c);
+            }
+            c if expect_key && (c == '-' || c.is_ascii_digit()) => {
+                out.push('"');
+                out.push(c);
+                while let Some(&d) = chars.peek() {
+                    if d.is_ascii_digit() {
+                        out.push(d);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push('"');
+                expect_key = false;
+            }
+            c => {
+                if !c.is_whitespace() {
+                    expect_key = false;
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn bak_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".bak");
+    PathBuf::from(s)
+}
+
+fn parse<T: DeserializeOwned>(text: &str) -> std::result::Result<T, serde_json::Error> {
+    serde_json::from_str(text).or_else(|_| serde_json::from_str(&quote_bare_keys(text)))
+}
+
+/// Loads a metadata file, falling back to its `.bak` when the main file is missing or
+/// corrupt, and to the default when neither is usable.
+pub fn load<T: DeserializeOwned + Default>(path: &Path) -> T {
+    for (candidate, is_bak) in [(path.to_path_buf(), false), (bak_path(path), true)] {
+        match std::fs::read_to_string(&candidate) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => match parse(&text) {
+                Ok(v) => {
+                    if is_bak {
+                        warn!(file = %path.display(), "metadata file unusable; loaded its .bak copy");
+                    }
+                    return v;
+                }
+                Err(e) => warn!(file = %candidate.display(), error = %e, "corrupt metadata file"),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(file = %candidate.display(), error = %e, "unreadable metadata file"),
+        }
+    }
+    T::default()
+}
+
+/// Writes a metadata file atomically (temp file, fsync, keep the old one as `.bak`,
+/// rename, fsync the directory).
+///
+/// # Errors
+/// I/O errors; the previous file stays in place on failure.
+pub fn persist<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    let json = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        f.write_all(&json).map_err(|e| StoreError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+    }
+    if path.exists() {
+        let bak = bak_path(path);
+        std::fs::rename(path, &bak).map_err(|e| StoreError::io(&bak, e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
+    sync_dir(dir).map_err(|e| StoreError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_keys_are_quoted_only_where_they_are_keys() {
+        let java = r#"{"offsetTable":{"T@g":{0:12,1:7}},"list":[1, 2],"s":"{3:4}","n":-1}"#;
+        let fixed = quote_bare_keys(java);
+        assert_eq!(
+            fixed,
+            r#"{"offsetTable":{"T@g":{"0":12,"1":7}},"list":[1, 2],"s":"{3:4}","n":-1}"#
+        );
+        let t: ConsumerOffsetTable = parse(java).unwrap();
+        assert_eq!(t.offset_table["T@g"][&1], 7);
+    }
+
+    #[test]
+    fn reads_java_shapes() {
+        let topics = r#"{"dataVersion":{"counter":3,"stateVersion":0,"timestamp":1700000000000},
+            "topicConfigTable":{"TopicTest":{"attributes":{},"order":false,"perm":6,
+            "readQueueNums":4,"topicFilterType":"SINGLE_TAG","topicName":"TopicTest",
+            "topicSysFlag":0,"writeQueueNums":4,"somethingNew":true}}}"#;
+        let t: TopicConfigTable = parse(topics).unwrap();
+        assert_eq!(t.topic_config_table["TopicTest"].read_queue_nums, 4);
+        assert_eq!(t.data_version.counter, 3);
+        let delay: DelayOffsetTable = parse(r#"{"offsetTable":{1:5,3:0}}"#).unwrap();
+        assert_eq!(delay.offset_table[&1], 5);
+        let subs: SubscriptionGroupTable =
+            parse(r#"{"subscriptionGroupTable":{"g":{"groupName":"g","retryMaxTimes":3}}}"#)
+                .unwrap();
+        let g = &subs.subscription_group_table["g"];
+        assert_eq!(
+            (g.retry_max_times, g.retry_queue_nums, g.consume_enable),
+            (3, 1, true)
+        );
+    }
+
+    #[test]
+    fn persist_is_atomic_and_falls_back_to_bak() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config").join("consumerOffset.json");
+        let mut t = ConsumerOffsetTable::default();
+        t.offset_table.entry("T@g".into()).or_default().insert(0, 5);
+        persist(&p, &t).unwrap();
+        t.offset_table.entry("T@g".into()).or_default().insert(0, 9);
+        persist(&p, &t).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("\"0\": 9"), "{text}");
+        assert_eq!(load::<ConsumerOffsetTable>(&p), t);
+        // Corrupt main file: the .bak (previous version) is used.
+        std::fs::write(&p, b"{\"offsetTable\": {").unwrap();
+        let back: ConsumerOffsetTable = load(&p);
+        assert_eq!(back.offset_table["T@g"][&0], 5);
+        // Nothing usable: defaults.
+        std::fs::write(bak_path(&p), b"garbage").unwrap();
+        assert_eq!(
+            load::<ConsumerOffsetTable>(&p),
+            ConsumerOffsetTable::default()
+        );
+    }
+}
