@@ -388,6 +388,8 @@ impl CommitLog {
     /// The `msync`/`fsync` error; the caller turns the store read-only.
     pub fn flush(&self) -> Result<(u64, i64)> {
         let _guard = lock(&self.flush_lock);
+        #[cfg(feature = "failpoints")]
+        super::failpoints::before_flush();
         let (target, ts) = {
             let tail = lock(&self.tail);
             (tail.write_offset, tail.last_store_timestamp)

@@ -14,6 +14,8 @@ pub mod config;
 pub mod consume_queue;
 pub mod dispatch;
 pub mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod format;
 pub mod index;
 pub mod mapped_file;
@@ -907,6 +909,11 @@ impl StoreInner {
             store_timestamp: r.store_timestamp,
             end_offset: r.end_offset,
         })
+    }
+
+    /// How far the dispatcher has built ConsumeQueue and index entries.
+    pub fn dispatched_offset(&self) -> u64 {
+        lock(&self.dispatch).reput_offset
     }
 
     /// Waits until the CommitLog is flushed past `offset` (group commit: one flush

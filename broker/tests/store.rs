@@ -1,0 +1,609 @@
+//! Store behaviour through its public API: rollover, batches, concurrency, restarts,
+//! corruption, index and time queries, retention, replication hooks and migration.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{msg, runtime, small_config};
+use ferrocket::store::format::{segment_file_name, BLANK_MAGIC_CODE};
+use ferrocket::store::{
+    decode_record, BoundaryType, FlushDiskType, GetMessageStatus, MessageStore, StoreError,
+};
+
+fn all_bodies(store: &MessageStore, topic: &str, queue_id: i32) -> Vec<(i64, String)> {
+    wait_dispatched(store);
+    let mut out = Vec::new();
+    let mut off = store.min_offset_in_queue(topic, queue_id);
+    loop {
+        let r = store.get_messages(topic, queue_id, off, 32, 1 << 20, |_| true);
+        if r.status != GetMessageStatus::Found {
+            break;
+        }
+        for (rec, qo) in r.messages.iter().zip(&r.queue_offsets) {
+            let m = decode_record(rec).unwrap();
+            assert_eq!(m.queue_offset, *qo);
+            out.push((m.queue_offset, String::from_utf8(m.body.to_vec()).unwrap()));
+        }
+        off = r.next_begin_offset;
+    }
+    out
+}
+
+fn wait_dispatched(store: &MessageStore) {
+    while store.dispatched_offset() < store.max_phy_offset() {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn segments_roll_over_with_blank_filler() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    let pad = "x".repeat(900);
+    let mut offsets = Vec::new();
+    for i in 0..200 {
+        let r = rt
+            .block_on(store.put_message(msg("T", 0, &format!("{i:04}{pad}"), "A", "")))
+            .unwrap();
+        assert_eq!(r.queue_offset, i);
+        offsets.push(r.physical_offsets[0]);
+    }
+    let seg = 64 * 1024u64;
+    assert!(store.max_phy_offset() > 2 * seg);
+    // No record crosses a segment boundary, and the first segment ends in the filler.
+    for &o in &offsets {
+        let rec = store.read_message(o).unwrap();
+        assert_eq!(
+            o / seg,
+            (o + rec.len() as u64 - 1) / seg,
+            "record at {o} spans segments"
+        );
+    }
+    let first_seg_last = offsets.iter().filter(|o| **o < seg).max().unwrap();
+    let end = first_seg_last + store.read_message(*first_seg_last).unwrap().len() as u64;
+    let raw = std::fs::read(dir.path().join("commitlog").join(segment_file_name(0))).unwrap();
+    let at = end as usize;
+    assert_eq!(
+        i32::from_be_bytes(raw[at..at + 4].try_into().unwrap()) as u64,
+        seg - end
+    );
+    assert_eq!(
+        i32::from_be_bytes(raw[at + 4..at + 8].try_into().unwrap()),
+        BLANK_MAGIC_CODE
+    );
+    assert!(dir
+        .path()
+        .join("commitlog")
+        .join(segment_file_name(seg))
+        .exists());
+    // Reads cross segments transparently, in order.
+    store.shutdown();
+    drop(store);
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    let bodies = all_bodies(&store, "T", 0);
+    assert_eq!(bodies.len(), 200);
+    for (i, (qo, b)) in bodies.iter().enumerate() {
+        assert_eq!(*qo, i as i64);
+        assert!(b.starts_with(&format!("{i:04}")));
+    }
+}
+
+#[test]
+fn batch_is_contiguous_with_consecutive_queue_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    rt.block_on(store.put_message(msg("B", 1, "first", "", "")))
+        .unwrap();
+    let batch: Vec<_> = (0..10)
+        .map(|i| msg("B", 1, &format!("b{i}"), "", ""))
+        .collect();
+    let r = rt.block_on(store.put_messages(&batch)).unwrap();
+    assert_eq!(r.queue_offset, 1);
+    assert_eq!(r.physical_offsets.len(), 10);
+    for w in r.physical_offsets.windows(2) {
+        let len = store.read_message(w[0]).unwrap().len() as u64;
+        assert_eq!(w[0] + len, w[1]);
+    }
+    let mixed = vec![msg("B", 1, "x", "", ""), msg("B", 2, "y", "", "")];
+    assert!(matches!(
+        rt.block_on(store.put_messages(&mixed)),
+        Err(StoreError::Message(_))
+    ));
+}
+
+#[test]
+fn concurrent_appenders_get_gap_free_ordered_queue_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut cfg = small_config(dir.path(), FlushDiskType::Async);
+    cfg.mapped_file_size_commit_log = 1 << 20;
+    let store = MessageStore::open(cfg).unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..300 {
+                    let q = (i % 4) as i32;
+                    store
+                        .put_message(msg("C", q, &format!("{t}-{i}"), "", ""))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    wait_dispatched(&store);
+    let mut total = 0;
+    for q in 0..4 {
+        let mut last_phys = None;
+        let mut per_producer: HashMap<String, i64> = HashMap::new();
+        let mut off = 0;
+        loop {
+            let r = store.get_messages("C", q, off, 32, 1 << 20, |_| true);
+            if r.status != GetMessageStatus::Found {
+                assert_eq!(r.status, GetMessageStatus::OffsetOverflowOne);
+                break;
+            }
+            for rec in &r.messages {
+                let m = decode_record(rec).unwrap();
+                assert_eq!(m.queue_offset, off, "gap or reorder in queue {q}");
+                if let Some(p) = last_phys {
+                    assert!(
+                        m.physical_offset > p,
+                        "queue order differs from CommitLog order"
+                    );
+                }
+                last_phys = Some(m.physical_offset);
+                let body = String::from_utf8(m.body.to_vec()).unwrap();
+                let (t, i) = body.split_once('-').unwrap();
+                let i: i64 = i.parse().unwrap();
+                if let Some(prev) = per_producer.insert(t.to_owned(), i) {
+                    assert!(i > prev, "producer {t}'s sends reordered");
+                }
+                off += 1;
+                total += 1;
+            }
+        }
+        assert_eq!(store.max_offset_in_queue("C", q), 16 * 75);
+    }
+    assert_eq!(total, 16 * 300);
+}
+
+#[test]
+fn oversized_message_is_refused_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    let big = "x".repeat(20 * 1024);
+    let err = rt
+        .block_on(store.put_message(msg("T", 0, &big, "", "")))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Message(ferrocket::store::message::RecordError::TooLarge { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(store.max_phy_offset(), 0);
+}
+
+#[test]
+fn sync_flush_group_commit_acknowledges_only_flushed_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Sync)).unwrap();
+    let ends = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..32 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let mut ends = Vec::new();
+                for i in 0..20 {
+                    let r = store
+                        .put_message(msg("S", t % 4, &format!("{t}-{i}"), "", ""))
+                        .await
+                        .unwrap();
+                    // Acknowledged means flushed past the record.
+                    assert!(store.flushed_phy_offset() >= r.end_offset);
+                    ends.push(r.end_offset);
+                }
+                ends
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    assert_eq!(ends.len(), 640);
+}
+
+#[test]
+fn sync_flush_timeout_is_a_distinct_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut cfg = small_config(dir.path(), FlushDiskType::Sync);
+    cfg.sync_flush_timeout_ms = 50;
+    let store = MessageStore::open(cfg).unwrap();
+    ferrocket::store::failpoints::set_flush_delay_ms(400);
+    let res = rt.block_on(store.put_message(msg("T", 0, "late", "", "")));
+    ferrocket::store::failpoints::set_flush_delay_ms(0);
+    let err = res.unwrap_err();
+    assert!(matches!(err, StoreError::FlushTimeout { .. }), "{err}");
+    // The record is stored all the same.
+    assert!(store.read_message(0).is_some());
+    // WAIT=false skips the wait entirely.
+    let mut m = msg("T", 0, "nowait", "", "");
+    m.properties.push_str("WAIT\u{1}false\u{2}");
+    rt.block_on(store.put_message(m)).unwrap();
+}
+
+#[test]
+fn clean_restart_trusts_the_checkpoint_and_continues_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    {
+        let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+        assert!(dir.path().join("abort").exists());
+        for i in 0..50 {
+            rt.block_on(store.put_message(msg("R", i % 2, &format!("m{i}"), "", "")))
+                .unwrap();
+        }
+        store.shutdown();
+        assert!(!dir.path().join("abort").exists());
+    }
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    assert!(!store.recovery_report().abnormal);
+    assert_eq!(store.max_offset_in_queue("R", 0), 25);
+    let r = rt
+        .block_on(store.put_message(msg("R", 0, "after", "", "")))
+        .unwrap();
+    assert_eq!(r.queue_offset, 25);
+    assert_eq!(all_bodies(&store, "R", 0).len(), 26);
+}
+
+/// Writes `n` messages, shuts down cleanly, and returns the record offsets.
+fn write_and_close(dir: &std::path::Path, n: usize) -> Vec<u64> {
+    let rt = runtime();
+    let store = MessageStore::open(small_config(dir, FlushDiskType::Async)).unwrap();
+    let mut offs = Vec::new();
+    for i in 0..n {
+        let r = rt
+            .block_on(store.put_message(msg("K", 0, &format!("m{i:03}"), "", &format!("key{i}"))))
+            .unwrap();
+        offs.push(r.physical_offsets[0]);
+    }
+    store.shutdown();
+    offs
+}
+
+#[test]
+fn flipped_bytes_in_the_tail_are_truncated_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = write_and_close(dir.path(), 40);
+    // Pretend the last run crashed, and corrupt the body of record 30.
+    std::fs::write(dir.path().join("abort"), b"").unwrap();
+    let seg = dir.path().join("commitlog").join(segment_file_name(0));
+    let mut raw = std::fs::read(&seg).unwrap();
+    // Inside the body (84 fixed bytes + 4 length bytes), which the CRC covers.
+    let at = offs[30] as usize + 89;
+    raw[at] ^= 0x5A;
+    std::fs::write(&seg, &raw).unwrap();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    let rep = store.recovery_report().clone();
+    assert!(rep.abnormal);
+    assert_eq!(rep.end_offset, offs[30]);
+    assert!(rep.truncated_reason.unwrap().contains("CRC"));
+    let bodies = all_bodies(&store, "K", 0);
+    assert_eq!(bodies.len(), 30);
+    assert_eq!(store.max_offset_in_queue("K", 0), 30);
+    // Index entries past the cut are gone or filtered.
+    assert!(store.query_by_key("K", "key35", 10, 0, i64::MAX).is_empty());
+    assert_eq!(store.query_by_key("K", "key5", 10, 0, i64::MAX).len(), 1);
+    // New writes continue where the good data ended, and the stale bytes never return.
+    let rt = runtime();
+    let r = rt
+        .block_on(store.put_message(msg("K", 0, "new", "", "")))
+        .unwrap();
+    assert_eq!((r.physical_offsets[0], r.queue_offset), (offs[30], 30));
+    store.shutdown();
+    drop(store);
+    std::fs::write(dir.path().join("abort"), b"").unwrap();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    assert_eq!(store.max_offset_in_queue("K", 0), 31);
+}
+
+#[test]
+fn a_truncated_segment_and_a_corrupt_checkpoint_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let offs = write_and_close(dir.path(), 40);
+    std::fs::write(dir.path().join("abort"), b"").unwrap();
+    std::fs::write(dir.path().join("checkpoint"), [0xFFu8; 7]).unwrap();
+    let seg = dir.path().join("commitlog").join(segment_file_name(0));
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(offs[20] + 10).unwrap();
+    drop(f);
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    assert_eq!(store.recovery_report().end_offset, offs[20]);
+    assert_eq!(all_bodies(&store, "K", 0).len(), 20);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 64 * 1024);
+}
+
+#[test]
+fn missing_consume_queue_and_index_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    write_and_close(dir.path(), 30);
+    std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    assert_eq!(all_bodies(&store, "K", 0).len(), 30);
+    assert_eq!(store.query_by_key("K", "key7", 10, 0, i64::MAX).len(), 1);
+}
+
+#[test]
+fn index_queries_by_key_and_unique_key_within_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    for i in 0..30 {
+        rt.block_on(store.put_message(msg(
+            "Q",
+            0,
+            &format!("U{i}"),
+            "",
+            &format!("order-{} all", i % 3),
+        )))
+        .unwrap();
+    }
+    rt.block_on(store.put_message(msg("Other", 0, "U99", "", "order-1")))
+        .unwrap();
+    // Dispatch is asynchronous: wait for it.
+    wait_dispatched(&store);
+    let hits = store.query_by_key("Q", "order-1", 100, 0, i64::MAX);
+    assert_eq!(hits.len(), 10);
+    for h in &hits {
+        let m = decode_record(h).unwrap();
+        assert_eq!(m.topic, "Q");
+    }
+    assert_eq!(store.query_by_key("Q", "all", 5, 0, i64::MAX).len(), 5);
+    let one = store.query_by_key("Q", "U7", 10, 0, i64::MAX);
+    assert_eq!(one.len(), 1);
+    assert_eq!(&decode_record(&one[0]).unwrap().body[..], b"U7");
+    assert!(store.query_by_key("Q", "order-1", 10, 0, 1000).is_empty());
+    assert!(store.query_by_key("Q", "nope", 10, 0, i64::MAX).is_empty());
+}
+
+#[test]
+fn search_offset_by_timestamp_and_earliest_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    let mut times = Vec::new();
+    for i in 0..10 {
+        let r = rt
+            .block_on(store.put_message(msg("TS", 0, &format!("{i}"), "", "")))
+            .unwrap();
+        times.push(r.store_timestamp);
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+    wait_dispatched(&store);
+    assert_eq!(store.earliest_store_time("TS", 0), Some(times[0]));
+    assert_eq!(
+        store.search_offset_by_time("TS", 0, times[4], BoundaryType::Lower),
+        4
+    );
+    assert_eq!(
+        store.search_offset_by_time("TS", 0, times[4] + 1, BoundaryType::Lower),
+        5
+    );
+    assert_eq!(
+        store.search_offset_by_time("TS", 0, times[4] + 1, BoundaryType::Upper),
+        4
+    );
+    assert_eq!(
+        store.search_offset_by_time("TS", 0, 0, BoundaryType::Lower),
+        0
+    );
+    assert_eq!(
+        store.search_offset_by_time("TS", 0, i64::MAX, BoundaryType::Lower),
+        10
+    );
+}
+
+#[test]
+fn tag_filter_and_pull_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    assert_eq!(
+        store.get_messages("F", 0, 0, 32, 1 << 20, |_| true).status,
+        GetMessageStatus::NoMatchedLogicQueue
+    );
+    for i in 0..20 {
+        let tag = if i % 2 == 0 { "TagA" } else { "TagB" };
+        rt.block_on(store.put_message(msg("F", 0, &format!("{i}"), tag, "")))
+            .unwrap();
+    }
+    wait_dispatched(&store);
+    let a = ferrocket::store::format::tags_code(Some("TagA"));
+    let r = store.get_messages("F", 0, 0, 32, 1 << 20, |c| c == a);
+    assert_eq!(r.status, GetMessageStatus::Found);
+    assert_eq!(r.messages.len(), 10);
+    assert_eq!(r.next_begin_offset, 20);
+    let none = store.get_messages("F", 0, 0, 32, 1 << 20, |_| false);
+    assert_eq!(none.status, GetMessageStatus::NoMatchedMessage);
+    assert_eq!(none.next_begin_offset, 20);
+    let r = store.get_messages("F", 0, 20, 32, 1 << 20, |_| true);
+    assert_eq!(
+        (r.status, r.next_begin_offset),
+        (GetMessageStatus::OffsetOverflowOne, 20)
+    );
+    let r = store.get_messages("F", 0, 25, 32, 1 << 20, |_| true);
+    assert_eq!(
+        (r.status, r.next_begin_offset),
+        (GetMessageStatus::OffsetOverflowBadly, 20)
+    );
+    // Byte bound: at least one message, then stop before exceeding.
+    let one = store.get_messages("F", 0, 0, 32, 1, |_| true);
+    assert_eq!(one.messages.len(), 1);
+    assert_eq!(one.next_begin_offset, 1);
+}
+
+#[test]
+fn retention_deletes_old_segments_under_a_live_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut cfg = small_config(dir.path(), FlushDiskType::Async);
+    cfg.file_reserved_time_hours = 0;
+    let store = MessageStore::open(cfg).unwrap();
+    let pad = "y".repeat(2000);
+    for i in 0..100 {
+        rt.block_on(store.put_message(msg("Ret", 0, &format!("{i:03}{pad}"), "", "")))
+            .unwrap();
+    }
+    wait_dispatched(&store);
+    let held = store
+        .get_messages("Ret", 0, 0, 1, 1 << 20, |_| true)
+        .messages;
+    let before = Bytes::copy_from_slice(&held[0]);
+    let report = store.delete_expired_files(ferrocket::store::now_ms() + 1000, false);
+    assert!(report.commitlog_segments >= 2, "{report:?}");
+    assert!(!dir
+        .path()
+        .join("commitlog")
+        .join(segment_file_name(0))
+        .exists());
+    // The view taken before deletion still reads the same bytes.
+    assert_eq!(held[0], before);
+    let min = store.min_offset_in_queue("Ret", 0);
+    assert!(min > 0);
+    let r = store.get_messages("Ret", 0, 0, 32, 1 << 20, |_| true);
+    assert_eq!(
+        (r.status, r.next_begin_offset),
+        (GetMessageStatus::OffsetTooSmall, min)
+    );
+    let r = store.get_messages("Ret", 0, min, 1, 1 << 20, |_| true);
+    assert_eq!(r.status, GetMessageStatus::Found);
+    let m = decode_record(&r.messages[0]).unwrap();
+    assert_eq!(m.queue_offset, min);
+    // Restart keeps the moved min offsets.
+    store.shutdown();
+    drop(store);
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    assert_eq!(store.min_offset_in_queue("Ret", 0), min);
+    assert_eq!(store.max_offset_in_queue("Ret", 0), 100);
+}
+
+#[test]
+fn replication_hooks_copy_byte_for_byte_and_truncate() {
+    let master_dir = tempfile::tempdir().unwrap();
+    let slave_dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let master = MessageStore::open(small_config(master_dir.path(), FlushDiskType::Async)).unwrap();
+    let slave = MessageStore::open(small_config(slave_dir.path(), FlushDiskType::Async)).unwrap();
+    let pad = "z".repeat(700);
+    for i in 0..150 {
+        rt.block_on(master.put_message(msg(
+            "H",
+            i % 3,
+            &format!("{i}{pad}"),
+            "",
+            &format!("k{i}"),
+        )))
+        .unwrap();
+    }
+    // Ship in arbitrary 3000-byte cuts, buffering partial records like an HA client.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut shipped = 0u64;
+    while shipped < master.max_phy_offset() {
+        let chunk = master.read_raw(shipped, 3000).unwrap();
+        shipped += chunk.len() as u64;
+        pending.extend_from_slice(&chunk);
+        let at = slave.max_phy_offset();
+        let n = slave.append_raw(at, &pending).unwrap();
+        pending.drain(..n);
+    }
+    assert!(pending.is_empty());
+    assert_eq!(slave.max_phy_offset(), master.max_phy_offset());
+    let mut o = 0;
+    while o < master.max_phy_offset() {
+        let a = master.read_raw(o, 4096).unwrap();
+        let b = slave.read_raw(o, 4096).unwrap();
+        assert_eq!(a, b, "bytes differ at {o}");
+        o += a.len() as u64;
+    }
+    // Wrong offset and bad bytes are refused.
+    assert!(matches!(
+        slave.append_raw(0, &[0u8; 16]),
+        Err(StoreError::OffsetMismatch { .. })
+    ));
+    let mut garbage = vec![0u8; 200];
+    garbage[..4].copy_from_slice(&200i32.to_be_bytes());
+    garbage[4..8].copy_from_slice(&0x1234_5678i32.to_be_bytes());
+    assert!(matches!(
+        slave.append_raw(slave.max_phy_offset(), &garbage),
+        Err(StoreError::InvalidRaw { .. })
+    ));
+    wait_dispatched(&slave);
+    wait_dispatched(&master);
+    assert_eq!(all_bodies(&slave, "H", 1).len(), 50);
+    // Truncate the slave to the start of message 90 (queue 0, offset 30).
+    let r = master.get_messages("H", 0, 30, 1, 1 << 20, |_| true);
+    let cut = decode_record(&r.messages[0]).unwrap().physical_offset as u64;
+    slave.truncate(cut).unwrap();
+    assert_eq!(slave.max_phy_offset(), cut);
+    assert_eq!(slave.max_offset_in_queue("H", 0), 30);
+    assert!(slave.query_by_key("H", "k100", 10, 0, i64::MAX).is_empty());
+    assert_eq!(slave.query_by_key("H", "k3", 10, 0, i64::MAX).len(), 1);
+    let next = rt
+        .block_on(slave.put_message(msg("H", 0, "promoted", "", "")))
+        .unwrap();
+    assert_eq!((next.physical_offsets[0], next.queue_offset), (cut, 30));
+}
+
+#[test]
+fn migrated_store_directory_opens_and_leaves_unknown_files_alone() {
+    // A directory as another RocketMQ implementation leaves it: CommitLog plus files we
+    // do not use, without our ConsumeQueue, index or checkpoint.
+    let dir = tempfile::tempdir().unwrap();
+    write_and_close(dir.path(), 25);
+    std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(dir.path().join("config/timercheck"), b"opaque").unwrap();
+    std::fs::write(
+        dir.path().join("config/consumerOffset.json"),
+        br#"{"offsetTable":{"K@g1":{0:12}}}"#,
+    )
+    .unwrap();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    assert_eq!(all_bodies(&store, "K", 0).len(), 25);
+    let offsets: ferrocket::store::metadata::ConsumerOffsetTable =
+        ferrocket::store::metadata::load(&dir.path().join("config/consumerOffset.json"));
+    assert_eq!(offsets.offset_table["K@g1"][&0], 12);
+    store.shutdown();
+    assert_eq!(
+        std::fs::read(dir.path().join("config/timercheck")).unwrap(),
+        b"opaque"
+    );
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    let err = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap_err();
+    assert!(err.to_string().contains("in use"), "{err}");
+}
