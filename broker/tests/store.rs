@@ -129,7 +129,7 @@ fn concurrent_appenders_get_gap_free_ordered_queue_offsets() {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
                 for i in 0..300 {
-                    let q = (i % 4) as i32;
+                    let q = i % 4;
                     store
                         .put_message(msg("C", q, &format!("{t}-{i}"), "", ""))
                         .await

@@ -32,6 +32,21 @@ pub fn now_ms() -> i64 {
 /// Next queue offset per topic and queue id.
 pub type QueueOffsetTable = HashMap<String, Vec<i64>>;
 
+/// Raises a queue's next offset in `table` to at least `next`.
+pub fn raise_queue_offset(table: &mut QueueOffsetTable, topic: &str, queue_id: i32, next: i64) {
+    let Ok(q) = usize::try_from(queue_id) else {
+        return;
+    };
+    let v = match table.get_mut(topic) {
+        Some(v) => v,
+        None => table.entry(topic.to_owned()).or_default(),
+    };
+    if v.len() <= q {
+        v.resize(q + 1, 0);
+    }
+    v[q] = v[q].max(next);
+}
+
 /// State owned by whoever holds the tail lock.
 #[derive(Debug, Default)]
 pub struct Tail {
@@ -94,6 +109,9 @@ pub struct CommitLog {
     /// A segment was created or deleted since the directory was last synced.
     dir_dirty: AtomicBool,
     flush_lock: Mutex<()>,
+    /// A new segment is refused when it would push disk use past this fraction, which
+    /// keeps room for ConsumeQueue, index and metadata files.
+    disk_warning_ratio: f64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,7 +124,7 @@ impl CommitLog {
     ///
     /// # Errors
     /// I/O errors; a segment longer than `segment_size`.
-    pub fn open(dir: &Path, segment_size: u64) -> Result<Self> {
+    pub fn open(dir: &Path, segment_size: u64, disk_warning_ratio_percent: u8) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let mut names: Vec<u64> = std::fs::read_dir(dir)
             .map_err(|e| StoreError::io(dir, e))?
@@ -162,6 +180,7 @@ impl CommitLog {
             flushed_offset: AtomicU64::new(min),
             dir_dirty: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
+            disk_warning_ratio: f64::from(disk_warning_ratio_percent) / 100.0,
         })
     }
 
@@ -211,6 +230,17 @@ impl CommitLog {
 
     fn create_segment(&self, start: u64) -> Result<Arc<MappedFile>> {
         let path = self.dir.join(segment_file_name(start));
+        if let Some((used, total)) = super::mapped_file::disk_usage(&self.dir) {
+            if (used + self.segment_size) as f64 > self.disk_warning_ratio * total as f64 {
+                warn!(
+                    used,
+                    total,
+                    segment = %path.display(),
+                    "disk use would pass diskSpaceWarningLevelRatio; refusing a new CommitLog segment"
+                );
+                return Err(StoreError::DiskFull { path });
+            }
+        }
         let f = MappedFile::create(&path, start, self.segment_size)
             .map_err(|e| StoreError::io(&path, e))?;
         let f = Arc::new(f);

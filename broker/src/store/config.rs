@@ -63,6 +63,9 @@ pub struct StoreConfig {
     /// `diskMaxUsedSpaceRatio`, percent: above it expired files go at once and the oldest
     /// go early.
     pub disk_max_used_space_ratio: u8,
+    /// `diskSpaceWarningLevelRatio`, percent: appends that need a new CommitLog segment
+    /// are refused when it would push disk use past this.
+    pub disk_space_warning_level_ratio: u8,
     /// `maxHashSlotNum` per IndexFile.
     pub max_hash_slot_num: u32,
     /// `maxIndexNum` per IndexFile.
@@ -90,6 +93,7 @@ impl StoreConfig {
             file_reserved_time_hours: 72,
             delete_when: "04".into(),
             disk_max_used_space_ratio: 75,
+            disk_space_warning_level_ratio: 90,
             max_hash_slot_num: DEFAULT_INDEX_SLOTS,
             max_index_num: DEFAULT_INDEX_ENTRIES,
             message_index_enable: true,
@@ -139,6 +143,12 @@ impl StoreConfig {
             return bad(
                 "diskMaxUsedSpaceRatio",
                 format!("{} is outside 1..=95", self.disk_max_used_space_ratio),
+            );
+        }
+        if self.disk_space_warning_level_ratio == 0 || self.disk_space_warning_level_ratio > 100 {
+            return bad(
+                "diskSpaceWarningLevelRatio",
+                format!("{} is outside 1..=100", self.disk_space_warning_level_ratio),
             );
         }
         if self.delete_hours().is_none() {

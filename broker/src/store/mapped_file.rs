@@ -275,6 +275,23 @@ impl MappedFile {
     }
 }
 
+/// Bytes in use and total bytes of the filesystem holding `path`.
+pub fn disk_usage(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes into the zeroed struct we pass; the path is
+    // NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 || st.f_blocks == 0 {
+        return None;
+    }
+    let unit = st.f_frsize as u64;
+    let total = st.f_blocks as u64 * unit;
+    let avail = st.f_bavail as u64 * unit;
+    Some((total.saturating_sub(avail), total))
+}
+
 /// Fsyncs a directory so file creations, renames and deletions in it are durable.
 ///
 /// # Errors

@@ -296,8 +296,11 @@ impl MessageStore {
         std::fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
         let lock_file = lock_store_dir(&root)?;
         let abnormal = config.abort_path().exists();
-        let commitlog =
-            CommitLog::open(&config.commitlog_dir(), config.mapped_file_size_commit_log)?;
+        let commitlog = CommitLog::open(
+            &config.commitlog_dir(),
+            config.mapped_file_size_commit_log,
+            config.disk_space_warning_level_ratio,
+        )?;
         let checkpoint = Checkpoint::load(&config.checkpoint_path());
         let queues = load_queues(
             &config.consume_queue_dir(),
@@ -451,7 +454,7 @@ impl StoreInner {
             let mut chosen = segs[0].start_offset();
             for s in segs.iter().rev() {
                 let ts = s
-                    .read(0, (s.size() as usize).min(1 << 20).max(8))
+                    .read(0, (s.size() as usize).clamp(8, 1 << 20))
                     .ok()
                     .and_then(|b| {
                         let size =
@@ -471,9 +474,19 @@ impl StoreInner {
             segs.last().map(|s| s.start_offset()).unwrap_or(0)
         };
         let mut last_ts = 0i64;
+        // Queue offsets seen in the scan: they count even if dispatch cannot finish now.
+        let mut scanned = commitlog::QueueOffsetTable::new();
         let (end, bad) = self.commitlog.scan(start, check_crc, |_, rec| {
-            if let Some(ts) = store_timestamp_of(rec) {
-                last_ts = ts;
+            if let Some(h) = RecordHead::parse(rec) {
+                last_ts = h.store_timestamp;
+                if h.is_dispatched() {
+                    commitlog::raise_queue_offset(
+                        &mut scanned,
+                        h.topic,
+                        h.queue_id,
+                        h.queue_offset + 1,
+                    );
+                }
             }
         });
         if let Some((at, e)) = &bad {
@@ -521,9 +534,20 @@ impl StoreInner {
         {
             let mut st = lock(&self.dispatch);
             st.reput_offset = reput;
-            self.dispatch_range(&mut st, end)?;
+            if let Err(e) = self.dispatch_range(&mut st, end) {
+                // The dispatch thread retries; reads of these records wait for it.
+                warn!(error = %e, offset = st.reput_offset, "dispatch during recovery failed");
+            }
         }
-        self.rebuild_queue_offsets(&mut self.commitlog.lock_tail());
+        {
+            let mut tail = self.commitlog.lock_tail();
+            self.rebuild_queue_offsets(&mut tail);
+            for (topic, qs) in &scanned {
+                for (q, next) in qs.iter().enumerate() {
+                    commitlog::raise_queue_offset(&mut tail.queue_offsets, topic, q as i32, *next);
+                }
+            }
+        }
         self.recovery.scanned_from = start;
         self.recovery.end_offset = end;
         self.recovery.truncated_reason = bad.map(|(at, e)| format!("at {at}: {e}"));
@@ -790,20 +814,8 @@ impl StoreInner {
 
     /// Fraction of the store's filesystem in use.
     pub fn disk_used_ratio(&self) -> Option<f64> {
-        let path = std::ffi::CString::new(
-            self.config
-                .store_path_root_dir
-                .as_os_str()
-                .as_encoded_bytes(),
-        )
-        .ok()?;
-        // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
-        if rc != 0 || st.f_blocks == 0 {
-            return None;
-        }
-        Some(1.0 - st.f_bavail as f64 / st.f_blocks as f64)
+        let (used, total) = mapped_file::disk_usage(&self.config.store_path_root_dir)?;
+        Some(used as f64 / total as f64)
     }
 
     /// Retention: deletes CommitLog segments older than `fileReservedTime` (with
