@@ -27,6 +27,8 @@ enum Command {
 enum BenchCommand {
     /// Append to and read from the message store directly (no network).
     Store(store_bench::StoreBenchArgs),
+    /// Open a store directory (e.g. after `kill -9`) and report the recovery time.
+    Recover(store_bench::RecoverBenchArgs),
 }
 
 fn init_tracing() {
@@ -46,6 +48,9 @@ pub fn main() -> ExitCode {
         Command::Bench {
             what: BenchCommand::Store(args),
         } => store_bench::run(args),
+        Command::Bench {
+            what: BenchCommand::Recover(args),
+        } => store_bench::run_recover(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

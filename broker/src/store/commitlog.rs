@@ -112,6 +112,11 @@ pub struct CommitLog {
     /// A new segment is refused when it would push disk use past this fraction, which
     /// keeps room for ConsumeQueue, index and metadata files.
     disk_warning_ratio: f64,
+    /// Append with `pwrite` (SYNC_FLUSH) instead of copying into the mapping
+    /// (ASYNC_FLUSH): under group commit the tail page is flushed constantly, and
+    /// writing it through the mapping stalls on page faults while it is written back
+    /// (measured: half the throughput). Reads go through the mapping either way.
+    write_with_syscall: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,7 +129,12 @@ impl CommitLog {
     ///
     /// # Errors
     /// I/O errors; a segment longer than `segment_size`.
-    pub fn open(dir: &Path, segment_size: u64, disk_warning_ratio_percent: u8) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        segment_size: u64,
+        disk_warning_ratio_percent: u8,
+        write_with_syscall: bool,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let mut names: Vec<u64> = std::fs::read_dir(dir)
             .map_err(|e| StoreError::io(dir, e))?
@@ -181,6 +191,7 @@ impl CommitLog {
             dir_dirty: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
             disk_warning_ratio: f64::from(disk_warning_ratio_percent) / 100.0,
+            write_with_syscall,
         })
     }
 
@@ -316,8 +327,12 @@ impl CommitLog {
             };
             rec.assign(qo, phys as i64, now);
             let pos = (phys - seg.start_offset()) as usize;
-            seg.write_at(pos, &rec.bytes)
-                .map_err(|e| StoreError::io(seg.path(), e))?;
+            let written = if self.write_with_syscall {
+                seg.pwrite_at(pos, &rec.bytes)
+            } else {
+                seg.write_at(pos, &rec.bytes)
+            };
+            written.map_err(|e| StoreError::io(seg.path(), e))?;
             physical_offsets.push(phys);
             phys += rec.len() as u64;
         }

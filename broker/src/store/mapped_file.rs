@@ -167,6 +167,19 @@ impl MappedFile {
         Ok(())
     }
 
+    /// Writes `data` at file position `pos` with `pwrite` instead of through the
+    /// mapping. The page cache is shared, so readers of the mapping see the bytes at
+    /// once; the writer takes no page faults, and a page still being written back by a
+    /// flush does not stall it.
+    ///
+    /// # Errors
+    /// `InvalidInput` when the range is outside the file; the I/O error of `pwrite`.
+    pub fn pwrite_at(&self, pos: usize, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.check(pos, data.len())?;
+        self.file.write_all_at(data, pos as u64)
+    }
+
     /// Zeroes `[pos, pos+len)`. Used by truncation; a reader still holding a view of
     /// truncated bytes sees zeros or newer data, never a torn mapping.
     ///

@@ -300,6 +300,7 @@ impl MessageStore {
             &config.commitlog_dir(),
             config.mapped_file_size_commit_log,
             config.disk_space_warning_level_ratio,
+            config.flush_disk_type == FlushDiskType::Sync,
         )?;
         let checkpoint = Checkpoint::load(&config.checkpoint_path());
         let queues = load_queues(
