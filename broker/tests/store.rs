@@ -607,3 +607,31 @@ fn a_second_process_cannot_open_the_same_store() {
     let err = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap_err();
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+#[test]
+fn reads_are_views_of_the_mapped_commitlog_not_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let store = MessageStore::open(small_config(dir.path(), FlushDiskType::Async)).unwrap();
+    for i in 0..40 {
+        rt.block_on(store.put_message(msg("Z", 0, &format!("zero-copy {i}"), "", "")))
+            .unwrap();
+    }
+    wait_dispatched(&store);
+    let r = store.get_messages("Z", 0, 0, 32, 1 << 20, |_| true);
+    assert_eq!(r.messages.len(), 32);
+    let seg = &store.commitlog().segments()[0];
+    let whole = seg.read(0, seg.size() as usize).unwrap();
+    let (base, end) = (
+        whole.as_ptr() as usize,
+        whole.as_ptr() as usize + whole.len(),
+    );
+    for m in &r.messages {
+        let p = m.as_ptr() as usize;
+        assert!(p >= base && p + m.len() <= end, "message bytes were copied");
+    }
+    // A decoded body is a slice of the same view.
+    let d = decode_record(&r.messages[0]).unwrap();
+    let bp = d.body.as_ptr() as usize;
+    assert!(bp >= base && bp < end);
+}
