@@ -3,7 +3,9 @@
 //!
 //! - [`store`]: CommitLog, ConsumeQueue, IndexFile, checkpoint, recovery, flush,
 //!   retention and metadata files.
+//! - [`remoting`]: the remoting protocol's frames, commands, server and client.
 //! - [`cli`]: the `ferrocket` command line (thin wrappers live in `src/bin/`).
 
 pub mod cli;
+pub mod remoting;
 pub mod store;
