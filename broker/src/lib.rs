@@ -7,5 +7,7 @@
 //! - [`cli`]: the `ferrocket` command line (thin wrappers live in `src/bin/`).
 
 pub mod cli;
+pub mod namesrv;
+pub mod protocol;
 pub mod remoting;
 pub mod store;

@@ -1,12 +1,16 @@
 //! RocketMQ's remoting protocol: frame codec, commands and codes, a tokio server and a
 //! small client.
 
+pub mod client;
 pub mod codec;
 pub mod codes;
 pub mod command;
+pub mod server;
 
+pub use client::RemotingClient;
 pub use codec::{decode_frame, encode_frame, encode_head, DEFAULT_MAX_FRAME};
 pub use command::{RemotingCommand, SerializeType, FLAG_ONEWAY, FLAG_RESPONSE};
+pub use server::{serve, Connection, RequestHandler, ResponseFuture, ServerConfig};
 
 /// Protocol errors.
 #[derive(Debug, thiserror::Error)]

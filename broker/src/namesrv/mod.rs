@@ -1,0 +1,466 @@
+//! The name server: route table, broker liveness, cluster info.
+//!
+//! Tables (as RocketMQ's `RouteInfoManager`): cluster → broker names, broker name →
+//! addresses by broker id, topic → broker name → queue data, and the live table (address
+//! → last registration, connection). Topic queue data come only from masters (id 0). A
+//! broker expires 120 s after its last registration, and at once when the connection it
+//! registered on closes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::protocol::{
+    parse_body, to_body, BrokerData, ClusterInfo, QueueData, RegisterBrokerBody, TopicList,
+    TopicRouteData,
+};
+use crate::remoting::codes::{request, response};
+use crate::remoting::{Connection, RemotingCommand, RemotingError, RequestHandler, ResponseFuture};
+use crate::store::metadata::DataVersion;
+
+/// How long a broker stays without registering.
+pub const BROKER_EXPIRY: Duration = Duration::from_secs(120);
+
+#[derive(Debug)]
+struct LiveBroker {
+    last_update: Instant,
+    conn_id: u64,
+    ha_server_addr: String,
+    data_version: DataVersion,
+    broker_name: String,
+    broker_id: i64,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    cluster_addr: BTreeMap<String, BTreeSet<String>>,
+    broker_addr: BTreeMap<String, BrokerData>,
+    topic_queue: BTreeMap<String, BTreeMap<String, QueueData>>,
+    live: HashMap<String, LiveBroker>,
+}
+
+/// A registration request, decoded.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Cluster.
+    pub cluster: String,
+    /// Broker name.
+    pub broker_name: String,
+    /// `ip:port`.
+    pub broker_addr: String,
+    /// 0 = master.
+    pub broker_id: i64,
+    /// `ip:haPort`.
+    pub ha_server_addr: String,
+    /// Topics and their version.
+    pub body: RegisterBrokerBody,
+}
+
+/// What a registration answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterResult {
+    /// The master's address, for slaves.
+    pub master_addr: Option<String>,
+    /// The master's HA address, for slaves.
+    pub ha_server_addr: Option<String>,
+}
+
+/// The route tables.
+#[derive(Debug, Default)]
+pub struct RouteInfoManager {
+    tables: RwLock<Tables>,
+}
+
+impl RouteInfoManager {
+    /// Empty tables.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
+        self.tables.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
+        self.tables.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a registration (REGISTER_BROKER).
+    pub fn register(&self, reg: Registration, conn_id: u64) -> RegisterResult {
+        let mut t = self.write();
+        t.cluster_addr
+            .entry(reg.cluster.clone())
+            .or_default()
+            .insert(reg.broker_name.clone());
+        let first = !t.live.contains_key(&reg.broker_addr);
+        let bd = t
+            .broker_addr
+            .entry(reg.broker_name.clone())
+            .or_insert_with(|| BrokerData {
+                cluster: reg.cluster.clone(),
+                broker_name: reg.broker_name.clone(),
+                ..BrokerData::default()
+            });
+        bd.broker_addrs
+            .retain(|id, addr| !(addr == &reg.broker_addr && *id != reg.broker_id));
+        bd.broker_addrs
+            .insert(reg.broker_id, reg.broker_addr.clone());
+        let version = reg.body.topic_config_serialize_wrapper.data_version.clone();
+        let changed = t
+            .live
+            .get(&reg.broker_addr)
+            .is_none_or(|l| l.data_version != version);
+        if reg.broker_id == 0 && (first || changed) {
+            for (topic, tc) in &reg.body.topic_config_serialize_wrapper.topic_config_table {
+                t.topic_queue.entry(topic.clone()).or_default().insert(
+                    reg.broker_name.clone(),
+                    QueueData {
+                        broker_name: reg.broker_name.clone(),
+                        read_queue_nums: tc.read_queue_nums,
+                        write_queue_nums: tc.write_queue_nums,
+                        perm: tc.perm,
+                        topic_sys_flag: tc.topic_sys_flag,
+                    },
+                );
+            }
+            // Topics the master no longer has are dropped from its queue data.
+            let present: BTreeSet<&String> = reg
+                .body
+                .topic_config_serialize_wrapper
+                .topic_config_table
+                .keys()
+                .collect();
+            t.topic_queue.retain(|topic, by_broker| {
+                if !present.contains(topic) {
+                    by_broker.remove(&reg.broker_name);
+                }
+                !by_broker.is_empty()
+            });
+        }
+        if first {
+            info!(broker = %reg.broker_addr, name = %reg.broker_name, id = reg.broker_id, "broker registered");
+        }
+        t.live.insert(
+            reg.broker_addr.clone(),
+            LiveBroker {
+                last_update: Instant::now(),
+                conn_id,
+                ha_server_addr: reg.ha_server_addr.clone(),
+                data_version: version,
+                broker_name: reg.broker_name.clone(),
+                broker_id: reg.broker_id,
+            },
+        );
+        let mut res = RegisterResult::default();
+        if reg.broker_id != 0 {
+            if let Some(master) = t
+                .broker_addr
+                .get(&reg.broker_name)
+                .and_then(|b| b.broker_addrs.get(&0))
+                .cloned()
+            {
+                res.ha_server_addr = t.live.get(&master).map(|l| l.ha_server_addr.clone());
+                res.master_addr = Some(master);
+            }
+        }
+        res
+    }
+
+    fn remove_locked(t: &mut Tables, addr: &str) {
+        let Some(live) = t.live.remove(addr) else {
+            return;
+        };
+        let name = live.broker_name;
+        let mut gone = false;
+        if let Some(bd) = t.broker_addr.get_mut(&name) {
+            bd.broker_addrs.retain(|_, a| a != addr);
+            gone = bd.broker_addrs.is_empty();
+        }
+        if gone {
+            t.broker_addr.remove(&name);
+            for names in t.cluster_addr.values_mut() {
+                names.remove(&name);
+            }
+            t.cluster_addr.retain(|_, n| !n.is_empty());
+            t.topic_queue.retain(|_, by_broker| {
+                by_broker.remove(&name);
+                !by_broker.is_empty()
+            });
+        }
+        info!(broker = %addr, name = %name, id = live.broker_id, "broker removed");
+    }
+
+    /// UNREGISTER_BROKER.
+    pub fn unregister(&self, addr: &str) {
+        Self::remove_locked(&mut self.write(), addr);
+    }
+
+    /// Removes brokers silent for longer than `expiry`.
+    pub fn scan_expired(&self, expiry: Duration) -> usize {
+        let mut t = self.write();
+        let old: Vec<String> = t
+            .live
+            .iter()
+            .filter(|(_, l)| l.last_update.elapsed() > expiry)
+            .map(|(a, _)| a.clone())
+            .collect();
+        for a in &old {
+            Self::remove_locked(&mut t, a);
+        }
+        old.len()
+    }
+
+    /// Removes the brokers that registered over a connection that closed.
+    pub fn connection_closed(&self, conn_id: u64) {
+        let mut t = self.write();
+        let gone: Vec<String> = t
+            .live
+            .iter()
+            .filter(|(_, l)| l.conn_id == conn_id)
+            .map(|(a, _)| a.clone())
+            .collect();
+        for a in &gone {
+            Self::remove_locked(&mut t, a);
+        }
+    }
+
+    /// GET_ROUTEINFO_BY_TOPIC.
+    pub fn route(&self, topic: &str) -> Option<TopicRouteData> {
+        let t = self.read();
+        let queues = t.topic_queue.get(topic)?;
+        let mut route = TopicRouteData::default();
+        for (name, qd) in queues {
+            route.queue_datas.push(qd.clone());
+            if let Some(bd) = t.broker_addr.get(name) {
+                route.broker_datas.push(bd.clone());
+            }
+        }
+        (!route.broker_datas.is_empty()).then_some(route)
+    }
+
+    /// GET_BROKER_CLUSTER_INFO.
+    pub fn cluster_info(&self) -> ClusterInfo {
+        let t = self.read();
+        ClusterInfo {
+            broker_addr_table: t.broker_addr.clone(),
+            cluster_addr_table: t
+                .cluster_addr
+                .iter()
+                .map(|(c, n)| (c.clone(), n.iter().cloned().collect()))
+                .collect(),
+        }
+    }
+
+    /// GET_ALL_TOPIC_LIST_FROM_NAMESERVER.
+    pub fn topics(&self) -> Vec<String> {
+        self.read().topic_queue.keys().cloned().collect()
+    }
+
+    /// DELETE_TOPIC_IN_NAMESRV.
+    pub fn delete_topic(&self, topic: &str) {
+        self.write().topic_queue.remove(topic);
+    }
+
+    /// Registered broker addresses.
+    pub fn live_brokers(&self) -> usize {
+        self.read().live.len()
+    }
+}
+
+/// The name server's request handler.
+#[derive(Debug, Default)]
+pub struct NameServer {
+    /// Route tables.
+    pub routes: RouteInfoManager,
+}
+
+fn decode_registration(req: &RemotingCommand) -> Result<Registration, RemotingError> {
+    let body = req.body_bytes();
+    let parsed: RegisterBrokerBody = if body.is_empty() {
+        RegisterBrokerBody::default()
+    } else if req.ext_bool("compressed") == Some(true) {
+        return Err(RemotingError::BadField {
+            field: "compressed",
+            value: "true (compressed registration is not supported; set compressedRegister=false)"
+                .into(),
+        });
+    } else {
+        parse_body(&body).map_err(|e| RemotingError::Malformed(format!("register body: {e}")))?
+    };
+    Ok(Registration {
+        cluster: req.ext_required("clusterName")?.to_owned(),
+        broker_name: req.ext_required("brokerName")?.to_owned(),
+        broker_addr: req.ext_required("brokerAddr")?.to_owned(),
+        broker_id: req.ext_num("brokerId")?,
+        ha_server_addr: req.ext("haServerAddr").unwrap_or("").to_owned(),
+        body: parsed,
+    })
+}
+
+impl NameServer {
+    /// Handles one request synchronously (the name server never waits).
+    pub fn process(&self, conn_id: u64, req: &RemotingCommand) -> RemotingCommand {
+        let ok = |r: &RemotingCommand| RemotingCommand::response_to(r, response::SUCCESS);
+        let err = |r: &RemotingCommand, code: i32, e: &dyn std::fmt::Display| {
+            RemotingCommand::response_to(r, code).with_remark(e.to_string())
+        };
+        match req.code {
+            request::REGISTER_BROKER => match decode_registration(req) {
+                Ok(reg) => {
+                    let res = self.routes.register(reg, conn_id);
+                    let mut resp = ok(req).with_body(bytes::Bytes::from_static(b"{\"table\":{}}"));
+                    if let Some(m) = res.master_addr {
+                        resp = resp.with_ext("masterAddr", m);
+                    }
+                    if let Some(h) = res.ha_server_addr {
+                        resp = resp.with_ext("haServerAddr", h);
+                    }
+                    resp
+                }
+                Err(e) => err(req, response::SYSTEM_ERROR, &e),
+            },
+            request::UNREGISTER_BROKER => match req.ext_required("brokerAddr") {
+                Ok(addr) => {
+                    self.routes.unregister(addr);
+                    ok(req)
+                }
+                Err(e) => err(req, response::SYSTEM_ERROR, &e),
+            },
+            request::QUERY_DATA_VERSION => ok(req).with_ext("changed", true),
+            request::GET_ROUTEINFO_BY_TOPIC => match req.ext_required("topic") {
+                Ok(topic) => match self.routes.route(topic) {
+                    Some(r) => ok(req).with_body(to_body(&r)),
+                    None => err(
+                        req,
+                        response::TOPIC_NOT_EXIST,
+                        &format!("No topic route info in name server for the topic: {topic}"),
+                    ),
+                },
+                Err(e) => err(req, response::SYSTEM_ERROR, &e),
+            },
+            request::GET_BROKER_CLUSTER_INFO => {
+                ok(req).with_body(to_body(&self.routes.cluster_info()))
+            }
+            request::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => ok(req).with_body(to_body(&TopicList {
+                topic_list: self.routes.topics(),
+            })),
+            DELETE_TOPIC_IN_NAMESRV => match req.ext_required("topic") {
+                Ok(topic) => {
+                    self.routes.delete_topic(topic);
+                    ok(req)
+                }
+                Err(e) => err(req, response::SYSTEM_ERROR, &e),
+            },
+            request::GET_KV_CONFIG => err(req, response::QUERY_NOT_FOUND, &"no such KV config"),
+            code => err(
+                req,
+                response::REQUEST_CODE_NOT_SUPPORTED,
+                &format!("request code {code} not supported"),
+            ),
+        }
+    }
+
+    /// Starts the expiry scan (every 5 s).
+    pub fn spawn_expiry(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let Some(ns) = me.upgrade() else { return };
+                ns.routes.scan_expired(BROKER_EXPIRY);
+            }
+        });
+    }
+}
+
+/// DELETE_TOPIC_IN_NAMESRV.
+const DELETE_TOPIC_IN_NAMESRV: i32 = 216;
+
+impl RequestHandler for NameServer {
+    fn handle(self: Arc<Self>, conn: Arc<Connection>, req: RemotingCommand) -> ResponseFuture {
+        let resp = self.process(conn.id, &req);
+        Box::pin(async move { Some(resp) })
+    }
+
+    fn on_close(&self, conn: &Arc<Connection>) {
+        self.routes.connection_closed(conn.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::metadata::TopicConfig;
+
+    fn reg(addr: &str, id: i64, topics: &[&str], counter: i64) -> Registration {
+        let mut body = RegisterBrokerBody::default();
+        for t in topics {
+            body.topic_config_serialize_wrapper
+                .topic_config_table
+                .insert(
+                    (*t).into(),
+                    TopicConfig {
+                        topic_name: (*t).into(),
+                        read_queue_nums: 4,
+                        write_queue_nums: 4,
+                        ..TopicConfig::default()
+                    },
+                );
+        }
+        body.topic_config_serialize_wrapper.data_version.counter = counter;
+        Registration {
+            cluster: "C".into(),
+            broker_name: "broker-a".into(),
+            broker_addr: addr.into(),
+            broker_id: id,
+            ha_server_addr: format!("{addr}-ha"),
+            body,
+        }
+    }
+
+    #[test]
+    fn routes_come_from_the_master_and_slaves_learn_it() {
+        let r = RouteInfoManager::new();
+        r.register(reg("m:1", 0, &["T"], 1), 1);
+        let res = r.register(reg("s:1", 1, &["T", "Ignored"], 1), 2);
+        assert_eq!(res.master_addr.as_deref(), Some("m:1"));
+        assert_eq!(res.ha_server_addr.as_deref(), Some("m:1-ha"));
+        let route = r.route("T").unwrap();
+        assert_eq!(route.broker_datas[0].broker_addrs.len(), 2);
+        assert_eq!(route.queue_datas[0].write_queue_nums, 4);
+        assert!(r.route("Ignored").is_none());
+        assert_eq!(r.topics(), vec!["T".to_string()]);
+        // A new master registration with a new version replaces the topic set.
+        r.register(reg("m:1", 0, &["U"], 2), 1);
+        assert!(r.route("T").is_none());
+        assert!(r.route("U").is_some());
+    }
+
+    #[test]
+    fn brokers_expire_and_leave_with_their_connection() {
+        let r = RouteInfoManager::new();
+        r.register(reg("m:1", 0, &["T"], 1), 7);
+        r.register(reg("s:1", 1, &[], 1), 8);
+        r.connection_closed(8);
+        assert_eq!(r.route("T").unwrap().broker_datas[0].broker_addrs.len(), 1);
+        assert_eq!(r.scan_expired(Duration::ZERO), 1);
+        assert!(r.route("T").is_none());
+        assert!(r.cluster_info().cluster_addr_table.is_empty());
+    }
+
+    #[test]
+    fn requests_get_rocketmq_codes() {
+        let ns = NameServer::default();
+        let q = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "nope");
+        assert_eq!(ns.process(1, &q).code, response::TOPIC_NOT_EXIST);
+        assert_eq!(
+            ns.process(1, &RemotingCommand::request(9999)).code,
+            response::REQUEST_CODE_NOT_SUPPORTED
+        );
+        let bad = RemotingCommand::request(request::REGISTER_BROKER).with_ext("brokerName", "b");
+        assert_eq!(ns.process(1, &bad).code, response::SYSTEM_ERROR);
+    }
+}
