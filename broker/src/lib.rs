@@ -4,8 +4,10 @@
 //! - [`store`]: CommitLog, ConsumeQueue, IndexFile, checkpoint, recovery, flush,
 //!   retention and metadata files.
 //! - [`remoting`]: the remoting protocol's frames, commands, server and client.
+//! - [`namesrv`], [`broker`]: the two servers.
 //! - [`cli`]: the `ferrocket` command line (thin wrappers live in `src/bin/`).
 
+pub mod broker;
 pub mod cli;
 pub mod namesrv;
 pub mod protocol;

@@ -1,5 +1,6 @@
 //! The `ferrocket` command line.
 
+pub mod servers;
 pub mod store_bench;
 
 use std::process::ExitCode;
@@ -16,6 +17,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a name server.
+    Namesrv(servers::NamesrvArgs),
+    /// Run a broker.
+    Broker(servers::BrokerArgs),
+    /// Run a name server and a broker in one process (local development).
+    Dev(servers::DevArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -33,7 +40,7 @@ enum BenchCommand {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERROCKET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -45,6 +52,9 @@ pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Namesrv(a) => servers::run_namesrv(a),
+        Command::Broker(a) => servers::run_broker(a),
+        Command::Dev(a) => servers::run_dev(a),
         Command::Bench {
             what: BenchCommand::Store(args),
         } => store_bench::run(args),

@@ -1,0 +1,187 @@
+//! Client channels from heartbeats: consumer groups (members, subscriptions) and
+//! producer groups. Consumers are told to rebalance (NOTIFY_CONSUMER_IDS_CHANGED) when a
+//! group's membership changes; channels expire 120 s after their last heartbeat.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::protocol::{HeartbeatData, SubscriptionData};
+use crate::remoting::codes::request;
+use crate::remoting::{Connection, RemotingCommand};
+
+/// How long a client stays without a heartbeat.
+pub const CHANNEL_EXPIRY: Duration = Duration::from_secs(120);
+
+#[derive(Debug)]
+struct Member {
+    conn: Arc<Connection>,
+    last_update: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    members: BTreeMap<String, Member>,
+    subscriptions: HashMap<String, SubscriptionData>,
+}
+
+/// Connected clients.
+#[derive(Debug, Default)]
+pub struct ClientManager {
+    consumers: Mutex<HashMap<String, Group>>,
+    producers: Mutex<HashMap<String, BTreeMap<String, (u64, Instant)>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClientManager {
+    /// Records a heartbeat; returns the consumer groups whose membership changed.
+    pub fn heartbeat(&self, conn: &Arc<Connection>, hb: &HeartbeatData) -> Vec<String> {
+        let now = Instant::now();
+        let mut changed = Vec::new();
+        {
+            let mut groups = lock(&self.consumers);
+            for cd in &hb.consumer_data_set {
+                let g = groups.entry(cd.group_name.clone()).or_default();
+                let fresh = match g.members.get_mut(&hb.client_id) {
+                    Some(m) => {
+                        let moved = m.conn.id != conn.id;
+                        m.conn = Arc::clone(conn);
+                        m.last_update = now;
+                        moved
+                    }
+                    None => {
+                        g.members.insert(
+                            hb.client_id.clone(),
+                            Member {
+                                conn: Arc::clone(conn),
+                                last_update: now,
+                            },
+                        );
+                        true
+                    }
+                };
+                if !hb.without_sub {
+                    for s in &cd.subscription_data_set {
+                        let newer = g
+                            .subscriptions
+                            .get(&s.topic)
+                            .is_none_or(|old| old.sub_version <= s.sub_version);
+                        if newer {
+                            g.subscriptions.insert(s.topic.clone(), s.clone());
+                        }
+                    }
+                }
+                if fresh {
+                    info!(group = %cd.group_name, client = %hb.client_id, "consumer joined");
+                    changed.push(cd.group_name.clone());
+                }
+            }
+        }
+        let mut producers = lock(&self.producers);
+        for pd in &hb.producer_data_set {
+            producers
+                .entry(pd.group_name.clone())
+                .or_default()
+                .insert(hb.client_id.clone(), (conn.id, now));
+        }
+        changed
+    }
+
+    fn remove_where(&self, mut gone: impl FnMut(&str, &Member) -> bool) -> Vec<String> {
+        let mut changed = Vec::new();
+        let mut groups = lock(&self.consumers);
+        for (name, g) in groups.iter_mut() {
+            let before = g.members.len();
+            g.members.retain(|id, m| !gone(id, m));
+            if g.members.len() != before {
+                changed.push(name.clone());
+            }
+        }
+        groups.retain(|_, g| !g.members.is_empty());
+        changed
+    }
+
+    /// UNREGISTER_CLIENT; returns the consumer groups that changed.
+    pub fn unregister(
+        &self,
+        client_id: &str,
+        consumer_group: Option<&str>,
+        producer_group: Option<&str>,
+    ) -> Vec<String> {
+        if let Some(pg) = producer_group {
+            if let Some(p) = lock(&self.producers).get_mut(pg) {
+                p.remove(client_id);
+            }
+        }
+        let Some(cg) = consumer_group else {
+            return Vec::new();
+        };
+        let mut groups = lock(&self.consumers);
+        let removed = groups
+            .get_mut(cg)
+            .and_then(|g| g.members.remove(client_id))
+            .is_some();
+        groups.retain(|_, g| !g.members.is_empty());
+        if removed {
+            vec![cg.to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Drops every client of a closed connection; returns the groups that changed.
+    pub fn connection_closed(&self, conn_id: u64) -> Vec<String> {
+        for p in lock(&self.producers).values_mut() {
+            p.retain(|_, (c, _)| *c != conn_id);
+        }
+        self.remove_where(|_, m| m.conn.id == conn_id)
+    }
+
+    /// Drops clients silent for longer than `expiry`; returns the groups that changed.
+    pub fn scan_expired(&self, expiry: Duration) -> Vec<String> {
+        for p in lock(&self.producers).values_mut() {
+            p.retain(|_, (_, t)| t.elapsed() <= expiry);
+        }
+        self.remove_where(|_, m| m.last_update.elapsed() > expiry)
+    }
+
+    /// Client ids of a consumer group, sorted.
+    pub fn consumer_ids(&self, group: &str) -> Vec<String> {
+        lock(&self.consumers)
+            .get(group)
+            .map(|g| g.members.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A group's subscription to a topic, from its heartbeats.
+    pub fn subscription(&self, group: &str, topic: &str) -> Option<SubscriptionData> {
+        lock(&self.consumers)
+            .get(group)?
+            .subscriptions
+            .get(topic)
+            .cloned()
+    }
+
+    /// Whether any consumer of the group is connected.
+    pub fn has_group(&self, group: &str) -> bool {
+        lock(&self.consumers).contains_key(group)
+    }
+
+    /// Sends NOTIFY_CONSUMER_IDS_CHANGED to every member of `group`.
+    pub fn notify_changed(&self, group: &str) {
+        let conns: Vec<Arc<Connection>> = lock(&self.consumers)
+            .get(group)
+            .map(|g| g.members.values().map(|m| Arc::clone(&m.conn)).collect())
+            .unwrap_or_default();
+        for c in conns {
+            let cmd = RemotingCommand::request(request::NOTIFY_CONSUMER_IDS_CHANGED)
+                .with_ext("consumerGroup", group);
+            c.send_oneway(cmd);
+        }
+    }
+}

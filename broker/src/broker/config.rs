@@ -1,0 +1,293 @@
+//! Broker configuration: a RocketMQ-style properties file (`key=value`, `#` comments)
+//! plus `--set key=value` overrides, with RocketMQ's names and defaults. Unknown keys are
+//! logged once and ignored; an invalid value is an error naming the key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tracing::warn;
+
+use crate::store::{FlushDiskType, StoreConfig};
+
+/// `brokerRole`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerRole {
+    /// `ASYNC_MASTER`.
+    AsyncMaster,
+    /// `SYNC_MASTER`.
+    SyncMaster,
+    /// `SLAVE`.
+    Slave,
+}
+
+impl BrokerRole {
+    /// RocketMQ's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerRole::AsyncMaster => "ASYNC_MASTER",
+            BrokerRole::SyncMaster => "SYNC_MASTER",
+            BrokerRole::Slave => "SLAVE",
+        }
+    }
+}
+
+/// A bad configuration value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration `{key}`: {reason}")]
+pub struct ConfigError {
+    /// The key.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `brokerClusterName`.
+    pub broker_cluster_name: String,
+    /// `brokerName`.
+    pub broker_name: String,
+    /// `brokerId` (0 = master).
+    pub broker_id: i64,
+    /// `brokerRole`.
+    pub broker_role: BrokerRole,
+    /// `namesrvAddr`, `;`-separated.
+    pub namesrv_addr: Vec<String>,
+    /// `listenPort`.
+    pub listen_port: u16,
+    /// `haListenPort` (listenPort + 1).
+    pub ha_listen_port: u16,
+    /// `brokerIP1`: the address clients are told.
+    pub broker_ip1: String,
+    /// `autoCreateTopicEnable`.
+    pub auto_create_topic_enable: bool,
+    /// `autoCreateSubscriptionGroup`.
+    pub auto_create_subscription_group: bool,
+    /// `defaultTopicQueueNums`.
+    pub default_topic_queue_nums: i32,
+    /// `brokerSuspendMaxTimeMillis`: longest long-poll hold.
+    pub broker_suspend_max_time_millis: u64,
+    /// `longPollingEnable`.
+    pub long_polling_enable: bool,
+    /// `registerNameServerPeriod`, ms.
+    pub register_name_server_period_ms: u64,
+    /// `flushConsumerOffsetInterval`, ms.
+    pub flush_consumer_offset_interval_ms: u64,
+    /// `metricsPort` (0 = off).
+    pub metrics_port: u16,
+    /// Store settings.
+    pub store: StoreConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+        BrokerConfig {
+            broker_cluster_name: "DefaultCluster".into(),
+            broker_name: "broker-a".into(),
+            broker_id: 0,
+            broker_role: BrokerRole::AsyncMaster,
+            namesrv_addr: Vec::new(),
+            listen_port: 10911,
+            ha_listen_port: 10912,
+            broker_ip1: "127.0.0.1".into(),
+            auto_create_topic_enable: true,
+            auto_create_subscription_group: true,
+            default_topic_queue_nums: 8,
+            broker_suspend_max_time_millis: 30_000,
+            long_polling_enable: true,
+            register_name_server_period_ms: 30_000,
+            flush_consumer_offset_interval_ms: 5_000,
+            metrics_port: 0,
+            store: StoreConfig::new(PathBuf::from(home).join("store")),
+        }
+    }
+}
+
+/// Parses `key=value` lines (`#` and `!` comments, blank lines ignored).
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=').or_else(|| l.split_once(':'))?;
+            Some((k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse().map_err(|_| ConfigError {
+        key: key.into(),
+        reason: format!("`{v}` is not a valid number"),
+    })
+}
+
+fn boolean(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError {
+            key: key.into(),
+            reason: format!("`{v}` is not true or false"),
+        }),
+    }
+}
+
+impl BrokerConfig {
+    /// Builds a configuration from properties (later entries win).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first invalid key.
+    pub fn from_properties(props: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut c = BrokerConfig::default();
+        let mut ha_port_set = false;
+        for (k, v) in props {
+            let key = k.as_str();
+            match key {
+                "brokerClusterName" => c.broker_cluster_name = v.clone(),
+                "brokerName" => c.broker_name = v.clone(),
+                "brokerId" => c.broker_id = num(key, v)?,
+                "brokerRole" => {
+                    c.broker_role = match v.as_str() {
+                        "ASYNC_MASTER" => BrokerRole::AsyncMaster,
+                        "SYNC_MASTER" => BrokerRole::SyncMaster,
+                        "SLAVE" => BrokerRole::Slave,
+                        _ => {
+                            return Err(ConfigError {
+                                key: key.into(),
+                                reason: format!("`{v}` is not ASYNC_MASTER, SYNC_MASTER or SLAVE"),
+                            })
+                        }
+                    }
+                }
+                "flushDiskType" => {
+                    c.store.flush_disk_type =
+                        v.parse::<FlushDiskType>().map_err(|reason| ConfigError {
+                            key: key.into(),
+                            reason,
+                        })?
+                }
+                "namesrvAddr" => {
+                    c.namesrv_addr = v
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                }
+                "listenPort" => c.listen_port = num(key, v)?,
+                "haListenPort" => {
+                    c.ha_listen_port = num(key, v)?;
+                    ha_port_set = true;
+                }
+                "brokerIP1" => c.broker_ip1 = v.clone(),
+                "storePathRootDir" => c.store.store_path_root_dir = PathBuf::from(v),
+                "mappedFileSizeCommitLog" => c.store.mapped_file_size_commit_log = num(key, v)?,
+                "mappedFileSizeConsumeQueue" => {
+                    c.store.mapped_file_size_consume_queue = num(key, v)?
+                }
+                "maxMessageSize" => c.store.max_message_size = num(key, v)?,
+                "fileReservedTime" => c.store.file_reserved_time_hours = num(key, v)?,
+                "deleteWhen" => c.store.delete_when = v.clone(),
+                "diskMaxUsedSpaceRatio" => c.store.disk_max_used_space_ratio = num(key, v)?,
+                "flushIntervalCommitLog" => c.store.flush_interval_commit_log_ms = num(key, v)?,
+                "flushIntervalConsumeQueue" => {
+                    c.store.flush_interval_consume_queue_ms = num(key, v)?
+                }
+                "syncFlushTimeout" => c.store.sync_flush_timeout_ms = num(key, v)?,
+                "maxHashSlotNum" => c.store.max_hash_slot_num = num(key, v)?,
+                "maxIndexNum" => c.store.max_index_num = num(key, v)?,
+                "messageIndexEnable" => c.store.message_index_enable = boolean(key, v)?,
+                "checkCRCOnRecover" => c.store.check_crc_on_recover = boolean(key, v)?,
+                "autoCreateTopicEnable" => c.auto_create_topic_enable = boolean(key, v)?,
+                "autoCreateSubscriptionGroup" => {
+                    c.auto_create_subscription_group = boolean(key, v)?
+                }
+                "defaultTopicQueueNums" => c.default_topic_queue_nums = num(key, v)?,
+                "brokerSuspendMaxTimeMillis" => c.broker_suspend_max_time_millis = num(key, v)?,
+                "longPollingEnable" => c.long_polling_enable = boolean(key, v)?,
+                "registerNameServerPeriod" => c.register_name_server_period_ms = num(key, v)?,
+                "flushConsumerOffsetInterval" => c.flush_consumer_offset_interval_ms = num(key, v)?,
+                "metricsPort" => c.metrics_port = num(key, v)?,
+                _ => warn!(key, "unknown configuration key ignored"),
+            }
+        }
+        if !ha_port_set {
+            c.ha_listen_port = c.listen_port.saturating_add(1);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError {
+                key: key.into(),
+                reason,
+            })
+        };
+        if self.broker_role == BrokerRole::Slave && self.broker_id <= 0 {
+            return bad("brokerId", "a SLAVE needs a brokerId above 0".into());
+        }
+        if self.broker_role != BrokerRole::Slave && self.broker_id != 0 {
+            return bad("brokerId", "a master must have brokerId 0".into());
+        }
+        if !(1..=1024).contains(&self.default_topic_queue_nums) {
+            return bad(
+                "defaultTopicQueueNums",
+                format!("{} is outside 1..=1024", self.default_topic_queue_nums),
+            );
+        }
+        if self.broker_name.is_empty() {
+            return bad("brokerName", "must not be empty".into());
+        }
+        self.store.validate().map_err(|e| match e {
+            crate::store::StoreError::Config { key, reason } => ConfigError {
+                key: key.to_owned(),
+                reason,
+            },
+            other => ConfigError {
+                key: "store".into(),
+                reason: other.to_string(),
+            },
+        })
+    }
+
+    /// `brokerIP1:listenPort`.
+    pub fn broker_addr(&self) -> String {
+        format!("{}:{}", self.broker_ip1, self.listen_port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_rocketmq_broker_conf() {
+        let text = "# broker-a\nbrokerClusterName = DefaultCluster\nbrokerName=broker-a\nbrokerId=0\ndeleteWhen=04\nfileReservedTime=48\nbrokerRole=SYNC_MASTER\nflushDiskType=SYNC_FLUSH\nnamesrvAddr=10.0.0.1:9876;10.0.0.2:9876\nlistenPort=20911\nsomethingElse=1\n";
+        let c = BrokerConfig::from_properties(&parse_properties(text)).unwrap();
+        assert_eq!(c.broker_role, BrokerRole::SyncMaster);
+        assert_eq!(c.store.flush_disk_type, FlushDiskType::Sync);
+        assert_eq!(c.namesrv_addr.len(), 2);
+        assert_eq!((c.listen_port, c.ha_listen_port), (20911, 20912));
+        assert_eq!(c.store.file_reserved_time_hours, 48);
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (text, key) in [
+            ("listenPort=abc", "listenPort"),
+            ("brokerRole=LEADER", "brokerRole"),
+            ("flushDiskType=SOMETIMES", "flushDiskType"),
+            ("brokerRole=SLAVE", "brokerId"),
+            ("autoCreateTopicEnable=yes", "autoCreateTopicEnable"),
+            ("mappedFileSizeConsumeQueue=7", "mappedFileSizeConsumeQueue"),
+        ] {
+            let e = BrokerConfig::from_properties(&parse_properties(text)).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Long polling: pulls that found nothing wait here until the dispatcher reports a new
+//! ConsumeQueue entry past their offset (no sleeping, no periodic re-check), or until
+//! their suspend timeout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+type Waiters = HashMap<String, HashMap<i32, Vec<(i64, oneshot::Sender<()>)>>>;
+
+/// Suspended pulls by topic and queue.
+#[derive(Debug, Default)]
+pub struct PullHold {
+    waiters: Mutex<Waiters>,
+    count: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PullHold {
+    /// Registers a pull waiting for an entry at or after `offset`.
+    pub fn wait(&self, topic: &str, queue_id: i32, offset: i64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut w = lock(&self.waiters);
+        w.entry(topic.to_owned())
+            .or_default()
+            .entry(queue_id)
+            .or_default()
+            .push((offset, tx));
+        self.count.fetch_add(1, Ordering::Relaxed);
+        rx
+    }
+
+    /// The queue's max offset is now `max_offset`: wake the pulls it satisfies.
+    pub fn notify(&self, topic: &str, queue_id: i32, max_offset: i64) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut w = lock(&self.waiters);
+        let Some(queues) = w.get_mut(topic) else {
+            return;
+        };
+        let Some(list) = queues.get_mut(&queue_id) else {
+            return;
+        };
+        let mut woken = 0;
+        list.retain_mut(|(offset, tx)| {
+            let ready = *offset < max_offset || tx.is_closed();
+            if ready {
+                let sender = std::mem::replace(tx, oneshot::channel().0);
+                let _ = sender.send(());
+                woken += 1;
+            }
+            !ready
+        });
+        if list.is_empty() {
+            queues.remove(&queue_id);
+        }
+        if queues.is_empty() {
+            w.remove(topic);
+        }
+        self.count.fetch_sub(woken, Ordering::Relaxed);
+    }
+
+    /// Number of suspended pulls (a metric).
+    pub fn waiting(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wakes_only_satisfied_waiters() {
+        let h = PullHold::default();
+        let a = h.wait("T", 0, 5);
+        let mut b = h.wait("T", 0, 9);
+        let mut c = h.wait("T", 1, 0);
+        h.notify("T", 0, 6);
+        a.await.unwrap();
+        assert!(b.try_recv().is_err());
+        assert!(c.try_recv().is_err());
+        assert_eq!(h.waiting(), 2);
+        h.notify("T", 0, 10);
+        b.await.unwrap();
+        assert_eq!(h.waiting(), 1);
+    }
+}

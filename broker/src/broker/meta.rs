@@ -1,0 +1,207 @@
+//! Broker metadata kept in `config/*.json`: topics and consumer offsets.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use tracing::warn;
+
+use crate::store::metadata::{self, ConsumerOffsetTable, TopicConfig, TopicConfigTable};
+
+/// The default topic producers fall back to for auto-creation.
+pub const TBW102: &str = "TBW102";
+/// Read + write.
+pub const PERM_RW: i32 = 6;
+/// Read + write + inherit (the default topic).
+pub const PERM_RWI: i32 = 7;
+/// Longest topic name.
+pub const TOPIC_MAX_LENGTH: usize = 127;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a topic name is refused, RocketMQ's rules: 1..=127 characters of
+/// `[%|a-zA-Z0-9_-]`.
+pub fn validate_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("the topic is empty".into());
+    }
+    if topic.len() > TOPIC_MAX_LENGTH {
+        return Err(format!(
+            "the topic is longer than {TOPIC_MAX_LENGTH} characters"
+        ));
+    }
+    if let Some(c) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '%' | '|' | '_' | '-')))
+    {
+        return Err(format!(
+            "the topic `{topic}` contains `{c}`; allowed are [%|a-zA-Z0-9_-]"
+        ));
+    }
+    Ok(())
+}
+
+/// Topic configurations (`topics.json`).
+#[derive(Debug)]
+pub struct TopicManager {
+    path: PathBuf,
+    table: Mutex<TopicConfigTable>,
+}
+
+impl TopicManager {
+    /// Loads `topics.json` (or its `.bak`).
+    pub fn load(path: PathBuf) -> Self {
+        let table: TopicConfigTable = metadata::load(&path);
+        TopicManager {
+            path,
+            table: Mutex::new(table),
+        }
+    }
+
+    /// One topic's config.
+    pub fn get(&self, topic: &str) -> Option<TopicConfig> {
+        lock(&self.table).topic_config_table.get(topic).cloned()
+    }
+
+    /// The whole table.
+    pub fn snapshot(&self) -> TopicConfigTable {
+        lock(&self.table).clone()
+    }
+
+    /// Creates or replaces a topic and persists; returns whether anything changed.
+    pub fn upsert(&self, tc: TopicConfig) -> bool {
+        let mut t = lock(&self.table);
+        if t.topic_config_table.get(&tc.topic_name) == Some(&tc) {
+            return false;
+        }
+        t.topic_config_table.insert(tc.topic_name.clone(), tc);
+        t.data_version.next_version();
+        self.persist_locked(&t);
+        true
+    }
+
+    /// Creates the topic if absent; returns the config and whether it was created.
+    pub fn get_or_create(&self, topic: &str, queues: i32, perm: i32) -> (TopicConfig, bool) {
+        let mut t = lock(&self.table);
+        if let Some(tc) = t.topic_config_table.get(topic) {
+            return (tc.clone(), false);
+        }
+        let tc = TopicConfig {
+            topic_name: topic.to_owned(),
+            read_queue_nums: queues,
+            write_queue_nums: queues,
+            perm,
+            ..TopicConfig::default()
+        };
+        t.topic_config_table.insert(topic.to_owned(), tc.clone());
+        t.data_version.next_version();
+        self.persist_locked(&t);
+        (tc, true)
+    }
+
+    /// Deletes a topic; returns whether it existed.
+    pub fn delete(&self, topic: &str) -> bool {
+        let mut t = lock(&self.table);
+        let existed = t.topic_config_table.remove(topic).is_some();
+        if existed {
+            t.data_version.next_version();
+            self.persist_locked(&t);
+        }
+        existed
+    }
+
+    fn persist_locked(&self, t: &TopicConfigTable) {
+        if let Err(e) = metadata::persist(&self.path, t) {
+            warn!(error = %e, "could not persist topics.json");
+        }
+    }
+}
+
+/// Consumer offsets (`consumerOffset.json`), persisted periodically and at shutdown.
+#[derive(Debug)]
+pub struct OffsetManager {
+    path: PathBuf,
+    table: Mutex<ConsumerOffsetTable>,
+}
+
+impl OffsetManager {
+    /// Loads `consumerOffset.json` (or its `.bak`).
+    pub fn load(path: PathBuf) -> Self {
+        let table: ConsumerOffsetTable = metadata::load(&path);
+        OffsetManager {
+            path,
+            table: Mutex::new(table),
+        }
+    }
+
+    fn key(topic: &str, group: &str) -> String {
+        format!("{topic}@{group}")
+    }
+
+    /// The committed offset of a group on a queue.
+    pub fn query(&self, group: &str, topic: &str, queue_id: i32) -> Option<i64> {
+        lock(&self.table)
+            .offset_table
+            .get(&Self::key(topic, group))?
+            .get(&queue_id)
+            .copied()
+    }
+
+    /// Commits an offset.
+    pub fn commit(&self, group: &str, topic: &str, queue_id: i32, offset: i64) {
+        lock(&self.table)
+            .offset_table
+            .entry(Self::key(topic, group))
+            .or_default()
+            .insert(queue_id, offset);
+    }
+
+    /// Every offset of a group: topic → queue → offset.
+    pub fn group_offsets(&self, group: &str) -> BTreeMap<String, BTreeMap<i32, i64>> {
+        let suffix = format!("@{group}");
+        lock(&self.table)
+            .offset_table
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_suffix(&suffix)?.to_owned(), v.clone())))
+            .collect()
+    }
+
+    /// Writes the table to disk.
+    pub fn persist(&self) {
+        let snapshot = lock(&self.table).clone();
+        if let Err(e) = metadata::persist(&self.path, &snapshot) {
+            warn!(error = %e, "could not persist consumerOffset.json");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic("Orders_1-%RETRY%g|x").is_ok());
+        assert!(validate_topic("").is_err());
+        assert!(validate_topic("a b").unwrap_err().contains('`'));
+        assert!(validate_topic(&"x".repeat(128)).is_err());
+    }
+
+    #[test]
+    fn offsets_and_topics_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = OffsetManager::load(dir.path().join("consumerOffset.json"));
+        o.commit("g", "T", 1, 42);
+        o.persist();
+        let o = OffsetManager::load(dir.path().join("consumerOffset.json"));
+        assert_eq!(o.query("g", "T", 1), Some(42));
+        assert_eq!(o.group_offsets("g")["T"][&1], 42);
+        let t = TopicManager::load(dir.path().join("topics.json"));
+        assert!(t.get_or_create("T", 4, PERM_RW).1);
+        assert!(!t.get_or_create("T", 8, PERM_RW).1);
+        let t = TopicManager::load(dir.path().join("topics.json"));
+        assert_eq!(t.get("T").unwrap().write_queue_nums, 4);
+    }
+}

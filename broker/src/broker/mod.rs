@@ -1,0 +1,940 @@
+//! The broker: request processors over the store, client and topic bookkeeping, name
+//! server registration. Processors turn every error into a RocketMQ response code here,
+//! in one place per request family.
+
+pub mod clients;
+pub mod config;
+pub mod long_poll;
+pub mod meta;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::protocol::{
+    parse_body, to_body, ConsumerIdList, HeartbeatData, RegisterBrokerBody, SubscriptionData,
+    TopicConfigSerializeWrapper,
+};
+use crate::remoting::codes::{request, response};
+use crate::remoting::{
+    serve, Connection, RemotingClient, RemotingCommand, RemotingError, RequestHandler,
+    ResponseFuture, ServerConfig,
+};
+use crate::store::metadata::TopicConfig;
+use crate::store::{
+    find_property, BoundaryType, GetMessageStatus, MessageStore, MessageToStore, StoreError,
+};
+
+pub use clients::ClientManager;
+pub use config::{BrokerConfig, BrokerRole, ConfigError};
+pub use long_poll::PullHold;
+pub use meta::{OffsetManager, TopicManager};
+
+/// `PullSysFlag` bits.
+mod pull_flag {
+    pub const COMMIT_OFFSET: i32 = 0x1;
+    pub const SUSPEND: i32 = 0x2;
+    pub const SUBSCRIPTION: i32 = 0x4;
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The store failed to open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `brokerIP1:listenPort` is not an address.
+    #[error("brokerIP1 `{0}` is not an IP address")]
+    BadAddress(String),
+}
+
+/// The broker.
+pub struct Broker {
+    /// Configuration.
+    pub config: BrokerConfig,
+    /// The message store.
+    pub store: Arc<MessageStore>,
+    /// Topic configs.
+    pub topics: TopicManager,
+    /// Consumer offsets.
+    pub offsets: OffsetManager,
+    /// Connected clients.
+    pub clients: ClientManager,
+    /// Suspended pulls.
+    pub hold: Arc<PullHold>,
+    namesrv: RemotingClient,
+    topics_changed: tokio::sync::Notify,
+    store_host: SocketAddr,
+    queue_picker: AtomicU64,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("addr", &self.config.broker_addr())
+            .finish()
+    }
+}
+
+fn ok(req: &RemotingCommand) -> RemotingCommand {
+    RemotingCommand::response_to(req, response::SUCCESS)
+}
+
+fn fail(req: &RemotingCommand, code: i32, remark: impl std::fmt::Display) -> RemotingCommand {
+    RemotingCommand::response_to(req, code).with_remark(remark.to_string())
+}
+
+/// The offset message id: store host IP, port and physical offset, upper-case hex.
+pub fn offset_msg_id(store_host: SocketAddr, phys: u64) -> String {
+    use std::fmt::Write;
+    let mut bytes = Vec::with_capacity(28);
+    match store_host.ip() {
+        std::net::IpAddr::V4(ip) => bytes.extend_from_slice(&ip.octets()),
+        std::net::IpAddr::V6(ip) => bytes.extend_from_slice(&ip.octets()),
+    }
+    bytes.extend_from_slice(&i32::from(store_host.port()).to_be_bytes());
+    bytes.extend_from_slice(&phys.to_be_bytes());
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02X}");
+    }
+    s
+}
+
+/// Decodes an offset message id into its store host and physical offset.
+pub fn decode_offset_msg_id(id: &str) -> Option<(SocketAddr, u64)> {
+    let raw: Vec<u8> = (0..id.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(id.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let (ip, rest): (std::net::IpAddr, &[u8]) = match raw.len() {
+        16 => (
+            std::net::IpAddr::from(<[u8; 4]>::try_from(&raw[..4]).ok()?),
+            &raw[4..],
+        ),
+        28 => (
+            std::net::IpAddr::from(<[u8; 16]>::try_from(&raw[..16]).ok()?),
+            &raw[16..],
+        ),
+        _ => return None,
+    };
+    let port = u16::try_from(i32::from_be_bytes(rest[..4].try_into().ok()?)).ok()?;
+    let phys = u64::from_be_bytes(rest[4..12].try_into().ok()?);
+    Some((SocketAddr::new(ip, port), phys))
+}
+
+/// A decoded send header (V1 long names or V2 letters).
+#[derive(Debug, Clone)]
+struct SendHeader {
+    producer_group: String,
+    topic: String,
+    default_topic_queue_nums: i32,
+    queue_id: i32,
+    sys_flag: i32,
+    born_timestamp: i64,
+    flag: i32,
+    properties: String,
+    reconsume_times: i32,
+}
+
+fn parse_send_header(req: &RemotingCommand) -> Result<SendHeader, RemotingError> {
+    let v1 = req.code == request::SEND_MESSAGE;
+    let k = |long: &'static str, short: &'static str| if v1 { long } else { short };
+    Ok(SendHeader {
+        producer_group: req.ext(k("producerGroup", "a")).unwrap_or("").to_owned(),
+        topic: req.ext_required(k("topic", "b"))?.to_owned(),
+        default_topic_queue_nums: req
+            .ext_num_opt(k("defaultTopicQueueNums", "d"))?
+            .unwrap_or(4),
+        queue_id: req.ext_num(k("queueId", "e"))?,
+        sys_flag: req.ext_num_opt(k("sysFlag", "f"))?.unwrap_or(0),
+        born_timestamp: req.ext_num_opt(k("bornTimestamp", "g"))?.unwrap_or(0),
+        flag: req.ext_num_opt(k("flag", "h"))?.unwrap_or(0),
+        properties: req.ext(k("properties", "i")).unwrap_or("").to_owned(),
+        reconsume_times: req.ext_num_opt(k("reconsumeTimes", "j"))?.unwrap_or(0),
+    })
+}
+
+/// Splits a SEND_BATCH_MESSAGE body into `(flag, body, properties)` per message.
+fn decode_batch(mut buf: Bytes) -> Result<Vec<(i32, Bytes, String)>, String> {
+    let mut out = Vec::new();
+    while buf.has_remaining() {
+        if buf.remaining() < 20 {
+            return Err("truncated batch entry".into());
+        }
+        let total = buf.get_i32();
+        let _magic = buf.get_i32();
+        let _crc = buf.get_i32();
+        let flag = buf.get_i32();
+        let body_len = usize::try_from(buf.get_i32()).map_err(|_| "negative body length")?;
+        if buf.remaining() < body_len + 2 {
+            return Err("batch body runs past the frame".into());
+        }
+        let body = buf.split_to(body_len);
+        let props_len = usize::try_from(buf.get_i16()).map_err(|_| "negative properties length")?;
+        if buf.remaining() < props_len {
+            return Err("batch properties run past the frame".into());
+        }
+        let props = String::from_utf8(buf.split_to(props_len).to_vec())
+            .map_err(|_| "properties are not UTF-8")?;
+        if usize::try_from(total).ok() != Some(20 + body_len + 2 + props_len) {
+            return Err("batch entry size does not match its fields".into());
+        }
+        out.push((flag, body, props));
+    }
+    Ok(out)
+}
+
+impl Broker {
+    /// Opens the store and metadata. Creates `TBW102` when auto-creation is on.
+    ///
+    /// # Errors
+    /// Store failures; a `brokerIP1` that is not an IP address.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Self>, BrokerError> {
+        let ip: std::net::IpAddr = config
+            .broker_ip1
+            .parse()
+            .map_err(|_| BrokerError::BadAddress(config.broker_ip1.clone()))?;
+        let store_host = SocketAddr::new(ip, config.listen_port);
+        let store = MessageStore::open(config.store.clone())?;
+        let cfg_dir = config.store.config_dir();
+        let topics = TopicManager::load(cfg_dir.join("topics.json"));
+        let offsets = OffsetManager::load(cfg_dir.join("consumerOffset.json"));
+        if config.auto_create_topic_enable {
+            topics.get_or_create(
+                meta::TBW102,
+                config.default_topic_queue_nums,
+                meta::PERM_RWI,
+            );
+        }
+        let hold = Arc::new(PullHold::default());
+        {
+            let hold = Arc::clone(&hold);
+            store.set_arrival_listener(Arc::new(move |a| {
+                hold.notify(&a.topic, a.queue_id, a.max_offset)
+            }));
+        }
+        Ok(Arc::new(Broker {
+            config,
+            store,
+            topics,
+            offsets,
+            clients: ClientManager::default(),
+            hold,
+            namesrv: RemotingClient::new(),
+            topics_changed: tokio::sync::Notify::new(),
+            store_host,
+            queue_picker: AtomicU64::new(0),
+        }))
+    }
+
+    /// Whether this broker takes writes.
+    pub fn is_master(&self) -> bool {
+        self.config.broker_role != BrokerRole::Slave
+    }
+
+    /// Registers with every name server; returns how many accepted.
+    pub async fn register_all(&self) -> usize {
+        let snapshot = self.topics.snapshot();
+        let body = to_body(&RegisterBrokerBody {
+            topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
+                topic_config_table: snapshot.topic_config_table,
+                data_version: snapshot.data_version,
+            },
+            filter_server_list: Vec::new(),
+        });
+        let crc = crc32fast::hash(&body) as i32;
+        let mut accepted = 0;
+        for ns in &self.config.namesrv_addr {
+            let cmd = RemotingCommand::request(request::REGISTER_BROKER)
+                .with_ext("brokerName", &self.config.broker_name)
+                .with_ext("brokerAddr", self.config.broker_addr())
+                .with_ext("clusterName", &self.config.broker_cluster_name)
+                .with_ext(
+                    "haServerAddr",
+                    format!("{}:{}", self.config.broker_ip1, self.config.ha_listen_port),
+                )
+                .with_ext("brokerId", self.config.broker_id)
+                .with_ext("compressed", false)
+                .with_ext("bodyCrc32", crc)
+                .with_body(body.clone());
+            match self.namesrv.invoke(ns, cmd, Duration::from_secs(3)).await {
+                Ok(r) if r.code == response::SUCCESS => accepted += 1,
+                Ok(r) => {
+                    warn!(namesrv = %ns, code = r.code, remark = ?r.remark, "registration refused")
+                }
+                Err(e) => warn!(namesrv = %ns, error = %e, "registration failed"),
+            }
+        }
+        accepted
+    }
+
+    async fn unregister_all(&self) {
+        for ns in &self.config.namesrv_addr {
+            let cmd = RemotingCommand::request(request::UNREGISTER_BROKER)
+                .with_ext("brokerName", &self.config.broker_name)
+                .with_ext("brokerAddr", self.config.broker_addr())
+                .with_ext("clusterName", &self.config.broker_cluster_name)
+                .with_ext("brokerId", self.config.broker_id);
+            let _ = self.namesrv.invoke(ns, cmd, Duration::from_secs(2)).await;
+        }
+    }
+
+    fn topics_changed(&self) {
+        self.topics_changed.notify_one();
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, with the periodic tasks
+    /// (registration every `registerNameServerPeriod` and on topic changes, offset
+    /// persistence, client expiry). Flushes and persists before returning.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let tasks = vec![
+            tokio::spawn({
+                let b = Arc::clone(&self);
+                async move {
+                    let period = Duration::from_millis(
+                        b.config.register_name_server_period_ms.clamp(1000, 60_000),
+                    );
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(period) => {}
+                            _ = b.topics_changed.notified() => {}
+                        }
+                        b.register_all().await;
+                    }
+                }
+            }),
+            tokio::spawn({
+                let b = Arc::clone(&self);
+                async move {
+                    let mut t = tokio::time::interval(Duration::from_millis(
+                        b.config.flush_consumer_offset_interval_ms.max(100),
+                    ));
+                    loop {
+                        t.tick().await;
+                        let b2 = Arc::clone(&b);
+                        let _ = tokio::task::spawn_blocking(move || b2.offsets.persist()).await;
+                    }
+                }
+            }),
+            tokio::spawn({
+                let b = Arc::clone(&self);
+                async move {
+                    let mut t = tokio::time::interval(Duration::from_secs(10));
+                    loop {
+                        t.tick().await;
+                        for g in b.clients.scan_expired(clients::CHANNEL_EXPIRY) {
+                            b.clients.notify_changed(&g);
+                        }
+                    }
+                }
+            }),
+        ];
+        serve(
+            listener,
+            Arc::clone(&self),
+            ServerConfig::default(),
+            shutdown,
+        )
+        .await;
+        for t in tasks {
+            t.abort();
+        }
+        self.unregister_all().await;
+        let b = Arc::clone(&self);
+        let _ = tokio::task::spawn_blocking(move || b.close()).await;
+    }
+
+    /// Persists offsets and shuts the store down cleanly.
+    pub fn close(&self) {
+        self.offsets.persist();
+        self.store.shutdown();
+        info!("broker stopped");
+    }
+
+    async fn process(
+        self: Arc<Self>,
+        conn: Arc<Connection>,
+        req: RemotingCommand,
+    ) -> RemotingCommand {
+        match req.code {
+            request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
+                self.send(&conn, &req).await
+            }
+            request::PULL_MESSAGE | request::LITE_PULL_MESSAGE => self.pull(&req).await,
+            request::HEART_BEAT => self.heartbeat(&conn, &req),
+            request::UNREGISTER_CLIENT => {
+                let changed = self.clients.unregister(
+                    req.ext("clientID").unwrap_or(""),
+                    req.ext("consumerGroup"),
+                    req.ext("producerGroup"),
+                );
+                for g in changed {
+                    self.clients.notify_changed(&g);
+                }
+                ok(&req)
+            }
+            request::GET_CONSUMER_LIST_BY_GROUP => match req.ext_required("consumerGroup") {
+                Ok(g) => {
+                    let ids = self.clients.consumer_ids(g);
+                    if ids.is_empty() {
+                        fail(
+                            &req,
+                            response::SYSTEM_ERROR,
+                            format!("no consumer in group {g}"),
+                        )
+                    } else {
+                        ok(&req).with_body(to_body(&ConsumerIdList {
+                            consumer_id_list: ids,
+                        }))
+                    }
+                }
+                Err(e) => fail(&req, response::SYSTEM_ERROR, e),
+            },
+            request::QUERY_CONSUMER_OFFSET => self.query_offset(&req),
+            request::UPDATE_CONSUMER_OFFSET => self.update_offset(&req),
+            request::GET_MAX_OFFSET
+            | request::GET_MIN_OFFSET
+            | request::SEARCH_OFFSET_BY_TIMESTAMP
+            | request::GET_EARLIEST_MSG_STORETIME => self.offset_queries(&req),
+            request::UPDATE_AND_CREATE_TOPIC => self.create_topic(&req),
+            request::GET_ALL_TOPIC_CONFIG => ok(&req).with_body(to_body(&self.topics.snapshot())),
+            request::VIEW_MESSAGE_BY_ID => match req.ext_num::<u64>("offset") {
+                Ok(off) => match self.store.read_message(off) {
+                    Some(rec) => ok(&req).with_body(rec),
+                    None => fail(
+                        &req,
+                        response::SYSTEM_ERROR,
+                        format!("no message at offset {off}"),
+                    ),
+                },
+                Err(e) => fail(&req, response::SYSTEM_ERROR, e),
+            },
+            code => fail(
+                &req,
+                response::REQUEST_CODE_NOT_SUPPORTED,
+                format!("request code {code} not supported"),
+            ),
+        }
+    }
+
+    fn resolve_topic_for_send(&self, h: &SendHeader) -> Result<TopicConfig, (i32, String)> {
+        if let Err(e) = meta::validate_topic(&h.topic) {
+            return Err((response::MESSAGE_ILLEGAL, e));
+        }
+        if h.topic == meta::TBW102 {
+            return Err((
+                response::MESSAGE_ILLEGAL,
+                "the default topic cannot take messages".into(),
+            ));
+        }
+        if let Some(tc) = self.topics.get(&h.topic) {
+            return Ok(tc);
+        }
+        let retry = h.topic.starts_with("%RETRY%") || h.topic.starts_with("%DLQ%");
+        if !self.config.auto_create_topic_enable && !retry {
+            return Err((
+                response::TOPIC_NOT_EXIST,
+                format!("topic[{}] not exist, apply first please!", h.topic),
+            ));
+        }
+        let queues = if retry {
+            1
+        } else {
+            h.default_topic_queue_nums
+                .clamp(1, self.config.default_topic_queue_nums.max(1))
+        };
+        let (tc, created) = self.topics.get_or_create(&h.topic, queues, meta::PERM_RW);
+        if created {
+            info!(topic = %h.topic, queues, "topic auto-created");
+            self.topics_changed();
+        }
+        Ok(tc)
+    }
+
+    async fn send(&self, conn: &Connection, req: &RemotingCommand) -> RemotingCommand {
+        if !self.is_master() {
+            return fail(
+                req,
+                response::SERVICE_NOT_AVAILABLE,
+                "this broker is a slave and takes no writes",
+            );
+        }
+        let h = match parse_send_header(req) {
+            Ok(h) => h,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        let tc = match self.resolve_topic_for_send(&h) {
+            Ok(tc) => tc,
+            Err((code, remark)) => return fail(req, code, remark),
+        };
+        if tc.perm & 0x2 == 0 {
+            return fail(
+                req,
+                response::NO_PERMISSION,
+                format!("topic {} is not writable", h.topic),
+            );
+        }
+        let queue_id = if h.queue_id < 0 {
+            (self.queue_picker.fetch_add(1, Ordering::Relaxed) % tc.write_queue_nums.max(1) as u64)
+                as i32
+        } else {
+            h.queue_id
+        };
+        if queue_id >= tc.write_queue_nums.max(1) {
+            return fail(
+                req,
+                response::SYSTEM_ERROR,
+                format!(
+                    "queueId {queue_id} is out of range for topic {} ({} queues)",
+                    h.topic, tc.write_queue_nums
+                ),
+            );
+        }
+        let body = req.body_bytes();
+        if body.len() > self.config.store.max_message_size {
+            return fail(
+                req,
+                response::MESSAGE_ILLEGAL,
+                format!(
+                    "message body of {} bytes exceeds maxMessageSize {}",
+                    body.len(),
+                    self.config.store.max_message_size
+                ),
+            );
+        }
+        let template = MessageToStore {
+            topic: h.topic.clone(),
+            queue_id,
+            flag: h.flag,
+            sys_flag: h.sys_flag,
+            born_timestamp: h.born_timestamp,
+            born_host: conn.peer,
+            store_host: self.store_host,
+            reconsume_times: h.reconsume_times,
+            prepared_transaction_offset: 0,
+            body: Bytes::new(),
+            properties: String::new(),
+        };
+        let msgs: Vec<MessageToStore> = if req.code == request::SEND_BATCH_MESSAGE {
+            let items = match decode_batch(body) {
+                Ok(items) if !items.is_empty() => items,
+                Ok(_) => return fail(req, response::MESSAGE_ILLEGAL, "empty batch"),
+                Err(e) => return fail(req, response::MESSAGE_ILLEGAL, e),
+            };
+            items
+                .into_iter()
+                .map(|(flag, body, props)| MessageToStore {
+                    flag,
+                    body,
+                    properties: props + &h.properties,
+                    ..template.clone()
+                })
+                .collect()
+        } else {
+            vec![MessageToStore {
+                body,
+                properties: h.properties.clone(),
+                ..template
+            }]
+        };
+        let uniq = (req.code != request::SEND_BATCH_MESSAGE)
+            .then(|| find_property(&h.properties, "UNIQ_KEY").map(str::to_owned))
+            .flatten();
+        let result = match self.store.append_messages(&msgs) {
+            Ok(r) => r,
+            Err(e @ StoreError::Message(_)) => return fail(req, response::MESSAGE_ILLEGAL, e),
+            Err(e) => {
+                warn!(error = %e, "append failed");
+                return fail(
+                    req,
+                    response::SERVICE_NOT_AVAILABLE,
+                    format!("service not available now: {e}"),
+                );
+            }
+        };
+        let wait = find_property(&msgs[0].properties, "WAIT") != Some("false");
+        let code = if self.config.store.flush_disk_type == crate::store::FlushDiskType::Sync && wait
+        {
+            match self.store.wait_flushed(result.end_offset).await {
+                Ok(()) => response::SUCCESS,
+                Err(StoreError::FlushTimeout { .. }) => response::FLUSH_DISK_TIMEOUT,
+                Err(e) => {
+                    warn!(error = %e, "flush failed");
+                    return fail(
+                        req,
+                        response::SERVICE_NOT_AVAILABLE,
+                        format!("service not available now: {e}"),
+                    );
+                }
+            }
+        } else {
+            response::SUCCESS
+        };
+        debug!(producer = %h.producer_group, topic = %h.topic, queue_id, "stored");
+        let ids: Vec<String> = result
+            .physical_offsets
+            .iter()
+            .map(|p| offset_msg_id(self.store_host, *p))
+            .collect();
+        let mut resp = RemotingCommand::response_to(req, code)
+            .with_ext("msgId", ids.join(","))
+            .with_ext("queueId", queue_id)
+            .with_ext("queueOffset", result.queue_offset);
+        if let Some(u) = uniq {
+            resp = resp.with_ext("transactionId", u);
+        }
+        resp
+    }
+
+    fn subscription_for_pull(
+        &self,
+        req: &RemotingCommand,
+        group: &str,
+        topic: &str,
+        sys_flag: i32,
+    ) -> Result<SubscriptionData, RemotingCommand> {
+        if sys_flag & pull_flag::SUBSCRIPTION != 0 {
+            let expr = req.ext("subscription").unwrap_or("*");
+            if req
+                .ext("expressionType")
+                .is_some_and(|t| !t.eq_ignore_ascii_case("TAG"))
+            {
+                return Err(fail(
+                    req,
+                    response::SUBSCRIPTION_PARSE_FAILED,
+                    "only TAG expressions are supported",
+                ));
+            }
+            return Ok(SubscriptionData::from_expression(topic, expr, 0));
+        }
+        match self.clients.subscription(group, topic) {
+            Some(s) => {
+                let wanted: i64 = req.ext_num_opt("subVersion").ok().flatten().unwrap_or(0);
+                if s.sub_version < wanted {
+                    return Err(fail(
+                        req,
+                        response::SUBSCRIPTION_NOT_LATEST,
+                        "the consumer's subscription is not latest",
+                    ));
+                }
+                Ok(s)
+            }
+            None => Err(fail(
+                req,
+                response::SUBSCRIPTION_NOT_EXIST,
+                format!("the consumer's subscription not exist, group: {group}"),
+            )),
+        }
+    }
+
+    async fn pull(&self, req: &RemotingCommand) -> RemotingCommand {
+        let parsed = (|| -> Result<_, RemotingError> {
+            Ok((
+                req.ext_required("consumerGroup")?.to_owned(),
+                req.ext_required("topic")?.to_owned(),
+                req.ext_num::<i32>("queueId")?,
+                req.ext_num::<i64>("queueOffset")?,
+                req.ext_num_opt::<i32>("maxMsgNums")?.unwrap_or(32),
+                req.ext_num_opt::<i32>("sysFlag")?.unwrap_or(0),
+                req.ext_num_opt::<i64>("commitOffset")?.unwrap_or(-1),
+                req.ext_num_opt::<u64>("suspendTimeoutMillis")?
+                    .unwrap_or(15_000),
+                req.ext_num_opt::<i32>("maxMsgBytes")?.unwrap_or(256 * 1024),
+            ))
+        })();
+        let (
+            group,
+            topic,
+            queue_id,
+            offset,
+            max_nums,
+            sys_flag,
+            commit_offset,
+            suspend_ms,
+            max_bytes,
+        ) = match parsed {
+            Ok(p) => p,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        let Some(tc) = self.topics.get(&topic) else {
+            return fail(
+                req,
+                response::TOPIC_NOT_EXIST,
+                format!("topic[{topic}] not exist, apply first please!"),
+            );
+        };
+        if queue_id < 0 || queue_id >= tc.read_queue_nums.max(1) {
+            return fail(
+                req,
+                response::SYSTEM_ERROR,
+                format!("queueId {queue_id} out of range for {topic}"),
+            );
+        }
+        let sub = match self.subscription_for_pull(req, &group, &topic, sys_flag) {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
+        if sys_flag & pull_flag::COMMIT_OFFSET != 0 && commit_offset >= 0 && self.is_master() {
+            self.offsets.commit(&group, &topic, queue_id, commit_offset);
+        }
+        let max_nums = usize::try_from(max_nums.clamp(1, 32)).unwrap_or(32);
+        let max_bytes = usize::try_from(max_bytes.max(1)).unwrap_or(256 * 1024);
+        let mut may_suspend = sys_flag & pull_flag::SUSPEND != 0 && self.config.long_polling_enable;
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(suspend_ms.min(self.config.broker_suspend_max_time_millis));
+        loop {
+            let r = self
+                .store
+                .get_messages(&topic, queue_id, offset, max_nums, max_bytes, |c| {
+                    sub.matches(c)
+                });
+            let (code, next) = match r.status {
+                GetMessageStatus::Found => (response::SUCCESS, r.next_begin_offset),
+                GetMessageStatus::NoMatchedMessage | GetMessageStatus::OffsetFoundNull => {
+                    (response::PULL_RETRY_IMMEDIATELY, r.next_begin_offset)
+                }
+                GetMessageStatus::NoMessageInQueue | GetMessageStatus::NoMatchedLogicQueue => {
+                    if offset != 0 {
+                        (response::PULL_OFFSET_MOVED, 0)
+                    } else {
+                        (response::PULL_NOT_FOUND, 0)
+                    }
+                }
+                GetMessageStatus::OffsetTooSmall | GetMessageStatus::OffsetOverflowBadly => {
+                    (response::PULL_OFFSET_MOVED, r.next_begin_offset)
+                }
+                GetMessageStatus::OffsetOverflowOne => (response::PULL_NOT_FOUND, offset),
+            };
+            if code == response::PULL_NOT_FOUND && may_suspend {
+                may_suspend = false;
+                let woken = self.hold.wait(&topic, queue_id, offset);
+                // An entry may have landed between the read and the registration.
+                if self.store.max_offset_in_queue(&topic, queue_id) <= offset {
+                    let _ = tokio::time::timeout_at(deadline, woken).await;
+                }
+                continue;
+            }
+            let resp = RemotingCommand::response_to(req, code)
+                .with_ext("suggestWhichBrokerId", 0)
+                .with_ext("nextBeginOffset", next)
+                .with_ext("minOffset", r.min_offset)
+                .with_ext("maxOffset", r.max_offset);
+            let remark = format!("{:?}", r.status);
+            let mut resp = resp.with_remark(remark);
+            if code == response::SUCCESS {
+                resp.body = r.messages;
+            }
+            return resp;
+        }
+    }
+
+    fn heartbeat(&self, conn: &Arc<Connection>, req: &RemotingCommand) -> RemotingCommand {
+        let hb: HeartbeatData = match parse_body(&req.body_bytes()) {
+            Ok(hb) => hb,
+            Err(e) => {
+                return fail(
+                    req,
+                    response::SYSTEM_ERROR,
+                    format!("bad heartbeat body: {e}"),
+                )
+            }
+        };
+        for cd in &hb.consumer_data_set {
+            let clustering = cd.message_model.as_deref() != Some("BROADCASTING");
+            if clustering && !cd.group_name.is_empty() {
+                let retry = format!("%RETRY%{}", cd.group_name);
+                if meta::validate_topic(&retry).is_ok() {
+                    let (_, created) = self.topics.get_or_create(&retry, 1, meta::PERM_RW);
+                    if created {
+                        self.topics_changed();
+                    }
+                }
+            }
+        }
+        for g in self.clients.heartbeat(conn, &hb) {
+            self.clients.notify_changed(&g);
+        }
+        ok(req)
+    }
+
+    fn query_offset(&self, req: &RemotingCommand) -> RemotingCommand {
+        let (group, topic, queue_id) = match (
+            req.ext_required("consumerGroup"),
+            req.ext_required("topic"),
+            req.ext_num::<i32>("queueId"),
+        ) {
+            (Ok(g), Ok(t), Ok(q)) => (g, t, q),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                return fail(req, response::SYSTEM_ERROR, e)
+            }
+        };
+        match self.offsets.query(group, topic, queue_id) {
+            Some(o) if o >= 0 => ok(req).with_ext("offset", o),
+            _ => {
+                // RocketMQ: a new group on a queue that still starts at 0 starts there.
+                let zero_ok = req.ext_bool("setZeroIfNotFound") != Some(false);
+                if zero_ok && self.store.min_offset_in_queue(topic, queue_id) <= 0 {
+                    ok(req).with_ext("offset", 0)
+                } else {
+                    fail(
+                        req,
+                        response::QUERY_NOT_FOUND,
+                        "Not found, maybe this group consumer boot first",
+                    )
+                }
+            }
+        }
+    }
+
+    fn update_offset(&self, req: &RemotingCommand) -> RemotingCommand {
+        match (
+            req.ext_required("consumerGroup"),
+            req.ext_required("topic"),
+            req.ext_num::<i32>("queueId"),
+            req.ext_num::<i64>("commitOffset"),
+        ) {
+            (Ok(g), Ok(t), Ok(q), Ok(o)) => {
+                if self.is_master() {
+                    self.offsets.commit(g, t, q, o);
+                }
+                ok(req)
+            }
+            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+                fail(req, response::SYSTEM_ERROR, e)
+            }
+        }
+    }
+
+    fn offset_queries(&self, req: &RemotingCommand) -> RemotingCommand {
+        let (topic, queue_id) = match (req.ext_required("topic"), req.ext_num::<i32>("queueId")) {
+            (Ok(t), Ok(q)) => (t, q),
+            (Err(e), _) | (_, Err(e)) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        match req.code {
+            request::GET_MAX_OFFSET => {
+                ok(req).with_ext("offset", self.store.max_offset_in_queue(topic, queue_id))
+            }
+            request::GET_MIN_OFFSET => {
+                ok(req).with_ext("offset", self.store.min_offset_in_queue(topic, queue_id))
+            }
+            request::SEARCH_OFFSET_BY_TIMESTAMP => match req.ext_num::<i64>("timestamp") {
+                Ok(ts) => {
+                    let b = if req
+                        .ext("boundaryType")
+                        .is_some_and(|b| b.eq_ignore_ascii_case("upper"))
+                    {
+                        BoundaryType::Upper
+                    } else {
+                        BoundaryType::Lower
+                    };
+                    ok(req).with_ext(
+                        "offset",
+                        self.store.search_offset_by_time(topic, queue_id, ts, b),
+                    )
+                }
+                Err(e) => fail(req, response::SYSTEM_ERROR, e),
+            },
+            _ => match self.store.earliest_store_time(topic, queue_id) {
+                Some(ts) => ok(req).with_ext("timestamp", ts),
+                None => fail(
+                    req,
+                    response::SYSTEM_ERROR,
+                    format!("no message in {topic}:{queue_id}"),
+                ),
+            },
+        }
+    }
+
+    fn create_topic(&self, req: &RemotingCommand) -> RemotingCommand {
+        let topic = match req.ext_required("topic") {
+            Ok(t) => t.to_owned(),
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        if let Err(e) = meta::validate_topic(&topic) {
+            return fail(req, response::SYSTEM_ERROR, e);
+        }
+        if topic == meta::TBW102 {
+            return fail(
+                req,
+                response::SYSTEM_ERROR,
+                "the default topic cannot be changed",
+            );
+        }
+        let num = |k: &'static str, d: i32| req.ext_num_opt::<i32>(k).ok().flatten().unwrap_or(d);
+        let tc = TopicConfig {
+            topic_name: topic.clone(),
+            read_queue_nums: num("readQueueNums", 8).clamp(1, 1024),
+            write_queue_nums: num("writeQueueNums", 8).clamp(1, 1024),
+            perm: num("perm", meta::PERM_RW),
+            topic_filter_type: req
+                .ext("topicFilterType")
+                .unwrap_or("SINGLE_TAG")
+                .to_owned(),
+            topic_sys_flag: num("topicSysFlag", 0),
+            order: req.ext_bool("order").unwrap_or(false),
+            ..TopicConfig::default()
+        };
+        if self.topics.upsert(tc) {
+            info!(topic = %topic, "topic created or updated");
+            self.topics_changed();
+        }
+        ok(req)
+    }
+}
+
+impl RequestHandler for Broker {
+    fn handle(self: Arc<Self>, conn: Arc<Connection>, req: RemotingCommand) -> ResponseFuture {
+        Box::pin(async move { Some(self.process(conn, req).await) })
+    }
+
+    fn on_close(&self, conn: &Arc<Connection>) {
+        for g in self.clients.connection_closed(conn.id) {
+            self.clients.notify_changed(&g);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_msg_ids_round_trip() {
+        let addr: SocketAddr = "10.0.0.1:10911".parse().unwrap();
+        let id = offset_msg_id(addr, 0x1234);
+        assert_eq!(id, "0A00000100002A9F0000000000001234");
+        assert_eq!(decode_offset_msg_id(&id), Some((addr, 0x1234)));
+        assert_eq!(decode_offset_msg_id("XYZ"), None);
+    }
+
+    #[test]
+    fn batch_bodies_decode_and_reject_lies() {
+        let mut body = Vec::new();
+        for (i, b) in [b"one".as_slice(), b"three"].iter().enumerate() {
+            let props = format!("KEYS\u{1}k{i}\u{2}");
+            body.extend_from_slice(&((20 + b.len() + 2 + props.len()) as i32).to_be_bytes());
+            body.extend_from_slice(&0i32.to_be_bytes());
+            body.extend_from_slice(&0i32.to_be_bytes());
+            body.extend_from_slice(&(i as i32).to_be_bytes());
+            body.extend_from_slice(&(b.len() as i32).to_be_bytes());
+            body.extend_from_slice(b);
+            body.extend_from_slice(&(props.len() as i16).to_be_bytes());
+            body.extend_from_slice(props.as_bytes());
+        }
+        let items = decode_batch(Bytes::from(body.clone())).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(&items[1].1[..], b"three");
+        for cut in 1..body.len() {
+            let _ = decode_batch(Bytes::copy_from_slice(&body[..cut]));
+        }
+        body[3] = 99;
+        assert!(decode_batch(Bytes::from(body)).is_err());
+    }
+}

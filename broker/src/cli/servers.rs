@@ -1,0 +1,205 @@
+//! `ferrocket namesrv`, `ferrocket broker` and `ferrocket dev`.
+//!
+//! Each server prints one line `ready <role> <addr>` on stdout once it accepts
+//! connections, exits non-zero with a clear message on bad configuration, and shuts
+//! down cleanly on SIGTERM or Ctrl-C (flush, persist offsets, unregister).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tokio::net::TcpListener;
+
+use crate::broker::config::parse_properties;
+use crate::broker::{Broker, BrokerConfig, BrokerRole};
+use crate::namesrv::NameServer;
+use crate::remoting::{serve, ServerConfig};
+
+/// `ferrocket namesrv`.
+#[derive(Debug, clap::Args)]
+pub struct NamesrvArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "0.0.0.0:9876")]
+    pub listen: String,
+}
+
+/// `ferrocket broker`.
+#[derive(Debug, clap::Args)]
+pub struct BrokerArgs {
+    /// RocketMQ-style properties file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. `--set brokerId=1` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// `ferrocket dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Data directory.
+    #[arg(long, default_value = "./ferrocket-data")]
+    pub data_dir: PathBuf,
+    /// Name server port.
+    #[arg(long, default_value_t = 9876)]
+    pub namesrv_port: u16,
+    /// Broker port.
+    #[arg(long, default_value_t = 10911)]
+    pub broker_port: u16,
+}
+
+fn ready(role: &str, addr: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready {role} {addr}");
+    let _ = out.flush();
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn start_namesrv(listen: &str) -> Result<(Arc<NameServer>, TcpListener, String)> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?.to_string();
+    let ns = Arc::new(NameServer::default());
+    ns.spawn_expiry();
+    Ok((ns, listener, addr))
+}
+
+/// Runs `ferrocket namesrv`.
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn run_namesrv(args: NamesrvArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        let (ns, listener, addr) = start_namesrv(&args.listen).await?;
+        ready("namesrv", &addr);
+        serve(listener, ns, ServerConfig::default(), shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// Loads the properties file and `--set` overrides.
+///
+/// # Errors
+/// An unreadable file or a `--set` without `=`.
+pub fn load_properties(
+    file: Option<&PathBuf>,
+    sets: &[String],
+) -> Result<BTreeMap<String, String>> {
+    let mut props = match file {
+        Some(f) => parse_properties(
+            &std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        ),
+        None => BTreeMap::new(),
+    };
+    for s in sets {
+        let Some((k, v)) = s.split_once('=') else {
+            bail!("--set needs KEY=VALUE, got `{s}`");
+        };
+        props.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(props)
+}
+
+async fn start_broker(mut config: BrokerConfig) -> Result<(Arc<Broker>, TcpListener)> {
+    let listener = TcpListener::bind(("0.0.0.0", config.listen_port))
+        .await
+        .with_context(|| format!("cannot listen on port {}", config.listen_port))?;
+    if config.listen_port == 0 {
+        config.listen_port = listener.local_addr()?.port();
+        config.ha_listen_port = config.listen_port.saturating_add(1);
+    }
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await?
+        .context("cannot open the store")?;
+    broker.register_all().await;
+    Ok((broker, listener))
+}
+
+fn role_name(b: &Broker) -> &'static str {
+    match b.config.broker_role {
+        BrokerRole::Slave => "slave",
+        _ => "master",
+    }
+}
+
+/// Runs `ferrocket broker`.
+///
+/// # Errors
+/// Bad configuration (the message names the key), an unusable store or port.
+pub fn run_broker(args: BrokerArgs) -> Result<()> {
+    let props = load_properties(args.config.as_ref(), &args.set)?;
+    let config = BrokerConfig::from_properties(&props)?;
+    runtime()?.block_on(async {
+        let (broker, listener) = start_broker(config).await?;
+        ready(role_name(&broker), &broker.config.broker_addr());
+        broker.run(listener, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// Runs `ferrocket dev`: a name server and a broker in one process.
+///
+/// # Errors
+/// Unusable ports or data directory.
+pub fn run_dev(args: DevArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        let (ns, ns_listener, ns_addr) =
+            start_namesrv(&format!("127.0.0.1:{}", args.namesrv_port)).await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let ns_task = tokio::spawn({
+            let mut rx = stop_rx.clone();
+            async move {
+                serve(ns_listener, ns, ServerConfig::default(), async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+            }
+        });
+        let mut props = BTreeMap::new();
+        props.insert("namesrvAddr".to_string(), ns_addr.clone());
+        props.insert("listenPort".to_string(), args.broker_port.to_string());
+        props.insert(
+            "storePathRootDir".to_string(),
+            args.data_dir.join("store").to_string_lossy().into_owned(),
+        );
+        props.insert("autoCreateTopicEnable".to_string(), "true".to_string());
+        let config = BrokerConfig::from_properties(&props)?;
+        let (broker, listener) = start_broker(config).await?;
+        ready("namesrv", &ns_addr);
+        ready("master", &broker.config.broker_addr());
+        broker.run(listener, shutdown_signal()).await;
+        let _ = stop_tx.send(true);
+        let _ = ns_task.await;
+        Ok(())
+    })
+}

@@ -1,0 +1,333 @@
+//! Real `ferrocket namesrv` and `ferrocket broker` processes on free loopback ports,
+//! driven with ferrocket's own remoting client: send, pull, long polling, offsets,
+//! restarts, and bad input that must not disturb other clients.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferrocket::protocol::{parse_body, TopicRouteData};
+use ferrocket::remoting::codes::{request, response};
+use ferrocket::remoting::{RemotingClient, RemotingCommand};
+use ferrocket::store::{decode_record, encode_properties};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferrocket");
+
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("FERROCKET_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("no ready line").unwrap();
+    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
+    assert!(line.starts_with("ready "), "{line}");
+    Proc { child, addr }
+}
+
+fn namesrv() -> Proc {
+    spawn(&["namesrv", "--listen", "127.0.0.1:0"])
+}
+
+fn broker(ns: &str, dir: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "broker".to_string(),
+        "--set".into(),
+        format!("namesrvAddr={ns}"),
+        "--set".into(),
+        "listenPort=0".into(),
+        "--set".into(),
+        format!("storePathRootDir={}", dir.display()),
+        "--set".into(),
+        "mappedFileSizeCommitLog=8388608".into(),
+        "--set".into(),
+        "flushDiskType=SYNC_FLUSH".into(),
+    ];
+    for e in extra {
+        args.push("--set".into());
+        args.push((*e).into());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn(&refs)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn send_req(topic: &str, queue: i32, body: &str, tag: &str) -> RemotingCommand {
+    RemotingCommand::request(request::SEND_MESSAGE_V2)
+        .with_ext("a", "pg")
+        .with_ext("b", topic)
+        .with_ext("c", "TBW102")
+        .with_ext("d", 4)
+        .with_ext("e", queue)
+        .with_ext("f", 0)
+        .with_ext("g", 1)
+        .with_ext("h", 0)
+        .with_ext("i", encode_properties([("TAGS", tag), ("UNIQ_KEY", body)]))
+        .with_body(Bytes::copy_from_slice(body.as_bytes()))
+}
+
+fn pull_req(topic: &str, queue: i32, offset: i64, suspend_ms: u64) -> RemotingCommand {
+    RemotingCommand::request(request::PULL_MESSAGE)
+        .with_ext("consumerGroup", "cg")
+        .with_ext("topic", topic)
+        .with_ext("queueId", queue)
+        .with_ext("queueOffset", offset)
+        .with_ext("maxMsgNums", 32)
+        .with_ext("sysFlag", 0x2 | 0x4)
+        .with_ext("commitOffset", 0)
+        .with_ext("suspendTimeoutMillis", suspend_ms)
+        .with_ext("subscription", "*")
+        .with_ext("subVersion", 0)
+}
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn send_route_pull_and_long_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &[]);
+    let rt = rt();
+    rt.block_on(async {
+        let c = RemotingClient::new();
+        let r = c
+            .invoke(&b.addr, send_req("Orders", 1, "m0", "A"), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        assert_eq!(r.ext("queueOffset"), Some("0"));
+        assert_eq!(r.ext("msgId").unwrap().len(), 32);
+        assert_eq!(r.ext("transactionId"), Some("m0"));
+        // The auto-created topic reaches the name server.
+        let deadline = Instant::now() + T;
+        let route = loop {
+            let q = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC)
+                .with_ext("topic", "Orders");
+            let r = c.invoke(&ns.addr, q, T).await.unwrap();
+            if r.code == response::SUCCESS {
+                break parse_body::<TopicRouteData>(&r.body_bytes()).unwrap();
+            }
+            assert!(Instant::now() < deadline, "route never appeared");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(route.broker_datas[0].broker_addrs[&0], b.addr);
+        assert_eq!(route.queue_datas[0].write_queue_nums, 4);
+
+        let r = c
+            .invoke(&b.addr, pull_req("Orders", 1, 0, 1000), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        let m = decode_record(&r.body_bytes()).unwrap();
+        assert_eq!(&m.body[..], b"m0");
+        assert_eq!(r.ext("nextBeginOffset"), Some("1"));
+
+        // Long polling: the pull waits, and a send wakes it well before its timeout.
+        let started = Instant::now();
+        let pull = c.invoke(
+            &b.addr,
+            pull_req("Orders", 1, 1, 20_000),
+            Duration::from_secs(30),
+        );
+        let send = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let c2 = RemotingClient::new();
+            c2.invoke(&b.addr, send_req("Orders", 1, "m1", "A"), T)
+                .await
+                .unwrap()
+        };
+        let (r, s) = tokio::join!(pull, send);
+        assert_eq!(s.code, response::SUCCESS);
+        let r = r.unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "long poll was not woken"
+        );
+        assert_eq!(&decode_record(&r.body_bytes()).unwrap().body[..], b"m1");
+
+        // Caught up with no suspension: PULL_NOT_FOUND, next = offset.
+        let mut p = pull_req("Orders", 1, 2, 0);
+        p.ext_fields.insert("sysFlag".into(), "4".into());
+        let r = c.invoke(&b.addr, p, T).await.unwrap();
+        assert_eq!(
+            (r.code, r.ext("nextBeginOffset")),
+            (response::PULL_NOT_FOUND, Some("2"))
+        );
+        // Past the end: PULL_OFFSET_MOVED to max.
+        let mut p = pull_req("Orders", 1, 9, 0);
+        p.ext_fields.insert("sysFlag".into(), "4".into());
+        let r = c.invoke(&b.addr, p, T).await.unwrap();
+        assert_eq!(
+            (r.code, r.ext("nextBeginOffset")),
+            (response::PULL_OFFSET_MOVED, Some("2"))
+        );
+    });
+}
+
+#[test]
+fn offsets_survive_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let rt = rt();
+    {
+        let mut b = broker(&ns.addr, dir.path(), &[]);
+        rt.block_on(async {
+            let c = RemotingClient::new();
+            for i in 0..3 {
+                let r = c
+                    .invoke(&b.addr, send_req("Off", 0, &format!("m{i}"), ""), T)
+                    .await
+                    .unwrap();
+                assert_eq!(r.code, response::SUCCESS);
+            }
+            let u = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+                .with_ext("consumerGroup", "g1")
+                .with_ext("topic", "Off")
+                .with_ext("queueId", 0)
+                .with_ext("commitOffset", 2);
+            assert_eq!(
+                c.invoke(&b.addr, u, T).await.unwrap().code,
+                response::SUCCESS
+            );
+        });
+        // SIGTERM: a clean shutdown persists offsets and exits 0.
+        // SAFETY: kill with a valid pid of our child.
+        unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) };
+        let status = b.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+    assert!(!dir.path().join("abort").exists());
+    let b = broker(&ns.addr, dir.path(), &[]);
+    rt.block_on(async {
+        let c = RemotingClient::new();
+        let q = RemotingCommand::request(request::QUERY_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", "g1")
+            .with_ext("topic", "Off")
+            .with_ext("queueId", 0);
+        let r = c.invoke(&b.addr, q, T).await.unwrap();
+        assert_eq!((r.code, r.ext("offset")), (response::SUCCESS, Some("2")));
+        let m = RemotingCommand::request(request::GET_MAX_OFFSET)
+            .with_ext("topic", "Off")
+            .with_ext("queueId", 0);
+        assert_eq!(
+            c.invoke(&b.addr, m, T).await.unwrap().ext("offset"),
+            Some("3")
+        );
+    });
+}
+
+fn frame_closed(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    matches!(stream.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[test]
+fn bad_input_gets_an_error_or_a_closed_connection_and_others_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &[]);
+    let rt = rt();
+    let good = RemotingClient::new();
+    rt.block_on(async {
+        assert_eq!(
+            good.invoke(&b.addr, send_req("Fine", 0, "before", ""), T)
+                .await
+                .unwrap()
+                .code,
+            0
+        );
+    });
+    // Garbage bytes: a negative length.
+    let mut s = TcpStream::connect(&b.addr).unwrap();
+    s.write_all(&[0xFF; 64]).unwrap();
+    assert!(frame_closed(&mut s));
+    // A length over the 16 MiB limit.
+    let mut s = TcpStream::connect(&b.addr).unwrap();
+    s.write_all(&(64 * 1024 * 1024i32).to_be_bytes()).unwrap();
+    assert!(frame_closed(&mut s));
+    // A header length that lies about the frame.
+    let mut s = TcpStream::connect(&b.addr).unwrap();
+    s.write_all(&[0, 0, 0, 8, 0, 0, 0x7F, 0xFF, b'{', b'}', 0, 0])
+        .unwrap();
+    assert!(frame_closed(&mut s));
+    // JSON that is not a command.
+    let mut s = TcpStream::connect(&b.addr).unwrap();
+    s.write_all(&[0, 0, 0, 7, 0, 0, 0, 3, b'[', b'1', b']'])
+        .unwrap();
+    assert!(frame_closed(&mut s));
+    rt.block_on(async {
+        let c = RemotingClient::new();
+        let r = c
+            .invoke(&b.addr, RemotingCommand::request(4242), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::REQUEST_CODE_NOT_SUPPORTED);
+        let r = c
+            .invoke(&b.addr, send_req("bad topic!", 0, "x", ""), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::MESSAGE_ILLEGAL);
+        assert!(r.remark.unwrap().contains("allowed"));
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::SEND_MESSAGE_V2).with_ext("b", "T"),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+        // The first client's connection was never disturbed.
+        assert_eq!(
+            good.invoke(&b.addr, send_req("Fine", 0, "after", ""), T)
+                .await
+                .unwrap()
+                .code,
+            0
+        );
+        let r = c
+            .invoke(&ns.addr, RemotingCommand::request(4242), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::REQUEST_CODE_NOT_SUPPORTED);
+    });
+}
+
+#[test]
+fn invalid_config_exits_non_zero_naming_the_key() {
+    let out = Command::new(BIN)
+        .args(["broker", "--set", "listenPort=notaport"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listenPort"), "{err}");
+}
