@@ -27,11 +27,14 @@ struct Group {
     subscriptions: HashMap<String, SubscriptionData>,
 }
 
+/// Producer group → client id → (connection id, last heartbeat).
+type ProducerTable = HashMap<String, BTreeMap<String, (u64, Instant)>>;
+
 /// Connected clients.
 #[derive(Debug, Default)]
 pub struct ClientManager {
     consumers: Mutex<HashMap<String, Group>>,
-    producers: Mutex<HashMap<String, BTreeMap<String, (u64, Instant)>>>,
+    producers: Mutex<ProducerTable>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
