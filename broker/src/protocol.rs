@@ -171,6 +171,23 @@ impl SubscriptionData {
         }
     }
 
+    /// Recomputes `code_set` from `tags_set`. Clients exist that hash the untrimmed
+    /// pieces of `A || B` (` B`, `A `) while sending trimmed tags, so the codes they send
+    /// never match a stored tag; the tags themselves are what the client filters on.
+    pub fn normalized(mut self) -> Self {
+        if !self.tags_set.is_empty() {
+            let mut codes: Vec<i32> = self
+                .tags_set
+                .iter()
+                .map(|t| crate::store::format::java_string_hash(t.trim()))
+                .collect();
+            codes.sort_unstable();
+            codes.dedup();
+            self.code_set = codes;
+        }
+        self
+    }
+
     /// Whether a ConsumeQueue tags code passes this subscription.
     pub fn matches(&self, tags_code: i64) -> bool {
         self.code_set.is_empty()
@@ -291,5 +308,15 @@ mod tests {
         assert_eq!(s.tags_set, vec!["TagA", "TagB"]);
         assert!(s.matches(i64::from(crate::store::format::java_string_hash("TagB"))));
         assert!(SubscriptionData::from_expression("T", "*", 1).matches(42));
+        // Codes hashed from untrimmed pieces are replaced by the tags' own codes.
+        let skewed = SubscriptionData {
+            tags_set: vec!["TagA".into(), "TagB".into()],
+            code_set: vec![32_151_592, 80_566_521],
+            sub_string: "TagA || TagB".into(),
+            ..SubscriptionData::default()
+        }
+        .normalized();
+        assert!(skewed.matches(2_598_919) && skewed.matches(2_598_920));
+        assert!(!skewed.matches(32_151_592));
     }
 }

@@ -75,7 +75,8 @@ impl ClientManager {
                             .get(&s.topic)
                             .is_none_or(|old| old.sub_version <= s.sub_version);
                         if newer {
-                            g.subscriptions.insert(s.topic.clone(), s.clone());
+                            g.subscriptions
+                                .insert(s.topic.clone(), s.clone().normalized());
                         }
                     }
                 }

@@ -726,6 +726,7 @@ impl Broker {
                 .with_ext("nextBeginOffset", next)
                 .with_ext("minOffset", r.min_offset)
                 .with_ext("maxOffset", r.max_offset);
+            debug!(topic = %topic, queue_id, offset, code, next, sub = %sub.sub_string, codes = ?sub.code_set, "pull");
             let remark = format!("{:?}", r.status);
             let mut resp = resp.with_remark(remark);
             if code == response::SUCCESS {
@@ -737,7 +738,10 @@ impl Broker {
 
     fn heartbeat(&self, conn: &Arc<Connection>, req: &RemotingCommand) -> RemotingCommand {
         let hb: HeartbeatData = match parse_body(&req.body_bytes()) {
-            Ok(hb) => hb,
+            Ok(hb) => {
+                debug!(body = %String::from_utf8_lossy(&req.body_bytes()), "heartbeat");
+                hb
+            }
             Err(e) => {
                 return fail(
                     req,

@@ -41,7 +41,10 @@ impl Proc {
     pub fn spawn(args: &[String]) -> Proc {
         let mut child = Command::new(ferrocket_bin())
             .args(args)
-            .env("FERROCKET_LOG", "warn")
+            .env(
+                "FERROCKET_LOG",
+                std::env::var("FERROCKET_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -115,3 +115,361 @@ async fn sync_send_then_push_consume_from_first_offset() {
     let bodies: BTreeSet<String> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
     assert_eq!(bodies, sent);
 }
+
+async fn producer(rt: &Arc<ClientRuntime>, ns: &str, group: &str) -> DefaultMQProducer {
+    let mut p = DefaultMQProducer::builder(rt.clone())
+        .producer_group(group.to_string())
+        .name_server_addr(ns.to_string())
+        .build();
+    p.start().await.expect("producer start");
+    p
+}
+
+async fn push_consumer(
+    rt: &Arc<ClientRuntime>,
+    ns: &str,
+    group: &str,
+    topic: &str,
+    expr: &str,
+    sink: Arc<Mutex<Vec<(String, String)>>>,
+) -> DefaultMQPushConsumer {
+    let mut c = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group(group.to_string())
+        .name_server_addr(ns.to_string())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    c.subscribe(topic, expr).await.expect("subscribe");
+    c.register_message_listener_concurrently(Collect(sink));
+    c.start().await.expect("consumer start");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_oneway_batch_and_selector_sends_all_arrive() {
+    let cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("send-kinds");
+    let p = producer(&rt, &ns, "interop_pg_kinds").await;
+    let topic = "InteropKinds";
+    let mut expected = BTreeSet::new();
+    // Sync first, so the route exists for the others.
+    p.send_with_timeout(message(topic, "S", "sync-0"), 5000)
+        .await
+        .expect("sync send");
+    expected.insert("sync-0".to_string());
+    // Async with callbacks.
+    let acked = Arc::new(Mutex::new(0usize));
+    for i in 0..10 {
+        let acked = acked.clone();
+        p.send_with_callback(message(topic, "A", &format!("async-{i}")), move |r, e| {
+            assert!(e.is_none(), "async send failed: {e:?}");
+            if r.is_some() {
+                *acked.lock().unwrap() += 1;
+            }
+        })
+        .await
+        .expect("async send");
+        expected.insert(format!("async-{i}"));
+    }
+    wait_for("async callbacks", Duration::from_secs(30), || {
+        *acked.lock().unwrap() == 10
+    })
+    .await;
+    // Oneway.
+    for i in 0..10 {
+        p.send_oneway(message(topic, "O", &format!("oneway-{i}")))
+            .await
+            .expect("oneway send");
+        expected.insert(format!("oneway-{i}"));
+    }
+    // Batch.
+    let batch: Vec<Message> = (0..10)
+        .map(|i| message(topic, "B", &format!("batch-{i}")))
+        .collect();
+    let r = p.send_batch(batch).await.expect("batch send");
+    assert_eq!(format!("{:?}", r.send_status), "SendOk");
+    expected.extend((0..10).map(|i| format!("batch-{i}")));
+    // Queue selector: everything to queue 2.
+    for i in 0..10 {
+        let r = p
+            .send_with_selector(
+                message(topic, "Q", &format!("selected-{i}")),
+                |mqs, _m, _arg: &usize| mqs.iter().find(|q| q.queue_id() == 2).cloned(),
+                i,
+            )
+            .await
+            .expect("selector send")
+            .expect("result");
+        assert_eq!(r.message_queue.as_ref().map(|q| q.queue_id()), Some(2));
+        expected.insert(format!("selected-{i}"));
+    }
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = push_consumer(&rt, &ns, "interop_cg_kinds", topic, "*", got.clone()).await;
+    wait_for("all sends", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= expected.len()
+    })
+    .await;
+    c.shutdown().await;
+    let mut p = p;
+    p.shutdown().await;
+    let bodies: BTreeSet<String> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+    assert_eq!(bodies, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tag_expression_selects_only_its_tags() {
+    let cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("tags");
+    let mut p = producer(&rt, &ns, "interop_pg_tags").await;
+    for i in 0..30 {
+        let tag = ["TagA", "TagB", "TagC"][i % 3];
+        p.send_with_timeout(message("InteropTags", tag, &format!("{tag}-{i}")), 5000)
+            .await
+            .expect("send");
+    }
+    p.shutdown().await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = push_consumer(
+        &rt,
+        &ns,
+        "interop_cg_tags",
+        "InteropTags",
+        "TagA || TagB",
+        got.clone(),
+    )
+    .await;
+    wait_for("20 tagged messages", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= 20
+    })
+    .await;
+    // Give a stray TagC time to show up if filtering were broken.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.shutdown().await;
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 20, "{got:?}");
+    assert!(got.iter().all(|(t, _)| t == "TagA" || t == "TagB"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_consumers_of_one_group_split_the_queues() {
+    let cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("split");
+    let mut p = producer(&rt, &ns, "interop_pg_split").await;
+    // Creates the topic with 4 queues.
+    p.send_with_timeout(message("InteropSplit", "T", "warm-up"), 5000)
+        .await
+        .expect("send");
+    let a = Arc::new(Mutex::new(Vec::new()));
+    let b = Arc::new(Mutex::new(Vec::new()));
+    let mut ca = push_consumer(&rt, &ns, "interop_cg_split", "InteropSplit", "*", a.clone()).await;
+    let mut cb = push_consumer(&rt, &ns, "interop_cg_split", "InteropSplit", "*", b.clone()).await;
+    // Let both rebalance (the broker notifies the group when the second one joins).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = a.lock().unwrap().len() + b.lock().unwrap().len();
+    for i in 0..80 {
+        p.send_with_timeout(message("InteropSplit", "T", &format!("m{i}")), 5000)
+            .await
+            .expect("send");
+    }
+    wait_for("80 messages across both", Duration::from_secs(60), || {
+        a.lock().unwrap().len() + b.lock().unwrap().len() >= before + 80
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ca.shutdown().await;
+    cb.shutdown().await;
+    p.shutdown().await;
+    let (na, nb) = (a.lock().unwrap().len(), b.lock().unwrap().len());
+    assert!(
+        na > 0 && nb > 0,
+        "one consumer got everything: {na} vs {nb}"
+    );
+    let all: BTreeSet<String> = a
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(b.lock().unwrap().iter())
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert!((0..80).all(|i| all.contains(&format!("m{i}"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lite_pull_consumer_polls_everything() {
+    let cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("lite");
+    let mut p = producer(&rt, &ns, "interop_pg_lite").await;
+    for i in 0..25 {
+        p.send_with_timeout(message("InteropLite", "L", &format!("lite-{i}")), 5000)
+            .await
+            .expect("send");
+    }
+    p.shutdown().await;
+    let c = rocketmq_client_rust::DefaultLitePullConsumer::builder(rt.clone())
+        .consumer_group("interop_cg_lite")
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build()
+        .expect("build lite consumer");
+    c.subscribe("InteropLite").await.expect("subscribe");
+    c.start().await.expect("start");
+    let mut got = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < 25 && Instant::now() < deadline {
+        for m in c.poll_with_timeout(1000).await {
+            got.insert(
+                m.body()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    c.shutdown().await;
+    assert_eq!(got.len(), 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn committed_offsets_survive_a_broker_restart_without_redelivery() {
+    let mut cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("restart");
+    let mut p = producer(&rt, &ns, "interop_pg_restart").await;
+    for i in 0..10 {
+        p.send_with_timeout(message("InteropRestart", "R", &format!("first-{i}")), 5000)
+            .await
+            .expect("send");
+    }
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = push_consumer(
+        &rt,
+        &ns,
+        "interop_cg_restart",
+        "InteropRestart",
+        "*",
+        got.clone(),
+    )
+    .await;
+    wait_for("first 10", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= 10
+    })
+    .await;
+    // The client commits offsets periodically (5 s) and on shutdown.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    c.shutdown().await;
+    assert!(
+        cluster.broker.terminate(),
+        "broker did not exit cleanly on SIGTERM"
+    );
+    cluster.restart_broker();
+    // Wait for the restarted broker to be routable again, then send more.
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent < 10 {
+        assert!(Instant::now() < deadline, "broker did not come back");
+        if p.send_with_timeout(
+            message("InteropRestart", "R", &format!("second-{sent}")),
+            3000,
+        )
+        .await
+        .is_ok()
+        {
+            sent += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    p.shutdown().await;
+    let again = Arc::new(Mutex::new(Vec::new()));
+    let mut c2 = push_consumer(
+        &rt,
+        &ns,
+        "interop_cg_restart",
+        "InteropRestart",
+        "*",
+        again.clone(),
+    )
+    .await;
+    wait_for("second 10", Duration::from_secs(60), || {
+        again.lock().unwrap().len() >= 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c2.shutdown().await;
+    let again = again.lock().unwrap().clone();
+    assert!(
+        again.iter().all(|(_, b)| b.starts_with("second-")),
+        "redelivered: {again:?}"
+    );
+    assert_eq!(again.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_sync_flush_loses_no_acknowledged_message() {
+    let mut cluster = Cluster::start(&["flushDiskType=SYNC_FLUSH"]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("kill9");
+    let p = Arc::new(producer(&rt, &ns, "interop_pg_kill9").await);
+    p.send_with_timeout(message("InteropKill", "K", "warm-up"), 5000)
+        .await
+        .expect("send");
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    acked.lock().unwrap().insert("warm-up".to_string());
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (p, acked) = (p.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0.. {
+                let body = format!("t{t}-{i}");
+                match p
+                    .send_with_timeout(message("InteropKill", "K", &body), 2000)
+                    .await
+                {
+                    Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk" => {
+                        acked.lock().unwrap().insert(body);
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    wait_for("some acknowledged sends", Duration::from_secs(30), || {
+        acked.lock().unwrap().len() > 300
+    })
+    .await;
+    cluster.broker.kill9();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    cluster.restart_broker();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = push_consumer(
+        &rt,
+        &ns,
+        "interop_cg_kill9",
+        "InteropKill",
+        "*",
+        got.clone(),
+    )
+    .await;
+    wait_for(
+        "every acknowledged message",
+        Duration::from_secs(90),
+        || {
+            let got: BTreeSet<String> =
+                got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+            acked.iter().all(|a| got.contains(a))
+        },
+    )
+    .await;
+    c.shutdown().await;
+    let n = got.lock().unwrap().len();
+    eprintln!(
+        "kill -9 under SYNC_FLUSH: {} acknowledged, {} consumed, 0 lost",
+        acked.len(),
+        n
+    );
+}
