@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod namesrv;
 pub mod protocol;
 pub mod remoting;

@@ -1,5 +1,7 @@
 //! The `ferrocket` command line.
 
+pub mod admin;
+pub mod net_bench;
 pub mod servers;
 pub mod store_bench;
 
@@ -23,8 +25,13 @@ enum Command {
     Broker(servers::BrokerArgs),
     /// Run a name server and a broker in one process (local development).
     Dev(servers::DevArgs),
+    /// Admin verbs (topics, cluster, send, consume).
+    Admin(admin::AdminArgs),
     /// Benchmarks.
     Bench {
+        /// Name server address (produce, consume).
+        #[arg(long, global = true, default_value = "127.0.0.1:9876")]
+        namesrv: String,
         #[command(subcommand)]
         what: BenchCommand,
     },
@@ -36,6 +43,10 @@ enum BenchCommand {
     Store(store_bench::StoreBenchArgs),
     /// Open a store directory (e.g. after `kill -9`) and report the recovery time.
     Recover(store_bench::RecoverBenchArgs),
+    /// Send load to a topic through the name server's route.
+    Produce(net_bench::NetBenchArgs),
+    /// Pull every queue of a topic.
+    Consume(net_bench::NetBenchArgs),
 }
 
 fn init_tracing() {
@@ -55,12 +66,13 @@ pub fn main() -> ExitCode {
         Command::Namesrv(a) => servers::run_namesrv(a),
         Command::Broker(a) => servers::run_broker(a),
         Command::Dev(a) => servers::run_dev(a),
-        Command::Bench {
-            what: BenchCommand::Store(args),
-        } => store_bench::run(args),
-        Command::Bench {
-            what: BenchCommand::Recover(args),
-        } => store_bench::run_recover(args),
+        Command::Admin(a) => admin::run(a),
+        Command::Bench { namesrv, what } => match what {
+            BenchCommand::Store(args) => store_bench::run(args),
+            BenchCommand::Recover(args) => store_bench::run_recover(args),
+            BenchCommand::Produce(args) => net_bench::produce(&namesrv, args),
+            BenchCommand::Consume(args) => net_bench::consume(&namesrv, args),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,313 @@
+//! `ferrocket bench --namesrv ADDR produce|consume`: RocketMQ-benchmark-style load over
+//! the network — throughput every second, then totals and latency percentiles.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::client::{Client, OutMessage};
+use crate::remoting::codes::response;
+
+/// Options shared by produce and consume.
+#[derive(Debug, clap::Args)]
+pub struct NetBenchArgs {
+    /// Topic (created with `--queues` queues when missing).
+    #[arg(long, default_value = "BenchmarkTest")]
+    pub topic: String,
+    /// Queues of a created topic.
+    #[arg(long, default_value_t = 8)]
+    pub queues: i32,
+    /// Concurrent producers (or consumer tasks).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Run time, e.g. `30s`.
+    #[arg(long, default_value = "10s", value_parser = super::store_bench::parse_duration)]
+    pub duration: Duration,
+    /// Message body size.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Messages per send (1 = single sends; more = SEND_BATCH_MESSAGE).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// `sync` (one request in flight per producer) or `async` (8 in flight each).
+    #[arg(long, default_value = "sync")]
+    pub mode: String,
+    /// Consumer group (consume).
+    #[arg(long, default_value = "benchmark_consumer")]
+    pub group: String,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    kind: &'static str,
+    mode: String,
+    concurrency: usize,
+    batch: usize,
+    body_bytes: usize,
+    messages: u64,
+    errors: u64,
+    seconds: f64,
+    msgs_per_sec: f64,
+    mb_per_sec: f64,
+    latency_ms: Latency,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+fn latency(mut us: Vec<u64>) -> Latency {
+    if us.is_empty() {
+        return Latency::default();
+    }
+    us.sort_unstable();
+    let at = |q: f64| us[((us.len() as f64 * q) as usize).min(us.len() - 1)] as f64 / 1000.0;
+    Latency {
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: us[us.len() - 1] as f64 / 1000.0,
+    }
+}
+
+fn reporter(
+    count: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    size: usize,
+    quiet: bool,
+    what: &'static str,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut last = 0;
+        let mut tick = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(100));
+            if tick.elapsed() >= Duration::from_secs(1) {
+                let now = count.load(Ordering::Relaxed);
+                let dt = tick.elapsed().as_secs_f64();
+                tick = Instant::now();
+                if !quiet {
+                    eprintln!(
+                        "{what} tps {:>9.0} msg/s {:>8.1} MB/s total {now}",
+                        (now - last) as f64 / dt,
+                        (now - last) as f64 * size as f64 / dt / 1e6
+                    );
+                }
+                last = now;
+            }
+        }
+    })
+}
+
+fn print(report: &Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!(
+            "{} {} x{} batch {} of {} B: {} msgs in {:.1}s = {:.0} msg/s, {:.1} MB/s; latency ms p50 {:.3} p99 {:.3} p999 {:.3} max {:.3}; errors {}",
+            report.kind, report.mode, report.concurrency, report.batch, report.body_bytes, report.messages,
+            report.seconds, report.msgs_per_sec, report.mb_per_sec, report.latency_ms.p50,
+            report.latency_ms.p99, report.latency_ms.p999, report.latency_ms.max, report.errors
+        );
+    }
+    Ok(())
+}
+
+/// Runs `bench produce`.
+///
+/// # Errors
+/// Unreachable name server, no broker.
+pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
+    let inflight = match args.mode.as_str() {
+        "sync" => 1,
+        "async" => 8,
+        m => bail!("--mode must be sync or async, not `{m}`"),
+    };
+    let batch = args.batch.max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let c = Client::new(namesrv);
+        let route = match c.route(&args.topic).await? {
+            Some(r) => r,
+            None => c.create_topic(&args.topic, args.queues).await?,
+        };
+        let queues = Arc::new(Client::write_queues(&route));
+        if queues.is_empty() {
+            bail!("topic {} has no writable queue", args.topic);
+        }
+        let count = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let lat = Arc::new(Mutex::new(Vec::new()));
+        let rep = reporter(count.clone(), stop.clone(), args.size, args.json, "send");
+        let started = Instant::now();
+        let body = Bytes::from(vec![b'x'; args.size]);
+        let mut tasks = Vec::new();
+        for w in 0..args.concurrency * inflight {
+            let (c, queues, count, errors, lat) = (
+                c.clone(),
+                queues.clone(),
+                count.clone(),
+                errors.clone(),
+                lat.clone(),
+            );
+            let topic = args.topic.clone();
+            let msgs: Vec<OutMessage> = (0..batch)
+                .map(|_| OutMessage {
+                    tag: Some("bench".into()),
+                    keys: None,
+                    body: body.clone(),
+                })
+                .collect();
+            let duration = args.duration;
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let mut i = w;
+                while started.elapsed() < duration {
+                    let q = &queues[i % queues.len()];
+                    i += 1;
+                    let t = Instant::now();
+                    match c.send(&topic, q, &msgs).await {
+                        Ok(r) if r.code == response::SUCCESS => {
+                            mine.push(t.elapsed().as_micros() as u64);
+                            count.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                if let Ok(mut l) = lat.lock() {
+                    l.extend(mine);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Release);
+        let _ = rep.join();
+        let messages = count.load(Ordering::Relaxed);
+        let us = std::mem::take(&mut *lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+        print(
+            &Report {
+                kind: "produce",
+                mode: args.mode.clone(),
+                concurrency: args.concurrency,
+                batch,
+                body_bytes: args.size,
+                messages,
+                errors: errors.load(Ordering::Relaxed),
+                seconds: secs,
+                msgs_per_sec: messages as f64 / secs,
+                mb_per_sec: messages as f64 * args.size as f64 / secs / 1e6,
+                latency_ms: latency(us),
+            },
+            args.json,
+        )
+    })
+}
+
+/// Runs `bench consume`: pulls every queue from its current committed offset (or 0)
+/// with long polling; latency is store-to-receive (`now - born timestamp`).
+///
+/// # Errors
+/// Unreachable name server, unknown topic.
+pub fn consume(namesrv: &str, args: NetBenchArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let c = Client::new(namesrv);
+        let Some(route) = c.route(&args.topic).await? else {
+            bail!("unknown topic `{}`", args.topic);
+        };
+        let queues = Client::write_queues(&route);
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let lat = Arc::new(Mutex::new(Vec::new()));
+        let rep = reporter(count.clone(), stop.clone(), args.size, args.json, "consume");
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for q in queues {
+            let (c, count, lat) = (c.clone(), count.clone(), lat.clone());
+            let (topic, group, duration) = (args.topic.clone(), args.group.clone(), args.duration);
+            tasks.push(tokio::spawn(async move {
+                let mut off = c
+                    .committed(&q, &topic, &group)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                let mut mine = Vec::new();
+                while started.elapsed() < duration {
+                    let Ok(r) = c.pull(&q, &topic, &group, off, 1000).await else {
+                        break;
+                    };
+                    if let Ok(next) = r.ext_num::<i64>("nextBeginOffset") {
+                        off = next;
+                    }
+                    if r.code != response::SUCCESS {
+                        continue;
+                    }
+                    let now = crate::store::now_ms();
+                    let mut body = r.body_bytes();
+                    while body.len() >= 4 {
+                        let size =
+                            i32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+                        if size == 0 || size > body.len() {
+                            break;
+                        }
+                        let rec = body.split_to(size);
+                        if let Ok(m) = crate::store::decode_record(&rec) {
+                            mine.push(((now - m.born_timestamp).max(0) as u64) * 1000);
+                        }
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = c.commit(&q, &topic, &group, off).await;
+                }
+                if let Ok(mut l) = lat.lock() {
+                    l.extend(mine);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Release);
+        let _ = rep.join();
+        let messages = count.load(Ordering::Relaxed);
+        let us = std::mem::take(&mut *lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+        print(
+            &Report {
+                kind: "consume",
+                mode: "pull".into(),
+                concurrency: 1,
+                batch: 32,
+                body_bytes: args.size,
+                messages,
+                errors: 0,
+                seconds: secs,
+                msgs_per_sec: messages as f64 / secs,
+                mb_per_sec: messages as f64 * args.size as f64 / secs / 1e6,
+                latency_ms: latency(us),
+            },
+            args.json,
+        )
+    })
+}
