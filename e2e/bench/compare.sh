@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# ferrocket vs the rocketmq-rust 1.0 broker (the peer), same machine, same run, same load.
+#   e2e/bench/compare.sh [seconds per run]
+# Needs the peer: ../shared/tools/peer.sh install (about 15 minutes, once).
+# For each flush mode (ASYNC_FLUSH, SYNC_FLUSH) it starts a fresh name server + broker of
+# each system and runs `ferrocket bench produce` (1 KiB bodies): sync sends at concurrency
+# 1 and 32, batches of 32 from 8 producers; then `ferrocket bench consume`.
+set -euo pipefail
+secs=${1:-10}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+peer=${PEER_SH:-$root/../shared/tools/peer.sh}
+bin=$root/target/release/ferrocket
+cargo build --release -q -p ferrocket --manifest-path "$root/Cargo.toml"
+work=$(mktemp -d "${TMPDIR:-/tmp}/ferrocket-compare.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  "$peer" stop "$work/peer" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# A broker port with port-2 and port+1 free too (the peer binds both).
+brokerport() {
+  while :; do
+    p=$(freeport)
+    python3 - "$p" <<'PY' && { echo "$p"; return; }
+import socket, sys
+p = int(sys.argv[1])
+for q in (p - 2, p + 1):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", q))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()
+PY
+  done
+}
+
+load() { # label namesrv
+  local label=$1 ns=$2
+  for spec in "sync 1 1" "sync 32 1" "sync 8 32"; do
+    set -- $spec
+    printf '%-28s c=%-3s batch=%-3s ' "$label" "$2" "$3"
+    "$bin" bench --namesrv "$ns" produce --topic Bench --queues 8 --mode "$1" \
+      --concurrency "$2" --batch "$3" --duration "${secs}s" 2>/dev/null | sed 's/^produce //'
+  done
+  printf '%-28s consume                 ' "$label"
+  "$bin" bench --namesrv "$ns" consume --topic Bench --group compare_cg --duration "${secs}s" 2>/dev/null | sed 's/^consume //'
+}
+
+for flush in ASYNC_FLUSH SYNC_FLUSH; do
+  # ferrocket
+  nsp=$(freeport); bp=$(brokerport)
+  "$bin" namesrv --listen "127.0.0.1:$nsp" > "$work/ns.out" 2>&1 & pids+=($!)
+  mkdir -p "$work/fr-$flush"
+  FERROCKET_LOG=warn "$bin" broker --set "namesrvAddr=127.0.0.1:$nsp" --set "listenPort=$bp" \
+    --set "brokerIP1=127.0.0.1" --set "storePathRootDir=$work/fr-$flush" --set "flushDiskType=$flush" \
+    > "$work/broker.out" 2>&1 & pids+=($!)
+  sleep 2
+  load "ferrocket $flush" "127.0.0.1:$nsp"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); sleep 1
+  rm -rf "$work/fr-$flush"
+  # peer
+  nsp=$(freeport); bp=$(brokerport)
+  "$peer" start "$nsp" "$bp" "$work/peer" "flushDiskType=$flush" >/dev/null
+  load "rocketmq-rust $flush" "127.0.0.1:$nsp"
+  "$peer" stop "$work/peer"; sleep 1
+  rm -rf "$work/peer"
+done
