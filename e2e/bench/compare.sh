@@ -11,6 +11,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 peer=${PEER_SH:-$root/../shared/tools/peer.sh}
 bin=$root/target/release/ferrocket
 cargo build --release -q -p ferrocket --manifest-path "$root/Cargo.toml"
+cargo build --release -q -p ferrocket-interop --example stock_bench --manifest-path "$root/Cargo.toml"
+stock=$root/target/release/examples/stock_bench
 work=$(mktemp -d "${TMPDIR:-/tmp}/ferrocket-compare.XXXXXX")
 pids=()
 cleanup() {
@@ -47,8 +49,16 @@ load() { # label namesrv
     "$bin" bench --namesrv "$ns" produce --topic Bench --queues 8 --mode "$1" \
       --concurrency "$2" --batch "$3" --duration "${secs}s" 2>/dev/null | sed 's/^produce //'
   done
+  if [ -x "$stock" ]; then
+    for spec in "1 1" "32 1" "8 32"; do
+      set -- $spec
+      printf '%-28s ' "$label"
+      "$stock" "$ns" StockBench "$1" "$secs" "$2" 2>/dev/null | tail -n 1
+    done
+  fi
   printf '%-28s consume                 ' "$label"
-  "$bin" bench --namesrv "$ns" consume --topic Bench --group compare_cg --duration "${secs}s" 2>/dev/null | sed 's/^consume //'
+  FERROCKET_LOG=warn "$bin" bench --namesrv "$ns" consume --topic Bench --group compare_cg --duration "${secs}s" 2>>"$work/consume.err" | sed 's/^consume //' || true
+  tail -n 3 "$work/consume.err" >&2 || true
 }
 
 for flush in ASYNC_FLUSH SYNC_FLUSH; do
@@ -67,6 +77,6 @@ for flush in ASYNC_FLUSH SYNC_FLUSH; do
   nsp=$(freeport); bp=$(brokerport)
   "$peer" start "$nsp" "$bp" "$work/peer" "flushDiskType=$flush" >/dev/null
   load "rocketmq-rust $flush" "127.0.0.1:$nsp"
-  "$peer" stop "$work/peer"; sleep 1
-  rm -rf "$work/peer"
+  "$peer" stop "$work/peer"; sleep 2
+  rm -rf "$work/peer" || true
 done

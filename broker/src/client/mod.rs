@@ -216,8 +216,11 @@ impl Client {
                 .with_ext("topic", topic)
                 .with_ext("readQueueNums", queues)
                 .with_ext("writeQueueNums", queues)
+                .with_ext("defaultTopic", "TBW102")
                 .with_ext("perm", 6)
-                .with_ext("topicFilterType", "SINGLE_TAG");
+                .with_ext("topicFilterType", "SINGLE_TAG")
+                .with_ext("topicSysFlag", 0)
+                .with_ext("order", false);
             let r = self.remoting.invoke(addr, q, self.timeout).await?;
             if r.code != response::SUCCESS {
                 return Err(refused(&format!("create topic on {addr}"), &r));

@@ -288,7 +288,8 @@ impl MappedFile {
     }
 }
 
-/// Bytes in use and total bytes of the filesystem holding `path`.
+/// Bytes in use and usable total bytes (used + available) of the filesystem holding
+/// `path`, the way `df` computes its use percentage.
 pub fn disk_usage(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
@@ -299,10 +300,12 @@ pub fn disk_usage(path: &Path) -> Option<(u64, u64)> {
     if rc != 0 || st.f_blocks == 0 {
         return None;
     }
+    // As `df` counts: used = blocks - free; the usable total is used + available to us
+    // (blocks reserved for root or held back by the filesystem are not ours to fill).
     let unit = st.f_frsize as u64;
-    let total = st.f_blocks as u64 * unit;
+    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * unit;
     let avail = st.f_bavail as u64 * unit;
-    Some((total.saturating_sub(avail), total))
+    Some((used, used + avail))
 }
 
 /// Fsyncs a directory so file creations, renames and deletions in it are durable.
@@ -327,6 +330,14 @@ mod tests {
         drop(f);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(&v[..], b"hello");
+    }
+
+    #[test]
+    fn disk_usage_is_sane() {
+        let dir = tempfile::tempdir().unwrap();
+        let (used, total) = disk_usage(dir.path()).unwrap();
+        assert!(total > 0 && used <= total, "{used} / {total}");
+        assert!(disk_usage(Path::new("/definitely/not/here")).is_none());
     }
 
     #[test]
