@@ -331,3 +331,57 @@ fn invalid_config_exits_non_zero_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listenPort"), "{err}");
 }
+
+#[test]
+fn query_by_key_unique_key_and_offset_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &[]);
+    let rt = rt();
+    rt.block_on(async {
+        let c = RemotingClient::new();
+        let mut s = send_req("Q", 0, "U-1", "A");
+        s.ext_fields.insert(
+            "i".into(),
+            encode_properties([
+                ("TAGS", "A"),
+                ("KEYS", "order-7 other"),
+                ("UNIQ_KEY", "U-1"),
+            ]),
+        );
+        let r = c.invoke(&b.addr, s, T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        let offset_id = r.ext("msgId").unwrap().to_owned();
+        let query = |key: &str, uniq: bool| {
+            let mut q = RemotingCommand::request(request::QUERY_MESSAGE)
+                .with_ext("topic", "Q")
+                .with_ext("key", key)
+                .with_ext("maxNum", 10)
+                .with_ext("beginTimestamp", 0)
+                .with_ext("endTimestamp", i64::MAX);
+            if uniq {
+                q = q.with_ext("_UNIQUE_KEY_QUERY", "true");
+            }
+            q
+        };
+        // The index is built asynchronously; poll briefly.
+        let deadline = Instant::now() + T;
+        let r = loop {
+            let r = c.invoke(&b.addr, query("order-7", false), T).await.unwrap();
+            if r.code == response::SUCCESS || Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(r.code, response::SUCCESS);
+        assert_eq!(&decode_record(&r.body_bytes()).unwrap().body[..], b"U-1");
+        let r = c.invoke(&b.addr, query("U-1", true), T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        let r = c.invoke(&b.addr, query("missing", false), T).await.unwrap();
+        assert_eq!(r.code, response::QUERY_NOT_FOUND);
+        let (_, phys) = ferrocket::broker::decode_offset_msg_id(&offset_id).unwrap();
+        let v = RemotingCommand::request(request::VIEW_MESSAGE_BY_ID).with_ext("offset", phys);
+        let r = c.invoke(&b.addr, v, T).await.unwrap();
+        assert_eq!(&decode_record(&r.body_bytes()).unwrap().body[..], b"U-1");
+    });
+}

@@ -154,6 +154,19 @@ impl ClientManager {
         self.remove_where(|_, m| m.last_update.elapsed() > expiry)
     }
 
+    /// Client ids seen on a connection.
+    pub fn client_ids_on(&self, conn_id: u64) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.consumers)
+            .values()
+            .flat_map(|g| g.members.iter())
+            .filter(|(_, m)| m.conn.id == conn_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Client ids of a consumer group, sorted.
     pub fn consumer_ids(&self, group: &str) -> Vec<String> {
         lock(&self.consumers)

@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod config;
+pub mod locks;
 pub mod long_poll;
 pub mod meta;
 
@@ -68,6 +69,8 @@ pub struct Broker {
     pub clients: ClientManager,
     /// Suspended pulls.
     pub hold: Arc<PullHold>,
+    /// Orderly consumers' queue locks.
+    pub locks: locks::QueueLocks,
     namesrv: RemotingClient,
     topics_changed: tokio::sync::Notify,
     store_host: SocketAddr,
@@ -227,6 +230,7 @@ impl Broker {
             offsets,
             clients: ClientManager::default(),
             hold,
+            locks: locks::QueueLocks::default(),
             namesrv: RemotingClient::new(),
             topics_changed: tokio::sync::Notify::new(),
             store_host,
@@ -369,7 +373,12 @@ impl Broker {
             }
             request::PULL_MESSAGE | request::LITE_PULL_MESSAGE => self.pull(&req).await,
             request::HEART_BEAT => self.heartbeat(&conn, &req),
+            request::LOCK_BATCH_MQ | request::UNLOCK_BATCH_MQ => self.lock_batch(&req),
+            request::QUERY_MESSAGE => self.query_message(&req),
             request::UNREGISTER_CLIENT => {
+                if let Some(id) = req.ext("clientID") {
+                    self.locks.unlock_client(id);
+                }
                 let changed = self.clients.unregister(
                     req.ext("clientID").unwrap_or(""),
                     req.ext("consumerGroup"),
@@ -768,6 +777,61 @@ impl Broker {
         ok(req)
     }
 
+    fn lock_batch(&self, req: &RemotingCommand) -> RemotingCommand {
+        let body: locks::LockBatchRequest = match parse_body(&req.body_bytes()) {
+            Ok(b) => b,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, format!("bad lock body: {e}")),
+        };
+        if req.code == request::UNLOCK_BATCH_MQ {
+            self.locks
+                .unlock_batch(&body.consumer_group, &body.client_id, &body.mq_set);
+            return ok(req);
+        }
+        let held = self.locks.lock_batch(
+            &body.consumer_group,
+            &body.client_id,
+            &body.mq_set,
+            locks::LOCK_MAX_LIVE,
+        );
+        ok(req).with_body(to_body(&locks::LockBatchResponse {
+            lock_ok_mq_set: held,
+        }))
+    }
+
+    fn query_message(&self, req: &RemotingCommand) -> RemotingCommand {
+        let parsed = (|| -> Result<_, RemotingError> {
+            Ok((
+                req.ext_required("topic")?.to_owned(),
+                req.ext_required("key")?.to_owned(),
+                req.ext_num_opt::<usize>("maxNum")?.unwrap_or(32),
+                req.ext_num_opt::<i64>("beginTimestamp")?.unwrap_or(0),
+                req.ext_num_opt::<i64>("endTimestamp")?.unwrap_or(i64::MAX),
+            ))
+        })();
+        let (topic, key, mut max, begin, end) = match parsed {
+            Ok(p) => p,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        if req.ext_bool("_UNIQUE_KEY_QUERY") == Some(true) {
+            max = 32;
+        }
+        let found = self
+            .store
+            .query_by_key(&topic, &key, max.clamp(1, 64), begin, end);
+        if found.is_empty() {
+            return fail(
+                req,
+                response::QUERY_NOT_FOUND,
+                format!("no message with key {key} in {topic}"),
+            );
+        }
+        let mut resp = ok(req)
+            .with_ext("indexLastUpdateTimestamp", crate::store::now_ms())
+            .with_ext("indexLastUpdatePhyoffset", self.store.dispatched_offset());
+        resp.body = found;
+        resp
+    }
+
     fn query_offset(&self, req: &RemotingCommand) -> RemotingCommand {
         let (group, topic, queue_id) = match (
             req.ext_required("consumerGroup"),
@@ -899,6 +963,9 @@ impl RequestHandler for Broker {
     }
 
     fn on_close(&self, conn: &Arc<Connection>) {
+        for id in self.clients.client_ids_on(conn.id) {
+            self.locks.unlock_client(&id);
+        }
         for g in self.clients.connection_closed(conn.id) {
             self.clients.notify_changed(&g);
         }
