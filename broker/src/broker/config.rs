@@ -76,6 +76,8 @@ pub struct BrokerConfig {
     pub flush_consumer_offset_interval_ms: u64,
     /// `metricsPort` (0 = off).
     pub metrics_port: u16,
+    /// Default `retryMaxTimes` of subscription groups (16).
+    pub max_reconsume_times: i32,
     /// Store settings.
     pub store: StoreConfig,
 }
@@ -100,6 +102,7 @@ impl Default for BrokerConfig {
             register_name_server_period_ms: 30_000,
             flush_consumer_offset_interval_ms: 5_000,
             metrics_port: 0,
+            max_reconsume_times: 16,
             store: StoreConfig::new(PathBuf::from(home).join("store")),
         }
     }
@@ -211,6 +214,8 @@ impl BrokerConfig {
                 "registerNameServerPeriod" => c.register_name_server_period_ms = num(key, v)?,
                 "flushConsumerOffsetInterval" => c.flush_consumer_offset_interval_ms = num(key, v)?,
                 "metricsPort" => c.metrics_port = num(key, v)?,
+                "messageDelayLevel" => c.store.message_delay_level = v.clone(),
+                "maxReconsumeTimes" => c.max_reconsume_times = num(key, v)?,
                 _ => warn!(key, "unknown configuration key ignored"),
             }
         }

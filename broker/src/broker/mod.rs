@@ -7,6 +7,7 @@ pub mod config;
 pub mod locks;
 pub mod long_poll;
 pub mod meta;
+pub mod schedule;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,6 +72,8 @@ pub struct Broker {
     pub hold: Arc<PullHold>,
     /// Orderly consumers' queue locks.
     pub locks: locks::QueueLocks,
+    /// Progress of delayed delivery.
+    pub delay_offsets: schedule::DelayOffsets,
     namesrv: RemotingClient,
     topics_changed: tokio::sync::Notify,
     store_host: SocketAddr,
@@ -231,6 +234,7 @@ impl Broker {
             clients: ClientManager::default(),
             hold,
             locks: locks::QueueLocks::default(),
+            delay_offsets: schedule::DelayOffsets::load(cfg_dir.join("delayOffset.json")),
             namesrv: RemotingClient::new(),
             topics_changed: tokio::sync::Notify::new(),
             store_host,
@@ -298,7 +302,8 @@ impl Broker {
     /// (registration every `registerNameServerPeriod` and on topic changes, offset
     /// persistence, client expiry). Flushes and persists before returning.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let tasks = vec![
+        let mut tasks = schedule::spawn(&self);
+        tasks.extend([
             tokio::spawn({
                 let b = Arc::clone(&self);
                 async move {
@@ -339,7 +344,7 @@ impl Broker {
                     }
                 }
             }),
-        ];
+        ]);
         serve(
             listener,
             Arc::clone(&self),
@@ -358,6 +363,7 @@ impl Broker {
     /// Persists offsets and shuts the store down cleanly.
     pub fn close(&self) {
         self.offsets.persist();
+        self.delay_offsets.persist();
         self.store.shutdown();
         info!("broker stopped");
     }
@@ -374,6 +380,7 @@ impl Broker {
             request::PULL_MESSAGE | request::LITE_PULL_MESSAGE => self.pull(&req).await,
             request::HEART_BEAT => self.heartbeat(&conn, &req),
             request::LOCK_BATCH_MQ | request::UNLOCK_BATCH_MQ => self.lock_batch(&req),
+            request::CONSUMER_SEND_MSG_BACK => self.send_back(&req).await,
             request::QUERY_MESSAGE => self.query_message(&req),
             request::UNREGISTER_CLIENT => {
                 if let Some(id) = req.ext("clientID") {
@@ -547,11 +554,18 @@ impl Broker {
                 })
                 .collect()
         } else {
-            vec![MessageToStore {
+            let mut m = MessageToStore {
                 body,
                 properties: h.properties.clone(),
                 ..template
-            }]
+            };
+            let t = m.sys_flag & crate::store::format::sys_flag::TRANSACTION_TYPE_MASK;
+            if t != crate::store::format::sys_flag::TRANSACTION_PREPARED
+                && t != crate::store::format::sys_flag::TRANSACTION_ROLLBACK
+            {
+                schedule::apply_delay(&mut m, self.store.delay_levels_ms().len());
+            }
+            vec![m]
         };
         let uniq = (req.code != request::SEND_BATCH_MESSAGE)
             .then(|| find_property(&h.properties, "UNIQ_KEY").map(str::to_owned))
@@ -775,6 +789,108 @@ impl Broker {
             self.clients.notify_changed(&g);
         }
         ok(req)
+    }
+
+    /// CONSUMER_SEND_MSG_BACK: re-store a failed message in `%RETRY%<group>` with a delay
+    /// level (`3 + reconsumeTimes` unless the client asks for one), or in `%DLQ%<group>`
+    /// once `reconsumeTimes` reaches the maximum (or the client asks with level −1).
+    async fn send_back(&self, req: &RemotingCommand) -> RemotingCommand {
+        if !self.is_master() {
+            return fail(
+                req,
+                response::SERVICE_NOT_AVAILABLE,
+                "this broker is a slave and takes no writes",
+            );
+        }
+        let parsed = (|| -> Result<_, RemotingError> {
+            Ok((
+                req.ext_num::<u64>("offset")?,
+                req.ext_required("group")?.to_owned(),
+                req.ext_num_opt::<i32>("delayLevel")?.unwrap_or(0),
+                req.ext_num_opt::<i32>("maxReconsumeTimes")?.unwrap_or(-1),
+            ))
+        })();
+        let (offset, group, delay_level, max_times) = match parsed {
+            Ok(p) => p,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        let Some(rec) = self.store.read_message(offset) else {
+            return fail(
+                req,
+                response::SYSTEM_ERROR,
+                format!("no message at offset {offset}"),
+            );
+        };
+        let m = match crate::store::decode_record(&rec) {
+            Ok(m) => m,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        let max_times = if max_times >= 0 {
+            max_times
+        } else {
+            self.config.max_reconsume_times
+        };
+        let mut props = crate::store::parse_properties(&m.properties);
+        let origin_topic = req
+            .ext("originTopic")
+            .map(str::to_owned)
+            .unwrap_or_else(|| m.topic.clone());
+        props
+            .entry("RETRY_TOPIC".into())
+            .or_insert(origin_topic.clone());
+        let origin_id = req
+            .ext("originMsgId")
+            .map(str::to_owned)
+            .or_else(|| props.get("UNIQ_KEY").cloned())
+            .unwrap_or_default();
+        props
+            .entry("ORIGIN_MESSAGE_ID".into())
+            .or_insert(origin_id.clone());
+        let times = m.reconsume_times;
+        let to_dlq = times >= max_times || delay_level < 0;
+        let topic = if to_dlq {
+            props.remove(schedule::prop::DELAY);
+            props.insert("DLQ_ORIGIN_TOPIC".into(), origin_topic);
+            props.insert("DLQ_ORIGIN_MESSAGE_ID".into(), origin_id);
+            format!("%DLQ%{group}")
+        } else {
+            let level = if delay_level == 0 {
+                3 + times
+            } else {
+                delay_level
+            };
+            props.insert(schedule::prop::DELAY.into(), level.to_string());
+            format!("%RETRY%{group}")
+        };
+        props.insert("RECONSUME_TIME".into(), (times + 1).to_string());
+        if let Err(e) = meta::validate_topic(&topic) {
+            return fail(req, response::SYSTEM_ERROR, e);
+        }
+        let (_, created) = self.topics.get_or_create(&topic, 1, meta::PERM_RW);
+        if created {
+            info!(topic = %topic, "retry/DLQ topic created");
+            self.topics_changed();
+        }
+        let mut msg = MessageToStore {
+            topic,
+            queue_id: 0,
+            flag: m.flag,
+            sys_flag: m.sys_flag,
+            born_timestamp: m.born_timestamp,
+            born_host: m.born_host,
+            store_host: self.store_host,
+            reconsume_times: times + 1,
+            prepared_transaction_offset: 0,
+            body: m.body.clone(),
+            properties: crate::store::encode_properties(
+                props.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ),
+        };
+        schedule::apply_delay(&mut msg, self.store.delay_levels_ms().len());
+        match self.store.put_messages(std::slice::from_ref(&msg)).await {
+            Ok(_) | Err(StoreError::FlushTimeout { .. }) => ok(req),
+            Err(e) => fail(req, response::SYSTEM_ERROR, e),
+        }
     }
 
     fn lock_batch(&self, req: &RemotingCommand) -> RemotingCommand {

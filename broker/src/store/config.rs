@@ -37,6 +37,29 @@ pub enum RecoveryMode {
     AbsoluteConsistency,
 }
 
+/// RocketMQ's default `messageDelayLevel`.
+pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
+
+/// Parses `messageDelayLevel` into milliseconds per level (level 1 first).
+pub fn parse_delay_levels(s: &str) -> Option<Vec<i64>> {
+    let v: Option<Vec<i64>> = s
+        .split_whitespace()
+        .map(|t| {
+            let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
+            let n: i64 = num.parse().ok()?;
+            let ms = match unit {
+                "s" => 1000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return None,
+            };
+            n.checked_mul(ms)
+        })
+        .collect();
+    v.filter(|v| !v.is_empty())
+}
+
 /// Store settings. Names follow RocketMQ's `MessageStoreConfig`.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -76,6 +99,8 @@ pub struct StoreConfig {
     pub check_crc_on_recover: bool,
     /// What recovery may drop.
     pub recovery_mode: RecoveryMode,
+    /// `messageDelayLevel`: the delay of each level, e.g. `1s 5s 10s 30s 1m ... 2h`.
+    pub message_delay_level: String,
 }
 
 impl StoreConfig {
@@ -99,6 +124,7 @@ impl StoreConfig {
             message_index_enable: true,
             check_crc_on_recover: true,
             recovery_mode: RecoveryMode::TolerateTailCorruption,
+            message_delay_level: DEFAULT_DELAY_LEVELS.into(),
         }
     }
 
@@ -149,6 +175,15 @@ impl StoreConfig {
             return bad(
                 "diskSpaceWarningLevelRatio",
                 format!("{} is outside 1..=100", self.disk_space_warning_level_ratio),
+            );
+        }
+        if parse_delay_levels(&self.message_delay_level).is_none() {
+            return bad(
+                "messageDelayLevel",
+                format!(
+                    "`{}` is not a list like `1s 5s 1m 2h`",
+                    self.message_delay_level
+                ),
             );
         }
         if self.delete_hours().is_none() {
@@ -208,6 +243,11 @@ mod tests {
         c.validate().unwrap();
         assert_eq!("SYNC_FLUSH".parse(), Ok(FlushDiskType::Sync));
         assert!("sync".parse::<FlushDiskType>().is_err());
+        let levels = parse_delay_levels(DEFAULT_DELAY_LEVELS).unwrap();
+        assert_eq!(levels.len(), 18);
+        assert_eq!((levels[2], levels[17]), (10_000, 7_200_000));
+        assert!(parse_delay_levels("1x").is_none());
+        assert!(parse_delay_levels("").is_none());
     }
 
     #[test]

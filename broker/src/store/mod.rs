@@ -37,7 +37,10 @@ use tracing::{debug, error, info, warn};
 
 pub use checkpoint::Checkpoint;
 pub use commitlog::{now_ms, AppendResult, CommitLog};
-pub use config::{FlushDiskType, RecoveryMode, StoreConfig};
+pub use config::{parse_delay_levels, FlushDiskType, RecoveryMode, StoreConfig};
+
+/// The topic delayed messages wait in (queue = level − 1).
+pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 pub use consume_queue::ConsumeQueue;
 pub use dispatch::{find_property, RecordHead};
 pub use error::{Result, StoreError};
@@ -195,6 +198,7 @@ pub struct StoreInner {
     confirm_offset: AtomicU64,
     checkpoint: Mutex<Checkpoint>,
     recovery: RecoveryReport,
+    delay_levels_ms: Vec<i64>,
     _lock_file: File,
 }
 
@@ -342,6 +346,7 @@ impl MessageStore {
                 elapsed: Duration::ZERO,
             },
             _lock_file: lock_file,
+            delay_levels_ms: parse_delay_levels(&config.message_delay_level).unwrap_or_default(),
             config,
         };
         inner.recover(abnormal, &checkpoint)?;
@@ -429,6 +434,11 @@ impl Drop for MessageStore {
 }
 
 impl StoreInner {
+    /// Delay of each level in ms (level 1 first).
+    pub fn delay_levels_ms(&self) -> &[i64] {
+        &self.delay_levels_ms
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &StoreConfig {
         &self.config
@@ -645,7 +655,15 @@ impl StoreInner {
         };
         if h.is_dispatched() {
             let cq = self.find_or_create_queue(h.topic, h.queue_id)?;
-            let entry = h.cq_entry();
+            let mut entry = h.cq_entry();
+            if h.topic == SCHEDULE_TOPIC {
+                // The tags code of a delayed message is its delivery time.
+                let delay = usize::try_from(h.queue_id)
+                    .ok()
+                    .and_then(|q| self.delay_levels_ms.get(q).copied())
+                    .unwrap_or(0);
+                entry.tags_code = h.store_timestamp.saturating_add(delay);
+            }
             cq.put(h.queue_offset, entry)?;
             if let Some(l) = listener {
                 l(&Arrival {

@@ -568,3 +568,184 @@ async fn orderly_consumption_keeps_each_keys_order_while_a_consumer_joins() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn level_3_delayed_message_arrives_after_10_to_12_seconds() {
+    let cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("delay");
+    let mut p = producer(&rt, &ns, "interop_pg_delay").await;
+    p.send_with_timeout(message("InteropDelay", "D", "warm-up"), 5000)
+        .await
+        .expect("send");
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    struct Stamp(Arc<Mutex<Vec<(String, Instant)>>>);
+    impl MessageListenerConcurrently for Stamp {
+        fn consume_message(
+            &self,
+            msgs: &[&MessageExt],
+            _ctx: &ConsumeConcurrentlyContext,
+        ) -> rocketmq_client_rust::ClientResult<ConsumeConcurrentlyStatus> {
+            for m in msgs {
+                let body = m
+                    .body()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                self.0.lock().unwrap().push((body, Instant::now()));
+            }
+            Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+        }
+    }
+    let mut c = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group("interop_cg_delay".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    c.subscribe("InteropDelay", "*").await.expect("subscribe");
+    c.register_message_listener_concurrently(Stamp(arrivals.clone()));
+    c.start().await.expect("start");
+    wait_for("the warm-up message", Duration::from_secs(30), || {
+        !arrivals.lock().unwrap().is_empty()
+    })
+    .await;
+    let mut m = message("InteropDelay", "D", "delayed");
+    m.set_delay_time_level(3);
+    let sent_at = Instant::now();
+    p.send_with_timeout(m, 5000).await.expect("send delayed");
+    wait_for("the delayed message", Duration::from_secs(30), || {
+        arrivals.lock().unwrap().iter().any(|(b, _)| b == "delayed")
+    })
+    .await;
+    let at = arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(b, _)| b == "delayed")
+        .map(|(_, t)| *t)
+        .unwrap();
+    let waited = at.duration_since(sent_at);
+    c.shutdown().await;
+    p.shutdown().await;
+    assert!(
+        waited >= Duration::from_secs(10),
+        "delivered early: {waited:?}"
+    );
+    assert!(
+        waited <= Duration::from_secs(12),
+        "delivered late: {waited:?}"
+    );
+}
+
+struct Reject {
+    seen: Arc<Mutex<Vec<(String, i32)>>>,
+    accept_after: i32,
+}
+
+impl MessageListenerConcurrently for Reject {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _ctx: &ConsumeConcurrentlyContext,
+    ) -> rocketmq_client_rust::ClientResult<ConsumeConcurrentlyStatus> {
+        let mut later = false;
+        for m in msgs {
+            let body = m
+                .body()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let times = m.reconsume_times();
+            self.seen.lock().unwrap().push((body, times));
+            later |= times < self.accept_after;
+        }
+        Ok(if later {
+            ConsumeConcurrentlyStatus::ReconsumeLater
+        } else {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconsume_later_retries_then_dead_letters() {
+    // One-second delay levels keep the retries quick.
+    let cluster = Cluster::start(&["messageDelayLevel=1s 1s 1s 1s 1s 1s 1s 1s"]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("retry");
+    let mut p = producer(&rt, &ns, "interop_pg_retry").await;
+    p.send_with_timeout(message("InteropRetry", "R", "retry-me"), 5000)
+        .await
+        .expect("send");
+    p.send_with_timeout(message("InteropDead", "R", "dead-me"), 5000)
+        .await
+        .expect("send");
+    p.shutdown().await;
+
+    // Rejected once, then accepted: seen again with reconsumeTimes >= 1.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut c = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group("interop_cg_retry".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    c.subscribe("InteropRetry", "*").await.expect("subscribe");
+    c.register_message_listener_concurrently(Reject {
+        seen: seen.clone(),
+        accept_after: 1,
+    });
+    c.start().await.expect("start");
+    wait_for("a redelivery", Duration::from_secs(60), || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(b, t)| b == "retry-me" && *t >= 1)
+    })
+    .await;
+    c.shutdown().await;
+
+    // Always rejected with maxReconsumeTimes 2: after the last retry it is in the DLQ.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut c = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group("interop_cg_dead".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .max_reconsume_times(2)
+        .build();
+    c.subscribe("InteropDead", "*").await.expect("subscribe");
+    c.register_message_listener_concurrently(Reject {
+        seen: seen.clone(),
+        accept_after: i32::MAX,
+    });
+    c.start().await.expect("start");
+    wait_for("the last retry", Duration::from_secs(60), || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(b, t)| b == "dead-me" && *t >= 2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.shutdown().await;
+    let deliveries = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(b, _)| b == "dead-me")
+        .count();
+    assert_eq!(deliveries, 3, "delivered once plus two retries");
+    // The dead letter is readable from %DLQ%<group>.
+    let dlq = Arc::new(Mutex::new(Vec::new()));
+    let mut reader = push_consumer(
+        &rt,
+        &ns,
+        "interop_cg_dlq_reader",
+        "%DLQ%interop_cg_dead",
+        "*",
+        dlq.clone(),
+    )
+    .await;
+    wait_for("the dead letter", Duration::from_secs(60), || {
+        dlq.lock().unwrap().iter().any(|(_, b)| b == "dead-me")
+    })
+    .await;
+    reader.shutdown().await;
+}
