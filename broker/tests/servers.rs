@@ -385,3 +385,106 @@ fn query_by_key_unique_key_and_offset_id() {
         assert_eq!(&decode_record(&r.body_bytes()).unwrap().body[..], b"U-1");
     });
 }
+
+fn admin(ns: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("admin")
+        .arg("--namesrv")
+        .arg(ns)
+        .args(args)
+        .env("FERROCKET_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn admin_cli_against_a_live_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let _b = broker(&ns.addr, dir.path(), &[]);
+    let (ok, out, err) = admin(
+        &ns.addr,
+        &["topic", "create", "--topic", "Cli", "--queues", "2"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("created Cli"));
+    let (ok, out, _) = admin(&ns.addr, &["topic", "list"]);
+    assert!(ok && out.lines().any(|l| l == "Cli"), "{out}");
+    let (ok, out, err) = admin(
+        &ns.addr,
+        &[
+            "send",
+            "--topic",
+            "Cli",
+            "--tag",
+            "A",
+            "--key",
+            "k-42",
+            "--body",
+            "hello cli",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("SEND_OK msgId="), "{out}");
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("msgId=")
+        .to_owned();
+    let (ok, out, err) = admin(&ns.addr, &["query-id", "--id", &id]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("keys=k-42") && out.contains("hello cli"),
+        "{out}"
+    );
+    // The index is built asynchronously.
+    let deadline = Instant::now() + T;
+    loop {
+        let (ok, out, _) = admin(&ns.addr, &["query-key", "--topic", "Cli", "--key", "k-42"]);
+        if ok {
+            assert!(out.contains("hello cli"), "{out}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "query-key never found the message"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out, err) = admin(
+        &ns.addr,
+        &[
+            "consume",
+            "--topic",
+            "Cli",
+            "--group",
+            "cli_g",
+            "--from-first",
+            "--idle",
+            "1s",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("body=hello cli"), "{out}");
+    let (ok, out, _) = admin(&ns.addr, &["offsets", "--group", "cli_g", "--topic", "Cli"]);
+    assert!(ok && out.contains("total lag: 0"), "{out}");
+    let (ok, out, _) = admin(&ns.addr, &["cluster"]);
+    assert!(ok && out.contains("broker-a"), "{out}");
+    // Errors name what was wrong and exit non-zero.
+    let (ok, _, err) = admin(&ns.addr, &["offsets", "--group", "g", "--topic", "Nope"]);
+    assert!(!ok && err.contains("unknown topic `Nope`"), "{err}");
+    let (ok, _, err) = admin(&ns.addr, &["send", "--topic", "bad topic", "--body", "x"]);
+    assert!(!ok && err.contains("allowed"), "{err}");
+    let (ok, _, err) = admin("127.0.0.1:1", &["topic", "list"]);
+    assert!(!ok && !err.is_empty());
+    let (ok, out, err) = admin(&ns.addr, &["topic", "delete", "--topic", "Cli"]);
+    assert!(ok && out.contains("deleted Cli"), "{err}");
+    let (_, out, _) = admin(&ns.addr, &["topic", "list"]);
+    assert!(!out.lines().any(|l| l == "Cli"), "{out}");
+}

@@ -168,6 +168,19 @@ impl OffsetManager {
             .collect()
     }
 
+    /// The whole table (GET_ALL_CONSUMER_OFFSET, slave sync).
+    pub fn snapshot(&self) -> ConsumerOffsetTable {
+        lock(&self.table).clone()
+    }
+
+    /// Drops every offset of a topic.
+    pub fn delete_topic(&self, topic: &str) {
+        let prefix = format!("{topic}@");
+        lock(&self.table)
+            .offset_table
+            .retain(|k, _| !k.starts_with(&prefix));
+    }
+
     /// Writes the table to disk.
     pub fn persist(&self) {
         let snapshot = lock(&self.table).clone();

@@ -421,6 +421,29 @@ impl Broker {
             | request::GET_EARLIEST_MSG_STORETIME => self.offset_queries(&req),
             request::UPDATE_AND_CREATE_TOPIC => self.create_topic(&req),
             request::GET_ALL_TOPIC_CONFIG => ok(&req).with_body(to_body(&self.topics.snapshot())),
+            request::GET_ALL_CONSUMER_OFFSET => {
+                ok(&req).with_body(to_body(&self.offsets.snapshot()))
+            }
+            request::GET_ALL_DELAY_OFFSET => {
+                ok(&req).with_body(to_body(&self.delay_offsets.snapshot()))
+            }
+            request::DELETE_TOPIC_IN_BROKER => match req.ext_required("topic") {
+                Ok(t) if t == meta::TBW102 || t == crate::store::SCHEDULE_TOPIC => fail(
+                    &req,
+                    response::SYSTEM_ERROR,
+                    format!("system topic {t} cannot be deleted"),
+                ),
+                Ok(t) => {
+                    if self.topics.delete(t) {
+                        self.offsets.delete_topic(t);
+                        self.store.delete_topic(t);
+                        info!(topic = %t, "topic deleted");
+                        self.topics_changed();
+                    }
+                    ok(&req)
+                }
+                Err(e) => fail(&req, response::SYSTEM_ERROR, e),
+            },
             request::VIEW_MESSAGE_BY_ID => match req.ext_num::<u64>("offset") {
                 Ok(off) => match self.store.read_message(off) {
                     Some(rec) => ok(&req).with_body(rec),

@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 
 use crate::client::{Client, OutMessage};
-use crate::remoting::codes::response;
+use crate::remoting::codes::{request, response};
+use crate::remoting::RemotingCommand;
 use crate::store::{decode_record, parse_properties};
 
 /// `ferrocket admin`.
@@ -29,6 +30,30 @@ enum AdminCommand {
     },
     /// Brokers by cluster, with their ids and addresses.
     Cluster,
+    /// Per queue: broker max offset, the group's committed offset, lag; then total lag.
+    Offsets {
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+    },
+    /// Find messages by key (KEYS or the unique id) through the index.
+    QueryKey {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Key.
+        #[arg(long)]
+        key: String,
+    },
+    /// Show one message by its offset message id (the `msgId` a send returns).
+    QueryId {
+        /// Offset message id (32 or 56 hex characters).
+        #[arg(long)]
+        id: String,
+    },
     /// Send one message.
     Send {
         /// Topic.
@@ -77,6 +102,12 @@ enum TopicCommand {
     },
     /// List topics.
     List,
+    /// Delete a topic from every master and the name server.
+    Delete {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+    },
     /// Show a topic's route.
     Describe {
         /// Topic.
@@ -133,6 +164,90 @@ pub fn run(args: AdminArgs) -> Result<()> {
                         q.broker_name, addr, q.read_queue_nums, q.write_queue_nums, q.perm
                     );
                 }
+            }
+            AdminCommand::Topic {
+                what: TopicCommand::Delete { topic },
+            } => {
+                let info = c.cluster().await.context("cannot reach the name server")?;
+                for b in info.broker_addr_table.values() {
+                    if let Some(addr) = b.broker_addrs.get(&0) {
+                        let q = RemotingCommand::request(request::DELETE_TOPIC_IN_BROKER)
+                            .with_ext("topic", &topic);
+                        let r = c
+                            .remoting
+                            .invoke(addr, q, c.timeout)
+                            .await
+                            .with_context(|| format!("broker {addr} unreachable"))?;
+                        if r.code != response::SUCCESS {
+                            bail!("broker {addr} refused: {}", r.remark.unwrap_or_default());
+                        }
+                    }
+                }
+                let q = RemotingCommand::request(request::DELETE_TOPIC_IN_NAMESRV)
+                    .with_ext("topic", &topic);
+                c.remoting.invoke(&c.namesrv, q, c.timeout).await?;
+                println!("deleted {topic}");
+            }
+            AdminCommand::Offsets { group, topic } => {
+                let Some(route) = c.route(&topic).await? else {
+                    bail!("unknown topic `{topic}`");
+                };
+                println!(
+                    "{:<18} {:>5} {:>14} {:>14} {:>10}",
+                    "BROKER", "QUEUE", "BROKER_OFFSET", "CONSUMER_OFFSET", "LAG"
+                );
+                let mut total = 0i64;
+                for q in Client::write_queues(&route) {
+                    let max = c.max_offset(&q, &topic).await?;
+                    let committed = c.committed(&q, &topic, &group).await?.unwrap_or(0);
+                    let lag = (max - committed).max(0);
+                    total += lag;
+                    println!(
+                        "{:<18} {:>5} {:>14} {:>14} {:>10}",
+                        q.broker_name, q.queue_id, max, committed, lag
+                    );
+                }
+                println!("total lag: {total}");
+            }
+            AdminCommand::QueryKey { topic, key } => {
+                let Some(route) = c.route(&topic).await? else {
+                    bail!("unknown topic `{topic}`");
+                };
+                let mut found = 0;
+                for b in &route.broker_datas {
+                    let Some(addr) = b.broker_addrs.get(&0) else {
+                        continue;
+                    };
+                    let q = RemotingCommand::request(request::QUERY_MESSAGE)
+                        .with_ext("topic", &topic)
+                        .with_ext("key", &key)
+                        .with_ext("maxNum", 32)
+                        .with_ext("beginTimestamp", 0)
+                        .with_ext("endTimestamp", i64::MAX);
+                    let r = c.remoting.invoke(addr, q, c.timeout).await?;
+                    if r.code == response::SUCCESS {
+                        found += print_messages(r.body_bytes())?;
+                    }
+                }
+                if found == 0 {
+                    bail!("no message with key `{key}` in `{topic}`");
+                }
+            }
+            AdminCommand::QueryId { id } => {
+                let Some((host, offset)) = crate::broker::decode_offset_msg_id(&id) else {
+                    bail!("`{id}` is not an offset message id");
+                };
+                let q = RemotingCommand::request(request::VIEW_MESSAGE_BY_ID)
+                    .with_ext("offset", offset);
+                let r = c
+                    .remoting
+                    .invoke(&host.to_string(), q, c.timeout)
+                    .await
+                    .with_context(|| format!("broker {host} unreachable"))?;
+                if r.code != response::SUCCESS {
+                    bail!("no message {id}: {}", r.remark.unwrap_or_default());
+                }
+                print_messages(r.body_bytes())?;
             }
             AdminCommand::Cluster => {
                 let info = c.cluster().await.context("cannot reach the name server")?;
@@ -251,4 +366,36 @@ pub fn run(args: AdminArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Prints every stored message in a body of concatenated records; returns how many.
+fn print_messages(mut body: Bytes) -> Result<usize> {
+    let mut n = 0;
+    while body.len() >= 4 {
+        let size = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        let Ok(size) = usize::try_from(size) else {
+            break;
+        };
+        if size == 0 || size > body.len() {
+            break;
+        }
+        let rec = body.split_to(size);
+        let m = decode_record(&rec).context("bad message from the broker")?;
+        let props = parse_properties(&m.properties);
+        println!(
+            "topic={} queue={} offset={} storeTime={} reconsumeTimes={} msgId={} keys={} tag={}",
+            m.topic,
+            m.queue_id,
+            m.queue_offset,
+            m.store_timestamp,
+            m.reconsume_times,
+            props.get("UNIQ_KEY").map(String::as_str).unwrap_or(""),
+            props.get("KEYS").map(String::as_str).unwrap_or(""),
+            props.get("TAGS").map(String::as_str).unwrap_or("")
+        );
+        let preview: String = String::from_utf8_lossy(&m.body).chars().take(200).collect();
+        println!("  body: {preview}");
+        n += 1;
+    }
+    Ok(n)
 }

@@ -346,7 +346,7 @@ impl NameServer {
             request::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => ok(req).with_body(to_body(&TopicList {
                 topic_list: self.routes.topics(),
             })),
-            DELETE_TOPIC_IN_NAMESRV => match req.ext_required("topic") {
+            request::DELETE_TOPIC_IN_NAMESRV => match req.ext_required("topic") {
                 Ok(topic) => {
                     self.routes.delete_topic(topic);
                     ok(req)
@@ -375,9 +375,6 @@ impl NameServer {
         });
     }
 }
-
-/// DELETE_TOPIC_IN_NAMESRV.
-const DELETE_TOPIC_IN_NAMESRV: i32 = 216;
 
 impl RequestHandler for NameServer {
     fn handle(self: Arc<Self>, conn: Arc<Connection>, req: RemotingCommand) -> ResponseFuture {
