@@ -488,3 +488,87 @@ fn admin_cli_against_a_live_broker() {
     let (_, out, _) = admin(&ns.addr, &["topic", "list"]);
     assert!(!out.lines().any(|l| l == "Cli"), "{out}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn metrics_and_health_endpoints_move_with_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let port = free_port();
+    let b = broker(&ns.addr, dir.path(), &[&format!("metricsPort={port}")]);
+    let rt = rt();
+    rt.block_on(async {
+        let c = RemotingClient::new();
+        for i in 0..3 {
+            let r = c
+                .invoke(&b.addr, send_req("Metered", 0, &format!("m{i}"), ""), T)
+                .await
+                .unwrap();
+            assert_eq!(r.code, response::SUCCESS);
+        }
+        // Dispatch is asynchronous: pull until all three came back.
+        let mut off = 0i64;
+        while off < 3 {
+            let r = c
+                .invoke(&b.addr, pull_req("Metered", 0, off, 1000), T)
+                .await
+                .unwrap();
+            if r.code == response::SUCCESS {
+                off = r.ext_num("nextBeginOffset").unwrap();
+            }
+        }
+        let u = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", "mg")
+            .with_ext("topic", "Metered")
+            .with_ext("queueId", 0)
+            .with_ext("commitOffset", 1);
+        c.invoke(&b.addr, u, T).await.unwrap();
+    });
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    assert_eq!(http_get(port, "/readyz").0, 200);
+    assert_eq!(http_get(port, "/nope").0, 404);
+    let (status, text) = http_get(port, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(r#"ferrocket_messages_in_total{topic="Metered"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ferrocket_messages_out_total{topic="Metered"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("ferrocket_send_latency_seconds_count 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ferrocket_consumer_lag_messages{group="mg",topic="Metered"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains("ferrocket_store_max_offset_bytes"));
+}

@@ -74,6 +74,9 @@ pub struct Broker {
     pub locks: locks::QueueLocks,
     /// Progress of delayed delivery.
     pub delay_offsets: schedule::DelayOffsets,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::BrokerMetrics,
+    registered: std::sync::atomic::AtomicBool,
     namesrv: RemotingClient,
     topics_changed: tokio::sync::Notify,
     store_host: SocketAddr,
@@ -235,6 +238,8 @@ impl Broker {
             hold,
             locks: locks::QueueLocks::default(),
             delay_offsets: schedule::DelayOffsets::load(cfg_dir.join("delayOffset.json")),
+            metrics: crate::metrics::BrokerMetrics::default(),
+            registered: std::sync::atomic::AtomicBool::new(false),
             namesrv: RemotingClient::new(),
             topics_changed: tokio::sync::Notify::new(),
             store_host,
@@ -273,7 +278,10 @@ impl Broker {
                 .with_ext("bodyCrc32", crc)
                 .with_body(body.clone());
             match self.namesrv.invoke(ns, cmd, Duration::from_secs(3)).await {
-                Ok(r) if r.code == response::SUCCESS => accepted += 1,
+                Ok(r) if r.code == response::SUCCESS => {
+                    accepted += 1;
+                    self.registered.store(true, Ordering::Release);
+                }
                 Ok(r) => {
                     warn!(namesrv = %ns, code = r.code, remark = ?r.remark, "registration refused")
                 }
@@ -498,6 +506,15 @@ impl Broker {
     }
 
     async fn send(&self, conn: &Connection, req: &RemotingCommand) -> RemotingCommand {
+        let started = std::time::Instant::now();
+        let resp = self.send_inner(conn, req).await;
+        self.metrics
+            .send_latency
+            .observe(started.elapsed().as_secs_f64());
+        resp
+    }
+
+    async fn send_inner(&self, conn: &Connection, req: &RemotingCommand) -> RemotingCommand {
         if !self.is_master() {
             return fail(
                 req,
@@ -624,6 +641,15 @@ impl Broker {
             response::SUCCESS
         };
         debug!(producer = %h.producer_group, topic = %h.topic, queue_id, "stored");
+        let labels = vec![("topic".to_string(), h.topic.clone())];
+        self.metrics
+            .messages_in
+            .get_or_create(&labels)
+            .inc_by(msgs.len() as u64);
+        self.metrics
+            .bytes_in
+            .get_or_create(&labels)
+            .inc_by(msgs.iter().map(|m| m.body.len() as u64).sum());
         let ids: Vec<String> = result
             .physical_offsets
             .iter()
@@ -681,6 +707,28 @@ impl Broker {
     }
 
     async fn pull(&self, req: &RemotingCommand) -> RemotingCommand {
+        let started = std::time::Instant::now();
+        let resp = self.pull_inner(req).await;
+        self.metrics
+            .pull_latency
+            .observe(started.elapsed().as_secs_f64());
+        if resp.code == response::SUCCESS {
+            if let Some(topic) = req.ext("topic") {
+                let labels = vec![("topic".to_string(), topic.to_owned())];
+                self.metrics
+                    .messages_out
+                    .get_or_create(&labels)
+                    .inc_by(resp.body.len() as u64);
+                self.metrics
+                    .bytes_out
+                    .get_or_create(&labels)
+                    .inc_by(resp.body_len() as u64);
+            }
+        }
+        resp
+    }
+
+    async fn pull_inner(&self, req: &RemotingCommand) -> RemotingCommand {
         let parsed = (|| -> Result<_, RemotingError> {
             Ok((
                 req.ext_required("consumerGroup")?.to_owned(),
@@ -1093,6 +1141,40 @@ impl Broker {
             self.topics_changed();
         }
         ok(req)
+    }
+}
+
+impl crate::metrics::Observable for Broker {
+    fn metrics(&self) -> String {
+        let m = &self.metrics;
+        m.store_max_offset.set(self.store.max_phy_offset() as i64);
+        m.store_min_offset.set(self.store.min_phy_offset() as i64);
+        let (flushes, micros) = self.store.commitlog().flush_stats();
+        m.store_flushes.set(flushes as i64);
+        m.store_flush_micros.set(micros as i64);
+        m.long_polling_waiters.set(self.hold.waiting() as i64);
+        for (key, queues) in self.offsets.snapshot().offset_table {
+            let Some((topic, group)) = key.split_once('@') else {
+                continue;
+            };
+            let lag: i64 = queues
+                .iter()
+                .map(|(q, committed)| {
+                    (self.store.max_offset_in_queue(topic, *q) - committed).max(0)
+                })
+                .sum();
+            m.consumer_lag
+                .get_or_create(&vec![
+                    ("group".to_string(), group.to_owned()),
+                    ("topic".to_string(), topic.to_owned()),
+                ])
+                .set(lag);
+        }
+        m.encode()
+    }
+
+    fn ready(&self) -> bool {
+        self.registered.load(Ordering::Acquire) || self.config.namesrv_addr.is_empty()
     }
 }
 

@@ -23,6 +23,9 @@ pub struct NamesrvArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "0.0.0.0:9876")]
     pub listen: String,
+    /// Port for `/metrics`, `/healthz` and `/readyz` (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub metrics_port: u16,
 }
 
 /// `ferrocket broker`.
@@ -101,6 +104,11 @@ async fn start_namesrv(listen: &str) -> Result<(Arc<NameServer>, TcpListener, St
 pub fn run_namesrv(args: NamesrvArgs) -> Result<()> {
     runtime()?.block_on(async {
         let (ns, listener, addr) = start_namesrv(&args.listen).await?;
+        if args.metrics_port != 0 {
+            crate::metrics::serve_http(([0, 0, 0, 0], args.metrics_port).into(), ns.clone())
+                .await
+                .with_context(|| format!("cannot listen on metrics port {}", args.metrics_port))?;
+        }
         ready("namesrv", &addr);
         serve(listener, ns, ServerConfig::default(), shutdown_signal()).await;
         Ok(())
@@ -161,6 +169,19 @@ pub fn run_broker(args: BrokerArgs) -> Result<()> {
     let config = BrokerConfig::from_properties(&props)?;
     runtime()?.block_on(async {
         let (broker, listener) = start_broker(config).await?;
+        if broker.config.metrics_port != 0 {
+            crate::metrics::serve_http(
+                ([0, 0, 0, 0], broker.config.metrics_port).into(),
+                broker.clone(),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on metricsPort {}",
+                    broker.config.metrics_port
+                )
+            })?;
+        }
         ready(role_name(&broker), &broker.config.broker_addr());
         broker.run(listener, shutdown_signal()).await;
         Ok(())

@@ -274,6 +274,21 @@ impl RouteInfoManager {
 pub struct NameServer {
     /// Route tables.
     pub routes: RouteInfoManager,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::NamesrvMetrics,
+}
+
+impl crate::metrics::Observable for NameServer {
+    fn metrics(&self) -> String {
+        self.metrics
+            .registered_brokers
+            .set(self.routes.live_brokers() as i64);
+        self.metrics.encode()
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 fn decode_registration(req: &RemotingCommand) -> Result<Registration, RemotingError> {

@@ -117,6 +117,8 @@ pub struct CommitLog {
     /// writing it through the mapping stalls on page faults while it is written back
     /// (measured: half the throughput). Reads go through the mapping either way.
     write_with_syscall: bool,
+    flushes: AtomicU64,
+    flush_micros: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,6 +194,8 @@ impl CommitLog {
             flush_lock: Mutex::new(()),
             disk_warning_ratio: f64::from(disk_warning_ratio_percent) / 100.0,
             write_with_syscall,
+            flushes: AtomicU64::new(0),
+            flush_micros: AtomicU64::new(0),
         })
     }
 
@@ -224,6 +228,14 @@ impl CommitLog {
     /// Bytes below this offset are on disk.
     pub fn flushed_offset(&self) -> u64 {
         self.flushed_offset.load(Ordering::Acquire)
+    }
+
+    /// Flushes done and microseconds spent in them.
+    pub fn flush_stats(&self) -> (u64, u64) {
+        (
+            self.flushes.load(Ordering::Relaxed),
+            self.flush_micros.load(Ordering::Relaxed),
+        )
     }
 
     /// Locks the tail (for recovery and replication, which rewrite it).
@@ -440,6 +452,7 @@ impl CommitLog {
             (tail.write_offset, tail.last_store_timestamp)
         };
         let from = self.flushed_offset();
+        let started = std::time::Instant::now();
         if target > from {
             for seg in self.segments() {
                 let lo = from.max(seg.start_offset());
@@ -458,6 +471,9 @@ impl CommitLog {
         }
         if target > from {
             self.flushed_offset.store(target, Ordering::Release);
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            self.flush_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
         Ok((target.max(from), ts))
     }

@@ -1,0 +1,238 @@
+//! Prometheus metrics (`prometheus-client`) and the small HTTP endpoint that serves
+//! `/metrics`, `/healthz` and `/readyz` on `metricsPort`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+/// A label set such as `[("topic", "Orders")]`.
+pub type Labels = Vec<(String, String)>;
+
+/// The broker's metrics.
+#[derive(Debug)]
+pub struct BrokerMetrics {
+    registry: Registry,
+    /// Messages stored, per topic.
+    pub messages_in: Family<Labels, Counter>,
+    /// Body bytes stored, per topic.
+    pub bytes_in: Family<Labels, Counter>,
+    /// Messages returned by pulls, per topic.
+    pub messages_out: Family<Labels, Counter>,
+    /// Record bytes returned by pulls, per topic.
+    pub bytes_out: Family<Labels, Counter>,
+    /// Send request latency.
+    pub send_latency: Histogram,
+    /// Pull request latency (including long-poll waits).
+    pub pull_latency: Histogram,
+    /// CommitLog max offset.
+    pub store_max_offset: Gauge,
+    /// CommitLog min offset.
+    pub store_min_offset: Gauge,
+    /// CommitLog flushes and the time they took.
+    pub store_flushes: Gauge,
+    /// Seconds spent flushing the CommitLog (as a gauge of the running total, in µs).
+    pub store_flush_micros: Gauge,
+    /// Suspended pulls.
+    pub long_polling_waiters: Gauge,
+    /// Consumer lag per group and topic.
+    pub consumer_lag: Family<Labels, Gauge>,
+}
+
+impl Default for BrokerMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ferrocket");
+        let m = BrokerMetrics {
+            messages_in: Family::default(),
+            bytes_in: Family::default(),
+            messages_out: Family::default(),
+            bytes_out: Family::default(),
+            send_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            pull_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
+            store_max_offset: Gauge::default(),
+            store_min_offset: Gauge::default(),
+            store_flushes: Gauge::default(),
+            store_flush_micros: Gauge::default(),
+            long_polling_waiters: Gauge::default(),
+            consumer_lag: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("messages_in", "Messages stored", m.messages_in.clone());
+        registry.register("bytes_in", "Message body bytes stored", m.bytes_in.clone());
+        registry.register(
+            "messages_out",
+            "Messages returned by pulls",
+            m.messages_out.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "Stored record bytes returned by pulls",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "send_latency_seconds",
+            "Send request latency",
+            m.send_latency.clone(),
+        );
+        registry.register(
+            "pull_latency_seconds",
+            "Pull request latency, long-poll waits included",
+            m.pull_latency.clone(),
+        );
+        registry.register(
+            "store_max_offset_bytes",
+            "CommitLog max physical offset",
+            m.store_max_offset.clone(),
+        );
+        registry.register(
+            "store_min_offset_bytes",
+            "CommitLog min physical offset",
+            m.store_min_offset.clone(),
+        );
+        registry.register(
+            "store_flushes",
+            "CommitLog flushes so far",
+            m.store_flushes.clone(),
+        );
+        registry.register(
+            "store_flush_microseconds",
+            "Time spent in CommitLog flushes so far",
+            m.store_flush_micros.clone(),
+        );
+        registry.register(
+            "long_polling_waiters",
+            "Pulls suspended by long polling",
+            m.long_polling_waiters.clone(),
+        );
+        registry.register(
+            "consumer_lag_messages",
+            "Messages not yet committed by a group, per topic",
+            m.consumer_lag.clone(),
+        );
+        BrokerMetrics { registry, ..m }
+    }
+}
+
+impl BrokerMetrics {
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            warn!("metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// Name server metrics.
+#[derive(Debug)]
+pub struct NamesrvMetrics {
+    registry: Registry,
+    /// Registered broker addresses.
+    pub registered_brokers: Gauge,
+}
+
+impl Default for NamesrvMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ferrocket_namesrv");
+        let registered_brokers = Gauge::default();
+        registry.register(
+            "registered_brokers",
+            "Broker addresses registered",
+            registered_brokers.clone(),
+        );
+        NamesrvMetrics {
+            registry,
+            registered_brokers,
+        }
+    }
+}
+
+impl NamesrvMetrics {
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// What the HTTP endpoint asks its owner.
+pub trait Observable: Send + Sync + 'static {
+    /// Metrics text, refreshed for this scrape.
+    fn metrics(&self) -> String;
+    /// Ready to serve (store recovered, registered with a name server).
+    fn ready(&self) -> bool;
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the task is dropped.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn serve_http(
+    addr: SocketAddr,
+    target: Arc<dyn Observable>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let target = Arc::clone(&target);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let target = Arc::clone(&target);
+                    async move {
+                        let resp = match req.uri().path() {
+                            "/metrics" => reply(
+                                StatusCode::OK,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                target.metrics(),
+                            ),
+                            "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+                            "/readyz" if target.ready() => {
+                                reply(StatusCode::OK, "text/plain", "ready\n".into())
+                            }
+                            "/readyz" => reply(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "text/plain",
+                                "not ready\n".into(),
+                            ),
+                            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await
+                {
+                    debug!(error = %e, "metrics connection ended");
+                }
+            });
+        }
+    }))
+}
