@@ -476,6 +476,26 @@ fn admin_cli_against_a_live_broker() {
     assert!(ok && out.contains("total lag: 0"), "{out}");
     let (ok, out, _) = admin(&ns.addr, &["cluster"]);
     assert!(ok && out.contains("broker-a"), "{out}");
+    let (ok, out, err) = admin(
+        &ns.addr,
+        &["--json", "offsets", "--group", "cli_g", "--topic", "Cli"],
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert!(ok && v["totalLag"] == 0, "{out}");
+    let (ok, _, err) = admin(
+        &ns.addr,
+        &["group", "create", "--group", "cli_grp", "--retry-max", "3"],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = admin(&ns.addr, &["--json", "group", "list"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && v["cli_grp"]["retryMaxTimes"] == 3, "{out}");
+    let addr = _b.addr.clone();
+    let (ok, out, _) = admin(&ns.addr, &["broker-status", "--broker", &addr]);
+    assert!(ok && out.contains("commitLogMaxOffset"), "{out}");
+    let (ok, out, _) = admin(&ns.addr, &["broker-config", "get", "--broker", &addr]);
+    assert!(ok && out.contains("brokerName=broker-a"), "{out}");
     // Errors name what was wrong and exit non-zero.
     let (ok, _, err) = admin(&ns.addr, &["offsets", "--group", "g", "--topic", "Nope"]);
     assert!(!ok && err.contains("unknown topic `Nope`"), "{err}");

@@ -260,6 +260,72 @@ impl BrokerConfig {
         })
     }
 
+    /// The settings as `key=value` lines (GET_BROKER_CONFIG).
+    pub fn to_properties(&self) -> String {
+        let s = &self.store;
+        let flush = match s.flush_disk_type {
+            FlushDiskType::Async => "ASYNC_FLUSH",
+            FlushDiskType::Sync => "SYNC_FLUSH",
+        };
+        [
+            ("brokerClusterName", self.broker_cluster_name.clone()),
+            ("brokerName", self.broker_name.clone()),
+            ("brokerId", self.broker_id.to_string()),
+            ("brokerRole", self.broker_role.name().to_owned()),
+            ("flushDiskType", flush.to_owned()),
+            ("namesrvAddr", self.namesrv_addr.join(";")),
+            ("listenPort", self.listen_port.to_string()),
+            ("haListenPort", self.ha_listen_port.to_string()),
+            ("brokerIP1", self.broker_ip1.clone()),
+            (
+                "storePathRootDir",
+                s.store_path_root_dir.display().to_string(),
+            ),
+            (
+                "mappedFileSizeCommitLog",
+                s.mapped_file_size_commit_log.to_string(),
+            ),
+            (
+                "mappedFileSizeConsumeQueue",
+                s.mapped_file_size_consume_queue.to_string(),
+            ),
+            ("maxMessageSize", s.max_message_size.to_string()),
+            ("fileReservedTime", s.file_reserved_time_hours.to_string()),
+            ("deleteWhen", s.delete_when.clone()),
+            (
+                "diskMaxUsedSpaceRatio",
+                s.disk_max_used_space_ratio.to_string(),
+            ),
+            (
+                "flushIntervalCommitLog",
+                s.flush_interval_commit_log_ms.to_string(),
+            ),
+            ("syncFlushTimeout", s.sync_flush_timeout_ms.to_string()),
+            ("messageDelayLevel", s.message_delay_level.clone()),
+            (
+                "autoCreateTopicEnable",
+                self.auto_create_topic_enable.to_string(),
+            ),
+            (
+                "autoCreateSubscriptionGroup",
+                self.auto_create_subscription_group.to_string(),
+            ),
+            (
+                "defaultTopicQueueNums",
+                self.default_topic_queue_nums.to_string(),
+            ),
+            (
+                "brokerSuspendMaxTimeMillis",
+                self.broker_suspend_max_time_millis.to_string(),
+            ),
+            ("maxReconsumeTimes", self.max_reconsume_times.to_string()),
+            ("metricsPort", self.metrics_port.to_string()),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect()
+    }
+
     /// `brokerIP1:listenPort`.
     pub fn broker_addr(&self) -> String {
         format!("{}:{}", self.broker_ip1, self.listen_port)
@@ -279,6 +345,9 @@ mod tests {
         assert_eq!(c.namesrv_addr.len(), 2);
         assert_eq!((c.listen_port, c.ha_listen_port), (20911, 20912));
         assert_eq!(c.store.file_reserved_time_hours, 48);
+        // What GET_BROKER_CONFIG returns reads back as the same configuration.
+        let again = BrokerConfig::from_properties(&parse_properties(&c.to_properties())).unwrap();
+        assert_eq!(again.to_properties(), c.to_properties());
     }
 
     #[test]

@@ -6,7 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use tracing::warn;
 
-use crate::store::metadata::{self, ConsumerOffsetTable, TopicConfig, TopicConfigTable};
+use crate::store::metadata::{
+    self, ConsumerOffsetTable, SubscriptionGroupConfig, SubscriptionGroupTable, TopicConfig,
+    TopicConfigTable,
+};
 
 /// The default topic producers fall back to for auto-creation.
 pub const TBW102: &str = "TBW102";
@@ -115,6 +118,70 @@ impl TopicManager {
     fn persist_locked(&self, t: &TopicConfigTable) {
         if let Err(e) = metadata::persist(&self.path, t) {
             warn!(error = %e, "could not persist topics.json");
+        }
+    }
+}
+
+/// Subscription groups (`subscriptionGroup.json`).
+#[derive(Debug)]
+pub struct GroupManager {
+    path: PathBuf,
+    table: Mutex<SubscriptionGroupTable>,
+    default_retry_max: i32,
+}
+
+impl GroupManager {
+    /// Loads `subscriptionGroup.json` (or its `.bak`); new groups get `retry_max` retries.
+    pub fn load(path: PathBuf, retry_max: i32) -> Self {
+        let table: SubscriptionGroupTable = metadata::load(&path);
+        GroupManager {
+            path,
+            table: Mutex::new(table),
+            default_retry_max: retry_max,
+        }
+    }
+
+    /// A group's config (created with defaults, and persisted, when `create` is set).
+    pub fn get(&self, group: &str, create: bool) -> Option<SubscriptionGroupConfig> {
+        let mut t = lock(&self.table);
+        if let Some(g) = t.subscription_group_table.get(group) {
+            return Some(g.clone());
+        }
+        if !create {
+            return None;
+        }
+        let g = SubscriptionGroupConfig {
+            group_name: group.to_owned(),
+            retry_max_times: self.default_retry_max,
+            ..SubscriptionGroupConfig::default()
+        };
+        t.subscription_group_table
+            .insert(group.to_owned(), g.clone());
+        t.data_version.next_version();
+        let snapshot = t.clone();
+        drop(t);
+        self.persist(&snapshot);
+        Some(g)
+    }
+
+    /// Creates or replaces a group.
+    pub fn upsert(&self, g: SubscriptionGroupConfig) {
+        let mut t = lock(&self.table);
+        t.subscription_group_table.insert(g.group_name.clone(), g);
+        t.data_version.next_version();
+        let snapshot = t.clone();
+        drop(t);
+        self.persist(&snapshot);
+    }
+
+    /// The whole table.
+    pub fn snapshot(&self) -> SubscriptionGroupTable {
+        lock(&self.table).clone()
+    }
+
+    fn persist(&self, t: &SubscriptionGroupTable) {
+        if let Err(e) = metadata::persist(&self.path, t) {
+            warn!(error = %e, "could not persist subscriptionGroup.json");
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Broker {
     pub topics: TopicManager,
     /// Consumer offsets.
     pub offsets: OffsetManager,
+    /// Subscription groups.
+    pub groups: meta::GroupManager,
     /// Connected clients.
     pub clients: ClientManager,
     /// Suspended pulls.
@@ -222,6 +224,10 @@ impl Broker {
                 meta::PERM_RWI,
             );
         }
+        let groups = meta::GroupManager::load(
+            cfg_dir.join("subscriptionGroup.json"),
+            config.max_reconsume_times,
+        );
         let hold = Arc::new(PullHold::default());
         {
             let hold = Arc::clone(&hold);
@@ -234,6 +240,7 @@ impl Broker {
             store,
             topics,
             offsets,
+            groups,
             clients: ClientManager::default(),
             hold,
             locks: locks::QueueLocks::default(),
@@ -429,6 +436,26 @@ impl Broker {
             | request::GET_EARLIEST_MSG_STORETIME => self.offset_queries(&req),
             request::UPDATE_AND_CREATE_TOPIC => self.create_topic(&req),
             request::GET_ALL_TOPIC_CONFIG => ok(&req).with_body(to_body(&self.topics.snapshot())),
+            request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
+                ok(&req).with_body(to_body(&self.groups.snapshot()))
+            }
+            request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
+                match parse_body::<crate::store::metadata::SubscriptionGroupConfig>(
+                    &req.body_bytes(),
+                ) {
+                    Ok(g) if !g.group_name.is_empty() => {
+                        info!(group = %g.group_name, "subscription group created or updated");
+                        self.groups.upsert(g);
+                        ok(&req)
+                    }
+                    Ok(_) => fail(&req, response::SYSTEM_ERROR, "groupName is required"),
+                    Err(e) => fail(&req, response::SYSTEM_ERROR, format!("bad group body: {e}")),
+                }
+            }
+            request::GET_BROKER_RUNTIME_INFO => ok(&req).with_body(to_body(&self.runtime_info())),
+            request::GET_BROKER_CONFIG => {
+                ok(&req).with_body(Bytes::from(self.config.to_properties()))
+            }
             request::GET_ALL_CONSUMER_OFFSET => {
                 ok(&req).with_body(to_body(&self.offsets.snapshot()))
             }
@@ -856,6 +883,13 @@ impl Broker {
                 }
             }
         }
+        if self.config.auto_create_subscription_group {
+            for cd in &hb.consumer_data_set {
+                if !cd.group_name.is_empty() {
+                    self.groups.get(&cd.group_name, true);
+                }
+            }
+        }
         for g in self.clients.heartbeat(conn, &hb) {
             self.clients.notify_changed(&g);
         }
@@ -962,6 +996,59 @@ impl Broker {
             Ok(_) | Err(StoreError::FlushTimeout { .. }) => ok(req),
             Err(e) => fail(req, response::SYSTEM_ERROR, e),
         }
+    }
+
+    /// GET_BROKER_RUNTIME_INFO: a `KVTable` of string values, RocketMQ's key names where
+    /// they exist.
+    fn runtime_info(&self) -> serde_json::Value {
+        let (flushes, micros) = self.store.commitlog().flush_stats();
+        let mut t = serde_json::Map::new();
+        let mut put = |k: &str, v: String| {
+            t.insert(k.to_owned(), serde_json::Value::String(v));
+        };
+        put(
+            "brokerVersionDesc",
+            format!("ferrocket {}", env!("CARGO_PKG_VERSION")),
+        );
+        put(
+            "brokerVersion",
+            crate::remoting::command::OUR_VERSION.to_string(),
+        );
+        put("brokerRole", self.config.broker_role.name().to_owned());
+        put("brokerName", self.config.broker_name.clone());
+        put("brokerId", self.config.broker_id.to_string());
+        put(
+            "commitLogMinOffset",
+            self.store.min_phy_offset().to_string(),
+        );
+        put(
+            "commitLogMaxOffset",
+            self.store.max_phy_offset().to_string(),
+        );
+        put(
+            "dispatchBehindBytes",
+            self.store
+                .max_phy_offset()
+                .saturating_sub(self.store.dispatched_offset())
+                .to_string(),
+        );
+        put(
+            "commitLogDiskRatio",
+            format!("{:.4}", self.store.disk_used_ratio().unwrap_or(0.0)),
+        );
+        put("flushCount", flushes.to_string());
+        put("flushMicrosTotal", micros.to_string());
+        put("pullLongPollingWaiters", self.hold.waiting().to_string());
+        put(
+            "topicCount",
+            self.topics.snapshot().topic_config_table.len().to_string(),
+        );
+        put(
+            "bootTimestamp",
+            (crate::store::now_ms() - self.store.recovery_report().elapsed.as_millis() as i64)
+                .to_string(),
+        );
+        serde_json::json!({ "table": t })
     }
 
     fn lock_batch(&self, req: &RemotingCommand) -> RemotingCommand {

@@ -17,6 +17,10 @@ pub struct AdminArgs {
     /// Name server address.
     #[arg(long, default_value = "127.0.0.1:9876")]
     pub namesrv: String,
+    /// Print JSON instead of tables (cluster, topic list, offsets, group list,
+    /// broker-status).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -30,6 +34,22 @@ enum AdminCommand {
     },
     /// Brokers by cluster, with their ids and addresses.
     Cluster,
+    /// Subscription groups.
+    Group {
+        #[command(subcommand)]
+        what: GroupCommand,
+    },
+    /// A broker's runtime information.
+    BrokerStatus {
+        /// Broker address.
+        #[arg(long)]
+        broker: String,
+    },
+    /// A broker's configuration.
+    BrokerConfig {
+        #[command(subcommand)]
+        what: BrokerConfigCommand,
+    },
     /// Per queue: broker max offset, the group's committed offset, lag; then total lag.
     Offsets {
         /// Consumer group.
@@ -90,6 +110,59 @@ enum AdminCommand {
 }
 
 #[derive(Debug, clap::Subcommand)]
+enum GroupCommand {
+    /// Create or update a group on every master.
+    Create {
+        /// Group.
+        #[arg(long)]
+        group: String,
+        /// Retries before the dead-letter queue.
+        #[arg(long, default_value_t = 16)]
+        retry_max: i32,
+        /// Orderly consumption.
+        #[arg(long)]
+        orderly: bool,
+    },
+    /// List the groups every master knows.
+    List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BrokerConfigCommand {
+    /// Print the broker's configuration (`key=value`).
+    Get {
+        /// Broker address.
+        #[arg(long)]
+        broker: String,
+    },
+}
+
+async fn masters(c: &Client) -> Result<Vec<String>> {
+    let info = c.cluster().await.context("cannot reach the name server")?;
+    let m: Vec<String> = info
+        .broker_addr_table
+        .values()
+        .filter_map(|b| b.broker_addrs.get(&0).cloned())
+        .collect();
+    if m.is_empty() {
+        bail!("no master broker is registered with the name server");
+    }
+    Ok(m)
+}
+
+async fn call(c: &Client, addr: &str, cmd: RemotingCommand) -> Result<RemotingCommand> {
+    let r = c
+        .remoting
+        .invoke(addr, cmd, c.timeout)
+        .await
+        .with_context(|| format!("broker {addr} unreachable"))?;
+    if r.code != response::SUCCESS {
+        bail!("broker {addr} refused: {}", r.remark.unwrap_or_default());
+    }
+    Ok(r)
+}
+
+#[derive(Debug, clap::Subcommand)]
 enum TopicCommand {
     /// Create or update a topic on every master.
     Create {
@@ -137,8 +210,13 @@ pub fn run(args: AdminArgs) -> Result<()> {
             AdminCommand::Topic {
                 what: TopicCommand::List,
             } => {
-                for t in c.topics().await.context("cannot list topics")? {
-                    println!("{t}");
+                let topics = c.topics().await.context("cannot list topics")?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&topics)?);
+                } else {
+                    for t in topics {
+                        println!("{t}");
+                    }
                 }
             }
             AdminCommand::Topic {
@@ -188,26 +266,78 @@ pub fn run(args: AdminArgs) -> Result<()> {
                 c.remoting.invoke(&c.namesrv, q, c.timeout).await?;
                 println!("deleted {topic}");
             }
+            AdminCommand::Group { what: GroupCommand::Create { group, retry_max, orderly } } => {
+                let cfg = crate::store::metadata::SubscriptionGroupConfig {
+                    group_name: group.clone(),
+                    retry_max_times: retry_max,
+                    consume_message_orderly: orderly,
+                    ..Default::default()
+                };
+                for addr in masters(&c).await? {
+                    let q = RemotingCommand::request(request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+                        .with_body(crate::protocol::to_body(&cfg));
+                    call(&c, &addr, q).await?;
+                }
+                println!("created group {group}");
+            }
+            AdminCommand::Group { what: GroupCommand::List } => {
+                let mut all = std::collections::BTreeMap::new();
+                for addr in masters(&c).await? {
+                    let r = call(&c, &addr, RemotingCommand::request(request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG)).await?;
+                    let t: crate::store::metadata::SubscriptionGroupTable =
+                        crate::protocol::parse_body(&r.body_bytes()).context("bad group table")?;
+                    all.extend(t.subscription_group_table);
+                }
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                } else {
+                    println!("{:<32} {:>10} {:>8}", "GROUP", "RETRY_MAX", "ORDERLY");
+                    for g in all.values() {
+                        println!("{:<32} {:>10} {:>8}", g.group_name, g.retry_max_times, g.consume_message_orderly);
+                    }
+                }
+            }
+            AdminCommand::BrokerStatus { broker } => {
+                let r = call(&c, &broker, RemotingCommand::request(request::GET_BROKER_RUNTIME_INFO)).await?;
+                let v: serde_json::Value = serde_json::from_slice(&r.body_bytes()).context("bad runtime info")?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else if let Some(t) = v.get("table").and_then(|t| t.as_object()) {
+                    for (k, v) in t {
+                        println!("{k:<28} {}", v.as_str().unwrap_or(""));
+                    }
+                }
+            }
+            AdminCommand::BrokerConfig { what: BrokerConfigCommand::Get { broker } } => {
+                let r = call(&c, &broker, RemotingCommand::request(request::GET_BROKER_CONFIG)).await?;
+                print!("{}", String::from_utf8_lossy(&r.body_bytes()));
+            }
             AdminCommand::Offsets { group, topic } => {
                 let Some(route) = c.route(&topic).await? else {
                     bail!("unknown topic `{topic}`");
                 };
-                println!(
-                    "{:<18} {:>5} {:>14} {:>14} {:>10}",
-                    "BROKER", "QUEUE", "BROKER_OFFSET", "CONSUMER_OFFSET", "LAG"
-                );
+                let mut rows = Vec::new();
                 let mut total = 0i64;
                 for q in Client::write_queues(&route) {
                     let max = c.max_offset(&q, &topic).await?;
                     let committed = c.committed(&q, &topic, &group).await?.unwrap_or(0);
                     let lag = (max - committed).max(0);
                     total += lag;
-                    println!(
-                        "{:<18} {:>5} {:>14} {:>14} {:>10}",
-                        q.broker_name, q.queue_id, max, committed, lag
-                    );
+                    rows.push((q.broker_name.clone(), q.queue_id, max, committed, lag));
                 }
-                println!("total lag: {total}");
+                if args.json {
+                    let queues: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|(b, q, m, c, l)| serde_json::json!({"broker": b, "queue": q, "brokerOffset": m, "consumerOffset": c, "lag": l}))
+                        .collect();
+                    println!("{}", serde_json::json!({"queues": queues, "totalLag": total}));
+                } else {
+                    println!("{:<18} {:>5} {:>14} {:>14} {:>10}", "BROKER", "QUEUE", "BROKER_OFFSET", "CONSUMER_OFFSET", "LAG");
+                    for (b, q, m, c, l) in &rows {
+                        println!("{b:<18} {q:>5} {m:>14} {c:>14} {l:>10}");
+                    }
+                    println!("total lag: {total}");
+                }
             }
             AdminCommand::QueryKey { topic, key } => {
                 let Some(route) = c.route(&topic).await? else {
