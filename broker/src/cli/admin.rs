@@ -381,6 +381,10 @@ pub fn run(args: AdminArgs) -> Result<()> {
             }
             AdminCommand::Cluster => {
                 let info = c.cluster().await.context("cannot reach the name server")?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&info)?);
+                    return Ok(());
+                }
                 println!(
                     "{:<18} {:<18} {:>4} {:<22}",
                     "CLUSTER", "BROKER", "ID", "ADDRESS"
