@@ -476,6 +476,15 @@ fn admin_cli_against_a_live_broker() {
     assert!(ok && out.contains("total lag: 0"), "{out}");
     let (ok, out, _) = admin(&ns.addr, &["cluster"]);
     assert!(ok && out.contains("broker-a"), "{out}");
+    let (ok, out, _) = admin(&ns.addr, &["topic", "describe", "--topic", "Cli"]);
+    assert!(ok && out.contains("MAX_OFFSET"), "{out}");
+    let total_max: i64 = out
+        .lines()
+        .skip_while(|l| !l.contains("MAX_OFFSET"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(3)?.parse::<i64>().ok())
+        .sum();
+    assert_eq!(total_max, 1, "{out}");
     let (ok, out, err) = admin(
         &ns.addr,
         &["--json", "offsets", "--group", "cli_g", "--topic", "Cli"],

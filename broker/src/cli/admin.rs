@@ -242,6 +242,24 @@ pub fn run(args: AdminArgs) -> Result<()> {
                         q.broker_name, addr, q.read_queue_nums, q.write_queue_nums, q.perm
                     );
                 }
+                println!();
+                println!("{:<20} {:>5} {:>14} {:>14}", "BROKER", "QUEUE", "MIN_OFFSET", "MAX_OFFSET");
+                for q in Client::write_queues(&r) {
+                    let ask = |code| {
+                        RemotingCommand::request(code)
+                            .with_ext("topic", &topic)
+                            .with_ext("queueId", q.queue_id)
+                    };
+                    let min = call(&c, &q.addr, ask(request::GET_MIN_OFFSET)).await?;
+                    let max = call(&c, &q.addr, ask(request::GET_MAX_OFFSET)).await?;
+                    println!(
+                        "{:<20} {:>5} {:>14} {:>14}",
+                        q.broker_name,
+                        q.queue_id,
+                        min.ext("offset").unwrap_or("?"),
+                        max.ext("offset").unwrap_or("?")
+                    );
+                }
             }
             AdminCommand::Topic {
                 what: TopicCommand::Delete { topic },
