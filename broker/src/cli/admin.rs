@@ -483,16 +483,10 @@ pub fn run(args: AdminArgs) -> Result<()> {
                             continue;
                         }
                         any = true;
-                        let mut body = r.body_bytes();
-                        while body.len() >= 4 && printed < count {
-                            let size = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                            let Ok(size) = usize::try_from(size) else {
-                                break;
-                            };
-                            if size == 0 || size > body.len() {
+                        for rec in crate::client::split_records(r.body_bytes()) {
+                            if printed >= count {
                                 break;
                             }
-                            let rec = body.split_to(size);
                             let m = decode_record(&rec).context("bad message from the broker")?;
                             let props = parse_properties(&m.properties);
                             println!(
@@ -521,17 +515,9 @@ pub fn run(args: AdminArgs) -> Result<()> {
 }
 
 /// Prints every stored message in a body of concatenated records; returns how many.
-fn print_messages(mut body: Bytes) -> Result<usize> {
+fn print_messages(body: Bytes) -> Result<usize> {
     let mut n = 0;
-    while body.len() >= 4 {
-        let size = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-        let Ok(size) = usize::try_from(size) else {
-            break;
-        };
-        if size == 0 || size > body.len() {
-            break;
-        }
-        let rec = body.split_to(size);
+    for rec in crate::client::split_records(body) {
         let m = decode_record(&rec).context("bad message from the broker")?;
         let props = parse_properties(&m.properties);
         println!(

@@ -81,7 +81,8 @@ fn latency(mut us: Vec<u64>) -> Latency {
     }
 }
 
-fn reporter(
+/// Prints throughput every second until `stop` (a thread, so busy tasks cannot starve it).
+pub(crate) fn reporter(
     count: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     size: usize,
@@ -265,14 +266,7 @@ pub fn consume(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                         continue;
                     }
                     let now = crate::store::now_ms();
-                    let mut body = r.body_bytes();
-                    while body.len() >= 4 {
-                        let size =
-                            i32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
-                        if size == 0 || size > body.len() {
-                            break;
-                        }
-                        let rec = body.split_to(size);
+                    for rec in crate::client::split_records(r.body_bytes()) {
                         if let Ok(m) = crate::store::decode_record(&rec) {
                             mine.push(((now - m.born_timestamp).max(0) as u64) * 1000);
                         }

@@ -178,32 +178,13 @@ pub fn run(args: StoreBenchArgs) -> Result<()> {
     let body = Bytes::from(vec![b'x'; args.size]);
     let started = Instant::now();
 
-    let reporter = {
-        let (count, stop) = (Arc::clone(&count), Arc::clone(&stop));
-        let size = args.size as f64;
-        let quiet = args.json;
-        std::thread::spawn(move || {
-            let mut last = 0;
-            let mut tick = Instant::now();
-            while !stop.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_millis(100));
-                if tick.elapsed() >= Duration::from_secs(1) {
-                    let now = count.load(Ordering::Relaxed);
-                    let dt = tick.elapsed().as_secs_f64();
-                    tick = Instant::now();
-                    if !quiet {
-                        eprintln!(
-                            "append tps {:>9.0} msg/s  {:>8.1} MB/s  total {}",
-                            (now - last) as f64 / dt,
-                            (now - last) as f64 * size / dt / 1e6,
-                            now
-                        );
-                    }
-                    last = now;
-                }
-            }
-        })
-    };
+    let reporter = super::net_bench::reporter(
+        Arc::clone(&count),
+        Arc::clone(&stop),
+        args.size,
+        args.json,
+        "append",
+    );
 
     let latencies: Vec<u32> = rt.block_on(async {
         let mut tasks = Vec::new();

@@ -44,6 +44,20 @@ fn refused(what: &str, r: &RemotingCommand) -> ClientError {
     }
 }
 
+/// Splits a body of concatenated stored records (pull, query) by their size fields;
+/// stops at the first size that does not fit.
+pub fn split_records(mut body: Bytes) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    while body.len() >= 4 {
+        let size = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        match usize::try_from(size) {
+            Ok(n) if n > 0 && n <= body.len() => out.push(body.split_to(n)),
+            _ => break,
+        }
+    }
+    out
+}
+
 /// One message queue of a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueAddr {
