@@ -600,4 +600,49 @@ fn metrics_and_health_endpoints_move_with_traffic() {
         "{text}"
     );
     assert!(text.contains("ferrocket_store_max_offset_bytes"));
+    // Admin stats bodies, in the shapes Java admin tools read.
+    rt.block_on(async {
+        let c = RemotingClient::new();
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::GET_TOPIC_STATS_INFO)
+                    .with_ext("topic", "Metered"),
+                T,
+            )
+            .await
+            .unwrap();
+        let body = String::from_utf8(r.body_bytes().to_vec()).unwrap();
+        assert!(
+            body.starts_with(
+                r#"{"offsetTable":{{"brokerName":"broker-a","queueId":0,"topic":"Metered"}:{"#
+            ),
+            "{body}"
+        );
+        assert!(body.contains(r#""maxOffset":3"#), "{body}");
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::GET_CONSUME_STATS)
+                    .with_ext("consumerGroup", "mg"),
+                T,
+            )
+            .await
+            .unwrap();
+        let body = String::from_utf8(r.body_bytes().to_vec()).unwrap();
+        assert!(
+            body.contains(r#""brokerOffset":3,"consumerOffset":1"#),
+            "{body}"
+        );
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::GET_CONSUMER_CONNECTION_LIST)
+                    .with_ext("consumerGroup", "absent"),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+    });
 }

@@ -167,6 +167,22 @@ impl ClientManager {
         ids
     }
 
+    /// A group's members (client id, address) and subscriptions, for
+    /// GET_CONSUMER_CONNECTION_LIST.
+    pub fn group_view(
+        &self,
+        group: &str,
+    ) -> Option<(Vec<(String, String)>, Vec<SubscriptionData>)> {
+        let groups = lock(&self.consumers);
+        let g = groups.get(group)?;
+        let members = g
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.conn.peer.to_string()))
+            .collect();
+        Some((members, g.subscriptions.values().cloned().collect()))
+    }
+
     /// Client ids of a consumer group, sorted.
     pub fn consumer_ids(&self, group: &str) -> Vec<String> {
         lock(&self.consumers)

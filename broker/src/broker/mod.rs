@@ -453,6 +453,9 @@ impl Broker {
                 }
             }
             request::GET_BROKER_RUNTIME_INFO => ok(&req).with_body(to_body(&self.runtime_info())),
+            request::GET_TOPIC_STATS_INFO
+            | request::GET_CONSUME_STATS
+            | request::GET_CONSUMER_CONNECTION_LIST => self.stats(&req),
             request::GET_BROKER_CONFIG => {
                 ok(&req).with_body(Bytes::from(self.config.to_properties()))
             }
@@ -1049,6 +1052,89 @@ impl Broker {
                 .to_string(),
         );
         serde_json::json!({ "table": t })
+    }
+
+    /// GET_TOPIC_STATS_INFO, GET_CONSUME_STATS and GET_CONSUMER_CONNECTION_LIST. The first
+    /// two key their `offsetTable` by `MessageQueue` objects, which Java tools expect in
+    /// fastjson's non-standard form (`{{"brokerName":..}:{..}}`), written here by hand.
+    fn stats(&self, req: &RemotingCommand) -> RemotingCommand {
+        let mq_key = |topic: &str, q: i32| {
+            serde_json::json!({"brokerName": self.config.broker_name, "queueId": q, "topic": topic})
+                .to_string()
+        };
+        match req.code {
+            request::GET_CONSUMER_CONNECTION_LIST => {
+                let group = req.ext("consumerGroup").unwrap_or("");
+                let Some((members, subs)) = self.clients.group_view(group) else {
+                    return fail(
+                        req,
+                        response::SYSTEM_ERROR,
+                        format!("the consumer group {group} is not online"),
+                    );
+                };
+                let body = serde_json::json!({
+                    "connectionSet": members.iter().map(|(id, addr)| serde_json::json!({
+                        "clientId": id, "clientAddr": addr, "language": "OTHER", "version": 0
+                    })).collect::<Vec<_>>(),
+                    "subscriptionTable": subs.iter().map(|s| (s.topic.clone(), serde_json::to_value(s).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+                    "consumeType": "CONSUME_PASSIVELY",
+                    "messageModel": "CLUSTERING",
+                    "consumeFromWhere": "CONSUME_FROM_LAST_OFFSET",
+                });
+                ok(req).with_body(Bytes::from(body.to_string()))
+            }
+            request::GET_TOPIC_STATS_INFO => {
+                let topic = req.ext("topic").unwrap_or("");
+                let Some(tc) = self.topics.get(topic) else {
+                    return fail(
+                        req,
+                        response::TOPIC_NOT_EXIST,
+                        format!("topic {topic} not exist"),
+                    );
+                };
+                let entries: Vec<String> = (0..tc.write_queue_nums)
+                    .map(|q| {
+                        let max = self.store.max_offset_in_queue(topic, q);
+                        let last = self.store.last_store_time(topic, q).unwrap_or(0);
+                        let v = serde_json::json!({
+                            "minOffset": self.store.min_offset_in_queue(topic, q),
+                            "maxOffset": max,
+                            "lastUpdateTimestamp": last,
+                        });
+                        format!("{}:{}", mq_key(topic, q), v)
+                    })
+                    .collect();
+                ok(req).with_body(Bytes::from(format!(
+                    "{{\"offsetTable\":{{{}}}}}",
+                    entries.join(",")
+                )))
+            }
+            _ => {
+                let group = req.ext("consumerGroup").unwrap_or("");
+                let topics: Vec<String> = match req.ext("topic") {
+                    Some(t) if !t.is_empty() => vec![t.to_owned()],
+                    _ => self.offsets.group_offsets(group).into_keys().collect(),
+                };
+                let mut entries = Vec::new();
+                for topic in &topics {
+                    let Some(tc) = self.topics.get(topic) else {
+                        continue;
+                    };
+                    for q in 0..tc.write_queue_nums {
+                        let v = serde_json::json!({
+                            "brokerOffset": self.store.max_offset_in_queue(topic, q),
+                            "consumerOffset": self.offsets.query(group, topic, q).unwrap_or(0),
+                            "lastTimestamp": 0,
+                        });
+                        entries.push(format!("{}:{}", mq_key(topic, q), v));
+                    }
+                }
+                ok(req).with_body(Bytes::from(format!(
+                    "{{\"consumeTps\":0.0,\"offsetTable\":{{{}}}}}",
+                    entries.join(",")
+                )))
+            }
+        }
     }
 
     fn lock_batch(&self, req: &RemotingCommand) -> RemotingCommand {

@@ -34,7 +34,10 @@ pub mod request {
     pub const GET_BROKER_CLUSTER_INFO: i32 = 106;
     pub const UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: i32 = 200;
     pub const GET_ALL_SUBSCRIPTIONGROUP_CONFIG: i32 = 201;
+    pub const GET_TOPIC_STATS_INFO: i32 = 202;
+    pub const GET_CONSUMER_CONNECTION_LIST: i32 = 203;
     pub const GET_ALL_TOPIC_LIST_FROM_NAMESERVER: i32 = 206;
+    pub const GET_CONSUME_STATS: i32 = 208;
     pub const DELETE_TOPIC_IN_BROKER: i32 = 215;
     pub const DELETE_TOPIC_IN_NAMESRV: i32 = 216;
     pub const SEND_MESSAGE_V2: i32 = 310;

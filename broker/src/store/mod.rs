@@ -1157,6 +1157,12 @@ impl StoreInner {
         self.queue_store_time(&cq, cq.min_offset())
     }
 
+    /// Store time of the newest message in a queue.
+    pub fn last_store_time(&self, topic: &str, queue_id: i32) -> Option<i64> {
+        let cq = self.consume_queue(topic, queue_id)?;
+        self.queue_store_time(&cq, cq.max_offset() - 1)
+    }
+
     /// Min offset of a queue.
     pub fn min_offset_in_queue(&self, topic: &str, queue_id: i32) -> i64 {
         self.consume_queue(topic, queue_id)
