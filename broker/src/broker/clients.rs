@@ -27,6 +27,15 @@ struct Group {
     subscriptions: HashMap<String, SubscriptionData>,
 }
 
+/// A consumer group as admin tools see it.
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    /// Client id and remote address of each member.
+    pub members: Vec<(String, String)>,
+    /// The group's subscriptions.
+    pub subscriptions: Vec<SubscriptionData>,
+}
+
 /// Producer group → client id → (connection id, last heartbeat).
 type ProducerTable = HashMap<String, BTreeMap<String, (u64, Instant)>>;
 

@@ -1065,7 +1065,11 @@ impl Broker {
         match req.code {
             request::GET_CONSUMER_CONNECTION_LIST => {
                 let group = req.ext("consumerGroup").unwrap_or("");
-                let Some((members, subs)) = self.clients.group_view(group) else {
+                let Some(clients::GroupView {
+                    members,
+                    subscriptions: subs,
+                }) = self.clients.group_view(group)
+                else {
                     return fail(
                         req,
                         response::SYSTEM_ERROR,
