@@ -176,20 +176,18 @@ impl ClientManager {
         ids
     }
 
-    /// A group's members (client id, address) and subscriptions, for
-    /// GET_CONSUMER_CONNECTION_LIST.
-    pub fn group_view(
-        &self,
-        group: &str,
-    ) -> Option<(Vec<(String, String)>, Vec<SubscriptionData>)> {
+    /// A group's members and subscriptions, for GET_CONSUMER_CONNECTION_LIST.
+    pub fn group_view(&self, group: &str) -> Option<GroupView> {
         let groups = lock(&self.consumers);
         let g = groups.get(group)?;
-        let members = g
-            .members
-            .iter()
-            .map(|(id, m)| (id.clone(), m.conn.peer.to_string()))
-            .collect();
-        Some((members, g.subscriptions.values().cloned().collect()))
+        Some(GroupView {
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| (id.clone(), m.conn.peer.to_string()))
+                .collect(),
+            subscriptions: g.subscriptions.values().cloned().collect(),
+        })
     }
 
     /// Client ids of a consumer group, sorted.
