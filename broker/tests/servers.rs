@@ -505,6 +505,41 @@ fn admin_cli_against_a_live_broker() {
     assert!(ok && out.contains("commitLogMaxOffset"), "{out}");
     let (ok, out, _) = admin(&ns.addr, &["broker-config", "get", "--broker", &addr]);
     assert!(ok && out.contains("brokerName=broker-a"), "{out}");
+    let (ok, _, err) = admin(
+        &ns.addr,
+        &[
+            "broker-config",
+            "set",
+            "--broker",
+            &addr,
+            "--key",
+            "autoCreateTopicEnable",
+            "--value",
+            "false",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (_, out, _) = admin(&ns.addr, &["broker-config", "get", "--broker", &addr]);
+    assert!(out.contains("autoCreateTopicEnable=false"), "{out}");
+    // Auto-creation is now off: a send to an unknown topic is refused.
+    let r = rt()
+        .block_on(RemotingClient::new().invoke(&addr, send_req("NewTopicNow", 0, "x", ""), T))
+        .unwrap();
+    assert_eq!(r.code, response::TOPIC_NOT_EXIST);
+    let (ok, _, err) = admin(
+        &ns.addr,
+        &[
+            "broker-config",
+            "set",
+            "--broker",
+            &addr,
+            "--key",
+            "listenPort",
+            "--value",
+            "1",
+        ],
+    );
+    assert!(!ok && err.contains("listenPort"), "{err}");
     // Errors name what was wrong and exit non-zero.
     let (ok, _, err) = admin(&ns.addr, &["offsets", "--group", "g", "--topic", "Nope"]);
     assert!(!ok && err.contains("unknown topic `Nope`"), "{err}");

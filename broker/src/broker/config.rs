@@ -31,6 +31,87 @@ impl BrokerRole {
     }
 }
 
+/// The settings that can change while the broker runs (UPDATE_BROKER_CONFIG).
+#[derive(Debug)]
+pub struct RuntimeSettings {
+    /// `autoCreateTopicEnable`.
+    pub auto_create_topic: std::sync::atomic::AtomicBool,
+    /// `autoCreateSubscriptionGroup`.
+    pub auto_create_group: std::sync::atomic::AtomicBool,
+    /// `longPollingEnable`.
+    pub long_polling: std::sync::atomic::AtomicBool,
+    /// `brokerSuspendMaxTimeMillis`.
+    pub suspend_max_ms: std::sync::atomic::AtomicU64,
+    /// `maxReconsumeTimes`.
+    pub max_reconsume: std::sync::atomic::AtomicI32,
+}
+
+impl From<&BrokerConfig> for RuntimeSettings {
+    fn from(c: &BrokerConfig) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64};
+        RuntimeSettings {
+            auto_create_topic: AtomicBool::new(c.auto_create_topic_enable),
+            auto_create_group: AtomicBool::new(c.auto_create_subscription_group),
+            long_polling: AtomicBool::new(c.long_polling_enable),
+            suspend_max_ms: AtomicU64::new(c.broker_suspend_max_time_millis),
+            max_reconsume: AtomicI32::new(c.max_reconsume_times),
+        }
+    }
+}
+
+impl RuntimeSettings {
+    /// Applies `key=value` updates; all or nothing.
+    ///
+    /// # Errors
+    /// A key that cannot change at run time (or is unknown), or a bad value.
+    pub fn update(&self, props: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Validate everything first.
+        for (k, v) in props {
+            match k.as_str() {
+                "autoCreateTopicEnable" | "autoCreateSubscriptionGroup" | "longPollingEnable" => {
+                    boolean(k, v)?;
+                }
+                "brokerSuspendMaxTimeMillis" => {
+                    num::<u64>(k, v)?;
+                }
+                "maxReconsumeTimes" => {
+                    num::<i32>(k, v)?;
+                }
+                _ => {
+                    return Err(ConfigError {
+                        key: k.clone(),
+                        reason: "cannot change while the broker runs (change the file and restart)"
+                            .into(),
+                    })
+                }
+            }
+        }
+        for (k, v) in props {
+            match k.as_str() {
+                "autoCreateTopicEnable" => self.auto_create_topic.store(boolean(k, v)?, Relaxed),
+                "autoCreateSubscriptionGroup" => {
+                    self.auto_create_group.store(boolean(k, v)?, Relaxed)
+                }
+                "longPollingEnable" => self.long_polling.store(boolean(k, v)?, Relaxed),
+                "brokerSuspendMaxTimeMillis" => self.suspend_max_ms.store(num(k, v)?, Relaxed),
+                _ => self.max_reconsume.store(num(k, v)?, Relaxed),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the current values into a copy of the configuration.
+    pub fn apply_to(&self, c: &mut BrokerConfig) {
+        use std::sync::atomic::Ordering::Relaxed;
+        c.auto_create_topic_enable = self.auto_create_topic.load(Relaxed);
+        c.auto_create_subscription_group = self.auto_create_group.load(Relaxed);
+        c.long_polling_enable = self.long_polling.load(Relaxed);
+        c.broker_suspend_max_time_millis = self.suspend_max_ms.load(Relaxed);
+        c.max_reconsume_times = self.max_reconsume.load(Relaxed);
+    }
+}
+
 /// A bad configuration value.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration `{key}`: {reason}")]
@@ -348,6 +429,31 @@ mod tests {
         // What GET_BROKER_CONFIG returns reads back as the same configuration.
         let again = BrokerConfig::from_properties(&parse_properties(&c.to_properties())).unwrap();
         assert_eq!(again.to_properties(), c.to_properties());
+    }
+
+    #[test]
+    fn runtime_updates_are_validated_all_or_nothing() {
+        let c = BrokerConfig::default();
+        let r = RuntimeSettings::from(&c);
+        let bad = parse_properties("autoCreateTopicEnable=false\nlistenPort=1");
+        assert_eq!(r.update(&bad).unwrap_err().key, "listenPort");
+        assert!(r
+            .auto_create_topic
+            .load(std::sync::atomic::Ordering::Relaxed));
+        r.update(&parse_properties(
+            "autoCreateTopicEnable=false\nmaxReconsumeTimes=3",
+        ))
+        .unwrap();
+        let mut c2 = c.clone();
+        r.apply_to(&mut c2);
+        assert!(!c2.auto_create_topic_enable);
+        assert_eq!(c2.max_reconsume_times, 3);
+        assert_eq!(
+            r.update(&parse_properties("maxReconsumeTimes=x"))
+                .unwrap_err()
+                .key,
+            "maxReconsumeTimes"
+        );
     }
 
     #[test]

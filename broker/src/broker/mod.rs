@@ -78,6 +78,8 @@ pub struct Broker {
     pub delay_offsets: schedule::DelayOffsets,
     /// Prometheus metrics.
     pub metrics: crate::metrics::BrokerMetrics,
+    /// Settings UPDATE_BROKER_CONFIG may change at run time.
+    pub runtime: config::RuntimeSettings,
     registered: std::sync::atomic::AtomicBool,
     namesrv: RemotingClient,
     topics_changed: tokio::sync::Notify,
@@ -228,6 +230,7 @@ impl Broker {
             cfg_dir.join("subscriptionGroup.json"),
             config.max_reconsume_times,
         );
+        let runtime = config::RuntimeSettings::from(&config);
         let hold = Arc::new(PullHold::default());
         {
             let hold = Arc::clone(&hold);
@@ -246,6 +249,7 @@ impl Broker {
             locks: locks::QueueLocks::default(),
             delay_offsets: schedule::DelayOffsets::load(cfg_dir.join("delayOffset.json")),
             metrics: crate::metrics::BrokerMetrics::default(),
+            runtime,
             registered: std::sync::atomic::AtomicBool::new(false),
             namesrv: RemotingClient::new(),
             topics_changed: tokio::sync::Notify::new(),
@@ -457,7 +461,19 @@ impl Broker {
             | request::GET_CONSUME_STATS
             | request::GET_CONSUMER_CONNECTION_LIST => self.stats(&req),
             request::GET_BROKER_CONFIG => {
-                ok(&req).with_body(Bytes::from(self.config.to_properties()))
+                let mut current = self.config.clone();
+                self.runtime.apply_to(&mut current);
+                ok(&req).with_body(Bytes::from(current.to_properties()))
+            }
+            request::UPDATE_BROKER_CONFIG => {
+                let props = config::parse_properties(&String::from_utf8_lossy(&req.body_bytes()));
+                match self.runtime.update(&props) {
+                    Ok(()) => {
+                        info!(?props, "broker configuration updated");
+                        ok(&req)
+                    }
+                    Err(e) => fail(&req, response::SYSTEM_ERROR, e),
+                }
             }
             request::GET_ALL_CONSUMER_OFFSET => {
                 ok(&req).with_body(to_body(&self.offsets.snapshot()))
@@ -515,7 +531,7 @@ impl Broker {
             return Ok(tc);
         }
         let retry = h.topic.starts_with("%RETRY%") || h.topic.starts_with("%DLQ%");
-        if !self.config.auto_create_topic_enable && !retry {
+        if !self.runtime.auto_create_topic.load(Ordering::Relaxed) && !retry {
             return Err((
                 response::TOPIC_NOT_EXIST,
                 format!("topic[{}] not exist, apply first please!", h.topic),
@@ -810,9 +826,12 @@ impl Broker {
         }
         let max_nums = usize::try_from(max_nums.clamp(1, 32)).unwrap_or(32);
         let max_bytes = usize::try_from(max_bytes.max(1)).unwrap_or(256 * 1024);
-        let mut may_suspend = sys_flag & pull_flag::SUSPEND != 0 && self.config.long_polling_enable;
+        let mut may_suspend =
+            sys_flag & pull_flag::SUSPEND != 0 && self.runtime.long_polling.load(Ordering::Relaxed);
         let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(suspend_ms.min(self.config.broker_suspend_max_time_millis));
+            + Duration::from_millis(
+                suspend_ms.min(self.runtime.suspend_max_ms.load(Ordering::Relaxed)),
+            );
         loop {
             let r = self
                 .store
@@ -886,7 +905,7 @@ impl Broker {
                 }
             }
         }
-        if self.config.auto_create_subscription_group {
+        if self.runtime.auto_create_group.load(Ordering::Relaxed) {
             for cd in &hb.consumer_data_set {
                 if !cd.group_name.is_empty() {
                     self.groups.get(&cd.group_name, true);

@@ -135,6 +135,18 @@ enum BrokerConfigCommand {
         #[arg(long)]
         broker: String,
     },
+    /// Change a setting that can change at run time.
+    Set {
+        /// Broker address.
+        #[arg(long)]
+        broker: String,
+        /// Key, e.g. `autoCreateTopicEnable`.
+        #[arg(long)]
+        key: String,
+        /// Value.
+        #[arg(long)]
+        value: String,
+    },
 }
 
 async fn masters(c: &Client) -> Result<Vec<String>> {
@@ -329,6 +341,14 @@ pub fn run(args: AdminArgs) -> Result<()> {
             AdminCommand::BrokerConfig { what: BrokerConfigCommand::Get { broker } } => {
                 let r = call(&c, &broker, RemotingCommand::request(request::GET_BROKER_CONFIG)).await?;
                 print!("{}", String::from_utf8_lossy(&r.body_bytes()));
+            }
+            AdminCommand::BrokerConfig {
+                what: BrokerConfigCommand::Set { broker, key, value },
+            } => {
+                let q = RemotingCommand::request(request::UPDATE_BROKER_CONFIG)
+                    .with_body(Bytes::from(format!("{key}={value}\n")));
+                call(&c, &broker, q).await?;
+                println!("{key}={value}");
             }
             AdminCommand::Offsets { group, topic } => {
                 let Some(route) = c.route(&topic).await? else {
