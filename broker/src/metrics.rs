@@ -48,6 +48,10 @@ pub struct BrokerMetrics {
     pub store_flush_micros: Gauge,
     /// Suspended pulls.
     pub long_polling_waiters: Gauge,
+    /// Open client connections.
+    pub connections: Gauge,
+    /// CommitLog flush (msync) latency.
+    pub flush_latency: Histogram,
     /// Consumer lag per group and topic.
     pub consumer_lag: Family<Labels, Gauge>,
 }
@@ -67,6 +71,8 @@ impl Default for BrokerMetrics {
             store_flushes: Gauge::default(),
             store_flush_micros: Gauge::default(),
             long_polling_waiters: Gauge::default(),
+            connections: Gauge::default(),
+            flush_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             consumer_lag: Family::default(),
             registry: Registry::default(),
         };
@@ -121,6 +127,16 @@ impl Default for BrokerMetrics {
             "consumer_lag_messages",
             "Messages not yet committed by a group, per topic",
             m.consumer_lag.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "flush_latency_seconds",
+            "CommitLog flush (msync) latency",
+            m.flush_latency.clone(),
         );
         BrokerMetrics { registry, ..m }
     }

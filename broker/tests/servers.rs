@@ -475,7 +475,17 @@ fn admin_cli_against_a_live_broker() {
     let (ok, out, _) = admin(&ns.addr, &["offsets", "--group", "cli_g", "--topic", "Cli"]);
     assert!(ok && out.contains("total lag: 0"), "{out}");
     let (ok, out, _) = admin(&ns.addr, &["cluster"]);
-    assert!(ok && out.contains("broker-a"), "{out}");
+    assert!(
+        ok && out.contains("broker-a")
+            && out.contains("ASYNC_MASTER")
+            && out.contains("ferrocket "),
+        "{out}"
+    );
+    let (ok, _, err) = admin(
+        &ns.addr,
+        &["topic", "update", "--topic", "Cli", "--queues", "2"],
+    );
+    assert!(ok, "{err}");
     let (ok, out, _) = admin(&ns.addr, &["topic", "describe", "--topic", "Cli"]);
     assert!(ok && out.contains("MAX_OFFSET"), "{out}");
     let total_max: i64 = out
@@ -635,6 +645,11 @@ fn metrics_and_health_endpoints_move_with_traffic() {
         "{text}"
     );
     assert!(text.contains("ferrocket_store_max_offset_bytes"));
+    assert!(text.contains("ferrocket_connections "), "{text}");
+    assert!(
+        text.contains("ferrocket_flush_latency_seconds_count"),
+        "{text}"
+    );
     // Admin stats bodies, in the shapes Java admin tools read.
     rt.block_on(async {
         let c = RemotingClient::new();

@@ -238,6 +238,11 @@ impl Broker {
                 hold.notify(&a.topic, a.queue_id, a.max_offset)
             }));
         }
+        let metrics = crate::metrics::BrokerMetrics::default();
+        {
+            let h = metrics.flush_latency.clone();
+            store.set_flush_observer(Arc::new(move |d| h.observe(d.as_secs_f64())));
+        }
         Ok(Arc::new(Broker {
             config,
             store,
@@ -248,7 +253,7 @@ impl Broker {
             hold,
             locks: locks::QueueLocks::default(),
             delay_offsets: schedule::DelayOffsets::load(cfg_dir.join("delayOffset.json")),
-            metrics: crate::metrics::BrokerMetrics::default(),
+            metrics,
             runtime,
             registered: std::sync::atomic::AtomicBool::new(false),
             namesrv: RemotingClient::new(),
@@ -1379,7 +1384,12 @@ impl RequestHandler for Broker {
         Box::pin(async move { Some(self.process(conn, req).await) })
     }
 
+    fn on_open(&self, _conn: &Arc<Connection>) {
+        self.metrics.connections.inc();
+    }
+
     fn on_close(&self, conn: &Arc<Connection>) {
+        self.metrics.connections.dec();
         for id in self.clients.client_ids_on(conn.id) {
             self.locks.unlock_client(&id);
         }

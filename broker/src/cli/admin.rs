@@ -177,6 +177,7 @@ async fn call(c: &Client, addr: &str, cmd: RemotingCommand) -> Result<RemotingCo
 #[derive(Debug, clap::Subcommand)]
 enum TopicCommand {
     /// Create or update a topic on every master.
+    #[command(alias = "update")]
     Create {
         /// Topic.
         #[arg(long)]
@@ -424,15 +425,33 @@ pub fn run(args: AdminArgs) -> Result<()> {
                     return Ok(());
                 }
                 println!(
-                    "{:<18} {:<18} {:>4} {:<22}",
-                    "CLUSTER", "BROKER", "ID", "ADDRESS"
+                    "{:<18} {:<18} {:>4} {:<22} {:<13} VERSION",
+                    "CLUSTER", "BROKER", "ID", "ADDRESS", "ROLE"
                 );
                 for (cluster, names) in &info.cluster_addr_table {
                     for n in names {
-                        if let Some(b) = info.broker_addr_table.get(n) {
-                            for (id, addr) in &b.broker_addrs {
-                                println!("{cluster:<18} {n:<18} {id:>4} {addr:<22}");
-                            }
+                        let Some(b) = info.broker_addr_table.get(n) else { continue };
+                        for (id, addr) in &b.broker_addrs {
+                            // Role and version from the broker itself; `?` when unreachable.
+                            let q = RemotingCommand::request(request::GET_BROKER_RUNTIME_INFO);
+                            let table = c
+                                .remoting
+                                .invoke(addr, q, c.timeout)
+                                .await
+                                .ok()
+                                .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body_bytes()).ok());
+                            let field = |k: &str| {
+                                table
+                                    .as_ref()
+                                    .and_then(|t| t["table"][k].as_str())
+                                    .unwrap_or("?")
+                                    .to_owned()
+                            };
+                            println!(
+                                "{cluster:<18} {n:<18} {id:>4} {addr:<22} {:<13} {}",
+                                field("brokerRole"),
+                                field("brokerVersionDesc")
+                            );
                         }
                     }
                 }

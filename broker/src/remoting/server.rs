@@ -30,6 +30,8 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<RemotingCommand>> +
 pub trait RequestHandler: Send + Sync + 'static {
     /// Handles one request. The response's opaque and flag are set by the server.
     fn handle(self: Arc<Self>, conn: Arc<Connection>, req: RemotingCommand) -> ResponseFuture;
+    /// Called once when a connection opens.
+    fn on_open(&self, _conn: &Arc<Connection>) {}
     /// Called once when a connection closes.
     fn on_close(&self, _conn: &Arc<Connection>) {}
 }
@@ -144,6 +146,7 @@ async fn run_connection<H: RequestHandler>(
         closed: AtomicBool::new(false),
     });
     debug!("connection opened");
+    handler.on_open(&conn);
     let writer_task = tokio::spawn(write_loop(writer, rx));
     let mut buf = BytesMut::with_capacity(64 * 1024);
     'read: loop {

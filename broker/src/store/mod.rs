@@ -73,6 +73,9 @@ pub struct Arrival {
 /// Called by the dispatcher for every new ConsumeQueue entry.
 pub type ArrivalListener = Arc<dyn Fn(&Arrival) + Send + Sync>;
 
+/// Told how long each CommitLog flush that wrote something took (metrics).
+pub type FlushObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// Where a put landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutResult {
@@ -195,6 +198,7 @@ pub struct StoreInner {
     read_only: AtomicBool,
     shutdown: AtomicBool,
     listener: RwLock<Option<ArrivalListener>>,
+    flush_observer: RwLock<Option<FlushObserver>>,
     confirm_offset: AtomicU64,
     checkpoint: Mutex<Checkpoint>,
     recovery: RecoveryReport,
@@ -335,6 +339,7 @@ impl MessageStore {
             read_only: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             listener: RwLock::new(None),
+            flush_observer: RwLock::new(None),
             confirm_offset: AtomicU64::new(0),
             checkpoint: Mutex::new(checkpoint),
             recovery: RecoveryReport {
@@ -761,8 +766,28 @@ impl StoreInner {
         self.flushed_tx.send_modify(|s| s.failed = true);
     }
 
+    /// Sets the observer told of every CommitLog flush's duration.
+    pub fn set_flush_observer(&self, o: FlushObserver) {
+        *self
+            .flush_observer
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(o);
+    }
+
     fn flush_commitlog(&self) -> Result<()> {
+        let before = self.commitlog.flushed_offset();
+        let started = Instant::now();
         let (off, ts) = self.commitlog.flush()?;
+        if off > before {
+            if let Some(o) = self
+                .flush_observer
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                o(started.elapsed());
+            }
+        }
         lock(&self.checkpoint).physic_msg_timestamp = ts.max(0);
         self.flushed_tx.send_if_modified(|s| {
             let changed = s.offset != off;
