@@ -749,3 +749,73 @@ async fn reconsume_later_retries_then_dead_letters() {
     .await;
     reader.shutdown().await;
 }
+
+async fn send_key(p: &DefaultMQProducer, key: usize, seq: usize) -> bool {
+    let m = message("InteropOrder", "O", &format!("k{key}-{seq}"));
+    matches!(
+        p.send_with_selector_timeout(
+            m,
+            |mqs, _m, k: &usize| mqs.get(k % mqs.len()).cloned(),
+            key,
+            3000
+        )
+        .await,
+        Ok(Some(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orderly_consumption_keeps_each_keys_order_across_a_broker_restart() {
+    let mut cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("orderly-restart");
+    let mut p = producer(&rt, &ns, "interop_pg_order_restart").await;
+    p.send_with_timeout(message("InteropOrder", "O", "warm-up"), 5000)
+        .await
+        .expect("send");
+    let sink = Arc::new(Mutex::new(Vec::new()));
+    let mut c = orderly_consumer(&rt, &ns, sink.clone()).await;
+    for seq in 0..20 {
+        for key in 0..8 {
+            assert!(send_key(&p, key, seq).await, "send before restart");
+        }
+    }
+    wait_for("the first half", Duration::from_secs(60), || {
+        let got = sink.lock().unwrap();
+        (0..8).all(|k| got.contains(&format!("k{k}-19")))
+    })
+    .await;
+    assert!(cluster.broker.terminate(), "broker did not exit cleanly");
+    cluster.restart_broker();
+    for seq in 20..40 {
+        for key in 0..8 {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !send_key(&p, key, seq).await {
+                assert!(Instant::now() < deadline, "broker did not come back");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    wait_for("everything", Duration::from_secs(90), || {
+        let got = sink.lock().unwrap();
+        (0..8).all(|k| (0..40).all(|s| got.contains(&format!("k{k}-{s}"))))
+    })
+    .await;
+    c.shutdown().await;
+    p.shutdown().await;
+    let got = sink.lock().unwrap().clone();
+    for key in 0..8 {
+        let mut seen = BTreeSet::new();
+        let firsts: Vec<usize> = got
+            .iter()
+            .filter_map(|b| b.strip_prefix(&format!("k{key}-")))
+            .filter_map(|s| s.parse().ok())
+            .filter(|s| seen.insert(*s))
+            .collect();
+        assert_eq!(
+            firsts,
+            (0..40).collect::<Vec<_>>(),
+            "key {key} out of order"
+        );
+    }
+}
