@@ -570,6 +570,14 @@ fn print_messages(body: Bytes) -> Result<usize> {
             props.get("KEYS").map(String::as_str).unwrap_or(""),
             props.get("TAGS").map(String::as_str).unwrap_or("")
         );
+        let others: Vec<String> = props
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "UNIQ_KEY" | "KEYS" | "TAGS"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !others.is_empty() {
+            println!("  properties: {}", others.join(" "));
+        }
         let preview: String = String::from_utf8_lossy(&m.body).chars().take(200).collect();
         println!("  body: {preview}");
         n += 1;
