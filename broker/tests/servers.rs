@@ -696,3 +696,27 @@ fn metrics_and_health_endpoints_move_with_traffic() {
         assert_eq!(r.code, response::SYSTEM_ERROR);
     });
 }
+
+#[test]
+fn vip_channel_answers_on_listen_port_minus_two() {
+    // A free port whose port − 2 is free too.
+    let port = loop {
+        let p = free_port();
+        if p > 1026 && std::net::TcpListener::bind(("127.0.0.1", p - 2)).is_ok() {
+            break p;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &[&format!("listenPort={port}")]);
+    assert!(b.addr.ends_with(&format!(":{port}")));
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        let vip = format!("127.0.0.1:{}", port - 2);
+        let r = c
+            .invoke(&vip, send_req("Vip", 0, "via-vip", ""), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    });
+}

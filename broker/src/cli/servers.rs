@@ -142,13 +142,39 @@ async fn start_broker(mut config: BrokerConfig) -> Result<(Arc<Broker>, TcpListe
     let listener = TcpListener::bind(("0.0.0.0", config.listen_port))
         .await
         .with_context(|| format!("cannot listen on port {}", config.listen_port))?;
+    // A port picked by the OS (`listenPort=0`) gets no VIP channel: `port − 2` would be
+    // arbitrary.
+    let vip_port = match config.listen_port {
+        0 => None,
+        p => p.checked_sub(2).filter(|v| *v > 0),
+    };
     if config.listen_port == 0 {
         config.listen_port = listener.local_addr()?.port();
         config.ha_listen_port = config.listen_port.saturating_add(1);
     }
+    // The VIP ("fast") channel at listenPort − 2, for Java clients that still default to
+    // it (sendMessageWithVIPChannel=true before 2019). Not fatal when the port is taken.
+    let vip = match vip_port {
+        Some(p) => match TcpListener::bind(("0.0.0.0", p)).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(port = p, error = %e, "VIP channel (listenPort - 2) not available");
+                None
+            }
+        },
+        None => None,
+    };
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
         .context("cannot open the store")?;
+    if let Some(l) = vip {
+        tokio::spawn(serve(
+            l,
+            broker.clone(),
+            ServerConfig::default(),
+            std::future::pending::<()>(),
+        ));
+    }
     broker.register_all().await;
     Ok((broker, listener))
 }
