@@ -29,6 +29,10 @@ impl Drop for Proc {
 }
 
 fn spawn(args: &[&str]) -> Proc {
+    spawn_role(args).0
+}
+
+fn spawn_role(args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .env("FERROCKET_LOG", "warn")
@@ -40,7 +44,8 @@ fn spawn(args: &[&str]) -> Proc {
     let line = lines.next().expect("no ready line").unwrap();
     let addr = line.split_whitespace().nth(2).unwrap().to_owned();
     assert!(line.starts_with("ready "), "{line}");
-    Proc { child, addr }
+    let role = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+    (Proc { child, addr }, role)
 }
 
 fn namesrv() -> Proc {
@@ -719,4 +724,44 @@ fn vip_channel_answers_on_listen_port_minus_two() {
             .unwrap();
         assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
     });
+}
+
+#[test]
+fn roles_file_makes_a_pod_master_or_slave() {
+    let ns = namesrv();
+    let roles_dir = tempfile::tempdir().unwrap();
+    let roles = roles_dir.path().join("roles");
+    std::fs::write(&roles, "master=broker-a-0\nepoch=1\n").unwrap();
+    let start = |pod: &str, dir: &Path| {
+        spawn_role(&[
+            "broker",
+            "--roles-file",
+            roles.to_str().unwrap(),
+            "--pod-name",
+            pod,
+            "--set",
+            &format!("namesrvAddr={}", ns.addr),
+            "--set",
+            "listenPort=0",
+            "--set",
+            &format!("storePathRootDir={}", dir.display()),
+            "--set",
+            "mappedFileSizeCommitLog=8388608",
+        ])
+    };
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (master, role0) = start("broker-a-0", d0.path());
+    let (slave, role1) = start("broker-a-1", d1.path());
+    assert_eq!((role0.as_str(), role1.as_str()), ("master", "slave"));
+    let (ok, out, err) = admin(&ns.addr, &["--json", "cluster"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let addrs = &v["brokerAddrTable"]["broker-a"]["brokerAddrs"];
+    assert_eq!(addrs["0"], master.addr.as_str(), "{out}");
+    assert_eq!(addrs["2"], slave.addr.as_str(), "{out}");
+    // The slave takes no writes.
+    let r = rt()
+        .block_on(RemotingClient::new().invoke(&slave.addr, send_req("T", 0, "x", ""), T))
+        .unwrap();
+    assert_eq!(r.code, response::SERVICE_NOT_AVAILABLE);
 }

@@ -37,6 +37,48 @@ pub struct BrokerArgs {
     /// Override one key, e.g. `--set brokerId=1` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Roles file (mounted by the operator): `master=<pod>` and `epoch=<n>` lines.
+    #[arg(long, requires = "pod_name")]
+    pub roles_file: Option<PathBuf>,
+    /// This pod's name (a StatefulSet name ending in `-<ordinal>`).
+    #[arg(long)]
+    pub pod_name: Option<String>,
+}
+
+/// Applies a roles file: the pod it names as master gets `brokerId=0` (and a master role);
+/// every other pod is a `SLAVE` with the stable id `ordinal + 1`. Returns the epoch.
+///
+/// # Errors
+/// A roles file without `master`, a bad epoch, or a pod name without an ordinal.
+pub fn apply_roles(
+    props: &mut BTreeMap<String, String>,
+    roles_text: &str,
+    pod: &str,
+) -> Result<i64> {
+    let roles = parse_properties(roles_text);
+    let Some(master) = roles.get("master") else {
+        bail!("the roles file names no `master`");
+    };
+    let epoch: i64 = match roles.get("epoch") {
+        Some(e) => e
+            .parse()
+            .with_context(|| format!("bad epoch `{e}` in the roles file"))?,
+        None => 0,
+    };
+    if pod == master {
+        props.insert("brokerId".into(), "0".into());
+        if props.get("brokerRole").map(String::as_str) == Some("SLAVE") {
+            props.insert("brokerRole".into(), "ASYNC_MASTER".into());
+        }
+    } else {
+        let ordinal: i64 = pod
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse().ok())
+            .with_context(|| format!("pod name `{pod}` does not end in -<ordinal>"))?;
+        props.insert("brokerId".into(), (ordinal + 1).to_string());
+        props.insert("brokerRole".into(), "SLAVE".into());
+    }
+    Ok(epoch)
 }
 
 /// `ferrocket dev`.
@@ -191,7 +233,13 @@ fn role_name(b: &Broker) -> &'static str {
 /// # Errors
 /// Bad configuration (the message names the key), an unusable store or port.
 pub fn run_broker(args: BrokerArgs) -> Result<()> {
-    let props = load_properties(args.config.as_ref(), &args.set)?;
+    let mut props = load_properties(args.config.as_ref(), &args.set)?;
+    if let (Some(file), Some(pod)) = (&args.roles_file, &args.pod_name) {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the roles file {}", file.display()))?;
+        let epoch = apply_roles(&mut props, &text, pod)?;
+        tracing::info!(pod = %pod, epoch, role = %props.get("brokerRole").map(String::as_str).unwrap_or("ASYNC_MASTER"), "roles applied");
+    }
     let config = BrokerConfig::from_properties(&props)?;
     runtime()?.block_on(async {
         let (broker, listener) = start_broker(config).await?;
@@ -249,4 +297,32 @@ pub fn run_dev(args: DevArgs) -> Result<()> {
         let _ = ns_task.await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_file_assigns_master_and_stable_slave_ids() {
+        let roles = "master=broker-a-1\nepoch=3\n";
+        let mut p = BTreeMap::from([("brokerRole".to_string(), "SYNC_MASTER".to_string())]);
+        assert_eq!(apply_roles(&mut p, roles, "broker-a-1").unwrap(), 3);
+        assert_eq!(
+            (p["brokerId"].as_str(), p["brokerRole"].as_str()),
+            ("0", "SYNC_MASTER")
+        );
+        let mut p = BTreeMap::from([("brokerRole".to_string(), "SYNC_MASTER".to_string())]);
+        apply_roles(&mut p, roles, "broker-a-0").unwrap();
+        assert_eq!(
+            (p["brokerId"].as_str(), p["brokerRole"].as_str()),
+            ("1", "SLAVE")
+        );
+        let mut p = BTreeMap::new();
+        apply_roles(&mut p, roles, "broker-a-2").unwrap();
+        assert_eq!(p["brokerId"], "3");
+        assert!(apply_roles(&mut BTreeMap::new(), "epoch=1", "x-0").is_err());
+        assert!(apply_roles(&mut BTreeMap::new(), "master=a-0\nepoch=x", "a-0").is_err());
+        assert!(apply_roles(&mut BTreeMap::new(), "master=a-0", "nodash").is_err());
+    }
 }
