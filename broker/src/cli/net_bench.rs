@@ -125,6 +125,68 @@ fn print(report: &Report, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// What every load run shares: counters, the reporter thread and the latency samples.
+struct Run {
+    count: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    lat: Arc<Mutex<Vec<u64>>>,
+    reporter: std::thread::JoinHandle<()>,
+    started: Instant,
+}
+
+impl Run {
+    fn start(size: usize, quiet: bool, what: &'static str) -> Run {
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        Run {
+            reporter: reporter(count.clone(), stop.clone(), size, quiet, what),
+            count,
+            errors: Arc::new(AtomicU64::new(0)),
+            stop,
+            lat: Arc::new(Mutex::new(Vec::new())),
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits for the tasks, stops the reporter and prints the report.
+    async fn finish(
+        self,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        kind: &'static str,
+        mode: String,
+        concurrency: usize,
+        batch: usize,
+        args: &NetBenchArgs,
+    ) -> Result<()> {
+        let (size, json) = (args.size, args.json);
+        for t in tasks {
+            let _ = t.await;
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        self.stop.store(true, Ordering::Release);
+        let _ = self.reporter.join();
+        let messages = self.count.load(Ordering::Relaxed);
+        let us = std::mem::take(&mut *self.lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+        print(
+            &Report {
+                kind,
+                mode,
+                concurrency,
+                batch,
+                body_bytes: size,
+                messages,
+                errors: self.errors.load(Ordering::Relaxed),
+                seconds: secs,
+                msgs_per_sec: messages as f64 / secs,
+                mb_per_sec: messages as f64 * size as f64 / secs / 1e6,
+                latency_ms: latency(us),
+            },
+            json,
+        )
+    }
+}
+
 /// Runs `bench produce`.
 ///
 /// # Errors
@@ -149,12 +211,13 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
         if queues.is_empty() {
             bail!("topic {} has no writable queue", args.topic);
         }
-        let count = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let lat = Arc::new(Mutex::new(Vec::new()));
-        let rep = reporter(count.clone(), stop.clone(), args.size, args.json, "send");
-        let started = Instant::now();
+        let run = Run::start(args.size, args.json, "send");
+        let (count, errors, lat, started) = (
+            run.count.clone(),
+            run.errors.clone(),
+            run.lat.clone(),
+            run.started,
+        );
         let body = Bytes::from(vec![b'x'; args.size]);
         let mut tasks = Vec::new();
         for w in 0..args.concurrency * inflight {
@@ -196,30 +259,15 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                 }
             }));
         }
-        for t in tasks {
-            let _ = t.await;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        stop.store(true, Ordering::Release);
-        let _ = rep.join();
-        let messages = count.load(Ordering::Relaxed);
-        let us = std::mem::take(&mut *lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-        print(
-            &Report {
-                kind: "produce",
-                mode: args.mode.clone(),
-                concurrency: args.concurrency,
-                batch,
-                body_bytes: args.size,
-                messages,
-                errors: errors.load(Ordering::Relaxed),
-                seconds: secs,
-                msgs_per_sec: messages as f64 / secs,
-                mb_per_sec: messages as f64 * args.size as f64 / secs / 1e6,
-                latency_ms: latency(us),
-            },
-            args.json,
+        run.finish(
+            tasks,
+            "produce",
+            args.mode.clone(),
+            args.concurrency,
+            batch,
+            &args,
         )
+        .await
     })
 }
 
@@ -238,11 +286,8 @@ pub fn consume(namesrv: &str, args: NetBenchArgs) -> Result<()> {
             bail!("unknown topic `{}`", args.topic);
         };
         let queues = Client::write_queues(&route);
-        let count = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let lat = Arc::new(Mutex::new(Vec::new()));
-        let rep = reporter(count.clone(), stop.clone(), args.size, args.json, "consume");
-        let started = Instant::now();
+        let run = Run::start(args.size, args.json, "consume");
+        let (count, lat, started) = (run.count.clone(), run.lat.clone(), run.started);
         let mut tasks = Vec::new();
         for q in queues {
             let (c, count, lat) = (c.clone(), count.clone(), lat.clone());
@@ -279,29 +324,7 @@ pub fn consume(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                 }
             }));
         }
-        for t in tasks {
-            let _ = t.await;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        stop.store(true, Ordering::Release);
-        let _ = rep.join();
-        let messages = count.load(Ordering::Relaxed);
-        let us = std::mem::take(&mut *lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-        print(
-            &Report {
-                kind: "consume",
-                mode: "pull".into(),
-                concurrency: 1,
-                batch: 32,
-                body_bytes: args.size,
-                messages,
-                errors: 0,
-                seconds: secs,
-                msgs_per_sec: messages as f64 / secs,
-                mb_per_sec: messages as f64 * args.size as f64 / secs / 1e6,
-                latency_ms: latency(us),
-            },
-            args.json,
-        )
+        run.finish(tasks, "consume", "pull".into(), 1, 32, &args)
+            .await
     })
 }
