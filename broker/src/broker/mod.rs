@@ -673,23 +673,17 @@ impl Broker {
                 );
             }
         };
-        let wait = find_property(&msgs[0].properties, "WAIT") != Some("false");
-        let code = if self.config.store.flush_disk_type == crate::store::FlushDiskType::Sync && wait
-        {
-            match self.store.wait_flushed(result.end_offset).await {
-                Ok(()) => response::SUCCESS,
-                Err(StoreError::FlushTimeout { .. }) => response::FLUSH_DISK_TIMEOUT,
-                Err(e) => {
-                    warn!(error = %e, "flush failed");
-                    return fail(
-                        req,
-                        response::SERVICE_NOT_AVAILABLE,
-                        format!("service not available now: {e}"),
-                    );
-                }
+        let code = match self.store.await_durable(&msgs, &result).await {
+            Ok(()) => response::SUCCESS,
+            Err(StoreError::FlushTimeout { .. }) => response::FLUSH_DISK_TIMEOUT,
+            Err(e) => {
+                warn!(error = %e, "flush failed");
+                return fail(
+                    req,
+                    response::SERVICE_NOT_AVAILABLE,
+                    format!("service not available now: {e}"),
+                );
             }
-        } else {
-            response::SUCCESS
         };
         debug!(producer = %h.producer_group, topic = %h.topic, queue_id, "stored");
         let labels = vec![("topic".to_string(), h.topic.clone())];

@@ -919,14 +919,24 @@ impl StoreInner {
     /// As [`StoreInner::put_message`]; an empty batch or mixed queues are refused.
     pub async fn put_messages(&self, msgs: &[MessageToStore]) -> Result<PutResult> {
         let r = self.append_messages(msgs)?;
+        self.await_durable(msgs, &r).await?;
+        Ok(r)
+    }
+
+    /// The second half of a put: under SYNC_FLUSH, unless the batch's `WAIT` property is
+    /// `false`, waits until the appended records are on disk.
+    ///
+    /// # Errors
+    /// As [`StoreInner::wait_flushed`].
+    pub async fn await_durable(&self, msgs: &[MessageToStore], appended: &PutResult) -> Result<()> {
         let wait = msgs
             .first()
             .map(|m| find_property(&m.properties, "WAIT") != Some("false"))
             .unwrap_or(true);
         if self.config.flush_disk_type == FlushDiskType::Sync && wait {
-            self.wait_flushed(r.end_offset).await?;
+            self.wait_flushed(appended.end_offset).await?;
         }
-        Ok(r)
+        Ok(())
     }
 
     /// Appends without waiting for a flush (the synchronous half of a put).
