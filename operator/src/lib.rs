@@ -1,7 +1,14 @@
-//! ferrocket-operator: CRD types (`NameServer`, `BrokerGroup`, group `ferrocket.io`).
-//! The reconcilers, builders and failover come in the operator and failover issues.
+//! ferrocket-operator: the `NameServer` and `BrokerGroup` custom resources (group
+//! `ferrocket.io`), pure builders from spec to Kubernetes objects, the reconcilers that
+//! apply them with server-side apply, leader election on a Lease, and metrics.
 
+pub mod builders;
+pub mod controller;
 pub mod crd;
+pub mod lease;
+pub mod metrics;
+pub mod render;
+pub mod run;
 
 /// Every CRD as one multi-document YAML stream (what `ferrocket-operator crd` prints and
 /// `crds/` holds).

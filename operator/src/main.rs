@@ -1,30 +1,140 @@
-//! `ferrocket-operator`: `crd` prints the CRDs; the controller (`run`, `render`) is built
-//! by the operator issue.
+//! `ferrocket-operator`: `run` (the controller), `render FILE` (the objects it would apply),
+//! `crd` (the CRDs as YAML) and `version`.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use ferrocket_operator::builders::BuildConfig;
+use ferrocket_operator::run::RunConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "ferrocket-operator",
+    version,
+    about = "Kubernetes operator for ferrocket"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run {
+        /// Namespaces to watch, comma separated (all when empty).
+        #[arg(
+            long,
+            env = "WATCH_NAMESPACES",
+            default_value = "",
+            value_delimiter = ','
+        )]
+        watch_namespaces: Vec<String>,
+        /// Address of `/metrics`, `/healthz` and `/readyz`.
+        #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+        metrics_addr: SocketAddr,
+        /// Hold a Lease before reconciling (needed with more than one replica).
+        #[arg(long, env = "LEADER_ELECTION", default_value_t = false)]
+        leader_election: bool,
+        /// Lease name.
+        #[arg(long, default_value = "ferrocket-operator")]
+        lease_name: String,
+        /// Lease namespace (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// This replica's identity in the lease.
+        #[arg(long, env = "POD_NAME", default_value = "ferrocket-operator")]
+        identity: String,
+        /// Lease duration in seconds.
+        #[arg(long, default_value_t = 15)]
+        lease_duration_seconds: u64,
+        /// Image for NameServers and BrokerGroups that name none.
+        #[arg(long, env = "FERROCKET_IMAGE")]
+        default_image: Option<String>,
+    },
+    /// Print the objects the operator would apply for the resources in FILE.
+    Render {
+        /// YAML with NameServer and BrokerGroup documents.
+        file: PathBuf,
+        /// Image for resources that name none.
+        #[arg(long)]
+        default_image: Option<String>,
+    },
+    /// Print the CRDs.
+    Crd,
+    /// Print the version.
+    Version,
+}
+
+fn image(explicit: Option<String>) -> String {
+    explicit.unwrap_or_else(|| BuildConfig::default().default_image)
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("crd") => match ferrocket_operator::crds_yaml() {
-            Ok(y) => {
-                print!("{y}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Some("--version") | Some("version") => {
-            println!("ferrocket-operator {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!(
-                "usage: ferrocket-operator crd   (the controller commands `run` and `render` are not built yet)"
-            );
-            ExitCode::from(2)
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => print!("{}", ferrocket_operator::crds_yaml()?),
+        Command::Version => println!("ferrocket-operator {}", env!("CARGO_PKG_VERSION")),
+        Command::Render {
+            file,
+            default_image,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let cfg = BuildConfig {
+                default_image: image(default_image),
+            };
+            print!("{}", ferrocket_operator::render::render(&text, &cfg)?);
+        }
+        Command::Run {
+            watch_namespaces,
+            metrics_addr,
+            leader_election,
+            lease_name,
+            lease_namespace,
+            identity,
+            lease_duration_seconds,
+            default_image,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let cfg = RunConfig {
+                watch_namespaces: watch_namespaces
+                    .into_iter()
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+                metrics_addr,
+                leader_election,
+                lease_name,
+                lease_namespace,
+                identity,
+                lease_duration: Duration::from_secs(lease_duration_seconds.max(3)),
+                default_image: image(default_image),
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(ferrocket_operator::run::run(cfg))?;
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,1139 @@
+//! Pure builders: from a `NameServer` or `BrokerGroup` spec to the objects the operator
+//! applies. No API calls here; the reconciler and `ferrocket-operator render` share them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{
+    BrokerGroup, BrokerGroupSpec, FlushDiskType, NameServer, Placement, Replication, ServiceType,
+};
+
+/// The field manager every server-side apply uses.
+pub const FIELD_MANAGER: &str = "ferrocket-operator";
+/// Broker remoting port (`listenPort`).
+pub const BROKER_PORT: i32 = 10911;
+/// Broker HA port (`haListenPort` = listenPort + 1).
+pub const HA_PORT: i32 = BROKER_PORT + 1;
+/// Broker VIP channel (listenPort − 2).
+pub const VIP_PORT: i32 = BROKER_PORT - 2;
+/// Name server metrics / probe port.
+pub const NAMESRV_METRICS_PORT: i32 = 9100;
+/// Where the store PVC is mounted.
+pub const STORE_MOUNT: &str = "/data";
+/// Where `broker.conf` is mounted.
+pub const CONFIG_MOUNT: &str = "/etc/ferrocket";
+/// Where the roles file is mounted.
+pub const ROLES_MOUNT: &str = "/etc/ferrocket-roles";
+/// Annotation carrying a hash of the rendered configuration (a change rolls the pods).
+pub const CONFIG_HASH_ANNOTATION: &str = "ferrocket.io/config-hash";
+/// UID and GID the containers run as (the image's non-root user).
+pub const RUN_AS: i64 = 10001;
+/// `broker.conf` keys the operator owns; `spec.brokerConfig` may not set them.
+pub const RESERVED_BROKER_KEYS: &[&str] = &[
+    "brokerClusterName",
+    "brokerName",
+    "brokerId",
+    "brokerRole",
+    "namesrvAddr",
+    "listenPort",
+    "haListenPort",
+    "storePathRootDir",
+    "storePathCommitLog",
+    "brokerIP1",
+    "metricsPort",
+    "flushDiskType",
+    "enableDLegerCommitLog",
+];
+
+/// Operator-wide settings the builders need.
+#[derive(Clone, Debug)]
+pub struct BuildConfig {
+    /// Image used when a resource names none.
+    pub default_image: String,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            default_image: format!("ferrocket/ferrocket:{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Why a spec cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A field is out of range or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+    /// The spec asks for something this version does not run.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl SpecError {
+    /// The condition reason.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SpecError::Invalid(_) => "InvalidSpec",
+            SpecError::Unsupported(_) => "Unsupported",
+        }
+    }
+}
+
+/// Standard labels of every object belonging to `instance`.
+#[must_use]
+pub fn labels(instance: &str, component: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(instance, component);
+    l.insert(
+        "app.kubernetes.io/managed-by".into(),
+        FIELD_MANAGER.to_string(),
+    );
+    l
+}
+
+/// The labels selecting the pods of `instance`.
+#[must_use]
+pub fn selector_labels(instance: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "ferrocket".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            instance.to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
+    ])
+}
+
+/// `key=value,...` selector string for listing the pods of `instance`.
+#[must_use]
+pub fn selector_string(instance: &str, component: &str) -> String {
+    selector_labels(instance, component)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn meta<K: Resource<DynamicType = ()>>(owner: &K, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: owner.meta().namespace.clone(),
+        labels: Some(labels(&owner.name_any(), component)),
+        owner_references: owner_ref(owner).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
+    // Objects rendered from a file have no uid yet: they get no owner reference.
+    owner.controller_owner_ref(&())
+}
+
+/// Name of the headless Service of `name`.
+#[must_use]
+pub fn headless_name(name: &str) -> String {
+    format!("{name}-hs")
+}
+
+/// The namespace of an object (`default` when unset).
+#[must_use]
+pub fn namespace_of<K: Resource>(obj: &K) -> String {
+    obj.meta()
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into())
+}
+
+/// `host:port` of each name server pod (stable DNS through the headless Service).
+#[must_use]
+pub fn namesrv_addresses(ns: &NameServer) -> Vec<String> {
+    let name = ns.name_any();
+    let namespace = namespace_of(ns);
+    (0..ns.spec.replicas.max(0))
+        .map(|i| {
+            format!(
+                "{name}-{i}.{}.{namespace}.svc:{}",
+                headless_name(&name),
+                ns.spec.port
+            )
+        })
+        .collect()
+}
+
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+fn service(
+    meta: ObjectMeta,
+    selector: BTreeMap<String, String>,
+    ports: Vec<ServicePort>,
+    headless: bool,
+    service_type: &ServiceType,
+) -> Service {
+    Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(ports),
+            cluster_ip: headless.then(|| "None".to_string()),
+            // Replication and peers need each other's DNS before they are ready.
+            publish_not_ready_addresses: headless.then_some(true),
+            type_: Some(if headless {
+                "ClusterIP".to_string()
+            } else {
+                format!("{service_type:?}")
+            }),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn pdb(meta: ObjectMeta, selector: BTreeMap<String, String>) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+fn apply_placement(pod: &mut PodSpec, p: &Placement) {
+    pod.node_selector.clone_from(&p.node_selector);
+    pod.tolerations.clone_from(&p.tolerations);
+    pod.affinity.clone_from(&p.affinity);
+}
+
+/// A stable hex digest of `text` (CRC-32 of the bytes), used to roll pods on config change.
+#[must_use]
+pub fn digest(text: &str) -> String {
+    let mut h = crc32fast::Hasher::new();
+    h.update(text.as_bytes());
+    format!("{:08x}", h.finalize())
+}
+
+/// Everything a `NameServer` becomes.
+#[derive(Clone, Debug)]
+pub struct NameServerObjects {
+    /// Headless Service (pod DNS).
+    pub headless: Service,
+    /// Client Service.
+    pub client: Service,
+    /// The pods.
+    pub statefulset: StatefulSet,
+    /// Disruption budget.
+    pub pdb: PodDisruptionBudget,
+}
+
+/// Builds the objects of a `NameServer`.
+///
+/// # Errors
+/// An out-of-range spec (the CRD schema checks the same; `render` and tests do not go
+/// through it).
+pub fn build_nameserver(
+    ns: &NameServer,
+    cfg: &BuildConfig,
+) -> Result<NameServerObjects, SpecError> {
+    let s = &ns.spec;
+    if !(1..=9).contains(&s.replicas) {
+        return Err(SpecError::Invalid(format!(
+            "replicas must be 1..9, got {}",
+            s.replicas
+        )));
+    }
+    if !(1..=65535).contains(&s.port) || s.port == NAMESRV_METRICS_PORT {
+        return Err(SpecError::Invalid(format!(
+            "port must be 1..65535 and not {NAMESRV_METRICS_PORT}, got {}",
+            s.port
+        )));
+    }
+    let name = ns.name_any();
+    let sel = selector_labels(&name, "namesrv");
+    let ports = vec![
+        port("remoting", s.port),
+        port("metrics", NAMESRV_METRICS_PORT),
+    ];
+    let headless = service(
+        meta(ns, headless_name(&name), "namesrv"),
+        sel.clone(),
+        ports.clone(),
+        true,
+        &ServiceType::ClusterIP,
+    );
+    let client = service(
+        meta(ns, name.clone(), "namesrv"),
+        sel.clone(),
+        ports,
+        false,
+        &s.service_type,
+    );
+    let container = Container {
+        name: "namesrv".into(),
+        image: Some(s.image.clone().unwrap_or_else(|| cfg.default_image.clone())),
+        command: Some(vec!["ferrocket".into()]),
+        args: Some(vec![
+            "namesrv".into(),
+            "--listen".into(),
+            format!("0.0.0.0:{}", s.port),
+            "--metrics-port".into(),
+            NAMESRV_METRICS_PORT.to_string(),
+        ]),
+        env: Some(vec![field_env("POD_NAME", "metadata.name")]),
+        ports: Some(vec![
+            container_port("remoting", s.port),
+            container_port("metrics", NAMESRV_METRICS_PORT),
+        ]),
+        readiness_probe: Some(http_probe("/readyz", NAMESRV_METRICS_PORT, 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", NAMESRV_METRICS_PORT, 10, 3)),
+        resources: s.resources.clone(),
+        security_context: Some(container_security()),
+        ..Container::default()
+    };
+    let mut pod = PodSpec {
+        containers: vec![container],
+        security_context: Some(pod_security()),
+        termination_grace_period_seconds: Some(30),
+        ..PodSpec::default()
+    };
+    apply_placement(&mut pod, &s.placement);
+    let statefulset = StatefulSet {
+        metadata: meta(ns, name.clone(), "namesrv"),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(s.replicas),
+            service_name: Some(headless_name(&name)),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(sel.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&name, "namesrv")),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    };
+    Ok(NameServerObjects {
+        headless,
+        client,
+        statefulset,
+        pdb: pdb(meta(ns, name, "namesrv"), sel),
+    })
+}
+
+/// Everything a `BrokerGroup` becomes.
+#[derive(Clone, Debug)]
+pub struct BrokerGroupObjects {
+    /// Headless Service (pod DNS, HA port).
+    pub headless: Service,
+    /// Client Service.
+    pub client: Service,
+    /// `broker.conf`.
+    pub config: ConfigMap,
+    /// The roles file (master pod and epoch).
+    pub roles: ConfigMap,
+    /// The pods and their PVCs.
+    pub statefulset: StatefulSet,
+    /// Disruption budget.
+    pub pdb: PodDisruptionBudget,
+}
+
+/// Who is master, at which epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// The master pod.
+    pub master: String,
+    /// The role epoch.
+    pub epoch: i64,
+}
+
+impl Roles {
+    /// The initial roles of a new group: ordinal 0 is master at epoch 1.
+    #[must_use]
+    pub fn initial(group: &str) -> Roles {
+        Roles {
+            master: format!("{group}-0"),
+            epoch: 1,
+        }
+    }
+
+    /// The roles recorded in a group's status, or the initial ones.
+    #[must_use]
+    pub fn of(bg: &BrokerGroup) -> Roles {
+        let name = bg.name_any();
+        match bg.status.as_ref() {
+            Some(s) if s.master.is_some() && s.epoch > 0 => Roles {
+                master: s.master.clone().unwrap_or_default(),
+                epoch: s.epoch,
+            },
+            _ => Roles::initial(&name),
+        }
+    }
+
+    /// The roles file text (`--roles-file`).
+    #[must_use]
+    pub fn file_text(&self) -> String {
+        format!("master={}\nepoch={}\n", self.master, self.epoch)
+    }
+}
+
+/// The brokerId of pod `pod` given the roles (master 0, others ordinal + 1), as the
+/// broker computes it from the roles file.
+#[must_use]
+pub fn broker_id(pod: &str, roles: &Roles) -> i64 {
+    if pod == roles.master {
+        return 0;
+    }
+    pod.rsplit('-')
+        .next()
+        .and_then(|o| o.parse::<i64>().ok())
+        .map_or(-1, |o| o + 1)
+}
+
+/// Checks a `BrokerGroup` spec beyond what one schema field can say.
+///
+/// # Errors
+/// The first problem found.
+pub fn validate_broker_group(spec: &BrokerGroupSpec) -> Result<(), SpecError> {
+    if !(1..=9).contains(&spec.replicas) {
+        return Err(SpecError::Invalid(format!(
+            "replicas must be 1..9, got {}",
+            spec.replicas
+        )));
+    }
+    if spec.name_server_ref.is_none()
+        && spec
+            .name_server_address
+            .as_deref()
+            .is_none_or(|a| a.trim().is_empty())
+    {
+        return Err(SpecError::Invalid(
+            "set nameServerRef or nameServerAddress".into(),
+        ));
+    }
+    if spec.replication == Replication::Raft {
+        return Err(SpecError::Unsupported(
+            "replication Raft (enableDLegerCommitLog) is not supported by this ferrocket version; use SyncMaster or AsyncMaster".into(),
+        ));
+    }
+    if spec.replication == Replication::SyncMaster && spec.replicas < 2 {
+        return Err(SpecError::Invalid(
+            "SyncMaster needs at least 2 replicas (a master acknowledges only what a slave holds)"
+                .into(),
+        ));
+    }
+    if !(1..=65535).contains(&spec.metrics_port)
+        || [BROKER_PORT, HA_PORT, VIP_PORT].contains(&spec.metrics_port)
+    {
+        return Err(SpecError::Invalid(format!(
+            "metricsPort must be 1..65535 and not a broker port ({VIP_PORT}, {BROKER_PORT}, {HA_PORT}), got {}",
+            spec.metrics_port
+        )));
+    }
+    if !valid_quantity(&spec.storage.size) {
+        return Err(SpecError::Invalid(format!(
+            "storage.size `{}` is not a quantity like 20Gi",
+            spec.storage.size
+        )));
+    }
+    for key in spec.broker_config.keys() {
+        if RESERVED_BROKER_KEYS.contains(&key.as_str()) {
+            return Err(SpecError::Invalid(format!(
+                "brokerConfig may not set `{key}`: the operator manages it"
+            )));
+        }
+        if key.is_empty() || key.contains(['=', '\n', ' ', '#']) {
+            return Err(SpecError::Invalid(format!(
+                "brokerConfig key `{key}` is not a property name"
+            )));
+        }
+    }
+    if let Some(v) = spec.broker_config.values().find(|v| v.contains('\n')) {
+        return Err(SpecError::Invalid(format!(
+            "brokerConfig value `{v}` spans lines"
+        )));
+    }
+    Ok(())
+}
+
+fn valid_quantity(q: &str) -> bool {
+    let digits = q.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &q[digits.len()..];
+    !digits.is_empty()
+        && digits.parse::<f64>().is_ok_and(|v| v > 0.0)
+        && ["", "k", "M", "G", "T", "P", "Ki", "Mi", "Gi", "Ti", "Pi"].contains(&suffix)
+}
+
+/// The `broker.conf` of a group (keys sorted; operator-owned keys first).
+#[must_use]
+pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str) -> String {
+    let s = &bg.spec;
+    let role = match s.replication {
+        Replication::SyncMaster => "SYNC_MASTER",
+        Replication::AsyncMaster | Replication::Raft => "ASYNC_MASTER",
+    };
+    let flush = match s.flush_disk_type {
+        FlushDiskType::SyncFlush => "SYNC_FLUSH",
+        FlushDiskType::AsyncFlush => "ASYNC_FLUSH",
+    };
+    let mut out = String::from("# Rendered by ferrocket-operator; edit the BrokerGroup instead.\n");
+    for (k, v) in [
+        ("brokerClusterName", s.cluster_name.clone()),
+        ("brokerName", bg.name_any()),
+        ("namesrvAddr", namesrv_addr.to_string()),
+        ("brokerRole", role.to_string()),
+        ("flushDiskType", flush.to_string()),
+        ("listenPort", BROKER_PORT.to_string()),
+        ("haListenPort", HA_PORT.to_string()),
+        ("storePathRootDir", format!("{STORE_MOUNT}/store")),
+        ("metricsPort", s.metrics_port.to_string()),
+    ] {
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    for (k, v) in &s.broker_config {
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    out
+}
+
+/// Builds the objects of a `BrokerGroup`. `namesrv_addr` is `host:port;host:port`.
+///
+/// # Errors
+/// The spec fails [`validate_broker_group`].
+pub fn build_broker_group(
+    bg: &BrokerGroup,
+    namesrv_addr: &str,
+    roles: &Roles,
+    cfg: &BuildConfig,
+) -> Result<BrokerGroupObjects, SpecError> {
+    let s = &bg.spec;
+    validate_broker_group(s)?;
+    let name = bg.name_any();
+    let sel = selector_labels(&name, "broker");
+    let conf = broker_conf(bg, namesrv_addr);
+    let config = ConfigMap {
+        metadata: meta(bg, format!("{name}-config"), "broker"),
+        data: Some(BTreeMap::from([("broker.conf".to_string(), conf.clone())])),
+        ..ConfigMap::default()
+    };
+    let roles_cm = ConfigMap {
+        metadata: meta(bg, format!("{name}-roles"), "broker"),
+        data: Some(BTreeMap::from([("roles".to_string(), roles.file_text())])),
+        ..ConfigMap::default()
+    };
+    let svc_ports = vec![
+        port("remoting", BROKER_PORT),
+        port("vip", VIP_PORT),
+        port("ha", HA_PORT),
+        port("metrics", s.metrics_port),
+    ];
+    let headless = service(
+        meta(bg, headless_name(&name), "broker"),
+        sel.clone(),
+        svc_ports.clone(),
+        true,
+        &ServiceType::ClusterIP,
+    );
+    let client = service(
+        meta(bg, name.clone(), "broker"),
+        sel.clone(),
+        vec![
+            port("remoting", BROKER_PORT),
+            port("metrics", s.metrics_port),
+        ],
+        false,
+        &ServiceType::ClusterIP,
+    );
+    let container = Container {
+        name: "broker".into(),
+        image: Some(s.image.clone().unwrap_or_else(|| cfg.default_image.clone())),
+        command: Some(vec!["ferrocket".into()]),
+        args: Some(vec![
+            "broker".into(),
+            "--config".into(),
+            format!("{CONFIG_MOUNT}/broker.conf"),
+            "--roles-file".into(),
+            format!("{ROLES_MOUNT}/roles"),
+            "--pod-name".into(),
+            "$(POD_NAME)".into(),
+            "--set".into(),
+            "brokerIP1=$(POD_IP)".into(),
+        ]),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_IP", "status.podIP"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        ports: Some(vec![
+            container_port("remoting", BROKER_PORT),
+            container_port("vip", VIP_PORT),
+            container_port("ha", HA_PORT),
+            container_port("metrics", s.metrics_port),
+        ]),
+        // Recovery of a large store can take a while: the startup probe allows 10 minutes.
+        startup_probe: Some(http_probe("/healthz", s.metrics_port, 5, 120)),
+        readiness_probe: Some(http_probe("/readyz", s.metrics_port, 5, 2)),
+        liveness_probe: Some(http_probe("/healthz", s.metrics_port, 10, 3)),
+        resources: s.resources.clone(),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "store".into(),
+                mount_path: STORE_MOUNT.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_MOUNT.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "roles".into(),
+                mount_path: ROLES_MOUNT.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    let cm_volume = |vol: &str, cm: String| Volume {
+        name: vol.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: cm,
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mut pod = PodSpec {
+        containers: vec![container],
+        volumes: Some(vec![
+            cm_volume("config", format!("{name}-config")),
+            cm_volume("roles", format!("{name}-roles")),
+        ]),
+        security_context: Some(pod_security()),
+        // SIGTERM flushes the CommitLog and persists offsets.
+        termination_grace_period_seconds: Some(60),
+        ..PodSpec::default()
+    };
+    apply_placement(&mut pod, &s.placement);
+    let mut template_labels = labels(&name, "broker");
+    template_labels.remove("app.kubernetes.io/managed-by");
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("store".into()),
+            labels: Some(selector_labels(&name, "broker")),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: s.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(s.storage.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    };
+    let retention = if s.storage.delete_claims_on_delete {
+        "Delete"
+    } else {
+        "Retain"
+    };
+    let statefulset = StatefulSet {
+        metadata: meta(bg, name.clone(), "broker"),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(s.replicas),
+            service_name: Some(headless_name(&name)),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(sel.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&name, "broker")),
+                    // The roles file is deliberately not hashed: a failover must not roll
+                    // every pod; brokers change role through the role-change request.
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        digest(&conf),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(retention.into()),
+                    // Scaling down keeps a slave's data so scaling up again resumes it.
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    };
+    Ok(BrokerGroupObjects {
+        headless,
+        client,
+        config,
+        roles: roles_cm,
+        statefulset,
+        pdb: pdb(meta(bg, name, "broker"), sel),
+    })
+}
+
+/// Every object of a group as JSON values in apply order (ConfigMaps before the pods
+/// that mount them).
+///
+/// # Errors
+/// Serialization failures (none expected for these types).
+pub fn broker_group_values(o: &BrokerGroupObjects) -> serde_json::Result<Vec<serde_json::Value>> {
+    Ok(vec![
+        typed_value(&o.config)?,
+        typed_value(&o.roles)?,
+        typed_value(&o.headless)?,
+        typed_value(&o.client)?,
+        typed_value(&o.statefulset)?,
+        typed_value(&o.pdb)?,
+    ])
+}
+
+/// Every object of a name server group as JSON values in apply order.
+///
+/// # Errors
+/// Serialization failures (none expected for these types).
+pub fn nameserver_values(o: &NameServerObjects) -> serde_json::Result<Vec<serde_json::Value>> {
+    Ok(vec![
+        typed_value(&o.headless)?,
+        typed_value(&o.client)?,
+        typed_value(&o.statefulset)?,
+        typed_value(&o.pdb)?,
+    ])
+}
+
+/// An object as JSON with its `apiVersion` and `kind` set.
+///
+/// # Errors
+/// Serialization failures.
+pub fn typed_value<K>(obj: &K) -> serde_json::Result<serde_json::Value>
+where
+    K: Resource<DynamicType = ()> + serde::Serialize,
+{
+    let mut v = serde_json::to_value(obj)?;
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), K::api_version(&()).into_owned().into());
+        m.insert("kind".into(), K::kind(&()).into_owned().into());
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{BrokerGroupSpec, NameServerSpec};
+
+    fn group(yaml: &str) -> BrokerGroup {
+        let spec: BrokerGroupSpec = serde_yaml::from_str(yaml).unwrap();
+        let mut bg = BrokerGroup::new("broker-a", spec);
+        bg.metadata.namespace = Some("mq".into());
+        bg.metadata.uid = Some("uid-1".into());
+        bg
+    }
+
+    fn nameserver(replicas: i32) -> NameServer {
+        let spec: NameServerSpec = serde_yaml::from_str(&format!("replicas: {replicas}")).unwrap();
+        let mut ns = NameServer::new("namesrv", spec);
+        ns.metadata.namespace = Some("mq".into());
+        ns
+    }
+
+    fn container(sts: &StatefulSet) -> &Container {
+        &sts.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+    }
+
+    #[test]
+    fn namesrv_addr_lists_every_pod_dns_name() {
+        assert_eq!(
+            namesrv_addresses(&nameserver(2)).join(";"),
+            "namesrv-0.namesrv-hs.mq.svc:9876;namesrv-1.namesrv-hs.mq.svc:9876"
+        );
+    }
+
+    #[test]
+    fn sync_master_statefulset_has_store_claim_probes_args_and_security() {
+        let bg = group("nameServerRef: {name: ns}\nreplicas: 3\nreplication: SyncMaster\nflushDiskType: SyncFlush\nstorage: {size: 50Gi, storageClassName: fast, deleteClaimsOnDelete: true}\nmetricsPort: 9300\n");
+        let o = build_broker_group(
+            &bg,
+            "ns-0.ns-hs.mq.svc:9876",
+            &Roles::initial("broker-a"),
+            &BuildConfig::default(),
+        )
+        .unwrap();
+        let sts = &o.statefulset;
+        let spec = sts.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("broker-a-hs"));
+        let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+        let cs = claim.spec.as_ref().unwrap();
+        assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            cs.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            "50Gi"
+        );
+        let ret = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (ret.when_deleted.as_deref(), ret.when_scaled.as_deref()),
+            (Some("Delete"), Some("Retain"))
+        );
+        let c = container(sts);
+        let args = c.args.as_ref().unwrap().join(" ");
+        assert!(
+            args.contains("--roles-file /etc/ferrocket-roles/roles --pod-name $(POD_NAME)"),
+            "{args}"
+        );
+        assert!(args.contains("--set brokerIP1=$(POD_IP)"));
+        let env: Vec<_> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert!(env.contains(&"POD_IP") && env.contains(&"POD_NAME"));
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (ready.path.as_deref(), &ready.port),
+            (Some("/readyz"), &IntOrString::Int(9300))
+        );
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(live.path.as_deref(), Some("/healthz"));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(
+            (sc.read_only_root_filesystem, sc.run_as_non_root),
+            (Some(true), Some(true))
+        );
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("store", "/data"),
+                ("config", CONFIG_MOUNT),
+                ("roles", ROLES_MOUNT)
+            ]
+        );
+        for obj in [
+            &o.config.metadata,
+            &o.roles.metadata,
+            &o.headless.metadata,
+            &o.client.metadata,
+            &sts.metadata,
+            &o.pdb.metadata,
+        ] {
+            let owner = &obj.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+                ("BrokerGroup", "uid-1", Some(true))
+            );
+            assert_eq!(obj.namespace.as_deref(), Some("mq"));
+        }
+        let hs = o.headless.spec.as_ref().unwrap();
+        assert_eq!(
+            (hs.cluster_ip.as_deref(), hs.publish_not_ready_addresses),
+            (Some("None"), Some(true))
+        );
+        let ports: Vec<i32> = hs.ports.as_ref().unwrap().iter().map(|p| p.port).collect();
+        assert_eq!(ports, [BROKER_PORT, VIP_PORT, HA_PORT, 9300]);
+    }
+
+    #[test]
+    fn broker_conf_carries_mode_flush_cluster_and_extra_keys() {
+        let bg = group("nameServerAddress: a:9876;b:9876\nclusterName: C1\nreplicas: 2\nreplication: AsyncMaster\nbrokerConfig: {fileReservedTime: '12', autoCreateTopicEnable: 'false'}\n");
+        let conf = broker_conf(&bg, "a:9876;b:9876");
+        for line in [
+            "brokerClusterName=C1",
+            "brokerName=broker-a",
+            "namesrvAddr=a:9876;b:9876",
+            "brokerRole=ASYNC_MASTER",
+            "flushDiskType=ASYNC_FLUSH",
+            "listenPort=10911",
+            "haListenPort=10912",
+            "storePathRootDir=/data/store",
+            "fileReservedTime=12",
+            "autoCreateTopicEnable=false",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "missing {line} in\n{conf}");
+        }
+        let sync = group("nameServerAddress: a:9876\nreplicas: 2\nreplication: SyncMaster\nflushDiskType: SyncFlush\n");
+        let conf = broker_conf(&sync, "a:9876");
+        assert!(
+            conf.contains("brokerRole=SYNC_MASTER\n")
+                && conf.contains("flushDiskType=SYNC_FLUSH\n")
+        );
+    }
+
+    #[test]
+    fn config_change_changes_the_pod_template_hash_but_roles_do_not() {
+        let a = group("nameServerAddress: x:1\nreplicas: 2\n");
+        let mut b = a.clone();
+        b.spec
+            .broker_config
+            .insert("fileReservedTime".into(), "1".into());
+        let hash = |bg: &BrokerGroup, roles: &Roles| {
+            let o = build_broker_group(bg, "x:1", roles, &BuildConfig::default()).unwrap();
+            o.statefulset
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let r1 = Roles::initial("broker-a");
+        let r2 = Roles {
+            master: "broker-a-1".into(),
+            epoch: 2,
+        };
+        assert_ne!(hash(&a, &r1), hash(&b, &r1));
+        assert_eq!(hash(&a, &r1), hash(&a, &r2));
+    }
+
+    #[test]
+    fn roles_and_broker_ids() {
+        let r = Roles::initial("broker-a");
+        assert_eq!(r.file_text(), "master=broker-a-0\nepoch=1\n");
+        assert_eq!(broker_id("broker-a-0", &r), 0);
+        assert_eq!(broker_id("broker-a-2", &r), 3);
+        let after = Roles {
+            master: "broker-a-1".into(),
+            epoch: 2,
+        };
+        assert_eq!(broker_id("broker-a-1", &after), 0);
+        assert_eq!(broker_id("broker-a-0", &after), 1);
+        let mut bg = group("nameServerAddress: x:1\nreplicas: 3\n");
+        assert_eq!(Roles::of(&bg), r);
+        bg.status = Some(crate::crd::BrokerGroupStatus {
+            master: Some("broker-a-2".into()),
+            epoch: 4,
+            ..Default::default()
+        });
+        assert_eq!(
+            Roles::of(&bg),
+            Roles {
+                master: "broker-a-2".into(),
+                epoch: 4
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_specs_are_refused_with_a_reason() {
+        let cases = [
+            ("replicas: 3\n", "nameServerRef or nameServerAddress"),
+            ("nameServerAddress: x:1\nreplicas: 0\n", "replicas must be"),
+            (
+                "nameServerAddress: x:1\nreplicas: 1\nreplication: SyncMaster\n",
+                "at least 2 replicas",
+            ),
+            (
+                "nameServerAddress: x:1\nreplicas: 3\nreplication: Raft\n",
+                "not supported",
+            ),
+            (
+                "nameServerAddress: x:1\nstorage: {size: lots}\n",
+                "not a quantity",
+            ),
+            (
+                "nameServerAddress: x:1\nbrokerConfig: {brokerRole: SLAVE}\n",
+                "operator manages it",
+            ),
+            (
+                "nameServerAddress: x:1\nmetricsPort: 10911\n",
+                "metricsPort",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let err = validate_broker_group(&group(yaml).spec).unwrap_err();
+            assert!(err.to_string().contains(want), "{yaml}: {err}");
+        }
+        assert_eq!(
+            validate_broker_group(
+                &group("nameServerAddress: x:1\nreplicas: 3\nreplication: Raft\n").spec
+            )
+            .unwrap_err()
+            .reason(),
+            "Unsupported"
+        );
+        assert!(validate_broker_group(
+            &group("nameServerAddress: x:1\nstorage: {size: 1.5Ti}\n").spec
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn nameserver_objects() {
+        let mut ns = nameserver(3);
+        ns.spec.service_type = ServiceType::LoadBalancer;
+        let o = build_nameserver(
+            &ns,
+            &BuildConfig {
+                default_image: "img:1".into(),
+            },
+        )
+        .unwrap();
+        let c = container(&o.statefulset);
+        assert_eq!(c.image.as_deref(), Some("img:1"));
+        assert_eq!(
+            c.args.as_ref().unwrap().join(" "),
+            "namesrv --listen 0.0.0.0:9876 --metrics-port 9100"
+        );
+        assert_eq!(
+            o.client.spec.as_ref().unwrap().type_.as_deref(),
+            Some("LoadBalancer")
+        );
+        assert_eq!(o.statefulset.spec.as_ref().unwrap().replicas, Some(3));
+        // Rendered from a file (no uid): no owner reference rather than a broken one.
+        assert!(o.statefulset.metadata.owner_references.is_none());
+        ns.spec.replicas = 0;
+        assert!(build_nameserver(&ns, &BuildConfig::default()).is_err());
+    }
+}

@@ -1,0 +1,652 @@
+//! The reconcilers: apply what the builders say with server-side apply, observe pods, and
+//! write status, conditions and Events.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{info, instrument, warn};
+
+use crate::builders::{
+    self, broker_id, build_broker_group, build_nameserver, namespace_of, BuildConfig, Roles,
+    SpecError, FIELD_MANAGER,
+};
+use crate::crd::{
+    BrokerGroup, BrokerGroupStatus, BrokerMemberStatus, NameServer, NameServerStatus,
+};
+use crate::metrics::Metrics;
+
+/// How often a healthy object is looked at again even without a change.
+pub const RESYNC: Duration = Duration::from_secs(30);
+
+/// Reconcile failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object could not be serialized.
+    #[error("serialize: {0}")]
+    Json(#[from] serde_json::Error),
+    /// An object came without a name.
+    #[error("object has no name")]
+    NoName,
+}
+
+impl Error {
+    /// Short label for the failure metric.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(_) => "kube",
+            Error::Json(_) => "serialize",
+            Error::NoName => "no_name",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Operator metrics.
+    pub metrics: Arc<Metrics>,
+    /// Builder settings (default image).
+    pub build: BuildConfig,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context over `client`.
+    #[must_use]
+    pub fn new(client: Client, metrics: Arc<Metrics>, build: BuildConfig, instance: &str) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(instance.into()),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            build,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn reset_backoff(&self, key: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(key);
+        }
+    }
+
+    /// The delay before retrying `key` after its `n`th consecutive failure: 1 s doubling up
+    /// to 5 minutes.
+    fn backoff(&self, key: &str) -> Duration {
+        let n = match self.failures.lock() {
+            Ok(mut f) => {
+                let n = f.entry(key.to_string()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        backoff_delay(n)
+    }
+
+    async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+}
+
+/// 1 s doubling per consecutive failure, at most 5 minutes.
+#[must_use]
+pub fn backoff_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(9);
+    Duration::from_secs((1u64 << exp).min(300))
+}
+
+fn key_of<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        std::any::type_name::<K>(),
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+/// Applies one object with server-side apply under the operator's field manager.
+///
+/// # Errors
+/// API or serialization failures.
+pub async fn apply<K>(client: &Client, namespace: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let name = obj.meta().name.clone().ok_or(Error::NoName)?;
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let value = builders::typed_value(obj)?;
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await?)
+}
+
+async fn apply_status<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &impl Serialize,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Builds a condition, keeping `lastTransitionTime` when the status did not change.
+#[must_use]
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(
+            || Time(Timestamp::now()),
+            |c| c.last_transition_time.clone(),
+        );
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: last,
+    }
+}
+
+fn condition_is(conds: &[Condition], type_: &str, status: bool) -> bool {
+    let want = if status { "True" } else { "False" };
+    conds.iter().any(|c| c.type_ == type_ && c.status == want)
+}
+
+/// Whether a pod's `Ready` condition is true.
+#[must_use]
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn list_pods(
+    client: &Client,
+    namespace: &str,
+    instance: &str,
+    component: &str,
+) -> Result<Vec<Pod>, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut items = pods
+        .list(&ListParams::default().labels(&builders::selector_string(instance, component)))
+        .await?
+        .items;
+    items.sort_by_key(|p| ordinal(&p.name_any()));
+    Ok(items)
+}
+
+fn ordinal(pod: &str) -> i64 {
+    pod.rsplit('-')
+        .next()
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(i64::MAX)
+}
+
+/// Reconciles one `NameServer`.
+///
+/// # Errors
+/// API failures (retried by [`error_policy`]).
+#[instrument(skip_all, fields(kind = "NameServer", namespace = ns.meta().namespace.as_deref().unwrap_or(""), name = %ns.name_any()))]
+pub async fn reconcile_nameserver(ns: Arc<NameServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile("NameServer");
+    let namespace = namespace_of(ns.as_ref());
+    let name = ns.name_any();
+    let generation = ns.metadata.generation;
+    let previous = ns.status.clone().unwrap_or_default();
+    let objects = match build_nameserver(&ns, &ctx.build) {
+        Ok(o) => o,
+        Err(e) => {
+            degrade(&ctx, ns.as_ref(), &previous.conditions, &e, generation).await?;
+            let status = NameServerStatus {
+                conditions: degraded_conditions(&previous.conditions, &e, generation),
+                observed_generation: generation,
+                ..previous
+            };
+            apply_status::<NameServer>(&ctx.client, &namespace, &name, &status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    apply(&ctx.client, &namespace, &objects.headless).await?;
+    apply(&ctx.client, &namespace, &objects.client).await?;
+    apply(&ctx.client, &namespace, &objects.statefulset).await?;
+    apply(&ctx.client, &namespace, &objects.pdb).await?;
+    let pods = list_pods(&ctx.client, &namespace, &name, "namesrv").await?;
+    let ready = i32::try_from(pods.iter().filter(|p| pod_ready(p)).count()).unwrap_or(i32::MAX);
+    let want = ns.spec.replicas;
+    let conds = vec![
+        condition(
+            &previous.conditions,
+            "Available",
+            ready > 0,
+            if ready > 0 { "PodsReady" } else { "NoPodReady" },
+            format!("{ready}/{want} name servers ready"),
+            generation,
+        ),
+        condition(
+            &previous.conditions,
+            "Progressing",
+            ready != want,
+            if ready == want {
+                "Stable"
+            } else {
+                "RollingOut"
+            },
+            format!("{ready}/{want} name servers ready"),
+            generation,
+        ),
+        condition(
+            &previous.conditions,
+            "Degraded",
+            false,
+            "AsExpected",
+            String::new(),
+            generation,
+        ),
+    ];
+    if ready > 0 && !condition_is(&previous.conditions, "Available", true) {
+        ctx.event(
+            ns.as_ref(),
+            EventType::Normal,
+            "Available",
+            format!("{ready}/{want} name servers ready"),
+        )
+        .await;
+    }
+    let status = NameServerStatus {
+        ready_replicas: ready,
+        addresses: builders::namesrv_addresses(&ns),
+        conditions: conds,
+        observed_generation: generation,
+    };
+    if status != previous {
+        apply_status::<NameServer>(&ctx.client, &namespace, &name, &status).await?;
+    }
+    ctx.reset_backoff(&key_of(ns.as_ref()));
+    Ok(Action::requeue(RESYNC))
+}
+
+fn degraded_conditions(
+    previous: &[Condition],
+    e: &SpecError,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    vec![
+        condition(
+            previous,
+            "Available",
+            condition_is(previous, "Available", true),
+            "Unchanged",
+            String::new(),
+            generation,
+        ),
+        condition(
+            previous,
+            "Progressing",
+            false,
+            e.reason(),
+            "the spec cannot be applied".into(),
+            generation,
+        ),
+        condition(
+            previous,
+            "Degraded",
+            true,
+            e.reason(),
+            e.to_string(),
+            generation,
+        ),
+    ]
+}
+
+async fn degrade<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    previous: &[Condition],
+    e: &SpecError,
+    _generation: Option<i64>,
+) -> Result<(), Error> {
+    warn!(reason = e.reason(), message = %e, "spec rejected");
+    let already = previous
+        .iter()
+        .any(|c| c.type_ == "Degraded" && c.status == "True" && c.message == e.to_string());
+    if !already {
+        ctx.event(obj, EventType::Warning, e.reason(), e.to_string())
+            .await;
+    }
+    Ok(())
+}
+
+/// Resolves `namesrvAddr` for a group: the explicit address, or the pod DNS names of the
+/// referenced `NameServer`. `Ok(None)` when the reference names no existing object.
+///
+/// # Errors
+/// API failures.
+pub async fn resolve_namesrv(client: &Client, bg: &BrokerGroup) -> Result<Option<String>, Error> {
+    if let Some(addr) = bg
+        .spec
+        .name_server_address
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+    {
+        return Ok(Some(addr.trim().to_string()));
+    }
+    let Some(r) = bg.spec.name_server_ref.as_ref() else {
+        return Ok(None);
+    };
+    let api: Api<NameServer> = Api::namespaced(client.clone(), &namespace_of(bg));
+    Ok(api
+        .get_opt(&r.name)
+        .await?
+        .map(|ns| builders::namesrv_addresses(&ns).join(";")))
+}
+
+/// Reconciles one `BrokerGroup`.
+///
+/// # Errors
+/// API failures (retried by [`error_policy`]).
+#[instrument(skip_all, fields(kind = "BrokerGroup", namespace = bg.meta().namespace.as_deref().unwrap_or(""), name = %bg.name_any()))]
+pub async fn reconcile_broker_group(
+    bg: Arc<BrokerGroup>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile("BrokerGroup");
+    let namespace = namespace_of(bg.as_ref());
+    let name = bg.name_any();
+    let generation = bg.metadata.generation;
+    let previous = bg.status.clone().unwrap_or_default();
+    let spec_error = builders::validate_broker_group(&bg.spec).err();
+    let namesrv = if spec_error.is_none() {
+        resolve_namesrv(&ctx.client, &bg).await?
+    } else {
+        None
+    };
+    let spec_error = spec_error.or_else(|| {
+        namesrv.is_none().then(|| {
+            SpecError::Invalid(format!(
+                "NameServer `{}` not found in namespace {namespace}",
+                bg.spec
+                    .name_server_ref
+                    .as_ref()
+                    .map_or("", |r| r.name.as_str())
+            ))
+        })
+    });
+    let roles = Roles::of(&bg);
+    let built = match (&spec_error, &namesrv) {
+        (None, Some(addr)) => build_broker_group(&bg, addr, &roles, &ctx.build).map_err(Some),
+        (Some(e), _) => Err(Some(e.clone())),
+        (None, None) => Err(None),
+    };
+    let objects = match built {
+        Ok(o) => o,
+        Err(e) => {
+            let e = e.unwrap_or_else(|| SpecError::Invalid("no name server".into()));
+            degrade(&ctx, bg.as_ref(), &previous.conditions, &e, generation).await?;
+            let status = BrokerGroupStatus {
+                conditions: degraded_conditions(&previous.conditions, &e, generation),
+                observed_generation: generation,
+                ..previous
+            };
+            apply_status::<BrokerGroup>(&ctx.client, &namespace, &name, &status).await?;
+            // A missing NameServer may appear later; a bad spec waits for an edit.
+            return Ok(if bg.spec.name_server_ref.is_some() && namesrv.is_none() {
+                Action::requeue(RESYNC)
+            } else {
+                Action::await_change()
+            });
+        }
+    };
+    // The roles go into the status before any pod can read them: the status is the
+    // source of truth, the ConfigMap a copy.
+    let first = previous.master.is_none();
+    if first {
+        let status = BrokerGroupStatus {
+            master: Some(roles.master.clone()),
+            epoch: roles.epoch,
+            ..previous.clone()
+        };
+        apply_status::<BrokerGroup>(&ctx.client, &namespace, &name, &status).await?;
+        ctx.event(
+            bg.as_ref(),
+            EventType::Normal,
+            "Created",
+            format!(
+                "{} brokers, master {} at epoch {}",
+                bg.spec.replicas, roles.master, roles.epoch
+            ),
+        )
+        .await;
+    }
+    apply(&ctx.client, &namespace, &objects.config).await?;
+    apply(&ctx.client, &namespace, &objects.roles).await?;
+    apply(&ctx.client, &namespace, &objects.headless).await?;
+    apply(&ctx.client, &namespace, &objects.client).await?;
+    let sts = apply::<StatefulSet>(&ctx.client, &namespace, &objects.statefulset).await?;
+    apply(&ctx.client, &namespace, &objects.pdb).await?;
+
+    let pods = list_pods(&ctx.client, &namespace, &name, "broker").await?;
+    let old_offsets: HashMap<&str, i64> = previous
+        .brokers
+        .iter()
+        .map(|b| (b.pod.as_str(), b.max_offset))
+        .collect();
+    let brokers: Vec<BrokerMemberStatus> = pods
+        .iter()
+        .map(|p| {
+            let pod = p.name_any();
+            BrokerMemberStatus {
+                broker_id: broker_id(&pod, &roles),
+                role: if pod == roles.master {
+                    "master"
+                } else {
+                    "slave"
+                }
+                .into(),
+                ready: pod_ready(p),
+                max_offset: old_offsets.get(pod.as_str()).copied().unwrap_or(0),
+                pod,
+            }
+        })
+        .collect();
+    let ready = i32::try_from(brokers.iter().filter(|b| b.ready).count()).unwrap_or(i32::MAX);
+    let want = bg.spec.replicas;
+    let master_ready = brokers.iter().any(|b| b.pod == roles.master && b.ready);
+    let rolled = sts.status.as_ref().is_none_or(|s| {
+        s.observed_generation == sts.metadata.generation && s.updated_replicas.unwrap_or(0) == want
+    });
+    let progressing = ready != want || !rolled;
+    let conds = vec![
+        condition(
+            &previous.conditions,
+            "Available",
+            master_ready,
+            if master_ready {
+                "MasterReady"
+            } else {
+                "MasterNotReady"
+            },
+            format!(
+                "master {} {}ready",
+                roles.master,
+                if master_ready { "" } else { "not " }
+            ),
+            generation,
+        ),
+        condition(
+            &previous.conditions,
+            "Progressing",
+            progressing,
+            if progressing { "RollingOut" } else { "Stable" },
+            format!("{ready}/{want} brokers ready"),
+            generation,
+        ),
+        condition(
+            &previous.conditions,
+            "Degraded",
+            false,
+            "AsExpected",
+            String::new(),
+            generation,
+        ),
+    ];
+    if master_ready && !condition_is(&previous.conditions, "Available", true) {
+        info!(master = %roles.master, "group available");
+        ctx.event(
+            bg.as_ref(),
+            EventType::Normal,
+            "Available",
+            format!("master {} ready, {ready}/{want} brokers", roles.master),
+        )
+        .await;
+    } else if !master_ready && condition_is(&previous.conditions, "Available", true) {
+        ctx.event(
+            bg.as_ref(),
+            EventType::Warning,
+            "MasterNotReady",
+            format!("master {} is not ready", roles.master),
+        )
+        .await;
+    }
+    let status = BrokerGroupStatus {
+        master: Some(roles.master.clone()),
+        epoch: roles.epoch,
+        ready_replicas: ready,
+        brokers,
+        conditions: conds,
+        observed_generation: generation,
+        last_failover_time: previous.last_failover_time.clone(),
+    };
+    if status != previous {
+        apply_status::<BrokerGroup>(&ctx.client, &namespace, &name, &status).await?;
+    }
+    ctx.reset_backoff(&key_of(bg.as_ref()));
+    Ok(Action::requeue(RESYNC))
+}
+
+/// What to do after a failed reconcile: count it and retry with exponential backoff.
+pub fn error_policy<K: Resource>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let kind = std::any::type_name::<K>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("object");
+    warn!(kind, name = obj.meta().name.as_deref().unwrap_or(""), error = %err, "reconcile failed");
+    ctx.metrics.failure(kind, err.metric_label());
+    Action::requeue(ctx.backoff(&key_of(obj.as_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(1));
+        assert_eq!(backoff_delay(2), Duration::from_secs(2));
+        assert_eq!(backoff_delay(5), Duration::from_secs(16));
+        assert_eq!(backoff_delay(50), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn condition_keeps_transition_time_while_status_holds() {
+        let first = condition(&[], "Available", true, "MasterReady", "x".into(), Some(1));
+        let again = condition(
+            std::slice::from_ref(&first),
+            "Available",
+            true,
+            "MasterReady",
+            "y".into(),
+            Some(2),
+        );
+        assert_eq!(first.last_transition_time, again.last_transition_time);
+        assert_eq!(again.observed_generation, Some(2));
+        let flipped = condition(
+            std::slice::from_ref(&first),
+            "Available",
+            false,
+            "MasterNotReady",
+            "z".into(),
+            Some(2),
+        );
+        assert_eq!(flipped.status, "False");
+        assert!(flipped.last_transition_time.0 >= first.last_transition_time.0);
+    }
+}

@@ -1,0 +1,226 @@
+//! Operator metrics (reconciles, failures, duration, leadership) and the HTTP endpoint
+//! serving `/metrics`, `/healthz` and `/readyz`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+type Labels = Vec<(String, String)>;
+
+fn new_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// The operator's metrics.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram, fn() -> Histogram>,
+    failovers: Family<Labels, Counter>,
+    leader: Gauge,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ferrocket_operator");
+        let reconciles = Family::<Labels, Counter>::default();
+        let failures = Family::<Labels, Counter>::default();
+        let duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            new_histogram as fn() -> Histogram,
+        );
+        let failovers = Family::<Labels, Counter>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "Reconcile runs", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconcile runs that ended in an error",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            duration.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Masters replaced by the operator",
+            failovers.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            failovers,
+            leader,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Times one reconcile; records the duration when dropped.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    kind: &'static str,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .duration
+            .get_or_create(&vec![("kind".into(), self.kind.into())])
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Metrics {
+    /// Counts a reconcile of `kind` and times it until the guard drops.
+    pub fn reconcile(&self, kind: &'static str) -> ReconcileTimer<'_> {
+        self.reconciles
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc();
+        ReconcileTimer {
+            metrics: self,
+            kind,
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn failure(&self, kind: &str, error: &str) {
+        self.failures
+            .get_or_create(&vec![
+                ("kind".into(), kind.into()),
+                ("error".into(), error.into()),
+            ])
+            .inc();
+    }
+
+    /// Counts a failover of `group`.
+    pub fn failover(&self, namespace: &str, group: &str) {
+        self.failovers
+            .get_or_create(&vec![
+                ("namespace".into(), namespace.into()),
+                ("group".into(), group.into()),
+            ])
+            .inc();
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Marks the process ready (API client built, watches starting). Standby replicas are
+    /// ready too, so a rolling update of the operator never waits on the lease.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Reconciles counted for `kind` so far.
+    #[must_use]
+    pub fn reconciles_of(&self, kind: &str) -> u64 {
+        self.reconciles
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .get()
+    }
+
+    /// OpenMetrics text.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (started)
+/// on `addr`. Returns once bound.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((
+        bound,
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let metrics = Arc::clone(&metrics);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let metrics = Arc::clone(&metrics);
+                        async move {
+                            let resp = match req.uri().path() {
+                                "/metrics" => reply(
+                                    StatusCode::OK,
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                    metrics.encode(),
+                                ),
+                                "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+                                "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
+                                    reply(StatusCode::OK, "text/plain", "ready\n".into())
+                                }
+                                "/readyz" => reply(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "text/plain",
+                                    "starting\n".into(),
+                                ),
+                                _ => {
+                                    reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into())
+                                }
+                            };
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "metrics connection ended");
+                    }
+                });
+            }
+        }),
+    ))
+}
