@@ -71,6 +71,7 @@ pub struct Placement {
     status = "NameServerStatus",
     doc = "A group of ferrocket name servers",
     shortname = "frns",
+    derive = "Default",
     printcolumn(name = "READY", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(
         name = "AGE",
@@ -100,6 +101,19 @@ pub struct NameServerSpec {
     /// Client Service type.
     #[serde(default)]
     pub service_type: ServiceType,
+}
+
+impl Default for NameServerSpec {
+    fn default() -> Self {
+        NameServerSpec {
+            replicas: default_one(),
+            image: None,
+            resources: None,
+            port: default_ns_port(),
+            placement: Placement::default(),
+            service_type: ServiceType::default(),
+        }
+    }
 }
 
 /// Observed state of a `NameServer`.
@@ -208,6 +222,7 @@ impl Default for Failover {
     status = "BrokerGroupStatus",
     doc = "One ferrocket master and its slaves, sharing a broker name",
     shortname = "bg",
+    derive = "Default",
     printcolumn(name = "READY", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "MASTER", type_ = "string", json_path = ".status.master"),
     printcolumn(name = "EPOCH", type_ = "integer", json_path = ".status.epoch"),
@@ -263,6 +278,26 @@ pub struct BrokerGroupSpec {
     /// Pod placement.
     #[serde(default, flatten)]
     pub placement: Placement,
+}
+
+impl Default for BrokerGroupSpec {
+    fn default() -> Self {
+        BrokerGroupSpec {
+            name_server_ref: None,
+            name_server_address: None,
+            cluster_name: default_cluster(),
+            replicas: default_one(),
+            replication: Replication::default(),
+            flush_disk_type: FlushDiskType::default(),
+            storage: Storage::default(),
+            broker_config: BTreeMap::new(),
+            resources: None,
+            image: None,
+            metrics_port: default_metrics_port(),
+            failover: Failover::default(),
+            placement: Placement::default(),
+        }
+    }
 }
 
 /// One broker pod as observed.

@@ -1,0 +1,443 @@
+//! Reconcile tests against an in-memory Kubernetes API (`kube-fake-client`): the real
+//! reconcile functions and server-side apply calls, no cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrocket_operator::builders::{BuildConfig, CONFIG_HASH_ANNOTATION};
+use ferrocket_operator::controller::{reconcile_broker_group, reconcile_nameserver, Context};
+use ferrocket_operator::crd::{BrokerGroup, BrokerGroupSpec, NameServer, NameServerSpec};
+use ferrocket_operator::lease::LeaseLock;
+use ferrocket_operator::metrics::Metrics;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodCondition, PodStatus, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use kube_fake_client::ClientBuilder;
+
+const NS: &str = "mq";
+
+fn nameserver() -> NameServer {
+    let spec: NameServerSpec = serde_yaml::from_str("replicas: 2\n").unwrap();
+    let mut ns = NameServer::new("namesrv", spec);
+    ns.metadata.namespace = Some(NS.into());
+    ns
+}
+
+fn group(yaml: &str) -> BrokerGroup {
+    let spec: BrokerGroupSpec = serde_yaml::from_str(yaml).unwrap();
+    let mut bg = BrokerGroup::new("broker-a", spec);
+    bg.metadata.namespace = Some(NS.into());
+    bg
+}
+
+async fn client(objects: (NameServer, Option<BrokerGroup>)) -> Client {
+    let mut b = ClientBuilder::new()
+        .with_resource::<NameServer>()
+        .with_resource::<BrokerGroup>()
+        .with_status_subresource::<NameServer>()
+        .with_status_subresource::<BrokerGroup>()
+        .with_object(objects.0);
+    if let Some(bg) = objects.1 {
+        b = b.with_object(bg);
+    }
+    b.build().await.unwrap()
+}
+
+fn ctx(client: &Client) -> Arc<Context> {
+    Arc::new(Context::new(
+        client.clone(),
+        Arc::new(Metrics::default()),
+        BuildConfig {
+            default_image: "ferrocket:test".into(),
+        },
+        "test",
+    ))
+}
+
+async fn reconcile(client: &Client) -> BrokerGroup {
+    let api: Api<BrokerGroup> = Api::namespaced(client.clone(), NS);
+    let bg = api.get("broker-a").await.unwrap();
+    reconcile_broker_group(Arc::new(bg), ctx(client))
+        .await
+        .unwrap();
+    api.get("broker-a").await.unwrap()
+}
+
+fn condition(bg: &BrokerGroup, type_: &str) -> (String, String) {
+    let c = bg
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"));
+    (c.status.clone(), c.reason.clone())
+}
+
+async fn add_pod(client: &Client, name: &str, ready: bool) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let mut pod = Pod::default();
+    pod.metadata.name = Some(name.into());
+    pod.metadata.namespace = Some(NS.into());
+    pod.metadata.labels = Some(ferrocket_operator::builders::labels("broker-a", "broker"));
+    pod.status = Some(PodStatus {
+        conditions: Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: if ready { "True" } else { "False" }.into(),
+            ..PodCondition::default()
+        }]),
+        ..PodStatus::default()
+    });
+    match pods.get_opt(name).await.unwrap() {
+        Some(_) => {
+            let status = serde_json::json!({ "status": pod.status });
+            pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
+        }
+        None => {
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn create_makes_every_object_with_owner_references_and_initial_roles() {
+    let c = client((
+        nameserver(),
+        Some(group(
+            "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
+        )),
+    ))
+    .await;
+    let bg = reconcile(&c).await;
+    let uid = bg.uid().unwrap();
+    let st = bg.status.clone().unwrap();
+    assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-0"), 1));
+    assert_eq!(condition(&bg, "Available").0, "False");
+    assert_eq!(condition(&bg, "Degraded").0, "False");
+
+    let owned = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        let o = &meta.owner_references.as_ref().expect("owner reference")[0];
+        assert_eq!(
+            (o.kind.as_str(), o.uid.as_str(), o.controller),
+            ("BrokerGroup", uid.as_str(), Some(true))
+        );
+    };
+    let sts: StatefulSet = Api::namespaced(c.clone(), NS)
+        .get("broker-a")
+        .await
+        .unwrap();
+    owned(&sts.metadata);
+    assert_eq!(sts.spec.as_ref().unwrap().replicas, Some(3));
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), NS);
+    let conf = cms.get("broker-a-config").await.unwrap();
+    owned(&conf.metadata);
+    let text = &conf.data.unwrap()["broker.conf"];
+    assert!(
+        text.contains(
+            "namesrvAddr=namesrv-0.namesrv-hs.mq.svc:9876;namesrv-1.namesrv-hs.mq.svc:9876\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("brokerRole=SYNC_MASTER\n"));
+    let roles = cms.get("broker-a-roles").await.unwrap();
+    owned(&roles.metadata);
+    assert_eq!(roles.data.unwrap()["roles"], "master=broker-a-0\nepoch=1\n");
+    let svcs: Api<Service> = Api::namespaced(c.clone(), NS);
+    owned(&svcs.get("broker-a").await.unwrap().metadata);
+    owned(&svcs.get("broker-a-hs").await.unwrap().metadata);
+    let pdb: PodDisruptionBudget = Api::namespaced(c.clone(), NS)
+        .get("broker-a")
+        .await
+        .unwrap();
+    owned(&pdb.metadata);
+
+    let events: Api<Event> = Api::namespaced(c.clone(), NS);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.contains(&"Created".to_string()), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn ready_pods_update_status_and_conditions() {
+    let c = client((
+        nameserver(),
+        Some(group("nameServerRef: {name: namesrv}\nreplicas: 3\n")),
+    ))
+    .await;
+    reconcile(&c).await;
+    add_pod(&c, "broker-a-0", true).await;
+    add_pod(&c, "broker-a-1", true).await;
+    add_pod(&c, "broker-a-2", false).await;
+    let bg = reconcile(&c).await;
+    let st = bg.status.clone().unwrap();
+    assert_eq!(st.ready_replicas, 2);
+    assert_eq!(
+        condition(&bg, "Available"),
+        ("True".into(), "MasterReady".into())
+    );
+    assert_eq!(condition(&bg, "Progressing").0, "True");
+    let members: Vec<(String, i64, String, bool)> = st
+        .brokers
+        .iter()
+        .map(|b| (b.pod.clone(), b.broker_id, b.role.clone(), b.ready))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("broker-a-0".into(), 0, "master".into(), true),
+            ("broker-a-1".into(), 2, "slave".into(), true),
+            ("broker-a-2".into(), 3, "slave".into(), false),
+        ]
+    );
+    assert_eq!(st.observed_generation, bg.metadata.generation);
+
+    // The master goes unready: Available turns False and a warning Event is recorded.
+    add_pod(&c, "broker-a-0", false).await;
+    let bg = reconcile(&c).await;
+    assert_eq!(
+        condition(&bg, "Available"),
+        ("False".into(), "MasterNotReady".into())
+    );
+    let events: Api<Event> = Api::namespaced(c.clone(), NS);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.contains(&"Available".to_string())
+            && reasons.contains(&"MasterNotReady".to_string()),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn spec_change_patches_the_statefulset_and_config() {
+    let c = client((
+        nameserver(),
+        Some(group("nameServerRef: {name: namesrv}\nreplicas: 2\n")),
+    ))
+    .await;
+    reconcile(&c).await;
+    let stss: Api<StatefulSet> = Api::namespaced(c.clone(), NS);
+    let before = stss.get("broker-a").await.unwrap();
+    let hash = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let api: Api<BrokerGroup> = Api::namespaced(c.clone(), NS);
+    let patch = serde_json::json!({"spec": {"replicas": 3, "image": "ferrocket:2", "brokerConfig": {"fileReservedTime": "24"}}});
+    api.patch("broker-a", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    reconcile(&c).await;
+    let after = stss.get("broker-a").await.unwrap();
+    let spec = after.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    assert_eq!(
+        spec.template.spec.as_ref().unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("ferrocket:2")
+    );
+    assert_ne!(
+        hash(&before),
+        hash(&after),
+        "a broker.conf change rolls the pods"
+    );
+    let conf: ConfigMap = Api::namespaced(c.clone(), NS)
+        .get("broker-a-config")
+        .await
+        .unwrap();
+    assert!(conf.data.unwrap()["broker.conf"].contains("fileReservedTime=24\n"));
+}
+
+#[tokio::test]
+async fn invalid_spec_is_degraded_and_creates_nothing() {
+    let c = client((
+        nameserver(),
+        Some(group(
+            "nameServerRef: {name: namesrv}\nreplicas: 3\nbrokerConfig: {brokerRole: SLAVE}\n",
+        )),
+    ))
+    .await;
+    let bg = reconcile(&c).await;
+    assert_eq!(
+        condition(&bg, "Degraded"),
+        ("True".into(), "InvalidSpec".into())
+    );
+    let msg = bg
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message
+        .clone();
+    assert!(msg.contains("brokerRole"), "{msg}");
+    assert!(Api::<StatefulSet>::namespaced(c.clone(), NS)
+        .get_opt("broker-a")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(Api::<ConfigMap>::namespaced(c.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(Api::<Service>::namespaced(c.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // A reference to a missing NameServer is Degraded too, until it exists.
+    let c = client((
+        nameserver(),
+        Some(group("nameServerRef: {name: elsewhere}\nreplicas: 2\n")),
+    ))
+    .await;
+    let bg = reconcile(&c).await;
+    assert_eq!(condition(&bg, "Degraded").0, "True");
+    assert!(Api::<StatefulSet>::namespaced(c.clone(), NS)
+        .get_opt("broker-a")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn nameserver_reconcile_creates_objects_and_reports_addresses() {
+    let c = client((nameserver(), None)).await;
+    let api: Api<NameServer> = Api::namespaced(c.clone(), NS);
+    let ns = api.get("namesrv").await.unwrap();
+    let context = ctx(&c);
+    reconcile_nameserver(Arc::new(ns), Arc::clone(&context))
+        .await
+        .unwrap();
+    assert_eq!(context.metrics.reconciles_of("NameServer"), 1);
+    let sts: StatefulSet = Api::namespaced(c.clone(), NS).get("namesrv").await.unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(2));
+    assert!(Api::<Service>::namespaced(c.clone(), NS)
+        .get_opt("namesrv-hs")
+        .await
+        .unwrap()
+        .is_some());
+    let ns = api.get("namesrv").await.unwrap();
+    let st = ns.status.unwrap();
+    assert_eq!(
+        st.addresses,
+        [
+            "namesrv-0.namesrv-hs.mq.svc:9876",
+            "namesrv-1.namesrv-hs.mq.svc:9876"
+        ]
+    );
+    assert_eq!(st.ready_replicas, 0);
+}
+
+#[tokio::test]
+async fn lease_is_held_by_one_candidate_and_passes_on_release_or_expiry() {
+    let c = ClientBuilder::new().build().await.unwrap();
+    let api: Api<Lease> = Api::namespaced(c.clone(), "ops");
+    let a = LeaseLock::new(
+        api.clone(),
+        "ferrocket-operator",
+        "a",
+        Duration::from_secs(1),
+    );
+    let b = LeaseLock::new(
+        api.clone(),
+        "ferrocket-operator",
+        "b",
+        Duration::from_secs(1),
+    );
+    assert!(a.try_acquire_or_renew().await.unwrap());
+    assert!(
+        !b.try_acquire_or_renew().await.unwrap(),
+        "b must not take a live lease"
+    );
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
+    a.release().await.unwrap();
+    assert!(
+        b.try_acquire_or_renew().await.unwrap(),
+        "b takes a released lease"
+    );
+    assert!(!a.try_acquire_or_renew().await.unwrap());
+    // b stops renewing: after the lease duration a takes over.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a takes an expired lease"
+    );
+    let lease = api.get("ferrocket-operator").await.unwrap().spec.unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("a"));
+    assert_eq!(lease.lease_transitions, Some(2));
+}
+
+#[test]
+fn samples_render_to_every_object() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+    let text = ["nameserver.yaml", "broker-group.yaml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
+        .collect::<String>();
+    let out = ferrocket_operator::render::render(&text, &BuildConfig::default()).unwrap();
+    let kinds: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Service",
+            "Service",
+            "StatefulSet",
+            "PodDisruptionBudget",
+            "ConfigMap",
+            "ConfigMap",
+            "Service",
+            "Service",
+            "StatefulSet",
+            "PodDisruptionBudget"
+        ]
+    );
+    assert!(out.contains("brokerRole=SYNC_MASTER"));
+    let err = ferrocket_operator::render::render("kind: Deployment\n", &BuildConfig::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("not NameServer or BrokerGroup"));
+    let err = ferrocket_operator::render::render(
+        &text.replace("name: namesrv\nspec", "name: other\nspec"),
+        &BuildConfig::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not in the file"), "{err}");
+}
