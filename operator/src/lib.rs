@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crd;
 pub mod lease;
 pub mod metrics;
+pub mod rbac;
 pub mod render;
 pub mod run;
 

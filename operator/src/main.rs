@@ -66,6 +66,8 @@ enum Command {
     },
     /// Print the CRDs.
     Crd,
+    /// Print the Kubernetes permissions the operator uses (JSON).
+    Permissions,
     /// Print the version.
     Version,
 }
@@ -88,6 +90,7 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print!("{}", ferrocket_operator::crds_yaml()?),
+        Command::Permissions => println!("{}", ferrocket_operator::rbac::permissions_json()),
         Command::Version => println!("ferrocket-operator {}", env!("CARGO_PKG_VERSION")),
         Command::Render {
             file,

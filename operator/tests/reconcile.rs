@@ -441,3 +441,111 @@ fn samples_render_to_every_object() {
     .unwrap_err();
     assert!(err.to_string().contains("not in the file"), "{err}");
 }
+
+type CallLog = Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// What RBAC sees of a request: (API group, resource[/subresource], verb).
+fn classify(method: &http::Method, uri: &http::Uri) -> (String, String, String) {
+    let segs: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let (group, rest) = match segs.first() {
+        Some(&"api") => ("", &segs[2..]),
+        _ => (segs[1], &segs[3..]),
+    };
+    let rest = if rest.first() == Some(&"namespaces") && rest.len() > 2 {
+        &rest[2..]
+    } else {
+        rest
+    };
+    let resource = match rest {
+        [r, _name, sub] => format!("{r}/{sub}"),
+        [r, ..] => r.to_string(),
+        [] => String::new(),
+    };
+    let named = rest.len() >= 2;
+    let watch = uri.query().is_some_and(|q| q.contains("watch=true"));
+    let verb = match (method.as_str(), named, watch) {
+        ("GET", _, true) => "watch",
+        ("GET", true, _) => "get",
+        ("GET", false, _) => "list",
+        ("POST", ..) => "create",
+        ("PATCH", ..) => "patch",
+        ("PUT", ..) => "update",
+        ("DELETE", ..) => "delete",
+        (m, ..) => m,
+    };
+    (group.to_string(), resource, verb.to_string())
+}
+
+fn recording(inner: Client, log: CallLog) -> Client {
+    let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let log = Arc::clone(&log);
+        async move {
+            log.lock().unwrap().push(classify(req.method(), req.uri()));
+            inner.send(req).await
+        }
+    });
+    Client::new(svc, "default")
+}
+
+#[tokio::test]
+async fn every_api_call_is_covered_by_the_rbac_list() {
+    let log: CallLog = Arc::default();
+    let c = recording(
+        client((
+            nameserver(),
+            Some(group(
+                "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
+            )),
+        ))
+        .await,
+        Arc::clone(&log),
+    );
+    reconcile(&c).await;
+    add_pod(&c, "broker-a-0", true).await;
+    reconcile(&c).await;
+    let ns = Api::<NameServer>::namespaced(c.clone(), NS)
+        .get("namesrv")
+        .await
+        .unwrap();
+    reconcile_nameserver(Arc::new(ns), ctx(&c)).await.unwrap();
+    let bad = client((
+        nameserver(),
+        Some(group("nameServerRef: {name: namesrv}\nreplicas: 0\n")),
+    ))
+    .await;
+    reconcile(&recording(bad, Arc::clone(&log))).await;
+    let lock = LeaseLock::new(
+        Api::namespaced(c.clone(), "ops"),
+        "l",
+        "me",
+        Duration::from_secs(5),
+    );
+    lock.try_acquire_or_renew().await.unwrap();
+    lock.try_acquire_or_renew().await.unwrap();
+    let calls = log.lock().unwrap().clone();
+    // The test's own pod writes are not the operator's.
+    let calls: Vec<_> = calls
+        .into_iter()
+        .filter(|(_, r, v)| !(r.starts_with("pods") && v != "list"))
+        .collect();
+    assert!(calls.len() > 20, "{calls:?}");
+    for (g, r, v) in &calls {
+        assert!(
+            ferrocket_operator::rbac::allowed(g, r, v),
+            "{v} {g}/{r} is not in rbac::PERMISSIONS"
+        );
+    }
+    for needle in [
+        ("apps", "statefulsets", "patch"),
+        ("ferrocket.io", "brokergroups/status", "patch"),
+        ("coordination.k8s.io", "leases", "update"),
+    ] {
+        assert!(
+            calls
+                .iter()
+                .any(|(g, r, v)| (g.as_str(), r.as_str(), v.as_str()) == needle),
+            "{needle:?} not seen"
+        );
+    }
+}
