@@ -1,7 +1,12 @@
-# The one test command (README, .ci/run): every test of the workspace, from a clean clone.
-.PHONY: test lint bench
+# The one test command (README, .ci/run): every test of the workspace, from a clean clone,
+# then the kind suite (which skips with one line where docker/kind/kubectl/helm are missing).
+.PHONY: test lint bench kind
 test:
 	cargo test --workspace --locked
+	bash e2e/kind/run.sh
+
+kind:
+	bash e2e/kind/run.sh
 
 lint:
 	cargo fmt --all --check

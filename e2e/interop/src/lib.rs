@@ -34,6 +34,8 @@ pub struct Proc {
     child: Child,
     /// The address it printed in its ready line.
     pub addr: String,
+    /// The role it printed in its ready line (`namesrv`, `master`, `slave`).
+    pub role: String,
 }
 
 impl Proc {
@@ -55,12 +57,10 @@ impl Proc {
             .expect("ferrocket exited before its ready line")
             .expect("read ready line");
         assert!(line.starts_with("ready "), "unexpected first line: {line}");
-        let addr = line
-            .split_whitespace()
-            .nth(2)
-            .unwrap_or_default()
-            .to_owned();
-        Proc { child, addr }
+        let mut words = line.split_whitespace().skip(1);
+        let role = words.next().unwrap_or_default().to_owned();
+        let addr = words.next().unwrap_or_default().to_owned();
+        Proc { child, addr, role }
     }
 
     /// SIGKILL.

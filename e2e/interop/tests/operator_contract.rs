@@ -1,0 +1,144 @@
+//! The contract between the operator and the broker image: the `broker.conf` and roles
+//! file the operator renders for a BrokerGroup start real `ferrocket broker` processes as
+//! master and slave, with the ids the operator reports, and their `/readyz` (the readiness
+//! probe) turns ready once registered.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use ferrocket_interop::Proc;
+use ferrocket_operator::builders::{broker_id, build_broker_group, BuildConfig, Roles};
+use ferrocket_operator::crd::{BrokerGroup, BrokerGroupSpec};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn http_status(port: u16, path: &str) -> u16 {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn rendered_config_and_roles_start_a_master_and_a_slave() {
+    let ns = Proc::spawn(&["namesrv".into(), "--listen".into(), "127.0.0.1:0".into()]);
+    let spec: BrokerGroupSpec = group_spec(&ns.addr);
+    let mut bg = BrokerGroup::new("broker-a", spec);
+    bg.metadata.namespace = Some("mq".into());
+    let roles = Roles::initial("broker-a");
+    let objs = build_broker_group(&bg, &ns.addr, &roles, &BuildConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("broker.conf");
+    std::fs::write(&conf, &objs.config.data.as_ref().unwrap()["broker.conf"]).unwrap();
+    let roles_file = dir.path().join("roles");
+    std::fs::write(&roles_file, &objs.roles.data.as_ref().unwrap()["roles"]).unwrap();
+    // The container's args, with the pod's values substituted as the kubelet would and the
+    // fixed ports moved to free ones (the only --set additions).
+    let container = &objs
+        .statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let start = |pod: &str| {
+        let metrics = free_port();
+        let store = dir.path().join(pod);
+        let mut args: Vec<String> = container
+            .args
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|a| {
+                a.replace("/etc/ferrocket/broker.conf", conf.to_str().unwrap())
+                    .replace("/etc/ferrocket-roles/roles", roles_file.to_str().unwrap())
+                    .replace("$(POD_NAME)", pod)
+                    .replace("$(POD_IP)", "127.0.0.1")
+            })
+            .collect();
+        for kv in [
+            "listenPort=0".to_string(),
+            format!("haListenPort={}", free_port()),
+            format!("metricsPort={metrics}"),
+            format!("storePathRootDir={}", store.display()),
+            "mappedFileSizeCommitLog=8388608".to_string(),
+        ] {
+            args.push("--set".into());
+            args.push(kv);
+        }
+        (Proc::spawn(&args), metrics)
+    };
+    let (master, m_port) = start("broker-a-0");
+    let (slave, s_port) = start("broker-a-1");
+    assert_eq!(
+        (master.role.as_str(), slave.role.as_str()),
+        ("master", "slave")
+    );
+    assert!(
+        master.addr.starts_with("127.0.0.1:"),
+        "brokerIP1 from the pod IP: {}",
+        master.addr
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (http_status(m_port, "/readyz") != 200 || http_status(s_port, "/readyz") != 200)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        http_status(m_port, "/readyz"),
+        200,
+        "master readiness probe"
+    );
+    assert_eq!(http_status(s_port, "/readyz"), 200, "slave readiness probe");
+    assert_eq!(http_status(m_port, "/healthz"), 200, "liveness probe");
+    // The ids the operator reports are the ones the brokers registered with.
+    let out = std::process::Command::new(ferrocket_interop::ferrocket_bin())
+        .args(["admin", "--namesrv", &ns.addr, "--json", "cluster"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let addrs = &v["brokerAddrTable"]["broker-a"]["brokerAddrs"];
+    assert_eq!(
+        addrs[broker_id("broker-a-0", &roles).to_string()],
+        master.addr.as_str(),
+        "{v}"
+    );
+    assert_eq!(
+        addrs[broker_id("broker-a-1", &roles).to_string()],
+        slave.addr.as_str(),
+        "{v}"
+    );
+    assert_eq!(
+        v["clusterAddrTable"]["DefaultCluster"][0], "broker-a",
+        "{v}"
+    );
+}
+
+fn group_spec(ns: &str) -> BrokerGroupSpec {
+    BrokerGroupSpec {
+        name_server_address: Some(ns.to_string()),
+        replicas: 2,
+        replication: ferrocket_operator::crd::Replication::AsyncMaster,
+        flush_disk_type: ferrocket_operator::crd::FlushDiskType::SyncFlush,
+        ..BrokerGroupSpec::default()
+    }
+}
