@@ -223,7 +223,7 @@ pub fn run(args: StoreBenchArgs) -> Result<()> {
                         }
                     }
                     i += 1;
-                    if i % 64 == 0 {
+                    if i.is_multiple_of(64) {
                         tokio::task::yield_now().await;
                     }
                 }

@@ -141,7 +141,9 @@ impl StoreConfig {
             );
         }
         if self.mapped_file_size_consume_queue < CQ_ENTRY_SIZE as u64
-            || self.mapped_file_size_consume_queue % CQ_ENTRY_SIZE as u64 != 0
+            || !self
+                .mapped_file_size_consume_queue
+                .is_multiple_of(CQ_ENTRY_SIZE as u64)
         {
             return bad(
                 "mappedFileSizeConsumeQueue",
