@@ -10,6 +10,7 @@
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod ha;
 pub mod metrics;
 pub mod namesrv;
 pub mod protocol;

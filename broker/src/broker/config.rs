@@ -159,6 +159,21 @@ pub struct BrokerConfig {
     pub metrics_port: u16,
     /// Default `retryMaxTimes` of subscription groups (16).
     pub max_reconsume_times: i32,
+    /// `roleEpoch` (ferrocket): the role epoch this broker starts in (the roles file's).
+    pub role_epoch: i64,
+    /// `masterRole` (ferrocket): the role this broker plays when promoted
+    /// (`ASYNC_MASTER` or `SYNC_MASTER`; defaults to `brokerRole` when that is a master).
+    pub master_role: BrokerRole,
+    /// `slaveBrokerId` (ferrocket): the id this broker takes when demoted.
+    pub slave_broker_id: i64,
+    /// `haMasterAddress`: the master's HA address for a slave (else from the name server).
+    pub ha_master_address: Option<String>,
+    /// `slaveReadEnable`: the master may point slow consumers at a slave.
+    pub slave_read_enable: bool,
+    /// `whichBrokerWhenConsumeSlowly` (1).
+    pub which_broker_when_consume_slowly: i64,
+    /// `accessMessageInMemoryMaxRatio` (40): % of RAM beyond which data counts as cold.
+    pub access_message_in_memory_max_ratio: u64,
     /// Store settings.
     pub store: StoreConfig,
 }
@@ -171,6 +186,13 @@ impl Default for BrokerConfig {
             broker_name: "broker-a".into(),
             broker_id: 0,
             broker_role: BrokerRole::AsyncMaster,
+            role_epoch: 0,
+            master_role: BrokerRole::AsyncMaster,
+            slave_broker_id: 0,
+            ha_master_address: None,
+            slave_read_enable: false,
+            which_broker_when_consume_slowly: 1,
+            access_message_in_memory_max_ratio: 40,
             namesrv_addr: Vec::new(),
             listen_port: 10911,
             ha_listen_port: 10912,
@@ -227,6 +249,7 @@ impl BrokerConfig {
     pub fn from_properties(props: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let mut c = BrokerConfig::default();
         let mut ha_port_set = false;
+        let mut master_role_set = false;
         for (k, v) in props {
             let key = k.as_str();
             match key {
@@ -297,11 +320,40 @@ impl BrokerConfig {
                 "metricsPort" => c.metrics_port = num(key, v)?,
                 "messageDelayLevel" => c.store.message_delay_level = v.clone(),
                 "maxReconsumeTimes" => c.max_reconsume_times = num(key, v)?,
+                "roleEpoch" => c.role_epoch = num(key, v)?,
+                "masterRole" => {
+                    master_role_set = true;
+                    c.master_role = match v.as_str() {
+                        "ASYNC_MASTER" => BrokerRole::AsyncMaster,
+                        "SYNC_MASTER" => BrokerRole::SyncMaster,
+                        _ => {
+                            return Err(ConfigError {
+                                key: key.into(),
+                                reason: format!("`{v}` is not ASYNC_MASTER or SYNC_MASTER"),
+                            })
+                        }
+                    }
+                }
+                "slaveBrokerId" => c.slave_broker_id = num(key, v)?,
+                "haMasterAddress" => {
+                    c.ha_master_address = Some(v.clone()).filter(|a| !a.trim().is_empty())
+                }
+                "slaveReadEnable" => c.slave_read_enable = boolean(key, v)?,
+                "whichBrokerWhenConsumeSlowly" => c.which_broker_when_consume_slowly = num(key, v)?,
+                "accessMessageInMemoryMaxRatio" => {
+                    c.access_message_in_memory_max_ratio = num(key, v)?
+                }
                 _ => warn!(key, "unknown configuration key ignored"),
             }
         }
         if !ha_port_set {
             c.ha_listen_port = c.listen_port.saturating_add(1);
+        }
+        if !master_role_set && c.broker_role != BrokerRole::Slave {
+            c.master_role = c.broker_role;
+        }
+        if c.slave_broker_id <= 0 {
+            c.slave_broker_id = if c.broker_id > 0 { c.broker_id } else { 1 };
         }
         c.validate()?;
         Ok(c)
@@ -353,6 +405,10 @@ impl BrokerConfig {
             ("brokerName", self.broker_name.clone()),
             ("brokerId", self.broker_id.to_string()),
             ("brokerRole", self.broker_role.name().to_owned()),
+            ("masterRole", self.master_role.name().to_owned()),
+            ("roleEpoch", self.role_epoch.to_string()),
+            ("slaveBrokerId", self.slave_broker_id.to_string()),
+            ("slaveReadEnable", self.slave_read_enable.to_string()),
             ("flushDiskType", flush.to_owned()),
             ("namesrvAddr", self.namesrv_addr.join(";")),
             ("listenPort", self.listen_port.to_string()),

@@ -104,6 +104,17 @@ impl TopicManager {
         (tc, true)
     }
 
+    /// Replaces the whole table (a slave copying its master); returns whether it changed.
+    pub fn replace_all(&self, table: TopicConfigTable) -> bool {
+        let mut t = lock(&self.table);
+        if t.topic_config_table == table.topic_config_table {
+            return false;
+        }
+        *t = table;
+        self.persist_locked(&t);
+        true
+    }
+
     /// Deletes a topic; returns whether it existed.
     pub fn delete(&self, topic: &str) -> bool {
         let mut t = lock(&self.table);
@@ -162,6 +173,18 @@ impl GroupManager {
         drop(t);
         self.persist(&snapshot);
         Some(g)
+    }
+
+    /// Replaces the whole table (a slave copying its master).
+    pub fn replace_all(&self, table: SubscriptionGroupTable) {
+        let mut t = lock(&self.table);
+        if t.subscription_group_table == table.subscription_group_table {
+            return;
+        }
+        *t = table;
+        let snapshot = t.clone();
+        drop(t);
+        self.persist(&snapshot);
     }
 
     /// Creates or replaces a group.
@@ -238,6 +261,11 @@ impl OffsetManager {
     /// The whole table (GET_ALL_CONSUMER_OFFSET, slave sync).
     pub fn snapshot(&self) -> ConsumerOffsetTable {
         lock(&self.table).clone()
+    }
+
+    /// Replaces the whole table (a slave copying its master).
+    pub fn replace_all(&self, table: ConsumerOffsetTable) {
+        *lock(&self.table) = table;
     }
 
     /// Drops every offset of a topic.

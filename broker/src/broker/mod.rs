@@ -38,6 +38,9 @@ pub use config::{BrokerConfig, BrokerRole, ConfigError};
 pub use long_poll::PullHold;
 pub use meta::{OffsetManager, TopicManager};
 
+/// How often a slave copies the master's metadata.
+pub const SLAVE_SYNC_PERIOD: Duration = Duration::from_secs(10);
+
 /// `PullSysFlag` bits.
 mod pull_flag {
     pub const COMMIT_OFFSET: i32 = 0x1;
@@ -54,6 +57,12 @@ pub enum BrokerError {
     /// `brokerIP1:listenPort` is not an address.
     #[error("brokerIP1 `{0}` is not an IP address")]
     BadAddress(String),
+    /// The epoch file cannot be used.
+    #[error(transparent)]
+    Epoch(#[from] crate::ha::epoch::EpochError),
+    /// The role cannot start.
+    #[error(transparent)]
+    Role(#[from] crate::ha::RoleError),
 }
 
 /// The broker.
@@ -80,6 +89,10 @@ pub struct Broker {
     pub metrics: crate::metrics::BrokerMetrics,
     /// Settings UPDATE_BROKER_CONFIG may change at run time.
     pub runtime: config::RuntimeSettings,
+    /// Role, epoch and epoch history.
+    pub role: Arc<crate::ha::RoleCell>,
+    /// Replication (master side).
+    pub ha: Arc<crate::ha::HaService>,
     registered: std::sync::atomic::AtomicBool,
     namesrv: RemotingClient,
     topics_changed: tokio::sync::Notify,
@@ -243,7 +256,24 @@ impl Broker {
             let h = metrics.flush_latency.clone();
             store.set_flush_observer(Arc::new(move |d| h.observe(d.as_secs_f64())));
         }
+        let epochs =
+            crate::ha::epoch::EpochFile::load(&config.store.store_path_root_dir.join("epochFile"))?;
+        let master_ha = config.ha_master_address.clone();
+        let role = crate::ha::RoleCell::new(
+            crate::ha::RoleState {
+                role: config.broker_role,
+                broker_id: config.broker_id,
+                epoch: config.role_epoch,
+                master_addr: None,
+                master_ha_addr: master_ha,
+            },
+            epochs,
+        );
+        role.start_master_epoch(store.max_phy_offset())?;
+        let ha = crate::ha::HaService::new(Arc::clone(&store), Arc::clone(&role));
         Ok(Arc::new(Broker {
+            role,
+            ha,
             config,
             store,
             topics,
@@ -265,7 +295,7 @@ impl Broker {
 
     /// Whether this broker takes writes.
     pub fn is_master(&self) -> bool {
-        self.config.broker_role != BrokerRole::Slave
+        self.role.is_master()
     }
 
     /// Registers with every name server; returns how many accepted.
@@ -280,6 +310,7 @@ impl Broker {
         });
         let crc = crc32fast::hash(&body) as i32;
         let mut accepted = 0;
+        let role = self.role.get();
         for ns in &self.config.namesrv_addr {
             let cmd = RemotingCommand::request(request::REGISTER_BROKER)
                 .with_ext("brokerName", &self.config.broker_name)
@@ -289,7 +320,8 @@ impl Broker {
                     "haServerAddr",
                     format!("{}:{}", self.config.broker_ip1, self.config.ha_listen_port),
                 )
-                .with_ext("brokerId", self.config.broker_id)
+                .with_ext("brokerId", role.broker_id)
+                .with_ext("epoch", role.epoch)
                 .with_ext("compressed", false)
                 .with_ext("bodyCrc32", crc)
                 .with_body(body.clone());
@@ -297,6 +329,9 @@ impl Broker {
                 Ok(r) if r.code == response::SUCCESS => {
                     accepted += 1;
                     self.registered.store(true, Ordering::Release);
+                    if let (Some(m), Some(h)) = (r.ext("masterAddr"), r.ext("haServerAddr")) {
+                        self.role.learn_master(m, h);
+                    }
                 }
                 Ok(r) => {
                     warn!(namesrv = %ns, code = r.code, remark = ?r.remark, "registration refused")
@@ -313,7 +348,7 @@ impl Broker {
                 .with_ext("brokerName", &self.config.broker_name)
                 .with_ext("brokerAddr", self.config.broker_addr())
                 .with_ext("clusterName", &self.config.broker_cluster_name)
-                .with_ext("brokerId", self.config.broker_id);
+                .with_ext("brokerId", self.role.get().broker_id);
             let _ = self.namesrv.invoke(ns, cmd, Duration::from_secs(2)).await;
         }
     }
@@ -356,6 +391,33 @@ impl Broker {
                     }
                 }
             }),
+            tokio::spawn(crate::ha::run_slave(
+                Arc::clone(&self.store),
+                Arc::clone(&self.role),
+            )),
+            tokio::spawn({
+                // A role change re-registers at once, so routes follow the new master.
+                let b = Arc::clone(&self);
+                async move {
+                    let mut rx = b.role.subscribe();
+                    while rx.changed().await.is_ok() {
+                        b.topics_changed();
+                    }
+                }
+            }),
+            tokio::spawn({
+                // Slaves copy the master's metadata every 10 s (first after 3 s).
+                let b = Arc::clone(&self);
+                async move {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    loop {
+                        if let Err(e) = b.sync_from_master().await {
+                            debug!(error = %e, "metadata sync from the master failed");
+                        }
+                        tokio::time::sleep(SLAVE_SYNC_PERIOD).await;
+                    }
+                }
+            }),
             tokio::spawn({
                 let b = Arc::clone(&self);
                 async move {
@@ -382,6 +444,59 @@ impl Broker {
         self.unregister_all().await;
         let b = Arc::clone(&self);
         let _ = tokio::task::spawn_blocking(move || b.close()).await;
+    }
+
+    /// A slave's metadata sync: topics, consumer offsets, delay offsets and subscription
+    /// groups copied from the master (`GET_ALL_*`). A no-op on a master or while the
+    /// master is unknown. Returns whether it ran.
+    ///
+    /// # Errors
+    /// The master's error or an unreadable body.
+    pub async fn sync_from_master(&self) -> Result<bool, String> {
+        let st = self.role.get();
+        let is_master = st.is_master();
+        let Some(master) = st.master_addr.filter(|_| !is_master) else {
+            return Ok(false);
+        };
+        let get = |code: i32| {
+            let master = master.clone();
+            async move {
+                let r = self
+                    .namesrv
+                    .invoke(
+                        &master,
+                        RemotingCommand::request(code),
+                        Duration::from_secs(3),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.code != response::SUCCESS {
+                    return Err(format!("code {} from {master}: {:?}", r.code, r.remark));
+                }
+                Ok(r.body_bytes())
+            }
+        };
+        let topics: crate::store::metadata::TopicConfigTable =
+            parse_body(&get(request::GET_ALL_TOPIC_CONFIG).await?).map_err(|e| e.to_string())?;
+        let offsets: crate::store::metadata::ConsumerOffsetTable =
+            parse_body(&get(request::GET_ALL_CONSUMER_OFFSET).await?).map_err(|e| e.to_string())?;
+        let delay: crate::store::metadata::DelayOffsetTable =
+            parse_body(&get(request::GET_ALL_DELAY_OFFSET).await?).map_err(|e| e.to_string())?;
+        let groups: crate::store::metadata::SubscriptionGroupTable =
+            parse_body(&get(request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG).await?)
+                .map_err(|e| e.to_string())?;
+        if self.is_master() {
+            // Promoted while fetching: a master's own tables win.
+            return Ok(false);
+        }
+        if self.topics.replace_all(topics) {
+            self.topics_changed();
+        }
+        self.offsets.replace_all(offsets);
+        self.delay_offsets.replace_all(delay);
+        self.groups.replace_all(groups);
+        debug!(master = %master, "metadata synced from the master");
+        Ok(true)
     }
 
     /// Persists offsets and shuts the store down cleanly.
@@ -462,12 +577,17 @@ impl Broker {
                 }
             }
             request::GET_BROKER_RUNTIME_INFO => ok(&req).with_body(to_body(&self.runtime_info())),
+            request::ROLE_CHANGE => self.role_change(&req),
             request::GET_TOPIC_STATS_INFO
             | request::GET_CONSUME_STATS
             | request::GET_CONSUMER_CONNECTION_LIST => self.stats(&req),
             request::GET_BROKER_CONFIG => {
                 let mut current = self.config.clone();
                 self.runtime.apply_to(&mut current);
+                let role = self.role.get();
+                current.broker_role = role.role;
+                current.broker_id = role.broker_id;
+                current.role_epoch = role.epoch;
                 ok(&req).with_body(Bytes::from(current.to_properties()))
             }
             request::UPDATE_BROKER_CONFIG => {
@@ -673,9 +793,9 @@ impl Broker {
                 );
             }
         };
-        let code = match self.store.await_durable(&msgs, &result).await {
-            Ok(()) => response::SUCCESS,
-            Err(StoreError::FlushTimeout { .. }) => response::FLUSH_DISK_TIMEOUT,
+        self.ha.notify_new_data();
+        let code = match self.await_acknowledged(&msgs, &result).await {
+            Ok(code) => code,
             Err(e) => {
                 warn!(error = %e, "flush failed");
                 return fail(
@@ -708,6 +828,98 @@ impl Broker {
             resp = resp.with_ext("transactionId", u);
         }
         resp
+    }
+
+    /// The second half of a send: the disk flush (SYNC_FLUSH) and, on a SYNC_MASTER, a
+    /// slave's acknowledgement, awaited together. Returns the response code.
+    async fn await_acknowledged(
+        &self,
+        msgs: &[MessageToStore],
+        result: &crate::store::PutResult,
+    ) -> Result<i32, StoreError> {
+        let wait = msgs
+            .first()
+            .map(|m| find_property(&m.properties, "WAIT") != Some("false"))
+            .unwrap_or(true);
+        let sync_master = self.role.get().role == BrokerRole::SyncMaster;
+        let timeout = Duration::from_millis(self.config.store.sync_flush_timeout_ms.max(1));
+        let replicate = async {
+            if sync_master && wait {
+                self.ha.wait_for_slave(result.end_offset, timeout).await
+            } else {
+                Ok(())
+            }
+        };
+        let (flushed, replicated) = tokio::join!(self.store.await_durable(msgs, result), replicate);
+        match flushed {
+            Ok(()) => {}
+            Err(StoreError::FlushTimeout { .. }) => return Ok(response::FLUSH_DISK_TIMEOUT),
+            Err(e) => return Err(e),
+        }
+        Ok(match replicated {
+            Ok(()) => response::SUCCESS,
+            Err(crate::ha::SyncError::SlaveNotAvailable) => response::SLAVE_NOT_AVAILABLE,
+            Err(crate::ha::SyncError::Timeout) => response::FLUSH_SLAVE_TIMEOUT,
+        })
+    }
+
+    /// What this broker can vouch for: the end of the CommitLog it holds (every byte
+    /// CRC-checked, on a slave as received from the master).
+    pub fn confirmed_offset(&self) -> u64 {
+        self.store.max_phy_offset()
+    }
+
+    /// Handles a role change (`ROLE_CHANGE`): `role=master|slave`, `epoch`, and for a
+    /// slave `masterAddr` (optionally `masterHaAddr`, `brokerId`).
+    fn role_change(&self, req: &RemotingCommand) -> RemotingCommand {
+        let epoch: i64 = match req.ext_num("epoch") {
+            Ok(e) => e,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        let outcome = match req.ext("role") {
+            Some("master") => {
+                let role = match req.ext("brokerRole") {
+                    Some("SYNC_MASTER") => BrokerRole::SyncMaster,
+                    Some("ASYNC_MASTER") => BrokerRole::AsyncMaster,
+                    _ => self.config.master_role,
+                };
+                self.role.promote(role, epoch, self.store.max_phy_offset())
+            }
+            Some("slave") => {
+                let Some(master) = req.ext("masterAddr").filter(|m| !m.is_empty()) else {
+                    return fail(req, response::SYSTEM_ERROR, "a slave needs masterAddr");
+                };
+                let id = req
+                    .ext("brokerId")
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(self.config.slave_broker_id);
+                self.role.demote(epoch, id, master, req.ext("masterHaAddr"))
+            }
+            other => {
+                return fail(
+                    req,
+                    response::SYSTEM_ERROR,
+                    format!("role must be master or slave, got {other:?}"),
+                )
+            }
+        };
+        match outcome {
+            Ok(changed) => {
+                if changed {
+                    self.topics_changed();
+                }
+                let st = self.role.get();
+                ok(req)
+                    .with_ext("brokerRole", st.role.name())
+                    .with_ext("brokerId", st.broker_id)
+                    .with_ext("epoch", st.epoch)
+                    .with_ext("maxOffset", self.store.max_phy_offset())
+            }
+            Err(e) => {
+                warn!(error = %e, "role change refused");
+                fail(req, response::SYSTEM_ERROR, e)
+            }
+        }
     }
 
     fn subscription_for_pull(
@@ -1035,9 +1247,28 @@ impl Broker {
             "brokerVersion",
             crate::remoting::command::OUR_VERSION.to_string(),
         );
-        put("brokerRole", self.config.broker_role.name().to_owned());
+        let role = self.role.get();
+        put("brokerRole", role.role.name().to_owned());
         put("brokerName", self.config.broker_name.clone());
-        put("brokerId", self.config.broker_id.to_string());
+        put("brokerId", role.broker_id.to_string());
+        put("epoch", role.epoch.to_string());
+        put(
+            "epochStartOffset",
+            self.role
+                .epochs()
+                .last()
+                .map_or(0, |e| e.start_offset)
+                .to_string(),
+        );
+        put("masterAddr", role.master_addr.clone().unwrap_or_default());
+        put("haConnections", self.ha.slave_count().to_string());
+        put(
+            "haServerAddr",
+            format!("{}:{}", self.config.broker_ip1, self.config.ha_listen_port),
+        );
+        put("haSlaveAckOffset", self.ha.acked_offset().to_string());
+        put("haSlaveLagBytes", self.ha.slave_lag().to_string());
+        put("confirmOffset", self.confirmed_offset().to_string());
         put(
             "commitLogMinOffset",
             self.store.min_phy_offset().to_string(),

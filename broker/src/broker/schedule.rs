@@ -68,6 +68,11 @@ impl DelayOffsets {
         lock(&self.table).clone()
     }
 
+    /// Replaces the whole table (a slave copying its master).
+    pub fn replace_all(&self, table: DelayOffsetTable) {
+        *lock(&self.table) = table;
+    }
+
     /// Writes the file.
     pub fn persist(&self) {
         let t = self.snapshot();
@@ -135,6 +140,10 @@ async fn run_level(b: Arc<Broker>, level: i32) {
 
 /// Delivers what is due on one level; returns how long to sleep.
 async fn deliver_due(b: &Broker, level: i32) -> Result<Duration, String> {
+    if !b.is_master() {
+        // Slaves deliver nothing: the master does, and the slave copies its offsets.
+        return Ok(Duration::from_secs(1));
+    }
     let Some(cq) = b.store.consume_queue(SCHEDULE_TOPIC, level - 1) else {
         return Ok(TICK);
     };

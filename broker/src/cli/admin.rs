@@ -45,6 +45,27 @@ enum AdminCommand {
         #[arg(long)]
         broker: String,
     },
+    /// Change a running broker's role (the request the operator sends at failover).
+    Role {
+        /// Broker address.
+        #[arg(long)]
+        broker: String,
+        /// `master` or `slave`.
+        #[arg(long, value_parser = ["master", "slave"])]
+        role: String,
+        /// The master to follow (slaves).
+        #[arg(long, required_if_eq("role", "slave"))]
+        master: Option<String>,
+        /// The master's HA address (default: its port + 1).
+        #[arg(long)]
+        master_ha: Option<String>,
+        /// The slave's brokerId (default: its configured slave id).
+        #[arg(long)]
+        broker_id: Option<i64>,
+        /// Role epoch; older than the broker's is refused.
+        #[arg(long)]
+        epoch: i64,
+    },
     /// A broker's configuration.
     BrokerConfig {
         #[command(subcommand)]
@@ -337,6 +358,27 @@ pub fn run(args: AdminArgs) -> Result<()> {
                     for (k, v) in t {
                         println!("{k:<28} {}", v.as_str().unwrap_or(""));
                     }
+                }
+            }
+            AdminCommand::Role { broker, role, master, master_ha, broker_id, epoch } => {
+                use crate::client::role::{change_role, NewRole};
+                let new = if role == "master" {
+                    NewRole::Master
+                } else {
+                    NewRole::Slave {
+                        master: master.context("--master is required for a slave")?,
+                        master_ha,
+                        broker_id,
+                    }
+                };
+                let st = change_role(&c.remoting, &broker, &new, epoch, c.timeout).await?;
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"broker": broker, "brokerRole": st.role, "brokerId": st.broker_id, "epoch": st.epoch, "maxOffset": st.max_offset})
+                    );
+                } else {
+                    println!("{broker}: {} brokerId {} epoch {} maxOffset {}", st.role, st.broker_id, st.epoch, st.max_offset);
                 }
             }
             AdminCommand::BrokerConfig { what: BrokerConfigCommand::Get { broker } } => {

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use tokio::net::TcpListener;
 
 use crate::broker::config::parse_properties;
-use crate::broker::{Broker, BrokerConfig, BrokerRole};
+use crate::broker::{Broker, BrokerConfig};
 use crate::namesrv::NameServer;
 use crate::remoting::{serve, ServerConfig};
 
@@ -65,16 +65,24 @@ pub fn apply_roles(
             .with_context(|| format!("bad epoch `{e}` in the roles file"))?,
         None => 0,
     };
+    let ordinal: i64 = pod
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .with_context(|| format!("pod name `{pod}` does not end in -<ordinal>"))?;
+    // The role this group's master plays, kept for a later promotion.
+    let master_role = match props.get("brokerRole").map(String::as_str) {
+        Some("SYNC_MASTER") => "SYNC_MASTER",
+        _ => "ASYNC_MASTER",
+    };
+    props
+        .entry("masterRole".into())
+        .or_insert_with(|| master_role.into());
+    props.insert("slaveBrokerId".into(), (ordinal + 1).to_string());
+    props.insert("roleEpoch".into(), epoch.to_string());
     if pod == master {
         props.insert("brokerId".into(), "0".into());
-        if props.get("brokerRole").map(String::as_str) == Some("SLAVE") {
-            props.insert("brokerRole".into(), "ASYNC_MASTER".into());
-        }
+        props.insert("brokerRole".into(), master_role.into());
     } else {
-        let ordinal: i64 = pod
-            .rsplit_once('-')
-            .and_then(|(_, n)| n.parse().ok())
-            .with_context(|| format!("pod name `{pod}` does not end in -<ordinal>"))?;
         props.insert("brokerId".into(), (ordinal + 1).to_string());
         props.insert("brokerRole".into(), "SLAVE".into());
     }
@@ -190,10 +198,18 @@ async fn start_broker(mut config: BrokerConfig) -> Result<(Arc<Broker>, TcpListe
         0 => None,
         p => p.checked_sub(2).filter(|v| *v > 0),
     };
+    let ha_port = if config.listen_port == 0 && config.ha_listen_port <= 1 {
+        0
+    } else {
+        config.ha_listen_port
+    };
     if config.listen_port == 0 {
         config.listen_port = listener.local_addr()?.port();
-        config.ha_listen_port = config.listen_port.saturating_add(1);
     }
+    let ha_listener = TcpListener::bind(("0.0.0.0", ha_port))
+        .await
+        .with_context(|| format!("cannot listen on haListenPort {ha_port}"))?;
+    config.ha_listen_port = ha_listener.local_addr()?.port();
     // The VIP ("fast") channel at listenPort − 2, for Java clients that still default to
     // it (sendMessageWithVIPChannel=true before 2019). Not fatal when the port is taken.
     let vip = match vip_port {
@@ -217,14 +233,16 @@ async fn start_broker(mut config: BrokerConfig) -> Result<(Arc<Broker>, TcpListe
             std::future::pending::<()>(),
         ));
     }
+    tokio::spawn(Arc::clone(&broker.ha).serve(ha_listener));
     broker.register_all().await;
     Ok((broker, listener))
 }
 
 fn role_name(b: &Broker) -> &'static str {
-    match b.config.broker_role {
-        BrokerRole::Slave => "slave",
-        _ => "master",
+    if b.is_master() {
+        "master"
+    } else {
+        "slave"
     }
 }
 

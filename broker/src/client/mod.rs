@@ -44,6 +44,9 @@ fn refused(what: &str, r: &RemotingCommand) -> ClientError {
     }
 }
 
+pub mod acked;
+pub mod role;
+
 /// Splits a body of concatenated stored records (pull, query) by their size fields;
 /// stops at the first size that does not fit.
 pub fn split_records(mut body: Bytes) -> Vec<Bytes> {

@@ -31,6 +31,7 @@ struct LiveBroker {
     data_version: DataVersion,
     broker_name: String,
     broker_id: i64,
+    epoch: i64,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +55,8 @@ pub struct Registration {
     pub broker_id: i64,
     /// `ip:haPort`.
     pub ha_server_addr: String,
+    /// ferrocket's role epoch (0 when the broker sends none).
+    pub epoch: i64,
     /// Topics and their version.
     pub body: RegisterBrokerBody,
 }
@@ -88,8 +91,29 @@ impl RouteInfoManager {
     }
 
     /// Records a registration (REGISTER_BROKER).
-    pub fn register(&self, reg: Registration, conn_id: u64) -> RegisterResult {
+    ///
+    /// # Errors
+    /// A master registration (brokerId 0) with an epoch older than the master already
+    /// registered for the broker name: a stale master cannot win the route back.
+    pub fn register(&self, reg: Registration, conn_id: u64) -> Result<RegisterResult, String> {
         let mut t = self.write();
+        if reg.broker_id == 0 {
+            let current = t
+                .broker_addr
+                .get(&reg.broker_name)
+                .and_then(|b| b.broker_addrs.get(&0))
+                .filter(|a| **a != reg.broker_addr)
+                .and_then(|a| t.live.get(a).map(|l| (a.clone(), l.epoch)));
+            if let Some((addr, epoch)) = current {
+                if epoch > reg.epoch {
+                    tracing::warn!(broker = %reg.broker_addr, name = %reg.broker_name, epoch = reg.epoch, master = %addr, master_epoch = epoch, "stale master registration refused");
+                    return Err(format!(
+                        "stale epoch {}: {} is master of {} at epoch {epoch}",
+                        reg.epoch, addr, reg.broker_name
+                    ));
+                }
+            }
+        }
         t.cluster_addr
             .entry(reg.cluster.clone())
             .or_default()
@@ -151,6 +175,7 @@ impl RouteInfoManager {
                 data_version: version,
                 broker_name: reg.broker_name.clone(),
                 broker_id: reg.broker_id,
+                epoch: reg.epoch,
             },
         );
         let mut res = RegisterResult::default();
@@ -165,7 +190,7 @@ impl RouteInfoManager {
                 res.master_addr = Some(master);
             }
         }
-        res
+        Ok(res)
     }
 
     fn remove_locked(t: &mut Tables, addr: &str) {
@@ -310,6 +335,7 @@ fn decode_registration(req: &RemotingCommand) -> Result<Registration, RemotingEr
         broker_addr: req.ext_required("brokerAddr")?.to_owned(),
         broker_id: req.ext_num("brokerId")?,
         ha_server_addr: req.ext("haServerAddr").unwrap_or("").to_owned(),
+        epoch: req.ext_num_opt("epoch")?.unwrap_or(0),
         body: parsed,
     })
 }
@@ -324,7 +350,10 @@ impl NameServer {
         match req.code {
             request::REGISTER_BROKER => match decode_registration(req) {
                 Ok(reg) => {
-                    let res = self.routes.register(reg, conn_id);
+                    let res = match self.routes.register(reg, conn_id) {
+                        Ok(r) => r,
+                        Err(e) => return err(req, response::SYSTEM_ERROR, &e),
+                    };
                     let mut resp = ok(req).with_body(bytes::Bytes::from_static(b"{\"table\":{}}"));
                     if let Some(m) = res.master_addr {
                         resp = resp.with_ext("masterAddr", m);
@@ -429,15 +458,50 @@ mod tests {
             broker_addr: addr.into(),
             broker_id: id,
             ha_server_addr: format!("{addr}-ha"),
+            epoch: 0,
             body,
         }
     }
 
     #[test]
+    fn the_highest_epoch_keeps_broker_id_zero() {
+        let r = RouteInfoManager::new();
+        let at = |addr: &str, id: i64, epoch: i64| Registration {
+            epoch,
+            ..reg(addr, id, &["T"], 1)
+        };
+        r.register(at("old:1", 0, 1), 1).unwrap();
+        // The promoted slave takes id 0 at epoch 2; the old master's entry is replaced.
+        r.register(at("new:1", 0, 2), 2).unwrap();
+        let route = r.route("T").unwrap();
+        assert_eq!(
+            route.broker_datas[0]
+                .broker_addrs
+                .get(&0)
+                .map(String::as_str),
+            Some("new:1")
+        );
+        // The stale master re-registering as master at epoch 1 is refused.
+        let err = r.register(at("old:1", 0, 1), 1).unwrap_err();
+        assert!(err.contains("stale epoch 1"), "{err}");
+        let route = r.route("T").unwrap();
+        assert_eq!(
+            route.broker_datas[0]
+                .broker_addrs
+                .get(&0)
+                .map(String::as_str),
+            Some("new:1")
+        );
+        // As a slave it is welcome, and learns the new master.
+        let res = r.register(at("old:1", 1, 2), 1).unwrap();
+        assert_eq!(res.master_addr.as_deref(), Some("new:1"));
+    }
+
+    #[test]
     fn routes_come_from_the_master_and_slaves_learn_it() {
         let r = RouteInfoManager::new();
-        r.register(reg("m:1", 0, &["T"], 1), 1);
-        let res = r.register(reg("s:1", 1, &["T", "Ignored"], 1), 2);
+        r.register(reg("m:1", 0, &["T"], 1), 1).unwrap();
+        let res = r.register(reg("s:1", 1, &["T", "Ignored"], 1), 2).unwrap();
         assert_eq!(res.master_addr.as_deref(), Some("m:1"));
         assert_eq!(res.ha_server_addr.as_deref(), Some("m:1-ha"));
         let route = r.route("T").unwrap();
@@ -446,7 +510,7 @@ mod tests {
         assert!(r.route("Ignored").is_none());
         assert_eq!(r.topics(), vec!["T".to_string()]);
         // A new master registration with a new version replaces the topic set.
-        r.register(reg("m:1", 0, &["U"], 2), 1);
+        r.register(reg("m:1", 0, &["U"], 2), 1).unwrap();
         assert!(r.route("T").is_none());
         assert!(r.route("U").is_some());
     }
@@ -454,8 +518,8 @@ mod tests {
     #[test]
     fn brokers_expire_and_leave_with_their_connection() {
         let r = RouteInfoManager::new();
-        r.register(reg("m:1", 0, &["T"], 1), 7);
-        r.register(reg("s:1", 1, &[], 1), 8);
+        r.register(reg("m:1", 0, &["T"], 1), 7).unwrap();
+        r.register(reg("s:1", 1, &[], 1), 8).unwrap();
         r.connection_closed(8);
         assert_eq!(r.route("T").unwrap().broker_datas[0].broker_addrs.len(), 1);
         assert_eq!(r.scan_expired(Duration::ZERO), 1);

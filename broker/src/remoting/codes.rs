@@ -44,6 +44,9 @@ pub mod request {
     pub const SEND_BATCH_MESSAGE: i32 = 320;
     pub const QUERY_DATA_VERSION: i32 = 322;
     pub const LITE_PULL_MESSAGE: i32 = 361;
+    /// ferrocket: change a running broker's role (`role`, `epoch`, `masterAddr`).
+    /// Outside RocketMQ's code range.
+    pub const ROLE_CHANGE: i32 = 60001;
 }
 
 /// Response codes.

@@ -1,0 +1,179 @@
+//! Role changes and replication state, as the admin CLI, the operator and the fault
+//! tests drive them: the same requests on the same code path.
+
+use std::time::Duration;
+
+use crate::remoting::codes::{request, response};
+use crate::remoting::{RemotingClient, RemotingCommand};
+
+use super::ClientError;
+
+/// What a broker reports about its role and log (GET_BROKER_RUNTIME_INFO).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BrokerState {
+    /// `ASYNC_MASTER`, `SYNC_MASTER` or `SLAVE`.
+    pub role: String,
+    /// 0 for the master.
+    pub broker_id: i64,
+    /// Role epoch.
+    pub epoch: i64,
+    /// CommitLog max offset.
+    pub max_offset: u64,
+    /// What the broker vouches for (the end of the CommitLog it holds).
+    pub confirm_offset: u64,
+    /// Where its current epoch began.
+    pub epoch_start_offset: u64,
+    /// Connected slaves (masters).
+    pub ha_connections: u64,
+    /// The master it follows (slaves).
+    pub master_addr: String,
+    /// Its own HA address (`brokerIP1:haListenPort`).
+    pub ha_addr: String,
+}
+
+impl BrokerState {
+    /// Whether the broker takes writes.
+    #[must_use]
+    pub fn is_master(&self) -> bool {
+        self.role != "SLAVE"
+    }
+}
+
+/// The new role of a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewRole {
+    /// Take writes (`brokerId` 0).
+    Master,
+    /// Follow `master` (remoting address) with `broker_id`.
+    Slave {
+        /// The master's remoting address.
+        master: String,
+        /// The master's HA address (default: its port + 1).
+        master_ha: Option<String>,
+        /// The slave's id (default: its configured slave id).
+        broker_id: Option<i64>,
+    },
+}
+
+/// Reads a broker's role and offsets.
+///
+/// # Errors
+/// Transport failures, refusals, unreadable bodies.
+pub async fn broker_state(
+    remoting: &RemotingClient,
+    addr: &str,
+    timeout: Duration,
+) -> Result<BrokerState, ClientError> {
+    let r = remoting
+        .invoke(
+            addr,
+            RemotingCommand::request(request::GET_BROKER_RUNTIME_INFO),
+            timeout,
+        )
+        .await?;
+    if r.code != response::SUCCESS {
+        return Err(ClientError::Refused {
+            what: format!("runtime info of {addr}"),
+            code: r.code,
+            remark: r.remark.unwrap_or_default(),
+        });
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&r.body_bytes()).map_err(|e| ClientError::BadBody(e.to_string()))?;
+    let t = &v["table"];
+    let s = |k: &str| t[k].as_str().unwrap_or("").to_string();
+    let n = |k: &str| {
+        t[k].as_str()
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(BrokerState {
+        role: s("brokerRole"),
+        broker_id: t["brokerId"]
+            .as_str()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(-1),
+        epoch: t["epoch"]
+            .as_str()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0),
+        max_offset: n("commitLogMaxOffset"),
+        confirm_offset: n("confirmOffset"),
+        epoch_start_offset: n("epochStartOffset"),
+        ha_connections: n("haConnections"),
+        master_addr: s("masterAddr"),
+        ha_addr: s("haServerAddr"),
+    })
+}
+
+/// Sends a role change to `addr` at `epoch`. Returns the broker's state afterwards.
+///
+/// # Errors
+/// Transport failures; a refusal (older epoch, conflicting role) as
+/// [`ClientError::Refused`].
+pub async fn change_role(
+    remoting: &RemotingClient,
+    addr: &str,
+    role: &NewRole,
+    epoch: i64,
+    timeout: Duration,
+) -> Result<BrokerState, ClientError> {
+    let mut cmd = RemotingCommand::request(request::ROLE_CHANGE).with_ext("epoch", epoch);
+    cmd = match role {
+        NewRole::Master => cmd.with_ext("role", "master"),
+        NewRole::Slave {
+            master,
+            master_ha,
+            broker_id,
+        } => {
+            let mut c = cmd.with_ext("role", "slave").with_ext("masterAddr", master);
+            if let Some(h) = master_ha {
+                c = c.with_ext("masterHaAddr", h);
+            }
+            if let Some(id) = broker_id {
+                c = c.with_ext("brokerId", *id);
+            }
+            c
+        }
+    };
+    let r = remoting.invoke(addr, cmd, timeout).await?;
+    if r.code != response::SUCCESS {
+        return Err(ClientError::Refused {
+            what: format!("role change of {addr}"),
+            code: r.code,
+            remark: r.remark.unwrap_or_default(),
+        });
+    }
+    broker_state(remoting, addr, timeout).await
+}
+
+/// A failover: promotes `new_master` at `epoch`, then points every other reachable
+/// broker of the group at it. Slaves that cannot be reached are skipped (they learn the
+/// new master from the roles file or the name server when they come back). Returns the
+/// slaves that were re-pointed.
+///
+/// # Errors
+/// The promotion itself failed.
+pub async fn fail_over(
+    remoting: &RemotingClient,
+    new_master: &str,
+    others: &[(String, i64)],
+    epoch: i64,
+    timeout: Duration,
+) -> Result<Vec<String>, ClientError> {
+    let promoted = change_role(remoting, new_master, &NewRole::Master, epoch, timeout).await?;
+    let master_ha = Some(promoted.ha_addr).filter(|a| !a.is_empty());
+    let mut repointed = Vec::new();
+    for (addr, id) in others {
+        let role = NewRole::Slave {
+            master: new_master.to_string(),
+            master_ha: master_ha.clone(),
+            broker_id: Some(*id),
+        };
+        match change_role(remoting, addr, &role, epoch, timeout).await {
+            Ok(_) => repointed.push(addr.clone()),
+            Err(e) => tracing::warn!(slave = %addr, error = %e, "could not re-point a slave"),
+        }
+    }
+    Ok(repointed)
+}

@@ -1,0 +1,666 @@
+//! Master/slave replication with real `ferrocket` processes on loopback ports: byte-for-
+//! byte copies, SYNC_MASTER acknowledgements, slave reads, failover under load after
+//! `kill -9` with the acknowledged-writes checker, the old master rejoining as a slave,
+//! partitions through a fault-injecting TCP proxy, and epoch fencing.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferrocket::client::acked::AckedLog;
+use ferrocket::client::role::{broker_state, change_role, fail_over, BrokerState, NewRole};
+use ferrocket::client::{split_records, Client, OutMessage, QueueAddr};
+use ferrocket::remoting::codes::response;
+use ferrocket::store::decode_record;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferrocket");
+const SEGMENT: u64 = 2 * 1024 * 1024;
+const T: Duration = Duration::from_secs(5);
+
+struct Proc {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+    ha_port: u16,
+}
+
+impl Proc {
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(args: &[String]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env(
+            "FERROCKET_LOG",
+            std::env::var("FERROCKET_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("no ready line").unwrap();
+    assert!(line.starts_with("ready "), "{line}");
+    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
+    (child, addr)
+}
+
+fn namesrv() -> Proc {
+    let (child, addr) = spawn(&["namesrv".into(), "--listen".into(), "127.0.0.1:0".into()]);
+    Proc {
+        child,
+        addr,
+        dir: PathBuf::new(),
+        ha_port: 0,
+    }
+}
+
+/// A broker of group `ha-a` on `dir`, with `extra` settings.
+fn broker(ns: &str, dir: &Path, extra: &[String]) -> Proc {
+    let ha_port = free_port();
+    let mut args = vec!["broker".to_string()];
+    for kv in [
+        format!("namesrvAddr={ns}"),
+        "brokerName=ha-a".into(),
+        "listenPort=0".into(),
+        format!("haListenPort={ha_port}"),
+        format!("storePathRootDir={}", dir.display()),
+        format!("mappedFileSizeCommitLog={SEGMENT}"),
+        "maxMessageSize=1048576".into(),
+        "registerNameServerPeriod=1000".into(),
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    {
+        args.push("--set".into());
+        args.push(kv);
+    }
+    let (child, addr) = spawn(&args);
+    Proc {
+        child,
+        addr,
+        dir: dir.to_path_buf(),
+        ha_port,
+    }
+}
+
+fn master(ns: &str, dir: &Path, role: &str, extra: &[&str]) -> Proc {
+    let mut e: Vec<String> = vec![
+        format!("brokerRole={role}"),
+        "brokerId=0".into(),
+        "roleEpoch=1".into(),
+        "syncFlushTimeout=3000".into(),
+    ];
+    e.extend(extra.iter().map(|s| s.to_string()));
+    broker(ns, dir, &e)
+}
+
+fn slave(ns: &str, dir: &Path, id: i64, epoch: i64, master_ha: &str) -> Proc {
+    broker(
+        ns,
+        dir,
+        &[
+            "brokerRole=SLAVE".into(),
+            format!("brokerId={id}"),
+            format!("roleEpoch={epoch}"),
+            format!("haMasterAddress={master_ha}"),
+            "masterRole=SYNC_MASTER".into(),
+        ],
+    )
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn state(rt: &tokio::runtime::Runtime, c: &Client, addr: &str) -> BrokerState {
+    rt.block_on(broker_state(&c.remoting, addr, T)).unwrap()
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The CommitLog bytes of a store, `[0, len)`.
+fn commitlog(dir: &Path, len: u64) -> Vec<u8> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("commitlog"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let start: u64 = f.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        if start >= len {
+            break;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        let take = (len - start).min(bytes.len() as u64) as usize;
+        out.extend_from_slice(&bytes[..take]);
+    }
+    out
+}
+
+fn q(addr: &str, queue_id: i32) -> QueueAddr {
+    QueueAddr {
+        broker_name: "ha-a".into(),
+        addr: addr.into(),
+        queue_id,
+    }
+}
+
+fn msg(id: &str, size: usize) -> OutMessage {
+    let mut body = id.as_bytes().to_vec();
+    body.push(b'|');
+    body.resize(size.max(id.len() + 1), b'x');
+    OutMessage {
+        tag: None,
+        keys: Some(id.to_string()),
+        body: Bytes::from(body),
+    }
+}
+
+fn id_of(body: &[u8]) -> String {
+    let end = body.iter().position(|b| *b == b'|').unwrap_or(body.len());
+    String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
+/// Every message of `topic` on `addr` (queues 0..queues), by id.
+async fn consume_all(c: &Client, addr: &str, topic: &str, queues: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    for queue in 0..queues {
+        let mut offset = 0i64;
+        loop {
+            let r = c
+                .pull(&q(addr, queue), topic, "checker", offset, 0)
+                .await
+                .unwrap();
+            if r.code != response::SUCCESS {
+                break;
+            }
+            let recs = split_records(r.body_bytes());
+            if recs.is_empty() {
+                break;
+            }
+            for rec in &recs {
+                out.push(id_of(&decode_record(rec).unwrap().body));
+            }
+            offset = r.ext_num("nextBeginOffset").unwrap();
+        }
+    }
+    out
+}
+
+fn create_topic(rt: &tokio::runtime::Runtime, c: &Client, topic: &str, queues: i32) {
+    rt.block_on(c.create_topic(topic, queues)).unwrap();
+}
+
+#[test]
+fn sync_master_copies_byte_for_byte_and_slaves_serve_reads() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1, d2) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    create_topic(&rt, &c, "HA", 4);
+    // No slave yet: stored, but not acknowledged as replicated.
+    let r = rt
+        .block_on(c.send("HA", &q(&m.addr, 0), &[msg("lonely", 100)]))
+        .unwrap();
+    assert_eq!(r.code, response::SLAVE_NOT_AVAILABLE);
+
+    let s1 = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    let s2 = slave(
+        &ns.addr,
+        d2.path(),
+        2,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    wait_until("two slaves connected", Duration::from_secs(10), || {
+        state(&rt, &c, &m.addr).ha_connections == 2
+    });
+    // Sizes from tiny to 100 KiB (records split across 32 KiB frames), singles and batches.
+    for i in 0..300usize {
+        let size = [10, 1000, 33_000, 100_000][i % 4];
+        let r = rt
+            .block_on(c.send(
+                "HA",
+                &q(&m.addr, (i % 4) as i32),
+                &[msg(&format!("m{i}"), size)],
+            ))
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "send {i}");
+    }
+    let batch: Vec<OutMessage> = (0..20).map(|i| msg(&format!("b{i}"), 500)).collect();
+    assert_eq!(
+        rt.block_on(c.send("HA", &q(&m.addr, 1), &batch))
+            .unwrap()
+            .code,
+        response::SUCCESS
+    );
+
+    let ms = state(&rt, &c, &m.addr);
+    assert!(
+        ms.max_offset > SEGMENT * 2,
+        "spans several segments: {}",
+        ms.max_offset
+    );
+    for s in [&s1, &s2] {
+        wait_until("slave caught up", Duration::from_secs(10), || {
+            state(&rt, &c, &s.addr).confirm_offset >= ms.max_offset
+        });
+        let st = state(&rt, &c, &s.addr);
+        assert_eq!((st.role.as_str(), st.epoch), ("SLAVE", 1));
+        let len = st.confirm_offset;
+        assert!(
+            commitlog(&s.dir, len) == commitlog(&m.dir, len),
+            "slave {} differs from the master below {len}",
+            s.addr
+        );
+    }
+    // A consumer reads everything from a slave once its metadata synced (every 10 s).
+    wait_until("topic synced to the slave", Duration::from_secs(20), || {
+        rt.block_on(c.pull(&q(&s1.addr, 0), "HA", "g", 0, 0))
+            .map(|r| r.code == response::SUCCESS)
+            .unwrap_or(false)
+    });
+    let on_slave = rt.block_on(consume_all(&c, &s1.addr, "HA", 4));
+    let on_master = rt.block_on(consume_all(&c, &m.addr, "HA", 4));
+    assert_eq!(on_master.len(), 321);
+    assert_eq!(on_slave, on_master);
+    // Slaves take no writes.
+    let err = rt.block_on(c.send("HA", &q(&s1.addr, 0), &[msg("x", 10)]));
+    assert!(err.is_err());
+}
+
+#[test]
+fn failover_under_load_loses_no_acknowledged_message() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1, d2) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    create_topic(&rt, &c, "FO", 8);
+    let s1 = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    let s2 = slave(
+        &ns.addr,
+        d2.path(),
+        2,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    wait_until("two slaves connected", Duration::from_secs(10), || {
+        state(&rt, &c, &m.addr).ha_connections == 2
+    });
+    // The slaves know the topic (metadata sync) before the master dies.
+    for s in [&s1, &s2] {
+        wait_until("topic synced to the slave", Duration::from_secs(20), || {
+            rt.block_on(c.pull(&q(&s.addr, 0), "FO", "g", 0, 0))
+                .map(|r| r.code != response::TOPIC_NOT_EXIST && r.code != response::SYSTEM_ERROR)
+                .unwrap_or(false)
+        });
+    }
+
+    // 32 producers, 1 KiB messages, to the master until it dies.
+    let log = Arc::new(AckedLog::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..32)
+        .map(|p| {
+            let (c, log, stop, addr) = (
+                c.clone(),
+                Arc::clone(&log),
+                Arc::clone(&stop),
+                m.addr.clone(),
+            );
+            rt.spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("p{p}-{i}");
+                    i += 1;
+                    log.attempted();
+                    match c.send("FO", &q(&addr, p % 8), &[msg(&id, 1024)]).await {
+                        Ok(r) if r.code == response::SUCCESS => log.acked(id),
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    m.kill9();
+    let died = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        let _ = rt.block_on(p);
+    }
+    assert!(
+        log.acked_count() > 500,
+        "too few acknowledged before the kill: {}",
+        log.acked_count()
+    );
+
+    // Promote the slave with the highest confirmed offset, through the operator's path.
+    let st1 = state(&rt, &c, &s1.addr);
+    let st2 = state(&rt, &c, &s2.addr);
+    let (best, other, other_id) = if st1.confirm_offset >= st2.confirm_offset {
+        (&s1, &s2, 2)
+    } else {
+        (&s2, &s1, 1)
+    };
+    let repointed = rt
+        .block_on(fail_over(
+            &c.remoting,
+            &best.addr,
+            &[(other.addr.clone(), other_id)],
+            2,
+            T,
+        ))
+        .unwrap();
+    assert_eq!(repointed, std::slice::from_ref(&other.addr));
+    // The new master accepts (and, with the other slave, acknowledges) sends.
+    wait_until(
+        "the other slave follows the new master",
+        Duration::from_secs(10),
+        || state(&rt, &c, &best.addr).ha_connections >= 1,
+    );
+    let r = rt
+        .block_on(c.send("FO", &q(&best.addr, 0), &[msg("after-failover", 1024)]))
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS);
+    log.acked("after-failover");
+    let failover_ms = died.elapsed().as_millis();
+
+    let consumed = rt.block_on(consume_all(&c, &best.addr, "FO", 8));
+    let report = log.check(consumed.iter().map(String::as_str));
+    eprintln!(
+        "failover under load: attempts {}, {report}, death to accepted send {failover_ms} ms",
+        log.attempts()
+    );
+    assert_eq!(
+        report.lost, 0,
+        "acknowledged messages lost: {:?}",
+        report.lost_sample
+    );
+    assert_eq!(state(&rt, &c, &best.addr).epoch, 2);
+
+    // The old master comes back as a slave (as its pod would from the roles file): it
+    // truncates what it wrote past the new epoch's start and converges.
+    let old_max_before = std::fs::read_dir(m.dir.join("commitlog")).unwrap().count();
+    assert!(old_max_before > 0);
+    let rejoined = slave(
+        &ns.addr,
+        &m.dir.clone(),
+        3,
+        2,
+        &format!("127.0.0.1:{}", best.ha_port),
+    );
+    let target = state(&rt, &c, &best.addr).max_offset;
+    wait_until("the old master converges", Duration::from_secs(15), || {
+        state(&rt, &c, &rejoined.addr).max_offset == target
+    });
+    assert!(
+        commitlog(&rejoined.dir, target) == commitlog(&best.dir, target),
+        "rejoined old master differs"
+    );
+    let after = state(&rt, &c, &rejoined.addr);
+    assert_eq!((after.role.as_str(), after.epoch), ("SLAVE", 2));
+}
+
+/// A TCP proxy that can cut (close every connection, refuse new ones) or black-hole
+/// (keep connections, drop bytes) the path to `target`.
+struct FaultProxy {
+    port: u16,
+    mode: Arc<AtomicU8>,
+}
+
+const PASS: u8 = 0;
+const CUT: u8 = 1;
+const BLACKHOLE: u8 = 2;
+
+impl FaultProxy {
+    fn start(rt: &tokio::runtime::Runtime, target: String) -> FaultProxy {
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let m = Arc::clone(&mode);
+        rt.spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if m.load(Ordering::Relaxed) == CUT {
+                    drop(inbound);
+                    continue;
+                }
+                let Ok(outbound) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pipe(ri, wo, Arc::clone(&m)));
+                tokio::spawn(pipe(ro, wi, Arc::clone(&m)));
+            }
+        });
+        FaultProxy { port, mode }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::Relaxed);
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mode: Arc<AtomicU8>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r { Ok(0) | Err(_) => return, Ok(n) => n },
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                if mode.load(Ordering::Relaxed) == CUT { return; }
+                continue;
+            }
+        };
+        match mode.load(Ordering::Relaxed) {
+            CUT => return,
+            BLACKHOLE => continue,
+            _ => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn partition_answers_slave_errors_and_heals() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let m = master(
+        &ns.addr,
+        d0.path(),
+        "SYNC_MASTER",
+        &["syncFlushTimeout=1000"],
+    );
+    create_topic(&rt, &c, "PT", 2);
+    let proxy = FaultProxy::start(&rt, format!("127.0.0.1:{}", m.ha_port));
+    let s = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        1,
+        &format!("127.0.0.1:{}", proxy.port),
+    );
+    wait_until("slave connected", Duration::from_secs(10), || {
+        state(&rt, &c, &m.addr).ha_connections == 1
+    });
+    let send = |id: &str| {
+        rt.block_on(c.send("PT", &q(&m.addr, 0), &[msg(id, 512)]))
+            .unwrap()
+            .code
+    };
+    assert_eq!(send("before"), response::SUCCESS);
+
+    // Black hole: the connection stays, nothing gets through: FLUSH_SLAVE_TIMEOUT.
+    proxy.set(BLACKHOLE);
+    assert_eq!(send("held"), response::FLUSH_SLAVE_TIMEOUT);
+    // Cut: the master sees the slave go: SLAVE_NOT_AVAILABLE at once.
+    proxy.set(CUT);
+    wait_until("master notices the cut", Duration::from_secs(25), || {
+        state(&rt, &c, &m.addr).ha_connections == 0
+    });
+    let t0 = Instant::now();
+    assert_eq!(send("cut"), response::SLAVE_NOT_AVAILABLE);
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "SLAVE_NOT_AVAILABLE must not wait"
+    );
+    // Heal: the slave reconnects and catches up, and sends are acknowledged again.
+    proxy.set(PASS);
+    wait_until("slave reconnected", Duration::from_secs(10), || {
+        state(&rt, &c, &m.addr).ha_connections == 1
+    });
+    assert_eq!(send("after"), response::SUCCESS);
+    let target = state(&rt, &c, &m.addr).max_offset;
+    wait_until("slave caught up", Duration::from_secs(10), || {
+        state(&rt, &c, &s.addr).max_offset == target
+    });
+    assert!(commitlog(&s.dir, target) == commitlog(&m.dir, target));
+}
+
+#[test]
+fn epochs_fence_stale_masters_and_old_role_changes() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let stale = master(&ns.addr, d0.path(), "ASYNC_MASTER", &[]);
+    create_topic(&rt, &c, "EP", 1);
+    for i in 0..20 {
+        let r = rt
+            .block_on(c.send("EP", &q(&stale.addr, 0), &[msg(&format!("s{i}"), 100)]))
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+    }
+    // A slave already in epoch 3 is pointed at the epoch-1 master: it refuses the stream.
+    let s = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        3,
+        &format!("127.0.0.1:{}", stale.ha_port),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        state(&rt, &c, &s.addr).max_offset,
+        0,
+        "a slave of epoch 3 copied from an epoch-1 master"
+    );
+    // Role changes with an older epoch are refused; the same epoch is idempotent.
+    let older = rt.block_on(change_role(&c.remoting, &s.addr, &NewRole::Master, 2, T));
+    assert!(older.is_err(), "epoch 2 < 3 must be refused");
+    let promoted = rt
+        .block_on(change_role(&c.remoting, &s.addr, &NewRole::Master, 4, T))
+        .unwrap();
+    assert_eq!(
+        (promoted.role.as_str(), promoted.broker_id, promoted.epoch),
+        ("SYNC_MASTER", 0, 4)
+    );
+    assert!(rt
+        .block_on(change_role(&c.remoting, &s.addr, &NewRole::Master, 4, T))
+        .is_ok());
+    // The name server now routes brokerId 0 to the epoch-4 master; the stale master's
+    // periodic re-registration (epoch 1) cannot take it back.
+    std::thread::sleep(Duration::from_millis(2500));
+    let route = rt.block_on(c.route("EP")).unwrap().unwrap();
+    assert_eq!(route.broker_datas[0].broker_addrs.get(&0), Some(&s.addr));
+    // Demoting the stale master at epoch 4 makes it follow: it truncates its epoch-1
+    // writes (the new master began epoch 4 at offset 0) and converges on the new master.
+    let st = rt
+        .block_on(change_role(
+            &c.remoting,
+            &stale.addr,
+            &NewRole::Slave {
+                master: s.addr.clone(),
+                master_ha: Some(format!("127.0.0.1:{}", s.ha_port)),
+                broker_id: Some(2),
+            },
+            4,
+            T,
+        ))
+        .unwrap();
+    assert_eq!((st.role.as_str(), st.broker_id), ("SLAVE", 2));
+    let r = rt
+        .block_on(c.send("EP", &q(&s.addr, 0), &[msg("new-epoch", 100)]))
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS);
+    let target = state(&rt, &c, &s.addr).max_offset;
+    wait_until("stale master converges", Duration::from_secs(10), || {
+        state(&rt, &c, &stale.addr).max_offset == target
+    });
+    let ids = rt.block_on(consume_all(&c, &stale.addr, "EP", 1));
+    assert_eq!(
+        ids,
+        ["new-epoch"],
+        "the stale master kept only the new epoch's history"
+    );
+}
