@@ -54,6 +54,14 @@ pub struct BrokerMetrics {
     pub flush_latency: Histogram,
     /// Consumer lag per group and topic.
     pub consumer_lag: Family<Labels, Gauge>,
+    /// Bytes the best slave is behind (masters).
+    pub ha_slave_lag: Gauge,
+    /// Connected slaves (masters).
+    pub ha_slaves: Gauge,
+    /// Role epoch.
+    pub role_epoch: Gauge,
+    /// 1 while this broker is a master.
+    pub is_master: Gauge,
 }
 
 impl Default for BrokerMetrics {
@@ -74,8 +82,24 @@ impl Default for BrokerMetrics {
             connections: Gauge::default(),
             flush_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             consumer_lag: Family::default(),
+            ha_slave_lag: Gauge::default(),
+            ha_slaves: Gauge::default(),
+            role_epoch: Gauge::default(),
+            is_master: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "ha_slave_lag_bytes",
+            "Bytes the most advanced slave is behind the master's CommitLog",
+            m.ha_slave_lag.clone(),
+        );
+        registry.register("ha_slaves", "Connected slaves", m.ha_slaves.clone());
+        registry.register("role_epoch", "Role epoch", m.role_epoch.clone());
+        registry.register(
+            "is_master",
+            "1 while this broker takes writes",
+            m.is_master.clone(),
+        );
         registry.register("messages_in", "Messages stored", m.messages_in.clone());
         registry.register("bytes_in", "Message body bytes stored", m.bytes_in.clone());
         registry.register(

@@ -236,7 +236,14 @@ fn sync_master_copies_byte_for_byte_and_slaves_serve_reads() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    // Everything counts as cold (ratio 0): with slaveReadEnable the master sends readers
+    // to slave 1.
+    let m = master(
+        &ns.addr,
+        d0.path(),
+        "SYNC_MASTER",
+        &["slaveReadEnable=true", "accessMessageInMemoryMaxRatio=0"],
+    );
     create_topic(&rt, &c, "HA", 4);
     // No slave yet: stored, but not acknowledged as replicated.
     let r = rt
@@ -306,6 +313,10 @@ fn sync_master_copies_byte_for_byte_and_slaves_serve_reads() {
             .map(|r| r.code == response::SUCCESS)
             .unwrap_or(false)
     });
+    let r = rt
+        .block_on(c.pull(&q(&m.addr, 0), "HA", "g", 0, 0))
+        .unwrap();
+    assert_eq!(r.ext("suggestWhichBrokerId"), Some("1"));
     let on_slave = rt.block_on(consume_all(&c, &s1.addr, "HA", 4));
     let on_master = rt.block_on(consume_all(&c, &m.addr, "HA", 4));
     assert_eq!(on_master.len(), 321);

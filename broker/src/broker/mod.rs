@@ -38,6 +38,22 @@ pub use config::{BrokerConfig, BrokerRole, ConfigError};
 pub use long_poll::PullHold;
 pub use meta::{OffsetManager, TopicManager};
 
+/// Physical memory (`MemTotal`), read once; 8 GiB when unknown.
+fn total_memory_bytes() -> u64 {
+    static TOTAL: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(8 << 30, |kb| kb * 1024)
+    })
+}
+
 /// How often a slave copies the master's metadata.
 pub const SLAVE_SYNC_PERIOD: Duration = Duration::from_secs(10);
 
@@ -863,6 +879,34 @@ impl Broker {
         })
     }
 
+    /// `suggestWhichBrokerId` of a pull answer. With `slaveReadEnable`, a master points
+    /// readers of cold data (further behind the CommitLog head than
+    /// `accessMessageInMemoryMaxRatio` % of RAM) at `whichBrokerWhenConsumeSlowly`, and a
+    /// slave points readers of hot data back at the master (0). Otherwise 0.
+    fn suggest_broker(&self, records: &[Bytes]) -> i64 {
+        let st = self.role.get();
+        if !self.config.slave_read_enable {
+            return 0;
+        }
+        let Some(first) = records.first() else {
+            return if st.is_master() { 0 } else { st.broker_id };
+        };
+        let phys = first
+            .get(28..36)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, |b| u64::try_from(i64::from_be_bytes(b)).unwrap_or(0));
+        let behind = self.store.max_phy_offset().saturating_sub(phys);
+        let in_memory = total_memory_bytes()
+            .saturating_mul(self.config.access_message_in_memory_max_ratio)
+            / 100;
+        let cold = behind > in_memory;
+        match (st.is_master(), cold) {
+            (true, true) => self.config.which_broker_when_consume_slowly,
+            (true, false) | (false, false) => 0,
+            (false, true) => st.broker_id,
+        }
+    }
+
     /// What this broker can vouch for: the end of the CommitLog it holds (every byte
     /// CRC-checked, on a slave as received from the master).
     pub fn confirmed_offset(&self) -> u64 {
@@ -1075,8 +1119,9 @@ impl Broker {
                 }
                 continue;
             }
+            let suggest = self.suggest_broker(&r.messages);
             let resp = RemotingCommand::response_to(req, code)
-                .with_ext("suggestWhichBrokerId", 0)
+                .with_ext("suggestWhichBrokerId", suggest)
                 .with_ext("nextBeginOffset", next)
                 .with_ext("minOffset", r.min_offset)
                 .with_ext("maxOffset", r.max_offset);
@@ -1574,6 +1619,12 @@ impl crate::metrics::Observable for Broker {
     fn metrics(&self) -> String {
         let m = &self.metrics;
         m.store_max_offset.set(self.store.max_phy_offset() as i64);
+        let role = self.role.get();
+        m.role_epoch.set(role.epoch);
+        m.is_master.set(i64::from(role.is_master()));
+        m.ha_slaves.set(self.ha.slave_count() as i64);
+        m.ha_slave_lag
+            .set(i64::try_from(self.ha.slave_lag()).unwrap_or(i64::MAX));
         m.store_min_offset.set(self.store.min_phy_offset() as i64);
         let (flushes, micros) = self.store.commitlog().flush_stats();
         m.store_flushes.set(flushes as i64);
