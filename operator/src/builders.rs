@@ -599,6 +599,16 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str) -> String {
     out
 }
 
+/// The roles ConfigMap of a group (mounted as the brokers' `--roles-file`).
+#[must_use]
+pub fn roles_config_map(bg: &BrokerGroup, roles: &Roles) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(bg, format!("{}-roles", bg.name_any()), "broker"),
+        data: Some(BTreeMap::from([("roles".to_string(), roles.file_text())])),
+        ..ConfigMap::default()
+    }
+}
+
 /// Builds the objects of a `BrokerGroup`. `namesrv_addr` is `host:port;host:port`.
 ///
 /// # Errors
@@ -619,11 +629,7 @@ pub fn build_broker_group(
         data: Some(BTreeMap::from([("broker.conf".to_string(), conf.clone())])),
         ..ConfigMap::default()
     };
-    let roles_cm = ConfigMap {
-        metadata: meta(bg, format!("{name}-roles"), "broker"),
-        data: Some(BTreeMap::from([("roles".to_string(), roles.file_text())])),
-        ..ConfigMap::default()
-    };
+    let roles_cm = roles_config_map(bg, roles);
     let svc_ports = vec![
         port("remoting", BROKER_PORT),
         port("vip", VIP_PORT),

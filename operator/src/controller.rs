@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -26,6 +26,7 @@ use crate::builders::{
 use crate::crd::{
     BrokerGroup, BrokerGroupStatus, BrokerMemberStatus, NameServer, NameServerStatus,
 };
+use crate::failover::{decide, BrokerAdmin, Correction, Decision, Member, Observed, RemotingAdmin};
 use crate::metrics::Metrics;
 
 /// How often a healthy object is looked at again even without a change.
@@ -68,7 +69,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Builder settings (default image).
     pub build: BuildConfig,
+    /// Broker role calls.
+    pub admin: Arc<dyn BrokerAdmin>,
     failures: Mutex<HashMap<String, u32>>,
+    absent_since: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl Context {
@@ -84,8 +88,17 @@ impl Context {
             client,
             metrics,
             build,
+            admin: Arc::new(RemotingAdmin::default()),
             failures: Mutex::new(HashMap::new()),
+            absent_since: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the broker calls (tests use a fake).
+    #[must_use]
+    pub fn with_admin(mut self, admin: Arc<dyn BrokerAdmin>) -> Self {
+        self.admin = admin;
+        self
     }
 
     fn reset_backoff(&self, key: &str) {
@@ -504,27 +517,68 @@ pub async fn reconcile_broker_group(
     apply(&ctx.client, &namespace, &objects.pdb).await?;
 
     let pods = list_pods(&ctx.client, &namespace, &name, "broker").await?;
+    let members = observe_members(&ctx, &bg, &pods, &roles).await;
+    let observed = Observed {
+        master: roles.master.clone(),
+        epoch: roles.epoch,
+        enabled: bg.spec.failover.enabled,
+        grace: Duration::from_secs(
+            u64::try_from(bg.spec.failover.unready_grace_seconds).unwrap_or(10),
+        ),
+        members: members.clone(),
+    };
+    let mut action = Action::requeue(RESYNC);
+    let mut no_candidate = None;
+    match decide(&observed, Timestamp::now()) {
+        Decision::Steady => {}
+        Decision::Wait { remaining } => {
+            action = Action::requeue(remaining.min(RESYNC) + Duration::from_millis(200));
+        }
+        Decision::Promote {
+            new_master,
+            addr,
+            epoch,
+            followers,
+            reason,
+        } => {
+            fail_over(&ctx, &bg, &new_master, &addr, epoch, &followers, &reason).await?;
+            // Look again with the new roles recorded.
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        Decision::NoCandidate { reason } => {
+            warn!(%reason, "cannot fail over");
+            no_candidate = Some(reason);
+            action = Action::requeue(Duration::from_secs(2));
+        }
+        Decision::Correct(fixes) => {
+            correct_roles(&ctx, &roles, &members, &fixes).await;
+            action = Action::requeue(Duration::from_secs(2));
+        }
+    }
     let old_offsets: HashMap<&str, i64> = previous
         .brokers
         .iter()
         .map(|b| (b.pod.as_str(), b.max_offset))
         .collect();
-    let brokers: Vec<BrokerMemberStatus> = pods
+    let brokers: Vec<BrokerMemberStatus> = members
         .iter()
-        .map(|p| {
-            let pod = p.name_any();
-            BrokerMemberStatus {
-                broker_id: broker_id(&pod, &roles),
-                role: if pod == roles.master {
-                    "master"
-                } else {
-                    "slave"
-                }
-                .into(),
-                ready: pod_ready(p),
-                max_offset: old_offsets.get(pod.as_str()).copied().unwrap_or(0),
-                pod,
+        .filter(|m| pods.iter().any(|p| p.name_any() == m.pod))
+        .map(|m| BrokerMemberStatus {
+            broker_id: broker_id(&m.pod, &roles),
+            role: if m.pod == roles.master {
+                "master"
+            } else {
+                "slave"
             }
+            .into(),
+            ready: m.ready,
+            max_offset: m
+                .broker
+                .as_ref()
+                .map(|b| i64::try_from(b.max_offset).unwrap_or(i64::MAX))
+                .or_else(|| old_offsets.get(m.pod.as_str()).copied())
+                .unwrap_or(0),
+            pod: m.pod.clone(),
         })
         .collect();
     let ready = i32::try_from(brokers.iter().filter(|b| b.ready).count()).unwrap_or(i32::MAX);
@@ -559,15 +613,36 @@ pub async fn reconcile_broker_group(
             format!("{ready}/{want} brokers ready"),
             generation,
         ),
-        condition(
-            &previous.conditions,
-            "Degraded",
-            false,
-            "AsExpected",
-            String::new(),
-            generation,
-        ),
+        match &no_candidate {
+            None => condition(
+                &previous.conditions,
+                "Degraded",
+                false,
+                "AsExpected",
+                String::new(),
+                generation,
+            ),
+            Some(reason) => condition(
+                &previous.conditions,
+                "Degraded",
+                true,
+                "NoReadySlave",
+                reason.clone(),
+                generation,
+            ),
+        },
     ];
+    if let Some(reason) = &no_candidate {
+        if !condition_is(&previous.conditions, "Degraded", true) {
+            ctx.event(
+                bg.as_ref(),
+                EventType::Warning,
+                "NoReadySlave",
+                reason.clone(),
+            )
+            .await;
+        }
+    }
     if master_ready && !condition_is(&previous.conditions, "Available", true) {
         info!(master = %roles.master, "group available");
         ctx.event(
@@ -599,7 +674,165 @@ pub async fn reconcile_broker_group(
         apply_status::<BrokerGroup>(&ctx.client, &namespace, &name, &status).await?;
     }
     ctx.reset_backoff(&key_of(bg.as_ref()));
-    Ok(Action::requeue(RESYNC))
+    Ok(action)
+}
+
+/// Each pod as the failover decision sees it: readiness, since when unready, and what
+/// its broker reports. A recorded master without a pod counts as unready since the
+/// operator first noticed.
+async fn observe_members(
+    ctx: &Context,
+    bg: &BrokerGroup,
+    pods: &[Pod],
+    roles: &Roles,
+) -> Vec<Member> {
+    let now = Timestamp::now();
+    let key = format!("{}/{}", namespace_of(bg), bg.name_any());
+    let mut members: Vec<Member> = pods
+        .iter()
+        .map(|p| {
+            let pod = p.name_any();
+            let ready = pod_ready(p);
+            let unready_since = if ready {
+                None
+            } else if let Some(t) = &p.metadata.deletion_timestamp {
+                Some(t.0)
+            } else {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status != "True"))
+                    .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0))
+                    .or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            };
+            let addr = p
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_ref())
+                .filter(|ip| !ip.is_empty())
+                .map(|ip| format!("{ip}:{}", builders::BROKER_PORT));
+            let slave_id = pod
+                .rsplit('-')
+                .next()
+                .and_then(|o| o.parse::<i64>().ok())
+                .map_or(1, |o| o + 1);
+            Member {
+                pod,
+                ready,
+                unready_since,
+                addr,
+                broker: None,
+                slave_id,
+            }
+        })
+        .collect();
+    {
+        let mut absent = ctx.absent_since.lock().unwrap_or_else(|p| p.into_inner());
+        if members.iter().any(|m| m.pod == roles.master) {
+            absent.remove(&key);
+        } else {
+            let since = *absent.entry(key).or_insert(now);
+            members.push(Member {
+                pod: roles.master.clone(),
+                ready: false,
+                unready_since: Some(since),
+                addr: None,
+                broker: None,
+                slave_id: 1,
+            });
+        }
+    }
+    let views = futures::future::join_all(members.iter().map(|m| async {
+        match &m.addr {
+            Some(a) => ctx.admin.state(a).await.ok(),
+            None => None,
+        }
+    }))
+    .await;
+    for (m, v) in members.iter_mut().zip(views) {
+        m.broker = v;
+    }
+    members
+}
+
+/// Carries out a promotion: the new roles go into the status first (with the
+/// resourceVersion read, so a concurrent writer makes this fail and retry), then the
+/// roles ConfigMap, then the role changes.
+async fn fail_over(
+    ctx: &Context,
+    bg: &BrokerGroup,
+    new_master: &str,
+    addr: &str,
+    epoch: i64,
+    followers: &[(String, i64)],
+    reason: &str,
+) -> Result<(), Error> {
+    let namespace = namespace_of(bg);
+    let name = bg.name_any();
+    let old = Roles::of(bg);
+    warn!(from = %old.master, to = %new_master, epoch, %reason, "failing over");
+    let mut updated = bg.clone();
+    let mut status = bg.status.clone().unwrap_or_default();
+    status.master = Some(new_master.to_string());
+    status.epoch = epoch;
+    status.last_failover_time = Some(Timestamp::now().to_string());
+    updated.status = Some(status);
+    let api: Api<BrokerGroup> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.replace_status(&name, &PostParams::default(), &updated)
+        .await?;
+    let roles = Roles {
+        master: new_master.to_string(),
+        epoch,
+    };
+    let mut cm = builders::roles_config_map(bg, &roles);
+    cm.metadata.owner_references = bg.controller_owner_ref(&()).map(|o| vec![o]);
+    apply(&ctx.client, &namespace, &cm).await?;
+    match ctx.admin.promote(addr, epoch).await {
+        Ok(view) => {
+            for (f, id) in followers {
+                if let Err(e) = ctx.admin.follow(f, addr, &view.ha_addr, *id, epoch).await {
+                    warn!(slave = %f, error = %e, "could not re-point a slave; will retry");
+                }
+            }
+        }
+        Err(e) => warn!(broker = %addr, error = %e, "promotion request failed; will retry"),
+    }
+    ctx.metrics.failover(&namespace, &name);
+    ctx.event(
+        bg,
+        EventType::Warning,
+        "FailedOver",
+        format!("{new_master} promoted at epoch {epoch}: {reason}"),
+    )
+    .await;
+    Ok(())
+}
+
+/// Sends the role changes that bring brokers in line with the recorded roles.
+async fn correct_roles(ctx: &Context, roles: &Roles, members: &[Member], fixes: &[Correction]) {
+    let master = members.iter().find(|m| m.pod == roles.master);
+    let master_addr = master.and_then(|m| m.addr.clone());
+    let master_ha = master
+        .and_then(|m| m.broker.as_ref())
+        .map(|b| b.ha_addr.clone())
+        .unwrap_or_default();
+    for fix in fixes {
+        let r = match fix {
+            Correction::Promote { addr } => ctx.admin.promote(addr, roles.epoch).await.map(|_| ()),
+            Correction::Follow { addr, broker_id } => match &master_addr {
+                Some(m) => {
+                    ctx.admin
+                        .follow(addr, m, &master_ha, *broker_id, roles.epoch)
+                        .await
+                }
+                None => Err("the master has no address yet".into()),
+            },
+        };
+        match r {
+            Ok(()) => info!(?fix, epoch = roles.epoch, "role corrected"),
+            Err(e) => warn!(?fix, error = %e, "role correction failed; will retry"),
+        }
+    }
 }
 
 /// What to do after a failed reconcile: count it and retry with exponential backoff.

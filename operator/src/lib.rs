@@ -5,6 +5,7 @@
 pub mod builders;
 pub mod controller;
 pub mod crd;
+pub mod failover;
 pub mod lease;
 pub mod metrics;
 pub mod rbac;

@@ -549,3 +549,281 @@ async fn every_api_call_is_covered_by_the_rbac_list() {
         );
     }
 }
+
+/// Broker calls answered from a table, recording what was asked.
+#[derive(Default)]
+struct FakeAdmin {
+    views: std::sync::Mutex<
+        std::collections::HashMap<String, ferrocket_operator::failover::BrokerView>,
+    >,
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl FakeAdmin {
+    fn set(&self, addr: &str, is_master: bool, epoch: i64, offset: u64) {
+        self.views.lock().unwrap().insert(
+            addr.into(),
+            ferrocket_operator::failover::BrokerView {
+                is_master,
+                epoch,
+                confirm_offset: offset,
+                max_offset: offset,
+                ha_addr: addr.replace(":10911", ":10912"),
+            },
+        );
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl ferrocket_operator::failover::BrokerAdmin for FakeAdmin {
+    fn state(
+        &self,
+        addr: &str,
+    ) -> futures::future::BoxFuture<'_, Result<ferrocket_operator::failover::BrokerView, String>>
+    {
+        let r = self
+            .views
+            .lock()
+            .unwrap()
+            .get(addr)
+            .cloned()
+            .ok_or_else(|| format!("{addr} unreachable"));
+        Box::pin(async move { r })
+    }
+    fn promote(
+        &self,
+        addr: &str,
+        epoch: i64,
+    ) -> futures::future::BoxFuture<'_, Result<ferrocket_operator::failover::BrokerView, String>>
+    {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("promote {addr} {epoch}"));
+        let offset = self
+            .views
+            .lock()
+            .unwrap()
+            .get(addr)
+            .map_or(0, |v| v.max_offset);
+        self.set(addr, true, epoch, offset);
+        let r = self
+            .views
+            .lock()
+            .unwrap()
+            .get(addr)
+            .cloned()
+            .ok_or_else(|| "gone".to_string());
+        Box::pin(async move { r })
+    }
+    fn follow(
+        &self,
+        addr: &str,
+        master: &str,
+        master_ha: &str,
+        broker_id: i64,
+        epoch: i64,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        self.calls.lock().unwrap().push(format!(
+            "follow {addr} -> {master} ({master_ha}) id {broker_id} epoch {epoch}"
+        ));
+        let offset = self
+            .views
+            .lock()
+            .unwrap()
+            .get(addr)
+            .map_or(0, |v| v.max_offset);
+        self.set(addr, false, epoch, offset);
+        Box::pin(async move { Ok(()) })
+    }
+}
+
+async fn set_pod(client: &Client, name: &str, ready: bool, since_secs_ago: i64) {
+    add_pod(client, name, ready).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let ordinal = name.rsplit('-').next().unwrap();
+    let since = k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(since_secs_ago);
+    let status = serde_json::json!({"status": {
+        "podIP": format!("10.0.0.{ordinal}"),
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": since.to_string()}],
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+async fn reconcile_with(client: &Client, admin: &Arc<FakeAdmin>) -> BrokerGroup {
+    let api: Api<BrokerGroup> = Api::namespaced(client.clone(), NS);
+    let bg = api.get("broker-a").await.unwrap();
+    let context = Arc::new(
+        Context::new(
+            client.clone(),
+            Arc::new(Metrics::default()),
+            BuildConfig::default(),
+            "test",
+        )
+        .with_admin(Arc::clone(admin) as Arc<dyn ferrocket_operator::failover::BrokerAdmin>),
+    );
+    reconcile_broker_group(Arc::new(bg), context).await.unwrap();
+    api.get("broker-a").await.unwrap()
+}
+
+#[tokio::test]
+async fn master_unready_past_grace_fails_over_to_the_best_slave_and_the_old_master_converges() {
+    let c = client((nameserver(), Some(group("nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\nfailover: {unreadyGraceSeconds: 10}\n")))).await;
+    let admin = Arc::new(FakeAdmin::default());
+    admin.set("10.0.0.0:10911", true, 1, 1000);
+    admin.set("10.0.0.1:10911", false, 1, 400);
+    admin.set("10.0.0.2:10911", false, 1, 900);
+    reconcile_with(&c, &admin).await;
+    for p in ["broker-a-0", "broker-a-1", "broker-a-2"] {
+        set_pod(&c, p, true, 100).await;
+    }
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(condition(&bg, "Available").0, "True");
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    let offsets: Vec<i64> = bg
+        .status
+        .as_ref()
+        .unwrap()
+        .brokers
+        .iter()
+        .map(|b| b.max_offset)
+        .collect();
+    assert_eq!(
+        offsets,
+        [1000, 400, 900],
+        "max offsets come from the brokers"
+    );
+
+    // Unready for 3 s of a 10 s grace: nothing changes.
+    set_pod(&c, "broker-a-0", false, 3).await;
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(
+        bg.status.as_ref().unwrap().master.as_deref(),
+        Some("broker-a-0")
+    );
+    assert!(admin.calls().is_empty());
+
+    // Past the grace: the slave with the highest confirmed offset (broker-a-2) is promoted.
+    set_pod(&c, "broker-a-0", false, 30).await;
+    let bg = reconcile_with(&c, &admin).await;
+    let st = bg.status.clone().unwrap();
+    assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-2"), 2));
+    assert!(st.last_failover_time.is_some());
+    assert_eq!(
+        admin.calls(),
+        [
+            "promote 10.0.0.2:10911 2".to_string(),
+            "follow 10.0.0.1:10911 -> 10.0.0.2:10911 (10.0.0.2:10912) id 2 epoch 2".to_string(),
+        ]
+    );
+    let roles: ConfigMap = Api::namespaced(c.clone(), NS)
+        .get("broker-a-roles")
+        .await
+        .unwrap();
+    assert_eq!(roles.data.unwrap()["roles"], "master=broker-a-2\nepoch=2\n");
+    let events: Api<Event> = Api::namespaced(c.clone(), NS);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.contains(&"FailedOver".to_string()), "{reasons:?}");
+
+    // Next look: the new master is ready, the group is Available again.
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(
+        condition(&bg, "Available"),
+        ("True".into(), "MasterReady".into())
+    );
+    let roles_now: Vec<(String, String, i64)> = bg
+        .status
+        .unwrap()
+        .brokers
+        .iter()
+        .map(|b| (b.pod.clone(), b.role.clone(), b.broker_id))
+        .collect();
+    assert_eq!(roles_now[2], ("broker-a-2".into(), "master".into(), 0));
+
+    // The old master comes back claiming master at epoch 1 (a stale roles file): it is
+    // told to follow the new master.
+    set_pod(&c, "broker-a-0", true, 0).await;
+    reconcile_with(&c, &admin).await;
+    assert_eq!(
+        admin.calls().last().unwrap(),
+        "follow 10.0.0.0:10911 -> 10.0.0.2:10911 (10.0.0.2:10912) id 1 epoch 2"
+    );
+    let n = admin.calls().len();
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(admin.calls().len(), n, "converged: no more calls");
+    assert_eq!(bg.status.unwrap().epoch, 2);
+}
+
+#[tokio::test]
+async fn no_ready_slave_is_degraded_and_changes_nothing() {
+    let c = client((
+        nameserver(),
+        Some(group("nameServerRef: {name: namesrv}\nreplicas: 3\n")),
+    ))
+    .await;
+    let admin = Arc::new(FakeAdmin::default());
+    admin.set("10.0.0.1:10911", false, 1, 400);
+    reconcile_with(&c, &admin).await;
+    set_pod(&c, "broker-a-0", false, 60).await;
+    set_pod(&c, "broker-a-1", false, 60).await;
+    set_pod(&c, "broker-a-2", true, 60).await; // ready, but its broker does not answer
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(
+        condition(&bg, "Degraded"),
+        ("True".into(), "NoReadySlave".into())
+    );
+    let st = bg.status.unwrap();
+    assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-0"), 1));
+    assert!(admin.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_view_of_the_group_cannot_record_a_failover() {
+    let c = client((
+        nameserver(),
+        Some(group("nameServerRef: {name: namesrv}\nreplicas: 2\n")),
+    ))
+    .await;
+    let admin = Arc::new(FakeAdmin::default());
+    admin.set("10.0.0.1:10911", false, 1, 400);
+    reconcile_with(&c, &admin).await;
+    set_pod(&c, "broker-a-0", false, 60).await;
+    set_pod(&c, "broker-a-1", true, 60).await;
+    let api: Api<BrokerGroup> = Api::namespaced(c.clone(), NS);
+    let stale = api.get("broker-a").await.unwrap();
+    // Someone else writes the group in between (another operator replica, a user).
+    let patch = serde_json::json!({"metadata": {"labels": {"touched": "yes"}}});
+    api.patch("broker-a", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let context = Arc::new(
+        Context::new(
+            c.clone(),
+            Arc::new(Metrics::default()),
+            BuildConfig::default(),
+            "test",
+        )
+        .with_admin(Arc::clone(&admin) as Arc<dyn ferrocket_operator::failover::BrokerAdmin>),
+    );
+    let err = reconcile_broker_group(Arc::new(stale), context)
+        .await
+        .unwrap_err();
+    assert_eq!(err.metric_label(), "conflict", "{err}");
+    assert!(
+        admin.calls().is_empty(),
+        "no broker is promoted without the record"
+    );
+    assert_eq!(api.get("broker-a").await.unwrap().status.unwrap().epoch, 1);
+}

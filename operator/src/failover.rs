@@ -1,0 +1,481 @@
+//! Failover: a pure decision from observed state, and the broker calls behind a trait.
+//!
+//! [`decide`] looks at the group's recorded roles (status `master`, `epoch`), each pod's
+//! readiness (and since when it is unready) and what each reachable broker reports
+//! (role, epoch, confirmed offset), and says what to do: nothing, wait out the grace
+//! period, promote the best ready slave, report that no slave can take over, or correct
+//! brokers whose role disagrees with the recorded one.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::jiff::Timestamp;
+
+/// What one broker reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerView {
+    /// Whether it takes writes.
+    pub is_master: bool,
+    /// Its role epoch.
+    pub epoch: i64,
+    /// What it vouches for (end of the CommitLog it holds).
+    pub confirm_offset: u64,
+    /// Its max offset.
+    pub max_offset: u64,
+    /// Its HA address.
+    pub ha_addr: String,
+}
+
+/// One pod of the group as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Pod name.
+    pub pod: String,
+    /// The pod's `Ready` condition.
+    pub ready: bool,
+    /// Since when it is not ready (None: ready, or unknown).
+    pub unready_since: Option<Timestamp>,
+    /// Broker remoting address (pod IP and port), when the pod has an IP.
+    pub addr: Option<String>,
+    /// What the broker reported, when it answered.
+    pub broker: Option<BrokerView>,
+    /// The id it takes as a slave (ordinal + 1).
+    pub slave_id: i64,
+}
+
+/// The observed state of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Recorded master pod.
+    pub master: String,
+    /// Recorded epoch.
+    pub epoch: i64,
+    /// `failover.enabled`.
+    pub enabled: bool,
+    /// `failover.unreadyGraceSeconds`.
+    pub grace: Duration,
+    /// Every pod.
+    pub members: Vec<Member>,
+}
+
+/// A role correction for one broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Correction {
+    /// Make it master at the recorded epoch (a promotion that did not complete).
+    Promote {
+        /// Its address.
+        addr: String,
+    },
+    /// Make it follow the recorded master at the recorded epoch.
+    Follow {
+        /// Its address.
+        addr: String,
+        /// The slave id.
+        broker_id: i64,
+    },
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Roles agree with the record; nothing to do.
+    Steady,
+    /// The master is unready but within its grace period.
+    Wait {
+        /// Grace left.
+        remaining: Duration,
+    },
+    /// Promote `new_master` at `epoch`; re-point `followers` (address, slave id).
+    Promote {
+        /// The pod to promote.
+        new_master: String,
+        /// Its address.
+        addr: String,
+        /// The new epoch (recorded + 1).
+        epoch: i64,
+        /// Ready slaves to re-point.
+        followers: Vec<(String, i64)>,
+        /// Why (for the Event).
+        reason: String,
+    },
+    /// The master is gone past its grace, but no ready slave answers.
+    NoCandidate {
+        /// Why.
+        reason: String,
+    },
+    /// Some brokers disagree with the recorded roles.
+    Correct(Vec<Correction>),
+}
+
+/// Decides from observed state at `now`.
+#[must_use]
+pub fn decide(o: &Observed, now: Timestamp) -> Decision {
+    let master = o.members.iter().find(|m| m.pod == o.master);
+    let master_up = master.is_some_and(|m| m.ready);
+    if !master_up {
+        if !o.enabled {
+            return Decision::Steady;
+        }
+        let since = master.and_then(|m| m.unready_since).unwrap_or(now);
+        let d = now.duration_since(since);
+        let down_for = if d.is_negative() {
+            Duration::ZERO
+        } else {
+            d.unsigned_abs()
+        };
+        if down_for < o.grace {
+            return Decision::Wait {
+                remaining: o.grace - down_for,
+            };
+        }
+        let best = o
+            .members
+            .iter()
+            .filter(|m| m.pod != o.master && m.ready)
+            .filter_map(|m| Some((m, m.addr.as_ref()?, m.broker.as_ref()?)))
+            // A broker that already claims a newer epoch than the record is not trusted.
+            .filter(|(_, _, b)| b.epoch <= o.epoch)
+            .max_by(|a, b| {
+                a.2.confirm_offset
+                    .cmp(&b.2.confirm_offset)
+                    // Ties: the lowest ordinal, for a stable choice.
+                    .then_with(|| b.0.slave_id.cmp(&a.0.slave_id))
+            });
+        let Some((m, addr, b)) = best else {
+            return Decision::NoCandidate {
+                reason: format!(
+                    "master {} unready for {}s and no ready slave answers",
+                    o.master,
+                    down_for.as_secs()
+                ),
+            };
+        };
+        let followers = o
+            .members
+            .iter()
+            .filter(|x| x.pod != m.pod && x.pod != o.master && x.ready)
+            .filter_map(|x| Some((x.addr.clone()?, x.slave_id)))
+            .collect();
+        return Decision::Promote {
+            new_master: m.pod.clone(),
+            addr: addr.clone(),
+            epoch: o.epoch + 1,
+            followers,
+            reason: format!(
+                "master {} unready for {}s; {} has the highest confirmed offset {}",
+                o.master,
+                down_for.as_secs(),
+                m.pod,
+                b.confirm_offset
+            ),
+        };
+    }
+    let mut fixes = Vec::new();
+    for m in &o.members {
+        let (Some(addr), Some(b)) = (&m.addr, &m.broker) else {
+            continue;
+        };
+        if m.pod == o.master {
+            if !b.is_master || b.epoch < o.epoch {
+                fixes.push(Correction::Promote { addr: addr.clone() });
+            }
+        } else if b.is_master || b.epoch < o.epoch {
+            fixes.push(Correction::Follow {
+                addr: addr.clone(),
+                broker_id: m.slave_id,
+            });
+        }
+    }
+    if fixes.is_empty() {
+        Decision::Steady
+    } else {
+        Decision::Correct(fixes)
+    }
+}
+
+/// The broker calls the operator makes (remoting in production, a fake in tests).
+pub trait BrokerAdmin: Send + Sync {
+    /// What a broker reports.
+    fn state(&self, addr: &str) -> BoxFuture<'_, Result<BrokerView, String>>;
+    /// Makes `addr` master at `epoch`; returns its state afterwards.
+    fn promote(&self, addr: &str, epoch: i64) -> BoxFuture<'_, Result<BrokerView, String>>;
+    /// Makes `addr` follow `master` (HA at `master_ha`) at `epoch` with `broker_id`.
+    fn follow(
+        &self,
+        addr: &str,
+        master: &str,
+        master_ha: &str,
+        broker_id: i64,
+        epoch: i64,
+    ) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// [`BrokerAdmin`] over ferrocket's remoting requests (the ones `ferrocket admin role`
+/// sends).
+pub struct RemotingAdmin {
+    client: ferrocket::remoting::RemotingClient,
+    timeout: Duration,
+}
+
+impl Default for RemotingAdmin {
+    fn default() -> Self {
+        RemotingAdmin {
+            client: ferrocket::remoting::RemotingClient::new(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {
+    BrokerView {
+        is_master: s.is_master(),
+        epoch: s.epoch,
+        confirm_offset: s.confirm_offset,
+        max_offset: s.max_offset,
+        ha_addr: s.ha_addr,
+    }
+}
+
+impl BrokerAdmin for RemotingAdmin {
+    fn state(&self, addr: &str) -> BoxFuture<'_, Result<BrokerView, String>> {
+        let addr = addr.to_string();
+        Box::pin(async move {
+            ferrocket::client::role::broker_state(&self.client, &addr, self.timeout)
+                .await
+                .map(view)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn promote(&self, addr: &str, epoch: i64) -> BoxFuture<'_, Result<BrokerView, String>> {
+        let addr = addr.to_string();
+        Box::pin(async move {
+            ferrocket::client::role::change_role(
+                &self.client,
+                &addr,
+                &ferrocket::client::role::NewRole::Master,
+                epoch,
+                self.timeout,
+            )
+            .await
+            .map(view)
+            .map_err(|e| e.to_string())
+        })
+    }
+
+    fn follow(
+        &self,
+        addr: &str,
+        master: &str,
+        master_ha: &str,
+        broker_id: i64,
+        epoch: i64,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        let (addr, master, master_ha) =
+            (addr.to_string(), master.to_string(), master_ha.to_string());
+        Box::pin(async move {
+            let role = ferrocket::client::role::NewRole::Slave {
+                master,
+                master_ha: Some(master_ha).filter(|h| !h.is_empty()),
+                broker_id: Some(broker_id),
+            };
+            ferrocket::client::role::change_role(&self.client, &addr, &role, epoch, self.timeout)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn member(
+        pod: &str,
+        ready: bool,
+        since: Option<i64>,
+        role: Option<(bool, i64, u64)>,
+    ) -> Member {
+        let ordinal: i64 = pod.rsplit('-').next().unwrap().parse().unwrap();
+        Member {
+            pod: pod.into(),
+            ready,
+            unready_since: since.map(t),
+            addr: Some(format!("10.0.0.{ordinal}:10911")),
+            broker: role.map(|(is_master, epoch, confirm_offset)| BrokerView {
+                is_master,
+                epoch,
+                confirm_offset,
+                max_offset: confirm_offset,
+                ha_addr: format!("10.0.0.{ordinal}:10912"),
+            }),
+            slave_id: ordinal + 1,
+        }
+    }
+
+    fn group(members: Vec<Member>) -> Observed {
+        Observed {
+            master: "b-0".into(),
+            epoch: 1,
+            enabled: true,
+            grace: Duration::from_secs(10),
+            members,
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let healthy = vec![
+            member("b-0", true, None, Some((true, 1, 500))),
+            member("b-1", true, None, Some((false, 1, 500))),
+            member("b-2", true, None, Some((false, 1, 480))),
+        ];
+        assert_eq!(decide(&group(healthy), t(100)), Decision::Steady);
+
+        // Grace not reached: wait for the rest of it.
+        let down = |since, s1: Option<(bool, i64, u64)>, s2: Option<(bool, i64, u64)>, r1, r2| {
+            group(vec![
+                member("b-0", false, Some(since), None),
+                member("b-1", r1, None, s1),
+                member("b-2", r2, None, s2),
+            ])
+        };
+        assert_eq!(
+            decide(
+                &down(95, Some((false, 1, 500)), Some((false, 1, 400)), true, true),
+                t(100)
+            ),
+            Decision::Wait {
+                remaining: Duration::from_secs(5)
+            }
+        );
+
+        // Several slaves with different offsets: the highest confirmed offset wins, the
+        // other ready slave is re-pointed, the epoch goes up by one.
+        match decide(
+            &down(80, Some((false, 1, 400)), Some((false, 1, 900)), true, true),
+            t(100),
+        ) {
+            Decision::Promote {
+                new_master,
+                addr,
+                epoch,
+                followers,
+                ..
+            } => {
+                assert_eq!(
+                    (new_master.as_str(), addr.as_str(), epoch),
+                    ("b-2", "10.0.0.2:10911", 2)
+                );
+                assert_eq!(followers, [("10.0.0.1:10911".to_string(), 2)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The best slave is unready: the ready one is promoted.
+        match decide(
+            &down(
+                80,
+                Some((false, 1, 400)),
+                Some((false, 1, 900)),
+                true,
+                false,
+            ),
+            t(100),
+        ) {
+            Decision::Promote {
+                new_master,
+                followers,
+                ..
+            } => {
+                assert_eq!(new_master, "b-1");
+                assert!(followers.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // No ready slave (or none answering): Degraded, nothing changes.
+        assert!(matches!(
+            decide(
+                &down(
+                    80,
+                    Some((false, 1, 400)),
+                    Some((false, 1, 900)),
+                    false,
+                    false
+                ),
+                t(100)
+            ),
+            Decision::NoCandidate { .. }
+        ));
+        assert!(matches!(
+            decide(&down(80, None, None, true, true), t(100)),
+            Decision::NoCandidate { .. }
+        ));
+
+        // The master comes back during the grace period: steady again.
+        let back = group(vec![
+            member("b-0", true, None, Some((true, 1, 500))),
+            member("b-1", true, None, Some((false, 1, 500))),
+        ]);
+        assert_eq!(decide(&back, t(100)), Decision::Steady);
+
+        // Failover disabled: never promote.
+        let mut off = down(0, Some((false, 1, 400)), Some((false, 1, 900)), true, true);
+        off.enabled = false;
+        assert_eq!(decide(&off, t(100)), Decision::Steady);
+
+        // After a failover (master b-2, epoch 2) the old master returns claiming to be
+        // master at epoch 1 (stale roles file): it is told to follow. A slave still in
+        // epoch 1 (unreachable at failover time) is re-pointed too.
+        let after = Observed {
+            master: "b-2".into(),
+            epoch: 2,
+            ..group(vec![
+                member("b-0", true, None, Some((true, 1, 700))),
+                member("b-1", true, None, Some((false, 1, 400))),
+                member("b-2", true, None, Some((true, 2, 900))),
+            ])
+        };
+        assert_eq!(
+            decide(&after, t(100)),
+            Decision::Correct(vec![
+                Correction::Follow {
+                    addr: "10.0.0.0:10911".into(),
+                    broker_id: 1
+                },
+                Correction::Follow {
+                    addr: "10.0.0.1:10911".into(),
+                    broker_id: 2
+                },
+            ])
+        );
+        // Once it follows at epoch 2, all is steady.
+        let converged = Observed {
+            members: vec![
+                member("b-0", true, None, Some((false, 2, 900))),
+                member("b-1", true, None, Some((false, 2, 900))),
+                member("b-2", true, None, Some((true, 2, 900))),
+            ],
+            ..after
+        };
+        assert_eq!(decide(&converged, t(100)), Decision::Steady);
+
+        // The recorded master is up but reports slave (a promotion cut short): promote it.
+        let half = Observed {
+            master: "b-1".into(),
+            epoch: 2,
+            ..group(vec![member("b-1", true, None, Some((false, 1, 900)))])
+        };
+        assert_eq!(
+            decide(&half, t(100)),
+            Decision::Correct(vec![Correction::Promote {
+                addr: "10.0.0.1:10911".into()
+            }])
+        );
+    }
+}
