@@ -91,7 +91,7 @@ fr_run() { # label mode (single|ASYNC_MASTER|SYNC_MASTER)
   rm -rf "$work/m" "$work/s1" "$work/s2"
 }
 
-for mode in ${MODES:-single ASYNC_MASTER SYNC_MASTER}; do
+for mode in ${MODES-single ASYNC_MASTER SYNC_MASTER}; do
   case $mode in
     single) fr_run "ferrocket single broker" single ;;
     *) fr_run "ferrocket $mode + 2 slaves" "$mode" ;;
@@ -101,23 +101,17 @@ done
 if [ "${PEER:-1}" != 1 ]; then
   :
 elif [ -x "${PEER_ROOT:-$HOME/.cache/ferrocket-peer}/bin/rocketmq-broker-rust" ]; then
-  for mode in single SYNC_MASTER; do
-    nsp=$(freeport); mp=$(brokerport); NS=127.0.0.1:$nsp
-    label="rocketmq-rust $mode"
-    if [ "$mode" = single ]; then
-      "$peer" start "$nsp" "$mp" "$work/peer-m" >/dev/null
-    else
-      "$peer" start "$nsp" "$mp" "$work/peer-m" brokerRole=SYNC_MASTER >/dev/null
-      for i in 1 2; do
-        "$peer" start "$(freeport)" "$(brokerport)" "$work/peer-s$i" brokerRole=SLAVE "brokerId=$i" \
-          brokerName=peer-a "namesrvAddr=$NS" >/dev/null
-      done
-      sleep 3
-    fi
-    load
-    for d in "$work"/peer-*; do "$peer" stop "$d" >/dev/null 2>&1 || true; rm -rf "$d"; done
-    sleep 2
-  done
+  # The peer as a single broker. Its slaves are not measured: the rocketmq-rust 1.0 broker
+  # started with brokerRole=SLAVE exits at once here ("Service lifecycle operation
+  # failed"), and a SYNC_MASTER without slaves acknowledges every send (5.x semantics,
+  # inSyncReplicas=1), which would measure nothing about replication.
+  nsp=$(freeport); mp=$(brokerport); NS=127.0.0.1:$nsp
+  label="rocketmq-rust single broker"
+  "$peer" start "$nsp" "$mp" "$work/peer-m" >/dev/null
+  load
+  "$peer" stop "$work/peer-m" >/dev/null 2>&1 || true
+  sleep 2
+  rm -rf "$work/peer-m" || true
 else
   echo "rocketmq-rust peer not installed (../shared/tools/peer.sh install): peer rows skipped"
 fi

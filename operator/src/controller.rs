@@ -787,14 +787,8 @@ async fn fail_over(
     let mut cm = builders::roles_config_map(bg, &roles);
     cm.metadata.owner_references = bg.controller_owner_ref(&()).map(|o| vec![o]);
     apply(&ctx.client, &namespace, &cm).await?;
-    match ctx.admin.promote(addr, epoch).await {
-        Ok(view) => {
-            for (f, id) in followers {
-                if let Err(e) = ctx.admin.follow(f, addr, &view.ha_addr, *id, epoch).await {
-                    warn!(slave = %f, error = %e, "could not re-point a slave; will retry");
-                }
-            }
-        }
+    match ctx.admin.fail_over(addr, followers, epoch).await {
+        Ok(repointed) => info!(master = %addr, epoch, ?repointed, "promoted"),
         Err(e) => warn!(broker = %addr, error = %e, "promotion request failed; will retry"),
     }
     ctx.metrics.failover(&namespace, &name);

@@ -208,6 +208,28 @@ pub trait BrokerAdmin: Send + Sync {
         broker_id: i64,
         epoch: i64,
     ) -> BoxFuture<'_, Result<(), String>>;
+
+    /// A promotion: `addr` becomes master at `epoch`, then each of `followers` (address,
+    /// slave id) follows it. Follower failures are logged and skipped (a later reconcile
+    /// corrects them); returns the followers re-pointed.
+    fn fail_over<'a>(
+        &'a self,
+        addr: &'a str,
+        followers: &'a [(String, i64)],
+        epoch: i64,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let view = self.promote(addr, epoch).await?;
+            let mut done = Vec::new();
+            for (f, id) in followers {
+                match self.follow(f, addr, &view.ha_addr, *id, epoch).await {
+                    Ok(()) => done.push(f.clone()),
+                    Err(e) => tracing::warn!(slave = %f, error = %e, "could not re-point a slave"),
+                }
+            }
+            Ok(done)
+        })
+    }
 }
 
 /// [`BrokerAdmin`] over ferrocket's remoting requests (the ones `ferrocket admin role`
@@ -237,6 +259,20 @@ fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {
 }
 
 impl BrokerAdmin for RemotingAdmin {
+    /// The same function the broker's fault tests drive (`client::role::fail_over`).
+    fn fail_over<'a>(
+        &'a self,
+        addr: &'a str,
+        followers: &'a [(String, i64)],
+        epoch: i64,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            ferrocket::client::role::fail_over(&self.client, addr, followers, epoch, self.timeout)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn state(&self, addr: &str) -> BoxFuture<'_, Result<BrokerView, String>> {
         let addr = addr.to_string();
         Box::pin(async move {
