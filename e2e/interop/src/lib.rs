@@ -128,7 +128,8 @@ impl Cluster {
     }
 }
 
-fn broker_args(ns: &str, dir: &Path, port: Option<u16>, extra: &[String]) -> Vec<String> {
+/// The arguments of `ferrocket broker` for a store in `dir` (`extra` are `key=value`).
+pub fn broker_args(ns: &str, dir: &Path, port: Option<u16>, extra: &[String]) -> Vec<String> {
     let mut sets = vec![
         format!("namesrvAddr={ns}"),
         format!("listenPort={}", port.unwrap_or(0)),

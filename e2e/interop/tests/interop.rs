@@ -819,3 +819,96 @@ async fn orderly_consumption_keeps_each_keys_order_across_a_broker_restart() {
         );
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn broker_status(ns: &str, broker: &str) -> serde_json::Value {
+    let out = std::process::Command::new(ferrocket_interop::ferrocket_bin())
+        .args([
+            "admin",
+            "--namesrv",
+            ns,
+            "--json",
+            "broker-status",
+            "--broker",
+            broker,
+        ])
+        .output()
+        .expect("admin runs");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_master_acknowledges_and_consumers_read_the_slave_when_the_master_is_gone() {
+    let ha = free_port();
+    let mut cluster = Cluster::start(&[
+        "brokerRole=SYNC_MASTER",
+        "roleEpoch=1",
+        &format!("haListenPort={ha}"),
+    ]);
+    let ns = cluster.namesrv.addr.clone();
+    let slave_dir = tempfile::tempdir().unwrap();
+    let slave = ferrocket_interop::Proc::spawn(&ferrocket_interop::broker_args(
+        &ns,
+        slave_dir.path(),
+        None,
+        &[
+            "brokerRole=SLAVE".into(),
+            "brokerId=1".into(),
+            "roleEpoch=1".into(),
+            format!("haMasterAddress=127.0.0.1:{ha}"),
+        ],
+    ));
+    assert_eq!(slave.role, "slave");
+    let master_addr = cluster.broker.addr.clone();
+    wait_for("the slave to connect", Duration::from_secs(10), || {
+        broker_status(&ns, &master_addr)["table"]["haConnections"] == "1"
+    })
+    .await;
+
+    let rt = client_runtime("sync-master");
+    let mut p = producer(&rt, &ns, "interop_pg_ha").await;
+    let mut sent = BTreeSet::new();
+    for i in 0..30 {
+        let body = format!("replicated-{i}");
+        let r = p
+            .send_with_timeout(message("InteropHa", "T", &body), 5000)
+            .await
+            .expect("send")
+            .expect("a send result");
+        // SEND_OK from a SYNC_MASTER: a slave holds it.
+        assert_eq!(format!("{:?}", r.send_status), "SendOk");
+        sent.insert(body);
+    }
+    p.shutdown().await;
+    // The slave copies the topic in its metadata sync (every 10 s, first after 3 s).
+    let slave_addr = slave.addr.clone();
+    let target = broker_status(&ns, &master_addr)["table"]["commitLogMaxOffset"].clone();
+    wait_for(
+        "the slave to hold everything",
+        Duration::from_secs(10),
+        || broker_status(&ns, &slave_addr)["table"]["commitLogMaxOffset"] == target,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // The master dies; the route keeps the slave, and the stock consumer reads from it.
+    cluster.broker.kill9();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = push_consumer(&rt, &ns, "interop_cg_ha", "InteropHa", "*", got.clone()).await;
+    wait_for(
+        "30 messages from the slave",
+        Duration::from_secs(60),
+        || got.lock().unwrap().len() >= 30,
+    )
+    .await;
+    c.shutdown().await;
+    let bodies: BTreeSet<String> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+    assert_eq!(bodies, sent);
+}
