@@ -311,6 +311,35 @@ pub fn digest(text: &str) -> String {
     format!("{:08x}", h.finalize())
 }
 
+/// The StatefulSet spec both kinds share: stable pod names through the headless
+/// Service, pods started in parallel, the instance's labels on the template.
+fn statefulset_spec(
+    name: &str,
+    component: &str,
+    replicas: i32,
+    annotations: BTreeMap<String, String>,
+    pod: PodSpec,
+) -> StatefulSetSpec {
+    StatefulSetSpec {
+        replicas: Some(replicas),
+        service_name: Some(headless_name(name)),
+        pod_management_policy: Some("Parallel".into()),
+        selector: LabelSelector {
+            match_labels: Some(selector_labels(name, component)),
+            ..LabelSelector::default()
+        },
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(labels(name, component)),
+                annotations: (!annotations.is_empty()).then_some(annotations),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(pod),
+        },
+        ..StatefulSetSpec::default()
+    }
+}
+
 /// Everything a `NameServer` becomes.
 #[derive(Clone, Debug)]
 pub struct NameServerObjects {
@@ -397,23 +426,13 @@ pub fn build_nameserver(
     apply_placement(&mut pod, &s.placement);
     let statefulset = StatefulSet {
         metadata: meta(ns, name.clone(), "namesrv"),
-        spec: Some(StatefulSetSpec {
-            replicas: Some(s.replicas),
-            service_name: Some(headless_name(&name)),
-            pod_management_policy: Some("Parallel".into()),
-            selector: LabelSelector {
-                match_labels: Some(sel.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name, "namesrv")),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            ..StatefulSetSpec::default()
-        }),
+        spec: Some(statefulset_spec(
+            &name,
+            "namesrv",
+            s.replicas,
+            BTreeMap::new(),
+            pod,
+        )),
         ..StatefulSet::default()
     };
     Ok(NameServerObjects {
@@ -726,8 +745,6 @@ pub fn build_broker_group(
         ..PodSpec::default()
     };
     apply_placement(&mut pod, &s.placement);
-    let mut template_labels = labels(&name, "broker");
-    template_labels.remove("app.kubernetes.io/managed-by");
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("store".into()),
@@ -753,29 +770,12 @@ pub fn build_broker_group(
     } else {
         "Retain"
     };
+    // The roles file is deliberately not hashed: a failover must not roll every pod;
+    // brokers change role through the role-change request.
+    let annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), digest(&conf))]);
     let statefulset = StatefulSet {
         metadata: meta(bg, name.clone(), "broker"),
         spec: Some(StatefulSetSpec {
-            replicas: Some(s.replicas),
-            service_name: Some(headless_name(&name)),
-            pod_management_policy: Some("Parallel".into()),
-            selector: LabelSelector {
-                match_labels: Some(sel.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name, "broker")),
-                    // The roles file is deliberately not hashed: a failover must not roll
-                    // every pod; brokers change role through the role-change request.
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        digest(&conf),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
             volume_claim_templates: Some(vec![claim]),
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
@@ -784,7 +784,7 @@ pub fn build_broker_group(
                     when_scaled: Some("Retain".into()),
                 },
             ),
-            ..StatefulSetSpec::default()
+            ..statefulset_spec(&name, "broker", s.replicas, annotations, pod)
         }),
         ..StatefulSet::default()
     };

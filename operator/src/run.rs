@@ -62,28 +62,6 @@ pub enum RunError {
     LostLease,
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -159,7 +137,7 @@ async fn controllers(
 /// See [`RunError`].
 pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let client = Client::try_default().await?;
-    run_with_client(client, cfg, shutdown_signal()).await
+    run_with_client(client, cfg, ferrocket::cli::servers::shutdown_signal()).await
 }
 
 /// [`run`] over a given client and shutdown trigger (tests use an in-memory API).

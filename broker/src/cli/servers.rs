@@ -109,7 +109,8 @@ fn ready(role: &str, addr: &str) {
     let _ = out.flush();
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

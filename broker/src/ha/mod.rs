@@ -533,6 +533,11 @@ impl HaService {
     }
 }
 
+/// An offset as the 8 big-endian bytes of a Java long.
+fn offset_bytes(offset: u64) -> [u8; 8] {
+    i64::try_from(offset).unwrap_or(i64::MAX).to_be_bytes()
+}
+
 async fn read_frame_head(rd: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<(i64, usize)> {
     let mut head = [0u8; 12];
     rd.read_exact(&mut head).await?;
@@ -667,24 +672,14 @@ async fn follow(
                         std::io::Error::new(std::io::ErrorKind::TimedOut, "master silent").into(),
                     );
                 }
-                wr.write_all(
-                    &i64::try_from(store.max_phy_offset())
-                        .unwrap_or(i64::MAX)
-                        .to_be_bytes(),
-                )
-                .await?;
+                wr.write_all(&offset_bytes(store.max_phy_offset())).await?;
                 continue;
             }
             Ok(r) => r?,
         };
         last_report = tokio::time::Instant::now();
         if size == 0 {
-            wr.write_all(
-                &i64::try_from(store.max_phy_offset())
-                    .unwrap_or(i64::MAX)
-                    .to_be_bytes(),
-            )
-            .await?;
+            wr.write_all(&offset_bytes(store.max_phy_offset())).await?;
             continue;
         }
         if size > 4 * 1024 * 1024 {
