@@ -827,3 +827,67 @@ async fn a_stale_view_of_the_group_cannot_record_a_failover() {
     );
     assert_eq!(api.get("broker-a").await.unwrap().status.unwrap().epoch, 1);
 }
+/// The whole `ferrocket-operator run` (lease, watches, controllers, shutdown) over the
+/// in-memory API.
+#[tokio::test]
+async fn run_takes_the_lease_reconciles_from_watches_and_releases_on_shutdown() {
+    let c = client((
+        nameserver(),
+        Some(group("nameServerRef: {name: namesrv}\nreplicas: 2\n")),
+    ))
+    .await;
+    let cfg = ferrocket_operator::run::RunConfig {
+        watch_namespaces: vec![NS.into()],
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        leader_election: true,
+        lease_name: "ferrocket-operator".into(),
+        lease_namespace: NS.into(),
+        identity: "replica-a".into(),
+        lease_duration: Duration::from_secs(5),
+        default_image: "ferrocket:test".into(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(ferrocket_operator::run::run_with_client(
+        c.clone(),
+        cfg,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let stss: Api<StatefulSet> = Api::namespaced(c.clone(), NS);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stss.get_opt("broker-a").await.unwrap().is_none()
+        || stss.get_opt("namesrv").await.unwrap().is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the controllers never created the StatefulSets"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lease: Lease = Api::namespaced(c.clone(), NS)
+        .get("ferrocket-operator")
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("replica-a")
+    );
+    let bg = Api::<BrokerGroup>::namespaced(c.clone(), NS)
+        .get("broker-a")
+        .await
+        .unwrap();
+    assert_eq!(bg.status.unwrap().master.as_deref(), Some("broker-a-0"));
+    stop.send(()).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("shuts down")
+        .unwrap();
+    assert!(outcome.is_ok(), "{outcome:?}");
+    // Released on a clean shutdown, so a standby takes over at once.
+    let lease: Lease = Api::namespaced(c.clone(), NS)
+        .get("ferrocket-operator")
+        .await
+        .unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity, None);
+}
