@@ -29,6 +29,19 @@ use crate::crd::{
 use crate::failover::{decide, BrokerAdmin, Correction, Decision, Member, Observed, RemotingAdmin};
 use crate::metrics::Metrics;
 
+/// Finds a broker pod's remoting address.
+pub type BrokerAddrFn = Arc<dyn Fn(&Pod) -> Option<String> + Send + Sync>;
+
+/// The pod IP and the broker port.
+#[must_use]
+pub fn default_broker_addr(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_ref())
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| format!("{ip}:{}", builders::BROKER_PORT))
+}
+
 /// How often a healthy object is looked at again even without a change.
 pub const RESYNC: Duration = Duration::from_secs(30);
 
@@ -71,6 +84,8 @@ pub struct Context {
     pub build: BuildConfig,
     /// Broker role calls.
     pub admin: Arc<dyn BrokerAdmin>,
+    /// A broker pod's remoting address (default: pod IP and port 10911).
+    pub broker_addr: BrokerAddrFn,
     failures: Mutex<HashMap<String, u32>>,
     absent_since: Mutex<HashMap<String, Timestamp>>,
 }
@@ -89,9 +104,17 @@ impl Context {
             metrics,
             build,
             admin: Arc::new(RemotingAdmin::default()),
+            broker_addr: Arc::new(default_broker_addr),
             failures: Mutex::new(HashMap::new()),
             absent_since: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Replaces how a pod's broker address is found (tests on loopback ports).
+    #[must_use]
+    pub fn with_broker_addr(mut self, f: BrokerAddrFn) -> Self {
+        self.broker_addr = f;
+        self
     }
 
     /// Replaces the broker calls (tests use a fake).
@@ -705,12 +728,7 @@ async fn observe_members(
                     .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0))
                     .or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
             };
-            let addr = p
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.as_ref())
-                .filter(|ip| !ip.is_empty())
-                .map(|ip| format!("{ip}:{}", builders::BROKER_PORT));
+            let addr = (ctx.broker_addr)(p);
             let slave_id = pod
                 .rsplit('-')
                 .next()
