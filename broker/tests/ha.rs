@@ -675,3 +675,72 @@ fn epochs_fence_stale_masters_and_old_role_changes() {
         "the stale master kept only the new epoch's history"
     );
 }
+
+#[test]
+fn a_peer_claiming_offsets_it_was_never_sent_acknowledges_nothing() {
+    use std::io::{Read, Write};
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let d0 = tempfile::tempdir().unwrap();
+    let m = master(
+        &ns.addr,
+        d0.path(),
+        "SYNC_MASTER",
+        &["syncFlushTimeout=500"],
+    );
+    create_topic(&rt, &c, "RG", 1);
+    // A rogue peer on the HA port: reads the hello, then claims the whole log.
+    let mut rogue = std::net::TcpStream::connect(("127.0.0.1", m.ha_port)).unwrap();
+    rogue
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    rogue.read_exact(&mut head).unwrap();
+    assert_eq!(
+        i64::from_be_bytes(head[..8].try_into().unwrap()),
+        -1,
+        "hello first"
+    );
+    let size = i32::from_be_bytes(head[8..].try_into().unwrap()) as usize;
+    let mut hello = vec![0u8; size];
+    rogue.read_exact(&mut hello).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&hello).unwrap();
+    assert_eq!(v["epoch"], 1);
+    rogue.write_all(&0i64.to_be_bytes()).unwrap();
+    wait_until("rogue counted as a slave", Duration::from_secs(5), || {
+        state(&rt, &c, &m.addr).ha_connections == 1
+    });
+    let send = || {
+        rt.block_on(c.send("RG", &q(&m.addr, 0), &[msg("x", 100)]))
+            .unwrap()
+            .code
+    };
+    let sender = std::thread::scope(|s| {
+        let h = s.spawn(send);
+        std::thread::sleep(Duration::from_millis(100));
+        // Claims far more than it could have received.
+        let _ = rogue.write_all(&i64::MAX.to_be_bytes());
+        h.join().unwrap()
+    });
+    assert_ne!(
+        sender,
+        response::SUCCESS,
+        "a false report acknowledged a send"
+    );
+    // Garbage does not take the master down: a real slave still works afterwards.
+    let _ = rogue.write_all(b"\xff\xff\xff\xff garbage that is not an offset");
+    drop(rogue);
+    let d1 = tempfile::tempdir().unwrap();
+    let _s = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    wait_until("real slave connected", Duration::from_secs(10), || {
+        state(&rt, &c, &m.addr).ha_connections == 1
+    });
+    assert_eq!(send(), response::SUCCESS);
+}

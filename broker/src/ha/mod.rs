@@ -326,7 +326,6 @@ pub struct HaService {
     slaves: AtomicUsize,
     new_data: Notify,
     conn_ids: AtomicU64,
-    lag: AtomicU64,
 }
 
 impl HaService {
@@ -341,7 +340,6 @@ impl HaService {
             slaves: AtomicUsize::new(0),
             new_data: Notify::new(),
             conn_ids: AtomicU64::new(0),
-            lag: AtomicU64::new(0),
         })
     }
 
@@ -404,10 +402,6 @@ impl HaService {
                 false
             }
         });
-        self.lag.store(
-            self.store.max_phy_offset().saturating_sub(offset),
-            Ordering::Relaxed,
-        );
         self.store.set_confirm_offset(self.acked_offset());
     }
 
@@ -460,17 +454,38 @@ impl HaService {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "no offset from the slave")
             })??;
         let start = u64::try_from(i64::from_be_bytes(first)).unwrap_or(0);
+        if start > self.store.max_phy_offset() {
+            // A slave ahead of its master holds a history the master does not: it must
+            // truncate first (the hello told it where). Nothing it says counts.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("slave reports {start}, past the master's end"),
+            ));
+        }
         self.report(start);
+        // What this connection has streamed: a report past it is not believed, so a
+        // confused or hostile peer cannot acknowledge SYNC_MASTER sends it never got.
+        let sent = Arc::new(AtomicU64::new(start));
         let (stop_tx, mut stop_rx) = watch::channel(false);
         // Reader: every 8 bytes is the slave's max offset.
         let reader = {
             let ha = Arc::clone(&self);
+            let sent = Arc::clone(&sent);
             tokio::spawn(async move {
                 let mut buf = [0u8; 8];
                 while let Ok(Ok(_)) =
                     tokio::time::timeout(HOUSEKEEPING, rd.read_exact(&mut buf)).await
                 {
                     let off = u64::try_from(i64::from_be_bytes(buf)).unwrap_or(0);
+                    let limit = sent.load(Ordering::Acquire);
+                    if off > limit {
+                        warn!(
+                            reported = off,
+                            streamed = limit,
+                            "slave reported more than it was sent; closing"
+                        );
+                        break;
+                    }
                     ha.report(off);
                 }
                 let _ = stop_tx.send(true);
@@ -495,6 +510,8 @@ impl HaService {
                 if data.is_empty() {
                     break;
                 }
+                // Raised before the write: the slave may answer before write_all returns.
+                sent.store(next + data.len() as u64, Ordering::Release);
                 // Header and body in one write: one segment on the wire with TCP_NODELAY.
                 out.clear();
                 out.extend_from_slice(&i64::try_from(next).unwrap_or(i64::MAX).to_be_bytes());
