@@ -2,7 +2,7 @@
 # One image, both binaries: `ferrocket` (name server, broker, admin, bench) and
 # `ferrocket-operator`.
 
-FROM rust:1.89-bookworm AS build
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
