@@ -710,6 +710,15 @@ async fn follow(
                 expected + pending.len() as u64
             )));
         }
+        // A record (or a segment's filler) is at most maxMessageSize plus its header: a
+        // master feeding more than that without completing one is broken.
+        let limit = 2 * store.config().max_message_size + TRANSFER_BATCH + (1 << 20);
+        if pending.len() + size > limit {
+            return Err(SlaveError::Protocol(format!(
+                "{} bytes buffered without a complete record",
+                pending.len() + size
+            )));
+        }
         let start = pending.len();
         pending.resize(start + size, 0);
         rd.read_exact(&mut pending[start..]).await?;
