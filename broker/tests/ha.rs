@@ -245,6 +245,9 @@ fn sync_master_copies_byte_for_byte_and_slaves_serve_reads() {
         &["slaveReadEnable=true", "accessMessageInMemoryMaxRatio=0"],
     );
     create_topic(&rt, &c, "HA", 4);
+    // A consumer group's progress on the master, to be copied by the slaves' sync.
+    rt.block_on(c.commit(&q(&m.addr, 2), "HA", "resume", 7))
+        .unwrap();
     // No slave yet: stored, but not acknowledged as replicated.
     let r = rt
         .block_on(c.send("HA", &q(&m.addr, 0), &[msg("lonely", 100)]))
