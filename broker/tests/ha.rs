@@ -747,3 +747,36 @@ fn a_peer_claiming_offsets_it_was_never_sent_acknowledges_nothing() {
     });
     assert_eq!(send(), response::SUCCESS);
 }
+
+#[test]
+fn a_slave_started_before_its_master_finds_it_through_the_name_server() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // No haMasterAddress and RocketMQ's 30 s registration period: the slave must ask the
+    // name server again soon by itself.
+    let s = broker(
+        &ns.addr,
+        d1.path(),
+        &[
+            "brokerRole=SLAVE".into(),
+            "brokerId=1".into(),
+            "roleEpoch=1".into(),
+            "registerNameServerPeriod=30000".into(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    wait_until(
+        "the slave finds its master",
+        Duration::from_secs(10),
+        || state(&rt, &c, &m.addr).ha_connections == 1,
+    );
+    create_topic(&rt, &c, "LATE", 1);
+    let r = rt
+        .block_on(c.send("LATE", &q(&m.addr, 0), &[msg("late", 100)]))
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS);
+    assert_eq!(state(&rt, &c, &s.addr).master_addr, m.addr);
+}

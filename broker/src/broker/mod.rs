@@ -386,8 +386,16 @@ impl Broker {
                         b.config.register_name_server_period_ms.clamp(1000, 60_000),
                     );
                     loop {
+                        // A slave that does not know its master yet (it registered before
+                        // the master did) asks again soon rather than a period later.
+                        let st = b.role.get();
+                        let wait = if !st.is_master() && st.master_ha_addr.is_none() {
+                            period.min(Duration::from_secs(2))
+                        } else {
+                            period
+                        };
                         tokio::select! {
-                            _ = tokio::time::sleep(period) => {}
+                            _ = tokio::time::sleep(wait) => {}
                             _ = b.topics_changed.notified() => {}
                         }
                         b.register_all().await;
