@@ -618,6 +618,20 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str) -> String {
     out
 }
 
+/// How many pods the StatefulSet keeps: `replicas`, but never fewer than reach the
+/// current master (after a failover the master may be a high ordinal; a scale-down
+/// must not delete it). The reconciler reports the difference as `ScaleDownBlocked`.
+#[must_use]
+pub fn pod_count(replicas: i32, roles: &Roles) -> i32 {
+    let master_ordinal = roles
+        .master
+        .rsplit('-')
+        .next()
+        .and_then(|o| o.parse::<i32>().ok())
+        .unwrap_or(0);
+    replicas.max(master_ordinal.saturating_add(1))
+}
+
 /// The roles ConfigMap of a group (mounted as the brokers' `--roles-file`).
 #[must_use]
 pub fn roles_config_map(bg: &BrokerGroup, roles: &Roles) -> ConfigMap {
@@ -784,7 +798,13 @@ pub fn build_broker_group(
                     when_scaled: Some("Retain".into()),
                 },
             ),
-            ..statefulset_spec(&name, "broker", s.replicas, annotations, pod)
+            ..statefulset_spec(
+                &name,
+                "broker",
+                pod_count(s.replicas, roles),
+                annotations,
+                pod,
+            )
         }),
         ..StatefulSet::default()
     };
@@ -1041,6 +1061,20 @@ mod tests {
         };
         assert_ne!(hash(&a, &r1), hash(&b, &r1));
         assert_eq!(hash(&a, &r1), hash(&a, &r2));
+    }
+
+    #[test]
+    fn scale_down_never_deletes_the_master() {
+        let after = Roles {
+            master: "broker-a-2".into(),
+            epoch: 2,
+        };
+        assert_eq!(pod_count(2, &after), 3);
+        assert_eq!(pod_count(5, &after), 5);
+        assert_eq!(pod_count(1, &Roles::initial("broker-a")), 1);
+        let bg = group("nameServerAddress: x:1\nreplicas: 1\n");
+        let o = build_broker_group(&bg, "x:1", &after, &BuildConfig::default()).unwrap();
+        assert_eq!(o.statefulset.spec.unwrap().replicas, Some(3));
     }
 
     #[test]

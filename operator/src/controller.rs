@@ -610,7 +610,8 @@ pub async fn reconcile_broker_group(
     let rolled = sts.status.as_ref().is_none_or(|s| {
         s.observed_generation == sts.metadata.generation && s.updated_replicas.unwrap_or(0) == want
     });
-    let progressing = ready != want || !rolled;
+    let blocked = builders::pod_count(want, &roles) > want;
+    let progressing = ready != want || !rolled || blocked;
     let conds = vec![
         condition(
             &previous.conditions,
@@ -632,8 +633,22 @@ pub async fn reconcile_broker_group(
             &previous.conditions,
             "Progressing",
             progressing,
-            if progressing { "RollingOut" } else { "Stable" },
-            format!("{ready}/{want} brokers ready"),
+            if blocked {
+                "ScaleDownBlocked"
+            } else if progressing {
+                "RollingOut"
+            } else {
+                "Stable"
+            },
+            if blocked {
+                format!(
+                    "{ready} brokers ready; scaling to {want} would delete the master {} (kept {} pods)",
+                    roles.master,
+                    builders::pod_count(want, &roles)
+                )
+            } else {
+                format!("{ready}/{want} brokers ready")
+            },
             generation,
         ),
         match &no_candidate {
