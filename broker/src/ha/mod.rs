@@ -502,6 +502,11 @@ impl HaService {
             if !self.role.is_master() || self.role.get().epoch != st.epoch {
                 break Err(std::io::Error::other("role changed"));
             }
+            // Registered before looking for data, so an append between the last read and
+            // the wait still wakes this connection.
+            let notified = self.new_data.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let mut sent_any = false;
             for _ in 0..FRAMES_PER_ROUND {
                 let Some(data) = self.store.read_raw(next, TRANSFER_BATCH) else {
@@ -528,9 +533,8 @@ impl HaService {
             if sent_any {
                 continue;
             }
-            let notified = self.new_data.notified();
             tokio::select! {
-                _ = notified => {}
+                _ = &mut notified => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 _ = stop_rx.changed() => {}
                 _ = role_rx.changed() => {}
