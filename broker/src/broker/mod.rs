@@ -364,7 +364,7 @@ impl Broker {
                 .with_ext("brokerName", &self.config.broker_name)
                 .with_ext("brokerAddr", self.config.broker_addr())
                 .with_ext("clusterName", &self.config.broker_cluster_name)
-                .with_ext("brokerId", self.role.get().broker_id);
+                .with_ext("brokerId", self.role.read(|r| r.broker_id));
             let _ = self.namesrv.invoke(ns, cmd, Duration::from_secs(2)).await;
         }
     }
@@ -861,14 +861,10 @@ impl Broker {
         msgs: &[MessageToStore],
         result: &crate::store::PutResult,
     ) -> Result<i32, StoreError> {
-        let wait = msgs
-            .first()
-            .map(|m| find_property(&m.properties, "WAIT") != Some("false"))
-            .unwrap_or(true);
-        let sync_master = self.role.get().role == BrokerRole::SyncMaster;
+        let sync_master = self.role.role() == BrokerRole::SyncMaster;
         let timeout = Duration::from_millis(self.config.store.sync_flush_timeout_ms.max(1));
         let replicate = async {
-            if sync_master && wait {
+            if sync_master && crate::store::wait_requested(msgs) {
                 self.ha.wait_for_slave(result.end_offset, timeout).await
             } else {
                 Ok(())
@@ -892,15 +888,16 @@ impl Broker {
     /// `accessMessageInMemoryMaxRatio` % of RAM) at `whichBrokerWhenConsumeSlowly`, and a
     /// slave points readers of hot data back at the master (0). Otherwise 0.
     fn suggest_broker(&self, records: &[Bytes]) -> i64 {
-        let st = self.role.get();
         if !self.config.slave_read_enable {
             return 0;
         }
+        let (is_master, id) = self.role.read(|r| (r.is_master(), r.broker_id));
         let Some(first) = records.first() else {
-            return if st.is_master() { 0 } else { st.broker_id };
+            return if is_master { 0 } else { id };
         };
+        let pos = crate::store::message::POS_PHYSICAL_OFFSET;
         let phys = first
-            .get(28..36)
+            .get(pos..pos + 8)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map_or(0, |b| u64::try_from(i64::from_be_bytes(b)).unwrap_or(0));
         let behind = self.store.max_phy_offset().saturating_sub(phys);
@@ -908,10 +905,10 @@ impl Broker {
             .saturating_mul(self.config.access_message_in_memory_max_ratio)
             / 100;
         let cold = behind > in_memory;
-        match (st.is_master(), cold) {
+        match (is_master, cold) {
             (true, true) => self.config.which_broker_when_consume_slowly,
             (true, false) | (false, false) => 0,
-            (false, true) => st.broker_id,
+            (false, true) => id,
         }
     }
 

@@ -131,10 +131,21 @@ impl RoleCell {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Reads the current role without copying it (send and pull paths).
+    pub fn read<R>(&self, f: impl FnOnce(&RoleState) -> R) -> R {
+        f(&self.state.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Whether this broker takes writes.
     #[must_use]
     pub fn is_master(&self) -> bool {
-        self.get().is_master()
+        self.read(RoleState::is_master)
+    }
+
+    /// The current role's kind.
+    #[must_use]
+    pub fn role(&self) -> BrokerRole {
+        self.read(|s| s.role)
     }
 
     /// Notified on every change.
@@ -153,6 +164,18 @@ impl RoleCell {
     #[must_use]
     pub fn last_epoch(&self) -> i64 {
         lock(&self.epochs).last_epoch()
+    }
+
+    /// The newest epoch this broker knows (role or history); refuses an older `epoch`.
+    fn check_epoch(&self, st: &RoleState, epoch: i64) -> Result<i64, RoleError> {
+        let current = st.epoch.max(lock(&self.epochs).last_epoch());
+        if epoch < current {
+            return Err(RoleError::StaleEpoch {
+                offered: epoch,
+                current,
+            });
+        }
+        Ok(current)
     }
 
     fn bump(&self) {
@@ -188,14 +211,7 @@ impl RoleCell {
         max_offset: u64,
     ) -> Result<bool, RoleError> {
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let current = st.epoch.max(lock(&self.epochs).last_epoch());
-        if epoch < current {
-            return Err(RoleError::StaleEpoch {
-                offered: epoch,
-                current,
-            });
-        }
-        if epoch == current {
+        if epoch == self.check_epoch(&st, epoch)? {
             return if st.is_master() {
                 Ok(false)
             } else {
@@ -235,13 +251,7 @@ impl RoleCell {
             .or_else(|| default_ha_addr(master_addr))
             .ok_or(RoleError::NoMaster)?;
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let current = st.epoch.max(lock(&self.epochs).last_epoch());
-        if epoch < current {
-            return Err(RoleError::StaleEpoch {
-                offered: epoch,
-                current,
-            });
-        }
+        let current = self.check_epoch(&st, epoch)?;
         if epoch == current && st.is_master() && st.epoch == epoch {
             return Err(RoleError::Conflict(epoch));
         }
@@ -499,7 +509,7 @@ impl HaService {
             if *stop_rx.borrow() {
                 break Ok(());
             }
-            if !self.role.is_master() || self.role.get().epoch != st.epoch {
+            if !self.role.read(|r| r.is_master() && r.epoch == st.epoch) {
                 break Err(std::io::Error::other("role changed"));
             }
             // Registered before looking for data, so an append between the last read and

@@ -134,6 +134,13 @@ impl GetMessageResult {
     }
 }
 
+/// Whether a send asks to be acknowledged only once durable (its `WAIT` property is not
+/// `false`): the rule for both the disk flush and a SYNC_MASTER's slave.
+pub fn wait_requested(msgs: &[MessageToStore]) -> bool {
+    msgs.first()
+        .is_none_or(|m| find_property(&m.properties, "WAIT") != Some("false"))
+}
+
 /// Which side of a timestamp [`MessageStore::search_offset_by_time`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BoundaryType {
@@ -929,11 +936,7 @@ impl StoreInner {
     /// # Errors
     /// As [`StoreInner::wait_flushed`].
     pub async fn await_durable(&self, msgs: &[MessageToStore], appended: &PutResult) -> Result<()> {
-        let wait = msgs
-            .first()
-            .map(|m| find_property(&m.properties, "WAIT") != Some("false"))
-            .unwrap_or(true);
-        if self.config.flush_disk_type == FlushDiskType::Sync && wait {
+        if self.config.flush_disk_type == FlushDiskType::Sync && wait_requested(msgs) {
             self.wait_flushed(appended.end_offset).await?;
         }
         Ok(())
