@@ -22,7 +22,7 @@ pub struct EpochEntry {
 /// Why the epoch file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EpochError {
-    /// Read or write failed.
+    /// Reading failed.
     #[error("epoch file {path}: {source}")]
     Io {
         /// The file.
@@ -30,6 +30,9 @@ pub enum EpochError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Writing failed (the previous file stays in place).
+    #[error(transparent)]
+    Write(#[from] crate::store::StoreError),
     /// The file is not a list of entries.
     #[error("epoch file {path} is corrupt: {reason}")]
     Corrupt {
@@ -62,13 +65,36 @@ fn well_formed(entries: &[EpochEntry]) -> bool {
 }
 
 impl EpochFile {
-    /// Loads `path`; a missing file is an empty list.
+    /// Loads `path` (or, when a crash came between the two renames of a write, its
+    /// `.bak`); no file at all is an empty list.
     ///
     /// # Errors
     /// Unreadable or corrupt files.
     pub fn load(path: &Path) -> Result<Self, EpochError> {
-        let entries = match std::fs::read(path) {
-            Ok(bytes) => {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::read(crate::store::metadata::bak_path(path)) {
+                    Ok(b) => Some(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(source) => {
+                        return Err(EpochError::Io {
+                            path: path.to_path_buf(),
+                            source,
+                        })
+                    }
+                }
+            }
+            Err(source) => {
+                return Err(EpochError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let entries = match bytes {
+            None => Vec::new(),
+            Some(bytes) => {
                 let entries: Vec<EpochEntry> =
                     serde_json::from_slice(&bytes).map_err(|e| EpochError::Corrupt {
                         path: path.to_path_buf(),
@@ -81,13 +107,6 @@ impl EpochFile {
                     });
                 }
                 entries
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => {
-                return Err(EpochError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })
             }
         };
         Ok(EpochFile {
@@ -115,28 +134,8 @@ impl EpochFile {
     }
 
     fn persist(&self) -> Result<(), EpochError> {
-        let io = |source| EpochError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let tmp = self.path.with_extension("tmp");
-        let bytes = serde_json::to_vec_pretty(&self.entries).map_err(|e| EpochError::Corrupt {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        // The store's atomic metadata write: temp file, fsync, `.bak`, rename, dir fsync.
+        Ok(crate::store::metadata::persist(&self.path, &self.entries)?)
     }
 
     /// Starts `epoch` at `start_offset` (a promotion). Refuses an epoch that is not newer.
@@ -225,6 +224,10 @@ mod tests {
         assert!(f.begin(2, 1000).is_err());
         let again = EpochFile::load(&path).unwrap();
         assert_eq!(again.entries(), [e(1, 0), e(3, 900)]);
+        // A crash between the write's two renames leaves only the `.bak` (the state
+        // before that write): it is used.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(EpochFile::load(&path).unwrap().entries(), [e(1, 0)]);
         std::fs::write(
             &path,
             "[{\"epoch\":2,\"startOffset\":0},{\"epoch\":1,\"startOffset\":5}]",

@@ -232,7 +232,8 @@ pub fn quote_bare_keys(input: &str) -> String {
     out
 }
 
-fn bak_path(path: &Path) -> PathBuf {
+/// Where [`persist`] keeps the previous copy of `path`.
+pub fn bak_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".bak");
     PathBuf::from(s)
