@@ -1,24 +1,15 @@
-//! Operator metrics (reconciles, failures, duration, leadership) and the HTTP endpoint
-//! serving `/metrics`, `/healthz` and `/readyz`.
+//! Operator metrics (reconciles, failures, duration, leadership), served on `/metrics`
+//! with `/healthz` and `/readyz` by the same HTTP endpoint as the brokers'.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 type Labels = Vec<(String, String)>;
 
@@ -159,68 +150,13 @@ impl Metrics {
     }
 }
 
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    if let Ok(v) = content_type.parse() {
-        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+/// `/metrics`, `/healthz` and `/readyz` (started) through the broker's HTTP endpoint.
+impl ferrocket::metrics::Observable for Metrics {
+    fn metrics(&self) -> String {
+        self.encode()
     }
-    resp
-}
 
-/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (started)
-/// on `addr`. Returns once bound.
-///
-/// # Errors
-/// The address cannot be bound.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    Ok((
-        bound,
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let metrics = Arc::clone(&metrics);
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let metrics = Arc::clone(&metrics);
-                        async move {
-                            let resp = match req.uri().path() {
-                                "/metrics" => reply(
-                                    StatusCode::OK,
-                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                    metrics.encode(),
-                                ),
-                                "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-                                "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
-                                    reply(StatusCode::OK, "text/plain", "ready\n".into())
-                                }
-                                "/readyz" => reply(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    "text/plain",
-                                    "starting\n".into(),
-                                ),
-                                _ => {
-                                    reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into())
-                                }
-                            };
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "metrics connection ended");
-                    }
-                });
-            }
-        }),
-    ))
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
 }

@@ -20,7 +20,7 @@ use crate::builders::BuildConfig;
 use crate::controller::{error_policy, reconcile_broker_group, reconcile_nameserver, Context};
 use crate::crd::{BrokerGroup, NameServer};
 use crate::lease::LeaseLock;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 
 /// Settings of `ferrocket-operator run`.
 #[derive(Clone, Debug)]
@@ -150,13 +150,13 @@ pub async fn run_with_client(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
-    let (bound, _server) = metrics::serve(cfg.metrics_addr, Arc::clone(&metrics))
+    let _server = ferrocket::metrics::serve_http(cfg.metrics_addr, metrics.clone())
         .await
         .map_err(|source| RunError::Listen {
             addr: cfg.metrics_addr,
             source,
         })?;
-    tracing::info!(metrics = %bound, namespaces = ?cfg.watch_namespaces, "operator starting");
+    tracing::info!(metrics = %cfg.metrics_addr, namespaces = ?cfg.watch_namespaces, "operator starting");
     metrics.set_ready(true);
     let shutdown = Box::pin(shutdown);
     let lock = cfg.leader_election.then(|| {

@@ -836,9 +836,13 @@ async fn run_takes_the_lease_reconciles_from_watches_and_releases_on_shutdown() 
         Some(group("nameServerRef: {name: namesrv}\nreplicas: 2\n")),
     ))
     .await;
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let cfg = ferrocket_operator::run::RunConfig {
         watch_namespaces: vec![NS.into()],
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr,
         leader_election: true,
         lease_name: "ferrocket-operator".into(),
         lease_namespace: NS.into(),
@@ -878,6 +882,26 @@ async fn run_takes_the_lease_reconciles_from_watches_and_releases_on_shutdown() 
         .await
         .unwrap();
     assert_eq!(bg.status.unwrap().master.as_deref(), Some("broker-a-0"));
+    // The metrics endpoint answers with the reconciles counted and the leader gauge set.
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out)
+            .await
+            .unwrap();
+        out
+    };
+    let text = get("/metrics").await;
+    assert!(
+        text.contains("ferrocket_operator_reconciles_total{kind=\"BrokerGroup\"}"),
+        "{text}"
+    );
+    assert!(text.contains("ferrocket_operator_leader 1"), "{text}");
+    assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
     stop.send(()).unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(30), running)
         .await
