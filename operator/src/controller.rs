@@ -311,9 +311,8 @@ pub async fn reconcile_nameserver(ns: Arc<NameServer>, ctx: Arc<Context>) -> Res
     let objects = match build_nameserver(&ns, &ctx.build) {
         Ok(o) => o,
         Err(e) => {
-            degrade(&ctx, ns.as_ref(), &previous.conditions, &e, generation).await?;
             let status = NameServerStatus {
-                conditions: degraded_conditions(&previous.conditions, &e, generation),
+                conditions: reject(&ctx, ns.as_ref(), &previous.conditions, &e, generation).await,
                 observed_generation: generation,
                 ..previous
             };
@@ -413,13 +412,15 @@ fn degraded_conditions(
     ]
 }
 
-async fn degrade<K: Resource<DynamicType = ()>>(
+/// A rejected spec: logged, a Warning Event the first time this message is seen, and the
+/// conditions that say so.
+async fn reject<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     obj: &K,
     previous: &[Condition],
     e: &SpecError,
-    _generation: Option<i64>,
-) -> Result<(), Error> {
+    generation: Option<i64>,
+) -> Vec<Condition> {
     warn!(reason = e.reason(), message = %e, "spec rejected");
     let already = previous
         .iter()
@@ -428,7 +429,7 @@ async fn degrade<K: Resource<DynamicType = ()>>(
         ctx.event(obj, EventType::Warning, e.reason(), e.to_string())
             .await;
     }
-    Ok(())
+    degraded_conditions(previous, e, generation)
 }
 
 /// Resolves `namesrvAddr` for a group: the explicit address, or the pod DNS names of the
@@ -469,42 +470,35 @@ pub async fn reconcile_broker_group(
     let name = bg.name_any();
     let generation = bg.metadata.generation;
     let previous = bg.status.clone().unwrap_or_default();
-    let spec_error = builders::validate_broker_group(&bg.spec).err();
-    let namesrv = if spec_error.is_none() {
-        resolve_namesrv(&ctx.client, &bg).await?
-    } else {
-        None
-    };
-    let spec_error = spec_error.or_else(|| {
-        namesrv.is_none().then(|| {
-            SpecError::Invalid(format!(
-                "NameServer `{}` not found in namespace {namespace}",
-                bg.spec
-                    .name_server_ref
-                    .as_ref()
-                    .map_or("", |r| r.name.as_str())
-            ))
-        })
-    });
     let roles = Roles::of(&bg);
-    let built = match (&spec_error, &namesrv) {
-        (None, Some(addr)) => build_broker_group(&bg, addr, &roles, &ctx.build).map_err(Some),
-        (Some(e), _) => Err(Some(e.clone())),
-        (None, None) => Err(None),
+    let mut waiting_for_namesrv = false;
+    let built = match builders::validate_broker_group(&bg.spec) {
+        Err(e) => Err(e),
+        Ok(()) => match resolve_namesrv(&ctx.client, &bg).await? {
+            Some(addr) => build_broker_group(&bg, &addr, &roles, &ctx.build),
+            None => {
+                waiting_for_namesrv = true;
+                Err(SpecError::Invalid(format!(
+                    "NameServer `{}` not found in namespace {namespace}",
+                    bg.spec
+                        .name_server_ref
+                        .as_ref()
+                        .map_or("", |r| r.name.as_str())
+                )))
+            }
+        },
     };
     let objects = match built {
         Ok(o) => o,
         Err(e) => {
-            let e = e.unwrap_or_else(|| SpecError::Invalid("no name server".into()));
-            degrade(&ctx, bg.as_ref(), &previous.conditions, &e, generation).await?;
             let status = BrokerGroupStatus {
-                conditions: degraded_conditions(&previous.conditions, &e, generation),
+                conditions: reject(&ctx, bg.as_ref(), &previous.conditions, &e, generation).await,
                 observed_generation: generation,
                 ..previous
             };
             apply_status::<BrokerGroup>(&ctx.client, &namespace, &name, &status).await?;
             // A missing NameServer may appear later; a bad spec waits for an edit.
-            return Ok(if bg.spec.name_server_ref.is_some() && namesrv.is_none() {
+            return Ok(if waiting_for_namesrv {
                 Action::requeue(RESYNC)
             } else {
                 Action::await_change()
