@@ -21,25 +21,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-# A broker port with port-2 and port+1 free too (the peer binds both).
-brokerport() {
-  while :; do
-    p=$(freeport)
-    python3 - "$p" <<'PY' && { echo "$p"; return; }
-import socket, sys
-p = int(sys.argv[1])
-for q in (p - 2, p + 1):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", q))
-    except OSError:
-        sys.exit(1)
-    finally:
-        s.close()
-PY
-  done
-}
+. "$(dirname "$0")/ports.sh"
 
 load() { # label namesrv
   local label=$1 ns=$2

@@ -29,6 +29,14 @@ pub fn ferrocket_bin() -> PathBuf {
     bin
 }
 
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// A running ferrocket process.
 pub struct Proc {
     child: Child,

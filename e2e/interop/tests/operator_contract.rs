@@ -4,19 +4,12 @@
 //! probe) turns ready once registered.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ferrocket_interop::Proc;
+use ferrocket_interop::{free_port, Proc};
 use ferrocket_operator::builders::{broker_id, build_broker_group, BuildConfig, Roles};
 use ferrocket_operator::crd::{BrokerGroup, BrokerGroupSpec};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn http_status(port: u16, path: &str) -> u16 {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {

@@ -14,7 +14,7 @@ use ferrocket::client::role::broker_state;
 use ferrocket::client::{split_records, Client, OutMessage, QueueAddr};
 use ferrocket::remoting::codes::response;
 use ferrocket::store::decode_record;
-use ferrocket_interop::{broker_args, Proc};
+use ferrocket_interop::{broker_args, free_port, Proc};
 use ferrocket_operator::builders::{labels, BuildConfig};
 use ferrocket_operator::controller::{reconcile_broker_group, Context};
 use ferrocket_operator::crd::{BrokerGroup, BrokerGroupSpec};
@@ -26,14 +26,6 @@ use kube_fake_client::ClientBuilder;
 
 const NS: &str = "mq";
 const T: Duration = Duration::from_secs(5);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn q(addr: &str, queue_id: i32) -> QueueAddr {
     QueueAddr {
