@@ -811,9 +811,12 @@ async fn fail_over(
         master: new_master.to_string(),
         epoch,
     };
-    let mut cm = builders::roles_config_map(bg, &roles);
-    cm.metadata.owner_references = bg.controller_owner_ref(&()).map(|o| vec![o]);
-    apply(&ctx.client, &namespace, &cm).await?;
+    apply(
+        &ctx.client,
+        &namespace,
+        &builders::roles_config_map(bg, &roles),
+    )
+    .await?;
     match ctx.admin.fail_over(addr, followers, epoch).await {
         Ok(repointed) => info!(master = %addr, epoch, ?repointed, "promoted"),
         Err(e) => warn!(broker = %addr, error = %e, "promotion request failed; will retry"),
