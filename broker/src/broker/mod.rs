@@ -955,6 +955,7 @@ impl Broker {
         match outcome {
             Ok(changed) => {
                 if changed {
+                    self.ha.reset_acked();
                     self.topics_changed();
                 }
                 let st = self.role.get();

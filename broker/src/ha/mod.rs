@@ -403,6 +403,12 @@ impl HaService {
         }
     }
 
+    /// Forgets what slaves acknowledged (a role change): acknowledgements of an earlier
+    /// term say nothing about a log that may since have been truncated.
+    pub fn reset_acked(&self) {
+        self.acked.send_replace(0);
+    }
+
     fn report(&self, offset: u64) {
         self.acked.send_if_modified(|a| {
             if offset > *a {
@@ -481,6 +487,7 @@ impl HaService {
         let reader = {
             let ha = Arc::clone(&self);
             let sent = Arc::clone(&sent);
+            let epoch = st.epoch;
             tokio::spawn(async move {
                 let mut buf = [0u8; 8];
                 while let Ok(Ok(_)) =
@@ -488,6 +495,9 @@ impl HaService {
                 {
                     let off = u64::try_from(i64::from_be_bytes(buf)).unwrap_or(0);
                     let limit = sent.load(Ordering::Acquire);
+                    if !ha.role.read(|r| r.is_master() && r.epoch == epoch) {
+                        break;
+                    }
                     if off > limit {
                         warn!(
                             reported = off,
