@@ -74,14 +74,21 @@ struct Ack {
     queue_offset: i64,
 }
 
-fn run_round(dir: &std::path::Path, round: u32, acks_wanted: usize) -> Vec<Ack> {
+fn run_round(
+    dir: &std::path::Path,
+    logs: &std::path::Path,
+    round: u32,
+    acks_wanted: usize,
+) -> Vec<Ack> {
     let exe = std::env::current_exe().unwrap();
+    let err_path = logs.join(format!("child-{round}.stderr"));
+    let err_file = std::fs::File::create(&err_path).unwrap();
     let mut child = Command::new(exe)
         .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir)
         .env(CHILD_ROUND, round.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(err_file))
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -106,7 +113,12 @@ fn run_round(dir: &std::path::Path, round: u32, acks_wanted: usize) -> Vec<Ack> 
         }
     }
     child.wait().unwrap();
-    assert!(killed, "child exited before it was killed");
+    assert!(
+        killed,
+        "child exited before it was killed after {} acks; its stderr:\n{}",
+        acks.len(),
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
     acks
 }
 
@@ -116,9 +128,10 @@ fn kill_9_mid_write_loses_no_acknowledged_record() {
         child(&dir, &round);
     }
     let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
     let mut all_acks: Vec<Ack> = Vec::new();
     for round in 0..3 {
-        let acks = run_round(dir.path(), round, 1500);
+        let acks = run_round(dir.path(), logs.path(), round, 1500);
         assert!(
             acks.len() >= 1500,
             "round {round}: only {} acks",

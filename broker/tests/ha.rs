@@ -92,6 +92,9 @@ fn broker(ns: &str, dir: &Path, extra: &[String]) -> Proc {
         format!("mappedFileSizeCommitLog={SEGMENT}"),
         "maxMessageSize=1048576".into(),
         "registerNameServerPeriod=1000".into(),
+        // The test machine's disk may be fuller than RocketMQ's 85 % / 90 % marks.
+        "diskSpaceCleanForciblyRatio=100".into(),
+        "diskSpaceWarningLevelRatio=100".into(),
     ]
     .into_iter()
     .chain(extra.iter().cloned())

@@ -65,6 +65,11 @@ fn broker(ns: &str, dir: &Path, extra: &[&str]) -> Proc {
         "mappedFileSizeCommitLog=8388608".into(),
         "--set".into(),
         "flushDiskType=SYNC_FLUSH".into(),
+        // The test machine's disk may be fuller than RocketMQ's 85 % / 90 % marks.
+        "--set".into(),
+        "diskSpaceCleanForciblyRatio=100".into(),
+        "--set".into(),
+        "diskSpaceWarningLevelRatio=100".into(),
     ];
     for e in extra {
         args.push("--set".into());
@@ -747,6 +752,10 @@ fn roles_file_makes_a_pod_master_or_slave() {
             &format!("storePathRootDir={}", dir.display()),
             "--set",
             "mappedFileSizeCommitLog=8388608",
+            "--set",
+            "diskSpaceCleanForciblyRatio=100",
+            "--set",
+            "diskSpaceWarningLevelRatio=100",
         ])
     };
     let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

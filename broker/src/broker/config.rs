@@ -299,6 +299,12 @@ impl BrokerConfig {
                 "fileReservedTime" => c.store.file_reserved_time_hours = num(key, v)?,
                 "deleteWhen" => c.store.delete_when = v.clone(),
                 "diskMaxUsedSpaceRatio" => c.store.disk_max_used_space_ratio = num(key, v)?,
+                "diskSpaceCleanForciblyRatio" => {
+                    c.store.disk_space_clean_forcibly_ratio = num(key, v)?
+                }
+                "diskSpaceWarningLevelRatio" => {
+                    c.store.disk_space_warning_level_ratio = num(key, v)?
+                }
                 "flushIntervalCommitLog" => c.store.flush_interval_commit_log_ms = num(key, v)?,
                 "flushIntervalConsumeQueue" => {
                     c.store.flush_interval_consume_queue_ms = num(key, v)?
@@ -432,6 +438,14 @@ impl BrokerConfig {
             (
                 "diskMaxUsedSpaceRatio",
                 s.disk_max_used_space_ratio.to_string(),
+            ),
+            (
+                "diskSpaceCleanForciblyRatio",
+                s.disk_space_clean_forcibly_ratio.to_string(),
+            ),
+            (
+                "diskSpaceWarningLevelRatio",
+                s.disk_space_warning_level_ratio.to_string(),
             ),
             (
                 "flushIntervalCommitLog",

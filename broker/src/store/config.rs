@@ -83,9 +83,12 @@ pub struct StoreConfig {
     pub file_reserved_time_hours: u64,
     /// `deleteWhen`: hours of the day (UTC), `;`-separated, e.g. `"04"`.
     pub delete_when: String,
-    /// `diskMaxUsedSpaceRatio`, percent: above it expired files go at once and the oldest
-    /// go early.
+    /// `diskMaxUsedSpaceRatio`, percent: above it the retention pass runs at once (not only
+    /// at `deleteWhen`) and deletes the expired files.
     pub disk_max_used_space_ratio: u8,
+    /// `diskSpaceCleanForciblyRatio`, percent: above it the oldest CommitLog files go even
+    /// before `fileReservedTime` (never the one being written).
+    pub disk_space_clean_forcibly_ratio: u8,
     /// `diskSpaceWarningLevelRatio`, percent: appends that need a new CommitLog segment
     /// are refused when it would push disk use past this.
     pub disk_space_warning_level_ratio: u8,
@@ -118,6 +121,7 @@ impl StoreConfig {
             file_reserved_time_hours: 72,
             delete_when: "04".into(),
             disk_max_used_space_ratio: 75,
+            disk_space_clean_forcibly_ratio: 85,
             disk_space_warning_level_ratio: 90,
             max_hash_slot_num: DEFAULT_INDEX_SLOTS,
             max_index_num: DEFAULT_INDEX_ENTRIES,
@@ -171,6 +175,15 @@ impl StoreConfig {
             return bad(
                 "diskMaxUsedSpaceRatio",
                 format!("{} is outside 1..=95", self.disk_max_used_space_ratio),
+            );
+        }
+        if self.disk_space_clean_forcibly_ratio == 0 || self.disk_space_clean_forcibly_ratio > 100 {
+            return bad(
+                "diskSpaceCleanForciblyRatio",
+                format!(
+                    "{} is outside 1..=100",
+                    self.disk_space_clean_forcibly_ratio
+                ),
             );
         }
         if self.disk_space_warning_level_ratio == 0 || self.disk_space_warning_level_ratio > 100 {

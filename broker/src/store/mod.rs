@@ -850,12 +850,22 @@ impl StoreInner {
                 .delete_hours()
                 .is_some_and(|h| h.contains(&hour))
                 && last_run != Some((day, hour));
-            let over = self
-                .disk_used_ratio()
-                .is_some_and(|r| r > f64::from(self.config.disk_max_used_space_ratio) / 100.0);
-            if in_window || over {
+            // As RocketMQ: above diskMaxUsedSpaceRatio the pass runs now and deletes the
+            // expired files; above diskSpaceCleanForciblyRatio it also takes the oldest
+            // files before their time.
+            let ratio = self.disk_used_ratio();
+            let over = ratio.is_some_and(|r| r > percent(self.config.disk_max_used_space_ratio));
+            let forced =
+                ratio.is_some_and(|r| r > percent(self.config.disk_space_clean_forcibly_ratio));
+            if in_window || over || forced {
                 last_run = Some((day, hour));
-                let r = self.delete_expired_files(now, over);
+                if forced {
+                    warn!(
+                        ratio = ratio.unwrap_or_default(),
+                        "disk use is past diskSpaceCleanForciblyRatio; deleting the oldest CommitLog file early"
+                    );
+                }
+                let r = self.delete_expired_files(now, forced);
                 if r != RetentionReport::default() {
                     info!(?r, "retention pass");
                 }
@@ -1319,4 +1329,8 @@ impl StoreInner {
         debug!(offset, "truncation done");
         Ok(())
     }
+}
+
+fn percent(p: u8) -> f64 {
+    f64::from(p) / 100.0
 }

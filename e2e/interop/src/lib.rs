@@ -144,6 +144,10 @@ pub fn broker_args(ns: &str, dir: &Path, port: Option<u16>, extra: &[String]) ->
         format!("storePathRootDir={}", dir.display()),
         "brokerIP1=127.0.0.1".to_string(),
         "mappedFileSizeCommitLog=67108864".to_string(),
+        // The test machine's disk may be fuller than RocketMQ's 85 % / 90 % marks, past
+        // which a broker deletes old files early and refuses new CommitLog segments.
+        "diskSpaceCleanForciblyRatio=100".to_string(),
+        "diskSpaceWarningLevelRatio=100".to_string(),
     ];
     sets.extend(extra.iter().cloned());
     let mut args = vec!["broker".to_string()];

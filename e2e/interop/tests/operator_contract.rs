@@ -73,6 +73,8 @@ fn rendered_config_and_roles_start_a_master_and_a_slave() {
             format!("metricsPort={metrics}"),
             format!("storePathRootDir={}", store.display()),
             "mappedFileSizeCommitLog=8388608".to_string(),
+            "diskSpaceCleanForciblyRatio=100".to_string(),
+            "diskSpaceWarningLevelRatio=100".to_string(),
         ] {
             args.push("--set".into());
             args.push(kv);
