@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferrocket::client::acked::AckedLog;
 use ferrocket::client::role::{broker_state, change_role, fail_over, BrokerState, NewRole};
-use ferrocket::client::{split_records, Client, OutMessage, QueueAddr};
+use ferrocket::client::{split_records, Client, ClientError, OutMessage, QueueAddr};
 use ferrocket::remoting::codes::response;
 use ferrocket::store::decode_record;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -696,11 +696,12 @@ fn a_peer_claiming_offsets_it_was_never_sent_acknowledges_nothing() {
         &["syncFlushTimeout=500"],
     );
     create_topic(&rt, &c, "RG", 1);
-    // A rogue peer on the HA port: reads the hello, then claims the whole log.
+    // A rogue peer on the HA port: asks for the hello, reads it, then claims the whole log.
     let mut rogue = std::net::TcpStream::connect(("127.0.0.1", m.ha_port)).unwrap();
     rogue
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    rogue.write_all(&(-1i64).to_be_bytes()).unwrap();
     let mut head = [0u8; 12];
     rogue.read_exact(&mut head).unwrap();
     assert_eq!(
@@ -782,4 +783,409 @@ fn a_slave_started_before_its_master_finds_it_through_the_name_server() {
         .unwrap();
     assert_eq!(r.code, response::SUCCESS);
     assert_eq!(state(&rt, &c, &s.addr).master_addr, m.addr);
+}
+
+#[test]
+fn a_classic_slave_without_the_hello_gets_the_classic_stream() {
+    use std::io::{Read, Write};
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let d0 = tempfile::tempdir().unwrap();
+    let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    create_topic(&rt, &c, "CL", 1);
+    // As a RocketMQ slave does: its first 8 bytes are its max offset (0), no hello asked.
+    let mut slave = std::net::TcpStream::connect(("127.0.0.1", m.ha_port)).unwrap();
+    slave
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    slave.write_all(&0i64.to_be_bytes()).unwrap();
+    wait_until("classic slave counted", T, || {
+        state(&rt, &c, &m.addr).ha_connections == 1
+    });
+    let mut received: Vec<u8> = Vec::new();
+    let mut offsets_seen = Vec::new();
+    let code = std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            (0..5)
+                .map(|i| {
+                    rt.block_on(c.send("CL", &q(&m.addr, 0), &[msg(&format!("c{i}"), 300)]))
+                        .unwrap()
+                        .code
+                })
+                .collect::<Vec<_>>()
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(sender.is_finished() && received.len() as u64 == state(&rt, &c, &m.addr).max_offset)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "stream stalled at {}",
+                received.len()
+            );
+            let mut head = [0u8; 12];
+            slave.read_exact(&mut head).unwrap();
+            let offset = i64::from_be_bytes(head[..8].try_into().unwrap());
+            let size = i32::from_be_bytes(head[8..].try_into().unwrap());
+            offsets_seen.push(offset);
+            assert_eq!(
+                offset,
+                received.len() as i64,
+                "classic framing: each frame starts where the last ended"
+            );
+            let mut body = vec![0u8; usize::try_from(size).unwrap()];
+            slave.read_exact(&mut body).unwrap();
+            received.extend_from_slice(&body);
+            slave
+                .write_all(&(received.len() as i64).to_be_bytes())
+                .unwrap();
+        }
+        sender.join().unwrap()
+    });
+    assert_eq!(offsets_seen[0], 0, "no hello frame for a classic slave");
+    assert!(
+        code.iter().all(|c| *c == response::SUCCESS),
+        "SYNC_MASTER acknowledged by the classic slave's reports: {code:?}"
+    );
+    assert!(!received.is_empty());
+    assert_eq!(received, commitlog(&m.dir, received.len() as u64));
+}
+
+/// The first CommitLog file's start offset in a store.
+fn first_segment(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir.join("commitlog"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .min()
+}
+
+#[test]
+fn a_new_slave_joins_a_master_whose_oldest_files_are_deleted() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Retention runs on the first housekeeping pass (10 s after start) and deletes every
+    // full file: the master ends up with its oldest files gone.
+    let every_hour = (0..24)
+        .map(|h| format!("{h:02}"))
+        .collect::<Vec<_>>()
+        .join(";");
+    let m = master(
+        &ns.addr,
+        d0.path(),
+        "ASYNC_MASTER",
+        &[&format!("deleteWhen={every_hour}"), "fileReservedTime=0"],
+    );
+    create_topic(&rt, &c, "OLD", 1);
+    // A slave that copies the first batch, then is away while the rest is written.
+    let d2 = tempfile::tempdir().unwrap();
+    let mut away = slave(
+        &ns.addr,
+        d2.path(),
+        2,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    let total = 1800;
+    for b in 0..total / 60 {
+        if b == 1 {
+            let end = state(&rt, &c, &m.addr).max_offset;
+            wait_until("the first slave copied a batch", T, || {
+                state(&rt, &c, &away.addr).max_offset == end
+            });
+            away.kill9();
+        }
+        let batch: Vec<OutMessage> = (0..60)
+            .map(|i| msg(&format!("o{}", b * 60 + i), 4096))
+            .collect();
+        let r = rt.block_on(c.send("OLD", &q(&m.addr, 0), &batch)).unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+    }
+    wait_until(
+        "the master's oldest files deleted",
+        Duration::from_secs(30),
+        || first_segment(&m.dir).is_some_and(|s| s > 0),
+    );
+    let oldest = first_segment(&m.dir).unwrap();
+    let master_max = state(&rt, &c, &m.addr).max_offset;
+    assert!(oldest >= 2 * SEGMENT, "{oldest}");
+
+    // An empty replica starts at the master's oldest file and copies the rest.
+    let mut s = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    wait_until("the new slave caught up", Duration::from_secs(20), || {
+        state(&rt, &c, &s.addr).max_offset == master_max
+    });
+    assert_eq!(first_segment(&s.dir), Some(oldest));
+    assert_eq!(commitlog(&s.dir, master_max), commitlog(&m.dir, master_max));
+    // The slave learns the topic at its first metadata sync (3 s after start), then
+    // serves the newest message from its ConsumeQueue that begins mid-way.
+    let last = |addr: &str| {
+        let r = rt
+            .block_on(c.pull(&q(addr, 0), "OLD", "checker", i64::from(total - 1), 0))
+            .unwrap();
+        (r.code == response::SUCCESS).then(|| {
+            let recs = split_records(r.body_bytes());
+            id_of(&decode_record(&recs[0]).unwrap().body)
+        })
+    };
+    wait_until(
+        "the slave serves the topic",
+        Duration::from_secs(20),
+        || last(&s.addr).is_some(),
+    );
+    assert_eq!(last(&s.addr), Some(format!("o{}", total - 1)));
+
+    // The slave that was away ends before the master's oldest file: it cannot continue
+    // and copies nothing (its log says to empty its store).
+    let away = slave(
+        &ns.addr,
+        d2.path(),
+        2,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    let away_max = state(&rt, &c, &away.addr).max_offset;
+    assert!(away_max > 0 && away_max < oldest, "{away_max}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state(&rt, &c, &away.addr).max_offset, away_max);
+    assert_eq!(first_segment(&away.dir), Some(0));
+    drop(away);
+
+    // It survives kill -9 with a log that does not start at 0, and keeps following.
+    s.kill9();
+    let s = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    let r = rt
+        .block_on(c.send("OLD", &q(&m.addr, 0), &[msg("after", 100)]))
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS);
+    let master_max = state(&rt, &c, &m.addr).max_offset;
+    wait_until(
+        "the restarted slave caught up",
+        Duration::from_secs(20),
+        || state(&rt, &c, &s.addr).max_offset == master_max,
+    );
+    assert_eq!(commitlog(&s.dir, master_max), commitlog(&m.dir, master_max));
+    assert_eq!(first_segment(&s.dir), Some(oldest));
+}
+
+#[test]
+fn a_planned_switchover_under_load_loses_nothing_and_keeps_every_log_equal() {
+    use ferrocket::client::role::switch_over;
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1, d2) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    create_topic(&rt, &c, "SW", 4);
+    let ha = format!("127.0.0.1:{}", m.ha_port);
+    let s1 = slave(&ns.addr, d1.path(), 1, 1, &ha);
+    let s2 = slave(&ns.addr, d2.path(), 2, 1, &ha);
+    wait_until("two slaves connected", Duration::from_secs(10), || {
+        state(&rt, &c, &m.addr).ha_connections == 2
+    });
+    wait_until(
+        "topic synced to the target",
+        Duration::from_secs(20),
+        || {
+            rt.block_on(c.pull(&q(&s2.addr, 0), "SW", "g", 0, 0))
+                .map(|r| r.code != response::TOPIC_NOT_EXIST && r.code != response::SYSTEM_ERROR)
+                .unwrap_or(false)
+        },
+    );
+
+    // 16 producers send to whichever broker is the master, as a client following its
+    // route would: a refusal sends them back to the route.
+    let current = Arc::new(std::sync::RwLock::new(m.addr.clone()));
+    let log = Arc::new(AckedLog::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let producers: Vec<_> = (0..16)
+        .map(|p| {
+            let (c, log, stop, current, refused) = (
+                c.clone(),
+                Arc::clone(&log),
+                Arc::clone(&stop),
+                Arc::clone(&current),
+                Arc::clone(&refused),
+            );
+            rt.spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("p{p}-{i}");
+                    i += 1;
+                    log.attempted();
+                    let addr = current.read().unwrap().clone();
+                    match c.send("SW", &q(&addr, p % 4), &[msg(&id, 1024)]).await {
+                        Ok(r) if r.code == response::SUCCESS => log.acked(id),
+                        Err(ClientError::Refused { code, .. })
+                            if code == response::NO_PERMISSION =>
+                        {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let before = log.acked_count();
+    let sw = rt
+        .block_on(switch_over(
+            &c.remoting,
+            &m.addr,
+            2,
+            &s2.addr,
+            &[(s1.addr.clone(), 1)],
+            2,
+            T,
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    *current.write().unwrap() = s2.addr.clone();
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        let _ = rt.block_on(p);
+    }
+    assert!(before > 200, "too few acknowledged before: {before}");
+    assert!(
+        log.acked_count() > before,
+        "nothing acknowledged by the new master"
+    );
+    let mut repointed = sw.repointed.clone();
+    repointed.sort();
+    let mut expected = vec![m.addr.clone(), s1.addr.clone()];
+    expected.sort();
+    assert_eq!(repointed, expected);
+
+    let consumed = rt.block_on(consume_all(&c, &s2.addr, "SW", 4));
+    let report = log.check(consumed.iter().map(String::as_str));
+    eprintln!(
+        "switchover under load: attempts {}, {report}, writes refused for {} ms ({} NO_PERMISSION answers), roles changed at {}",
+        log.attempts(),
+        sw.fenced_ms,
+        refused.load(Ordering::Relaxed),
+        sw.offset
+    );
+    assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
+    assert_eq!(report.duplicated, 0);
+
+    // Roles and epochs moved; the old master is an ordinary slave again (writes given
+    // back for when it is promoted), and every log equals the new master's.
+    let new_m = state(&rt, &c, &s2.addr);
+    assert_eq!((new_m.role.as_str(), new_m.epoch), ("SYNC_MASTER", 2));
+    let old = state(&rt, &c, &m.addr);
+    assert_eq!(
+        (old.role.as_str(), old.broker_id, old.epoch),
+        ("SLAVE", 2, 2)
+    );
+    let cfg = rt
+        .block_on(c.remoting.invoke(
+            &m.addr,
+            ferrocket::remoting::RemotingCommand::request(
+                ferrocket::remoting::codes::request::GET_BROKER_CONFIG,
+            ),
+            T,
+        ))
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&cfg.body_bytes()).contains("brokerPermission=6"),
+        "the old master's permission was not restored"
+    );
+    let target = new_m.max_offset;
+    for s in [&m, &s1] {
+        wait_until("a slave converges", Duration::from_secs(15), || {
+            state(&rt, &c, &s.addr).max_offset == target
+        });
+        assert!(
+            commitlog(&s.dir, target) == commitlog(&s2.dir, target),
+            "a log differs from the new master's"
+        );
+    }
+}
+
+#[test]
+fn admin_switchover_moves_the_master_and_the_name_server_follows() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    create_topic(&rt, &c, "AS", 1);
+    let s = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    wait_until("slave registered", Duration::from_secs(10), || {
+        rt.block_on(c.cluster())
+            .map(|i| {
+                i.broker_addr_table
+                    .get("ha-a")
+                    .map(|b| b.broker_addrs.len())
+                    == Some(2)
+            })
+            .unwrap_or(false)
+    });
+    let r = rt
+        .block_on(c.send("AS", &q(&m.addr, 0), &[msg("before", 100)]))
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS);
+    let out = Command::new(BIN)
+        .args(["admin", "--namesrv", &ns.addr, "--json", "switchover"])
+        .args(["--broker-name", "ha-a", "--to", &s.addr])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["master"], s.addr.as_str());
+    assert_eq!(v["epoch"], 2);
+    assert_eq!(v["oldMasterBrokerId"], 1);
+    wait_until("the name server routes to the new master", T, || {
+        rt.block_on(c.cluster()).ok().and_then(|i| {
+            i.broker_addr_table
+                .get("ha-a")?
+                .broker_addrs
+                .get(&0)
+                .cloned()
+        }) == Some(s.addr.clone())
+    });
+    let r = rt
+        .block_on(c.send("AS", &q(&s.addr, 0), &[msg("after", 100)]))
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS, "the new master has a slave");
+    // Refused: an address outside the group, and the (new) master itself.
+    for to in ["127.0.0.1:1", s.addr.as_str()] {
+        let out = Command::new(BIN)
+            .args(["admin", "--namesrv", &ns.addr, "switchover"])
+            .args(["--broker-name", "ha-a", "--to", to])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "switchover to {to} accepted");
+    }
 }

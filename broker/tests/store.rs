@@ -573,6 +573,68 @@ fn replication_hooks_copy_byte_for_byte_and_truncate() {
 }
 
 #[test]
+fn an_empty_replica_starts_at_a_later_segment_and_recovers_there() {
+    let master_dir = tempfile::tempdir().unwrap();
+    let slave_dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let cfg = small_config(master_dir.path(), FlushDiskType::Async);
+    let seg = cfg.mapped_file_size_commit_log;
+    let master = MessageStore::open(cfg).unwrap();
+    let pad = "y".repeat(900);
+    for i in 0..300 {
+        rt.block_on(master.put_message(msg("S", i % 2, &format!("{i}-{pad}"), "", "")))
+            .unwrap();
+    }
+    assert!(master.max_phy_offset() > 3 * seg);
+    let slave_cfg = small_config(slave_dir.path(), FlushDiskType::Async);
+    let slave = MessageStore::open(slave_cfg.clone()).unwrap();
+    // Not a segment boundary, then the boundary the master's third file starts at.
+    assert!(matches!(
+        slave.start_at(seg + 1),
+        Err(StoreError::CannotStartAt { .. })
+    ));
+    slave.start_at(2 * seg).unwrap();
+    assert_eq!(slave.max_phy_offset(), 2 * seg);
+    let mut shipped = 2 * seg;
+    let mut pending: Vec<u8> = Vec::new();
+    while shipped < master.max_phy_offset() {
+        let chunk = master.read_raw(shipped, 8192).unwrap();
+        shipped += chunk.len() as u64;
+        pending.extend_from_slice(&chunk);
+        let n = slave.append_raw(slave.max_phy_offset(), &pending).unwrap();
+        pending.drain(..n);
+    }
+    assert!(pending.is_empty());
+    assert_eq!(slave.min_phy_offset(), 2 * seg);
+    // Each queue begins mid-way, at the queue offset of its first record there.
+    wait_dispatched(&master);
+    let on_master = all_bodies(&master, "S", 1);
+    let on_slave = all_bodies(&slave, "S", 1);
+    assert!(!on_slave.is_empty() && on_slave.len() < on_master.len());
+    assert_eq!(on_slave[..], on_master[on_master.len() - on_slave.len()..]);
+    assert_eq!(
+        slave.min_offset_in_queue("S", 1),
+        on_slave[0].0,
+        "the ConsumeQueue starts at the first replicated record"
+    );
+    // A store with data cannot move.
+    assert!(matches!(
+        slave.start_at(10 * seg),
+        Err(StoreError::CannotStartAt { .. })
+    ));
+    // Reopened (after a crash: no clean shutdown), it still starts there.
+    let max = slave.max_phy_offset();
+    drop(slave);
+    std::fs::write(slave_dir.path().join("abort"), b"").unwrap();
+    let slave = MessageStore::open(slave_cfg).unwrap();
+    assert_eq!(
+        (slave.min_phy_offset(), slave.max_phy_offset()),
+        (2 * seg, max)
+    );
+    assert_eq!(all_bodies(&slave, "S", 1), on_slave);
+}
+
+#[test]
 fn migrated_store_directory_opens_and_leaves_unknown_files_alone() {
     // A directory as another RocketMQ implementation leaves it: CommitLog plus files we
     // do not use, without our ConsumeQueue, index or checkpoint.

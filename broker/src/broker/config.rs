@@ -44,6 +44,8 @@ pub struct RuntimeSettings {
     pub suspend_max_ms: std::sync::atomic::AtomicU64,
     /// `maxReconsumeTimes`.
     pub max_reconsume: std::sync::atomic::AtomicI32,
+    /// `brokerPermission`: 6 read-write, 4 read-only (sends refused), 2 write-only.
+    pub permission: std::sync::atomic::AtomicI32,
 }
 
 impl From<&BrokerConfig> for RuntimeSettings {
@@ -55,6 +57,7 @@ impl From<&BrokerConfig> for RuntimeSettings {
             long_polling: AtomicBool::new(c.long_polling_enable),
             suspend_max_ms: AtomicU64::new(c.broker_suspend_max_time_millis),
             max_reconsume: AtomicI32::new(c.max_reconsume_times),
+            permission: AtomicI32::new(c.broker_permission),
         }
     }
 }
@@ -78,6 +81,9 @@ impl RuntimeSettings {
                 "maxReconsumeTimes" => {
                     num::<i32>(k, v)?;
                 }
+                "brokerPermission" => {
+                    permission(k, v)?;
+                }
                 _ => {
                     return Err(ConfigError {
                         key: k.clone(),
@@ -95,6 +101,7 @@ impl RuntimeSettings {
                 }
                 "longPollingEnable" => self.long_polling.store(boolean(k, v)?, Relaxed),
                 "brokerSuspendMaxTimeMillis" => self.suspend_max_ms.store(num(k, v)?, Relaxed),
+                "brokerPermission" => self.permission.store(permission(k, v)?, Relaxed),
                 _ => self.max_reconsume.store(num(k, v)?, Relaxed),
             }
         }
@@ -109,7 +116,30 @@ impl RuntimeSettings {
         c.long_polling_enable = self.long_polling.load(Relaxed);
         c.broker_suspend_max_time_millis = self.suspend_max_ms.load(Relaxed);
         c.max_reconsume_times = self.max_reconsume.load(Relaxed);
+        c.broker_permission = self.permission.load(Relaxed);
     }
+
+    /// Whether `brokerPermission` lets producers write.
+    pub fn writable(&self) -> bool {
+        self.permission.load(std::sync::atomic::Ordering::Relaxed) & PERM_WRITE != 0
+    }
+}
+
+/// `PermName.PERM_WRITE`.
+pub const PERM_WRITE: i32 = 0x2;
+/// `PermName.PERM_READ`.
+pub const PERM_READ: i32 = 0x4;
+
+/// A `brokerPermission` value: read and/or write bits (2, 4 or 6).
+fn permission(key: &str, v: &str) -> Result<i32, ConfigError> {
+    let p: i32 = num(key, v)?;
+    if p & !(PERM_READ | PERM_WRITE) != 0 || p == 0 {
+        return Err(ConfigError {
+            key: key.into(),
+            reason: format!("{p} is not 2 (write), 4 (read) or 6 (read-write)"),
+        });
+    }
+    Ok(p)
 }
 
 /// A bad configuration value.
@@ -159,6 +189,9 @@ pub struct BrokerConfig {
     pub metrics_port: u16,
     /// Default `retryMaxTimes` of subscription groups (16).
     pub max_reconsume_times: i32,
+    /// `brokerPermission` (6 = read-write; 4 = read-only: sends refused, topics
+    /// registered without the write bit).
+    pub broker_permission: i32,
     /// `roleEpoch` (ferrocket): the role epoch this broker starts in (the roles file's).
     pub role_epoch: i64,
     /// `masterRole` (ferrocket): the role this broker plays when promoted
@@ -206,6 +239,7 @@ impl Default for BrokerConfig {
             flush_consumer_offset_interval_ms: 5_000,
             metrics_port: 0,
             max_reconsume_times: 16,
+            broker_permission: PERM_READ | PERM_WRITE,
             store: StoreConfig::new(PathBuf::from(home).join("store")),
         }
     }
@@ -326,6 +360,7 @@ impl BrokerConfig {
                 "metricsPort" => c.metrics_port = num(key, v)?,
                 "messageDelayLevel" => c.store.message_delay_level = v.clone(),
                 "maxReconsumeTimes" => c.max_reconsume_times = num(key, v)?,
+                "brokerPermission" => c.broker_permission = permission(key, v)?,
                 "roleEpoch" => c.role_epoch = num(key, v)?,
                 "masterRole" => {
                     master_role_set = true;
@@ -470,6 +505,7 @@ impl BrokerConfig {
                 self.broker_suspend_max_time_millis.to_string(),
             ),
             ("maxReconsumeTimes", self.max_reconsume_times.to_string()),
+            ("brokerPermission", self.broker_permission.to_string()),
             ("metricsPort", self.metrics_port.to_string()),
         ]
         .iter()
@@ -535,6 +571,16 @@ mod tests {
             ("brokerRole=SLAVE", "brokerId"),
             ("autoCreateTopicEnable=yes", "autoCreateTopicEnable"),
             ("mappedFileSizeConsumeQueue=7", "mappedFileSizeConsumeQueue"),
+            ("brokerPermission=5", "brokerPermission"),
+            ("brokerPermission=0", "brokerPermission"),
+            (
+                "diskSpaceWarningLevelRatio=101",
+                "diskSpaceWarningLevelRatio",
+            ),
+            (
+                "diskSpaceCleanForciblyRatio=0",
+                "diskSpaceCleanForciblyRatio",
+            ),
         ] {
             let e = BrokerConfig::from_properties(&parse_properties(text)).unwrap_err();
             assert_eq!(e.key, key, "{text}: {e}");

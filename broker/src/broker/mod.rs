@@ -316,7 +316,18 @@ impl Broker {
 
     /// Registers with every name server; returns how many accepted.
     pub async fn register_all(&self) -> usize {
-        let snapshot = self.topics.snapshot();
+        let mut snapshot = self.topics.snapshot();
+        // As RocketMQ: a broker without read or write permission registers its topics
+        // without it, so routes steer clients away.
+        let perm = self
+            .runtime
+            .permission
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if perm != config::PERM_READ | config::PERM_WRITE {
+            for tc in snapshot.topic_config_table.values_mut() {
+                tc.perm &= perm;
+            }
+        }
         let body = to_body(&RegisterBrokerBody {
             topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
                 topic_config_table: snapshot.topic_config_table,
@@ -619,6 +630,10 @@ impl Broker {
                 match self.runtime.update(&props) {
                     Ok(()) => {
                         info!(?props, "broker configuration updated");
+                        if props.contains_key("brokerPermission") {
+                            // The routes must show the new permission now.
+                            self.topics_changed();
+                        }
                         ok(&req)
                     }
                     Err(e) => fail(&req, response::SYSTEM_ERROR, e),
@@ -715,6 +730,17 @@ impl Broker {
                 req,
                 response::SERVICE_NOT_AVAILABLE,
                 "this broker is a slave and takes no writes",
+            );
+        }
+        if !self.runtime.writable() {
+            // RocketMQ's wording; the client moves on to another broker.
+            return fail(
+                req,
+                response::NO_PERMISSION,
+                format!(
+                    "the broker[{}] sending message is forbidden",
+                    self.config.broker_addr()
+                ),
             );
         }
         let h = match parse_send_header(req) {
@@ -956,6 +982,15 @@ impl Broker {
             Ok(changed) => {
                 if changed {
                     self.ha.reset_acked();
+                    if self.role.is_master() && !self.runtime.writable() {
+                        // A promoted broker takes writes: a switchover may have fenced it
+                        // as the old master before.
+                        self.runtime.permission.fetch_or(
+                            config::PERM_READ | config::PERM_WRITE,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        info!("promoted: brokerPermission restored to read-write");
+                    }
                     self.topics_changed();
                 }
                 let st = self.role.get();
@@ -1189,6 +1224,16 @@ impl Broker {
                 req,
                 response::SERVICE_NOT_AVAILABLE,
                 "this broker is a slave and takes no writes",
+            );
+        }
+        if !self.runtime.writable() {
+            return fail(
+                req,
+                response::NO_PERMISSION,
+                format!(
+                    "the broker[{}] sending message is forbidden",
+                    self.config.broker_addr()
+                ),
             );
         }
         let parsed = (|| -> Result<_, RemotingError> {

@@ -66,6 +66,20 @@ enum AdminCommand {
         #[arg(long)]
         epoch: i64,
     },
+    /// Move the master role of a broker group to one of its slaves without losing a
+    /// message: the master stops taking writes, the slave catches up, then the roles
+    /// change at the next epoch (everything else follows the new master).
+    Switchover {
+        /// The broker group (`brokerName`), as the name server lists it.
+        #[arg(long)]
+        broker_name: String,
+        /// The slave to promote (its remoting address).
+        #[arg(long)]
+        to: String,
+        /// How long the slave may take to catch up before the switchover is abandoned, ms.
+        #[arg(long, default_value_t = 10_000)]
+        catch_up_ms: u64,
+    },
     /// A broker's configuration.
     BrokerConfig {
         #[command(subcommand)]
@@ -379,6 +393,58 @@ pub fn run(args: AdminArgs) -> Result<()> {
                     );
                 } else {
                     println!("{broker}: {} brokerId {} epoch {} maxOffset {}", st.role, st.broker_id, st.epoch, st.max_offset);
+                }
+            }
+            AdminCommand::Switchover { broker_name, to, catch_up_ms } => {
+                use crate::client::role::{broker_state, switch_over};
+                let info = c.cluster().await.context("cannot reach the name server")?;
+                let Some(group) = info.broker_addr_table.get(&broker_name) else {
+                    bail!("the name server lists no broker group `{broker_name}`");
+                };
+                let Some(master) = group.broker_addrs.get(&0).cloned() else {
+                    bail!("`{broker_name}` has no master registered");
+                };
+                let Some((&to_id, _)) = group.broker_addrs.iter().find(|(_, a)| **a == to) else {
+                    bail!("{to} is not a broker of `{broker_name}`");
+                };
+                if to_id == 0 {
+                    bail!("{to} is already the master");
+                }
+                let others: Vec<(String, i64)> = group
+                    .broker_addrs
+                    .iter()
+                    .filter(|(id, _)| **id != 0 && **id != to_id)
+                    .map(|(id, a)| (a.clone(), *id))
+                    .collect();
+                // The next epoch: past every epoch a member has seen.
+                let mut epoch = 0;
+                for a in group.broker_addrs.values() {
+                    if let Ok(st) = broker_state(&c.remoting, a, c.timeout).await {
+                        epoch = epoch.max(st.epoch);
+                    }
+                }
+                let epoch = epoch + 1;
+                let sw = switch_over(
+                    &c.remoting,
+                    &master,
+                    to_id,
+                    &to,
+                    &others,
+                    epoch,
+                    c.timeout,
+                    Duration::from_millis(catch_up_ms),
+                )
+                .await?;
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"master": to, "epoch": epoch, "oldMaster": master, "oldMasterBrokerId": to_id, "repointed": sw.repointed, "writesRefusedMs": sw.fenced_ms, "offset": sw.offset})
+                    );
+                } else {
+                    println!(
+                        "{to} is the master of {broker_name} at epoch {epoch} (offset {}); {master} follows it as brokerId {to_id}; writes were refused for {} ms",
+                        sw.offset, sw.fenced_ms
+                    );
                 }
             }
             AdminCommand::BrokerConfig { what: BrokerConfigCommand::Get { broker } } => {

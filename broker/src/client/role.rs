@@ -177,3 +177,122 @@ pub async fn fail_over(
     }
     Ok(repointed)
 }
+
+/// Sets a broker's `brokerPermission` (6 read-write, 4 read-only) at run time.
+///
+/// # Errors
+/// Transport failures and refusals.
+pub async fn set_permission(
+    remoting: &RemotingClient,
+    addr: &str,
+    permission: i32,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let cmd = RemotingCommand::request(request::UPDATE_BROKER_CONFIG).with_body(
+        bytes::Bytes::from(format!("brokerPermission={permission}\n")),
+    );
+    let r = remoting.invoke(addr, cmd, timeout).await?;
+    if r.code != response::SUCCESS {
+        return Err(ClientError::Refused {
+            what: format!("brokerPermission of {addr}"),
+            code: r.code,
+            remark: r.remark.unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
+/// What a switchover did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switchover {
+    /// The slaves re-pointed at the new master (the old master among them).
+    pub repointed: Vec<String>,
+    /// How long writes were refused (fence to promotion), ms.
+    pub fenced_ms: u64,
+    /// The CommitLog offset both held when the roles changed.
+    pub offset: u64,
+}
+
+/// A planned switchover that loses nothing: the old master stops taking writes
+/// (`brokerPermission=4`: sends get NO_PERMISSION and clients move on) while it keeps
+/// streaming; once `target` holds everything the old master has, `target` is promoted at
+/// `epoch` and every other broker, the old master as `old_master_id`, follows it; then
+/// the old master's permission is restored. If `target` does not catch up within
+/// `catch_up`, or its promotion fails, the old master is given writes back and nothing
+/// else changes.
+///
+/// # Errors
+/// The fence, the catch-up or the promotion failed (the old master is unfenced first).
+#[allow(clippy::too_many_arguments)]
+pub async fn switch_over(
+    remoting: &RemotingClient,
+    old_master: &str,
+    old_master_id: i64,
+    target: &str,
+    others: &[(String, i64)],
+    epoch: i64,
+    timeout: Duration,
+    catch_up: Duration,
+) -> Result<Switchover, ClientError> {
+    const READ_ONLY: i32 = 4;
+    const READ_WRITE: i32 = 6;
+    set_permission(remoting, old_master, READ_ONLY, timeout).await?;
+    let fenced = std::time::Instant::now();
+    let unfence = || async {
+        if let Err(e) = set_permission(remoting, old_master, READ_WRITE, timeout).await {
+            tracing::warn!(broker = %old_master, error = %e, "could not give the old master writes back");
+        }
+    };
+    let deadline = tokio::time::Instant::now() + catch_up;
+    let offset = loop {
+        let caught_up = async {
+            let om = broker_state(remoting, old_master, timeout).await?;
+            let t = broker_state(remoting, target, timeout).await?;
+            if t.is_master() {
+                return Err(ClientError::Unavailable(format!(
+                    "{target} is already a master"
+                )));
+            }
+            Ok::<_, ClientError>((t.max_offset >= om.max_offset).then_some(om.max_offset))
+        }
+        .await;
+        match caught_up {
+            Ok(Some(offset)) => break offset,
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(None) => {
+                unfence().await;
+                return Err(ClientError::Unavailable(format!(
+                    "{target} did not catch up with {old_master} within {catch_up:?}; switchover abandoned"
+                )));
+            }
+            Err(e) => {
+                unfence().await;
+                return Err(e);
+            }
+        }
+    };
+    let mut all_others = others.to_vec();
+    all_others.push((old_master.to_string(), old_master_id));
+    let repointed = match fail_over(remoting, target, &all_others, epoch, timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            unfence().await;
+            return Err(e);
+        }
+    };
+    let fenced_ms = u64::try_from(fenced.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if repointed.iter().any(|a| a == old_master) {
+        unfence().await;
+    } else {
+        // Still a master of the older epoch: it stays fenced rather than take writes
+        // the new master's history will not contain.
+        tracing::warn!(broker = %old_master, "old master not re-pointed; left read-only");
+    }
+    Ok(Switchover {
+        repointed,
+        fenced_ms,
+        offset,
+    })
+}

@@ -8,11 +8,19 @@
 //! them through [`MessageStore::append_raw`] (which checks boundaries and CRCs, buffering a
 //! record split across frames) and dispatches them, so consumers can read on it.
 //!
-//! ferrocket adds one frame before the stream: offset −1 with a JSON body
-//! `{"epoch":E,"epochs":[{"epoch":..,"startOffset":..}],"maxOffset":M}`. A slave refuses
-//! a master whose epoch is older than its own, truncates what the master's history does
-//! not contain (see [`epoch::truncation_point`]), adopts the master's epochs, then
-//! reports its offset.
+//! ferrocket adds one exchange before the stream, only for a slave that asks: a ferrocket
+//! slave's first 8 bytes are −1 ([`HELLO_REQUEST`], an offset no classic slave reports),
+//! and the master answers with one frame of offset −1 and a JSON body
+//! `{"epoch":E,"epochs":[{"epoch":..,"startOffset":..}],"maxOffset":M,"minOffset":m}`.
+//! The slave refuses a master whose epoch is older than its own, truncates what the
+//! master's history does not contain (see [`epoch::truncation_point`]), adopts the
+//! master's epochs, then reports its offset. A classic slave, whose first 8 bytes are its
+//! offset, gets the classic stream and nothing else.
+//!
+//! A slave that reports 0 while the master's oldest file starts later (retention deleted
+//! the rest) is streamed from that file, as RocketMQ does for a new slave; a ferrocket
+//! slave first moves its empty store there ([`MessageStore::start_at`]). A slave with data
+//! that ends before the master's oldest file cannot continue and is refused.
 
 pub mod epoch;
 
@@ -44,6 +52,8 @@ pub const HOUSEKEEPING: Duration = Duration::from_secs(20);
 pub const MAX_GAP_NOT_IN_SYNC: u64 = 256 * 1024 * 1024;
 /// Largest hello frame accepted.
 const MAX_HELLO: usize = 1 << 20;
+/// A ferrocket slave's first 8 bytes: "send me the hello first".
+pub const HELLO_REQUEST: i64 = -1;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -304,6 +314,17 @@ impl RoleCell {
     }
 }
 
+/// Reads one 8-byte offset report, waiting at most [`HOUSEKEEPING`].
+async fn read_offset(rd: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<i64> {
+    let mut b = [0u8; 8];
+    tokio::time::timeout(HOUSEKEEPING, rd.read_exact(&mut b))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "no offset from the slave")
+        })??;
+    Ok(i64::from_be_bytes(b))
+}
+
 /// The hello frame's body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -314,6 +335,9 @@ pub struct Hello {
     pub epochs: Vec<EpochEntry>,
     /// The master's CommitLog max offset.
     pub max_offset: u64,
+    /// Where the master's oldest CommitLog file starts.
+    #[serde(default)]
+    pub min_offset: u64,
 }
 
 /// Why a SYNC_MASTER send is not acknowledged by a slave.
@@ -452,24 +476,49 @@ impl HaService {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let st = self.role.get();
-        let hello = Hello {
-            epoch: st.epoch,
-            epochs: self.role.epochs(),
-            max_offset: self.store.max_phy_offset(),
+        let mut first = read_offset(&mut rd).await?;
+        if first == HELLO_REQUEST {
+            let hello = Hello {
+                epoch: st.epoch,
+                epochs: self.role.epochs(),
+                max_offset: self.store.max_phy_offset(),
+                min_offset: self.store.min_phy_offset(),
+            };
+            let body = serde_json::to_vec(&hello).map_err(std::io::Error::other)?;
+            let mut frame = Vec::with_capacity(12 + body.len());
+            frame.extend_from_slice(&(-1i64).to_be_bytes());
+            frame.extend_from_slice(&i32::try_from(body.len()).unwrap_or(i32::MAX).to_be_bytes());
+            frame.extend_from_slice(&body);
+            wr.write_all(&frame).await?;
+            first = read_offset(&mut rd).await?;
+        }
+        let Ok(reported) = u64::try_from(first) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("slave reports offset {first}"),
+            ));
         };
-        let body = serde_json::to_vec(&hello).map_err(std::io::Error::other)?;
-        let mut frame = Vec::with_capacity(12 + body.len());
-        frame.extend_from_slice(&(-1i64).to_be_bytes());
-        frame.extend_from_slice(&i32::try_from(body.len()).unwrap_or(i32::MAX).to_be_bytes());
-        frame.extend_from_slice(&body);
-        wr.write_all(&frame).await?;
-        let mut first = [0u8; 8];
-        tokio::time::timeout(HOUSEKEEPING, rd.read_exact(&mut first))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "no offset from the slave")
-            })??;
-        let start = u64::try_from(i64::from_be_bytes(first)).unwrap_or(0);
+        let oldest = self.store.min_phy_offset();
+        let start = if reported >= oldest {
+            reported
+        } else if reported == 0 {
+            // A new slave: the bytes before the oldest file are gone; start there.
+            info!(
+                oldest,
+                "new slave starts at the master's oldest CommitLog file"
+            );
+            oldest
+        } else {
+            warn!(
+                reported,
+                oldest,
+                "slave's log ends before the master's oldest file; its store must be emptied to resync"
+            );
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("slave at {reported} is behind the master's oldest file at {oldest}"),
+            ));
+        };
         if start > self.store.max_phy_offset() {
             // A slave ahead of its master holds a history the master does not: it must
             // truncate first (the hello told it where). Nothing it says counts.
@@ -478,7 +527,7 @@ impl HaService {
                 format!("slave reports {start}, past the master's end"),
             ));
         }
-        self.report(start);
+        self.report(reported);
         // What this connection has streamed: a report past it is not believed, so a
         // confused or hostile peer cannot acknowledge SYNC_MASTER sends it never got.
         let sent = Arc::new(AtomicU64::new(start));
@@ -606,6 +655,17 @@ pub enum SlaveError {
     /// The stream broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// This slave's log ends before the master's oldest file: it cannot catch up.
+    #[error(
+        "our CommitLog ends at {ours}, before the master's oldest file at {oldest}; \
+         empty this broker's store (e.g. delete its PVC) so it can start over from the master"
+    )]
+    Behind {
+        /// Our max offset.
+        ours: u64,
+        /// The master's oldest offset.
+        oldest: u64,
+    },
     /// The store refused the bytes or the truncation.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -634,14 +694,21 @@ pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>) {
             r = session => r,
             _ = changes.changed() => Err(SlaveError::RoleChanged),
         };
-        match outcome {
-            Ok(()) => {}
+        let pause = match outcome {
+            Ok(()) => Duration::from_millis(500),
             Err(SlaveError::RoleChanged) => continue,
-            Err(e @ SlaveError::StaleMaster { .. }) => warn!(master = %addr, error = %e, "HA"),
-            Err(e) => debug!(master = %addr, error = %e, "HA session ended; reconnecting"),
-        }
+            // Not fixed by retrying at once: retry slowly, so the log is not flooded.
+            Err(e @ (SlaveError::StaleMaster { .. } | SlaveError::Behind { .. })) => {
+                warn!(master = %addr, error = %e, "HA");
+                Duration::from_secs(5)
+            }
+            Err(e) => {
+                debug!(master = %addr, error = %e, "HA session ended; reconnecting");
+                Duration::from_millis(500)
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = changes.changed() => {}
         }
     }
@@ -659,6 +726,7 @@ async fn follow(
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut rd = tokio::io::BufReader::with_capacity(1 << 20, rd);
+    wr.write_all(&HELLO_REQUEST.to_be_bytes()).await?;
     let (offset, size) = tokio::time::timeout(HOUSEKEEPING, read_frame_head(&mut rd))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello"))??;
@@ -696,6 +764,18 @@ async fn follow(
         tokio::task::spawn_blocking(move || s.truncate(at))
             .await
             .map_err(|e| SlaveError::Protocol(e.to_string()))??;
+    }
+    let my_max = store.max_phy_offset();
+    if hello.min_offset > my_max {
+        if my_max == 0 && store.min_phy_offset() == 0 {
+            // A new, empty replica of a master that has deleted its oldest files.
+            store.start_at(hello.min_offset)?;
+        } else {
+            return Err(SlaveError::Behind {
+                ours: my_max,
+                oldest: hello.min_offset,
+            });
+        }
     }
     role.adopt_epochs(&hello.epochs)?;
     let mut expected = store.max_phy_offset();

@@ -48,6 +48,14 @@ pub enum StoreError {
         /// The CommitLog's max offset.
         expected: u64,
     },
+    /// Replication: an empty store cannot start at this offset.
+    #[error("cannot start the CommitLog at {offset}: {reason}")]
+    CannotStartAt {
+        /// The requested start.
+        offset: u64,
+        /// Why not.
+        reason: String,
+    },
     /// Replication: raw bytes are not valid records.
     #[error("raw bytes at {offset} are not a valid record: {reason}")]
     InvalidRaw {

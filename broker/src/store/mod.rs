@@ -1296,6 +1296,44 @@ impl StoreInner {
         Ok(n)
     }
 
+    /// Makes an empty store begin at `offset` (a CommitLog segment boundary) instead of 0,
+    /// so a new replica can follow a master whose oldest files retention already deleted
+    /// (RocketMQ starts such a slave at a file boundary too). ConsumeQueues begin wherever
+    /// the first replicated record of each queue puts them.
+    ///
+    /// # Errors
+    /// [`StoreError::CannotStartAt`] when the store holds data or `offset` is not a
+    /// segment boundary.
+    pub fn start_at(&self, offset: u64) -> Result<()> {
+        let mut st = lock(&self.dispatch);
+        let mut tail = self.commitlog.lock_tail();
+        if tail.write_offset == offset {
+            return Ok(());
+        }
+        let refuse = |reason: String| StoreError::CannotStartAt { offset, reason };
+        if tail.write_offset != 0 || !self.commitlog.segments().is_empty() {
+            return Err(refuse(format!(
+                "the store is not empty (it ends at {})",
+                tail.write_offset
+            )));
+        }
+        if !offset.is_multiple_of(self.commitlog.segment_size()) {
+            return Err(refuse(format!(
+                "not a boundary of {}-byte segments (mappedFileSizeCommitLog must match the master's)",
+                self.commitlog.segment_size()
+            )));
+        }
+        info!(offset, "empty store starts at the master's oldest file");
+        let ts = tail.last_store_timestamp;
+        self.commitlog.set_recovered_end(&mut tail, offset, ts);
+        drop(tail);
+        st.reput_offset = offset;
+        self.flushed_tx
+            .send_modify(|s| s.offset = s.offset.max(offset));
+        self.set_confirm_offset(offset);
+        Ok(())
+    }
+
     /// Drops everything at and after `offset`: CommitLog, ConsumeQueue entries and the
     /// IndexFiles that reach past it (re-indexed from the CommitLog).
     ///
