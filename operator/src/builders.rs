@@ -655,6 +655,17 @@ pub fn build_broker_group(
     let s = &bg.spec;
     validate_broker_group(s)?;
     let name = bg.name_any();
+    if let Some(p) = &s.preferred_master {
+        let ordinal = p
+            .strip_prefix(&format!("{name}-"))
+            .and_then(|o| o.parse::<i32>().ok());
+        if !ordinal.is_some_and(|o| (0..s.replicas).contains(&o)) {
+            return Err(SpecError::Invalid(format!(
+                "preferredMaster `{p}` is not a pod of this group ({name}-0 .. {name}-{})",
+                s.replicas - 1
+            )));
+        }
+    }
     let sel = selector_labels(&name, "broker");
     let conf = broker_conf(bg, namesrv_addr);
     let config = ConfigMap {

@@ -543,6 +543,20 @@ pub async fn reconcile_broker_group(
             u64::try_from(bg.spec.failover.unready_grace_seconds).unwrap_or(10),
         ),
         members: members.clone(),
+        preferred: match &bg.spec.preferred_master {
+            Some(p) => vec![p.clone()],
+            // A scale-down the master blocks: any pod the smaller group keeps will do.
+            None if builders::pod_count(bg.spec.replicas, &roles) > bg.spec.replicas => {
+                (0..bg.spec.replicas)
+                    .map(|o| format!("{name}-{o}"))
+                    .collect()
+            }
+            None => Vec::new(),
+        },
+        last_move: previous
+            .last_failover_time
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok()),
     };
     let mut action = Action::requeue(RESYNC);
     let mut no_candidate = None;
@@ -560,6 +574,29 @@ pub async fn reconcile_broker_group(
         } => {
             fail_over(&ctx, &bg, &new_master, &addr, epoch, &followers, &reason).await?;
             // Look again with the new roles recorded.
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        Decision::Switchover {
+            from,
+            from_addr,
+            from_id,
+            to,
+            to_addr,
+            epoch,
+            followers,
+            reason,
+        } => {
+            let plan = SwitchPlan {
+                from: &from,
+                from_addr: &from_addr,
+                from_id,
+                to: &to,
+                to_addr: &to_addr,
+                epoch,
+                followers: &followers,
+                reason: &reason,
+            };
+            switch_over(&ctx, &bg, &plan).await?;
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         Decision::NoCandidate { reason } => {
@@ -798,25 +835,11 @@ async fn fail_over(
     let name = bg.name_any();
     let old = Roles::of(bg);
     warn!(from = %old.master, to = %new_master, epoch, %reason, "failing over");
-    let mut updated = bg.clone();
-    let mut status = bg.status.clone().unwrap_or_default();
-    status.master = Some(new_master.to_string());
-    status.epoch = epoch;
-    status.last_failover_time = Some(Timestamp::now().to_string());
-    updated.status = Some(status);
-    let api: Api<BrokerGroup> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.replace_status(&name, &PostParams::default(), &updated)
-        .await?;
     let roles = Roles {
         master: new_master.to_string(),
         epoch,
     };
-    apply(
-        &ctx.client,
-        &namespace,
-        &builders::roles_config_map(bg, &roles),
-    )
-    .await?;
+    record_roles(ctx, bg, &roles).await?;
     match ctx.admin.fail_over(addr, followers, epoch).await {
         Ok(repointed) => info!(master = %addr, epoch, ?repointed, "promoted"),
         Err(e) => warn!(broker = %addr, error = %e, "promotion request failed; will retry"),
@@ -829,6 +852,106 @@ async fn fail_over(
         format!("{new_master} promoted at epoch {epoch}: {reason}"),
     )
     .await;
+    Ok(())
+}
+
+/// A switchover [`decide`] asked for.
+struct SwitchPlan<'a> {
+    from: &'a str,
+    from_addr: &'a str,
+    from_id: i64,
+    to: &'a str,
+    to_addr: &'a str,
+    epoch: i64,
+    followers: &'a [(String, i64)],
+    reason: &'a str,
+}
+
+/// Records `roles` in the status (optimistic concurrency on the resourceVersion of
+/// `bg`) and the roles ConfigMap; returns the updated object.
+async fn record_roles(
+    ctx: &Context,
+    bg: &BrokerGroup,
+    roles: &Roles,
+) -> Result<BrokerGroup, Error> {
+    let namespace = namespace_of(bg);
+    let mut updated = bg.clone();
+    let mut status = bg.status.clone().unwrap_or_default();
+    status.master = Some(roles.master.clone());
+    status.epoch = roles.epoch;
+    status.last_failover_time = Some(Timestamp::now().to_string());
+    updated.status = Some(status);
+    let api: Api<BrokerGroup> = Api::namespaced(ctx.client.clone(), &namespace);
+    let updated = api
+        .replace_status(&bg.name_any(), &PostParams::default(), &updated)
+        .await?;
+    apply(
+        &ctx.client,
+        &namespace,
+        &builders::roles_config_map(bg, roles),
+    )
+    .await?;
+    Ok(updated)
+}
+
+/// Carries out a planned switchover: the new roles are recorded first (as for a
+/// failover), then the brokers switch. If the brokers refuse (the slave did not catch
+/// up, a broker is unreachable) nothing changed on them: the old master is recorded
+/// again at the next epoch, so the role corrections re-assert it everywhere, and the
+/// cooldown keeps the next attempt a minute away.
+async fn switch_over(ctx: &Context, bg: &BrokerGroup, p: &SwitchPlan<'_>) -> Result<(), Error> {
+    let namespace = namespace_of(bg);
+    let name = bg.name_any();
+    info!(from = %p.from, to = %p.to, epoch = p.epoch, reason = %p.reason, "switching over");
+    let recorded = record_roles(
+        ctx,
+        bg,
+        &Roles {
+            master: p.to.to_string(),
+            epoch: p.epoch,
+        },
+    )
+    .await?;
+    match ctx
+        .admin
+        .switch_over(p.from_addr, p.from_id, p.to_addr, p.followers, p.epoch)
+        .await
+    {
+        Ok(repointed) => {
+            info!(master = %p.to_addr, epoch = p.epoch, ?repointed, "switched over");
+            ctx.metrics.switchover(&namespace, &name, "done");
+            ctx.event(
+                bg,
+                EventType::Normal,
+                "SwitchedOver",
+                format!(
+                    "master moved from {} to {} at epoch {}: {}",
+                    p.from, p.to, p.epoch, p.reason
+                ),
+            )
+            .await;
+        }
+        Err(e) => {
+            warn!(error = %e, "switchover refused; keeping the old master");
+            ctx.metrics.switchover(&namespace, &name, "failed");
+            record_roles(
+                ctx,
+                &recorded,
+                &Roles {
+                    master: p.from.to_string(),
+                    epoch: p.epoch + 1,
+                },
+            )
+            .await?;
+            ctx.event(
+                bg,
+                EventType::Warning,
+                "SwitchoverFailed",
+                format!("{} stays master (epoch {}): {e}", p.from, p.epoch + 1),
+            )
+            .await;
+        }
+    }
     Ok(())
 }
 

@@ -275,6 +275,11 @@ pub struct BrokerGroupSpec {
     /// Automatic failover.
     #[serde(default)]
     pub failover: Failover,
+    /// The pod that should be master (e.g. `mygroup-0`). When another pod is master and
+    /// this one is a ready, in-sync slave, the operator moves the master role to it with
+    /// a planned switchover that loses nothing (at most one move per minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_master: Option<String>,
     /// Pod placement.
     #[serde(default, flatten)]
     pub placement: Placement,
@@ -295,6 +300,7 @@ impl Default for BrokerGroupSpec {
             image: None,
             metrics_port: default_metrics_port(),
             failover: Failover::default(),
+            preferred_master: None,
             placement: Placement::default(),
         }
     }

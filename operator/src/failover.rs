@@ -56,7 +56,18 @@ pub struct Observed {
     pub grace: Duration,
     /// Every pod.
     pub members: Vec<Member>,
+    /// Pods that should be master, most wanted first (`spec.preferredMaster`, or the
+    /// pods a scale-down keeps); empty: any.
+    pub preferred: Vec<String>,
+    /// When the master role last moved (failover or switchover).
+    pub last_move: Option<Timestamp>,
 }
+
+/// The least time between two planned switchovers, so a preference the group cannot
+/// hold does not make the master flap.
+pub const SWITCHOVER_COOLDOWN: Duration = Duration::from_secs(60);
+/// A slave further behind than this is not switched to (`haMaxGapNotInSync`).
+pub const SWITCHOVER_MAX_GAP: u64 = 256 * 1024 * 1024;
 
 /// A role correction for one broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +105,25 @@ pub enum Decision {
         /// The new epoch (recorded + 1).
         epoch: i64,
         /// Ready slaves to re-point.
+        followers: Vec<(String, i64)>,
+        /// Why (for the Event).
+        reason: String,
+    },
+    /// A planned switchover from a healthy master to a preferred, in-sync slave.
+    Switchover {
+        /// The current master's pod.
+        from: String,
+        /// Its address.
+        from_addr: String,
+        /// The slave id it takes.
+        from_id: i64,
+        /// The pod to promote.
+        to: String,
+        /// Its address.
+        to_addr: String,
+        /// The new epoch (recorded + 1).
+        epoch: i64,
+        /// The other ready slaves to re-point.
         followers: Vec<(String, i64)>,
         /// Why (for the Event).
         reason: String,
@@ -186,11 +216,58 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
             });
         }
     }
-    if fixes.is_empty() {
-        Decision::Steady
-    } else {
-        Decision::Correct(fixes)
+    if !fixes.is_empty() {
+        return Decision::Correct(fixes);
     }
+    switchover(o, now).unwrap_or(Decision::Steady)
+}
+
+/// A planned switchover when a preferred pod other than the master is a ready slave
+/// within [`SWITCHOVER_MAX_GAP`] of a healthy master, and the role has not moved in the
+/// last [`SWITCHOVER_COOLDOWN`].
+fn switchover(o: &Observed, now: Timestamp) -> Option<Decision> {
+    if o.preferred.is_empty() || o.preferred.contains(&o.master) {
+        return None;
+    }
+    if let Some(t) = o.last_move {
+        let since = now.duration_since(t);
+        if !since.is_negative() && since.unsigned_abs() < SWITCHOVER_COOLDOWN {
+            return None;
+        }
+    }
+    let master = o.members.iter().find(|m| m.pod == o.master && m.ready)?;
+    let (from_addr, mv) = (master.addr.as_ref()?, master.broker.as_ref()?);
+    if !mv.is_master || mv.epoch != o.epoch {
+        return None;
+    }
+    let (target, to_addr, tv) = o.preferred.iter().find_map(|p| {
+        let m = o.members.iter().find(|m| &m.pod == p && m.ready)?;
+        let (addr, b) = (m.addr.as_ref()?, m.broker.as_ref()?);
+        let in_sync = !b.is_master
+            && b.epoch == o.epoch
+            && mv.max_offset.saturating_sub(b.max_offset) <= SWITCHOVER_MAX_GAP;
+        in_sync.then_some((m, addr, b))
+    })?;
+    let followers = o
+        .members
+        .iter()
+        .filter(|x| x.pod != target.pod && x.pod != o.master && x.ready)
+        .filter_map(|x| Some((x.addr.clone()?, x.slave_id)))
+        .collect();
+    Some(Decision::Switchover {
+        from: o.master.clone(),
+        from_addr: from_addr.clone(),
+        from_id: master.slave_id,
+        to: target.pod.clone(),
+        to_addr: to_addr.clone(),
+        epoch: o.epoch + 1,
+        followers,
+        reason: format!(
+            "{} is preferred and in sync ({} bytes behind)",
+            target.pod,
+            mv.max_offset.saturating_sub(tv.max_offset)
+        ),
+    })
 }
 
 /// The broker calls the operator makes (remoting in production, a fake in tests).
@@ -208,6 +285,18 @@ pub trait BrokerAdmin: Send + Sync {
         broker_id: i64,
         epoch: i64,
     ) -> BoxFuture<'_, Result<(), String>>;
+
+    /// A planned switchover that loses nothing: `from` (the master) stops taking writes,
+    /// `to` catches up, `to` becomes master at `epoch`, `followers` and `from` (as slave
+    /// `from_id`) follow it. On failure nothing changed and `from` takes writes again.
+    fn switch_over<'a>(
+        &'a self,
+        from: &'a str,
+        from_id: i64,
+        to: &'a str,
+        followers: &'a [(String, i64)],
+        epoch: i64,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>>;
 
     /// A promotion: `addr` becomes master at `epoch`, then each of `followers` (address,
     /// slave id) follows it. Follower failures are logged and skipped (a later reconcile
@@ -259,6 +348,33 @@ fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {
 }
 
 impl BrokerAdmin for RemotingAdmin {
+    /// `client::role::switch_over`, the function `ferrocket admin switchover` and the
+    /// broker's switchover test use.
+    fn switch_over<'a>(
+        &'a self,
+        from: &'a str,
+        from_id: i64,
+        to: &'a str,
+        followers: &'a [(String, i64)],
+        epoch: i64,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            ferrocket::client::role::switch_over(
+                &self.client,
+                from,
+                from_id,
+                to,
+                followers,
+                epoch,
+                self.timeout,
+                Duration::from_secs(10),
+            )
+            .await
+            .map(|s| s.repointed)
+            .map_err(|e| e.to_string())
+        })
+    }
+
     /// The same function the broker's fault tests drive (`client::role::fail_over`).
     fn fail_over<'a>(
         &'a self,
@@ -361,6 +477,8 @@ mod tests {
             enabled: true,
             grace: Duration::from_secs(10),
             members,
+            preferred: Vec::new(),
+            last_move: None,
         }
     }
 
@@ -513,5 +631,86 @@ mod tests {
                 addr: "10.0.0.1:10911".into()
             }])
         );
+    }
+
+    #[test]
+    fn switchover_table() {
+        let healthy = || {
+            vec![
+                member("b-0", true, None, Some((true, 1, 500))),
+                member("b-1", true, None, Some((false, 1, 500))),
+                member("b-2", true, None, Some((false, 1, 480))),
+            ]
+        };
+        let with = |members: Vec<Member>, preferred: &[&str], last_move: Option<i64>| Observed {
+            preferred: preferred.iter().map(|p| p.to_string()).collect(),
+            last_move: last_move.map(t),
+            ..group(members)
+        };
+        let to = |d: Decision| match d {
+            Decision::Switchover {
+                from,
+                from_id,
+                to,
+                epoch,
+                followers,
+                ..
+            } => Some((from, from_id, to, epoch, followers)),
+            _ => None,
+        };
+        // A preferred in-sync slave: moved there at the next epoch; the rest follow.
+        assert_eq!(
+            to(decide(&with(healthy(), &["b-1"], None), t(100))),
+            Some((
+                "b-0".to_string(),
+                1,
+                "b-1".to_string(),
+                2,
+                vec![("10.0.0.2:10911".to_string(), 3)]
+            ))
+        );
+        // Nothing preferred, or the master is preferred: steady.
+        assert_eq!(
+            decide(&with(healthy(), &[], None), t(100)),
+            Decision::Steady
+        );
+        assert_eq!(
+            decide(&with(healthy(), &["b-1", "b-0"], None), t(100)),
+            Decision::Steady
+        );
+        // The first preferred pod is unready: the next one is taken.
+        let mut m = healthy();
+        m[1].ready = false;
+        assert_eq!(
+            to(decide(&with(m.clone(), &["b-1", "b-2"], None), t(100))).map(|x| x.2),
+            Some("b-2".to_string())
+        );
+        // Only an unready (or unanswering) preferred pod: steady.
+        assert_eq!(decide(&with(m, &["b-1"], None), t(100)), Decision::Steady);
+        // Far behind the master: not switched to.
+        let mut m = healthy();
+        m[0].broker.as_mut().unwrap().max_offset = 1 << 30;
+        assert_eq!(decide(&with(m, &["b-1"], None), t(100)), Decision::Steady);
+        // Within the cooldown after the last move: wait; after it: go.
+        assert_eq!(
+            decide(&with(healthy(), &["b-1"], Some(70)), t(100)),
+            Decision::Steady
+        );
+        assert!(to(decide(&with(healthy(), &["b-1"], Some(30)), t(100))).is_some());
+        // Roles disagreeing with the record come first.
+        let mut m = healthy();
+        m[2].broker.as_mut().unwrap().is_master = true;
+        assert!(matches!(
+            decide(&with(m, &["b-1"], None), t(100)),
+            Decision::Correct(_)
+        ));
+        // A master that is down is a failover, not a switchover.
+        let mut m = healthy();
+        m[0].ready = false;
+        m[0].unready_since = Some(t(0));
+        assert!(matches!(
+            decide(&with(m, &["b-1"], None), t(100)),
+            Decision::Promote { .. }
+        ));
     }
 }

@@ -24,6 +24,7 @@ pub struct Metrics {
     failures: Family<Labels, Counter>,
     duration: Family<Labels, Histogram, fn() -> Histogram>,
     failovers: Family<Labels, Counter>,
+    switchovers: Family<Labels, Counter>,
     leader: Gauge,
     ready: AtomicBool,
 }
@@ -37,6 +38,7 @@ impl Default for Metrics {
             new_histogram as fn() -> Histogram,
         );
         let failovers = Family::<Labels, Counter>::default();
+        let switchovers = Family::<Labels, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconcile runs", reconciles.clone());
         registry.register(
@@ -55,6 +57,11 @@ impl Default for Metrics {
             failovers.clone(),
         );
         registry.register(
+            "switchovers",
+            "Planned master moves (label result: done or failed)",
+            switchovers.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the leader lease",
             leader.clone(),
@@ -65,6 +72,7 @@ impl Default for Metrics {
             failures,
             duration,
             failovers,
+            switchovers,
             leader,
             ready: AtomicBool::new(false),
         }
@@ -116,6 +124,17 @@ impl Metrics {
             .get_or_create(&vec![
                 ("namespace".into(), namespace.into()),
                 ("group".into(), group.into()),
+            ])
+            .inc();
+    }
+
+    /// Counts a planned switchover of `group` (`result`: `done` or `failed`).
+    pub fn switchover(&self, namespace: &str, group: &str, result: &str) {
+        self.switchovers
+            .get_or_create(&vec![
+                ("namespace".into(), namespace.into()),
+                ("group".into(), group.into()),
+                ("result".into(), result.into()),
             ])
             .inc();
     }

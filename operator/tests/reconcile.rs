@@ -557,6 +557,7 @@ struct FakeAdmin {
         std::collections::HashMap<String, ferrocket_operator::failover::BrokerView>,
     >,
     calls: std::sync::Mutex<Vec<String>>,
+    refuse_switchover: std::sync::atomic::AtomicBool,
 }
 
 impl FakeAdmin {
@@ -578,6 +579,41 @@ impl FakeAdmin {
 }
 
 impl ferrocket_operator::failover::BrokerAdmin for FakeAdmin {
+    fn switch_over<'a>(
+        &'a self,
+        from: &'a str,
+        from_id: i64,
+        to: &'a str,
+        followers: &'a [(String, i64)],
+        epoch: i64,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<String>, String>> {
+        let f: Vec<&str> = followers.iter().map(|(a, _)| a.as_str()).collect();
+        self.calls.lock().unwrap().push(format!(
+            "switchover {from} (id {from_id}) -> {to} epoch {epoch} followers {f:?}"
+        ));
+        if self
+            .refuse_switchover
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let e = format!("{to} did not catch up");
+            return Box::pin(async move { Err(e) });
+        }
+        let offset = |a: &str| {
+            self.views
+                .lock()
+                .unwrap()
+                .get(a)
+                .map_or(0, |v| v.max_offset)
+        };
+        self.set(to, true, epoch, offset(to));
+        self.set(from, false, epoch, offset(from));
+        let mut done = vec![from.to_string()];
+        for (a, _) in followers {
+            self.set(a, false, epoch, offset(a));
+            done.push(a.clone());
+        }
+        Box::pin(async move { Ok(done) })
+    }
     fn state(
         &self,
         addr: &str,
@@ -914,4 +950,163 @@ async fn run_takes_the_lease_reconciles_from_watches_and_releases_on_shutdown() 
         .await
         .unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity, None);
+}
+
+async fn reasons(c: &Client) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(c.clone(), NS);
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+async fn patch_spec(c: &Client, spec: serde_json::Value) {
+    let api: Api<BrokerGroup> = Api::namespaced(c.clone(), NS);
+    api.patch(
+        "broker-a",
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({ "spec": spec })),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn preferred_master_moves_the_master_with_a_switchover() {
+    let c = client((
+        nameserver(),
+        Some(group(
+            "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
+        )),
+    ))
+    .await;
+    let admin = Arc::new(FakeAdmin::default());
+    admin.set("10.0.0.0:10911", true, 1, 1000);
+    admin.set("10.0.0.1:10911", false, 1, 1000);
+    admin.set("10.0.0.2:10911", false, 1, 990);
+    reconcile_with(&c, &admin).await;
+    for p in ["broker-a-0", "broker-a-1", "broker-a-2"] {
+        set_pod(&c, p, true, 100).await;
+    }
+    reconcile_with(&c, &admin).await;
+    assert!(admin.calls().is_empty());
+
+    // A pod outside the group is refused with a clear reason.
+    patch_spec(&c, serde_json::json!({"preferredMaster": "broker-a-7"})).await;
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(condition(&bg, "Degraded").0, "True");
+    assert!(admin.calls().is_empty());
+
+    patch_spec(&c, serde_json::json!({"preferredMaster": "broker-a-1"})).await;
+    let bg = reconcile_with(&c, &admin).await;
+    let st = bg.status.clone().unwrap();
+    assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-1"), 2));
+    assert_eq!(
+        admin.calls(),
+        [
+            r#"switchover 10.0.0.0:10911 (id 1) -> 10.0.0.1:10911 epoch 2 followers ["10.0.0.2:10911"]"#
+        ]
+    );
+    let roles: ConfigMap = Api::namespaced(c.clone(), NS)
+        .get("broker-a-roles")
+        .await
+        .unwrap();
+    assert_eq!(roles.data.unwrap()["roles"], "master=broker-a-1\nepoch=2\n");
+    assert!(reasons(&c).await.contains(&"SwitchedOver".to_string()));
+    // Converged: the preferred pod is master; nothing more is asked.
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(admin.calls().len(), 1, "{:?}", admin.calls());
+    assert_eq!(
+        condition(&bg, "Available"),
+        ("True".into(), "MasterReady".into())
+    );
+}
+
+#[tokio::test]
+async fn a_refused_switchover_keeps_the_old_master_at_a_newer_epoch_and_waits() {
+    let c = client((
+        nameserver(),
+        Some(group(
+            "nameServerRef: {name: namesrv}\nreplicas: 3\npreferredMaster: broker-a-2\n",
+        )),
+    ))
+    .await;
+    let admin = Arc::new(FakeAdmin::default());
+    admin
+        .refuse_switchover
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    admin.set("10.0.0.0:10911", true, 1, 1000);
+    admin.set("10.0.0.1:10911", false, 1, 1000);
+    admin.set("10.0.0.2:10911", false, 1, 1000);
+    reconcile_with(&c, &admin).await;
+    for p in ["broker-a-0", "broker-a-1", "broker-a-2"] {
+        set_pod(&c, p, true, 100).await;
+    }
+    let bg = reconcile_with(&c, &admin).await;
+    let st = bg.status.clone().unwrap();
+    assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-0"), 3));
+    assert!(reasons(&c).await.contains(&"SwitchoverFailed".to_string()));
+    // The next look re-asserts the old master at epoch 3 everywhere, and does not try
+    // again within the cooldown.
+    reconcile_with(&c, &admin).await;
+    let calls = admin.calls();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert_eq!(calls[1], "promote 10.0.0.0:10911 3");
+    assert!(calls[2..]
+        .iter()
+        .all(|c| c.starts_with("follow ") && c.ends_with("epoch 3")));
+    reconcile_with(&c, &admin).await;
+    assert_eq!(admin.calls().len(), 4, "{:?}", admin.calls());
+}
+
+#[tokio::test]
+async fn a_scale_down_blocked_by_the_master_switches_it_to_a_kept_pod() {
+    let c = client((
+        nameserver(),
+        Some(group("nameServerRef: {name: namesrv}\nreplicas: 3\n")),
+    ))
+    .await;
+    let admin = Arc::new(FakeAdmin::default());
+    reconcile_with(&c, &admin).await;
+    // After an earlier failover, broker-a-2 is master at epoch 2.
+    let api: Api<BrokerGroup> = Api::namespaced(c.clone(), NS);
+    let long_ago = (k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(600))
+    .to_string();
+    api.patch_status(
+        "broker-a",
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({"status": {"master": "broker-a-2", "epoch": 2, "lastFailoverTime": long_ago}})),
+    )
+    .await
+    .unwrap();
+    admin.set("10.0.0.0:10911", false, 2, 800);
+    admin.set("10.0.0.1:10911", false, 2, 800);
+    admin.set("10.0.0.2:10911", true, 2, 800);
+    for p in ["broker-a-0", "broker-a-1", "broker-a-2"] {
+        set_pod(&c, p, true, 100).await;
+    }
+    reconcile_with(&c, &admin).await;
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+
+    patch_spec(&c, serde_json::json!({"replicas": 2})).await;
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(
+        admin.calls(),
+        [
+            r#"switchover 10.0.0.2:10911 (id 3) -> 10.0.0.0:10911 epoch 3 followers ["10.0.0.1:10911"]"#
+        ]
+    );
+    assert_eq!(bg.status.unwrap().master.as_deref(), Some("broker-a-0"));
+    // With the master inside the smaller group, the StatefulSet shrinks.
+    reconcile_with(&c, &admin).await;
+    let sts: StatefulSet = Api::namespaced(c.clone(), NS)
+        .get("broker-a")
+        .await
+        .unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(2));
 }

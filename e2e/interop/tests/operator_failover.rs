@@ -2,7 +2,8 @@
 //! in-memory Kubernetes API (`kube-fake-client`) whose pods stand for real `ferrocket`
 //! broker processes on loopback ports; the broker calls are the production ones
 //! (`RemotingAdmin`). A SYNC_MASTER is killed with `kill -9` under load, its pod is
-//! marked unready past the grace period, and the operator promotes the best slave.
+//! marked unready past the grace period, and the operator promotes the best slave; and
+//! a `preferredMaster` makes it move the master with a planned switchover under load.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,27 +56,36 @@ async fn set_pod(k: &KubeClient, name: &str, ready: bool, since_secs_ago: i64) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn operator_promotes_the_best_slave_of_a_killed_sync_master_without_losing_acked_messages() {
-    // Three real brokers of group broker-a.
-    let ns = Proc::spawn(&["namesrv".into(), "--listen".into(), "127.0.0.1:0".into()]);
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ha = free_port();
-    let mut master = Proc::spawn(&broker_args(
-        &ns.addr,
-        dirs[0].path(),
-        None,
-        &[
-            "brokerRole=SYNC_MASTER".into(),
-            "roleEpoch=1".into(),
-            format!("haListenPort={ha}"),
-        ],
-    ));
-    let slaves: Vec<Proc> = (1..3)
-        .map(|i| {
-            Proc::spawn(&broker_args(
+/// Three real brokers of group broker-a (a SYNC_MASTER and two slaves) and the
+/// BrokerGroup in an in-memory API whose pods point at them.
+struct Group {
+    ns: Proc,
+    brokers: Vec<Proc>,
+    addrs: Vec<String>,
+    k: KubeClient,
+    ctx: Arc<Context>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Group {
+    async fn start(spec: BrokerGroupSpec) -> Group {
+        let ns = Proc::spawn(&["namesrv".into(), "--listen".into(), "127.0.0.1:0".into()]);
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let ha = free_port();
+        let mut brokers = vec![Proc::spawn(&broker_args(
+            &ns.addr,
+            dirs[0].path(),
+            None,
+            &[
+                "brokerRole=SYNC_MASTER".into(),
+                "roleEpoch=1".into(),
+                format!("haListenPort={ha}"),
+            ],
+        ))];
+        for (i, dir) in dirs.iter().enumerate().skip(1) {
+            brokers.push(Proc::spawn(&broker_args(
                 &ns.addr,
-                dirs[i].path(),
+                dir.path(),
                 None,
                 &[
                     "brokerRole=SLAVE".into(),
@@ -85,99 +95,99 @@ async fn operator_promotes_the_best_slave_of_a_killed_sync_master_without_losing
                     format!("haMasterAddress=127.0.0.1:{ha}"),
                     format!("haListenPort={}", free_port()),
                 ],
-            ))
-        })
-        .collect();
-    let addrs: Vec<String> = std::iter::once(master.addr.clone())
-        .chain(slaves.iter().map(|s| s.addr.clone()))
-        .collect();
+            )));
+        }
+        let addrs: Vec<String> = brokers.iter().map(|b| b.addr.clone()).collect();
+        let spec = BrokerGroupSpec {
+            name_server_address: Some(ns.addr.clone()),
+            ..spec
+        };
+        let mut bg = BrokerGroup::new("broker-a", spec);
+        bg.metadata.namespace = Some(NS.into());
+        let k = ClientBuilder::new()
+            .with_resource::<BrokerGroup>()
+            .with_status_subresource::<BrokerGroup>()
+            .with_object(bg)
+            .build()
+            .await
+            .unwrap();
+        let by_pod = addrs.clone();
+        let ctx = Arc::new(
+            Context::new(
+                k.clone(),
+                Arc::new(Metrics::default()),
+                BuildConfig::default(),
+                "test",
+            )
+            .with_broker_addr(Arc::new(move |p: &Pod| {
+                let ordinal: usize = p
+                    .metadata
+                    .name
+                    .as_deref()?
+                    .rsplit('-')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                by_pod.get(ordinal).cloned()
+            })),
+        );
+        let g = Group {
+            ns,
+            brokers,
+            addrs,
+            k,
+            ctx,
+            _dirs: dirs,
+        };
+        g.reconcile().await;
+        for i in 0..3 {
+            set_pod(&g.k, &format!("broker-a-{i}"), true, 100).await;
+        }
+        g
+    }
 
-    // The BrokerGroup in the in-memory API, its pods pointing at those processes.
-    let spec = BrokerGroupSpec {
-        name_server_address: Some(ns.addr.clone()),
-        replicas: 3,
-        replication: ferrocket_operator::crd::Replication::SyncMaster,
-        failover: ferrocket_operator::crd::Failover {
-            enabled: true,
-            unready_grace_seconds: 2,
-        },
-        ..BrokerGroupSpec::default()
-    };
-    let mut bg = BrokerGroup::new("broker-a", spec);
-    bg.metadata.namespace = Some(NS.into());
-    let k = ClientBuilder::new()
-        .with_resource::<BrokerGroup>()
-        .with_status_subresource::<BrokerGroup>()
-        .with_object(bg)
-        .build()
-        .await
-        .unwrap();
-    let by_pod = addrs.clone();
-    let ctx = Arc::new(
-        Context::new(
-            k.clone(),
-            Arc::new(Metrics::default()),
-            BuildConfig::default(),
-            "test",
-        )
-        .with_broker_addr(Arc::new(move |p: &Pod| {
-            let ordinal: usize = p
-                .metadata
-                .name
-                .as_deref()?
-                .rsplit('-')
-                .next()?
-                .parse()
-                .ok()?;
-            by_pod.get(ordinal).cloned()
-        })),
-    );
-    let bgs: Api<BrokerGroup> = Api::namespaced(k.clone(), NS);
-    let reconcile = || async {
+    async fn reconcile(&self) -> BrokerGroup {
+        let bgs: Api<BrokerGroup> = Api::namespaced(self.k.clone(), NS);
         let bg = bgs.get("broker-a").await.unwrap();
-        reconcile_broker_group(Arc::new(bg), Arc::clone(&ctx))
+        reconcile_broker_group(Arc::new(bg), Arc::clone(&self.ctx))
             .await
             .unwrap();
         bgs.get("broker-a").await.unwrap()
-    };
-    reconcile().await;
-    for i in 0..3 {
-        set_pod(&k, &format!("broker-a-{i}"), true, 100).await;
     }
 
-    // Load: 16 producers of 1 KiB messages until the master dies.
-    let c = Client::new(&ns.addr);
-    c.create_topic("OpFail", 4).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while broker_state(&c.remoting, &addrs[0], T)
-        .await
-        .unwrap()
-        .ha_connections
-        < 2
-    {
-        assert!(Instant::now() < deadline, "slaves never connected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    /// Creates `topic` and waits until both slaves follow and have copied it.
+    async fn topic(&self, c: &Client, topic: &str) {
+        c.create_topic(topic, 4).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while broker_state(&c.remoting, &self.addrs[0], T)
+            .await
+            .unwrap()
+            .ha_connections
+            < 2
+        {
+            assert!(Instant::now() < deadline, "slaves never connected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The slaves copy the topic (metadata sync, 3 s after start, then every 10 s).
+        tokio::time::sleep(Duration::from_secs(4)).await;
     }
-    // The slaves copy the topic before the master dies (metadata sync).
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let bg = reconcile().await;
-    let offsets: Vec<i64> = bg
-        .status
-        .unwrap()
-        .brokers
-        .iter()
-        .map(|b| b.max_offset)
-        .collect();
-    assert_eq!(offsets.len(), 3);
-    let log = Arc::new(AckedLog::new());
-    let stop = Arc::new(AtomicBool::new(false));
-    let producers: Vec<_> = (0..16)
+}
+
+/// 16 producers of 1 KiB messages to whichever address `target` holds, until `stop`.
+fn producers(
+    c: &Client,
+    topic: &'static str,
+    log: &Arc<AckedLog>,
+    stop: &Arc<AtomicBool>,
+    target: &Arc<std::sync::RwLock<String>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..16)
         .map(|p| {
-            let (c, log, stop, addr) = (
+            let (c, log, stop, target) = (
                 c.clone(),
-                Arc::clone(&log),
-                Arc::clone(&stop),
-                addrs[0].clone(),
+                Arc::clone(log),
+                Arc::clone(stop),
+                Arc::clone(target),
             );
             tokio::spawn(async move {
                 let mut i = 0;
@@ -193,7 +203,8 @@ async fn operator_promotes_the_best_slave_of_a_killed_sync_master_without_losing
                         keys: None,
                         body: Bytes::from(body),
                     };
-                    match c.send("OpFail", &q(&addr, p % 4), &[m]).await {
+                    let addr = target.read().unwrap().clone();
+                    match c.send(topic, &q(&addr, p % 4), &[m]).await {
                         Ok(r) if r.code == response::SUCCESS => log.acked(id),
                         Ok(_) => {}
                         Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -201,20 +212,69 @@ async fn operator_promotes_the_best_slave_of_a_killed_sync_master_without_losing
                 }
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Every message id of `topic` stored on `addr`.
+async fn stored_ids(c: &Client, addr: &str, topic: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for queue in 0..4 {
+        let mut offset = 0;
+        loop {
+            let r = c
+                .pull(&q(addr, queue), topic, "checker", offset, 0)
+                .await
+                .unwrap();
+            let recs = split_records(r.body_bytes());
+            if r.code != response::SUCCESS || recs.is_empty() {
+                break;
+            }
+            for rec in &recs {
+                let body = decode_record(rec).unwrap().body;
+                let end = body.iter().position(|b| *b == b'|').unwrap_or(body.len());
+                ids.push(String::from_utf8_lossy(&body[..end]).into_owned());
+            }
+            offset = r.ext_num("nextBeginOffset").unwrap();
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_promotes_the_best_slave_of_a_killed_sync_master_without_losing_acked_messages() {
+    let mut g = Group::start(BrokerGroupSpec {
+        replicas: 3,
+        replication: ferrocket_operator::crd::Replication::SyncMaster,
+        failover: ferrocket_operator::crd::Failover {
+            enabled: true,
+            unready_grace_seconds: 2,
+        },
+        ..BrokerGroupSpec::default()
+    })
+    .await;
+    let c = Client::new(&g.ns.addr);
+    g.topic(&c, "OpFail").await;
+    let bg = g.reconcile().await;
+    assert_eq!(bg.status.unwrap().brokers.len(), 3);
+
+    // Load until the master dies.
+    let log = Arc::new(AckedLog::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let target = Arc::new(std::sync::RwLock::new(g.addrs[0].clone()));
+    let load = producers(&c, "OpFail", &log, &stop, &target);
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    master.kill9();
+    g.brokers[0].kill9();
     let died = Instant::now();
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
-    for p in producers {
+    for p in load {
         let _ = p.await;
     }
     assert!(log.acked_count() > 100, "acked {}", log.acked_count());
 
     // The kubelet marks the pod unready; within the grace the operator waits.
-    set_pod(&k, "broker-a-0", false, 0).await;
-    let bg = reconcile().await;
+    set_pod(&g.k, "broker-a-0", false, 0).await;
+    let bg = g.reconcile().await;
     assert_eq!(
         bg.status.as_ref().unwrap().epoch,
         1,
@@ -222,14 +282,14 @@ async fn operator_promotes_the_best_slave_of_a_killed_sync_master_without_losing
     );
     // Past the grace: the operator promotes the slave with the highest confirmed offset.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let bg = reconcile().await;
+    let bg = g.reconcile().await;
     let st = bg.status.unwrap();
     assert_eq!(st.epoch, 2);
     let new_master = st.master.clone().unwrap();
     assert_ne!(new_master, "broker-a-0");
     let ordinal: usize = new_master.rsplit('-').next().unwrap().parse().unwrap();
-    let new_addr = addrs[ordinal].clone();
-    let roles: ConfigMap = Api::namespaced(k.clone(), NS)
+    let new_addr = g.addrs[ordinal].clone();
+    let roles: ConfigMap = Api::namespaced(g.k.clone(), NS)
         .get("broker-a-roles")
         .await
         .unwrap();
@@ -259,31 +319,65 @@ async fn operator_promotes_the_best_slave_of_a_killed_sync_master_without_losing
     let failover = died.elapsed();
 
     // Everything acknowledged is on the new master.
-    let mut ids = Vec::new();
-    for queue in 0..4 {
-        let mut offset = 0;
-        loop {
-            let r = c
-                .pull(&q(&new_addr, queue), "OpFail", "checker", offset, 0)
-                .await
-                .unwrap();
-            let recs = split_records(r.body_bytes());
-            if r.code != response::SUCCESS || recs.is_empty() {
-                break;
-            }
-            for rec in &recs {
-                let body = decode_record(rec).unwrap().body;
-                let end = body.iter().position(|b| *b == b'|').unwrap_or(body.len());
-                ids.push(String::from_utf8_lossy(&body[..end]).into_owned());
-            }
-            offset = r.ext_num("nextBeginOffset").unwrap();
-        }
-    }
+    let ids = stored_ids(&c, &new_addr, "OpFail").await;
     let report = log.check(ids.iter().map(String::as_str));
     eprintln!("operator failover: {report}; death to an acknowledged send on the new master {} ms (grace 2 s)", failover.as_millis());
     assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
     // Steady afterwards: no further role changes.
-    let bg = reconcile().await;
+    let bg = g.reconcile().await;
     assert_eq!(bg.status.unwrap().epoch, 2);
-    drop(slaves);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_moves_the_master_to_the_preferred_pod_under_load_without_losing_anything() {
+    let g = Group::start(BrokerGroupSpec {
+        replicas: 3,
+        replication: ferrocket_operator::crd::Replication::SyncMaster,
+        ..BrokerGroupSpec::default()
+    })
+    .await;
+    let c = Client::new(&g.ns.addr);
+    g.topic(&c, "OpSwitch").await;
+    g.reconcile().await;
+
+    let log = Arc::new(AckedLog::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let target = Arc::new(std::sync::RwLock::new(g.addrs[0].clone()));
+    let load = producers(&c, "OpSwitch", &log, &stop, &target);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The user prefers broker-a-2: the operator switches over while the load runs.
+    let bgs: Api<BrokerGroup> = Api::namespaced(g.k.clone(), NS);
+    bgs.patch(
+        "broker-a",
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({"spec": {"preferredMaster": "broker-a-2"}})),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let bg = g.reconcile().await;
+    let took = started.elapsed();
+    *target.write().unwrap() = g.addrs[2].clone();
+    let st = bg.status.unwrap();
+    assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-2"), 2));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for p in load {
+        let _ = p.await;
+    }
+    let new_m = broker_state(&c.remoting, &g.addrs[2], T).await.unwrap();
+    assert_eq!((new_m.role.as_str(), new_m.epoch), ("SYNC_MASTER", 2));
+    let old_m = broker_state(&c.remoting, &g.addrs[0], T).await.unwrap();
+    assert_eq!((old_m.role.as_str(), old_m.broker_id), ("SLAVE", 1));
+    let ids = stored_ids(&c, &g.addrs[2], "OpSwitch").await;
+    let report = log.check(ids.iter().map(String::as_str));
+    eprintln!(
+        "operator switchover: {report}; reconcile with the switchover took {} ms",
+        took.as_millis()
+    );
+    assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
+    assert_eq!(report.duplicated, 0);
+    // Converged: nothing more to do.
+    let bg = g.reconcile().await;
+    assert_eq!(bg.status.unwrap().epoch, 2);
 }
