@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Replication benchmarks: one broker vs ASYNC_MASTER and SYNC_MASTER with two slaves (three
 # local processes), and the same for the rocketmq-rust 1.0 peer when it is installed; then
-# the failover time (kill -9 of the master to the new master accepting a send).
+# a planned switchover under load, and the failover time (kill -9 of the master to the new
+# master accepting a send).
 #   e2e/bench/replication.sh [seconds per run]
-# MODES="single ASYNC_MASTER SYNC_MASTER" PEER=1 FAILOVER=1 choose what runs.
+# MODES="single ASYNC_MASTER SYNC_MASTER" PEER=1 SWITCHOVER=1 FAILOVER=1 choose what runs.
 set -euo pipefail
 secs=${1:-15}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -97,6 +98,32 @@ elif [ -x "${PEER_ROOT:-$HOME/.cache/ferrocket-peer}/bin/rocketmq-broker-rust" ]
   rm -rf "$work/peer-m" || true
 else
   echo "rocketmq-rust peer not installed (../shared/tools/peer.sh install): peer rows skipped"
+fi
+
+if [ "${SWITCHOVER:-1}" = 1 ]; then
+  # Planned switchover under 32 sync senders: `ferrocket admin switchover` fences the
+  # master (brokerPermission=4), waits for the slave to catch up, moves the roles.
+  nsp=$(freeport); NS=127.0.0.1:$nsp
+  "$bin" namesrv --listen "$NS" > "$work/ns.out" 2>&1 & pids+=($!)
+  sleep 0.5
+  mp=$(brokerport); p1=$(brokerport); p2=$(brokerport)
+  fr_broker "$work/m" "$mp" SYNC_MASTER 0 1
+  fr_broker "$work/s1" "$p1" SLAVE 1 1 --set "haMasterAddress=127.0.0.1:$((mp + 1))"
+  fr_broker "$work/s2" "$p2" SLAVE 2 1 --set "haMasterAddress=127.0.0.1:$((mp + 1))"
+  sleep 2
+  "$bin" bench --namesrv "$NS" produce --topic Switch --queues 8 --concurrency 32 \
+    --duration 8s > "$work/sw-bench.out" 2>&1 & bpid=$!
+  sleep 3
+  t0=$(date +%s%N)
+  "$bin" admin --namesrv "$NS" --json switchover --broker-name bench-a --to "127.0.0.1:$p1" > "$work/sw.json"
+  t1=$(date +%s%N)
+  wait "$bpid" || true
+  echo "switchover under c=32 sync sends: command $(( (t1 - t0) / 1000000 )) ms; $(cat "$work/sw.json")"
+  echo "switchover bench: $(tail -1 "$work/sw-bench.out")"
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=(); sleep 1
+  rm -rf "$work/m" "$work/s1" "$work/s2"
 fi
 
 [ "${FAILOVER:-1}" = 1 ] || exit 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end on a kind cluster: build and load the image, install the chart, apply the
 # samples, wait for Ready, produce and consume through the name server, delete the master
-# pod and check the group recovers, clean up.
+# pod and check the group recovers, move the master with preferredMaster, clean up.
 #
 # Needs docker (a running engine), kind, kubectl and helm. Where any is missing it prints
 # one line saying which and exits 0, so CI runs it everywhere (keeping it alive) and it
@@ -100,4 +100,23 @@ done
 [ -n "$sent_ok" ] || { log "no acknowledged send after the master pod was deleted"; exit 1; }
 got="$(admin consume --topic E2E --group e2e --count 1 --idle 10s | grep -c 'after-recovery' || true)"
 [ "$got" -ge 1 ] || { log "message sent after recovery not consumed"; exit 1; }
+
+# A planned switchover: prefer a pod that is not the master; the operator moves the role.
+master="$(kubectl -n "$NS" get brokergroup broker-a -o jsonpath='{.status.master}')"
+want="broker-a-1"; [ "$master" = "broker-a-1" ] && want="broker-a-2"
+log "preferring $want (master is $master)"
+kubectl -n "$NS" patch brokergroup broker-a --type merge -p "{\"spec\":{\"preferredMaster\":\"$want\"}}"
+moved=""
+for _ in $(seq 1 36); do
+  # At most one move per minute: a recent failover may delay it.
+  [ "$(kubectl -n "$NS" get brokergroup broker-a -o jsonpath='{.status.master}')" = "$want" ] && { moved=1; break; }
+  sleep 5
+done
+[ -n "$moved" ] || { log "the master never moved to $want"; exit 1; }
+sent_ok=""
+for _ in $(seq 1 24); do
+  if admin send --topic E2E --body after-switchover 2>/dev/null | grep -q SEND_OK; then sent_ok=1; break; fi
+  sleep 5
+done
+[ -n "$sent_ok" ] || { log "no acknowledged send after the switchover"; exit 1; }
 log "PASS"

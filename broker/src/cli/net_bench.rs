@@ -207,10 +207,16 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
             Some(r) => r,
             None => c.create_topic(&args.topic, args.queues).await?,
         };
-        let queues = Arc::new(Client::write_queues(&route));
-        if queues.is_empty() {
+        let first = Client::write_queues(&route);
+        if first.is_empty() {
             bail!("topic {} has no writable queue", args.topic);
         }
+        // Like a RocketMQ producer after a failed send, the route is looked up again (at
+        // most every 200 ms), so a master moved by a switchover or failover is followed.
+        let queues = Arc::new(RouteCache {
+            queues: std::sync::RwLock::new(Arc::new(first)),
+            refreshed: tokio::sync::Mutex::new(Instant::now()),
+        });
         let run = Run::start(args.size, args.json, "send");
         let (count, errors, lat, started) = (
             run.count.clone(),
@@ -241,7 +247,8 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                 let mut mine = Vec::new();
                 let mut i = w;
                 while started.elapsed() < duration {
-                    let q = &queues[i % queues.len()];
+                    let current = queues.get();
+                    let q = &current[i % current.len()];
                     i += 1;
                     let t = Instant::now();
                     match c.send(&topic, q, &msgs).await {
@@ -251,6 +258,8 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                         }
                         _ => {
                             errors.fetch_add(1, Ordering::Relaxed);
+                            queues.refresh(&c, &topic).await;
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                         }
                     }
                 }
@@ -269,6 +278,32 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
         )
         .await
     })
+}
+
+/// The writable queues of the benchmarked topic, refreshed after failed sends.
+struct RouteCache {
+    queues: std::sync::RwLock<Arc<Vec<crate::client::QueueAddr>>>,
+    refreshed: tokio::sync::Mutex<Instant>,
+}
+
+impl RouteCache {
+    fn get(&self) -> Arc<Vec<crate::client::QueueAddr>> {
+        Arc::clone(&self.queues.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    async fn refresh(&self, c: &Client, topic: &str) {
+        let mut last = self.refreshed.lock().await;
+        if last.elapsed() < std::time::Duration::from_millis(200) {
+            return;
+        }
+        *last = Instant::now();
+        if let Ok(Some(route)) = c.route(topic).await {
+            let fresh = Client::write_queues(&route);
+            if !fresh.is_empty() {
+                *self.queues.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+            }
+        }
+    }
 }
 
 /// Runs `bench consume`: pulls every queue from its current committed offset (or 0)
