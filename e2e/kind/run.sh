@@ -92,12 +92,15 @@ log "group recovered: master $(kubectl -n "$NS" get brokergroup broker-a -o json
 
 # Either the pod came back within the grace period or a slave was promoted; both end with
 # a master that acknowledges sends (a SyncMaster needs a following slave too).
-sent_ok=""
-for _ in $(seq 1 24); do
-  if admin send --topic E2E --body after-recovery 2>/dev/null | grep -q SEND_OK; then sent_ok=1; break; fi
-  sleep 5
-done
-[ -n "$sent_ok" ] || { log "no acknowledged send after the master pod was deleted"; exit 1; }
+# Sends BODY until a send is acknowledged (up to 2 minutes).
+send_ok() {
+  for _ in $(seq 1 24); do
+    admin send --topic E2E --body "$1" 2>/dev/null | grep -q SEND_OK && return 0
+    sleep 5
+  done
+  return 1
+}
+send_ok after-recovery || { log "no acknowledged send after the master pod was deleted"; exit 1; }
 got="$(admin consume --topic E2E --group e2e --count 1 --idle 10s | grep -c 'after-recovery' || true)"
 [ "$got" -ge 1 ] || { log "message sent after recovery not consumed"; exit 1; }
 
@@ -113,10 +116,5 @@ for _ in $(seq 1 36); do
   sleep 5
 done
 [ -n "$moved" ] || { log "the master never moved to $want"; exit 1; }
-sent_ok=""
-for _ in $(seq 1 24); do
-  if admin send --topic E2E --body after-switchover 2>/dev/null | grep -q SEND_OK; then sent_ok=1; break; fi
-  sleep 5
-done
-[ -n "$sent_ok" ] || { log "no acknowledged send after the switchover"; exit 1; }
+send_ok after-switchover || { log "no acknowledged send after the switchover"; exit 1; }
 log "PASS"

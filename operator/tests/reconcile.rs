@@ -975,23 +975,28 @@ async fn patch_spec(c: &Client, spec: serde_json::Value) {
     .unwrap();
 }
 
-#[tokio::test]
-async fn preferred_master_moves_the_master_with_a_switchover() {
-    let c = client((
-        nameserver(),
-        Some(group(
-            "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
-        )),
-    ))
-    .await;
+/// A group from `yaml` whose three brokers report `views` (is master, epoch, offset),
+/// reconciled once, with every pod then ready.
+async fn three_ready(yaml: &str, views: [(bool, i64, u64); 3]) -> (Client, Arc<FakeAdmin>) {
+    let c = client((nameserver(), Some(group(yaml)))).await;
     let admin = Arc::new(FakeAdmin::default());
-    admin.set("10.0.0.0:10911", true, 1, 1000);
-    admin.set("10.0.0.1:10911", false, 1, 1000);
-    admin.set("10.0.0.2:10911", false, 1, 990);
+    for (i, (m, e, o)) in views.into_iter().enumerate() {
+        admin.set(&format!("10.0.0.{i}:10911"), m, e, o);
+    }
     reconcile_with(&c, &admin).await;
     for p in ["broker-a-0", "broker-a-1", "broker-a-2"] {
         set_pod(&c, p, true, 100).await;
     }
+    (c, admin)
+}
+
+#[tokio::test]
+async fn preferred_master_moves_the_master_with_a_switchover() {
+    let (c, admin) = three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
+        [(true, 1, 1000), (false, 1, 1000), (false, 1, 990)],
+    )
+    .await;
     reconcile_with(&c, &admin).await;
     assert!(admin.calls().is_empty());
 
@@ -1028,24 +1033,15 @@ async fn preferred_master_moves_the_master_with_a_switchover() {
 
 #[tokio::test]
 async fn a_refused_switchover_keeps_the_old_master_at_a_newer_epoch_and_waits() {
-    let c = client((
-        nameserver(),
-        Some(group(
-            "nameServerRef: {name: namesrv}\nreplicas: 3\npreferredMaster: broker-a-2\n",
-        )),
-    ))
+    let (c, admin) = three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\n",
+        [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
+    )
     .await;
-    let admin = Arc::new(FakeAdmin::default());
     admin
         .refuse_switchover
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    admin.set("10.0.0.0:10911", true, 1, 1000);
-    admin.set("10.0.0.1:10911", false, 1, 1000);
-    admin.set("10.0.0.2:10911", false, 1, 1000);
-    reconcile_with(&c, &admin).await;
-    for p in ["broker-a-0", "broker-a-1", "broker-a-2"] {
-        set_pod(&c, p, true, 100).await;
-    }
+    patch_spec(&c, serde_json::json!({"preferredMaster": "broker-a-2"})).await;
     let bg = reconcile_with(&c, &admin).await;
     let st = bg.status.clone().unwrap();
     assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-0"), 3));

@@ -715,6 +715,29 @@ impl Broker {
         Ok(tc)
     }
 
+    /// The answer to a write this broker does not take: a slave's, or (RocketMQ's
+    /// wording, so the client moves on to another broker) one without write permission.
+    fn refuse_writes(&self, req: &RemotingCommand) -> Option<RemotingCommand> {
+        if !self.is_master() {
+            return Some(fail(
+                req,
+                response::SERVICE_NOT_AVAILABLE,
+                "this broker is a slave and takes no writes",
+            ));
+        }
+        if !self.runtime.writable() {
+            return Some(fail(
+                req,
+                response::NO_PERMISSION,
+                format!(
+                    "the broker[{}] sending message is forbidden",
+                    self.config.broker_addr()
+                ),
+            ));
+        }
+        None
+    }
+
     async fn send(&self, conn: &Connection, req: &RemotingCommand) -> RemotingCommand {
         let started = std::time::Instant::now();
         let resp = self.send_inner(conn, req).await;
@@ -725,23 +748,8 @@ impl Broker {
     }
 
     async fn send_inner(&self, conn: &Connection, req: &RemotingCommand) -> RemotingCommand {
-        if !self.is_master() {
-            return fail(
-                req,
-                response::SERVICE_NOT_AVAILABLE,
-                "this broker is a slave and takes no writes",
-            );
-        }
-        if !self.runtime.writable() {
-            // RocketMQ's wording; the client moves on to another broker.
-            return fail(
-                req,
-                response::NO_PERMISSION,
-                format!(
-                    "the broker[{}] sending message is forbidden",
-                    self.config.broker_addr()
-                ),
-            );
+        if let Some(refused) = self.refuse_writes(req) {
+            return refused;
         }
         let h = match parse_send_header(req) {
             Ok(h) => h,
@@ -1219,22 +1227,8 @@ impl Broker {
     /// level (`3 + reconsumeTimes` unless the client asks for one), or in `%DLQ%<group>`
     /// once `reconsumeTimes` reaches the maximum (or the client asks with level −1).
     async fn send_back(&self, req: &RemotingCommand) -> RemotingCommand {
-        if !self.is_master() {
-            return fail(
-                req,
-                response::SERVICE_NOT_AVAILABLE,
-                "this broker is a slave and takes no writes",
-            );
-        }
-        if !self.runtime.writable() {
-            return fail(
-                req,
-                response::NO_PERMISSION,
-                format!(
-                    "the broker[{}] sending message is forbidden",
-                    self.config.broker_addr()
-                ),
-            );
+        if let Some(refused) = self.refuse_writes(req) {
+            return refused;
         }
         let parsed = (|| -> Result<_, RemotingError> {
             Ok((
