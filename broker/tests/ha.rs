@@ -1148,6 +1148,9 @@ fn admin_switchover_moves_the_master_and_the_name_server_follows() {
             })
             .unwrap_or(false)
     });
+    wait_until("slave connected", Duration::from_secs(10), || {
+        state(&rt, &c, &m.addr).ha_connections == 1
+    });
     let r = rt
         .block_on(c.send("AS", &q(&m.addr, 0), &[msg("before", 100)]))
         .unwrap();

@@ -244,6 +244,9 @@ pub async fn switch_over(
         }
     };
     let deadline = tokio::time::Instant::now() + catch_up;
+    // The master's end must also hold still across two looks: a send that passed the
+    // permission check just before the fence appends microseconds later.
+    let mut previous_end = None;
     let offset = loop {
         let caught_up = async {
             let om = broker_state(remoting, old_master, timeout).await?;
@@ -253,9 +256,14 @@ pub async fn switch_over(
                     "{target} is already a master"
                 )));
             }
-            Ok::<_, ClientError>((t.max_offset >= om.max_offset).then_some(om.max_offset))
+            Ok::<_, ClientError>((om.max_offset, t.max_offset >= om.max_offset))
         }
         .await;
+        let caught_up = caught_up.map(|(end, reached)| {
+            let settled = previous_end == Some(end);
+            previous_end = Some(end);
+            (reached && settled).then_some(end)
+        });
         match caught_up {
             Ok(Some(offset)) => break offset,
             Ok(None) if tokio::time::Instant::now() < deadline => {
