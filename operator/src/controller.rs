@@ -638,6 +638,21 @@ pub async fn reconcile_broker_group(
     let ready = i32::try_from(brokers.iter().filter(|b| b.ready).count()).unwrap_or(i32::MAX);
     let want = bg.spec.replicas;
     let master_ready = brokers.iter().any(|b| b.pod == roles.master && b.ready);
+    // Slaves that cannot follow (a log that ends before the master's oldest file needs
+    // its PVC emptied; a master of an older epoch is refused) degrade the group.
+    let stuck: Vec<String> = members
+        .iter()
+        .filter(|m| m.pod != roles.master)
+        .filter_map(|m| {
+            let p = m.broker.as_ref()?.follow_problem.as_ref()?;
+            Some(format!("{}: {p}", m.pod))
+        })
+        .collect();
+    let degraded = match &no_candidate {
+        Some(reason) => Some(("NoReadySlave", reason.clone())),
+        None if !stuck.is_empty() => Some(("SlaveCannotFollow", stuck.join("; "))),
+        None => None,
+    };
     let rolled = sts.status.as_ref().is_none_or(|s| {
         s.observed_generation == sts.metadata.generation && s.updated_replicas.unwrap_or(0) == want
     });
@@ -682,7 +697,7 @@ pub async fn reconcile_broker_group(
             },
             generation,
         ),
-        match &no_candidate {
+        match &degraded {
             None => condition(
                 &previous.conditions,
                 "Degraded",
@@ -691,25 +706,24 @@ pub async fn reconcile_broker_group(
                 String::new(),
                 generation,
             ),
-            Some(reason) => condition(
+            Some((reason, message)) => condition(
                 &previous.conditions,
                 "Degraded",
                 true,
-                "NoReadySlave",
-                reason.clone(),
+                reason,
+                message.clone(),
                 generation,
             ),
         },
     ];
-    if let Some(reason) = &no_candidate {
-        if !condition_is(&previous.conditions, "Degraded", true) {
-            ctx.event(
-                bg.as_ref(),
-                EventType::Warning,
-                "NoReadySlave",
-                reason.clone(),
-            )
-            .await;
+    if let Some((reason, message)) = &degraded {
+        let already = previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == *reason);
+        if !already {
+            ctx.event(bg.as_ref(), EventType::Warning, reason, message.clone())
+                .await;
         }
     }
     if master_ready && !condition_is(&previous.conditions, "Available", true) {

@@ -24,6 +24,8 @@ pub struct BrokerView {
     pub max_offset: u64,
     /// Its HA address.
     pub ha_addr: String,
+    /// Why it cannot follow its master, if it is a slave that cannot.
+    pub follow_problem: Option<String>,
 }
 
 /// One pod of the group as observed.
@@ -344,6 +346,7 @@ fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {
         confirm_offset: s.confirm_offset,
         max_offset: s.max_offset,
         ha_addr: s.ha_addr,
+        follow_problem: Some(s.follow_problem).filter(|p| !p.is_empty()),
     }
 }
 
@@ -465,6 +468,7 @@ mod tests {
                 confirm_offset,
                 max_offset: confirm_offset,
                 ha_addr: format!("10.0.0.{ordinal}:10912"),
+                follow_problem: None,
             }),
             slave_id: ordinal + 1,
         }

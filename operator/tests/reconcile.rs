@@ -570,8 +570,14 @@ impl FakeAdmin {
                 confirm_offset: offset,
                 max_offset: offset,
                 ha_addr: addr.replace(":10911", ":10912"),
+                follow_problem: None,
             },
         );
+    }
+    fn set_problem(&self, addr: &str, problem: &str) {
+        if let Some(v) = self.views.lock().unwrap().get_mut(addr) {
+            v.follow_problem = Some(problem.into());
+        }
     }
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
@@ -1105,4 +1111,46 @@ async fn a_scale_down_blocked_by_the_master_switches_it_to_a_kept_pod() {
         .await
         .unwrap();
     assert_eq!(sts.spec.unwrap().replicas, Some(2));
+}
+
+#[tokio::test]
+async fn a_slave_that_cannot_follow_degrades_the_group_with_its_reason() {
+    let (c, admin) = three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\n",
+        [(true, 1, 9000), (false, 1, 9000), (false, 1, 100)],
+    )
+    .await;
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(condition(&bg, "Degraded").0, "False");
+    admin.set_problem(
+        "10.0.0.2:10911",
+        "our CommitLog ends at 100, before the master's oldest file at 4096",
+    );
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(
+        condition(&bg, "Degraded"),
+        ("True".into(), "SlaveCannotFollow".into())
+    );
+    let msg = bg
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(
+        msg.starts_with("broker-a-2: our CommitLog ends at 100"),
+        "{msg}"
+    );
+    let warned = |r: Vec<String>| r.iter().filter(|x| *x == "SlaveCannotFollow").count();
+    assert_eq!(warned(reasons(&c).await), 1);
+    reconcile_with(&c, &admin).await;
+    assert_eq!(
+        warned(reasons(&c).await),
+        1,
+        "one Event, not one per reconcile"
+    );
+    // Nothing is changed on the brokers for it: emptying a store is the user's call.
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
 }

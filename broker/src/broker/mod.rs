@@ -1358,6 +1358,10 @@ impl Broker {
         );
         put("haSlaveAckOffset", self.ha.acked_offset().to_string());
         put("haSlaveLagBytes", self.ha.slave_lag().to_string());
+        put(
+            "haFollowProblem",
+            self.role.follow_problem().unwrap_or_default(),
+        );
         put("confirmOffset", self.confirmed_offset().to_string());
         put(
             "commitLogMinOffset",

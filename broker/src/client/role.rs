@@ -29,6 +29,8 @@ pub struct BrokerState {
     pub master_addr: String,
     /// Its own HA address (`brokerIP1:haListenPort`).
     pub ha_addr: String,
+    /// Why a slave cannot follow its master (empty when it can).
+    pub follow_problem: String,
 }
 
 impl BrokerState {
@@ -103,6 +105,7 @@ pub async fn broker_state(
         ha_connections: n("haConnections"),
         master_addr: s("masterAddr"),
         ha_addr: s("haServerAddr"),
+        follow_problem: s("haFollowProblem"),
     })
 }
 

@@ -113,6 +113,7 @@ pub struct RoleCell {
     state: RwLock<RoleState>,
     epochs: Mutex<EpochFile>,
     changed: watch::Sender<u64>,
+    follow_problem: Mutex<Option<String>>,
 }
 
 /// The master address implied by a remoting address: same host, port + 1.
@@ -132,7 +133,22 @@ impl RoleCell {
             state: RwLock::new(state),
             epochs: Mutex::new(epochs),
             changed,
+            follow_problem: Mutex::new(None),
         })
+    }
+
+    /// Why this slave cannot follow its master (a stale master, a log that ends before
+    /// the master's oldest file), until it follows again.
+    #[must_use]
+    pub fn follow_problem(&self) -> Option<String> {
+        if self.is_master() {
+            return None;
+        }
+        lock(&self.follow_problem).clone()
+    }
+
+    fn set_follow_problem(&self, problem: Option<String>) {
+        *lock(&self.follow_problem) = problem;
     }
 
     /// The current role.
@@ -700,6 +716,7 @@ pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>) {
             // Not fixed by retrying at once: retry slowly, so the log is not flooded.
             Err(e @ (SlaveError::StaleMaster { .. } | SlaveError::Behind { .. })) => {
                 warn!(master = %addr, error = %e, "HA");
+                role.set_follow_problem(Some(e.to_string()));
                 Duration::from_secs(5)
             }
             Err(e) => {
@@ -782,6 +799,7 @@ async fn follow(
     wr.write_all(&i64::try_from(expected).unwrap_or(i64::MAX).to_be_bytes())
         .await?;
     info!(master = %addr, epoch = hello.epoch, from = expected, "following the master");
+    role.set_follow_problem(None);
     let mut pending: Vec<u8> = Vec::new();
     let mut last_report = tokio::time::Instant::now();
     loop {
