@@ -865,17 +865,14 @@ fn a_new_slave_joins_a_master_whose_oldest_files_are_deleted() {
     let ns = namesrv();
     let c = Client::new(&ns.addr);
     let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // Retention runs on the first housekeeping pass (10 s after start) and deletes every
-    // full file: the master ends up with its oldest files gone.
-    let every_hour = (0..24)
-        .map(|h| format!("{h:02}"))
-        .collect::<Vec<_>>()
-        .join(";");
+    // Retention runs on every housekeeping pass (every 10 s: any disk is fuller than 1 %)
+    // and deletes every full file (none is younger than 0 h): the master ends up with its
+    // oldest files gone.
     let m = master(
         &ns.addr,
         d0.path(),
         "ASYNC_MASTER",
-        &[&format!("deleteWhen={every_hour}"), "fileReservedTime=0"],
+        &["diskMaxUsedSpaceRatio=1", "fileReservedTime=0"],
     );
     create_topic(&rt, &c, "OLD", 1);
     // A slave that copies the first batch, then is away while the rest is written.
