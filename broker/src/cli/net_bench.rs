@@ -53,6 +53,9 @@ struct Report {
     body_bytes: usize,
     messages: u64,
     errors: u64,
+    /// What the first failed request answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_error: Option<String>,
     seconds: f64,
     msgs_per_sec: f64,
     mb_per_sec: f64,
@@ -121,6 +124,9 @@ fn print(report: &Report, json: bool) -> Result<()> {
             report.seconds, report.msgs_per_sec, report.mb_per_sec, report.latency_ms.p50,
             report.latency_ms.p99, report.latency_ms.p999, report.latency_ms.max, report.errors
         );
+        if let Some(e) = &report.first_error {
+            println!("  first error: {e}");
+        }
     }
     Ok(())
 }
@@ -129,6 +135,7 @@ fn print(report: &Report, json: bool) -> Result<()> {
 struct Run {
     count: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
+    first_error: Arc<Mutex<Option<String>>>,
     stop: Arc<AtomicBool>,
     lat: Arc<Mutex<Vec<u64>>>,
     reporter: std::thread::JoinHandle<()>,
@@ -143,6 +150,7 @@ impl Run {
             reporter: reporter(count.clone(), stop.clone(), size, quiet, what),
             count,
             errors: Arc::new(AtomicU64::new(0)),
+            first_error: Arc::new(Mutex::new(None)),
             stop,
             lat: Arc::new(Mutex::new(Vec::new())),
             started: Instant::now(),
@@ -177,6 +185,7 @@ impl Run {
                 body_bytes: size,
                 messages,
                 errors: self.errors.load(Ordering::Relaxed),
+                first_error: self.first_error.lock().ok().and_then(|e| e.clone()),
                 seconds: secs,
                 msgs_per_sec: messages as f64 / secs,
                 mb_per_sec: messages as f64 * size as f64 / secs / 1e6,
@@ -218,6 +227,7 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
             refreshed: tokio::sync::Mutex::new(Instant::now()),
         });
         let run = Run::start(args.size, args.json, "send");
+        let first_error = run.first_error.clone();
         let (count, errors, lat, started) = (
             run.count.clone(),
             run.errors.clone(),
@@ -227,12 +237,13 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
         let body = Bytes::from(vec![b'x'; args.size]);
         let mut tasks = Vec::new();
         for w in 0..args.concurrency * inflight {
-            let (c, queues, count, errors, lat) = (
+            let (c, queues, count, errors, lat, first_error) = (
                 c.clone(),
                 queues.clone(),
                 count.clone(),
                 errors.clone(),
                 lat.clone(),
+                first_error.clone(),
             );
             let topic = args.topic.clone();
             let msgs: Vec<OutMessage> = (0..batch)
@@ -256,8 +267,16 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                             mine.push(t.elapsed().as_micros() as u64);
                             count.fetch_add(msgs.len() as u64, Ordering::Relaxed);
                         }
-                        _ => {
-                            errors.fetch_add(1, Ordering::Relaxed);
+                        other => {
+                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                let what = match other {
+                                    Ok(r) => format!("code {} from {}", r.code, q.addr),
+                                    Err(e) => format!("{e} ({})", q.addr),
+                                };
+                                if let Ok(mut f) = first_error.lock() {
+                                    f.get_or_insert(what);
+                                }
+                            }
                             queues.refresh(&c, &topic).await;
                             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                         }
