@@ -774,3 +774,68 @@ fn roles_file_makes_a_pod_master_or_slave() {
         .unwrap();
     assert_eq!(r.code, response::SERVICE_NOT_AVAILABLE);
 }
+
+#[test]
+fn broker_permission_read_only_refuses_sends_and_masks_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &[]);
+    let (ok, _, err) = admin(&ns.addr, &["topic", "create", "--topic", "Perm"]);
+    assert!(ok, "{err}");
+    let rt = rt();
+    let c = ferrocket::client::Client::new(&ns.addr);
+    let route_perm = || {
+        rt.block_on(c.route("Perm"))
+            .unwrap()
+            .map(|r| r.queue_datas.iter().map(|q| q.perm).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(route_perm(), [6]);
+    let set = |v: &str| {
+        let (ok, _, err) = admin(
+            &ns.addr,
+            &[
+                "broker-config",
+                "set",
+                "--broker",
+                &b.addr,
+                "--key",
+                "brokerPermission",
+                "--value",
+                v,
+            ],
+        );
+        assert!(ok, "{err}");
+    };
+    set("4");
+    let (ok, _, err) = admin(&ns.addr, &["send", "--topic", "Perm", "--body", "x"]);
+    assert!(!ok && err.contains("sending message is forbidden"), "{err}");
+    // The broker re-registers at once: the route loses the write bit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while route_perm() != [4] {
+        assert!(std::time::Instant::now() < deadline, "{:?}", route_perm());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A value that is not a permission is refused; writes come back with 6.
+    let (ok, _, err) = admin(
+        &ns.addr,
+        &[
+            "broker-config",
+            "set",
+            "--broker",
+            &b.addr,
+            "--key",
+            "brokerPermission",
+            "--value",
+            "5",
+        ],
+    );
+    assert!(!ok && err.contains("brokerPermission"), "{err}");
+    set("6");
+    let (ok, out, err) = admin(&ns.addr, &["send", "--topic", "Perm", "--body", "y"]);
+    assert!(ok && out.contains("SEND_OK"), "{out} {err}");
+    while route_perm() != [6] {
+        assert!(std::time::Instant::now() < deadline, "{:?}", route_perm());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -73,6 +73,14 @@ impl TopicManager {
         lock(&self.table).clone()
     }
 
+    /// Moves the data version on without a topic change, so name servers take the next
+    /// registration's topics (RocketMQ does this when `brokerPermission` changes).
+    pub fn bump_version(&self) {
+        let mut t = lock(&self.table);
+        t.data_version.next_version();
+        self.persist_locked(&t);
+    }
+
     /// Creates or replaces a topic and persists; returns whether anything changed.
     pub fn upsert(&self, tc: TopicConfig) -> bool {
         let mut t = lock(&self.table);

@@ -632,6 +632,7 @@ impl Broker {
                         info!(?props, "broker configuration updated");
                         if props.contains_key("brokerPermission") {
                             // The routes must show the new permission now.
+                            self.topics.bump_version();
                             self.topics_changed();
                         }
                         ok(&req)
@@ -997,6 +998,7 @@ impl Broker {
                             config::PERM_READ | config::PERM_WRITE,
                             std::sync::atomic::Ordering::Relaxed,
                         );
+                        self.topics.bump_version();
                         info!("promoted: brokerPermission restored to read-write");
                     }
                     self.topics_changed();
