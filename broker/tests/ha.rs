@@ -1188,6 +1188,14 @@ fn admin_switchover_moves_the_master_and_the_name_server_follows() {
         .block_on(c.send("AS", &q(&s.addr, 0), &[msg("after", 100)]))
         .unwrap();
     assert_eq!(r.code, response::SUCCESS, "the new master has a slave");
+    // The fence showed the topic read-only in the route; the new master's registration
+    // makes it writable again.
+    wait_until("the route is writable again", T, || {
+        rt.block_on(c.route("AS"))
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.queue_datas.iter().all(|q| q.perm == 6))
+    });
     // Refused: an address outside the group, and the (new) master itself.
     for to in ["127.0.0.1:1", s.addr.as_str()] {
         let out = Command::new(BIN)
@@ -1197,4 +1205,54 @@ fn admin_switchover_moves_the_master_and_the_name_server_follows() {
             .unwrap();
         assert!(!out.status.success(), "switchover to {to} accepted");
     }
+}
+
+#[test]
+fn a_promoted_slave_brings_its_topic_permissions_to_the_route() {
+    use ferrocket::client::role::set_permission;
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let m = master(&ns.addr, d0.path(), "ASYNC_MASTER", &[]);
+    create_topic(&rt, &c, "RP", 1);
+    let s = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port),
+    );
+    let perms = || {
+        rt.block_on(c.route("RP"))
+            .ok()
+            .flatten()
+            .map(|r| r.queue_datas.iter().map(|q| q.perm).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    // The slave has the topic (metadata sync) and is registered.
+    wait_until(
+        "the slave copied the topic",
+        Duration::from_secs(15),
+        || {
+            rt.block_on(c.pull(&q(&s.addr, 0), "RP", "g", 0, 0))
+                .map(|r| r.code != response::TOPIC_NOT_EXIST && r.code != response::SYSTEM_ERROR)
+                .unwrap_or(false)
+        },
+    );
+    // The master fenced: the route shows the topic read-only.
+    rt.block_on(set_permission(&c.remoting, &m.addr, 4, T))
+        .unwrap();
+    wait_until("the route shows the fence", T, || perms() == [4]);
+    // The slave, promoted, registers as brokerId 0 with its own (read-write) topics, at
+    // the data version it registered with as a slave: the route must follow it anyway.
+    rt.block_on(fail_over(
+        &c.remoting,
+        &s.addr,
+        &[(m.addr.clone(), 1)],
+        2,
+        T,
+    ))
+    .unwrap();
+    wait_until("the route follows the new master", T, || perms() == [6]);
 }

@@ -132,10 +132,12 @@ impl RouteInfoManager {
         bd.broker_addrs
             .insert(reg.broker_id, reg.broker_addr.clone());
         let version = reg.body.topic_config_serialize_wrapper.data_version.clone();
+        // A broker that just became master (a promotion) brings its topics even at an
+        // unchanged data version: the route must follow the new master's permissions.
         let changed = t
             .live
             .get(&reg.broker_addr)
-            .is_none_or(|l| l.data_version != version);
+            .is_none_or(|l| l.data_version != version || l.broker_id != reg.broker_id);
         if reg.broker_id == 0 && (first || changed) {
             for (topic, tc) in &reg.body.topic_config_serialize_wrapper.topic_config_table {
                 t.topic_queue.entry(topic.clone()).or_default().insert(
