@@ -1438,3 +1438,76 @@ fn a_network_namespace_partition_holds_acknowledgements_and_heals() {
     });
     assert!(commitlog(&s.dir, target) == commitlog(&m.dir, target));
 }
+
+#[test]
+fn a_master_that_lost_its_tail_is_not_followed_and_its_slave_is_promoted_instead() {
+    use std::io::{Seek, SeekFrom, Write};
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ha_port = free_port();
+    let ha = format!("haListenPort={ha_port}");
+    let mut m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[&ha]);
+    create_topic(&rt, &c, "LT", 1);
+    let s = slave(&ns.addr, d1.path(), 1, 1, &format!("127.0.0.1:{ha_port}"));
+    wait_until("slave connected", Duration::from_secs(10), || {
+        state(&rt, &c, &m.addr).ha_connections == 1
+    });
+    let log = AckedLog::new();
+    let mut half = 0;
+    for i in 0..200 {
+        let id = format!("lt-{i}");
+        log.attempted();
+        let r = rt
+            .block_on(c.send("LT", &q(&m.addr, 0), &[msg(&id, 1000)]))
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        log.acked(id);
+        if i == 99 {
+            half = state(&rt, &c, &m.addr).max_offset;
+        }
+    }
+    let slave_max = state(&rt, &c, &s.addr).max_offset;
+    wait_until("topic synced to the slave", Duration::from_secs(20), || {
+        rt.block_on(c.pull(&q(&s.addr, 0), "LT", "g", 0, 0))
+            .map(|r| r.code != response::TOPIC_NOT_EXIST && r.code != response::SYSTEM_ERROR)
+            .unwrap_or(false)
+    });
+    // The machine under the master crashes: the second half of what it acknowledged
+    // (held by the slave) never reached its disk.
+    m.kill9();
+    let seg = d0.path().join("commitlog").join("00000000000000000000");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.seek(SeekFrom::Start(half)).unwrap();
+    f.write_all(&vec![0u8; (slave_max - half) as usize])
+        .unwrap();
+    drop(f);
+    // It comes back as master of the same epoch, on the same HA port.
+    let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[&ha]);
+    assert_eq!(state(&rt, &c, &m.addr).max_offset, half);
+    // The slave refuses to truncate what it holds, and says why.
+    wait_until(
+        "the slave reports the master behind",
+        Duration::from_secs(10),
+        || state(&rt, &c, &s.addr).follow_problem_kind == "masterBehind",
+    );
+    assert_eq!(state(&rt, &c, &s.addr).max_offset, slave_max);
+    // Promoted instead (what the operator does on that report), it has everything that
+    // was acknowledged; the old master follows it and converges.
+    rt.block_on(fail_over(
+        &c.remoting,
+        &s.addr,
+        &[(m.addr.clone(), 2)],
+        2,
+        T,
+    ))
+    .unwrap();
+    let consumed = rt.block_on(consume_all(&c, &s.addr, "LT", 1));
+    let report = log.check(consumed.iter().map(String::as_str));
+    assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
+    wait_until("the old master converges", Duration::from_secs(10), || {
+        state(&rt, &c, &m.addr).max_offset == slave_max
+    });
+    assert!(commitlog(&m.dir, slave_max) == commitlog(&s.dir, slave_max));
+}

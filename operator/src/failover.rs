@@ -26,6 +26,9 @@ pub struct BrokerView {
     pub ha_addr: String,
     /// Why it cannot follow its master, if it is a slave that cannot.
     pub follow_problem: Option<String>,
+    /// It is a slave ahead of its master in the same epoch: the master lost data this
+    /// slave holds (`haFollowProblemKind=masterBehind`).
+    pub master_behind: bool,
 }
 
 /// One pod of the group as observed.
@@ -202,6 +205,9 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
             ),
         };
     }
+    if let Some(d) = master_lost_data(o) {
+        return d;
+    }
     let mut fixes = Vec::new();
     for m in &o.members {
         let (Some(addr), Some(b)) = (&m.addr, &m.broker) else {
@@ -222,6 +228,43 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
         return Decision::Correct(fixes);
     }
     switchover(o, now).unwrap_or(Decision::Steady)
+}
+
+/// A master that is up but lost data a slave holds (its slaves refuse to truncate to it
+/// and report `masterBehind`): the best such slave is promoted, and the old master is
+/// among the brokers told to follow it.
+fn master_lost_data(o: &Observed) -> Option<Decision> {
+    if !o.enabled {
+        return None;
+    }
+    let master = o.members.iter().find(|m| m.pod == o.master)?;
+    let (m, addr, b) = o
+        .members
+        .iter()
+        .filter(|m| m.pod != o.master && m.ready)
+        .filter_map(|m| Some((m, m.addr.as_ref()?, m.broker.as_ref()?)))
+        .filter(|(_, _, b)| b.master_behind && !b.is_master && b.epoch == o.epoch)
+        .max_by(|a, b| {
+            a.2.max_offset
+                .cmp(&b.2.max_offset)
+                .then_with(|| b.0.slave_id.cmp(&a.0.slave_id))
+        })?;
+    let followers = o
+        .members
+        .iter()
+        .filter(|x| x.pod != m.pod && (x.ready || x.pod == o.master))
+        .filter_map(|x| Some((x.addr.clone()?, x.slave_id)))
+        .collect();
+    Some(Decision::Promote {
+        new_master: m.pod.clone(),
+        addr: addr.clone(),
+        epoch: o.epoch + 1,
+        followers,
+        reason: format!(
+            "master {} lost data that {} holds (its log ends before the slave's {} in epoch {})",
+            master.pod, m.pod, b.max_offset, o.epoch
+        ),
+    })
 }
 
 /// A planned switchover when a preferred pod other than the master is a ready slave
@@ -346,6 +389,7 @@ fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {
         confirm_offset: s.confirm_offset,
         max_offset: s.max_offset,
         ha_addr: s.ha_addr,
+        master_behind: s.follow_problem_kind == "masterBehind",
         follow_problem: Some(s.follow_problem).filter(|p| !p.is_empty()),
     }
 }
@@ -469,6 +513,7 @@ mod tests {
                 max_offset: confirm_offset,
                 ha_addr: format!("10.0.0.{ordinal}:10912"),
                 follow_problem: None,
+                master_behind: false,
             }),
             slave_id: ordinal + 1,
         }
@@ -714,6 +759,49 @@ mod tests {
         m[0].unready_since = Some(t(0));
         assert!(matches!(
             decide(&with(m, &["b-1"], None), t(100)),
+            Decision::Promote { .. }
+        ));
+    }
+
+    #[test]
+    fn a_master_that_lost_data_is_replaced_by_the_slave_holding_it() {
+        let mut m = vec![
+            member("b-0", true, None, Some((true, 1, 300))),
+            member("b-1", true, None, Some((false, 1, 800))),
+            member("b-2", true, None, Some((false, 1, 700))),
+        ];
+        m[1].broker.as_mut().unwrap().master_behind = true;
+        m[2].broker.as_mut().unwrap().master_behind = true;
+        match decide(&group(m.clone()), t(100)) {
+            Decision::Promote {
+                new_master,
+                epoch,
+                followers,
+                ..
+            } => {
+                assert_eq!((new_master.as_str(), epoch), ("b-1", 2));
+                assert_eq!(
+                    followers,
+                    vec![
+                        ("10.0.0.0:10911".to_string(), 1),
+                        ("10.0.0.2:10911".to_string(), 3)
+                    ],
+                    "the old master follows too"
+                );
+            }
+            d => panic!("{d:?}"),
+        }
+        // Failover disabled: nothing moves.
+        let off = Observed {
+            enabled: false,
+            ..group(m.clone())
+        };
+        assert_eq!(decide(&off, t(100)), Decision::Steady);
+        // A report from an older epoch is not trusted.
+        m[1].broker.as_mut().unwrap().epoch = 0;
+        m[2].broker.as_mut().unwrap().master_behind = false;
+        assert!(!matches!(
+            decide(&group(m), t(100)),
             Decision::Promote { .. }
         ));
     }

@@ -571,6 +571,7 @@ impl FakeAdmin {
                 max_offset: offset,
                 ha_addr: addr.replace(":10911", ":10912"),
                 follow_problem: None,
+                master_behind: false,
             },
         );
     }

@@ -1364,6 +1364,13 @@ impl Broker {
             "haFollowProblem",
             self.role.follow_problem().unwrap_or_default(),
         );
+        put(
+            "haFollowProblemKind",
+            self.role
+                .follow_problem_kind()
+                .unwrap_or_default()
+                .to_owned(),
+        );
         put("confirmOffset", self.confirmed_offset().to_string());
         put(
             "commitLogMinOffset",

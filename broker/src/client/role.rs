@@ -31,6 +31,8 @@ pub struct BrokerState {
     pub ha_addr: String,
     /// Why a slave cannot follow its master (empty when it can).
     pub follow_problem: String,
+    /// Its kind: `behind`, `staleMaster`, `masterBehind` (empty when it can follow).
+    pub follow_problem_kind: String,
 }
 
 impl BrokerState {
@@ -106,6 +108,7 @@ pub async fn broker_state(
         master_addr: s("masterAddr"),
         ha_addr: s("haServerAddr"),
         follow_problem: s("haFollowProblem"),
+        follow_problem_kind: s("haFollowProblemKind"),
     })
 }
 

@@ -113,7 +113,7 @@ pub struct RoleCell {
     state: RwLock<RoleState>,
     epochs: Mutex<EpochFile>,
     changed: watch::Sender<u64>,
-    follow_problem: Mutex<Option<String>>,
+    follow_problem: Mutex<Option<(&'static str, String)>>,
 }
 
 /// The master address implied by a remoting address: same host, port + 1.
@@ -141,13 +141,26 @@ impl RoleCell {
     /// the master's oldest file), until it follows again.
     #[must_use]
     pub fn follow_problem(&self) -> Option<String> {
+        self.follow_problem_kind_and_text().map(|(_, t)| t)
+    }
+
+    /// The kind of [`RoleCell::follow_problem`]: `behind` (our log ends before the
+    /// master's oldest file), `staleMaster` (the master's epoch is older than ours) or
+    /// `masterBehind` (the master's log ends before ours in the same epoch: it lost data
+    /// we hold).
+    #[must_use]
+    pub fn follow_problem_kind(&self) -> Option<&'static str> {
+        self.follow_problem_kind_and_text().map(|(k, _)| k)
+    }
+
+    fn follow_problem_kind_and_text(&self) -> Option<(&'static str, String)> {
         if self.is_master() {
             return None;
         }
         lock(&self.follow_problem).clone()
     }
 
-    fn set_follow_problem(&self, problem: Option<String>) {
+    fn set_follow_problem(&self, problem: Option<(&'static str, String)>) {
         *lock(&self.follow_problem) = problem;
     }
 
@@ -671,6 +684,18 @@ pub enum SlaveError {
     /// The stream broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The master's log ends before ours in the same epoch: it lost data we hold.
+    #[error(
+        "the master's CommitLog ends at {master}, before ours ({ours}), in the same epoch: \
+         it lost data this slave holds (possibly acknowledged); promote this slave rather \
+         than truncate"
+    )]
+    MasterBehind {
+        /// Our max offset.
+        ours: u64,
+        /// The master's max offset.
+        master: u64,
+    },
     /// This slave's log ends before the master's oldest file: it cannot catch up.
     #[error(
         "our CommitLog ends at {ours}, before the master's oldest file at {oldest}; \
@@ -714,9 +739,18 @@ pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>) {
             Ok(()) => Duration::from_millis(500),
             Err(SlaveError::RoleChanged) => continue,
             // Not fixed by retrying at once: retry slowly, so the log is not flooded.
-            Err(e @ (SlaveError::StaleMaster { .. } | SlaveError::Behind { .. })) => {
+            Err(
+                e @ (SlaveError::StaleMaster { .. }
+                | SlaveError::Behind { .. }
+                | SlaveError::MasterBehind { .. }),
+            ) => {
                 warn!(master = %addr, error = %e, "HA");
-                role.set_follow_problem(Some(e.to_string()));
+                let kind = match e {
+                    SlaveError::StaleMaster { .. } => "staleMaster",
+                    SlaveError::Behind { .. } => "behind",
+                    _ => "masterBehind",
+                };
+                role.set_follow_problem(Some((kind, e.to_string())));
                 Duration::from_secs(5)
             }
             Err(e) => {
@@ -764,11 +798,16 @@ async fn follow(
         });
     }
     let my_max = store.max_phy_offset();
-    let mut cut = epoch::truncation_point(role.last_epoch(), my_max, &hello.epochs);
+    let cut = epoch::truncation_point(role.last_epoch(), my_max, &hello.epochs);
     if cut.is_none() && my_max > hello.max_offset && hello.epoch == role.last_epoch() {
-        // Same epoch but ahead of the master: the master lost a tail it never
-        // replicated; follow the master's history.
-        cut = Some(hello.max_offset);
+        // Same epoch but ahead of the master: everything we hold came from it, so it has
+        // lost a tail (e.g. unflushed pages in a machine crash) that SYNC_MASTER may have
+        // acknowledged because we held it. Truncating would lose it for good: refuse,
+        // and say so, so that this slave is promoted instead.
+        return Err(SlaveError::MasterBehind {
+            ours: my_max,
+            master: hello.max_offset,
+        });
     }
     if let Some(at) = cut {
         warn!(
