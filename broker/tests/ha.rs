@@ -1493,8 +1493,18 @@ fn a_master_that_lost_its_tail_is_not_followed_and_its_slave_is_promoted_instead
         || state(&rt, &c, &s.addr).follow_problem_kind == "masterBehind",
     );
     assert_eq!(state(&rt, &c, &s.addr).max_offset, slave_max);
-    // Promoted instead (what the operator does on that report), it has everything that
-    // was acknowledged; the old master follows it and converges.
+    // Meanwhile the old master takes writes nobody acknowledges (its slave refuses it):
+    // stored where the slave holds other records.
+    for i in 0..3 {
+        let r = rt
+            .block_on(c.send("LT", &q(&m.addr, 0), &[msg(&format!("unacked-{i}"), 1000)]))
+            .unwrap();
+        assert_eq!(r.code, response::SLAVE_NOT_AVAILABLE);
+    }
+    assert!(state(&rt, &c, &m.addr).max_offset > half);
+    // Promoted instead (what the operator does on that report), the slave has everything
+    // that was acknowledged; the old master drops its unreplicated writes, follows it and
+    // converges byte for byte.
     rt.block_on(fail_over(
         &c.remoting,
         &s.addr,

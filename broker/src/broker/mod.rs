@@ -286,6 +286,7 @@ impl Broker {
             epochs,
         );
         role.start_master_epoch(store.max_phy_offset())?;
+        role.set_started_at(store.max_phy_offset());
         let ha = crate::ha::HaService::new(Arc::clone(&store), Arc::clone(&role));
         Ok(Arc::new(Broker {
             role,
@@ -977,7 +978,17 @@ impl Broker {
                     .ext("brokerId")
                     .and_then(|i| i.parse().ok())
                     .unwrap_or(self.config.slave_broker_id);
-                self.role.demote(epoch, id, master, req.ext("masterHaAddr"))
+                let was_master = self.role.is_master();
+                let acked = self.ha.acked_offset();
+                let r = self.role.demote(epoch, id, master, req.ext("masterHaAddr"));
+                if was_master && matches!(r, Ok(true)) {
+                    let at = self.role.rejoin_from(acked);
+                    info!(
+                        keep = at,
+                        "demoted master keeps what was replicated in its term"
+                    );
+                }
+                r
             }
             other => {
                 return fail(

@@ -114,6 +114,11 @@ pub struct RoleCell {
     epochs: Mutex<EpochFile>,
     changed: watch::Sender<u64>,
     follow_problem: Mutex<Option<(&'static str, String)>>,
+    /// Where this broker's log stopped being copied from a master it followed: the max
+    /// offset at process start, or where its last promotion began.
+    term_start: AtomicU64,
+    /// Where a demoted master cuts its log before following (see [`RoleCell::demote`]).
+    rejoin_at: Mutex<Option<u64>>,
 }
 
 /// The master address implied by a remoting address: same host, port + 1.
@@ -134,7 +139,29 @@ impl RoleCell {
             epochs: Mutex::new(epochs),
             changed,
             follow_problem: Mutex::new(None),
+            term_start: AtomicU64::new(0),
+            rejoin_at: Mutex::new(None),
         })
+    }
+
+    /// Records the max offset this process started with (recovery's end).
+    pub fn set_started_at(&self, offset: u64) {
+        self.term_start.store(offset, Ordering::Release);
+    }
+
+    /// Asks the next follow to cut the log at `offset` first: a master being demoted
+    /// keeps only what it had at start (or promotion) and what a slave acknowledged in
+    /// its term. Anything after that was never replicated, and a master that lost data
+    /// and took new writes in the same epoch would otherwise keep a tail that differs
+    /// from its new master's at the same offsets.
+    pub fn rejoin_from(&self, acked: u64) -> u64 {
+        let at = self.term_start.load(Ordering::Acquire).max(acked);
+        *lock(&self.rejoin_at) = Some(at);
+        at
+    }
+
+    fn take_rejoin_at(&self) -> Option<u64> {
+        lock(&self.rejoin_at).take()
     }
 
     /// Why this slave cannot follow its master (a stale master, a log that ends before
@@ -258,6 +285,8 @@ impl RoleCell {
             };
         }
         lock(&self.epochs).begin(epoch, max_offset)?;
+        self.term_start.store(max_offset, Ordering::Release);
+        *lock(&self.rejoin_at) = None;
         *st = RoleState {
             role,
             broker_id: 0,
@@ -771,6 +800,19 @@ async fn follow(
     addr: &str,
     my_epoch: i64,
 ) -> Result<(), SlaveError> {
+    if let Some(at) = role.take_rejoin_at() {
+        if at < store.max_phy_offset() {
+            warn!(
+                from = store.max_phy_offset(),
+                to = at,
+                "demoted: dropping what no slave acknowledged in our term before following"
+            );
+            let s = Arc::clone(store);
+            tokio::task::spawn_blocking(move || s.truncate(at))
+                .await
+                .map_err(|e| SlaveError::Protocol(e.to_string()))??;
+        }
+    }
     let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
