@@ -685,6 +685,11 @@ fn epochs_fence_stale_masters_and_old_role_changes() {
         ))
         .unwrap();
     assert_eq!((st.role.as_str(), st.broker_id), ("SLAVE", 2));
+    wait_until(
+        "the demoted master follows",
+        Duration::from_secs(10),
+        || state(&rt, &c, &s.addr).ha_connections == 1,
+    );
     let r = rt
         .block_on(c.send("EP", &q(&s.addr, 0), &[msg("new-epoch", 100)]))
         .unwrap();
@@ -1202,6 +1207,9 @@ fn admin_switchover_moves_the_master_and_the_name_server_follows() {
                 .get(&0)
                 .cloned()
         }) == Some(s.addr.clone())
+    });
+    wait_until("the old master follows the new one", T, || {
+        state(&rt, &c, &s.addr).ha_connections == 1
     });
     let r = rt
         .block_on(c.send("AS", &q(&s.addr, 0), &[msg("after", 100)]))

@@ -33,6 +33,8 @@ pub struct BrokerState {
     pub follow_problem: String,
     /// Its kind: `behind`, `staleMaster`, `masterBehind` (empty when it can follow).
     pub follow_problem_kind: String,
+    /// A master's highest offset acknowledged by a slave in its current term.
+    pub ack_offset: u64,
 }
 
 impl BrokerState {
@@ -109,6 +111,7 @@ pub async fn broker_state(
         ha_addr: s("haServerAddr"),
         follow_problem: s("haFollowProblem"),
         follow_problem_kind: s("haFollowProblemKind"),
+        ack_offset: n("haSlaveAckOffset"),
     })
 }
 
@@ -262,7 +265,10 @@ pub async fn switch_over(
                     "{target} is already a master"
                 )));
             }
-            Ok::<_, ClientError>((om.max_offset, t.max_offset >= om.max_offset))
+            // The target holds everything, and the master has its acknowledgement of it
+            // (so the demoted master cuts nothing when it rejoins).
+            let reached = t.max_offset >= om.max_offset && om.ack_offset >= om.max_offset;
+            Ok::<_, ClientError>((om.max_offset, reached))
         }
         .await;
         let caught_up = caught_up.map(|(end, reached)| {
