@@ -202,12 +202,12 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn full_disk_fails_the_append_and_keeps_the_store_consistent() {
+/// A 1 MiB tmpfs of the test's own (unmounted on drop), or None when not root.
+fn small_disk() -> Option<(tempfile::TempDir, Tmpfs, std::path::PathBuf)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("full-disk test needs root to mount a small tmpfs; not run as this user");
-        return;
+        eprintln!("full-disk tests need root to mount a small tmpfs; not run as this user");
+        return None;
     }
     let base = tempfile::tempdir().unwrap();
     let mnt = base.path().join("disk");
@@ -219,9 +219,21 @@ fn full_disk_fails_the_append_and_keeps_the_store_consistent() {
         .unwrap()
         .success();
     assert!(ok, "mounting a 1 MiB tmpfs failed");
-    let _guard = Tmpfs(mnt.clone());
+    let guard = Tmpfs(mnt.clone());
+    Some((base, guard, mnt))
+}
+
+#[test]
+fn full_disk_fails_the_append_and_keeps_the_store_consistent() {
+    let Some((_base, _guard, mnt)) = small_disk() else {
+        return;
+    };
     let mut cfg = small_config(&mnt, FlushDiskType::Async);
     cfg.mapped_file_size_commit_log = 256 * 1024;
+    // This disk is the test's own: RocketMQ's 90 % mark keeps room for the ConsumeQueue
+    // and index files, which is what this test checks (small_config lifts it for the
+    // shared test disk).
+    cfg.disk_space_warning_level_ratio = 90;
     cfg.max_hash_slot_num = 8;
     cfg.max_index_num = 64;
     let rt = common::runtime();
@@ -251,4 +263,80 @@ fn full_disk_fails_the_append_and_keeps_the_store_consistent() {
     drop(store);
     let store = MessageStore::open(cfg).unwrap();
     assert_eq!(store.max_offset_in_queue("Full", 0), stored as i64);
+}
+
+#[test]
+fn a_store_on_a_disk_filled_to_the_last_byte_still_shuts_down() {
+    let Some((_base, _guard, mnt)) = small_disk() else {
+        return;
+    };
+    let mut cfg = small_config(&mnt, FlushDiskType::Async);
+    cfg.mapped_file_size_commit_log = 256 * 1024;
+    cfg.message_index_enable = false;
+    let rt = common::runtime();
+    let store = MessageStore::open(cfg).unwrap();
+    rt.block_on(store.put_message(msg("First", 0, "one", "", "")))
+        .unwrap();
+    while store.dispatched_offset() < store.max_phy_offset() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Something else takes every byte left; the CommitLog segment still has room.
+    let mut filler = std::fs::File::create(mnt.join("filler")).unwrap();
+    let chunk = vec![7u8; 4096];
+    while filler.write_all(&chunk).is_ok() {}
+    let _ = filler.sync_all();
+    drop(filler);
+    // A message for a new queue is stored, but its ConsumeQueue file cannot be created:
+    // the dispatcher keeps failing.
+    rt.block_on(store.put_message(msg("Second", 0, "two", "", "")))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(store.dispatched_offset() < store.max_phy_offset());
+    // Shutdown gives up on that dispatch (the next start redoes it) instead of retrying
+    // forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        store.shutdown();
+        drop(store);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "shutdown hung on the full disk"
+    );
+    // With room again, the next start dispatches it.
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    let mut cfg = small_config(&mnt, FlushDiskType::Async);
+    cfg.mapped_file_size_commit_log = 256 * 1024;
+    cfg.message_index_enable = false;
+    let store = MessageStore::open(cfg).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.max_offset_in_queue("Second", 0) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "not re-dispatched after restart: dispatched {} of {}; {:?}",
+            store.dispatched_offset(),
+            store.max_phy_offset(),
+            walk(&mnt)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn walk(p: &std::path::Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push((
+                    path.display().to_string(),
+                    e.metadata().map(|m| m.len()).unwrap_or(0),
+                ));
+            }
+        }
+    }
+    out
 }

@@ -702,6 +702,13 @@ impl StoreInner {
             let mut st = lock(&self.dispatch);
             if st.reput_offset < max {
                 if let Err(e) = self.dispatch_range(&mut st, max) {
+                    if stop {
+                        // Shutting down: the next start re-dispatches from the checkpoint,
+                        // so a failure that does not go away (a full disk) must not hold
+                        // the shutdown forever.
+                        error!(error = %e, offset = st.reput_offset, "dispatch failed at shutdown; the next start redoes it");
+                        return;
+                    }
                     error!(error = %e, offset = st.reput_offset, "dispatch failed; retrying in 1 s");
                     drop(st);
                     std::thread::sleep(Duration::from_secs(1));
