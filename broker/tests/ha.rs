@@ -194,6 +194,19 @@ fn commitlog(dir: &Path, len: u64) -> Vec<u8> {
     out
 }
 
+/// Waits until `follower` holds `leader`'s whole CommitLog and checks they are equal byte
+/// for byte.
+fn converge(rt: &tokio::runtime::Runtime, c: &Client, leader: &Proc, follower: &Proc, what: &str) {
+    let target = state(rt, c, &leader.addr).max_offset;
+    wait_until(what, Duration::from_secs(15), || {
+        state(rt, c, &follower.addr).max_offset == target
+    });
+    assert!(
+        commitlog(&follower.dir, target) == commitlog(&leader.dir, target),
+        "{what}: the logs differ"
+    );
+}
+
 fn q(addr: &str, queue_id: i32) -> QueueAddr {
     QueueAddr {
         broker_name: "ha-a".into(),
@@ -616,11 +629,7 @@ fn partition_answers_slave_errors_and_heals() {
         state(&rt, &c, &m.addr).ha_connections == 1
     });
     assert_eq!(send("after"), response::SUCCESS);
-    let target = state(&rt, &c, &m.addr).max_offset;
-    wait_until("slave caught up", Duration::from_secs(10), || {
-        state(&rt, &c, &s.addr).max_offset == target
-    });
-    assert!(commitlog(&s.dir, target) == commitlog(&m.dir, target));
+    converge(&rt, &c, &m, &s, "slave caught up");
 }
 
 #[test]
@@ -1001,13 +1010,7 @@ fn a_new_slave_joins_a_master_whose_oldest_files_are_deleted() {
         .block_on(c.send("OLD", &q(&m.addr, 0), &[msg("after", 100)]))
         .unwrap();
     assert_eq!(r.code, response::SUCCESS);
-    let master_max = state(&rt, &c, &m.addr).max_offset;
-    wait_until(
-        "the restarted slave caught up",
-        Duration::from_secs(20),
-        || state(&rt, &c, &s.addr).max_offset == master_max,
-    );
-    assert_eq!(commitlog(&s.dir, master_max), commitlog(&m.dir, master_max));
+    converge(&rt, &c, &m, &s, "the restarted slave caught up");
     assert_eq!(first_segment(&s.dir), Some(oldest));
 }
 
@@ -1141,15 +1144,8 @@ fn a_planned_switchover_under_load_loses_nothing_and_keeps_every_log_equal() {
         String::from_utf8_lossy(&cfg.body_bytes()).contains("brokerPermission=6"),
         "the old master's permission was not restored"
     );
-    let target = new_m.max_offset;
     for s in [&m, &s1] {
-        wait_until("a slave converges", Duration::from_secs(15), || {
-            state(&rt, &c, &s.addr).max_offset == target
-        });
-        assert!(
-            commitlog(&s.dir, target) == commitlog(&s2.dir, target),
-            "a log differs from the new master's"
-        );
+        converge(&rt, &c, &s2, s, "a slave converges on the new master");
     }
 }
 
@@ -1440,11 +1436,7 @@ fn a_network_namespace_partition_holds_acknowledgements_and_heals() {
         },
     );
     assert_eq!(send("after"), response::SUCCESS);
-    let target = state(&rt, &c, &m.addr).max_offset;
-    wait_until("slave holds the last send", Duration::from_secs(10), || {
-        state(&rt, &c, &s.addr).max_offset == target
-    });
-    assert!(commitlog(&s.dir, target) == commitlog(&m.dir, target));
+    converge(&rt, &c, &m, &s, "slave holds the last send");
 }
 
 #[test]
@@ -1524,8 +1516,5 @@ fn a_master_that_lost_its_tail_is_not_followed_and_its_slave_is_promoted_instead
     let consumed = rt.block_on(consume_all(&c, &s.addr, "LT", 1));
     let report = log.check(consumed.iter().map(String::as_str));
     assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
-    wait_until("the old master converges", Duration::from_secs(10), || {
-        state(&rt, &c, &m.addr).max_offset == slave_max
-    });
-    assert!(commitlog(&m.dir, slave_max) == commitlog(&s.dir, slave_max));
+    converge(&rt, &c, &s, &m, "the old master converges");
 }

@@ -805,9 +805,10 @@ fn broker_permission_read_only_refuses_sends_and_masks_the_route() {
                 v,
             ],
         );
-        assert!(ok, "{err}");
+        (ok, err)
     };
-    set("4");
+    let (ok, err) = set("4");
+    assert!(ok, "{err}");
     let (ok, _, err) = admin(&ns.addr, &["send", "--topic", "Perm", "--body", "x"]);
     assert!(!ok && err.contains("sending message is forbidden"), "{err}");
     // The broker re-registers at once: the route loses the write bit.
@@ -817,21 +818,10 @@ fn broker_permission_read_only_refuses_sends_and_masks_the_route() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // A value that is not a permission is refused; writes come back with 6.
-    let (ok, _, err) = admin(
-        &ns.addr,
-        &[
-            "broker-config",
-            "set",
-            "--broker",
-            &b.addr,
-            "--key",
-            "brokerPermission",
-            "--value",
-            "5",
-        ],
-    );
+    let (ok, err) = set("5");
     assert!(!ok && err.contains("brokerPermission"), "{err}");
-    set("6");
+    let (ok, err) = set("6");
+    assert!(ok, "{err}");
     let (ok, out, err) = admin(&ns.addr, &["send", "--topic", "Perm", "--body", "y"]);
     assert!(ok && out.contains("SEND_OK"), "{out} {err}");
     while route_perm() != [6] {
