@@ -119,7 +119,7 @@ if [ "${SWITCHOVER:-1}" = 1 ]; then
   t1=$(date +%s%N)
   wait "$bpid" || true
   echo "switchover under c=32 sync sends: command $(( (t1 - t0) / 1000000 )) ms; $(cat "$work/sw.json")"
-  echo "switchover bench: $(tail -1 "$work/sw-bench.out")"
+  echo "switchover bench: $(grep -h -A1 '^produce' "$work/sw-bench.out" | tr -s ' \n' ' ')"
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   pids=(); sleep 1
