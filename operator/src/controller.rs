@@ -26,7 +26,9 @@ use crate::builders::{
 use crate::crd::{
     BrokerGroup, BrokerGroupStatus, BrokerMemberStatus, NameServer, NameServerStatus,
 };
-use crate::failover::{decide, BrokerAdmin, Correction, Decision, Member, Observed, RemotingAdmin};
+use crate::failover::{
+    decide, BrokerAdmin, Correction, Decision, Member, Observed, RemotingAdmin, SwitchoverPlan,
+};
 use crate::metrics::Metrics;
 
 /// Finds a broker pod's remoting address.
@@ -576,26 +578,7 @@ pub async fn reconcile_broker_group(
             // Look again with the new roles recorded.
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
-        Decision::Switchover {
-            from,
-            from_addr,
-            from_id,
-            to,
-            to_addr,
-            epoch,
-            followers,
-            reason,
-        } => {
-            let plan = SwitchPlan {
-                from: &from,
-                from_addr: &from_addr,
-                from_id,
-                to: &to,
-                to_addr: &to_addr,
-                epoch,
-                followers: &followers,
-                reason: &reason,
-            };
+        Decision::Switchover(plan) => {
             switch_over(&ctx, &bg, &plan).await?;
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
@@ -869,18 +852,6 @@ async fn fail_over(
     Ok(())
 }
 
-/// A switchover [`decide`] asked for.
-struct SwitchPlan<'a> {
-    from: &'a str,
-    from_addr: &'a str,
-    from_id: i64,
-    to: &'a str,
-    to_addr: &'a str,
-    epoch: i64,
-    followers: &'a [(String, i64)],
-    reason: &'a str,
-}
-
 /// Records `roles` in the status (optimistic concurrency on the resourceVersion of
 /// `bg`) and the roles ConfigMap; returns the updated object.
 async fn record_roles(
@@ -913,7 +884,7 @@ async fn record_roles(
 /// up, a broker is unreachable) nothing changed on them: the old master is recorded
 /// again at the next epoch, so the role corrections re-assert it everywhere, and the
 /// cooldown keeps the next attempt a minute away.
-async fn switch_over(ctx: &Context, bg: &BrokerGroup, p: &SwitchPlan<'_>) -> Result<(), Error> {
+async fn switch_over(ctx: &Context, bg: &BrokerGroup, p: &SwitchoverPlan) -> Result<(), Error> {
     let namespace = namespace_of(bg);
     let name = bg.name_any();
     info!(from = %p.from, to = %p.to, epoch = p.epoch, reason = %p.reason, "switching over");
@@ -921,14 +892,14 @@ async fn switch_over(ctx: &Context, bg: &BrokerGroup, p: &SwitchPlan<'_>) -> Res
         ctx,
         bg,
         &Roles {
-            master: p.to.to_string(),
+            master: p.to.clone(),
             epoch: p.epoch,
         },
     )
     .await?;
     match ctx
         .admin
-        .switch_over(p.from_addr, p.from_id, p.to_addr, p.followers, p.epoch)
+        .switch_over(&p.from_addr, p.from_id, &p.to_addr, &p.followers, p.epoch)
         .await
     {
         Ok(repointed) => {
@@ -952,7 +923,7 @@ async fn switch_over(ctx: &Context, bg: &BrokerGroup, p: &SwitchPlan<'_>) -> Res
                 ctx,
                 &recorded,
                 &Roles {
-                    master: p.from.to_string(),
+                    master: p.from.clone(),
                     epoch: p.epoch + 1,
                 },
             )

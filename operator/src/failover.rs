@@ -115,24 +115,7 @@ pub enum Decision {
         reason: String,
     },
     /// A planned switchover from a healthy master to a preferred, in-sync slave.
-    Switchover {
-        /// The current master's pod.
-        from: String,
-        /// Its address.
-        from_addr: String,
-        /// The slave id it takes.
-        from_id: i64,
-        /// The pod to promote.
-        to: String,
-        /// Its address.
-        to_addr: String,
-        /// The new epoch (recorded + 1).
-        epoch: i64,
-        /// The other ready slaves to re-point.
-        followers: Vec<(String, i64)>,
-        /// Why (for the Event).
-        reason: String,
-    },
+    Switchover(SwitchoverPlan),
     /// The master is gone past its grace, but no ready slave answers.
     NoCandidate {
         /// Why.
@@ -140,6 +123,27 @@ pub enum Decision {
     },
     /// Some brokers disagree with the recorded roles.
     Correct(Vec<Correction>),
+}
+
+/// A planned switchover [`decide`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchoverPlan {
+    /// The current master's pod.
+    pub from: String,
+    /// Its address.
+    pub from_addr: String,
+    /// The slave id it takes.
+    pub from_id: i64,
+    /// The pod to promote.
+    pub to: String,
+    /// Its address.
+    pub to_addr: String,
+    /// The new epoch (recorded + 1).
+    pub epoch: i64,
+    /// The other ready slaves to re-point.
+    pub followers: Vec<(String, i64)>,
+    /// Why (for the Event).
+    pub reason: String,
 }
 
 /// Decides from observed state at `now`.
@@ -185,12 +189,7 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
                 ),
             };
         };
-        let followers = o
-            .members
-            .iter()
-            .filter(|x| x.pod != m.pod && x.pod != o.master && x.ready)
-            .filter_map(|x| Some((x.addr.clone()?, x.slave_id)))
-            .collect();
+        let followers = followers(o, &m.pod, false);
         return Decision::Promote {
             new_master: m.pod.clone(),
             addr: addr.clone(),
@@ -230,6 +229,24 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
     switchover(o, now).unwrap_or(Decision::Steady)
 }
 
+/// The brokers to re-point at `new_master`: every other ready one with an address, as
+/// (address, slave id); the recorded master only when `with_master` (it is up and must
+/// follow too).
+fn followers(o: &Observed, new_master: &str, with_master: bool) -> Vec<(String, i64)> {
+    o.members
+        .iter()
+        .filter(|x| x.pod != new_master)
+        .filter(|x| {
+            if x.pod == o.master {
+                with_master
+            } else {
+                x.ready
+            }
+        })
+        .filter_map(|x| Some((x.addr.clone()?, x.slave_id)))
+        .collect()
+}
+
 /// A master that is up but lost data a slave holds (its slaves refuse to truncate to it
 /// and report `masterBehind`): the best such slave is promoted, and the old master is
 /// among the brokers told to follow it.
@@ -249,12 +266,7 @@ fn master_lost_data(o: &Observed) -> Option<Decision> {
                 .cmp(&b.2.max_offset)
                 .then_with(|| b.0.slave_id.cmp(&a.0.slave_id))
         })?;
-    let followers = o
-        .members
-        .iter()
-        .filter(|x| x.pod != m.pod && (x.ready || x.pod == o.master))
-        .filter_map(|x| Some((x.addr.clone()?, x.slave_id)))
-        .collect();
+    let followers = followers(o, &m.pod, true);
     Some(Decision::Promote {
         new_master: m.pod.clone(),
         addr: addr.clone(),
@@ -293,13 +305,8 @@ fn switchover(o: &Observed, now: Timestamp) -> Option<Decision> {
             && mv.max_offset.saturating_sub(b.max_offset) <= SWITCHOVER_MAX_GAP;
         in_sync.then_some((m, addr, b))
     })?;
-    let followers = o
-        .members
-        .iter()
-        .filter(|x| x.pod != target.pod && x.pod != o.master && x.ready)
-        .filter_map(|x| Some((x.addr.clone()?, x.slave_id)))
-        .collect();
-    Some(Decision::Switchover {
+    let followers = followers(o, &target.pod, false);
+    Some(Decision::Switchover(SwitchoverPlan {
         from: o.master.clone(),
         from_addr: from_addr.clone(),
         from_id: master.slave_id,
@@ -312,7 +319,7 @@ fn switchover(o: &Observed, now: Timestamp) -> Option<Decision> {
             target.pod,
             mv.max_offset.saturating_sub(tv.max_offset)
         ),
-    })
+    }))
 }
 
 /// The broker calls the operator makes (remoting in production, a fake in tests).
@@ -697,14 +704,7 @@ mod tests {
             ..group(members)
         };
         let to = |d: Decision| match d {
-            Decision::Switchover {
-                from,
-                from_id,
-                to,
-                epoch,
-                followers,
-                ..
-            } => Some((from, from_id, to, epoch, followers)),
+            Decision::Switchover(p) => Some((p.from, p.from_id, p.to, p.epoch, p.followers)),
             _ => None,
         };
         // A preferred in-sync slave: moved there at the next epoch; the rest follow.

@@ -1371,17 +1371,9 @@ impl Broker {
         );
         put("haSlaveAckOffset", self.ha.acked_offset().to_string());
         put("haSlaveLagBytes", self.ha.slave_lag().to_string());
-        put(
-            "haFollowProblem",
-            self.role.follow_problem().unwrap_or_default(),
-        );
-        put(
-            "haFollowProblemKind",
-            self.role
-                .follow_problem_kind()
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        let (kind, problem) = self.role.follow_problem().unwrap_or_default();
+        put("haFollowProblem", problem);
+        put("haFollowProblemKind", kind.to_owned());
         put("confirmOffset", self.confirmed_offset().to_string());
         put(
             "commitLogMinOffset",

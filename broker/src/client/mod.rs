@@ -36,7 +36,7 @@ pub enum ClientError {
     Unavailable(String),
 }
 
-fn refused(what: &str, r: &RemotingCommand) -> ClientError {
+pub(crate) fn refused(what: &str, r: &RemotingCommand) -> ClientError {
     ClientError::Refused {
         what: what.to_owned(),
         code: r.code,

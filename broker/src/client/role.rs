@@ -78,11 +78,7 @@ pub async fn broker_state(
         )
         .await?;
     if r.code != response::SUCCESS {
-        return Err(ClientError::Refused {
-            what: format!("runtime info of {addr}"),
-            code: r.code,
-            remark: r.remark.unwrap_or_default(),
-        });
+        return Err(super::refused(&format!("runtime info of {addr}"), &r));
     }
     let v: serde_json::Value =
         serde_json::from_slice(&r.body_bytes()).map_err(|e| ClientError::BadBody(e.to_string()))?;
@@ -147,11 +143,7 @@ pub async fn change_role(
     };
     let r = remoting.invoke(addr, cmd, timeout).await?;
     if r.code != response::SUCCESS {
-        return Err(ClientError::Refused {
-            what: format!("role change of {addr}"),
-            code: r.code,
-            remark: r.remark.unwrap_or_default(),
-        });
+        return Err(super::refused(&format!("role change of {addr}"), &r));
     }
     broker_state(remoting, addr, timeout).await
 }
@@ -202,11 +194,7 @@ pub async fn set_permission(
     );
     let r = remoting.invoke(addr, cmd, timeout).await?;
     if r.code != response::SUCCESS {
-        return Err(ClientError::Refused {
-            what: format!("brokerPermission of {addr}"),
-            code: r.code,
-            remark: r.remark.unwrap_or_default(),
-        });
+        return Err(super::refused(&format!("brokerPermission of {addr}"), &r));
     }
     Ok(())
 }

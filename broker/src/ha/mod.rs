@@ -164,23 +164,10 @@ impl RoleCell {
         lock(&self.rejoin_at).take()
     }
 
-    /// Why this slave cannot follow its master (a stale master, a log that ends before
-    /// the master's oldest file), until it follows again.
+    /// Why this slave cannot follow its master, until it follows again: the kind (see
+    /// [`SlaveError::follow_problem_kind`]) and the explanation.
     #[must_use]
-    pub fn follow_problem(&self) -> Option<String> {
-        self.follow_problem_kind_and_text().map(|(_, t)| t)
-    }
-
-    /// The kind of [`RoleCell::follow_problem`]: `behind` (our log ends before the
-    /// master's oldest file), `staleMaster` (the master's epoch is older than ours) or
-    /// `masterBehind` (the master's log ends before ours in the same epoch: it lost data
-    /// we hold).
-    #[must_use]
-    pub fn follow_problem_kind(&self) -> Option<&'static str> {
-        self.follow_problem_kind_and_text().map(|(k, _)| k)
-    }
-
-    fn follow_problem_kind_and_text(&self) -> Option<(&'static str, String)> {
+    pub fn follow_problem(&self) -> Option<(&'static str, String)> {
         if self.is_master() {
             return None;
         }
@@ -370,6 +357,31 @@ impl RoleCell {
             self.bump();
         }
     }
+}
+
+impl SlaveError {
+    /// For the errors that say this slave cannot follow its master (reported as
+    /// `haFollowProblemKind`): `staleMaster` (the master's epoch is older than ours),
+    /// `behind` (our log ends before the master's oldest file) or `masterBehind` (the
+    /// master's log ends before ours in the same epoch: it lost data we hold).
+    #[must_use]
+    pub fn follow_problem_kind(&self) -> Option<&'static str> {
+        match self {
+            SlaveError::StaleMaster { .. } => Some("staleMaster"),
+            SlaveError::Behind { .. } => Some("behind"),
+            SlaveError::MasterBehind { .. } => Some("masterBehind"),
+            _ => None,
+        }
+    }
+}
+
+/// Cuts the store at `at` off the async workers.
+async fn truncate_store(store: &Arc<MessageStore>, at: u64) -> Result<(), SlaveError> {
+    let s = Arc::clone(store);
+    tokio::task::spawn_blocking(move || s.truncate(at))
+        .await
+        .map_err(|e| SlaveError::Protocol(e.to_string()))??;
+    Ok(())
 }
 
 /// Reads one 8-byte offset report, waiting at most [`HOUSEKEEPING`].
@@ -767,25 +779,18 @@ pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>) {
         let pause = match outcome {
             Ok(()) => Duration::from_millis(500),
             Err(SlaveError::RoleChanged) => continue,
-            // Not fixed by retrying at once: retry slowly, so the log is not flooded.
-            Err(
-                e @ (SlaveError::StaleMaster { .. }
-                | SlaveError::Behind { .. }
-                | SlaveError::MasterBehind { .. }),
-            ) => {
-                warn!(master = %addr, error = %e, "HA");
-                let kind = match e {
-                    SlaveError::StaleMaster { .. } => "staleMaster",
-                    SlaveError::Behind { .. } => "behind",
-                    _ => "masterBehind",
-                };
-                role.set_follow_problem(Some((kind, e.to_string())));
-                Duration::from_secs(5)
-            }
-            Err(e) => {
-                debug!(master = %addr, error = %e, "HA session ended; reconnecting");
-                Duration::from_millis(500)
-            }
+            Err(e) => match e.follow_problem_kind() {
+                // Not fixed by retrying at once: retry slowly, so the log is not flooded.
+                Some(kind) => {
+                    warn!(master = %addr, error = %e, "HA");
+                    role.set_follow_problem(Some((kind, e.to_string())));
+                    Duration::from_secs(5)
+                }
+                None => {
+                    debug!(master = %addr, error = %e, "HA session ended; reconnecting");
+                    Duration::from_millis(500)
+                }
+            },
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -807,10 +812,7 @@ async fn follow(
                 to = at,
                 "demoted: dropping what no slave acknowledged in our term before following"
             );
-            let s = Arc::clone(store);
-            tokio::task::spawn_blocking(move || s.truncate(at))
-                .await
-                .map_err(|e| SlaveError::Protocol(e.to_string()))??;
+            truncate_store(store, at).await?;
         }
     }
     let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
@@ -858,10 +860,7 @@ async fn follow(
             master_epoch = hello.epoch,
             "truncating the diverged tail before following the master"
         );
-        let s = Arc::clone(store);
-        tokio::task::spawn_blocking(move || s.truncate(at))
-            .await
-            .map_err(|e| SlaveError::Protocol(e.to_string()))??;
+        truncate_store(store, at).await?;
     }
     let my_max = store.max_phy_offset();
     if hello.min_offset > my_max {

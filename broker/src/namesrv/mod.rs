@@ -132,19 +132,15 @@ impl RouteInfoManager {
         bd.broker_addrs
             .insert(reg.broker_id, reg.broker_addr.clone());
         let version = reg.body.topic_config_serialize_wrapper.data_version.clone();
-        let changed = t
-            .live
-            .get(&reg.broker_addr)
-            .is_none_or(|l| l.data_version != version);
+        let previous = t.live.get(&reg.broker_addr);
+        // A first registration counts as a change.
+        let changed = previous.is_none_or(|l| l.data_version != version);
         // A broker that just became master (a promotion) brings its topics even at an
         // unchanged data version, so the route follows the new master's permissions; it
         // adds and updates only: a promoted slave that has not copied every topic yet
         // must not take the others out of the route.
-        let promoted = t
-            .live
-            .get(&reg.broker_addr)
-            .is_some_and(|l| l.broker_id != reg.broker_id);
-        if reg.broker_id == 0 && (first || changed || promoted) {
+        let promoted = previous.is_some_and(|l| l.broker_id != reg.broker_id);
+        if reg.broker_id == 0 && (changed || promoted) {
             for (topic, tc) in &reg.body.topic_config_serialize_wrapper.topic_config_table {
                 t.topic_queue.entry(topic.clone()).or_default().insert(
                     reg.broker_name.clone(),
@@ -158,7 +154,7 @@ impl RouteInfoManager {
                 );
             }
         }
-        if reg.broker_id == 0 && (first || changed) {
+        if reg.broker_id == 0 && changed {
             // Topics the master no longer has are dropped from its queue data.
             let present: BTreeSet<&String> = reg
                 .body
