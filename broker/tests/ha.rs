@@ -3,6 +3,8 @@
 //! `kill -9` with the acknowledged-writes checker, the old master rejoining as a slave,
 //! partitions through a fault-injecting TCP proxy, and epoch fencing.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::free_port;
 use ferrocket::client::acked::AckedLog;
 use ferrocket::client::role::{broker_state, change_role, fail_over, BrokerState, NewRole};
 use ferrocket::client::{split_records, Client, ClientError, OutMessage, QueueAddr};
@@ -41,14 +44,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn(args: &[String]) -> (Child, String) {

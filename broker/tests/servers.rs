@@ -2,6 +2,8 @@
 //! driven with ferrocket's own remoting client: send, pull, long polling, offsets,
 //! restarts, and bad input that must not disturb other clients.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -9,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::free_port;
 use ferrocket::protocol::{parse_body, TopicRouteData};
 use ferrocket::remoting::codes::{request, response};
 use ferrocket::remoting::{RemotingClient, RemotingCommand};
@@ -571,14 +574,6 @@ fn admin_cli_against_a_live_broker() {
     assert!(ok && out.contains("deleted Cli"), "{err}");
     let (_, out, _) = admin(&ns.addr, &["topic", "list"]);
     assert!(!out.lines().any(|l| l == "Cli"), "{out}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
