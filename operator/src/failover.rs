@@ -396,7 +396,8 @@ fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {
         confirm_offset: s.confirm_offset,
         max_offset: s.max_offset,
         ha_addr: s.ha_addr,
-        master_behind: s.follow_problem_kind == "masterBehind",
+        master_behind: s.follow_problem_kind
+            == ferrocket::ha::FollowProblemKind::MasterBehind.as_str(),
         follow_problem: Some(s.follow_problem).filter(|p| !p.is_empty()),
     }
 }

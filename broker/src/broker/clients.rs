@@ -2,8 +2,9 @@
 //! producer groups. Consumers are told to rebalance (NOTIFY_CONSUMER_IDS_CHANGED) when a
 //! group's membership changes; channels expire 120 s after their last heartbeat.
 
+use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::info;
@@ -44,10 +45,6 @@ type ProducerTable = HashMap<String, BTreeMap<String, (u64, Instant)>>;
 pub struct ClientManager {
     consumers: Mutex<HashMap<String, Group>>,
     producers: Mutex<ProducerTable>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ClientManager {

@@ -9,27 +9,7 @@ use tracing::warn;
 
 use crate::store::{FlushDiskType, StoreConfig};
 
-/// `brokerRole`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrokerRole {
-    /// `ASYNC_MASTER`.
-    AsyncMaster,
-    /// `SYNC_MASTER`.
-    SyncMaster,
-    /// `SLAVE`.
-    Slave,
-}
-
-impl BrokerRole {
-    /// RocketMQ's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            BrokerRole::AsyncMaster => "ASYNC_MASTER",
-            BrokerRole::SyncMaster => "SYNC_MASTER",
-            BrokerRole::Slave => "SLAVE",
-        }
-    }
-}
+pub use crate::ha::role::BrokerRole;
 
 /// The settings that can change while the broker runs (UPDATE_BROKER_CONFIG).
 #[derive(Debug)]

@@ -3,8 +3,9 @@
 //! another live client is refused; a client's locks go when it unregisters or its
 //! connection closes.
 
+use crate::sync::lock;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -57,10 +58,6 @@ struct Held {
 #[derive(Debug, Default)]
 pub struct QueueLocks {
     table: Mutex<HashMap<String, HashMap<MessageQueue, Held>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl QueueLocks {

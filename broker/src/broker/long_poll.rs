@@ -2,11 +2,30 @@
 //! ConsumeQueue entry past their offset (no sleeping, no periodic re-check), or until
 //! their suspend timeout.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use tokio::sync::oneshot;
+
+/// The longest a pull is ever held, whatever the client asks and whatever
+/// `brokerSuspendMaxTimeMillis` says (both come from outside: a pull header and
+/// UPDATE_BROKER_CONFIG).
+pub const MAX_SUSPEND: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// When a pull that asked to be held `requested_ms` gives up, on a broker that holds
+/// pulls at most `broker_max_ms`: the smaller of the two, never more than
+/// [`MAX_SUSPEND`], and never an overflow.
+#[must_use]
+pub fn suspend_deadline(
+    now: tokio::time::Instant,
+    requested_ms: u64,
+    broker_max_ms: u64,
+) -> tokio::time::Instant {
+    let wait = std::time::Duration::from_millis(requested_ms.min(broker_max_ms)).min(MAX_SUSPEND);
+    now.checked_add(wait).unwrap_or(now)
+}
 
 type Waiters = HashMap<String, HashMap<i32, Vec<(i64, oneshot::Sender<()>)>>>;
 
@@ -15,10 +34,6 @@ type Waiters = HashMap<String, HashMap<i32, Vec<(i64, oneshot::Sender<()>)>>>;
 pub struct PullHold {
     waiters: Mutex<Waiters>,
     count: AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PullHold {
@@ -90,5 +105,21 @@ mod tests {
         h.notify("T", 0, 10);
         b.await.unwrap();
         assert_eq!(h.waiting(), 1);
+    }
+
+    #[test]
+    fn deadlines_are_bounded_and_never_overflow() {
+        use std::time::Duration;
+        let now = tokio::time::Instant::now();
+        assert_eq!(
+            suspend_deadline(now, 1000, 30_000),
+            now + Duration::from_secs(1)
+        );
+        assert_eq!(
+            suspend_deadline(now, 60_000, 30_000),
+            now + Duration::from_secs(30)
+        );
+        assert_eq!(suspend_deadline(now, u64::MAX, u64::MAX), now + MAX_SUSPEND);
+        assert_eq!(suspend_deadline(now, 0, u64::MAX), now);
     }
 }

@@ -1,8 +1,9 @@
 //! Broker metadata kept in `config/*.json`: topics and consumer offsets.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use tracing::warn;
 
@@ -19,10 +20,6 @@ pub const PERM_RW: i32 = 6;
 pub const PERM_RWI: i32 = 7;
 /// Longest topic name.
 pub const TOPIC_MAX_LENGTH: usize = 127;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Why a topic name is refused, RocketMQ's rules: 1..=127 characters of
 /// `[%|a-zA-Z0-9_-]`.

@@ -1145,10 +1145,11 @@ impl Broker {
         let max_bytes = usize::try_from(max_bytes.max(1)).unwrap_or(256 * 1024);
         let mut may_suspend =
             sys_flag & pull_flag::SUSPEND != 0 && self.runtime.long_polling.load(Ordering::Relaxed);
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(
-                suspend_ms.min(self.runtime.suspend_max_ms.load(Ordering::Relaxed)),
-            );
+        let deadline = long_poll::suspend_deadline(
+            tokio::time::Instant::now(),
+            suspend_ms,
+            self.runtime.suspend_max_ms.load(Ordering::Relaxed),
+        );
         loop {
             let r = self
                 .store
@@ -1371,7 +1372,10 @@ impl Broker {
         );
         put("haSlaveAckOffset", self.ha.acked_offset().to_string());
         put("haSlaveLagBytes", self.ha.slave_lag().to_string());
-        let (kind, problem) = self.role.follow_problem().unwrap_or_default();
+        let (kind, problem) = self
+            .role
+            .follow_problem()
+            .map_or(("", String::new()), |(k, p)| (k.as_str(), p));
         put("haFollowProblem", problem);
         put("haFollowProblemKind", kind.to_owned());
         put("confirmOffset", self.confirmed_offset().to_string());
@@ -1723,6 +1727,22 @@ impl RequestHandler for Broker {
 
     fn on_open(&self, _conn: &Arc<Connection>) {
         self.metrics.connections.inc();
+    }
+
+    fn is_heavy(&self, code: i32) -> bool {
+        matches!(
+            code,
+            request::GET_ALL_TOPIC_CONFIG
+                | request::GET_ALL_CONSUMER_OFFSET
+                | request::GET_ALL_DELAY_OFFSET
+                | request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG
+                | request::GET_TOPIC_STATS_INFO
+                | request::GET_CONSUME_STATS
+                | request::GET_CONSUMER_CONNECTION_LIST
+                | request::GET_BROKER_RUNTIME_INFO
+                | request::GET_BROKER_CONFIG
+                | request::QUERY_MESSAGE
+        )
     }
 
     fn on_close(&self, conn: &Arc<Connection>) {

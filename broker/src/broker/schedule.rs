@@ -4,8 +4,9 @@
 //! `delayOffset.json` (persisted every second and at shutdown), so a restart neither
 //! loses nor repeats delayed messages beyond at-least-once.
 
+use crate::sync::lock;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::warn;
@@ -34,10 +35,6 @@ const TICK: Duration = Duration::from_millis(100);
 pub struct DelayOffsets {
     path: PathBuf,
     table: Mutex<DelayOffsetTable>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DelayOffsets {

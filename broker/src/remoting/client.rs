@@ -2,6 +2,7 @@
 //! to responses by `opaque`, per-request timeouts. Used by the broker (to the name
 //! server), `admin`, `bench` and tests.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,10 +32,6 @@ struct ClientConn {
 pub struct RemotingClient {
     conns: Mutex<HashMap<String, Arc<ClientConn>>>,
     next_opaque: AtomicI32,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RemotingClient {

@@ -497,14 +497,115 @@ mod tests {
             while let Ok(Some(_)) = decode_frame(&mut buf, 1 << 16) {}
         }
 
+        /// Arbitrary header bytes behind an honest header length: the frame layer
+        /// accepts the frame, so the JSON or binary header parser itself is exercised.
         #[test]
-        fn arbitrary_headers_never_panic(
+        fn arbitrary_headers_reach_the_parsers(
             header in proptest::collection::vec(any::<u8>(), 0..200), binary in any::<bool>()
         ) {
-            let mut frame = Vec::new();
-            frame.extend_from_slice(&((4 + header.len()) as u32 | if binary { 0x0100_0000 } else { 0 }).to_be_bytes());
-            frame.extend_from_slice(&header);
-            let _ = decode_body(Bytes::from(frame));
+            let r = decode_body(Bytes::from(frame_with_header(&header, binary, b"")));
+            if let Err(RemotingError::Malformed(m)) = &r {
+                prop_assert!(!m.starts_with("header length"), "never reached a parser: {m}");
+            }
         }
+
+        /// JSON headers built from the protocol's own fields, with values of every JSON
+        /// type (numbers too large for i32, floats, nested objects, nulls).
+        #[test]
+        fn structured_json_headers_never_panic(
+            fields in proptest::collection::btree_map(
+                prop_oneof![
+                    Just("code".to_owned()), Just("language".to_owned()),
+                    Just("version".to_owned()), Just("opaque".to_owned()),
+                    Just("flag".to_owned()), Just("remark".to_owned()),
+                    Just("extFields".to_owned()),
+                    Just("serializeTypeCurrentRPC".to_owned()), "[a-z]{1,6}",
+                ],
+                arb_json(),
+                0..9,
+            ),
+        ) {
+            let header = serde_json::to_vec(&Value::Object(fields.into_iter().collect()))
+                .unwrap_or_default();
+            let r = decode_body(Bytes::from(frame_with_header(&header, false, b"xy")));
+            if let Ok(cmd) = r {
+                prop_assert_eq!(cmd.serialize_type, SerializeType::Json);
+                prop_assert_eq!(cmd.body_len(), 2);
+            }
+        }
+
+        /// Binary headers with every length field either honest or arbitrary.
+        #[test]
+        fn structured_binary_headers_never_panic(
+            code in any::<i16>(), lang in any::<u8>(), opaque in any::<i32>(),
+            remark in "[ -~]{0,20}", remark_len in proptest::option::of(any::<i32>()),
+            ext in proptest::collection::vec(
+                ("[a-z]{0,8}", "[ -~]{0,16}", proptest::option::of(any::<i16>()),
+                 proptest::option::of(any::<i32>())),
+                0..5,
+            ),
+            ext_len in proptest::option::of(any::<i32>()),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let mut e = Vec::new();
+            for (k, v, kl, vl) in &ext {
+                e.put_i16(kl.unwrap_or(k.len() as i16));
+                e.put_slice(k.as_bytes());
+                e.put_i32(vl.unwrap_or(v.len() as i32));
+                e.put_slice(v.as_bytes());
+            }
+            let mut h = Vec::new();
+            h.put_i16(code);
+            h.put_u8(lang);
+            h.put_i16(479);
+            h.put_i32(opaque);
+            h.put_i32(0);
+            h.put_i32(remark_len.unwrap_or(remark.len() as i32));
+            h.put_slice(remark.as_bytes());
+            h.put_i32(ext_len.unwrap_or(e.len() as i32));
+            h.put_slice(&e);
+            let honest = remark_len.is_none()
+                && ext_len.is_none()
+                && ext.iter().all(|(_, _, kl, vl)| kl.is_none() && vl.is_none());
+            let r = decode_body(Bytes::from(frame_with_header(&h, true, b"")));
+            if honest {
+                let cmd = r.unwrap();
+                prop_assert_eq!(cmd.code, i32::from(code));
+                prop_assert_eq!(cmd.opaque, opaque);
+            }
+            // Every prefix of the header is an error or a command, never a panic.
+            let n = cut.index(h.len() + 1);
+            let _ = decode_body(Bytes::from(frame_with_header(&h[..n], true, b"")));
+        }
+    }
+
+    /// `[ser_type:1 | header_len:3][header][body]`: a frame body without its length prefix.
+    fn frame_with_header(header: &[u8], binary: bool, body: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        let word = header.len() as u32 | if binary { 0x0100_0000 } else { 0 };
+        frame.extend_from_slice(&word.to_be_bytes());
+        frame.extend_from_slice(header);
+        frame.extend_from_slice(body);
+        frame
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "[ -~]{0,12}".prop_map(Value::from),
+            any::<i64>().prop_map(|n| Value::from(n.to_string())),
+        ];
+        leaf.prop_recursive(2, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-zA-Z]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 }

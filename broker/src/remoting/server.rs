@@ -5,21 +5,37 @@
 //!
 //! A malformed or oversized frame closes that connection with one log line; the server
 //! keeps serving every other connection.
+//!
+//! Per-connection bounds, so one client cannot starve the others or grow memory without
+//! end (`ServerConfig`):
+//! - at most `max_in_flight_per_connection` requests run at once; past that a request is
+//!   answered at once with SYSTEM_BUSY (as RocketMQ does when its queues are full);
+//! - responses not yet written count against `max_pending_response_bytes`; while a
+//!   connection is over that budget its frames are not read (a client that does not read
+//!   its answers is paused, not buffered for);
+//! - requests the handler calls heavy (large answers, e.g. GET_ALL_TOPIC_CONFIG) run one
+//!   at a time per connection, each only once the connection is back under its budget;
+//! - when a connection closes, its requests still running are cancelled.
+//!
+//! So a connection holds at most about `max_pending_response_bytes` + one heavy
+//! response + `max_in_flight_per_connection` light responses.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinSet;
 use tracing::{debug, warn, Instrument};
 
 use super::codec::{decode_frame, encode_head};
+use super::codes::response;
 use super::command::{RemotingCommand, FLAG_ONEWAY, FLAG_RESPONSE};
 
 /// What a handler returns: the response, or `None` for none (oneway, or a handler
@@ -34,6 +50,77 @@ pub trait RequestHandler: Send + Sync + 'static {
     fn on_open(&self, _conn: &Arc<Connection>) {}
     /// Called once when a connection closes.
     fn on_close(&self, _conn: &Arc<Connection>) {}
+    /// Whether requests with `code` produce large answers: they run one at a time per
+    /// connection, and only while the connection is under its response budget.
+    fn is_heavy(&self, _code: i32) -> bool {
+        false
+    }
+}
+
+/// Bytes a queued command holds until the writer has sent it (an estimate of the
+/// encoded header plus the body).
+fn response_cost(cmd: &RemotingCommand) -> usize {
+    let ext: usize = cmd
+        .ext_fields
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum();
+    64 + ext + cmd.remark.as_ref().map_or(0, String::len) + cmd.body_len()
+}
+
+/// What a connection's reader, request tasks and writer share to bound its work.
+#[derive(Debug)]
+struct Flow {
+    /// Response bytes queued or being written.
+    pending: AtomicUsize,
+    /// Signalled whenever the writer drains a response.
+    drained: Notify,
+    /// Heavy requests of this connection, one at a time.
+    heavy: Semaphore,
+    /// Requests running now.
+    in_flight: AtomicUsize,
+    budget: usize,
+}
+
+impl Flow {
+    fn add(&self, cmd: &RemotingCommand) {
+        self.pending.fetch_add(response_cost(cmd), Ordering::AcqRel);
+    }
+
+    fn drain(&self, cost: usize) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.saturating_sub(cost))
+            });
+        self.drained.notify_waiters();
+    }
+
+    fn over_budget(&self) -> bool {
+        self.pending.load(Ordering::Acquire) > self.budget
+    }
+
+    /// Waits until the queued responses fit the budget again.
+    async fn under_budget(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if !self.over_budget() {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// Decrements the in-flight count when a request task ends, however it ends.
+struct InFlight(Arc<Flow>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One accepted connection, as handlers see it.
@@ -46,6 +133,7 @@ pub struct Connection {
     tx: mpsc::Sender<RemotingCommand>,
     next_opaque: AtomicI32,
     closed: AtomicBool,
+    flow: Arc<Flow>,
 }
 
 impl Connection {
@@ -54,7 +142,14 @@ impl Connection {
     pub fn send_oneway(&self, mut cmd: RemotingCommand) -> bool {
         cmd.flag |= FLAG_ONEWAY;
         cmd.opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed);
-        self.tx.try_send(cmd).is_ok()
+        let cost = response_cost(&cmd);
+        self.flow.pending.fetch_add(cost, Ordering::AcqRel);
+        if self.tx.try_send(cmd).is_ok() {
+            true
+        } else {
+            self.flow.drain(cost);
+            false
+        }
     }
 
     /// Whether the connection has closed.
@@ -70,6 +165,10 @@ pub struct ServerConfig {
     pub max_frame: usize,
     /// Concurrent connections.
     pub max_connections: usize,
+    /// Requests running at once on one connection; more are answered SYSTEM_BUSY.
+    pub max_in_flight_per_connection: usize,
+    /// Response bytes one connection may have queued before its reads pause.
+    pub max_pending_response_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +176,8 @@ impl Default for ServerConfig {
         ServerConfig {
             max_frame: super::DEFAULT_MAX_FRAME,
             max_connections: 16_384,
+            max_in_flight_per_connection: 4096,
+            max_pending_response_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -111,10 +212,10 @@ pub async fn serve<H: RequestHandler>(
                 let _ = stream.set_nodelay(true);
                 let handler = Arc::clone(&handler);
                 let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
-                let max_frame = config.max_frame;
+                let limits = config.clone();
                 tokio::spawn(
                     async move {
-                        run_connection(stream, peer, id, handler, max_frame).await;
+                        run_connection(stream, peer, id, handler, &limits).await;
                         drop(permit);
                     }
                     .instrument(tracing::debug_span!("conn", %peer, conn_id = id)),
@@ -134,40 +235,83 @@ async fn run_connection<H: RequestHandler>(
     peer: SocketAddr,
     id: u64,
     handler: Arc<H>,
-    max_frame: usize,
+    limits: &ServerConfig,
 ) {
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel::<RemotingCommand>(4096);
+    let flow = Arc::new(Flow {
+        pending: AtomicUsize::new(0),
+        drained: Notify::new(),
+        heavy: Semaphore::new(1),
+        in_flight: AtomicUsize::new(0),
+        budget: limits.max_pending_response_bytes,
+    });
     let conn = Arc::new(Connection {
         id,
         peer,
         tx: tx.clone(),
         next_opaque: AtomicI32::new(1),
         closed: AtomicBool::new(false),
+        flow: Arc::clone(&flow),
     });
     debug!("connection opened");
     handler.on_open(&conn);
-    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let writer_task = tokio::spawn(write_loop(writer, rx, Arc::clone(&flow)));
+    // Every request task of this connection: aborted when it closes.
+    let mut tasks: JoinSet<()> = JoinSet::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     'read: loop {
         loop {
-            match decode_frame(&mut buf, max_frame) {
+            match decode_frame(&mut buf, limits.max_frame) {
                 Ok(Some(cmd)) => {
                     if cmd.flag & FLAG_RESPONSE != 0 {
                         // A client's answer to a request we sent; nothing waits for it.
                         continue;
                     }
+                    let (opaque, oneway, code) = (cmd.opaque, cmd.is_oneway(), cmd.code);
+                    if flow.in_flight.load(Ordering::Acquire) >= limits.max_in_flight_per_connection
+                    {
+                        debug!(code, "too many requests in flight; answering SYSTEM_BUSY");
+                        if !oneway {
+                            let mut busy = RemotingCommand::response_to(&cmd, response::SYSTEM_BUSY)
+                                .with_remark(format!(
+                                    "[OVERLOAD]system busy, {} requests in flight on this connection, try later",
+                                    limits.max_in_flight_per_connection
+                                ));
+                            busy.opaque = opaque;
+                            flow.add(&busy);
+                            if tx.send(busy).await.is_err() {
+                                break 'read;
+                            }
+                        }
+                        continue;
+                    }
+                    flow.in_flight.fetch_add(1, Ordering::AcqRel);
+                    let guard = InFlight(Arc::clone(&flow));
                     let handler = Arc::clone(&handler);
                     let conn2 = Arc::clone(&conn);
                     let tx = tx.clone();
-                    let (opaque, oneway, code) = (cmd.opaque, cmd.is_oneway(), cmd.code);
-                    tokio::spawn(
+                    let flow2 = Arc::clone(&flow);
+                    let heavy = handler.is_heavy(code);
+                    tasks.spawn(
                         async move {
+                            let _guard = guard;
+                            let _turn = if heavy {
+                                let turn = flow2.heavy.acquire().await.ok();
+                                flow2.under_budget().await;
+                                turn
+                            } else {
+                                None
+                            };
                             let resp = handler.handle(conn2, cmd).await;
                             if let (false, Some(mut r)) = (oneway, resp) {
                                 r.opaque = opaque;
                                 r.flag |= FLAG_RESPONSE;
-                                let _ = tx.send(r).await;
+                                flow2.add(&r);
+                                let cost = response_cost(&r);
+                                if tx.send(r).await.is_err() {
+                                    flow2.drain(cost);
+                                }
                             }
                         }
                         .instrument(tracing::trace_span!("request", code, opaque)),
@@ -180,16 +324,28 @@ async fn run_connection<H: RequestHandler>(
                 }
             }
         }
-        match reader.read_buf(&mut buf).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                debug!(error = %e, "read failed");
-                break;
+        // A client that does not read its answers: stop reading its requests until the
+        // writer has drained the backlog.
+        while flow.over_budget() {
+            tokio::select! {
+                _ = flow.under_budget() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
+        }
+        tokio::select! {
+            r = reader.read_buf(&mut buf) => match r {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "read failed");
+                    break;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
     conn.closed.store(true, Ordering::Release);
+    tasks.abort_all();
     handler.on_close(&conn);
     drop(tx);
     drop(conn);
@@ -204,11 +360,15 @@ const COALESCE_BODY: usize = 16 * 1024;
 async fn write_loop(
     mut w: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<RemotingCommand>,
+    flow: Arc<Flow>,
 ) {
     let mut out = BytesMut::with_capacity(64 * 1024);
     while let Some(cmd) = rx.recv().await {
         let mut next = Some(cmd);
         while let Some(cmd) = next.take() {
+            // Counted as drained once it leaves the queue: what is still referenced below
+            // is at most one response, or what fits the coalescing buffer.
+            flow.drain(response_cost(&cmd));
             let head = match encode_head(&cmd) {
                 Ok(h) => h,
                 Err(e) => {

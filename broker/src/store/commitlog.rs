@@ -6,6 +6,7 @@
 //! rest of the segment is closed with `[remaining:4][BLANK_MAGIC_CODE:4]` and the record
 //! goes to the next segment. Flushing (`msync`) happens outside the tail lock.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -95,6 +96,15 @@ pub struct AppendResult {
     pub store_timestamp: i64,
 }
 
+/// How [`CommitLog::truncate_locked`] cuts the segment holding the new end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truncation {
+    /// Zero the cut bytes where they are: only while no reader can hold them (recovery).
+    InPlace,
+    /// Replace the segment by a copy of its kept bytes: readers' views stay intact.
+    Rewrite,
+}
+
 /// The CommitLog.
 #[derive(Debug)]
 pub struct CommitLog {
@@ -121,10 +131,6 @@ pub struct CommitLog {
     flush_micros: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl CommitLog {
     /// Maps the segments found in `dir` (creating it if needed). The data end is not
     /// known until [`CommitLog::recover`] runs.
@@ -138,6 +144,7 @@ impl CommitLog {
         write_with_syscall: bool,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        remove_truncation_leftovers(dir);
         let mut names: Vec<u64> = std::fs::read_dir(dir)
             .map_err(|e| StoreError::io(dir, e))?
             .filter_map(|e| e.ok())
@@ -318,7 +325,8 @@ impl CommitLog {
             blank[..4].copy_from_slice(&(remaining as i32).to_be_bytes());
             blank[4..].copy_from_slice(&BLANK_MAGIC_CODE.to_be_bytes());
             let pos = (tail.write_offset - seg.start_offset()) as usize;
-            seg.write_at(pos, &blank)
+            seg.writer()
+                .and_then(|mut w| w.write_at(pos, &blank))
                 .map_err(|e| StoreError::io(seg.path(), e))?;
             tail.write_offset = seg.end_offset();
             seg = next;
@@ -339,11 +347,13 @@ impl CommitLog {
             };
             rec.assign(qo, phys as i64, now);
             let pos = (phys - seg.start_offset()) as usize;
-            let written = if self.write_with_syscall {
-                seg.pwrite_at(pos, &rec.bytes)
-            } else {
-                seg.write_at(pos, &rec.bytes)
-            };
+            let written = seg.writer().and_then(|mut w| {
+                if self.write_with_syscall {
+                    w.pwrite_at(pos, &rec.bytes)
+                } else {
+                    w.write_at(pos, &rec.bytes)
+                }
+            });
             written.map_err(|e| StoreError::io(seg.path(), e))?;
             physical_offsets.push(phys);
             phys += rec.len() as u64;
@@ -520,13 +530,16 @@ impl CommitLog {
         }
     }
 
-    /// Drops everything at and after `offset`: zeroes the rest of its segment (so stale
-    /// records can never be read back) and deletes later segments. Sets the write
-    /// position to `offset`.
+    /// Drops everything at and after `offset` and deletes later segments; sets the write
+    /// position to `offset`. The rest of the cut segment reads back as zeros, so stale
+    /// records can never be read back. With [`Truncation::InPlace`] (recovery, before any
+    /// reader exists) the segment is zeroed where it is; with [`Truncation::Rewrite`]
+    /// (while serving) a new file with the kept bytes replaces it, so a reader holding a
+    /// zero-copy view of the cut bytes keeps them (`MappedFile::rewrite_prefix`).
     ///
     /// # Errors
     /// I/O errors.
-    pub fn truncate_locked(&self, tail: &mut Tail, offset: u64) -> Result<()> {
+    pub fn truncate_locked(&self, tail: &mut Tail, offset: u64, how: Truncation) -> Result<()> {
         let segs = self.segments();
         let mut keep = Vec::new();
         for seg in segs {
@@ -537,8 +550,19 @@ impl CommitLog {
             }
             if seg.end_offset() > offset {
                 let pos = (offset - seg.start_offset()) as usize;
-                seg.discard_from(pos)
-                    .map_err(|e| StoreError::io(seg.path(), e))?;
+                match how {
+                    Truncation::InPlace => seg
+                        .writer()
+                        .and_then(|mut w| w.discard_from(pos))
+                        .map_err(|e| StoreError::io(seg.path(), e))?,
+                    Truncation::Rewrite => {
+                        let fresh = seg
+                            .rewrite_prefix(pos)
+                            .map_err(|e| StoreError::io(seg.path(), e))?;
+                        keep.push(Arc::new(fresh));
+                        continue;
+                    }
+                }
             }
             keep.push(seg);
         }
@@ -601,7 +625,8 @@ impl CommitLog {
                 if avail.len() < seg_rest {
                     break;
                 }
-                seg.write_at((at - seg.start_offset()) as usize, &avail[..8])
+                seg.writer()
+                    .and_then(|mut w| w.write_at((at - seg.start_offset()) as usize, &avail[..8]))
                     .map_err(|e| StoreError::io(seg.path(), e))?;
                 consumed += seg_rest;
                 continue;
@@ -621,7 +646,8 @@ impl CommitLog {
                 Ok(other) => return Err(invalid(format!("unexpected {other:?}"))),
                 Err(e) => return Err(invalid(e.to_string())),
             }
-            seg.write_at((at - seg.start_offset()) as usize, rec)
+            seg.writer()
+                .and_then(|mut w| w.write_at((at - seg.start_offset()) as usize, rec))
                 .map_err(|e| StoreError::io(seg.path(), e))?;
             if let Some(h) = super::dispatch::RecordHead::parse(rec) {
                 if h.is_dispatched() {
@@ -664,5 +690,22 @@ fn drop_segment(seg: &MappedFile) {
     match std::fs::remove_file(seg.path()) {
         Ok(()) => info!(segment = %seg.path().display(), "deleted CommitLog segment"),
         Err(e) => warn!(segment = %seg.path().display(), error = %e, "could not delete segment"),
+    }
+}
+
+/// Deletes what a crash in the middle of `MappedFile::rewrite_prefix` left behind (the
+/// segment itself is intact: the swap is a rename).
+fn remove_truncation_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        if e.file_name()
+            .to_string_lossy()
+            .ends_with(super::mapped_file::TRUNCATING_SUFFIX)
+        {
+            warn!(file = %e.path().display(), "removing an unfinished truncation copy");
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }

@@ -229,11 +229,13 @@ impl ConsumeQueue {
             // A queue that starts mid-file: fill the head with placeholders, like RocketMQ.
             let ph = CqEntry::PLACEHOLDER.encode();
             for p in (0..pos).step_by(CQ_ENTRY_SIZE) {
-                f.write_at(p, &ph)
+                f.writer()
+                    .and_then(|mut w| w.write_at(p, &ph))
                     .map_err(|e| StoreError::io(f.path(), e))?;
             }
         }
-        f.write_at(pos, &entry.encode())
+        f.writer()
+            .and_then(|mut w| w.write_at(pos, &entry.encode()))
             .map_err(|e| StoreError::io(f.path(), e))?;
         if offset >= self.max_offset() {
             if self.max_offset() == self.min_offset() {
@@ -268,7 +270,8 @@ impl ConsumeQueue {
                 continue;
             }
             if f.end_offset() > byte {
-                f.discard_from((byte - f.start_offset()) as usize)
+                f.writer()
+                    .and_then(|mut w| w.discard_from((byte - f.start_offset()) as usize))
                     .map_err(|e| StoreError::io(f.path(), e))?;
             }
             keep.push(f);

@@ -132,8 +132,10 @@ impl IndexFile {
         entry[4..12].copy_from_slice(&phy_offset.to_be_bytes());
         entry[12..16].copy_from_slice(&(time_diff as i32).to_be_bytes());
         entry[16..20].copy_from_slice(&prev.to_be_bytes());
-        self.file.write_at(self.entry_pos(n), &entry)?;
-        self.file.write_at(slot_pos, &n.to_be_bytes())?;
+        let mut w = self.file.writer()?;
+        w.write_at(self.entry_pos(n), &entry)?;
+        w.write_at(slot_pos, &n.to_be_bytes())?;
+        drop(w);
         if n <= 1 {
             self.header.begin_phy_offset = phy_offset;
             self.header.begin_timestamp = store_timestamp;
@@ -144,7 +146,7 @@ impl IndexFile {
         self.header.index_count = n + 1;
         self.header.end_phy_offset = phy_offset;
         self.header.end_timestamp = store_timestamp;
-        self.file.write_at(0, &self.header.encode())?;
+        self.file.writer()?.write_at(0, &self.header.encode())?;
         Ok(true)
     }
 
@@ -283,7 +285,8 @@ impl IndexService {
                 index_count: 1,
                 ..IndexHeader::default()
             };
-            f.write_at(0, &header.encode())
+            f.writer()
+                .and_then(|mut w| w.write_at(0, &header.encode()))
                 .map_err(|e| StoreError::io(&path, e))?;
             let _ = sync_dir(&self.dir);
             info!(file = %path.display(), "created IndexFile");

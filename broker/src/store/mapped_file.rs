@@ -2,10 +2,16 @@
 //! IndexFile. All of the store's `unsafe` lives here.
 //!
 //! Concurrency contract: a file has one writer at a time (the CommitLog's tail owner,
-//! the dispatcher for ConsumeQueue and IndexFile). The writer only writes bytes past the
-//! position it has published; readers only read bytes below a published position. So a
-//! region is never read and written at once, except by a replication truncation, which
-//! rewrites bytes a stale reader may still hold (documented on `zero_range`).
+//! the dispatcher for ConsumeQueue and IndexFile), enforced by the type: every write goes
+//! through a [`FileWriter`], and [`MappedFile::writer`] hands out at most one at a time.
+//! The writer only writes bytes past the position it has published; readers only read
+//! bytes below a published position. A truncation of a CommitLog segment while the store
+//! serves (a slave cutting a diverged tail, a demoted master) never writes bytes a reader
+//! may hold in a zero-copy view: [`MappedFile::rewrite_prefix`] builds a new file with the
+//! kept bytes and swaps it in under the same name, leaving the old mapping, and every
+//! view of it, unchanged until the last view is dropped. In-place discarding
+//! ([`FileWriter::discard_from`]) is for recovery, before any reader exists, and for
+//! ConsumeQueue files, whose readers copy each 20-byte entry and check it.
 //!
 //! Files are preallocated with `posix_fallocate` when created, so a full disk fails the
 //! creation with `ENOSPC` instead of raising SIGBUS on a later write into the mapping.
@@ -14,6 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -27,6 +34,19 @@ pub struct MappedFile {
     size: u64,
     map: Arc<MmapRaw>,
     file: File,
+    writer_taken: AtomicBool,
+}
+
+/// The one writer of a [`MappedFile`] at a time; released when dropped.
+#[derive(Debug)]
+pub struct FileWriter<'a> {
+    file: &'a MappedFile,
+}
+
+impl Drop for FileWriter<'_> {
+    fn drop(&mut self) {
+        self.file.writer_taken.store(false, Ordering::Release);
+    }
 }
 
 /// Keeps a mapping alive for a zero-copy `Bytes` view.
@@ -39,8 +59,11 @@ struct MapView {
 impl AsRef<[u8]> for MapView {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: `offset + len <= map.len()` was checked when the view was made, and the
-        // mapping lives as long as `self.map`. The bytes are below the writer's published
-        // position, so nothing writes them while they are read (module docs).
+        // mapping lives as long as `self.map`. The bytes were below the writer's published
+        // position when the view was made, and nothing writes such bytes of a mapping
+        // that has been shared: appends write past the published position, and a
+        // truncation while the store serves swaps in a new file (`rewrite_prefix`)
+        // instead of rewriting this mapping (module docs).
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.offset), self.len) }
     }
 }
@@ -112,6 +135,7 @@ impl MappedFile {
             size,
             map: Arc::new(map),
             file,
+            writer_taken: AtomicBool::new(false),
         })
     }
 
@@ -149,89 +173,53 @@ impl MappedFile {
         }
     }
 
-    /// Writes `data` at file position `pos`.
+    /// The file's one writer, while nobody else holds it.
     ///
     /// # Errors
-    /// `InvalidInput` when the range is outside the file.
-    pub fn write_at(&self, pos: usize, data: &[u8]) -> io::Result<()> {
-        self.check(pos, data.len())?;
-        // SAFETY: the range is inside the mapping (checked); only the file's single writer
-        // calls this, on bytes no reader has been given (module docs).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                self.map.as_mut_ptr().add(pos),
-                data.len(),
-            );
-        }
-        Ok(())
+    /// `WouldBlock` when another writer holds the file (a broken single-writer rule).
+    pub fn writer(&self) -> io::Result<FileWriter<'_>> {
+        self.writer_taken
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} already has a writer", self.path.display()),
+                )
+            })?;
+        Ok(FileWriter { file: self })
     }
 
-    /// Writes `data` at file position `pos` with `pwrite` instead of through the
-    /// mapping. The page cache is shared, so readers of the mapping see the bytes at
-    /// once; the writer takes no page faults, and a page still being written back by a
-    /// flush does not stall it.
+    /// A new file under the same path holding `[0, keep)` of this one and zeros after,
+    /// made durable and swapped in by rename. This file's mapping is never written, so
+    /// views of it keep their bytes; it goes away with its last holder.
     ///
     /// # Errors
-    /// `InvalidInput` when the range is outside the file; the I/O error of `pwrite`.
-    pub fn pwrite_at(&self, pos: usize, data: &[u8]) -> io::Result<()> {
+    /// I/O errors; on error the file on disk is unchanged.
+    pub fn rewrite_prefix(&self, keep: usize) -> io::Result<MappedFile> {
         use std::os::unix::fs::FileExt;
-        self.check(pos, data.len())?;
-        self.file.write_all_at(data, pos as u64)
-    }
-
-    /// Zeroes `[pos, pos+len)`. Used by truncation; a reader still holding a view of
-    /// truncated bytes sees zeros or newer data, never a torn mapping.
-    ///
-    /// # Errors
-    /// `InvalidInput` when the range is outside the file.
-    pub fn zero_range(&self, pos: usize, len: usize) -> io::Result<()> {
-        self.check(pos, len)?;
-        // SAFETY: in-bounds (checked); called by the single writer during truncation.
-        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(pos), 0, len) };
-        Ok(())
-    }
-
-    /// Drops the contents from `pos` to the end of the file: zeroes the partial page and
-    /// punches out the whole pages after it (re-allocating them, so later writes cannot
-    /// hit a full disk), falling back to writing zeros where punching is unsupported.
-    ///
-    /// # Errors
-    /// `InvalidInput` when `pos` is outside the file; I/O errors of `fallocate`.
-    pub fn discard_from(&self, pos: usize) -> io::Result<()> {
-        let size = self.size as usize;
-        self.check(pos, 0)?;
-        const PAGE: usize = 4096;
-        let aligned = pos.div_ceil(PAGE).saturating_mul(PAGE).min(size);
-        self.zero_range(pos, aligned - pos)?;
-        if aligned == size {
-            return Ok(());
+        self.check(keep, 0)?;
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(TRUNCATING_SUFFIX);
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let fresh = MappedFile::create(&tmp, self.start_offset, self.size)?;
+        let copied = self
+            .read(0, keep)
+            .and_then(|kept| fresh.file.write_all_at(kept, 0))
+            .and_then(|()| fresh.file.sync_data())
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = copied {
+            drop(fresh);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        let (Ok(off), Ok(len)) = (
-            libc::off_t::try_from(aligned),
-            libc::off_t::try_from(size - aligned),
-        ) else {
-            return self.zero_range(aligned, size - aligned);
-        };
-        // SAFETY: plain syscalls on an open descriptor we own; the mapping stays valid
-        // (punched pages read back as zeros, the file size is kept).
-        let punched = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                off,
-                len,
-            )
-        };
-        if punched != 0 {
-            return self.zero_range(aligned, size - aligned);
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
         }
-        // SAFETY: as above.
-        let rc = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), off, len) };
-        match rc {
-            0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
-            e => Err(io::Error::from_raw_os_error(e)),
-        }
+        Ok(MappedFile {
+            path: self.path.clone(),
+            ..fresh
+        })
     }
 
     /// Borrows `[pos, pos+len)`.
@@ -288,6 +276,99 @@ impl MappedFile {
     }
 }
 
+/// Suffix of the file [`MappedFile::rewrite_prefix`] builds before the rename; a leftover
+/// (a crash mid-rewrite) is deleted when the directory is opened.
+pub const TRUNCATING_SUFFIX: &str = ".truncating";
+
+impl FileWriter<'_> {
+    /// Writes `data` at file position `pos`.
+    ///
+    /// # Errors
+    /// `InvalidInput` when the range is outside the file.
+    pub fn write_at(&mut self, pos: usize, data: &[u8]) -> io::Result<()> {
+        self.file.check(pos, data.len())?;
+        // SAFETY: the range is inside the mapping (checked); `self` is the file's only
+        // writer (`MappedFile::writer`), and it writes past the published position, bytes
+        // no reader has been given (module docs).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.file.map.as_mut_ptr().add(pos),
+                data.len(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at file position `pos` with `pwrite` instead of through the
+    /// mapping. The page cache is shared, so readers of the mapping see the bytes at
+    /// once; the writer takes no page faults, and a page still being written back by a
+    /// flush does not stall it.
+    ///
+    /// # Errors
+    /// `InvalidInput` when the range is outside the file; the I/O error of `pwrite`.
+    pub fn pwrite_at(&mut self, pos: usize, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.check(pos, data.len())?;
+        self.file.file.write_all_at(data, pos as u64)
+    }
+
+    /// Zeroes `[pos, pos+len)` in place (see the module docs for when that is allowed).
+    ///
+    /// # Errors
+    /// `InvalidInput` when the range is outside the file.
+    pub fn zero_range(&mut self, pos: usize, len: usize) -> io::Result<()> {
+        self.file.check(pos, len)?;
+        // SAFETY: in-bounds (checked); `self` is the only writer. Used in place only where
+        // no reader can hold the bytes: recovery, before the store is shared, and
+        // ConsumeQueue entries, which readers copy and check (module docs).
+        unsafe { std::ptr::write_bytes(self.file.map.as_mut_ptr().add(pos), 0, len) };
+        Ok(())
+    }
+
+    /// Drops the contents from `pos` to the end of the file: zeroes the partial page and
+    /// punches out the whole pages after it (re-allocating them, so later writes cannot
+    /// hit a full disk), falling back to writing zeros where punching is unsupported.
+    ///
+    /// # Errors
+    /// `InvalidInput` when `pos` is outside the file; I/O errors of `fallocate`.
+    pub fn discard_from(&mut self, pos: usize) -> io::Result<()> {
+        let size = self.file.size as usize;
+        self.file.check(pos, 0)?;
+        const PAGE: usize = 4096;
+        let aligned = pos.div_ceil(PAGE).saturating_mul(PAGE).min(size);
+        self.zero_range(pos, aligned - pos)?;
+        if aligned == size {
+            return Ok(());
+        }
+        let (Ok(off), Ok(len)) = (
+            libc::off_t::try_from(aligned),
+            libc::off_t::try_from(size - aligned),
+        ) else {
+            return self.zero_range(aligned, size - aligned);
+        };
+        // SAFETY: plain syscalls on an open descriptor we own; the mapping stays valid
+        // (punched pages read back as zeros, the file size is kept).
+        let punched = unsafe {
+            libc::fallocate(
+                self.file.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                len,
+            )
+        };
+        if punched != 0 {
+            return self.zero_range(aligned, size - aligned);
+        }
+        // SAFETY: as above.
+        let rc = unsafe { libc::posix_fallocate(self.file.file.as_raw_fd(), off, len) };
+        match rc {
+            0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
 /// Bytes in use and usable total bytes (used + available) of the filesystem holding
 /// `path`, the way `df` computes its use percentage.
 pub fn disk_usage(path: &Path) -> Option<(u64, u64)> {
@@ -325,11 +406,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let f = MappedFile::create(&path, 100, 4096).unwrap();
-        f.write_at(10, b"hello").unwrap();
+        f.writer().unwrap().write_at(10, b"hello").unwrap();
         let v = f.view(10, 5).unwrap();
         drop(f);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(&v[..], b"hello");
+    }
+
+    #[test]
+    fn one_writer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = MappedFile::create(&dir.path().join("f"), 0, 64).unwrap();
+        let mut w = f.writer().unwrap();
+        assert_eq!(f.writer().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        w.write_at(0, b"a").unwrap();
+        drop(w);
+        f.writer().unwrap().write_at(1, b"b").unwrap();
+        assert_eq!(f.read(0, 2).unwrap(), b"ab");
+    }
+
+    /// A truncation while a reader holds a view of the cut bytes: the view keeps them,
+    /// the file on disk holds only the kept prefix.
+    #[test]
+    fn rewrite_prefix_leaves_held_views_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000");
+        let f = MappedFile::create(&path, 0, 8192).unwrap();
+        f.writer().unwrap().write_at(0, &[7u8; 6000]).unwrap();
+        let held = f.view(4000, 2000).unwrap();
+        let cut = f.rewrite_prefix(4096).unwrap();
+        drop(f);
+        assert!(held.iter().all(|b| *b == 7), "a held view was rewritten");
+        assert!(cut.read(0, 4096).unwrap().iter().all(|b| *b == 7));
+        assert!(cut.read(4096, 4096).unwrap().iter().all(|b| *b == 0));
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(on_disk.len(), 8192);
+        assert!(on_disk[..4096].iter().all(|b| *b == 7));
+        assert!(on_disk[4096..].iter().all(|b| *b == 0));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
@@ -344,7 +458,7 @@ mod tests {
     fn out_of_range_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let f = MappedFile::create(&dir.path().join("f"), 0, 64).unwrap();
-        assert!(f.write_at(60, b"hello").is_err());
+        assert!(f.writer().unwrap().write_at(60, b"hello").is_err());
         assert!(f.read(usize::MAX, 2).is_err());
         assert!(f.view(64, 1).is_err());
         assert!(f.flush_range(0, 64).is_ok());

@@ -22,12 +22,13 @@ pub mod mapped_file;
 pub mod message;
 pub mod metadata;
 
+use crate::sync::lock;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -52,10 +53,6 @@ pub use message::{
 };
 
 use message::POS_BORN_HOST;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A new ConsumeQueue entry, as told to the arrival listener (long polling).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -523,7 +520,8 @@ impl StoreInner {
         }
         {
             let mut tail = self.commitlog.lock_tail();
-            self.commitlog.truncate_locked(&mut tail, end)?;
+            self.commitlog
+                .truncate_locked(&mut tail, end, commitlog::Truncation::InPlace)?;
             if last_ts == 0 {
                 last_ts = cp.physic_msg_timestamp;
             }
@@ -1354,7 +1352,8 @@ impl StoreInner {
         }
         let offset = offset.max(self.commitlog.min_offset());
         info!(offset, from = tail.write_offset, "truncating the store");
-        self.commitlog.truncate_locked(&mut tail, offset)?;
+        self.commitlog
+            .truncate_locked(&mut tail, offset, commitlog::Truncation::Rewrite)?;
         for cq in self.all_queues() {
             cq.truncate_phys(offset)?;
         }
