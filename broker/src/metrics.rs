@@ -236,13 +236,30 @@ pub async fn serve_http(
     target: Arc<dyn Observable>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
-    Ok(tokio::spawn(async move {
+    Ok(serve_http_on(listener, target, std::future::pending()))
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on a bound `listener` until `shutdown`
+/// resolves; the listener and its connections are closed when the task ends.
+pub fn serve_http_on(
+    listener: TcpListener,
+    target: Arc<dyn Observable>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::pin!(shutdown);
+        let mut conns = tokio::task::JoinSet::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                a = listener.accept() => a,
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            };
+            let Ok((stream, _)) = accepted else {
                 continue;
             };
             let target = Arc::clone(&target);
-            tokio::spawn(async move {
+            conns.spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let target = Arc::clone(&target);
                     async move {
@@ -274,5 +291,7 @@ pub async fn serve_http(
                 }
             });
         }
-    }))
+        drop(listener);
+        conns.shutdown().await;
+    })
 }

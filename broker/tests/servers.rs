@@ -392,7 +392,7 @@ fn query_by_key_unique_key_and_offset_id() {
         assert_eq!(r.code, response::SUCCESS);
         let r = c.invoke(&b.addr, query("missing", false), T).await.unwrap();
         assert_eq!(r.code, response::QUERY_NOT_FOUND);
-        let (_, phys) = ferrocket::broker::decode_offset_msg_id(&offset_id).unwrap();
+        let (_, phys) = ferrocket::protocol::msg_id::decode_offset_msg_id(&offset_id).unwrap();
         let v = RemotingCommand::request(request::VIEW_MESSAGE_BY_ID).with_ext("offset", phys);
         let r = c.invoke(&b.addr, v, T).await.unwrap();
         assert_eq!(&decode_record(&r.body_bytes()).unwrap().body[..], b"U-1");
@@ -999,4 +999,96 @@ fn a_flooding_client_neither_starves_others_nor_grows_memory_without_bound() {
             .unwrap();
         assert_eq!(r.code, response::SUCCESS);
     });
+}
+
+/// One shutdown path: `Broker::run` owns the client, VIP, HA and metrics listeners. When
+/// its shutdown fires, a held pull is answered (not cut off), the store is flushed and
+/// closed cleanly (no `abort` file), and once `run` returns nothing it started still
+/// listens — the HA port included.
+#[test]
+fn shutdown_answers_held_pulls_flushes_and_closes_every_listener() {
+    use ferrocket::broker::{Broker, BrokerConfig, Listeners};
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let props: std::collections::BTreeMap<String, String> = [
+        ("namesrvAddr", ns.addr.as_str()),
+        ("listenPort", "0"),
+        ("metricsPort", "0"),
+        ("mappedFileSizeCommitLog", "8388608"),
+        ("flushDiskType", "ASYNC_FLUSH"),
+        ("diskSpaceCleanForciblyRatio", "100"),
+        ("diskSpaceWarningLevelRatio", "100"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .chain([(
+        "storePathRootDir".to_owned(),
+        dir.path().display().to_string(),
+    )])
+    .collect();
+    let mut config = BrokerConfig::from_properties(&props).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let rt = rt();
+        rt.block_on(async {
+            let listeners = Listeners::bind(&mut config).await.unwrap();
+            let broker = Broker::open(config).unwrap();
+            ready_tx
+                .send((broker.config.broker_addr(), broker.config.ha_listen_port))
+                .unwrap();
+            broker
+                .run(listeners, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        // The runtime is dropped here: whatever `run` left behind would die now.
+        drop(rt);
+        let _ = done_tx.send(());
+    });
+    let (addr, ha_port) = ready_rx.recv_timeout(T).expect("the broker never started");
+    let c = RemotingClient::new();
+    rt().block_on(async {
+        let r = c
+            .invoke(&addr, send_req("Held", 0, "m0", "A"), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        let r = c
+            .invoke(&addr, pull_req("Held", 0, 0, 5000), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        // A pull held for up to 30 s, then the shutdown.
+        let held = c.invoke(
+            &addr,
+            pull_req("Held", 0, 1, 30_000),
+            Duration::from_secs(40),
+        );
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = stop_tx.send(());
+        };
+        let (r, ()) = tokio::join!(held, stop);
+        let r = r.expect("the held pull was cut off instead of answered");
+        assert_eq!(r.code, response::PULL_NOT_FOUND, "{:?}", r.remark);
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the broker did not finish shutting down");
+    server.join().unwrap();
+    assert!(
+        !dir.path().join("abort").exists(),
+        "the store was not closed cleanly"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", ha_port)).is_err(),
+        "the HA port still listens after run returned"
+    );
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "the client port still listens after run returned"
+    );
 }

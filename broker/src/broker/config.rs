@@ -105,10 +105,7 @@ impl RuntimeSettings {
     }
 }
 
-/// `PermName.PERM_WRITE`.
-pub const PERM_WRITE: i32 = 0x2;
-/// `PermName.PERM_READ`.
-pub const PERM_READ: i32 = 0x4;
+pub use crate::protocol::topic::{PERM_READ, PERM_WRITE};
 
 /// A `brokerPermission` value: read and/or write bits (2, 4 or 6).
 fn permission(key: &str, v: &str) -> Result<i32, ConfigError> {

@@ -34,6 +34,7 @@ type Waiters = HashMap<String, HashMap<i32, Vec<(i64, oneshot::Sender<()>)>>>;
 pub struct PullHold {
     waiters: Mutex<Waiters>,
     count: AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl PullHold {
@@ -41,6 +42,10 @@ impl PullHold {
     pub fn wait(&self, topic: &str, queue_id: i32, offset: i64) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         let mut w = lock(&self.waiters);
+        if self.closed.load(Ordering::Acquire) {
+            // Shutting down: the pull answers at once instead of being held.
+            return rx;
+        }
         w.entry(topic.to_owned())
             .or_default()
             .entry(queue_id)
@@ -81,6 +86,21 @@ impl PullHold {
         self.count.fetch_sub(woken, Ordering::Relaxed);
     }
 
+    /// Shutdown: wakes every held pull (each answers with what it has, usually
+    /// PULL_NOT_FOUND) and holds no new one.
+    pub fn wake_all(&self) {
+        let mut w = lock(&self.waiters);
+        self.closed.store(true, Ordering::Release);
+        for (_, queues) in w.drain() {
+            for (_, list) in queues {
+                for (_, tx) in list {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        self.count.store(0, Ordering::Relaxed);
+    }
+
     /// Number of suspended pulls (a metric).
     pub fn waiting(&self) -> usize {
         self.count.load(Ordering::Relaxed)
@@ -105,6 +125,17 @@ mod tests {
         h.notify("T", 0, 10);
         b.await.unwrap();
         assert_eq!(h.waiting(), 1);
+    }
+
+    #[tokio::test]
+    async fn wake_all_answers_held_pulls_and_holds_no_more() {
+        let h = PullHold::default();
+        let a = h.wait("T", 0, 5);
+        h.wake_all();
+        a.await.unwrap();
+        assert_eq!(h.waiting(), 0);
+        // A pull registered after shutdown is not held (its sender is gone).
+        assert!(h.wait("T", 0, 5).await.is_err());
     }
 
     #[test]

@@ -12,36 +12,7 @@ use crate::store::metadata::{
     TopicConfigTable,
 };
 
-/// The default topic producers fall back to for auto-creation.
-pub const TBW102: &str = "TBW102";
-/// Read + write.
-pub const PERM_RW: i32 = 6;
-/// Read + write + inherit (the default topic).
-pub const PERM_RWI: i32 = 7;
-/// Longest topic name.
-pub const TOPIC_MAX_LENGTH: usize = 127;
-
-/// Why a topic name is refused, RocketMQ's rules: 1..=127 characters of
-/// `[%|a-zA-Z0-9_-]`.
-pub fn validate_topic(topic: &str) -> Result<(), String> {
-    if topic.is_empty() {
-        return Err("the topic is empty".into());
-    }
-    if topic.len() > TOPIC_MAX_LENGTH {
-        return Err(format!(
-            "the topic is longer than {TOPIC_MAX_LENGTH} characters"
-        ));
-    }
-    if let Some(c) = topic
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '%' | '|' | '_' | '-')))
-    {
-        return Err(format!(
-            "the topic `{topic}` contains `{c}`; allowed are [%|a-zA-Z0-9_-]"
-        ));
-    }
-    Ok(())
-}
+pub use crate::protocol::topic::{validate_topic, PERM_RW, PERM_RWI, TBW102, TOPIC_MAX_LENGTH};
 
 /// Topic configurations (`topics.json`).
 #[derive(Debug)]

@@ -139,7 +139,7 @@ enum AdminCommand {
         #[arg(long, default_value_t = 1000)]
         count: usize,
         /// Stop when nothing arrives for this long.
-        #[arg(long, default_value = "3s", value_parser = super::store_bench::parse_duration)]
+        #[arg(long, default_value = "3s", value_parser = super::report::parse_duration)]
         idle: Duration,
     },
 }
@@ -251,7 +251,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
             AdminCommand::Topic {
                 what: TopicCommand::Create { topic, queues },
             } => {
-                crate::broker::meta::validate_topic(&topic).map_err(anyhow::Error::msg)?;
+                crate::protocol::topic::validate_topic(&topic).map_err(anyhow::Error::msg)?;
                 c.create_topic(&topic, queues).await?;
                 println!("created {topic} with {queues} queues");
             }
@@ -511,7 +511,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
                 }
             }
             AdminCommand::QueryId { id } => {
-                let Some((host, offset)) = crate::broker::decode_offset_msg_id(&id) else {
+                let Some((host, offset)) = crate::protocol::msg_id::decode_offset_msg_id(&id) else {
                     bail!("`{id}` is not an offset message id");
                 };
                 let q = RemotingCommand::request(request::VIEW_MESSAGE_BY_ID)
@@ -570,7 +570,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
                 key,
                 body,
             } => {
-                crate::broker::meta::validate_topic(&topic).map_err(anyhow::Error::msg)?;
+                crate::protocol::topic::validate_topic(&topic).map_err(anyhow::Error::msg)?;
                 let route = match c.route(&topic).await? {
                     Some(r) => r,
                     None => c.create_topic(&topic, 8).await?,

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod net_bench;
+pub mod report;
 pub mod servers;
 pub mod store_bench;
 

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::report::percentiles;
 use crate::client::{Client, OutMessage};
 use crate::remoting::codes::response;
 
@@ -25,7 +26,7 @@ pub struct NetBenchArgs {
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
     /// Run time, e.g. `30s`.
-    #[arg(long, default_value = "10s", value_parser = super::store_bench::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = super::report::parse_duration)]
     pub duration: Duration,
     /// Message body size.
     #[arg(long, default_value_t = 1024)]
@@ -70,48 +71,15 @@ struct Latency {
     max: f64,
 }
 
-fn latency(mut us: Vec<u64>) -> Latency {
-    if us.is_empty() {
-        return Latency::default();
-    }
-    us.sort_unstable();
-    let at = |q: f64| us[((us.len() as f64 * q) as usize).min(us.len() - 1)] as f64 / 1000.0;
+fn latency(us: Vec<u64>) -> Latency {
+    let p = percentiles(us);
+    let ms = |us: u64| us as f64 / 1000.0;
     Latency {
-        p50: at(0.5),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: us[us.len() - 1] as f64 / 1000.0,
+        p50: ms(p.p50),
+        p99: ms(p.p99),
+        p999: ms(p.p999),
+        max: ms(p.max),
     }
-}
-
-/// Prints throughput every second until `stop` (a thread, so busy tasks cannot starve it).
-pub(crate) fn reporter(
-    count: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    size: usize,
-    quiet: bool,
-    what: &'static str,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut last = 0;
-        let mut tick = Instant::now();
-        while !stop.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(100));
-            if tick.elapsed() >= Duration::from_secs(1) {
-                let now = count.load(Ordering::Relaxed);
-                let dt = tick.elapsed().as_secs_f64();
-                tick = Instant::now();
-                if !quiet {
-                    eprintln!(
-                        "{what} tps {:>9.0} msg/s {:>8.1} MB/s total {now}",
-                        (now - last) as f64 / dt,
-                        (now - last) as f64 * size as f64 / dt / 1e6
-                    );
-                }
-                last = now;
-            }
-        }
-    })
 }
 
 fn print(report: &Report, json: bool) -> Result<()> {
@@ -147,7 +115,7 @@ impl Run {
         let count = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         Run {
-            reporter: reporter(count.clone(), stop.clone(), size, quiet, what),
+            reporter: super::report::reporter(count.clone(), stop.clone(), size, quiet, what),
             count,
             errors: Arc::new(AtomicU64::new(0)),
             first_error: Arc::new(Mutex::new(None)),

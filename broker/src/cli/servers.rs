@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use tokio::net::TcpListener;
 
 use crate::broker::config::parse_properties;
-use crate::broker::{Broker, BrokerConfig};
+use crate::broker::{Broker, BrokerConfig, Listeners};
 use crate::namesrv::NameServer;
 use crate::remoting::{serve, ServerConfig};
 
@@ -189,54 +189,13 @@ pub fn load_properties(
     Ok(props)
 }
 
-async fn start_broker(mut config: BrokerConfig) -> Result<(Arc<Broker>, TcpListener)> {
-    let listener = TcpListener::bind(("0.0.0.0", config.listen_port))
-        .await
-        .with_context(|| format!("cannot listen on port {}", config.listen_port))?;
-    // A port picked by the OS (`listenPort=0`) gets no VIP channel: `port − 2` would be
-    // arbitrary.
-    let vip_port = match config.listen_port {
-        0 => None,
-        p => p.checked_sub(2).filter(|v| *v > 0),
-    };
-    let ha_port = if config.listen_port == 0 && config.ha_listen_port <= 1 {
-        0
-    } else {
-        config.ha_listen_port
-    };
-    if config.listen_port == 0 {
-        config.listen_port = listener.local_addr()?.port();
-    }
-    let ha_listener = TcpListener::bind(("0.0.0.0", ha_port))
-        .await
-        .with_context(|| format!("cannot listen on haListenPort {ha_port}"))?;
-    config.ha_listen_port = ha_listener.local_addr()?.port();
-    // The VIP ("fast") channel at listenPort − 2, for Java clients that still default to
-    // it (sendMessageWithVIPChannel=true before 2019). Not fatal when the port is taken.
-    let vip = match vip_port {
-        Some(p) => match TcpListener::bind(("0.0.0.0", p)).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(port = p, error = %e, "VIP channel (listenPort - 2) not available");
-                None
-            }
-        },
-        None => None,
-    };
+async fn start_broker(mut config: BrokerConfig) -> Result<(Arc<Broker>, Listeners)> {
+    let listeners = Listeners::bind(&mut config).await?;
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
         .context("cannot open the store")?;
-    if let Some(l) = vip {
-        tokio::spawn(serve(
-            l,
-            broker.clone(),
-            ServerConfig::default(),
-            std::future::pending::<()>(),
-        ));
-    }
-    tokio::spawn(Arc::clone(&broker.ha).serve(ha_listener));
     broker.register_all().await;
-    Ok((broker, listener))
+    Ok((broker, listeners))
 }
 
 fn role_name(b: &Broker) -> &'static str {
@@ -261,22 +220,9 @@ pub fn run_broker(args: BrokerArgs) -> Result<()> {
     }
     let config = BrokerConfig::from_properties(&props)?;
     runtime()?.block_on(async {
-        let (broker, listener) = start_broker(config).await?;
-        if broker.config.metrics_port != 0 {
-            crate::metrics::serve_http(
-                ([0, 0, 0, 0], broker.config.metrics_port).into(),
-                broker.clone(),
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on metricsPort {}",
-                    broker.config.metrics_port
-                )
-            })?;
-        }
+        let (broker, listeners) = start_broker(config).await?;
         ready(role_name(&broker), &broker.config.broker_addr());
-        broker.run(listener, shutdown_signal()).await;
+        broker.run(listeners, shutdown_signal()).await;
         Ok(())
     })
 }
@@ -308,10 +254,10 @@ pub fn run_dev(args: DevArgs) -> Result<()> {
         );
         props.insert("autoCreateTopicEnable".to_string(), "true".to_string());
         let config = BrokerConfig::from_properties(&props)?;
-        let (broker, listener) = start_broker(config).await?;
+        let (broker, listeners) = start_broker(config).await?;
         ready("namesrv", &ns_addr);
         ready("master", &broker.config.broker_addr());
-        broker.run(listener, shutdown_signal()).await;
+        broker.run(listeners, shutdown_signal()).await;
         let _ = stop_tx.send(true);
         let _ = ns_task.await;
         Ok(())

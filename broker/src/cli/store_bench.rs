@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::report::{percentiles, Percentiles};
 use crate::store::{
     encode_properties, FlushDiskType, GetMessageStatus, MessageStore, MessageToStore, StoreConfig,
 };
@@ -28,7 +29,7 @@ pub struct StoreBenchArgs {
     #[arg(long, default_value = "async")]
     pub flush: String,
     /// How long to append, e.g. `10s`.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = super::report::parse_duration)]
     pub duration: Duration,
     /// Stop after this many MiB of messages (0 = no limit).
     #[arg(long, default_value_t = 0)]
@@ -67,23 +68,6 @@ pub struct RecoverBenchArgs {
     pub json: bool,
 }
 
-/// Parses `500ms`, `10s`, `2m`, or plain seconds.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("bad duration `{s}`"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("bad duration unit in `{s}` (ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
 #[derive(Debug, Serialize)]
 struct Report {
     flush: String,
@@ -106,28 +90,6 @@ struct ReadReport {
     mb_per_sec: f64,
     msgs_per_sec: f64,
     zero_copy: bool,
-}
-
-#[derive(Debug, Serialize, Default)]
-struct Percentiles {
-    p50: u64,
-    p99: u64,
-    p999: u64,
-    max: u64,
-}
-
-fn percentiles(mut v: Vec<u32>) -> Percentiles {
-    if v.is_empty() {
-        return Percentiles::default();
-    }
-    v.sort_unstable();
-    let at = |q: f64| u64::from(v[((v.len() as f64 * q) as usize).min(v.len() - 1)]);
-    Percentiles {
-        p50: at(0.50),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: u64::from(v[v.len() - 1]),
-    }
 }
 
 struct TempDir(PathBuf, bool);
@@ -178,7 +140,7 @@ pub fn run(args: StoreBenchArgs) -> Result<()> {
     let body = Bytes::from(vec![b'x'; args.size]);
     let started = Instant::now();
 
-    let reporter = super::net_bench::reporter(
+    let reporter = super::report::reporter(
         Arc::clone(&count),
         Arc::clone(&stop),
         args.size,
@@ -256,7 +218,7 @@ pub fn run(args: StoreBenchArgs) -> Result<()> {
         seconds: secs,
         msgs_per_sec: messages as f64 / secs,
         mb_per_sec: messages as f64 * args.size as f64 / secs / 1e6,
-        latency_us: percentiles(latencies),
+        latency_us: percentiles(latencies.into_iter().map(u64::from).collect()),
         errors: errors.load(Ordering::Relaxed),
         read,
     };
@@ -364,26 +326,4 @@ pub fn run_recover(args: RecoverBenchArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("3x").is_err());
-        assert!(parse_duration("s").is_err());
-    }
-
-    #[test]
-    fn percentiles_of_a_known_set() {
-        let p = percentiles((1..=1000).collect());
-        assert_eq!((p.p50, p.p99, p.p999, p.max), (501, 991, 1000, 1000));
-        assert_eq!(percentiles(Vec::new()).max, 0);
-    }
 }

@@ -1,10 +1,11 @@
 //! A small producer/consumer on top of the remoting client, for `admin`, `bench` and
 //! tests: route lookup, topic creation, send (single and batch), pull.
 
+use crate::protocol::batch::{encode_batch, BatchEntry};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use thiserror::Error;
 
 use crate::protocol::{parse_body, ClusterInfo, TopicList, TopicRouteData};
@@ -277,19 +278,16 @@ impl Client {
                 first.properties(&unique_id()),
             )
         } else {
-            let mut b = BytesMut::new();
-            for m in msgs {
-                let props = m.properties(&unique_id());
-                b.put_i32((20 + m.body.len() + 2 + props.len()) as i32);
-                b.put_i32(0);
-                b.put_i32(0);
-                b.put_i32(0);
-                b.put_i32(m.body.len() as i32);
-                b.put_slice(&m.body);
-                b.put_i16(props.len() as i16);
-                b.put_slice(props.as_bytes());
-            }
-            (request::SEND_BATCH_MESSAGE, b.freeze(), String::new())
+            let entries: Vec<BatchEntry> = msgs
+                .iter()
+                .map(|m| BatchEntry {
+                    flag: 0,
+                    body: m.body.clone(),
+                    properties: m.properties(&unique_id()),
+                })
+                .collect();
+            let b = encode_batch(&entries).map_err(ClientError::Unavailable)?;
+            (request::SEND_BATCH_MESSAGE, b, String::new())
         };
         let req = RemotingCommand::request(code)
             .with_ext("a", "ferrocket_producer")

@@ -2,6 +2,7 @@
 //! bytes to each, and tracks the largest offset a slave acknowledged (what a SYNC_MASTER
 //! send waits for).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,10 +136,18 @@ impl HaService {
         self.store.set_confirm_offset(self.acked_offset());
     }
 
-    /// Accepts slaves on `listener` forever.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Accepts slaves on `listener` until `shutdown` resolves; then closes the listener
+    /// and every slave's stream (they reconnect to whichever master comes next).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut streams = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                a = listener.accept() => a,
+                Some(_) = streams.join_next(), if !streams.is_empty() => continue,
+            };
+            let (stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, "HA accept failed");
@@ -147,7 +156,7 @@ impl HaService {
                 }
             };
             let ha = Arc::clone(&self);
-            tokio::spawn(async move {
+            streams.spawn(async move {
                 let id = ha.conn_ids.fetch_add(1, Ordering::Relaxed);
                 if !ha.role.is_master() {
                     debug!(%peer, "HA connection refused: not a master");
@@ -160,6 +169,10 @@ impl HaService {
                 info!(%peer, id, reason = %r.err().map_or_else(|| "closed".to_string(), |e| e.to_string()), "slave disconnected");
             });
         }
+        drop(listener);
+        streams.shutdown().await;
+        self.slaves.store(0, Ordering::Release);
+        debug!("HA listener closed");
     }
 
     async fn stream_to(self: Arc<Self>, stream: TcpStream) -> std::io::Result<()> {

@@ -1,9 +1,18 @@
-//! JSON bodies of the remoting protocol (fastjson shapes, `rocketmq-protocol.md` §4).
+//! Protocol facts shared by the broker, the name server, the client and the admin CLI:
+//! the JSON bodies of the remoting protocol (fastjson shapes, `rocketmq-protocol.md` §4)
+//! here, and in submodules the offset message id ([`msg_id`]), the batch body
+//! ([`batch`]), topic names and permission bits ([`topic`]) and the fastjson stats
+//! bodies keyed by `MessageQueue` ([`stats`]).
 //!
 //! Emitted JSON uses quoted numeric map keys (`{"0":"ip:port"}`), which every client
 //! accepts; parsing accepts Java's bare keys too (see `store::metadata::quote_bare_keys`).
 //! Fields the Rust client requires are always emitted; missing fields are defaulted on
 //! input.
+
+pub mod batch;
+pub mod msg_id;
+pub mod stats;
+pub mod topic;
 
 use std::collections::BTreeMap;
 

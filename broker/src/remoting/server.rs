@@ -169,6 +169,8 @@ pub struct ServerConfig {
     pub max_in_flight_per_connection: usize,
     /// Response bytes one connection may have queued before its reads pause.
     pub max_pending_response_bytes: usize,
+    /// How long a shutdown waits for requests already read to be answered.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -178,13 +180,17 @@ impl Default for ServerConfig {
             max_connections: 16_384,
             max_in_flight_per_connection: 4096,
             max_pending_response_bytes: 16 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// Accepts connections on `listener` until `shutdown` resolves.
+/// Accepts connections on `listener` until `shutdown` resolves; then stops accepting,
+/// tells every connection to stop reading, lets the requests already read finish and
+/// their answers go out (at most `shutdown_grace`), and returns once every connection
+/// has closed. The listener is dropped on return: nothing outlives `serve`.
 pub async fn serve<H: RequestHandler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -192,19 +198,23 @@ pub async fn serve<H: RequestHandler>(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(10);
     loop {
         let permit = tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => break,
             p = Arc::clone(&permits).acquire_owned() => match p {
                 Ok(p) => p,
-                Err(_) => return,
+                Err(_) => break,
             },
         };
         let accepted = tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => break,
             a = listener.accept() => a,
+            // Reap finished connections so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -213,9 +223,10 @@ pub async fn serve<H: RequestHandler>(
                 let handler = Arc::clone(&handler);
                 let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
                 let limits = config.clone();
-                tokio::spawn(
+                let stop = stop_rx.clone();
+                connections.spawn(
                     async move {
-                        run_connection(stream, peer, id, handler, &limits).await;
+                        run_connection(stream, peer, id, handler, &limits, stop).await;
                         drop(permit);
                     }
                     .instrument(tracing::debug_span!("conn", %peer, conn_id = id)),
@@ -228,6 +239,19 @@ pub async fn serve<H: RequestHandler>(
             }
         }
     }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = connections.len(),
+            "connections still busy after the shutdown grace; closing them"
+        );
+        connections.shutdown().await;
+    }
 }
 
 async fn run_connection<H: RequestHandler>(
@@ -236,6 +260,7 @@ async fn run_connection<H: RequestHandler>(
     id: u64,
     handler: Arc<H>,
     limits: &ServerConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel::<RemotingCommand>(4096);
@@ -256,10 +281,12 @@ async fn run_connection<H: RequestHandler>(
     });
     debug!("connection opened");
     handler.on_open(&conn);
-    let writer_task = tokio::spawn(write_loop(writer, rx, Arc::clone(&flow)));
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel();
+    let writer_task = tokio::spawn(write_loop(writer, rx, Arc::clone(&flow), finish_rx));
     // Every request task of this connection: aborted when it closes.
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut graceful = false;
     'read: loop {
         loop {
             match decode_frame(&mut buf, limits.max_frame) {
@@ -342,7 +369,24 @@ async fn run_connection<H: RequestHandler>(
                 }
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = stop.wait_for(|s| *s) => {
+                graceful = true;
+                break;
+            }
         }
+    }
+    if graceful {
+        // Server shutdown: the requests already read finish and their answers are
+        // written (`serve` bounds how long this may take).
+        while tasks.join_next().await.is_some() {}
+        drop(tx);
+        let _ = finish_tx.send(());
+        let _ = writer_task.await;
+        conn.closed.store(true, Ordering::Release);
+        handler.on_close(&conn);
+        drop(conn);
+        debug!("connection closed at shutdown");
+        return;
     }
     conn.closed.store(true, Ordering::Release);
     tasks.abort_all();
@@ -357,13 +401,34 @@ async fn run_connection<H: RequestHandler>(
 /// responses); large ones (pull responses) are written from their own buffers.
 const COALESCE_BODY: usize = 16 * 1024;
 
+/// Writes queued commands until every sender is gone, or until `finish` fires and the
+/// queue is empty (shutdown: other holders of the connection may keep a sender).
 async fn write_loop(
     mut w: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<RemotingCommand>,
     flow: Arc<Flow>,
+    mut finish: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut out = BytesMut::with_capacity(64 * 1024);
-    while let Some(cmd) = rx.recv().await {
+    let mut finishing = false;
+    loop {
+        let cmd = if finishing {
+            match rx.try_recv() {
+                Ok(c) => c,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => c,
+                    None => break,
+                },
+                _ = &mut finish => {
+                    finishing = true;
+                    continue;
+                }
+            }
+        };
         let mut next = Some(cmd);
         while let Some(cmd) = next.take() {
             // Counted as drained once it leaves the queue: what is still referenced below

@@ -2,10 +2,16 @@
 //!
 //! The dispatcher follows the CommitLog from its reput offset to the published max
 //! offset. Writing a ConsumeQueue entry at the record's own queue offset makes
-//! re-dispatch after a crash idempotent.
+//! re-dispatch after a crash idempotent. The dispatch thread (`dispatch_loop`) and
+//! `dispatch_range` live here with the record head they read.
 
-use super::format::{property, sys_flag, tags_code, CqEntry, MESSAGE_MAGIC_CODE_V2};
-use super::message::POS_BORN_HOST;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tracing::{error, warn};
+
+use super::format::{property, sys_flag, tags_code, CqEntry, RecordView};
+use super::{lock, Arrival, ArrivalListener, DispatchState, Result, SCHEDULE_TOPIC};
 
 /// The fields of a record the dispatcher and the queue-offset table need, borrowed from
 /// the record bytes.
@@ -29,63 +35,20 @@ pub struct RecordHead<'a> {
     pub properties: &'a str,
 }
 
-fn be_i32(b: &[u8], p: usize) -> Option<i32> {
-    Some(i32::from_be_bytes(b.get(p..p + 4)?.try_into().ok()?))
-}
-fn be_i64(b: &[u8], p: usize) -> Option<i64> {
-    Some(i64::from_be_bytes(b.get(p..p + 8)?.try_into().ok()?))
-}
-fn be_i16(b: &[u8], p: usize) -> Option<i16> {
-    Some(i16::from_be_bytes(b.get(p..p + 2)?.try_into().ok()?))
-}
-
 impl<'a> RecordHead<'a> {
-    /// Parses a whole, already validated record; `None` when the bytes do not add up.
+    /// The head of a whole record; `None` when the bytes are not a valid record
+    /// ([`RecordView::parse`]).
     pub fn parse(rec: &'a [u8]) -> Option<Self> {
-        let size = usize::try_from(be_i32(rec, 0)?).ok()?;
-        let magic = be_i32(rec, 4)?;
-        let queue_id = be_i32(rec, 12)?;
-        let queue_offset = be_i64(rec, 20)?;
-        let physical_offset = be_i64(rec, 28)?;
-        let sys = be_i32(rec, 36)?;
-        let born = if sys & sys_flag::BORNHOST_V6 != 0 {
-            20
-        } else {
-            8
-        };
-        let store = if sys & sys_flag::STOREHOST_V6 != 0 {
-            20
-        } else {
-            8
-        };
-        let ts_pos = POS_BORN_HOST + born;
-        let store_timestamp = be_i64(rec, ts_pos)?;
-        let body_len_pos = ts_pos + 8 + store + 4 + 8;
-        let body_len = usize::try_from(be_i32(rec, body_len_pos)?).ok()?;
-        let mut p = body_len_pos.checked_add(4)?.checked_add(body_len)?;
-        let topic_len = if magic == MESSAGE_MAGIC_CODE_V2 {
-            let l = usize::try_from(be_i16(rec, p)?).ok()?;
-            p += 2;
-            l
-        } else {
-            let l = usize::from(*rec.get(p)?);
-            p += 1;
-            l
-        };
-        let topic = std::str::from_utf8(rec.get(p..p.checked_add(topic_len)?)?).ok()?;
-        p += topic_len;
-        let props_len = usize::try_from(be_i16(rec, p)?).ok()?;
-        p += 2;
-        let properties = std::str::from_utf8(rec.get(p..p.checked_add(props_len)?)?).unwrap_or("");
+        let v = RecordView::parse(rec).ok()?;
         Some(RecordHead {
-            size,
-            queue_id,
-            queue_offset,
-            physical_offset,
-            sys_flag: sys,
-            store_timestamp,
-            topic,
-            properties,
+            size: v.size(),
+            queue_id: v.queue_id(),
+            queue_offset: v.queue_offset(),
+            physical_offset: v.physical_offset(),
+            sys_flag: v.sys_flag(),
+            store_timestamp: v.store_timestamp(),
+            topic: v.topic(),
+            properties: v.properties(),
         })
     }
 
@@ -131,6 +94,129 @@ pub fn find_property<'a>(props: &'a str, name: &str) -> Option<&'a str> {
         .filter_map(|seg| seg.split_once(property::NAME_VALUE_SEPARATOR))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+impl super::StoreInner {
+    /// Dispatches records from the reput offset to `to`. Stops at the first I/O error
+    /// (to be retried) and leaves the reput offset there.
+    pub(super) fn dispatch_range(&self, st: &mut DispatchState, to: u64) -> Result<()> {
+        let mut failure = None;
+        let listener = self
+            .listener
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let reached = self
+            .commitlog
+            .for_each_record(st.reput_offset, to, |off, rec| {
+                match self.dispatch_one(rec, listener.as_ref()) {
+                    Ok(ts) => {
+                        st.last_store_timestamp = ts.unwrap_or(st.last_store_timestamp);
+                        true
+                    }
+                    Err(e) => {
+                        failure = Some((off, e));
+                        false
+                    }
+                }
+            });
+        st.reput_offset = reached;
+        match failure {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn dispatch_one(
+        &self,
+        rec: &[u8],
+        listener: Option<&ArrivalListener>,
+    ) -> Result<Option<i64>> {
+        let Some(h) = RecordHead::parse(rec) else {
+            warn!("undecodable record skipped by dispatch");
+            return Ok(None);
+        };
+        if h.is_dispatched() {
+            let cq = self.find_or_create_queue(h.topic, h.queue_id)?;
+            let mut entry = h.cq_entry();
+            if h.topic == SCHEDULE_TOPIC {
+                // The tags code of a delayed message is its delivery time.
+                let delay = usize::try_from(h.queue_id)
+                    .ok()
+                    .and_then(|q| self.delay_levels_ms.get(q).copied())
+                    .unwrap_or(0);
+                entry.tags_code = h.store_timestamp.saturating_add(delay);
+            }
+            cq.put(h.queue_offset, entry)?;
+            if let Some(l) = listener {
+                l(&Arrival {
+                    topic: h.topic.to_owned(),
+                    queue_id: h.queue_id,
+                    max_offset: cq.max_offset(),
+                    tags_code: entry.tags_code,
+                });
+            }
+        }
+        if self.config.message_index_enable && h.is_indexed() {
+            let mut idx = lock(&self.index);
+            for key in h.index_keys() {
+                idx.put(h.topic, key, h.physical_offset, h.store_timestamp)?;
+            }
+        }
+        Ok(Some(h.store_timestamp))
+    }
+
+    pub(super) fn dispatch_loop(&self) {
+        loop {
+            let stop = self.shutdown.load(Ordering::Acquire);
+            let max = self.commitlog.max_offset();
+            let mut st = lock(&self.dispatch);
+            if st.reput_offset < max {
+                if let Err(e) = self.dispatch_range(&mut st, max) {
+                    if stop {
+                        // Shutting down: the next start re-dispatches from the checkpoint,
+                        // so a failure that does not go away (a full disk) must not hold
+                        // the shutdown forever.
+                        error!(error = %e, offset = st.reput_offset, "dispatch failed at shutdown; the next start redoes it");
+                        return;
+                    }
+                    error!(error = %e, offset = st.reput_offset, "dispatch failed; retrying in 1 s");
+                    drop(st);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                continue;
+            }
+            if stop {
+                return;
+            }
+            self.dispatcher_idle.store(true, Ordering::Release);
+            // Re-check after announcing idleness so an append between the two is seen.
+            if self.commitlog.max_offset() == st.reput_offset {
+                let _ = self
+                    .dispatch_cv
+                    .wait_timeout(st, Duration::from_millis(200))
+                    .map(|(g, _)| drop(g));
+            }
+            self.dispatcher_idle.store(false, Ordering::Release);
+        }
+    }
+
+    pub(super) fn wake_dispatcher(&self) {
+        if self.dispatcher_idle.load(Ordering::Acquire) {
+            let _g = lock(&self.dispatch);
+            self.dispatch_cv.notify_one();
+        }
+    }
+
+    /// Sets the listener told of every new ConsumeQueue entry.
+    pub(super) fn set_arrival_listener(&self, l: ArrivalListener) {
+        *self.listener.write().unwrap_or_else(|p| p.into_inner()) = Some(l);
+    }
+
+    /// How far the dispatcher has built ConsumeQueue and index entries.
+    pub(super) fn dispatched_offset(&self) -> u64 {
+        lock(&self.dispatch).reput_offset
+    }
 }
 
 #[cfg(test)]

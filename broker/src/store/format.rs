@@ -1,4 +1,5 @@
-//! Every on-disk constant of the store, and the pure helpers that go with them.
+//! Every on-disk constant of the store, the pure helpers that go with them, and
+//! [`RecordView`], the one reader of a CommitLog record's bytes.
 //!
 //! These values are RocketMQ's (see `rocketmq-protocol.md` §6–7), so a store directory
 //! written by Apache RocketMQ or rocketmq-rust opens here and ours opens there.
@@ -10,6 +11,8 @@
 //! - End-of-segment filler: `[remaining:4][BLANK_MAGIC_CODE:4]`.
 //! - ConsumeQueue entry: `[commitlog_offset:8][size:4][tag_hash:8]`.
 //! - Segment files are named by the 20-digit zero-padded offset of their first byte.
+
+use super::message::RecordError;
 
 /// Magic code of a V1 record (topic length in one byte).
 pub const MESSAGE_MAGIC_CODE_V1: i32 = 0xDAA3_20A7_u32 as i32;
@@ -163,6 +166,244 @@ impl CqEntry {
     /// Whether this entry points at a real record (not empty, not a placeholder).
     pub fn is_valid(&self) -> bool {
         self.commitlog_offset >= 0 && self.size > 0 && self.size != i32::MAX
+    }
+}
+
+/// Byte position of QUEUEOFFSET in a record.
+pub const POS_QUEUE_OFFSET: usize = 20;
+/// Byte position of PHYSICALOFFSET in a record.
+pub const POS_PHYSICAL_OFFSET: usize = 28;
+/// Byte position of SYSFLAG in a record.
+pub const POS_SYS_FLAG: usize = 36;
+/// Byte position of BORNTIMESTAMP in a record.
+pub const POS_BORN_TIMESTAMP: usize = 40;
+/// Byte position of BORNHOST in a record.
+pub const POS_BORN_HOST: usize = 48;
+
+fn be<const N: usize>(b: &[u8], p: usize) -> Option<[u8; N]> {
+    b.get(p..p.checked_add(N)?)?.try_into().ok()
+}
+
+/// A zero-copy view of one whole CommitLog message record (layout in the module docs).
+/// [`RecordView::parse`] checks every length against the bytes once; the accessors then
+/// read fields in place. The store's decoders — full decode, recovery's check, the
+/// dispatcher's head, the broker's hints — all read records through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    bytes: &'a [u8],
+    magic: i32,
+    sys_flag: i32,
+    store_ts_pos: usize,
+    body_pos: usize,
+    body_len: usize,
+    topic_pos: usize,
+    topic_len: usize,
+    props_pos: usize,
+    props_len: usize,
+}
+
+impl<'a> RecordView<'a> {
+    /// Checks the structure of `rec`: the size field equals `rec.len()`, a message magic
+    /// code, and every length (body, topic, properties) ending exactly at the end. The
+    /// body CRC is not checked here ([`RecordView::body_crc_matches`]).
+    ///
+    /// # Errors
+    /// [`RecordError::Corrupt`] naming what does not add up.
+    pub fn parse(rec: &'a [u8]) -> Result<Self, RecordError> {
+        let short = RecordError::Corrupt("field runs past the record");
+        let i32_at = |p: usize| be::<4>(rec, p).map(i32::from_be_bytes).ok_or(short.clone());
+        let total = i32_at(0)?;
+        if usize::try_from(total).ok() != Some(rec.len()) {
+            return Err(RecordError::Corrupt("size field does not match"));
+        }
+        let magic = i32_at(4)?;
+        if magic != MESSAGE_MAGIC_CODE_V1 && magic != MESSAGE_MAGIC_CODE_V2 {
+            return Err(RecordError::Corrupt("bad magic code"));
+        }
+        let sys = i32_at(POS_SYS_FLAG)?;
+        let host_len = |v6: bool| if v6 { 20 } else { 8 };
+        let store_ts_pos = POS_BORN_HOST + host_len(sys & sys_flag::BORNHOST_V6 != 0);
+        let body_len_pos = store_ts_pos + 8 + host_len(sys & sys_flag::STOREHOST_V6 != 0) + 4 + 8;
+        let body_len = usize::try_from(i32_at(body_len_pos)?)
+            .map_err(|_| RecordError::Corrupt("negative body length"))?;
+        let body_pos = body_len_pos + 4;
+        let mut p = body_pos.checked_add(body_len).ok_or(short.clone())?;
+        let topic_len = if magic == MESSAGE_MAGIC_CODE_V2 {
+            let l = be::<2>(rec, p)
+                .map(i16::from_be_bytes)
+                .ok_or(short.clone())?;
+            p += 2;
+            usize::try_from(l).map_err(|_| RecordError::Corrupt("negative topic length"))?
+        } else {
+            let l = rec.get(p).copied().ok_or(short.clone())?;
+            p += 1;
+            usize::from(l)
+        };
+        let topic_pos = p;
+        p = p.checked_add(topic_len).ok_or(short.clone())?;
+        let props_len = be::<2>(rec, p)
+            .map(i16::from_be_bytes)
+            .ok_or(short.clone())?;
+        let props_len = usize::try_from(props_len)
+            .map_err(|_| RecordError::Corrupt("negative properties length"))?;
+        let props_pos = p + 2;
+        match props_pos.checked_add(props_len) {
+            Some(end) if end == rec.len() => {}
+            Some(end) if end < rec.len() => {
+                return Err(RecordError::Corrupt("trailing bytes after properties"))
+            }
+            _ => return Err(short),
+        }
+        let view = RecordView {
+            bytes: rec,
+            magic,
+            sys_flag: sys,
+            store_ts_pos,
+            body_pos,
+            body_len,
+            topic_pos,
+            topic_len,
+            props_pos,
+            props_len,
+        };
+        std::str::from_utf8(view.topic_bytes())
+            .map_err(|_| RecordError::Corrupt("topic is not UTF-8"))?;
+        Ok(view)
+    }
+
+    fn i32_at(&self, p: usize) -> i32 {
+        be::<4>(self.bytes, p).map_or(0, i32::from_be_bytes)
+    }
+
+    fn i64_at(&self, p: usize) -> i64 {
+        be::<8>(self.bytes, p).map_or(0, i64::from_be_bytes)
+    }
+
+    fn host_at(&self, p: usize, v6: bool) -> std::net::SocketAddr {
+        use std::net::{IpAddr, SocketAddr};
+        let (ip, port_pos) = if v6 {
+            (be::<16>(self.bytes, p).map(IpAddr::from), p + 16)
+        } else {
+            (be::<4>(self.bytes, p).map(IpAddr::from), p + 4)
+        };
+        let port = u16::try_from(self.i32_at(port_pos)).unwrap_or(0);
+        SocketAddr::new(ip.unwrap_or(IpAddr::from([0u8; 4])), port)
+    }
+
+    /// The record's bytes.
+    #[must_use]
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+    /// TOTALSIZE.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+    /// MAGICCODE (V1 or V2).
+    #[must_use]
+    pub fn magic(&self) -> i32 {
+        self.magic
+    }
+    /// BODYCRC.
+    #[must_use]
+    pub fn body_crc(&self) -> i32 {
+        self.i32_at(8)
+    }
+    /// QUEUEID.
+    #[must_use]
+    pub fn queue_id(&self) -> i32 {
+        self.i32_at(12)
+    }
+    /// FLAG.
+    #[must_use]
+    pub fn flag(&self) -> i32 {
+        self.i32_at(16)
+    }
+    /// QUEUEOFFSET.
+    #[must_use]
+    pub fn queue_offset(&self) -> i64 {
+        self.i64_at(POS_QUEUE_OFFSET)
+    }
+    /// PHYSICALOFFSET.
+    #[must_use]
+    pub fn physical_offset(&self) -> i64 {
+        self.i64_at(POS_PHYSICAL_OFFSET)
+    }
+    /// SYSFLAG.
+    #[must_use]
+    pub fn sys_flag(&self) -> i32 {
+        self.sys_flag
+    }
+    /// BORNTIMESTAMP.
+    #[must_use]
+    pub fn born_timestamp(&self) -> i64 {
+        self.i64_at(POS_BORN_TIMESTAMP)
+    }
+    /// BORNHOST.
+    #[must_use]
+    pub fn born_host(&self) -> std::net::SocketAddr {
+        self.host_at(POS_BORN_HOST, self.sys_flag & sys_flag::BORNHOST_V6 != 0)
+    }
+    /// STORETIMESTAMP.
+    #[must_use]
+    pub fn store_timestamp(&self) -> i64 {
+        self.i64_at(self.store_ts_pos)
+    }
+    /// STOREHOSTADDRESS.
+    #[must_use]
+    pub fn store_host(&self) -> std::net::SocketAddr {
+        self.host_at(
+            self.store_ts_pos + 8,
+            self.sys_flag & sys_flag::STOREHOST_V6 != 0,
+        )
+    }
+    /// RECONSUMETIMES.
+    #[must_use]
+    pub fn reconsume_times(&self) -> i32 {
+        self.i32_at(self.body_pos - 16)
+    }
+    /// Prepared transaction offset.
+    #[must_use]
+    pub fn prepared_transaction_offset(&self) -> i64 {
+        self.i64_at(self.body_pos - 12)
+    }
+    /// Where the body sits in the record.
+    #[must_use]
+    pub fn body_range(&self) -> std::ops::Range<usize> {
+        self.body_pos..self.body_pos + self.body_len
+    }
+    /// BODY.
+    #[must_use]
+    pub fn body(&self) -> &'a [u8] {
+        self.bytes.get(self.body_range()).unwrap_or_default()
+    }
+    /// Whether BODYCRC matches the body.
+    #[must_use]
+    pub fn body_crc_matches(&self) -> bool {
+        body_crc(self.body()) == self.body_crc()
+    }
+    fn topic_bytes(&self) -> &'a [u8] {
+        self.bytes
+            .get(self.topic_pos..self.topic_pos + self.topic_len)
+            .unwrap_or_default()
+    }
+    /// TOPIC (checked to be UTF-8 by `parse`).
+    #[must_use]
+    pub fn topic(&self) -> &'a str {
+        std::str::from_utf8(self.topic_bytes()).unwrap_or_default()
+    }
+    /// PROPERTIES as bytes.
+    #[must_use]
+    pub fn properties_bytes(&self) -> &'a [u8] {
+        self.bytes
+            .get(self.props_pos..self.props_pos + self.props_len)
+            .unwrap_or_default()
+    }
+    /// PROPERTIES as text (empty when not UTF-8).
+    #[must_use]
+    pub fn properties(&self) -> &'a str {
+        std::str::from_utf8(self.properties_bytes()).unwrap_or_default()
     }
 }
 

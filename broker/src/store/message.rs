@@ -16,17 +16,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use bytes::Bytes;
 
 use super::format::{
-    body_crc, property, sys_flag, BLANK_MAGIC_CODE, MESSAGE_MAGIC_CODE_V1, MESSAGE_MAGIC_CODE_V2,
+    body_crc, property, sys_flag, RecordView, BLANK_MAGIC_CODE, MESSAGE_MAGIC_CODE_V1,
+    MESSAGE_MAGIC_CODE_V2,
 };
 
-/// Byte position of QUEUEOFFSET in a record.
-pub const POS_QUEUE_OFFSET: usize = 20;
-/// Byte position of PHYSICALOFFSET in a record.
-pub const POS_PHYSICAL_OFFSET: usize = 28;
-/// Byte position of SYSFLAG in a record.
-pub const POS_SYS_FLAG: usize = 36;
-/// Byte position of BORNHOST in a record.
-pub const POS_BORN_HOST: usize = 48;
+pub use super::format::{POS_BORN_HOST, POS_PHYSICAL_OFFSET, POS_QUEUE_OFFSET, POS_SYS_FLAG};
 /// Largest topic a V1 record can carry; longer topics use V2.
 pub const MAX_V1_TOPIC_LEN: usize = 127;
 /// Largest property string (its length is an i16).
@@ -328,23 +322,8 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(s);
         Ok(a)
     }
-    fn i16(&mut self) -> Result<i16, RecordError> {
-        Ok(i16::from_be_bytes(self.array()?))
-    }
     fn i32(&mut self) -> Result<i32, RecordError> {
         Ok(i32::from_be_bytes(self.array()?))
-    }
-    fn i64(&mut self) -> Result<i64, RecordError> {
-        Ok(i64::from_be_bytes(self.array()?))
-    }
-    fn host(&mut self, v6: bool) -> Result<SocketAddr, RecordError> {
-        let ip = if v6 {
-            IpAddr::from(self.array::<16>()?)
-        } else {
-            IpAddr::from(self.array::<4>()?)
-        };
-        let port = self.i32()?;
-        Ok(SocketAddr::new(ip, u16::try_from(port).unwrap_or(0)))
     }
 }
 
@@ -401,13 +380,14 @@ pub fn check_record(
     let record = buf
         .get(..size)
         .ok_or(RecordError::Corrupt("record runs past the written data"))?;
-    let msg = decode_fields(record, magic)?;
+    // Checked in place: no copy of the body, even when the CRC is verified (recovery).
+    let view = RecordView::parse(record)?;
     if let Some(expected) = expected_offset {
-        if msg.physical_offset != expected {
+        if view.physical_offset() != expected {
             return Err(RecordError::Corrupt("physical offset field does not match"));
         }
     }
-    if check_crc && body_crc(&msg.body) != msg.body_crc {
+    if check_crc && !view.body_crc_matches() {
         return Err(RecordError::Corrupt("body CRC mismatch"));
     }
     Ok(RecordCheck::Message { size })
@@ -418,95 +398,24 @@ pub fn check_record(
 /// # Errors
 /// [`RecordError::Corrupt`] when the bytes are not a valid record.
 pub fn decode_record(record: &Bytes) -> Result<StoredMessage, RecordError> {
-    let mut r = Reader {
-        buf: record,
-        pos: 4,
-    };
-    let magic = r.i32()?;
-    let mut msg = decode_fields(record, magic)?;
-    // Re-point the body at the shared buffer instead of a copy.
-    let body_start = body_position(record, msg.sys_flag)?;
-    msg.body = record.slice(body_start..body_start + msg.body.len());
-    Ok(msg)
-}
-
-fn body_position(record: &[u8], sys: i32) -> Result<usize, RecordError> {
-    let born = if sys & sys_flag::BORNHOST_V6 != 0 {
-        20
-    } else {
-        8
-    };
-    let store = if sys & sys_flag::STOREHOST_V6 != 0 {
-        20
-    } else {
-        8
-    };
-    let pos = POS_BORN_HOST + born + 8 + store + 4 + 8 + 4;
-    if pos > record.len() {
-        return Err(RecordError::Corrupt("record shorter than its header"));
-    }
-    Ok(pos)
-}
-
-fn decode_fields(record: &[u8], magic: i32) -> Result<StoredMessage, RecordError> {
-    if magic != MESSAGE_MAGIC_CODE_V1 && magic != MESSAGE_MAGIC_CODE_V2 {
-        return Err(RecordError::Corrupt("bad magic code"));
-    }
-    let mut r = Reader {
-        buf: record,
-        pos: 0,
-    };
-    let store_size = r.i32()?;
-    if usize::try_from(store_size).ok() != Some(record.len()) {
-        return Err(RecordError::Corrupt("size field does not match"));
-    }
-    r.i32()?; // magic
-    let body_crc = r.i32()?;
-    let queue_id = r.i32()?;
-    let flag = r.i32()?;
-    let queue_offset = r.i64()?;
-    let physical_offset = r.i64()?;
-    let sys_flag = r.i32()?;
-    let born_timestamp = r.i64()?;
-    let born_host = r.host(sys_flag & sys_flag::BORNHOST_V6 != 0)?;
-    let store_timestamp = r.i64()?;
-    let store_host = r.host(sys_flag & sys_flag::STOREHOST_V6 != 0)?;
-    let reconsume_times = r.i32()?;
-    let prepared_transaction_offset = r.i64()?;
-    let body_len =
-        usize::try_from(r.i32()?).map_err(|_| RecordError::Corrupt("negative body length"))?;
-    let body = Bytes::copy_from_slice(r.take(body_len)?);
-    let topic_len = if magic == MESSAGE_MAGIC_CODE_V2 {
-        usize::try_from(r.i16()?).map_err(|_| RecordError::Corrupt("negative topic length"))?
-    } else {
-        usize::from(r.array::<1>()?[0])
-    };
-    let topic = std::str::from_utf8(r.take(topic_len)?)
-        .map_err(|_| RecordError::Corrupt("topic is not UTF-8"))?
-        .to_owned();
-    let props_len = usize::try_from(r.i16()?)
-        .map_err(|_| RecordError::Corrupt("negative properties length"))?;
-    let properties = String::from_utf8_lossy(r.take(props_len)?).into_owned();
-    if r.pos != record.len() {
-        return Err(RecordError::Corrupt("trailing bytes after properties"));
-    }
+    let v = RecordView::parse(record)?;
     Ok(StoredMessage {
-        store_size,
-        body_crc,
-        queue_id,
-        flag,
-        queue_offset,
-        physical_offset,
-        sys_flag,
-        born_timestamp,
-        born_host,
-        store_timestamp,
-        store_host,
-        reconsume_times,
-        prepared_transaction_offset,
-        body,
-        topic,
-        properties,
+        store_size: i32::try_from(v.size()).unwrap_or(i32::MAX),
+        body_crc: v.body_crc(),
+        queue_id: v.queue_id(),
+        flag: v.flag(),
+        queue_offset: v.queue_offset(),
+        physical_offset: v.physical_offset(),
+        sys_flag: v.sys_flag(),
+        born_timestamp: v.born_timestamp(),
+        born_host: v.born_host(),
+        store_timestamp: v.store_timestamp(),
+        store_host: v.store_host(),
+        reconsume_times: v.reconsume_times(),
+        prepared_transaction_offset: v.prepared_transaction_offset(),
+        body: record.slice(v.body_range()),
+        topic: v.topic().to_owned(),
+        properties: String::from_utf8_lossy(v.properties_bytes()).into_owned(),
     })
 }
 

@@ -1,0 +1,310 @@
+//! Consumers: heartbeats and client bookkeeping, consumer lists, orderly queue locks,
+//! committed offsets, and send-back of failed messages to `%RETRY%` / `%DLQ%`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::{debug, info};
+
+use super::{fail, ok, Broker};
+use super::{locks, meta, schedule};
+use crate::protocol::{parse_body, to_body, ConsumerIdList, HeartbeatData};
+use crate::remoting::codes::{request, response};
+use crate::remoting::Connection;
+use crate::remoting::{HeaderError, RemotingCommand};
+use crate::store::{MessageToStore, StoreError};
+
+/// The header of QUERY_CONSUMER_OFFSET and UPDATE_CONSUMER_OFFSET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerOffsetHeader {
+    /// `consumerGroup`.
+    pub consumer_group: String,
+    /// `topic`.
+    pub topic: String,
+    /// `queueId`.
+    pub queue_id: i32,
+    /// `commitOffset` (updates only; 0 for queries).
+    pub commit_offset: i64,
+}
+
+impl ConsumerOffsetHeader {
+    /// Reads the header; `update` requires `commitOffset`.
+    ///
+    /// # Errors
+    /// A missing field; a field that is not a number.
+    pub fn parse(req: &RemotingCommand, update: bool) -> Result<Self, HeaderError> {
+        Ok(ConsumerOffsetHeader {
+            consumer_group: req.ext_required("consumerGroup")?.to_owned(),
+            topic: req.ext_required("topic")?.to_owned(),
+            queue_id: req.ext_num("queueId")?,
+            commit_offset: if update {
+                req.ext_num("commitOffset")?
+            } else {
+                0
+            },
+        })
+    }
+}
+
+/// The header of CONSUMER_SEND_MSG_BACK (`ConsumerSendMsgBackRequestHeader`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendBackHeader {
+    /// `offset`: the failed message's physical offset.
+    pub offset: u64,
+    /// `group`.
+    pub group: String,
+    /// `delayLevel` (0: `3 + reconsumeTimes`; −1: straight to the DLQ).
+    pub delay_level: i32,
+    /// `maxReconsumeTimes` (−1 when absent: the broker's).
+    pub max_reconsume_times: i32,
+}
+
+impl SendBackHeader {
+    /// Reads the header.
+    ///
+    /// # Errors
+    /// A missing offset or group; a field that is not a number.
+    pub fn parse(req: &RemotingCommand) -> Result<Self, HeaderError> {
+        Ok(SendBackHeader {
+            offset: req.ext_num("offset")?,
+            group: req.ext_required("group")?.to_owned(),
+            delay_level: req.ext_num_opt("delayLevel")?.unwrap_or(0),
+            max_reconsume_times: req.ext_num_opt("maxReconsumeTimes")?.unwrap_or(-1),
+        })
+    }
+}
+
+impl Broker {
+    pub(super) fn heartbeat(
+        &self,
+        conn: &Arc<Connection>,
+        req: &RemotingCommand,
+    ) -> RemotingCommand {
+        let hb: HeartbeatData = match parse_body(&req.body_bytes()) {
+            Ok(hb) => {
+                debug!(body = %String::from_utf8_lossy(&req.body_bytes()), "heartbeat");
+                hb
+            }
+            Err(e) => {
+                return fail(
+                    req,
+                    response::SYSTEM_ERROR,
+                    format!("bad heartbeat body: {e}"),
+                )
+            }
+        };
+        for cd in &hb.consumer_data_set {
+            let clustering = cd.message_model.as_deref() != Some("BROADCASTING");
+            if clustering && !cd.group_name.is_empty() {
+                let retry = format!("%RETRY%{}", cd.group_name);
+                if meta::validate_topic(&retry).is_ok() {
+                    let (_, created) = self.topics.get_or_create(&retry, 1, meta::PERM_RW);
+                    if created {
+                        self.topics_changed();
+                    }
+                }
+            }
+        }
+        if self.runtime.auto_create_group.load(Ordering::Relaxed) {
+            for cd in &hb.consumer_data_set {
+                if !cd.group_name.is_empty() {
+                    self.groups.get(&cd.group_name, true);
+                }
+            }
+        }
+        for g in self.clients.heartbeat(conn, &hb) {
+            self.clients.notify_changed(&g);
+        }
+        ok(req)
+    }
+
+    /// UNREGISTER_CLIENT: forgets the client's groups and releases its queue locks.
+    pub(super) fn unregister_client(&self, req: &RemotingCommand) -> RemotingCommand {
+        if let Some(id) = req.ext("clientID") {
+            self.locks.unlock_client(id);
+        }
+        let changed = self.clients.unregister(
+            req.ext("clientID").unwrap_or(""),
+            req.ext("consumerGroup"),
+            req.ext("producerGroup"),
+        );
+        for g in changed {
+            self.clients.notify_changed(&g);
+        }
+        ok(req)
+    }
+
+    /// GET_CONSUMER_LIST_BY_GROUP.
+    pub(super) fn consumer_list(&self, req: &RemotingCommand) -> RemotingCommand {
+        match req.ext_required("consumerGroup") {
+            Ok(g) => {
+                let ids = self.clients.consumer_ids(g);
+                if ids.is_empty() {
+                    fail(
+                        req,
+                        response::SYSTEM_ERROR,
+                        format!("no consumer in group {g}"),
+                    )
+                } else {
+                    ok(req).with_body(to_body(&ConsumerIdList {
+                        consumer_id_list: ids,
+                    }))
+                }
+            }
+            Err(e) => fail(req, response::SYSTEM_ERROR, e),
+        }
+    }
+
+    pub(super) fn lock_batch(&self, req: &RemotingCommand) -> RemotingCommand {
+        let body: locks::LockBatchRequest = match parse_body(&req.body_bytes()) {
+            Ok(b) => b,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, format!("bad lock body: {e}")),
+        };
+        if req.code == request::UNLOCK_BATCH_MQ {
+            self.locks
+                .unlock_batch(&body.consumer_group, &body.client_id, &body.mq_set);
+            return ok(req);
+        }
+        let held = self.locks.lock_batch(
+            &body.consumer_group,
+            &body.client_id,
+            &body.mq_set,
+            locks::LOCK_MAX_LIVE,
+        );
+        ok(req).with_body(to_body(&locks::LockBatchResponse {
+            lock_ok_mq_set: held,
+        }))
+    }
+
+    pub(super) fn query_offset(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h = match ConsumerOffsetHeader::parse(req, false) {
+            Ok(h) => h,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        let (group, topic, queue_id) = (h.consumer_group.as_str(), h.topic.as_str(), h.queue_id);
+        match self.offsets.query(group, topic, queue_id) {
+            Some(o) if o >= 0 => ok(req).with_ext("offset", o),
+            _ => {
+                // RocketMQ: a new group on a queue that still starts at 0 starts there.
+                let zero_ok = req.ext_bool("setZeroIfNotFound") != Some(false);
+                if zero_ok && self.store.min_offset_in_queue(topic, queue_id) <= 0 {
+                    ok(req).with_ext("offset", 0)
+                } else {
+                    fail(
+                        req,
+                        response::QUERY_NOT_FOUND,
+                        "Not found, maybe this group consumer boot first",
+                    )
+                }
+            }
+        }
+    }
+
+    pub(super) fn update_offset(&self, req: &RemotingCommand) -> RemotingCommand {
+        match ConsumerOffsetHeader::parse(req, true) {
+            Ok(h) => {
+                if self.is_master() {
+                    self.offsets
+                        .commit(&h.consumer_group, &h.topic, h.queue_id, h.commit_offset);
+                }
+                ok(req)
+            }
+            Err(e) => fail(req, response::SYSTEM_ERROR, e),
+        }
+    }
+
+    /// CONSUMER_SEND_MSG_BACK: re-store a failed message in `%RETRY%<group>` with a delay
+    /// level (`3 + reconsumeTimes` unless the client asks for one), or in `%DLQ%<group>`
+    /// once `reconsumeTimes` reaches the maximum (or the client asks with level −1).
+    pub(super) async fn send_back(&self, req: &RemotingCommand) -> RemotingCommand {
+        if let Some(refused) = self.refuse_writes(req) {
+            return refused;
+        }
+        let SendBackHeader {
+            offset,
+            group,
+            delay_level,
+            max_reconsume_times: max_times,
+        } = match SendBackHeader::parse(req) {
+            Ok(h) => h,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        let Some(rec) = self.store.read_message(offset) else {
+            return fail(
+                req,
+                response::SYSTEM_ERROR,
+                format!("no message at offset {offset}"),
+            );
+        };
+        let m = match crate::store::decode_record(&rec) {
+            Ok(m) => m,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        let max_times = if max_times >= 0 {
+            max_times
+        } else {
+            self.config.max_reconsume_times
+        };
+        let mut props = crate::store::parse_properties(&m.properties);
+        let origin_topic = req
+            .ext("originTopic")
+            .map(str::to_owned)
+            .unwrap_or_else(|| m.topic.clone());
+        props
+            .entry("RETRY_TOPIC".into())
+            .or_insert(origin_topic.clone());
+        let origin_id = req
+            .ext("originMsgId")
+            .map(str::to_owned)
+            .or_else(|| props.get("UNIQ_KEY").cloned())
+            .unwrap_or_default();
+        props
+            .entry("ORIGIN_MESSAGE_ID".into())
+            .or_insert(origin_id.clone());
+        let times = m.reconsume_times;
+        let to_dlq = times >= max_times || delay_level < 0;
+        let topic = if to_dlq {
+            props.remove(schedule::prop::DELAY);
+            props.insert("DLQ_ORIGIN_TOPIC".into(), origin_topic);
+            props.insert("DLQ_ORIGIN_MESSAGE_ID".into(), origin_id);
+            format!("%DLQ%{group}")
+        } else {
+            let level = if delay_level == 0 {
+                3 + times
+            } else {
+                delay_level
+            };
+            props.insert(schedule::prop::DELAY.into(), level.to_string());
+            format!("%RETRY%{group}")
+        };
+        props.insert("RECONSUME_TIME".into(), (times + 1).to_string());
+        if let Err(e) = meta::validate_topic(&topic) {
+            return fail(req, response::SYSTEM_ERROR, e);
+        }
+        let (_, created) = self.topics.get_or_create(&topic, 1, meta::PERM_RW);
+        if created {
+            info!(topic = %topic, "retry/DLQ topic created");
+            self.topics_changed();
+        }
+        let mut msg = MessageToStore {
+            topic,
+            queue_id: 0,
+            flag: m.flag,
+            sys_flag: m.sys_flag,
+            born_timestamp: m.born_timestamp,
+            born_host: m.born_host,
+            store_host: self.store_host,
+            reconsume_times: times + 1,
+            prepared_transaction_offset: 0,
+            body: m.body.clone(),
+            properties: crate::store::encode_properties(
+                props.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ),
+        };
+        schedule::apply_delay(&mut msg, self.store.delay_levels_ms().len());
+        match self.store.put_messages(std::slice::from_ref(&msg)).await {
+            Ok(_) | Err(StoreError::FlushTimeout { .. }) => ok(req),
+            Err(e) => fail(req, response::SYSTEM_ERROR, e),
+        }
+    }
+}

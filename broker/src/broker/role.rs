@@ -1,0 +1,86 @@
+//! Role changes (ROLE_CHANGE): promotion to master or following a master at an epoch.
+//! A switchover is driven from outside (`client::role::switch_over`) with this request
+//! and `brokerPermission`.
+
+use tracing::{info, warn};
+
+use super::{config, BrokerRole};
+use super::{fail, ok, Broker};
+use crate::remoting::codes::response;
+use crate::remoting::RemotingCommand;
+
+impl Broker {
+    /// Handles a role change (`ROLE_CHANGE`): `role=master|slave`, `epoch`, and for a
+    /// slave `masterAddr` (optionally `masterHaAddr`, `brokerId`).
+    pub(super) fn role_change(&self, req: &RemotingCommand) -> RemotingCommand {
+        let epoch: i64 = match req.ext_num("epoch") {
+            Ok(e) => e,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        let outcome = match req.ext("role") {
+            Some("master") => {
+                let role = match req.ext("brokerRole") {
+                    Some("SYNC_MASTER") => BrokerRole::SyncMaster,
+                    Some("ASYNC_MASTER") => BrokerRole::AsyncMaster,
+                    _ => self.config.master_role,
+                };
+                self.role.promote(role, epoch, self.store.max_phy_offset())
+            }
+            Some("slave") => {
+                let Some(master) = req.ext("masterAddr").filter(|m| !m.is_empty()) else {
+                    return fail(req, response::SYSTEM_ERROR, "a slave needs masterAddr");
+                };
+                let id = req
+                    .ext("brokerId")
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(self.config.slave_broker_id);
+                let was_master = self.role.is_master();
+                let acked = self.ha.acked_offset();
+                let r = self.role.demote(epoch, id, master, req.ext("masterHaAddr"));
+                if was_master && matches!(r, Ok(true)) {
+                    let at = self.role.rejoin_from(acked);
+                    info!(
+                        keep = at,
+                        "demoted master keeps what was replicated in its term"
+                    );
+                }
+                r
+            }
+            other => {
+                return fail(
+                    req,
+                    response::SYSTEM_ERROR,
+                    format!("role must be master or slave, got {other:?}"),
+                )
+            }
+        };
+        match outcome {
+            Ok(changed) => {
+                if changed {
+                    self.ha.reset_acked();
+                    if self.role.is_master() && !self.runtime.writable() {
+                        // A promoted broker takes writes: a switchover may have fenced it
+                        // as the old master before.
+                        self.runtime.permission.fetch_or(
+                            config::PERM_READ | config::PERM_WRITE,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        self.topics.bump_version();
+                        info!("promoted: brokerPermission restored to read-write");
+                    }
+                    self.topics_changed();
+                }
+                let st = self.role.get();
+                ok(req)
+                    .with_ext("brokerRole", st.role.name())
+                    .with_ext("brokerId", st.broker_id)
+                    .with_ext("epoch", st.epoch)
+                    .with_ext("maxOffset", self.store.max_phy_offset())
+            }
+            Err(e) => {
+                warn!(error = %e, "role change refused");
+                fail(req, response::SYSTEM_ERROR, e)
+            }
+        }
+    }
+}

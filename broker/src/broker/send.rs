@@ -1,0 +1,303 @@
+//! Sends: SEND_MESSAGE, SEND_MESSAGE_V2, SEND_BATCH_MESSAGE. The header names the topic
+//! and queue; the topic is resolved (or auto-created), the records appended, then the
+//! answer waits for the flush (SYNC_FLUSH) and a slave (SYNC_MASTER) together.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use super::{fail, Broker};
+use super::{meta, schedule, BrokerRole};
+use crate::protocol::batch::decode_batch;
+use crate::protocol::msg_id::offset_msg_id;
+use crate::remoting::codes::{request, response};
+use crate::remoting::Connection;
+use crate::remoting::{HeaderError, RemotingCommand};
+use crate::store::metadata::TopicConfig;
+use crate::store::{find_property, MessageToStore, StoreError};
+
+/// A decoded send header (V1 long names or V2 letters).
+#[derive(Debug, Clone)]
+pub struct SendHeader {
+    pub producer_group: String,
+    pub topic: String,
+    pub default_topic_queue_nums: i32,
+    pub queue_id: i32,
+    pub sys_flag: i32,
+    pub born_timestamp: i64,
+    pub flag: i32,
+    pub properties: String,
+    pub reconsume_times: i32,
+}
+
+impl SendHeader {
+    /// Reads the header of SEND_MESSAGE (long names), SEND_MESSAGE_V2 and
+    /// SEND_BATCH_MESSAGE (one-letter names).
+    ///
+    /// # Errors
+    /// A missing `topic` or `queueId`, a field that is not a number.
+    pub fn parse(req: &RemotingCommand) -> Result<SendHeader, HeaderError> {
+        let v1 = req.code == request::SEND_MESSAGE;
+        let k = |long: &'static str, short: &'static str| if v1 { long } else { short };
+        Ok(SendHeader {
+            producer_group: req.ext(k("producerGroup", "a")).unwrap_or("").to_owned(),
+            topic: req.ext_required(k("topic", "b"))?.to_owned(),
+            default_topic_queue_nums: req
+                .ext_num_opt(k("defaultTopicQueueNums", "d"))?
+                .unwrap_or(4),
+            queue_id: req.ext_num(k("queueId", "e"))?,
+            sys_flag: req.ext_num_opt(k("sysFlag", "f"))?.unwrap_or(0),
+            born_timestamp: req.ext_num_opt(k("bornTimestamp", "g"))?.unwrap_or(0),
+            flag: req.ext_num_opt(k("flag", "h"))?.unwrap_or(0),
+            properties: req.ext(k("properties", "i")).unwrap_or("").to_owned(),
+            reconsume_times: req.ext_num_opt(k("reconsumeTimes", "j"))?.unwrap_or(0),
+        })
+    }
+}
+
+impl Broker {
+    pub(super) fn resolve_topic_for_send(
+        &self,
+        h: &SendHeader,
+    ) -> Result<TopicConfig, (i32, String)> {
+        if let Err(e) = meta::validate_topic(&h.topic) {
+            return Err((response::MESSAGE_ILLEGAL, e));
+        }
+        if h.topic == meta::TBW102 {
+            return Err((
+                response::MESSAGE_ILLEGAL,
+                "the default topic cannot take messages".into(),
+            ));
+        }
+        if let Some(tc) = self.topics.get(&h.topic) {
+            return Ok(tc);
+        }
+        let retry = h.topic.starts_with("%RETRY%") || h.topic.starts_with("%DLQ%");
+        if !self.runtime.auto_create_topic.load(Ordering::Relaxed) && !retry {
+            return Err((
+                response::TOPIC_NOT_EXIST,
+                format!("topic[{}] not exist, apply first please!", h.topic),
+            ));
+        }
+        let queues = if retry {
+            1
+        } else {
+            h.default_topic_queue_nums
+                .clamp(1, self.config.default_topic_queue_nums.max(1))
+        };
+        let (tc, created) = self.topics.get_or_create(&h.topic, queues, meta::PERM_RW);
+        if created {
+            info!(topic = %h.topic, queues, "topic auto-created");
+            self.topics_changed();
+        }
+        Ok(tc)
+    }
+
+    /// The answer to a write this broker does not take: a slave's, or (RocketMQ's
+    /// wording, so the client moves on to another broker) one without write permission.
+    pub(super) fn refuse_writes(&self, req: &RemotingCommand) -> Option<RemotingCommand> {
+        if !self.is_master() {
+            return Some(fail(
+                req,
+                response::SERVICE_NOT_AVAILABLE,
+                "this broker is a slave and takes no writes",
+            ));
+        }
+        if !self.runtime.writable() {
+            return Some(fail(
+                req,
+                response::NO_PERMISSION,
+                format!(
+                    "the broker[{}] sending message is forbidden",
+                    self.config.broker_addr()
+                ),
+            ));
+        }
+        None
+    }
+
+    pub(super) async fn send(&self, conn: &Connection, req: &RemotingCommand) -> RemotingCommand {
+        let started = std::time::Instant::now();
+        let resp = self.send_inner(conn, req).await;
+        self.metrics
+            .send_latency
+            .observe(started.elapsed().as_secs_f64());
+        resp
+    }
+
+    pub(super) async fn send_inner(
+        &self,
+        conn: &Connection,
+        req: &RemotingCommand,
+    ) -> RemotingCommand {
+        if let Some(refused) = self.refuse_writes(req) {
+            return refused;
+        }
+        let h = match SendHeader::parse(req) {
+            Ok(h) => h,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        let tc = match self.resolve_topic_for_send(&h) {
+            Ok(tc) => tc,
+            Err((code, remark)) => return fail(req, code, remark),
+        };
+        if tc.perm & 0x2 == 0 {
+            return fail(
+                req,
+                response::NO_PERMISSION,
+                format!("topic {} is not writable", h.topic),
+            );
+        }
+        let queue_id = if h.queue_id < 0 {
+            (self.queue_picker.fetch_add(1, Ordering::Relaxed) % tc.write_queue_nums.max(1) as u64)
+                as i32
+        } else {
+            h.queue_id
+        };
+        if queue_id >= tc.write_queue_nums.max(1) {
+            return fail(
+                req,
+                response::SYSTEM_ERROR,
+                format!(
+                    "queueId {queue_id} is out of range for topic {} ({} queues)",
+                    h.topic, tc.write_queue_nums
+                ),
+            );
+        }
+        let body = req.body_bytes();
+        if body.len() > self.config.store.max_message_size {
+            return fail(
+                req,
+                response::MESSAGE_ILLEGAL,
+                format!(
+                    "message body of {} bytes exceeds maxMessageSize {}",
+                    body.len(),
+                    self.config.store.max_message_size
+                ),
+            );
+        }
+        let template = MessageToStore {
+            topic: h.topic.clone(),
+            queue_id,
+            flag: h.flag,
+            sys_flag: h.sys_flag,
+            born_timestamp: h.born_timestamp,
+            born_host: conn.peer,
+            store_host: self.store_host,
+            reconsume_times: h.reconsume_times,
+            prepared_transaction_offset: 0,
+            body: Bytes::new(),
+            properties: String::new(),
+        };
+        let msgs: Vec<MessageToStore> = if req.code == request::SEND_BATCH_MESSAGE {
+            let items = match decode_batch(body) {
+                Ok(items) if !items.is_empty() => items,
+                Ok(_) => return fail(req, response::MESSAGE_ILLEGAL, "empty batch"),
+                Err(e) => return fail(req, response::MESSAGE_ILLEGAL, e),
+            };
+            items
+                .into_iter()
+                .map(|e| MessageToStore {
+                    flag: e.flag,
+                    body: e.body,
+                    properties: e.properties + &h.properties,
+                    ..template.clone()
+                })
+                .collect()
+        } else {
+            let mut m = MessageToStore {
+                body,
+                properties: h.properties.clone(),
+                ..template
+            };
+            let t = m.sys_flag & crate::store::format::sys_flag::TRANSACTION_TYPE_MASK;
+            if t != crate::store::format::sys_flag::TRANSACTION_PREPARED
+                && t != crate::store::format::sys_flag::TRANSACTION_ROLLBACK
+            {
+                schedule::apply_delay(&mut m, self.store.delay_levels_ms().len());
+            }
+            vec![m]
+        };
+        let uniq = (req.code != request::SEND_BATCH_MESSAGE)
+            .then(|| find_property(&h.properties, "UNIQ_KEY").map(str::to_owned))
+            .flatten();
+        let result = match self.store.append_messages(&msgs) {
+            Ok(r) => r,
+            Err(e @ StoreError::Message(_)) => return fail(req, response::MESSAGE_ILLEGAL, e),
+            Err(e) => {
+                warn!(error = %e, "append failed");
+                return fail(
+                    req,
+                    response::SERVICE_NOT_AVAILABLE,
+                    format!("service not available now: {e}"),
+                );
+            }
+        };
+        self.ha.notify_new_data();
+        let code = match self.await_acknowledged(&msgs, &result).await {
+            Ok(code) => code,
+            Err(e) => {
+                warn!(error = %e, "flush failed");
+                return fail(
+                    req,
+                    response::SERVICE_NOT_AVAILABLE,
+                    format!("service not available now: {e}"),
+                );
+            }
+        };
+        debug!(producer = %h.producer_group, topic = %h.topic, queue_id, "stored");
+        let labels = vec![("topic".to_string(), h.topic.clone())];
+        self.metrics
+            .messages_in
+            .get_or_create(&labels)
+            .inc_by(msgs.len() as u64);
+        self.metrics
+            .bytes_in
+            .get_or_create(&labels)
+            .inc_by(msgs.iter().map(|m| m.body.len() as u64).sum());
+        let ids: Vec<String> = result
+            .physical_offsets
+            .iter()
+            .map(|p| offset_msg_id(self.store_host, *p))
+            .collect();
+        let mut resp = RemotingCommand::response_to(req, code)
+            .with_ext("msgId", ids.join(","))
+            .with_ext("queueId", queue_id)
+            .with_ext("queueOffset", result.queue_offset);
+        if let Some(u) = uniq {
+            resp = resp.with_ext("transactionId", u);
+        }
+        resp
+    }
+
+    /// The second half of a send: the disk flush (SYNC_FLUSH) and, on a SYNC_MASTER, a
+    /// slave's acknowledgement, awaited together. Returns the response code.
+    pub(super) async fn await_acknowledged(
+        &self,
+        msgs: &[MessageToStore],
+        result: &crate::store::PutResult,
+    ) -> Result<i32, StoreError> {
+        let sync_master = self.role.role() == BrokerRole::SyncMaster;
+        let timeout = Duration::from_millis(self.config.store.sync_flush_timeout_ms.max(1));
+        let replicate = async {
+            if sync_master && crate::store::wait_requested(msgs) {
+                self.ha.wait_for_slave(result.end_offset, timeout).await
+            } else {
+                Ok(())
+            }
+        };
+        let (flushed, replicated) = tokio::join!(self.store.await_durable(msgs, result), replicate);
+        match flushed {
+            Ok(()) => {}
+            Err(StoreError::FlushTimeout { .. }) => return Ok(response::FLUSH_DISK_TIMEOUT),
+            Err(e) => return Err(e),
+        }
+        Ok(match replicated {
+            Ok(()) => response::SUCCESS,
+            Err(crate::ha::SyncError::SlaveNotAvailable) => response::SLAVE_NOT_AVAILABLE,
+            Err(crate::ha::SyncError::Timeout) => response::FLUSH_SLAVE_TIMEOUT,
+        })
+    }
+}
