@@ -206,7 +206,10 @@ impl Drop for Tmpfs {
 fn small_disk() -> Option<(tempfile::TempDir, Tmpfs, std::path::PathBuf)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("full-disk tests need root to mount a small tmpfs; not run as this user");
+        ferrocket_testkit::skip(
+            "full-disk tests",
+            "they need root to mount a small tmpfs; not run as this user",
+        );
         return None;
     }
     let base = tempfile::tempdir().unwrap();
@@ -277,9 +280,11 @@ fn a_store_on_a_disk_filled_to_the_last_byte_still_shuts_down() {
     let store = MessageStore::open(cfg).unwrap();
     rt.block_on(store.put_message(msg("First", 0, "one", "", "")))
         .unwrap();
-    while store.dispatched_offset() < store.max_phy_offset() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    ferrocket_testkit::wait_until(
+        "the first record dispatched",
+        Duration::from_secs(10),
+        || store.dispatched_offset() >= store.max_phy_offset(),
+    );
     // Something else takes every byte left; the CommitLog segment still has room.
     let mut filler = std::fs::File::create(mnt.join("filler")).unwrap();
     let chunk = vec![7u8; 4096];

@@ -3,22 +3,19 @@
 //! `kill -9` with the acknowledged-writes checker, the old master rejoining as a slave,
 //! partitions through a fault-injecting TCP proxy, and epoch fencing.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::free_port;
 use ferrocket::client::acked::AckedLog;
 use ferrocket::client::role::{broker_state, change_role, fail_over, BrokerState, NewRole};
 use ferrocket::client::{split_records, Client, ClientError, OutMessage, QueueAddr};
 use ferrocket::remoting::codes::response;
 use ferrocket::store::decode_record;
+use ferrocket_testkit::{skip, wait_until, Kit, Ports, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -26,103 +23,29 @@ const BIN: &str = env!("CARGO_BIN_EXE_ferrocket");
 const SEGMENT: u64 = 2 * 1024 * 1024;
 const T: Duration = Duration::from_secs(5);
 
-struct Proc {
-    child: Child,
-    addr: String,
-    dir: PathBuf,
-    ha_port: u16,
-}
-
-impl Proc {
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn spawn(args: &[String]) -> (Child, String) {
-    spawn_in(None, args)
-}
-
-/// Starts the binary, inside network namespace `netns` when given (`ip netns exec`
-/// execs it, so the child is the broker itself and `kill -9` reaches it).
-fn spawn_in(netns: Option<&str>, args: &[String]) -> (Child, String) {
-    let mut cmd = match netns {
-        Some(n) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", n, BIN]);
-            c
-        }
-        None => Command::new(BIN),
-    };
-    let mut child = cmd
-        .args(args)
-        .env(
-            "FERROCKET_LOG",
-            std::env::var("FERROCKET_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("no ready line").unwrap();
-    assert!(line.starts_with("ready "), "{line}");
-    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
-    (child, addr)
+/// The kit with this suite's broker defaults: group `ha-a`, small segments, fast
+/// re-registration.
+fn kit() -> Kit {
+    Kit::with_bin(BIN).defaults(&[
+        "brokerName=ha-a",
+        "mappedFileSizeCommitLog=2097152", // SEGMENT
+        "maxMessageSize=1048576",
+        "registerNameServerPeriod=1000",
+    ])
 }
 
 fn namesrv() -> Proc {
-    let (child, addr) = spawn(&["namesrv".into(), "--listen".into(), "127.0.0.1:0".into()]);
-    Proc {
-        child,
-        addr,
-        dir: PathBuf::new(),
-        ha_port: 0,
-    }
+    kit().namesrv()
 }
 
-/// A broker of group `ha-a` on `dir`, with `extra` settings.
+/// A broker of group `ha-a` on `dir`, with `extra` settings, on ports the OS picks.
 fn broker(ns: &str, dir: &Path, extra: &[String]) -> Proc {
-    broker_in(None, ns, dir, extra)
+    kit().broker(ns, dir, extra)
 }
 
 /// [`broker`] inside network namespace `netns` when given.
 fn broker_in(netns: Option<&str>, ns: &str, dir: &Path, extra: &[String]) -> Proc {
-    let ha_port = free_port();
-    let mut args = vec!["broker".to_string()];
-    for kv in [
-        format!("namesrvAddr={ns}"),
-        "brokerName=ha-a".into(),
-        "listenPort=0".into(),
-        format!("haListenPort={ha_port}"),
-        format!("storePathRootDir={}", dir.display()),
-        format!("mappedFileSizeCommitLog={SEGMENT}"),
-        "maxMessageSize=1048576".into(),
-        "registerNameServerPeriod=1000".into(),
-        // The test machine's disk may be fuller than RocketMQ's 85 % / 90 % marks.
-        "diskSpaceCleanForciblyRatio=100".into(),
-        "diskSpaceWarningLevelRatio=100".into(),
-    ]
-    .into_iter()
-    .chain(extra.iter().cloned())
-    {
-        args.push("--set".into());
-        args.push(kv);
-    }
-    let (child, addr) = spawn_in(netns, &args);
-    Proc {
-        child,
-        addr,
-        dir: dir.to_path_buf(),
-        ha_port,
-    }
+    kit().broker_in(netns, ns, dir, Ports::ANY, extra)
 }
 
 fn master(ns: &str, dir: &Path, role: &str, extra: &[&str]) -> Proc {
@@ -137,17 +60,7 @@ fn master(ns: &str, dir: &Path, role: &str, extra: &[&str]) -> Proc {
 }
 
 fn slave(ns: &str, dir: &Path, id: i64, epoch: i64, master_ha: &str) -> Proc {
-    broker(
-        ns,
-        dir,
-        &[
-            "brokerRole=SLAVE".into(),
-            format!("brokerId={id}"),
-            format!("roleEpoch={epoch}"),
-            format!("haMasterAddress={master_ha}"),
-            "masterRole=SYNC_MASTER".into(),
-        ],
-    )
+    kit().slave(ns, dir, id, epoch, master_ha, "SYNC_MASTER")
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -159,14 +72,6 @@ fn rt() -> tokio::runtime::Runtime {
 
 fn state(rt: &tokio::runtime::Runtime, c: &Client, addr: &str) -> BrokerState {
     rt.block_on(broker_state(&c.remoting, addr, T)).unwrap()
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The CommitLog bytes of a store, `[0, len)`.
@@ -289,14 +194,14 @@ fn sync_master_copies_byte_for_byte_and_slaves_serve_reads() {
         d1.path(),
         1,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     let s2 = slave(
         &ns.addr,
         d2.path(),
         2,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     wait_until("two slaves connected", Duration::from_secs(10), || {
         state(&rt, &c, &m.addr).ha_connections == 2
@@ -376,14 +281,14 @@ fn failover_under_load_loses_no_acknowledged_message() {
         d1.path(),
         1,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     let s2 = slave(
         &ns.addr,
         d2.path(),
         2,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     wait_until("two slaves connected", Duration::from_secs(10), || {
         state(&rt, &c, &m.addr).ha_connections == 2
@@ -490,7 +395,7 @@ fn failover_under_load_loses_no_acknowledged_message() {
         &m.dir.clone(),
         3,
         2,
-        &format!("127.0.0.1:{}", best.ha_port),
+        &format!("127.0.0.1:{}", best.ha_port()),
     );
     let target = state(&rt, &c, &best.addr).max_offset;
     wait_until("the old master converges", Duration::from_secs(15), || {
@@ -586,7 +491,7 @@ fn partition_answers_slave_errors_and_heals() {
         &["syncFlushTimeout=1000"],
     );
     create_topic(&rt, &c, "PT", 2);
-    let proxy = FaultProxy::start(&rt, format!("127.0.0.1:{}", m.ha_port));
+    let proxy = FaultProxy::start(&rt, format!("127.0.0.1:{}", m.ha_port()));
     let s = slave(
         &ns.addr,
         d1.path(),
@@ -647,7 +552,7 @@ fn epochs_fence_stale_masters_and_old_role_changes() {
         d1.path(),
         1,
         3,
-        &format!("127.0.0.1:{}", stale.ha_port),
+        &format!("127.0.0.1:{}", stale.ha_port()),
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
@@ -681,7 +586,7 @@ fn epochs_fence_stale_masters_and_old_role_changes() {
             &stale.addr,
             &NewRole::Slave {
                 master: s.addr.clone(),
-                master_ha: Some(format!("127.0.0.1:{}", s.ha_port)),
+                master_ha: Some(format!("127.0.0.1:{}", s.ha_port())),
                 broker_id: Some(2),
             },
             4,
@@ -725,7 +630,7 @@ fn a_peer_claiming_offsets_it_was_never_sent_acknowledges_nothing() {
     );
     create_topic(&rt, &c, "RG", 1);
     // A rogue peer on the HA port: asks for the hello, reads it, then claims the whole log.
-    let mut rogue = std::net::TcpStream::connect(("127.0.0.1", m.ha_port)).unwrap();
+    let mut rogue = std::net::TcpStream::connect(("127.0.0.1", m.ha_port())).unwrap();
     rogue
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -772,7 +677,7 @@ fn a_peer_claiming_offsets_it_was_never_sent_acknowledges_nothing() {
         d1.path(),
         1,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     wait_until("real slave connected", Duration::from_secs(10), || {
         state(&rt, &c, &m.addr).ha_connections == 1
@@ -823,7 +728,7 @@ fn a_classic_slave_without_the_hello_gets_the_classic_stream() {
     let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
     create_topic(&rt, &c, "CL", 1);
     // As a RocketMQ slave does: its first 8 bytes are its max offset (0), no hello asked.
-    let mut slave = std::net::TcpStream::connect(("127.0.0.1", m.ha_port)).unwrap();
+    let mut slave = std::net::TcpStream::connect(("127.0.0.1", m.ha_port())).unwrap();
     slave
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -910,7 +815,7 @@ fn a_new_slave_joins_a_master_whose_oldest_files_are_deleted() {
         d2.path(),
         2,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     let total = 1800;
     for b in 0..total / 60 {
@@ -944,7 +849,7 @@ fn a_new_slave_joins_a_master_whose_oldest_files_are_deleted() {
         d1.path(),
         1,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     wait_until("the new slave caught up", Duration::from_secs(20), || {
         state(&rt, &c, &s.addr).max_offset == master_max
@@ -976,7 +881,7 @@ fn a_new_slave_joins_a_master_whose_oldest_files_are_deleted() {
         d2.path(),
         2,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     let away_max = state(&rt, &c, &away.addr).max_offset;
     assert!(away_max > 0 && away_max < oldest, "{away_max}");
@@ -999,7 +904,7 @@ fn a_new_slave_joins_a_master_whose_oldest_files_are_deleted() {
         d1.path(),
         1,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     let r = rt
         .block_on(c.send("OLD", &q(&m.addr, 0), &[msg("after", 100)]))
@@ -1022,7 +927,7 @@ fn a_planned_switchover_under_load_loses_nothing_and_keeps_every_log_equal() {
     );
     let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
     create_topic(&rt, &c, "SW", 4);
-    let ha = format!("127.0.0.1:{}", m.ha_port);
+    let ha = format!("127.0.0.1:{}", m.ha_port());
     let s1 = slave(&ns.addr, d1.path(), 1, 1, &ha);
     let s2 = slave(&ns.addr, d2.path(), 2, 1, &ha);
     wait_until("two slaves connected", Duration::from_secs(10), || {
@@ -1157,7 +1062,7 @@ fn admin_switchover_moves_the_master_and_the_name_server_follows() {
         d1.path(),
         1,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     wait_until("slave registered", Duration::from_secs(10), || {
         rt.block_on(c.cluster())
@@ -1239,7 +1144,7 @@ fn a_promoted_slave_brings_its_topic_permissions_to_the_route() {
         d1.path(),
         1,
         1,
-        &format!("127.0.0.1:{}", m.ha_port),
+        &format!("127.0.0.1:{}", m.ha_port()),
     );
     let perms = || {
         rt.block_on(c.route("RP"))
@@ -1361,19 +1266,17 @@ fn a_network_namespace_partition_holds_acknowledgements_and_heals() {
     let net = match NetNs::create() {
         Ok(n) => n,
         Err(why) => {
-            eprintln!("network-namespace partition test not run here: {why}");
+            skip(
+                "a_network_namespace_partition_holds_acknowledgements_and_heals",
+                &format!("needs network namespaces: {why}"),
+            );
             return;
         }
     };
     let rt = rt();
     // The name server and the master on this side, reachable from the namespace.
-    let (nsc, ns_bound) = spawn(&["namesrv".into(), "--listen".into(), "0.0.0.0:0".into()]);
-    let ns = Proc {
-        child: nsc,
-        addr: format!("{}:{}", net.host_ip, ns_bound.rsplit(':').next().unwrap()),
-        dir: PathBuf::new(),
-        ha_port: 0,
-    };
+    let mut ns = kit().spawn(&["namesrv".into(), "--listen".into(), "0.0.0.0:0".into()]);
+    ns.addr = format!("{}:{}", net.host_ip, ns.port());
     let c = Client::new(&ns.addr);
     let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let m = master(
@@ -1395,7 +1298,7 @@ fn a_network_namespace_partition_holds_acknowledgements_and_heals() {
             "brokerRole=SLAVE".into(),
             "brokerId=1".into(),
             "roleEpoch=1".into(),
-            format!("haMasterAddress={}:{}", net.host_ip, m.ha_port),
+            format!("haMasterAddress={}:{}", net.host_ip, m.ha_port()),
             "masterRole=SYNC_MASTER".into(),
             format!("brokerIP1={}", net.ns_ip),
         ],
@@ -1441,11 +1344,17 @@ fn a_master_that_lost_its_tail_is_not_followed_and_its_slave_is_promoted_instead
     let ns = namesrv();
     let c = Client::new(&ns.addr);
     let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let ha_port = free_port();
-    let ha = format!("haListenPort={ha_port}");
-    let mut m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[&ha]);
+    let mut m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    // Restarted below on the HA port the OS gave it.
+    let ha = format!("haListenPort={}", m.ha_port());
     create_topic(&rt, &c, "LT", 1);
-    let s = slave(&ns.addr, d1.path(), 1, 1, &format!("127.0.0.1:{ha_port}"));
+    let s = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port()),
+    );
     wait_until("slave connected", Duration::from_secs(10), || {
         state(&rt, &c, &m.addr).ha_connections == 1
     });

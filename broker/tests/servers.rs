@@ -4,82 +4,36 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::free_port;
 use ferrocket::protocol::{parse_body, TopicRouteData};
 use ferrocket::remoting::codes::{request, response};
 use ferrocket::remoting::{RemotingClient, RemotingCommand};
 use ferrocket::store::{decode_record, encode_properties};
+use ferrocket_testkit::{free_port, Kit, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrocket");
 
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    spawn_role(args).0
-}
-
-fn spawn_role(args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("FERROCKET_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("no ready line").unwrap();
-    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
-    assert!(line.starts_with("ready "), "{line}");
-    let role = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-    (Proc { child, addr }, role)
+/// The kit with this suite's broker defaults: 8 MiB segments, SYNC_FLUSH.
+fn kit() -> Kit {
+    Kit::with_bin(BIN).defaults(&[
+        "mappedFileSizeCommitLog=8388608",
+        "flushDiskType=SYNC_FLUSH",
+    ])
 }
 
 fn namesrv() -> Proc {
-    spawn(&["namesrv", "--listen", "127.0.0.1:0"])
+    kit().namesrv()
 }
 
 fn broker(ns: &str, dir: &Path, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "broker".to_string(),
-        "--set".into(),
-        format!("namesrvAddr={ns}"),
-        "--set".into(),
-        "listenPort=0".into(),
-        "--set".into(),
-        format!("storePathRootDir={}", dir.display()),
-        "--set".into(),
-        "mappedFileSizeCommitLog=8388608".into(),
-        "--set".into(),
-        "flushDiskType=SYNC_FLUSH".into(),
-        // The test machine's disk may be fuller than RocketMQ's 85 % / 90 % marks.
-        "--set".into(),
-        "diskSpaceCleanForciblyRatio=100".into(),
-        "--set".into(),
-        "diskSpaceWarningLevelRatio=100".into(),
-    ];
-    for e in extra {
-        args.push("--set".into());
-        args.push((*e).into());
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    spawn(&refs)
+    let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+    kit().broker(ns, dir, &extra)
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -229,10 +183,7 @@ fn offsets_survive_a_clean_restart() {
             );
         });
         // SIGTERM: a clean shutdown persists offsets and exits 0.
-        // SAFETY: kill with a valid pid of our child.
-        unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) };
-        let status = b.child.wait().unwrap();
-        assert!(status.success(), "{status}");
+        assert!(b.terminate(), "the broker did not exit 0 on SIGTERM");
     }
     assert!(!dir.path().join("abort").exists());
     let b = broker(&ns.addr, dir.path(), &[]);
@@ -733,7 +684,7 @@ fn roles_file_makes_a_pod_master_or_slave() {
     let roles = roles_dir.path().join("roles");
     std::fs::write(&roles, "master=broker-a-0\nepoch=1\n").unwrap();
     let start = |pod: &str, dir: &Path| {
-        spawn_role(&[
+        let args: Vec<String> = [
             "broker",
             "--roles-file",
             roles.to_str().unwrap(),
@@ -751,7 +702,13 @@ fn roles_file_makes_a_pod_master_or_slave() {
             "diskSpaceCleanForciblyRatio=100",
             "--set",
             "diskSpaceWarningLevelRatio=100",
-        ])
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let p = kit().spawn(&args);
+        let role = p.role.clone();
+        (p, role)
     };
     let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (master, role0) = start("broker-a-0", d0.path());
@@ -899,7 +856,7 @@ fn a_flooding_client_neither_starves_others_nor_grows_memory_without_bound() {
     let dir = tempfile::tempdir().unwrap();
     let ns = namesrv();
     let b = broker(&ns.addr, dir.path(), &[]);
-    let pid = b.child.id();
+    let pid = b.pid();
     let rt = rt();
     rt.block_on(async {
         let c = std::sync::Arc::new(RemotingClient::new());

@@ -33,9 +33,11 @@ fn all_bodies(store: &MessageStore, topic: &str, queue_id: i32) -> Vec<(i64, Str
 }
 
 fn wait_dispatched(store: &MessageStore) {
-    while store.dispatched_offset() < store.max_phy_offset() {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    ferrocket_testkit::wait_until(
+        "the dispatcher to reach the CommitLog's end",
+        std::time::Duration::from_secs(10),
+        || store.dispatched_offset() >= store.max_phy_offset(),
+    );
 }
 
 #[test]

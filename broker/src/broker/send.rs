@@ -143,7 +143,7 @@ impl Broker {
             Ok(tc) => tc,
             Err((code, remark)) => return fail(req, code, remark),
         };
-        if tc.perm & 0x2 == 0 {
+        if !crate::protocol::topic::is_writeable(tc.perm) {
             return fail(
                 req,
                 response::NO_PERMISSION,

@@ -109,6 +109,21 @@ fn ready(role: &str, addr: &str) {
     let _ = out.flush();
 }
 
+/// A broker's ready line: `ready <role> <addr> ha=<host:haport>` (the HA address last,
+/// so readers of the first three words are unaffected).
+fn ready_broker(b: &Broker) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "ready {} {} ha={}:{}",
+        role_name(b),
+        b.config.broker_addr(),
+        b.config.broker_ip1,
+        b.config.ha_listen_port
+    );
+    let _ = out.flush();
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
@@ -221,7 +236,7 @@ pub fn run_broker(args: BrokerArgs) -> Result<()> {
     let config = BrokerConfig::from_properties(&props)?;
     runtime()?.block_on(async {
         let (broker, listeners) = start_broker(config).await?;
-        ready(role_name(&broker), &broker.config.broker_addr());
+        ready_broker(&broker);
         broker.run(listeners, shutdown_signal()).await;
         Ok(())
     })
@@ -256,7 +271,7 @@ pub fn run_dev(args: DevArgs) -> Result<()> {
         let config = BrokerConfig::from_properties(&props)?;
         let (broker, listeners) = start_broker(config).await?;
         ready("namesrv", &ns_addr);
-        ready("master", &broker.config.broker_addr());
+        ready_broker(&broker);
         broker.run(listeners, shutdown_signal()).await;
         let _ = stop_tx.send(true);
         let _ = ns_task.await;

@@ -19,6 +19,17 @@ pub struct EpochEntry {
     pub start_offset: u64,
 }
 
+impl EpochEntry {
+    /// Epoch `epoch`, begun at CommitLog offset `start_offset`.
+    #[must_use]
+    pub const fn new(epoch: i64, start_offset: u64) -> Self {
+        EpochEntry {
+            epoch,
+            start_offset,
+        }
+    }
+}
+
 /// Why the epoch file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EpochError {
@@ -199,13 +210,6 @@ pub fn truncation_point(my_last_epoch: i64, my_max: u64, master: &[EpochEntry]) 
 mod tests {
     use super::*;
 
-    fn e(epoch: i64, start_offset: u64) -> EpochEntry {
-        EpochEntry {
-            epoch,
-            start_offset,
-        }
-    }
-
     #[test]
     fn begin_refuses_older_epochs_and_persists() {
         let dir = tempfile::tempdir().unwrap();
@@ -223,11 +227,17 @@ mod tests {
         ));
         assert!(f.begin(2, 1000).is_err());
         let again = EpochFile::load(&path).unwrap();
-        assert_eq!(again.entries(), [e(1, 0), e(3, 900)]);
+        assert_eq!(
+            again.entries(),
+            [EpochEntry::new(1, 0), EpochEntry::new(3, 900)]
+        );
         // A crash between the write's two renames leaves only the `.bak` (the state
         // before that write): it is used.
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(EpochFile::load(&path).unwrap().entries(), [e(1, 0)]);
+        assert_eq!(
+            EpochFile::load(&path).unwrap().entries(),
+            [EpochEntry::new(1, 0)]
+        );
         std::fs::write(
             &path,
             "[{\"epoch\":2,\"startOffset\":0},{\"epoch\":1,\"startOffset\":5}]",
@@ -243,7 +253,7 @@ mod tests {
 
     #[test]
     fn truncation_point_cuts_what_the_new_master_never_had() {
-        let master = [e(1, 0), e(2, 900)];
+        let master = [EpochEntry::new(1, 0), EpochEntry::new(2, 900)];
         // The old master wrote to 1000 in epoch 1; the new master began epoch 2 at 900.
         assert_eq!(truncation_point(1, 1000, &master), Some(900));
         // A slave that stopped at 800 in epoch 1 keeps everything.
@@ -255,7 +265,15 @@ mod tests {
         assert_eq!(truncation_point(0, 5000, &master), None);
         // Two failovers in between: cut at the first epoch newer than ours.
         assert_eq!(
-            truncation_point(1, 5000, &[e(1, 0), e(2, 900), e(3, 1500)]),
+            truncation_point(
+                1,
+                5000,
+                &[
+                    EpochEntry::new(1, 0),
+                    EpochEntry::new(2, 900),
+                    EpochEntry::new(3, 1500)
+                ]
+            ),
             Some(900)
         );
     }

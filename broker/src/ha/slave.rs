@@ -348,13 +348,6 @@ mod tests {
     use crate::ha::role::{BrokerRole, RoleState};
     use crate::store::{encode_record, MessageToStore, StoreConfig};
 
-    fn e(epoch: i64, start_offset: u64) -> EpochEntry {
-        EpochEntry {
-            epoch,
-            start_offset,
-        }
-    }
-
     fn hello(epoch: i64, epochs: &[EpochEntry], max: u64, min: u64) -> Hello {
         Hello {
             epoch,
@@ -380,18 +373,18 @@ mod tests {
 
     #[test]
     fn follow_decision_table() {
-        let h2 = [e(1, 0), e(2, 900)];
+        let h2 = [EpochEntry::new(1, 0), EpochEntry::new(2, 900)];
         let cases: Vec<(&str, LocalLog, Hello, FollowPlan)> = vec![
             (
                 "caught-up slave, same epoch",
                 local(1, 1, 500, 0),
-                hello(1, &[e(1, 0)], 800, 0),
+                hello(1, &[EpochEntry::new(1, 0)], 800, 0),
                 FOLLOW,
             ),
             (
                 "equal logs",
                 local(1, 1, 800, 0),
-                hello(1, &[e(1, 0)], 800, 0),
+                hello(1, &[EpochEntry::new(1, 0)], 800, 0),
                 FOLLOW,
             ),
             (
@@ -418,7 +411,7 @@ mod tests {
             (
                 "same epoch, slave ahead: masterBehind",
                 local(1, 1, 1000, 0),
-                hello(1, &[e(1, 0)], 600, 0),
+                hello(1, &[EpochEntry::new(1, 0)], 600, 0),
                 FollowPlan::MasterBehind {
                     ours: 1000,
                     master: 600,
@@ -436,7 +429,7 @@ mod tests {
             (
                 "new empty slave of a master that deleted its oldest files",
                 local(1, 0, 0, 0),
-                hello(1, &[e(1, 0)], 9000, 4096),
+                hello(1, &[EpochEntry::new(1, 0)], 9000, 4096),
                 FollowPlan::Follow {
                     truncate_to: None,
                     start_empty_at: Some(4096),
@@ -445,7 +438,7 @@ mod tests {
             (
                 "slave whose log ends before the master's oldest file",
                 local(1, 1, 100, 0),
-                hello(1, &[e(1, 0)], 9000, 4096),
+                hello(1, &[EpochEntry::new(1, 0)], 9000, 4096),
                 FollowPlan::Behind {
                     ours: 100,
                     oldest: 4096,
@@ -454,7 +447,12 @@ mod tests {
             (
                 "cut to the master's oldest file start is no longer behind",
                 local(1, 1, 5000, 0),
-                hello(2, &[e(1, 0), e(2, 4096)], 9000, 4096),
+                hello(
+                    2,
+                    &[EpochEntry::new(1, 0), EpochEntry::new(2, 4096)],
+                    9000,
+                    4096,
+                ),
                 FollowPlan::Follow {
                     truncate_to: Some(4096),
                     start_empty_at: None,
@@ -519,7 +517,7 @@ mod tests {
         let master = async move {
             let (mut s, _) = listener.accept().await.unwrap();
             assert_eq!(wire::read_offset(&mut s).await.unwrap(), HELLO_REQUEST);
-            let h = hello(1, &[e(1, 0)], len, 0);
+            let h = hello(1, &[EpochEntry::new(1, 0)], len, 0);
             s.write_all(&wire::encode_hello(&h).unwrap()).await.unwrap();
             assert_eq!(wire::read_offset(&mut s).await.unwrap(), 0);
             let mut out = Vec::new();

@@ -50,12 +50,3 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
-
-/// A loopback port free right now (the OS picks it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use ferrocket_interop::{free_port, Cluster};
+use ferrocket_interop::Cluster;
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
     DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
@@ -838,12 +838,12 @@ fn broker_status(ns: &str, broker: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sync_master_acknowledges_and_consumers_read_the_slave_when_the_master_is_gone() {
-    let ha = free_port();
-    let mut cluster = Cluster::start(&[
-        "brokerRole=SYNC_MASTER",
-        "roleEpoch=1",
-        &format!("haListenPort={ha}"),
-    ]);
+    let mut cluster = Cluster::start(&["brokerRole=SYNC_MASTER", "roleEpoch=1"]);
+    let ha = cluster
+        .broker
+        .ha_addr
+        .clone()
+        .expect("the master's HA address");
     let ns = cluster.namesrv.addr.clone();
     let slave_dir = tempfile::tempdir().unwrap();
     let slave = ferrocket_interop::Proc::spawn(&ferrocket_interop::broker_args(
@@ -854,7 +854,7 @@ async fn sync_master_acknowledges_and_consumers_read_the_slave_when_the_master_i
             "brokerRole=SLAVE".into(),
             "brokerId=1".into(),
             "roleEpoch=1".into(),
-            format!("haMasterAddress=127.0.0.1:{ha}"),
+            format!("haMasterAddress={ha}"),
         ],
     ));
     assert_eq!(slave.role, "slave");

@@ -69,7 +69,7 @@ fn rendered_config_and_roles_start_a_master_and_a_slave() {
             .collect();
         for kv in [
             "listenPort=0".to_string(),
-            format!("haListenPort={}", free_port()),
+            "haListenPort=0".to_string(),
             format!("metricsPort={metrics}"),
             format!("storePathRootDir={}", store.display()),
             "mappedFileSizeCommitLog=8388608".to_string(),
