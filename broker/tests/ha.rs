@@ -15,7 +15,7 @@ use ferrocket::client::role::{broker_state, change_role, fail_over, BrokerState,
 use ferrocket::client::{split_records, Client, ClientError, OutMessage, QueueAddr};
 use ferrocket::remoting::codes::response;
 use ferrocket::store::decode_record;
-use ferrocket_testkit::{skip, wait_until, Kit, Ports, Proc};
+use ferrocket_testkit::{skip, wait_until, Kit, Ports, Proc, Replicas};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -61,6 +61,21 @@ fn master(ns: &str, dir: &Path, role: &str, extra: &[&str]) -> Proc {
 
 fn slave(ns: &str, dir: &Path, id: i64, epoch: i64, master_ha: &str) -> Proc {
     kit().slave(ns, dir, id, epoch, master_ha, "SYNC_MASTER")
+}
+
+/// A SYNC_MASTER and two slaves under `root`, started and connected (the kit's
+/// `replicas`).
+fn sync_master_and_two_slaves(ns: &str, root: &Path) -> (Proc, Proc, Proc) {
+    let g = kit().replicas(
+        ns,
+        root,
+        "SYNC_MASTER",
+        2,
+        &["syncFlushTimeout=3000".into()],
+    );
+    let Replicas { master, slaves } = g;
+    let [s1, s2]: [Proc; 2] = slaves.try_into().expect("two slaves");
+    (master, s1, s2)
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -269,30 +284,9 @@ fn failover_under_load_loses_no_acknowledged_message() {
     let rt = rt();
     let ns = namesrv();
     let c = Client::new(&ns.addr);
-    let (d0, d1, d2) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let mut m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    let root = tempfile::tempdir().unwrap();
+    let (mut m, s1, s2) = sync_master_and_two_slaves(&ns.addr, root.path());
     create_topic(&rt, &c, "FO", 8);
-    let s1 = slave(
-        &ns.addr,
-        d1.path(),
-        1,
-        1,
-        &format!("127.0.0.1:{}", m.ha_port()),
-    );
-    let s2 = slave(
-        &ns.addr,
-        d2.path(),
-        2,
-        1,
-        &format!("127.0.0.1:{}", m.ha_port()),
-    );
-    wait_until("two slaves connected", Duration::from_secs(10), || {
-        state(&rt, &c, &m.addr).ha_connections == 2
-    });
     // The slaves know the topic (metadata sync) before the master dies.
     for s in [&s1, &s2] {
         wait_until("topic synced to the slave", Duration::from_secs(20), || {
@@ -920,19 +914,9 @@ fn a_planned_switchover_under_load_loses_nothing_and_keeps_every_log_equal() {
     let rt = rt();
     let ns = namesrv();
     let c = Client::new(&ns.addr);
-    let (d0, d1, d2) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    let root = tempfile::tempdir().unwrap();
+    let (m, s1, s2) = sync_master_and_two_slaves(&ns.addr, root.path());
     create_topic(&rt, &c, "SW", 4);
-    let ha = format!("127.0.0.1:{}", m.ha_port());
-    let s1 = slave(&ns.addr, d1.path(), 1, 1, &ha);
-    let s2 = slave(&ns.addr, d2.path(), 2, 1, &ha);
-    wait_until("two slaves connected", Duration::from_secs(10), || {
-        state(&rt, &c, &m.addr).ha_connections == 2
-    });
     wait_until(
         "topic synced to the target",
         Duration::from_secs(20),

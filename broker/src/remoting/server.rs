@@ -79,6 +79,10 @@ struct Flow {
     heavy: Semaphore,
     /// Requests running now.
     in_flight: AtomicUsize,
+    /// Signalled when `in_flight` drops to 0.
+    idle: Notify,
+    /// Set when the connection closes: its running requests stop.
+    cancel: tokio::sync::watch::Sender<bool>,
     budget: usize,
 }
 
@@ -119,7 +123,24 @@ struct InFlight(Arc<Flow>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Flow {
+    /// Waits until no request of the connection runs.
+    async fn all_done(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 }
 
@@ -269,6 +290,8 @@ async fn run_connection<H: RequestHandler>(
         drained: Notify::new(),
         heavy: Semaphore::new(1),
         in_flight: AtomicUsize::new(0),
+        idle: Notify::new(),
+        cancel: tokio::sync::watch::channel(false).0,
         budget: limits.max_pending_response_bytes,
     });
     let conn = Arc::new(Connection {
@@ -282,11 +305,10 @@ async fn run_connection<H: RequestHandler>(
     debug!("connection opened");
     handler.on_open(&conn);
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel();
-    let writer_task = tokio::spawn(write_loop(writer, rx, Arc::clone(&flow), finish_rx));
-    // Every request task of this connection: aborted when it closes.
-    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut writer_task = tokio::spawn(write_loop(writer, rx, Arc::clone(&flow), finish_rx));
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut graceful = false;
+    let mut writer_done = false;
     'read: loop {
         loop {
             match decode_frame(&mut buf, limits.max_frame) {
@@ -320,25 +342,33 @@ async fn run_connection<H: RequestHandler>(
                     let tx = tx.clone();
                     let flow2 = Arc::clone(&flow);
                     let heavy = handler.is_heavy(code);
-                    tasks.spawn(
+                    // Stopped when the connection closes (`cancel`), counted in `in_flight`.
+                    let mut cancel = flow.cancel.subscribe();
+                    tokio::spawn(
                         async move {
                             let _guard = guard;
-                            let _turn = if heavy {
-                                let turn = flow2.heavy.acquire().await.ok();
-                                flow2.under_budget().await;
-                                turn
-                            } else {
-                                None
-                            };
-                            let resp = handler.handle(conn2, cmd).await;
-                            if let (false, Some(mut r)) = (oneway, resp) {
-                                r.opaque = opaque;
-                                r.flag |= FLAG_RESPONSE;
-                                flow2.add(&r);
-                                let cost = response_cost(&r);
-                                if tx.send(r).await.is_err() {
-                                    flow2.drain(cost);
+                            let work = async {
+                                let _turn = if heavy {
+                                    let turn = flow2.heavy.acquire().await.ok();
+                                    flow2.under_budget().await;
+                                    turn
+                                } else {
+                                    None
+                                };
+                                let resp = handler.handle(conn2, cmd).await;
+                                if let (false, Some(mut r)) = (oneway, resp) {
+                                    r.opaque = opaque;
+                                    r.flag |= FLAG_RESPONSE;
+                                    flow2.add(&r);
+                                    let cost = response_cost(&r);
+                                    if tx.send(r).await.is_err() {
+                                        flow2.drain(cost);
+                                    }
                                 }
+                            };
+                            tokio::select! {
+                                () = work => {}
+                                _ = cancel.wait_for(|c| *c) => {}
                             }
                         }
                         .instrument(tracing::trace_span!("request", code, opaque)),
@@ -353,10 +383,18 @@ async fn run_connection<H: RequestHandler>(
         }
         // A client that does not read its answers: stop reading its requests until the
         // writer has drained the backlog.
-        while flow.over_budget() {
+        if flow.over_budget() {
             tokio::select! {
                 _ = flow.under_budget() => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                // The writer gave up (the peer is gone): nothing will drain.
+                _ = &mut writer_task => {
+                    writer_done = true;
+                    break 'read;
+                }
+                _ = stop.wait_for(|s| *s) => {
+                    graceful = true;
+                    break 'read;
+                }
             }
         }
         tokio::select! {
@@ -368,7 +406,6 @@ async fn run_connection<H: RequestHandler>(
                     break;
                 }
             },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = stop.wait_for(|s| *s) => {
                 graceful = true;
                 break;
@@ -378,10 +415,12 @@ async fn run_connection<H: RequestHandler>(
     if graceful {
         // Server shutdown: the requests already read finish and their answers are
         // written (`serve` bounds how long this may take).
-        while tasks.join_next().await.is_some() {}
+        flow.all_done().await;
         drop(tx);
         let _ = finish_tx.send(());
-        let _ = writer_task.await;
+        if !writer_done {
+            let _ = writer_task.await;
+        }
         conn.closed.store(true, Ordering::Release);
         handler.on_close(&conn);
         drop(conn);
@@ -389,7 +428,7 @@ async fn run_connection<H: RequestHandler>(
         return;
     }
     conn.closed.store(true, Ordering::Release);
-    tasks.abort_all();
+    flow.cancel.send_replace(true);
     handler.on_close(&conn);
     drop(tx);
     drop(conn);
