@@ -170,13 +170,25 @@ async fn start_namesrv(listen: &str) -> Result<(Arc<NameServer>, TcpListener, St
 pub fn run_namesrv(args: NamesrvArgs) -> Result<()> {
     runtime()?.block_on(async {
         let (ns, listener, addr) = start_namesrv(&args.listen).await?;
-        if args.metrics_port != 0 {
-            crate::metrics::serve_http(([0, 0, 0, 0], args.metrics_port).into(), ns.clone())
+        // Both listeners stop on the one shutdown signal.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics = if args.metrics_port == 0 {
+            None
+        } else {
+            let l = TcpListener::bind(("0.0.0.0", args.metrics_port))
                 .await
                 .with_context(|| format!("cannot listen on metrics port {}", args.metrics_port))?;
-        }
+            let mut rx = stop_rx.clone();
+            Some(crate::metrics::serve_http_on(l, ns.clone(), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }))
+        };
         ready("namesrv", &addr);
         serve(listener, ns, ServerConfig::default(), shutdown_signal()).await;
+        let _ = stop_tx.send(true);
+        if let Some(m) = metrics {
+            let _ = m.await;
+        }
         Ok(())
     })
 }

@@ -515,3 +515,115 @@ async fn write_loop(
     let _ = w.shutdown().await;
     debug!("writer finished");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remoting::codec::encode_frame;
+
+    /// Answers code 1 at once, and never answers code 2 (until cancelled): it counts
+    /// started and dropped (finished or cancelled) requests.
+    #[derive(Default)]
+    struct Probe {
+        started: AtomicUsize,
+        dropped: Arc<AtomicUsize>,
+    }
+
+    struct Dropped(Arc<AtomicUsize>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    impl RequestHandler for Probe {
+        fn handle(self: Arc<Self>, _conn: Arc<Connection>, req: RemotingCommand) -> ResponseFuture {
+            self.started.fetch_add(1, Ordering::AcqRel);
+            let guard = Dropped(Arc::clone(&self.dropped));
+            Box::pin(async move {
+                let _guard = guard;
+                if req.code == 2 {
+                    std::future::pending::<()>().await;
+                }
+                Some(RemotingCommand::response_to(&req, response::SUCCESS))
+            })
+        }
+    }
+
+    async fn start(config: ServerConfig) -> (Arc<Probe>, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let probe = Arc::new(Probe::default());
+        tokio::spawn(serve(
+            listener,
+            Arc::clone(&probe),
+            config,
+            std::future::pending(),
+        ));
+        (probe, addr)
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn frame(code: i32, opaque: i32) -> Vec<u8> {
+        let mut r = RemotingCommand::request(code);
+        r.opaque = opaque;
+        encode_frame(&r).unwrap().to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_closed_connections_requests_are_cancelled() {
+        let (probe, addr) = start(ServerConfig::default()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for opaque in 0..3 {
+            s.write_all(&frame(2, opaque)).await.unwrap();
+        }
+        until("three requests running", || {
+            probe.started.load(Ordering::Acquire) == 3
+        })
+        .await;
+        assert_eq!(probe.dropped.load(Ordering::Acquire), 0);
+        drop(s);
+        until("the closed connection's requests cancelled", || {
+            probe.dropped.load(Ordering::Acquire) == 3
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn past_the_in_flight_bound_requests_are_answered_system_busy() {
+        let config = ServerConfig {
+            max_in_flight_per_connection: 2,
+            ..ServerConfig::default()
+        };
+        let (probe, addr) = start(config).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&frame(2, 1)).await.unwrap();
+        s.write_all(&frame(2, 2)).await.unwrap();
+        until("two requests running", || {
+            probe.started.load(Ordering::Acquire) == 2
+        })
+        .await;
+        s.write_all(&frame(1, 3)).await.unwrap();
+        let mut buf = BytesMut::new();
+        let answer = loop {
+            if let Some(cmd) = decode_frame(&mut buf, 1 << 20).unwrap() {
+                break cmd;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut buf))
+                .await
+                .expect("an answer within 10 s")
+                .unwrap();
+            assert!(n > 0, "connection closed");
+        };
+        assert_eq!((answer.opaque, answer.code), (3, response::SYSTEM_BUSY));
+        assert!(answer.remark.unwrap_or_default().contains("in flight"));
+        assert_eq!(probe.started.load(Ordering::Acquire), 2);
+    }
+}

@@ -5,6 +5,10 @@
 //! the CommitLog's order. A record never spans two segments: when it does not fit, the
 //! rest of the segment is closed with `[remaining:4][BLANK_MAGIC_CODE:4]` and the record
 //! goes to the next segment. Flushing (`msync`) happens outside the tail lock.
+//!
+//! Why one file of about 700 lines: appends, the recovery scan, truncation and raw
+//! replicated appends all work on the same segment list under the same tail lock; split
+//! apart, they would have to share that private state through wider visibility.
 
 use crate::sync::lock;
 use std::collections::HashMap;
