@@ -37,13 +37,7 @@ for flush in ASYNC_FLUSH SYNC_FLUSH; do
     set -- $spec
     for which in old new; do
       bin=${!which}
-      nsp=$(freeport); bp=$(brokerport)
-      "$bin" namesrv --listen "127.0.0.1:$nsp" > "$work/ns.out" 2>&1 & pids+=($!)
-      mkdir -p "$work/b"
-      FERROCKET_LOG=warn "$bin" broker --set "namesrvAddr=127.0.0.1:$nsp" --set "listenPort=$bp" \
-        --set "brokerIP1=127.0.0.1" --set "storePathRootDir=$work/b" --set "flushDiskType=$flush" \
-        > "$work/broker.out" 2>&1 & pids+=($!)
-      for _ in $(seq 100); do grep -q '^ready' "$work/broker.out" 2>/dev/null && break; sleep 0.1; done
+      fr_start "$bin" "$work/b" "$flush" "$work"
       printf '%-4s %-11s c=%-3s batch=%-3s ' "$which" "$flush" "$1" "$2"
       "$new" bench --namesrv "127.0.0.1:$nsp" produce --topic Bench --queues 8 --mode sync \
         --concurrency "$1" --batch "$2" --duration "${secs}s" 2>/dev/null | sed 's/^produce //'

@@ -45,13 +45,7 @@ load() { # label namesrv
 
 for flush in ASYNC_FLUSH SYNC_FLUSH; do
   # ferrocket
-  nsp=$(freeport); bp=$(brokerport)
-  "$bin" namesrv --listen "127.0.0.1:$nsp" > "$work/ns.out" 2>&1 & pids+=($!)
-  mkdir -p "$work/fr-$flush"
-  FERROCKET_LOG=warn "$bin" broker --set "namesrvAddr=127.0.0.1:$nsp" --set "listenPort=$bp" \
-    --set "brokerIP1=127.0.0.1" --set "storePathRootDir=$work/fr-$flush" --set "flushDiskType=$flush" \
-    > "$work/broker.out" 2>&1 & pids+=($!)
-  sleep 2
+  fr_start "$bin" "$work/fr-$flush" "$flush" "$work"
   load "ferrocket $flush" "127.0.0.1:$nsp"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); sleep 1
   rm -rf "$work/fr-$flush"
