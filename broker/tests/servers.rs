@@ -1049,3 +1049,95 @@ fn shutdown_answers_held_pulls_flushes_and_closes_every_listener() {
         "the client port still listens after run returned"
     );
 }
+
+/// What the broker cannot honour yet is refused with the Java broker's own answer, and
+/// nothing is stored: transactional half messages (NO_PERMISSION, as with
+/// `rejectTransactionMessage=true`), 5.x timer messages (as with the timer wheel off) and
+/// SQL92 subscriptions (as with `enablePropertyFilter=false`), at CHECK_CLIENT_CONFIG and
+/// at pull time for a subscription known only from a heartbeat. Frames shaped as the
+/// Java client sends them.
+#[test]
+fn unsupported_features_are_refused_with_rocketmqs_answers_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &["brokerIP1=127.0.0.1"]);
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        let r = c.invoke(&b.addr, send_req("Plain", 0, "first", ""), T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        let with_props = |body: &str, props: &[(&str, &str)], sys: i32| {
+            let mut r = send_req("Plain", 0, body, "");
+            let mut all = vec![("UNIQ_KEY", body)];
+            all.extend_from_slice(props);
+            r.ext_fields.insert("i".into(), encode_properties(all));
+            r.ext_fields.insert("f".into(), sys.to_string());
+            r
+        };
+        // A TransactionMQProducer's half message: TRAN_MSG=true, sysFlag prepared (4).
+        let half = with_props("half", &[("TRAN_MSG", "true"), ("PGROUP", "tx_pg")], 4);
+        let r = c.invoke(&b.addr, half, T).await.unwrap();
+        assert_eq!(r.code, response::NO_PERMISSION);
+        assert_eq!(
+            r.remark.as_deref(),
+            Some("the broker[127.0.0.1] sending transaction message is forbidden")
+        );
+        // Timer messages, each property; a delay level still wins over them.
+        for k in ["TIMER_DELIVER_MS", "TIMER_DELAY_SEC", "TIMER_DELAY_MS"] {
+            let r = c
+                .invoke(&b.addr, with_props("timer", &[(k, "5000")], 0), T)
+                .await
+                .unwrap();
+            assert_eq!(r.code, response::SYSTEM_ERROR, "{k}");
+            assert_eq!(
+                r.remark.as_deref(),
+                Some("accurate timer message is not enabled, timerWheelEnable is false")
+            );
+        }
+        // Nothing of the refused was stored: one message in the queue.
+        let max = RemotingCommand::request(request::GET_MAX_OFFSET)
+            .with_ext("topic", "Plain")
+            .with_ext("queueId", 0);
+        let r = c.invoke(&b.addr, max, T).await.unwrap();
+        assert_eq!(r.ext("offset"), Some("1"));
+        // CHECK_CLIENT_CONFIG (46): SQL92 refused, TAG accepted.
+        let check = |kind: &str| {
+            RemotingCommand::request(46).with_body(Bytes::from(format!(
+                r#"{{"clientId":"c@1","group":"g","subscriptionData":{{"topic":"Plain","subString":"a > 1","expressionType":"{kind}","tagsSet":[],"codeSet":[],"subVersion":1,"classFilterMode":false}}}}"#
+            )))
+        };
+        let r = c.invoke(&b.addr, check("SQL92"), T).await.unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+        assert_eq!(
+            r.remark.as_deref(),
+            Some("The broker does not support consumer to filter message by SQL92")
+        );
+        let r = c.invoke(&b.addr, check("TAG"), T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        // A heartbeat with an SQL92 subscription, then a pull relying on it: refused,
+        // not served as "every message".
+        let hb = r#"{"clientID":"c@1","producerDataSet":[],"consumerDataSet":[{"groupName":"sqlg","consumeType":"CONSUME_PASSIVELY","messageModel":"CLUSTERING","consumeFromWhere":"CONSUME_FROM_FIRST_OFFSET","subscriptionDataSet":[{"topic":"Plain","subString":"a > 1","expressionType":"SQL92","tagsSet":[],"codeSet":[],"subVersion":1,"classFilterMode":false}],"unitMode":false}]}"#;
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::HEART_BEAT).with_body(Bytes::from(hb)),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        let mut pull = pull_req("Plain", 0, 0, 0);
+        pull.ext_fields.insert("consumerGroup".into(), "sqlg".into());
+        pull.ext_fields.insert("sysFlag".into(), "0".into());
+        let r = c.invoke(&b.addr, pull, T).await.unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+        assert_eq!(
+            r.remark.as_deref(),
+            Some("The broker does not support consumer to filter message by SQL92")
+        );
+        // The same with the subscription in the pull itself.
+        let mut pull = pull_req("Plain", 0, 0, 0);
+        pull.ext_fields.insert("expressionType".into(), "SQL92".into());
+        let r = c.invoke(&b.addr, pull, T).await.unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+    });
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::{debug, info};
 
 use super::{fail, ok, Broker};
-use super::{locks, meta, schedule};
+use super::{locks, meta, schedule, unsupported};
 use crate::protocol::{parse_body, to_body, ConsumerIdList, HeartbeatData};
 use crate::remoting::codes::{request, response};
 use crate::remoting::Connection;
@@ -132,6 +132,29 @@ impl Broker {
             self.clients.notify_changed(&g);
         }
         ok(req)
+    }
+
+    /// CHECK_CLIENT_CONFIG: a consumer asks, before it starts, whether the broker can
+    /// serve its subscription. Only tag subscriptions can be (no `enablePropertyFilter`);
+    /// a body that cannot be read is answered SUCCESS, as the Java broker does.
+    pub(super) fn check_client_config(&self, req: &RemotingCommand) -> RemotingCommand {
+        let kind = serde_json::from_slice::<serde_json::Value>(&req.body_bytes())
+            .ok()
+            .and_then(|b| {
+                b.get("subscriptionData")?
+                    .get("expressionType")?
+                    .as_str()
+                    .map(str::to_owned)
+            });
+        if unsupported::is_tag_type(kind.as_deref()) {
+            ok(req)
+        } else {
+            fail(
+                req,
+                response::SYSTEM_ERROR,
+                unsupported::filter_not_supported(kind.as_deref().unwrap_or_default()),
+            )
+        }
     }
 
     /// GET_CONSUMER_LIST_BY_GROUP.

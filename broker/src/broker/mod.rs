@@ -26,6 +26,7 @@ mod role;
 pub mod schedule;
 mod send;
 mod slave_sync;
+pub mod unsupported;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -95,6 +96,7 @@ pub struct Broker {
     /// Replication (master side).
     pub ha: Arc<crate::ha::HaService>,
     registered: std::sync::atomic::AtomicBool,
+    oneway_log: unsupported::OnewayLog,
     namesrv: RemotingClient,
     topics_changed: tokio::sync::Notify,
     store_host: SocketAddr,
@@ -187,6 +189,7 @@ impl Broker {
             metrics,
             runtime,
             registered: std::sync::atomic::AtomicBool::new(false),
+            oneway_log: unsupported::OnewayLog::default(),
             namesrv: RemotingClient::new(),
             topics_changed: tokio::sync::Notify::new(),
             store_host,
@@ -380,11 +383,17 @@ impl Broker {
                 self.stats(&req)
             }
             ROLE_CHANGE => self.role_change(&req),
-            code => fail(
-                &req,
-                response::REQUEST_CODE_NOT_SUPPORTED,
-                format!("request code {code} not supported"),
-            ),
+            CHECK_CLIENT_CONFIG => self.check_client_config(&req),
+            code => {
+                if req.is_oneway() {
+                    self.oneway_log.unknown(code, &conn.peer);
+                }
+                fail(
+                    &req,
+                    response::REQUEST_CODE_NOT_SUPPORTED,
+                    format!("request code {code} not supported"),
+                )
+            }
         }
     }
 }

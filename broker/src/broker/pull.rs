@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tracing::debug;
 
-use super::long_poll;
 use super::{fail, Broker};
+use super::{long_poll, unsupported};
 use crate::protocol::SubscriptionData;
 use crate::remoting::codes::response;
 use crate::remoting::{HeaderError, RemotingCommand};
@@ -90,14 +90,12 @@ impl Broker {
     ) -> Result<SubscriptionData, RemotingCommand> {
         if sys_flag & pull_flag::SUBSCRIPTION != 0 {
             let expr = req.ext("subscription").unwrap_or("*");
-            if req
-                .ext("expressionType")
-                .is_some_and(|t| !t.eq_ignore_ascii_case("TAG"))
-            {
+            let kind = req.ext("expressionType");
+            if !unsupported::is_tag_type(kind) {
                 return Err(fail(
                     req,
-                    response::SUBSCRIPTION_PARSE_FAILED,
-                    "only TAG expressions are supported",
+                    response::SYSTEM_ERROR,
+                    unsupported::filter_not_supported(kind.unwrap_or_default()),
                 ));
             }
             return Ok(SubscriptionData::from_expression(topic, expr, 0));
@@ -105,6 +103,16 @@ impl Broker {
         match self.clients.subscription(group, topic) {
             Some(s) => {
                 let wanted: i64 = req.ext_num_opt("subVersion").ok().flatten().unwrap_or(0);
+                if !unsupported::is_tag_type(s.expression_type.as_deref()) {
+                    // Known only from heartbeats: refused, never matched as "everything".
+                    return Err(fail(
+                        req,
+                        response::SYSTEM_ERROR,
+                        unsupported::filter_not_supported(
+                            s.expression_type.as_deref().unwrap_or_default(),
+                        ),
+                    ));
+                }
                 if s.sub_version < wanted {
                     return Err(fail(
                         req,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::{fail, Broker};
-use super::{meta, schedule, BrokerRole};
+use super::{meta, schedule, unsupported, BrokerRole};
 use crate::protocol::batch::decode_batch;
 use crate::protocol::msg_id::offset_msg_id;
 use crate::remoting::codes::{request, response};
@@ -220,6 +220,19 @@ impl Broker {
             }
             vec![m]
         };
+        if msgs
+            .iter()
+            .any(|m| unsupported::is_transactional(&m.properties, m.sys_flag))
+        {
+            return fail(
+                req,
+                response::NO_PERMISSION,
+                unsupported::transaction_forbidden(&self.config.broker_ip1),
+            );
+        }
+        if msgs.iter().any(|m| unsupported::is_timer(&m.properties)) {
+            return fail(req, response::SYSTEM_ERROR, unsupported::TIMER_NOT_ENABLED);
+        }
         let uniq = (req.code != request::SEND_BATCH_MESSAGE)
             .then(|| find_property(&h.properties, "UNIQ_KEY").map(str::to_owned))
             .flatten();

@@ -75,6 +75,14 @@ pub mod property {
     pub const UNIQ_KEY: &str = "UNIQ_KEY";
     /// Delay level.
     pub const DELAY: &str = "DELAY";
+    /// `true` on a transactional half message (`PROPERTY_TRANSACTION_PREPARED`).
+    pub const TRAN_MSG: &str = "TRAN_MSG";
+    /// 5.x timer message: absolute delivery time, ms.
+    pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
+    /// 5.x timer message: delay, seconds.
+    pub const TIMER_DELAY_SEC: &str = "TIMER_DELAY_SEC";
+    /// 5.x timer message: delay, ms.
+    pub const TIMER_DELAY_MS: &str = "TIMER_DELAY_MS";
     /// Separator between a property name and its value.
     pub const NAME_VALUE_SEPARATOR: char = '\u{1}';
     /// Separator after each property.

@@ -904,3 +904,67 @@ async fn sync_master_acknowledges_and_consumers_read_the_slave_when_the_master_i
     let bodies: BTreeSet<String> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
     assert_eq!(bodies, sent);
 }
+
+/// Counts local transactions run; commits every one.
+struct CommitAll(Arc<std::sync::atomic::AtomicUsize>);
+
+impl rocketmq_client_rust::TransactionListener for CommitAll {
+    fn execute_local_transaction(
+        &self,
+        _msg: &dyn MessageTrait,
+        _arg: Option<&(dyn std::any::Any + Send + Sync)>,
+    ) -> rocketmq_client_rust::LocalTransactionState {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        rocketmq_client_rust::LocalTransactionState::CommitMessage
+    }
+
+    fn check_local_transaction(
+        &self,
+        _msg: &MessageExt,
+    ) -> rocketmq_client_rust::LocalTransactionState {
+        rocketmq_client_rust::LocalTransactionState::CommitMessage
+    }
+}
+
+/// Transactions are not built yet: the stock `TransactionMQProducer`'s half message is
+/// refused (NO_PERMISSION, RocketMQ's "sending transaction message is forbidden"), so the
+/// application sees an error and its local transaction never runs — instead of a commit
+/// that is acknowledged and never delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stock_transaction_producer_is_refused_before_its_local_transaction_runs() {
+    let cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("transactions");
+    // The topic exists (auto-created by an ordinary send) so routing is not what fails.
+    let mut plain = producer(&rt, &ns, "interop_pg_plain_tx").await;
+    plain
+        .send_with_timeout(message("InteropTx", "T", "plain"), 5000)
+        .await
+        .expect("plain send");
+    plain.shutdown().await;
+    let executed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tx = rocketmq_client_rust::TransactionMQProducer::builder(rt.clone())
+        .producer_group("interop_pg_tx".to_string())
+        .name_server_addr(ns.clone())
+        .transaction_listener(CommitAll(executed.clone()))
+        .build();
+    tx.start().await.expect("transaction producer start");
+    let r = tx
+        .send_message_in_transaction::<(), _>(message("InteropTx", "T", "half"), None)
+        .await;
+    tx.shutdown().await;
+    let err = r.expect_err("a transactional send must fail while transactions are not built");
+    let text = format!("{err:?} {err}");
+    // This client redacts the broker's code and remark in its error; it reports a
+    // failed broker operation (the code and remark are checked with raw frames in
+    // `broker/tests/servers.rs`).
+    assert!(
+        text.contains("broker.operation.failed"),
+        "the client should report the broker's refusal: {text}"
+    );
+    assert_eq!(
+        executed.load(std::sync::atomic::Ordering::Acquire),
+        0,
+        "the local transaction ran although the half message was refused"
+    );
+}
