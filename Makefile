@@ -1,8 +1,11 @@
 # The one test command (README, .ci/run): every test of the workspace, from a clean clone,
-# then the kind suite (which skips with one line where docker/kind/kubectl/helm are missing).
+# then the C++ client (librocketmq through the `rocketmq` wheel; skips with one line where
+# pip cannot install it), then the kind suite (which skips with one line where
+# docker/kind/kubectl/helm are missing).
 .PHONY: test lint bench kind
 test:
 	cargo test --workspace --locked
+	bash e2e/cpp/run.sh
 	bash e2e/kind/run.sh
 
 kind:

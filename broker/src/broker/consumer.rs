@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{fail, ok, Broker};
 use super::{locks, meta, schedule, unsupported};
@@ -86,11 +86,16 @@ impl Broker {
                 hb
             }
             Err(e) => {
+                warn!(
+                    error = %e,
+                    body = %String::from_utf8_lossy(&req.body_bytes()),
+                    "heartbeat refused: its body cannot be read"
+                );
                 return fail(
                     req,
                     response::SYSTEM_ERROR,
                     format!("bad heartbeat body: {e}"),
-                )
+                );
             }
         };
         for cd in &hb.consumer_data_set {

@@ -130,6 +130,102 @@ pub struct RegisterBrokerBody {
     pub filter_server_list: Vec<String>,
 }
 
+/// fastjson's leniency, which every client family relies on somewhere (the C++ client
+/// sends enums as ordinals, longs as strings, and leaves fields out).
+pub mod lenient {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    /// An enum given by name or by ordinal (`names[ordinal]`); an unknown ordinal is
+    /// kept as its number's text; null or absent is `None`.
+    fn enum_name<'de, D: Deserializer<'de>>(
+        d: D,
+        names: &[&str],
+    ) -> Result<Option<String>, D::Error> {
+        Ok(match Option::<Value>::deserialize(d)? {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Number(n)) => Some(
+                n.as_u64()
+                    .and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| names.get(i))
+                    .map_or_else(|| n.to_string(), |s| (*s).to_owned()),
+            ),
+            Some(other) => Some(other.to_string()),
+        })
+    }
+
+    /// `ConsumeType`: `CONSUME_ACTIVELY`, `CONSUME_PASSIVELY`, `CONSUME_POP`.
+    ///
+    /// # Errors
+    /// Never for a JSON value.
+    pub fn consume_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        enum_name(d, &["CONSUME_ACTIVELY", "CONSUME_PASSIVELY", "CONSUME_POP"])
+    }
+
+    /// `MessageModel`: `BROADCASTING`, `CLUSTERING`.
+    ///
+    /// # Errors
+    /// Never for a JSON value.
+    pub fn message_model<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        enum_name(d, &["BROADCASTING", "CLUSTERING"])
+    }
+
+    /// `ConsumeFromWhere`, in Java's declaration order.
+    ///
+    /// # Errors
+    /// Never for a JSON value.
+    pub fn consume_from_where<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        enum_name(
+            d,
+            &[
+                "CONSUME_FROM_LAST_OFFSET",
+                "CONSUME_FROM_LAST_OFFSET_AND_FROM_MIN_WHEN_BOOT_FIRST",
+                "CONSUME_FROM_MIN_OFFSET",
+                "CONSUME_FROM_MAX_OFFSET",
+                "CONSUME_FROM_FIRST_OFFSET",
+                "CONSUME_FROM_TIMESTAMP",
+            ],
+        )
+    }
+
+    /// A long given as a number or as a numeric string; null or absent is 0.
+    ///
+    /// # Errors
+    /// A string that is not a number, or another JSON type.
+    pub fn long<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        match Option::<Value>::deserialize(d)? {
+            None | Some(Value::Null) => Ok(0),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().map(|f| f as i64))
+                .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a long"))),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(0),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a long"))),
+            Some(other) => Err(serde::de::Error::custom(format!("{other} is not a long"))),
+        }
+    }
+
+    /// A boolean given as `true`/`false`, a string of either, or 0/1; absent is false.
+    ///
+    /// # Errors
+    /// Another JSON type.
+    pub fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match Option::<Value>::deserialize(d)? {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(b),
+            Some(Value::String(s)) => Ok(s.trim().eq_ignore_ascii_case("true")),
+            Some(Value::Number(n)) => Ok(n.as_i64().is_some_and(|i| i != 0)),
+            Some(other) => Err(serde::de::Error::custom(format!(
+                "{other} is not a boolean"
+            ))),
+        }
+    }
+}
+
 /// `SubscriptionData`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -143,10 +239,12 @@ pub struct SubscriptionData {
     /// Java hash codes of the tags.
     pub code_set: Vec<i32>,
     /// Version (creation time, ms).
+    #[serde(deserialize_with = "lenient::long")]
     pub sub_version: i64,
     /// `TAG` or `SQL92`.
     pub expression_type: Option<String>,
     /// Legacy.
+    #[serde(deserialize_with = "lenient::boolean")]
     pub class_filter_mode: bool,
 }
 
@@ -183,7 +281,23 @@ impl SubscriptionData {
     /// Recomputes `code_set` from `tags_set`. Clients exist that hash the untrimmed
     /// pieces of `A || B` (` B`, `A `) while sending trimmed tags, so the codes they send
     /// never match a stored tag; the tags themselves are what the client filters on.
+    ///
+    /// Clients also exist that send no tags at all, only `subString` (the C++ client):
+    /// for a tag subscription the tags are then taken from `subString`, so `A || B` never
+    /// degrades to "every message".
     pub fn normalized(mut self) -> Self {
+        let tag_type = self
+            .expression_type
+            .as_deref()
+            .is_none_or(|t| t.is_empty() || t.eq_ignore_ascii_case("TAG"));
+        let expr = self.sub_string.trim();
+        if self.tags_set.is_empty() && tag_type && !expr.is_empty() && expr != "*" {
+            self.tags_set = expr
+                .split("||")
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect();
+        }
         if !self.tags_set.is_empty() {
             let mut codes: Vec<i32> = self
                 .tags_set
@@ -211,15 +325,19 @@ impl SubscriptionData {
 pub struct ConsumerData {
     /// Group.
     pub group_name: String,
-    /// `CONSUME_ACTIVELY` / `CONSUME_PASSIVELY` / `CONSUME_POP`.
+    /// `CONSUME_ACTIVELY` / `CONSUME_PASSIVELY` / `CONSUME_POP` (or the ordinal).
+    #[serde(deserialize_with = "lenient::consume_type")]
     pub consume_type: Option<String>,
-    /// `CLUSTERING` / `BROADCASTING`.
+    /// `CLUSTERING` / `BROADCASTING` (or the ordinal).
+    #[serde(deserialize_with = "lenient::message_model")]
     pub message_model: Option<String>,
-    /// Where a new group starts.
+    /// Where a new group starts (name or ordinal).
+    #[serde(deserialize_with = "lenient::consume_from_where")]
     pub consume_from_where: Option<String>,
     /// Subscriptions.
     pub subscription_data_set: Vec<SubscriptionData>,
     /// Legacy.
+    #[serde(deserialize_with = "lenient::boolean")]
     pub unit_mode: bool,
 }
 
@@ -245,6 +363,7 @@ pub struct HeartbeatData {
     /// 5.x heartbeat v2.
     pub heartbeat_fingerprint: Option<i64>,
     /// 5.x heartbeat v2: subscriptions omitted.
+    #[serde(deserialize_with = "lenient::boolean")]
     pub without_sub: bool,
 }
 
@@ -327,5 +446,60 @@ mod tests {
         .normalized();
         assert!(skewed.matches(2_598_919) && skewed.matches(2_598_920));
         assert!(!skewed.matches(32_151_592));
+    }
+
+    /// Heartbeat shapes real clients put on the wire, each read as fastjson reads it.
+    #[test]
+    fn heartbeats_of_every_client_family_are_accepted() {
+        // librocketmq 2.x (the C++ client behind the Python, Go, PHP and Node.js
+        // wrappers), as captured from the `rocketmq` 0.4.4 wheel: enums as ordinals,
+        // subVersion as a string, no tagsSet/codeSet/expressionType.
+        let cpp = r#"{"clientID":"17869-127.0.0.1@DEFAULT","consumerDataSet":[{"consumeFromWhere":0,"consumeType":1,"groupName":"cpp_cg","messageModel":1,"subscriptionDataSet":[{"subString":"*","subVersion":"1796075684388","topic":"%RETRY%cpp_cg"},{"subString":"TagA || TagB","subVersion":"1796075684388","topic":"CppTopic"}]}]}"#;
+        // Java 4.x/5.x (fastjson): names, numbers, every field.
+        let java = r#"{"clientID":"10.0.0.1@123","consumerDataSet":[{"consumeFromWhere":"CONSUME_FROM_FIRST_OFFSET","consumeType":"CONSUME_PASSIVELY","groupName":"g","messageModel":"BROADCASTING","subscriptionDataSet":[{"classFilterMode":false,"codeSet":[2598919],"expressionType":"TAG","subString":"TagA","subVersion":1700000000000,"tagsSet":["TagA"],"topic":"T"}],"unitMode":false}],"heartbeatFingerprint":0,"producerDataSet":[{"groupName":"pg"}]}"#;
+        // Odd but accepted by fastjson: booleans as strings or numbers, nulls, unknown
+        // fields, an empty subVersion.
+        let odd = r#"{"clientID":"x","consumerDataSet":[{"groupName":"g2","consumeType":null,"messageModel":"1","unitMode":"false","futureField":{"a":1},"subscriptionDataSet":[{"topic":"T","subString":"*","subVersion":"","classFilterMode":0}]}],"withoutSub":"false"}"#;
+        let hb: HeartbeatData = parse_body(cpp.as_bytes()).unwrap();
+        let cd = &hb.consumer_data_set[0];
+        assert_eq!(cd.consume_type.as_deref(), Some("CONSUME_PASSIVELY"));
+        assert_eq!(cd.message_model.as_deref(), Some("CLUSTERING"));
+        assert_eq!(
+            cd.consume_from_where.as_deref(),
+            Some("CONSUME_FROM_LAST_OFFSET")
+        );
+        assert_eq!(cd.subscription_data_set[1].sub_version, 1_796_075_684_388);
+        // No tags sent: taken from subString, so TagA || TagB is not "everything".
+        let sub = cd.subscription_data_set[1].clone().normalized();
+        assert_eq!(sub.tags_set, vec!["TagA".to_string(), "TagB".to_string()]);
+        let tag_a = i64::from(crate::store::format::java_string_hash("TagA"));
+        let tag_c = i64::from(crate::store::format::java_string_hash("TagC"));
+        assert!(sub.matches(tag_a));
+        assert!(!sub.matches(tag_c));
+        assert!(cd.subscription_data_set[0]
+            .clone()
+            .normalized()
+            .matches(tag_c));
+
+        let hb: HeartbeatData = parse_body(java.as_bytes()).unwrap();
+        let cd = &hb.consumer_data_set[0];
+        assert_eq!(cd.message_model.as_deref(), Some("BROADCASTING"));
+        assert_eq!(
+            cd.consume_from_where.as_deref(),
+            Some("CONSUME_FROM_FIRST_OFFSET")
+        );
+        assert_eq!(cd.subscription_data_set[0].sub_version, 1_700_000_000_000);
+        assert_eq!(hb.producer_data_set[0].group_name, "pg");
+
+        let hb: HeartbeatData = parse_body(odd.as_bytes()).unwrap();
+        let cd = &hb.consumer_data_set[0];
+        assert_eq!(cd.consume_type, None);
+        assert_eq!(cd.message_model.as_deref(), Some("1"));
+        assert!(!cd.unit_mode);
+        assert_eq!(cd.subscription_data_set[0].sub_version, 0);
+        // Still refused: what is not JSON, or a long that is not a number.
+        assert!(parse_body::<HeartbeatData>(b"{not json").is_err());
+        let bad = r#"{"consumerDataSet":[{"subscriptionDataSet":[{"subVersion":"soon"}]}]}"#;
+        assert!(parse_body::<HeartbeatData>(bad.as_bytes()).is_err());
     }
 }
