@@ -191,7 +191,7 @@ impl Broker {
             body: Bytes::new(),
             properties: String::new(),
         };
-        let msgs: Vec<MessageToStore> = if req.code == request::SEND_BATCH_MESSAGE {
+        let mut msgs: Vec<MessageToStore> = if req.code == request::SEND_BATCH_MESSAGE {
             let items = match decode_batch(body) {
                 Ok(items) if !items.is_empty() => items,
                 Ok(_) => return fail(req, response::MESSAGE_ILLEGAL, "empty batch"),
@@ -207,31 +207,23 @@ impl Broker {
                 })
                 .collect()
         } else {
-            let mut m = MessageToStore {
+            vec![MessageToStore {
                 body,
                 properties: h.properties.clone(),
                 ..template
-            };
-            let t = m.sys_flag & crate::store::format::sys_flag::TRANSACTION_TYPE_MASK;
-            if t != crate::store::format::sys_flag::TRANSACTION_PREPARED
-                && t != crate::store::format::sys_flag::TRANSACTION_ROLLBACK
-            {
-                schedule::apply_delay(&mut m, self.store.delay_levels_ms().len());
-            }
-            vec![m]
+            }]
         };
-        if msgs
+        if let Some(r) = msgs
             .iter()
-            .any(|m| unsupported::is_transactional(&m.properties, m.sys_flag))
+            .find_map(|m| unsupported::refusal(&m.properties, m.sys_flag))
         {
-            return fail(
-                req,
-                response::NO_PERMISSION,
-                unsupported::transaction_forbidden(&self.config.broker_ip1),
-            );
+            let (code, remark) = r.answer(&self.config.broker_ip1);
+            return fail(req, code, remark);
         }
-        if msgs.iter().any(|m| unsupported::is_timer(&m.properties)) {
-            return fail(req, response::SYSTEM_ERROR, unsupported::TIMER_NOT_ENABLED);
+        if req.code != request::SEND_BATCH_MESSAGE {
+            for m in &mut msgs {
+                schedule::apply_delay(m, self.store.delay_levels_ms().len());
+            }
         }
         let uniq = (req.code != request::SEND_BATCH_MESSAGE)
             .then(|| find_property(&h.properties, "UNIQ_KEY").map(str::to_owned))

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use crate::store::find_property;
+pub use crate::protocol::is_tag_type;
 use crate::store::format::{property, sys_flag};
 use crate::sync::lock;
 
@@ -35,37 +35,54 @@ pub fn filter_not_supported(expression_type: &str) -> String {
     format!("The broker does not support consumer to filter message by {expression_type}")
 }
 
-/// Whether a message is a transactional half (or rollback) message: RocketMQ's
-/// `TRAN_MSG` property, or the transaction bits of its `sysFlag`.
+/// Why a message is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A transactional half (or rollback) message: RocketMQ's `TRAN_MSG` property, or
+    /// the transaction bits of its `sysFlag`.
+    Transaction,
+    /// A 5.x timer message (a `TIMER_*` property without a delay level: as in RocketMQ, a
+    /// message with `DELAY` > 0 is a delay-level message whatever timer property it has).
+    Timer,
+}
+
+impl Refusal {
+    /// The response code and remark, `broker_ip` being `brokerIP1`.
+    #[must_use]
+    pub fn answer(self, broker_ip: &str) -> (i32, String) {
+        use crate::remoting::codes::response;
+        match self {
+            Refusal::Transaction => (response::NO_PERMISSION, transaction_forbidden(broker_ip)),
+            Refusal::Timer => (response::SYSTEM_ERROR, TIMER_NOT_ENABLED.to_owned()),
+        }
+    }
+}
+
+/// What of a message (its properties and `sysFlag`) cannot be honoured, if anything: one
+/// pass over the properties, on every send.
 #[must_use]
-pub fn is_transactional(properties: &str, sys: i32) -> bool {
+pub fn refusal(properties: &str, sys: i32) -> Option<Refusal> {
     let t = sys & sys_flag::TRANSACTION_TYPE_MASK;
-    find_property(properties, property::TRAN_MSG).is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        || t == sys_flag::TRANSACTION_PREPARED
-        || t == sys_flag::TRANSACTION_ROLLBACK
-}
-
-/// Whether a message asks for 5.x timer delivery. As in RocketMQ, a delay level wins: a
-/// message with `DELAY` > 0 is a delay-level message whatever timer property it carries.
-#[must_use]
-pub fn is_timer(properties: &str) -> bool {
-    let level = find_property(properties, property::DELAY)
-        .and_then(|v| v.trim().parse::<i32>().ok())
-        .unwrap_or(0);
-    level <= 0
-        && [
-            property::TIMER_DELIVER_MS,
-            property::TIMER_DELAY_SEC,
-            property::TIMER_DELAY_MS,
-        ]
-        .iter()
-        .any(|k| find_property(properties, k).is_some())
-}
-
-/// Whether a subscription's expression type is a tag expression (absent, empty or `TAG`).
-#[must_use]
-pub fn is_tag_type(expression_type: Option<&str>) -> bool {
-    expression_type.is_none_or(|t| t.is_empty() || t.eq_ignore_ascii_case("TAG"))
+    if t == sys_flag::TRANSACTION_PREPARED || t == sys_flag::TRANSACTION_ROLLBACK {
+        return Some(Refusal::Transaction);
+    }
+    let (mut timer, mut delay_level) = (false, false);
+    for seg in properties.split(property::PROPERTY_SEPARATOR) {
+        let Some((k, v)) = seg.split_once(property::NAME_VALUE_SEPARATOR) else {
+            continue;
+        };
+        match k {
+            property::TRAN_MSG if v.eq_ignore_ascii_case("true") => {
+                return Some(Refusal::Transaction)
+            }
+            property::TIMER_DELIVER_MS | property::TIMER_DELAY_SEC | property::TIMER_DELAY_MS => {
+                timer = true;
+            }
+            property::DELAY => delay_level = v.trim().parse::<i32>().is_ok_and(|l| l > 0),
+            _ => {}
+        }
+    }
+    (timer && !delay_level).then_some(Refusal::Timer)
 }
 
 /// Logs unknown oneway requests, at most once per 10 s per request code.
@@ -105,19 +122,29 @@ mod tests {
     #[test]
     fn what_is_refused() {
         let tran = encode_properties([("TRAN_MSG", "true"), ("PGROUP", "pg")]);
-        assert!(is_transactional(&tran, 0));
-        assert!(is_transactional("", sys_flag::TRANSACTION_PREPARED));
-        assert!(!is_transactional("", sys_flag::TRANSACTION_COMMIT));
-        assert!(!is_transactional(
-            &encode_properties([("TRAN_MSG", "false")]),
-            0
-        ));
+        assert_eq!(refusal(&tran, 0), Some(Refusal::Transaction));
+        assert_eq!(
+            refusal("", sys_flag::TRANSACTION_PREPARED),
+            Some(Refusal::Transaction)
+        );
+        assert_eq!(refusal("", sys_flag::TRANSACTION_COMMIT), None);
+        assert_eq!(
+            refusal(&encode_properties([("TRAN_MSG", "false")]), 0),
+            None
+        );
         for k in ["TIMER_DELIVER_MS", "TIMER_DELAY_SEC", "TIMER_DELAY_MS"] {
-            assert!(is_timer(&encode_properties([(k, "1000")])), "{k}");
+            assert_eq!(
+                refusal(&encode_properties([(k, "1000")]), 0),
+                Some(Refusal::Timer),
+                "{k}"
+            );
             // A delay level wins over a timer property, as in RocketMQ.
-            assert!(!is_timer(&encode_properties([(k, "1000"), ("DELAY", "2")])));
+            assert_eq!(
+                refusal(&encode_properties([(k, "1000"), ("DELAY", "2")]), 0),
+                None
+            );
         }
-        assert!(!is_timer(&encode_properties([("TAGS", "a")])));
+        assert_eq!(refusal(&encode_properties([("TAGS", "a")]), 0), None);
         assert!(is_tag_type(None));
         assert!(is_tag_type(Some("TAG")));
         assert!(is_tag_type(Some("")));

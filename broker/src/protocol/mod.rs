@@ -226,6 +226,24 @@ pub mod lenient {
     }
 }
 
+/// Whether a subscription's expression type is a tag expression (absent, empty or `TAG`).
+#[must_use]
+pub fn is_tag_type(expression_type: Option<&str>) -> bool {
+    expression_type.is_none_or(|t| t.is_empty() || t.eq_ignore_ascii_case("TAG"))
+}
+
+/// The tags of a tag expression: `A || B` → `[A, B]`; `*` or empty → none.
+fn tags_of(expr: &str) -> Vec<String> {
+    let expr = expr.trim();
+    if expr.is_empty() || expr == "*" {
+        return Vec::new();
+    }
+    expr.split("||")
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 /// `SubscriptionData`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -252,14 +270,7 @@ impl SubscriptionData {
     /// Builds a tag subscription from an expression like `A || B` or `*`.
     pub fn from_expression(topic: &str, expr: &str, sub_version: i64) -> Self {
         let expr = expr.trim();
-        let tags: Vec<String> = if expr.is_empty() || expr == "*" {
-            Vec::new()
-        } else {
-            expr.split("||")
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect()
-        };
+        let tags = tags_of(expr);
         SubscriptionData {
             topic: topic.to_owned(),
             sub_string: if expr.is_empty() {
@@ -286,17 +297,8 @@ impl SubscriptionData {
     /// for a tag subscription the tags are then taken from `subString`, so `A || B` never
     /// degrades to "every message".
     pub fn normalized(mut self) -> Self {
-        let tag_type = self
-            .expression_type
-            .as_deref()
-            .is_none_or(|t| t.is_empty() || t.eq_ignore_ascii_case("TAG"));
-        let expr = self.sub_string.trim();
-        if self.tags_set.is_empty() && tag_type && !expr.is_empty() && expr != "*" {
-            self.tags_set = expr
-                .split("||")
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect();
+        if self.tags_set.is_empty() && is_tag_type(self.expression_type.as_deref()) {
+            self.tags_set = tags_of(&self.sub_string);
         }
         if !self.tags_set.is_empty() {
             let mut codes: Vec<i32> = self

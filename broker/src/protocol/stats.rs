@@ -39,26 +39,35 @@ pub struct OffsetWrapper {
     pub last_timestamp: i64,
 }
 
+/// The members of an `offsetTable`: `{MessageQueue}:{value}` pairs, comma-separated.
+fn offset_table<'a, T>(
+    broker_name: &str,
+    queues: impl IntoIterator<Item = (&'a str, i32, T)>,
+    value: impl Fn(T) -> serde_json::Value,
+) -> String {
+    queues
+        .into_iter()
+        .map(|(topic, q, o)| format!("{}:{}", message_queue_key(broker_name, topic, q), value(o)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A `TopicStatsTable` body for `broker_name`.
 #[must_use]
 pub fn topic_stats_body<'a>(
     broker_name: &str,
     queues: impl IntoIterator<Item = (&'a str, i32, TopicOffset)>,
 ) -> String {
-    let entries: Vec<String> = queues
-        .into_iter()
-        .map(|(topic, q, o)| {
-            // Keys in alphabetical order: the same text with or without serde_json's
-            // `preserve_order`.
-            let v = json!({
-                "lastUpdateTimestamp": o.last_update_timestamp,
-                "maxOffset": o.max_offset,
-                "minOffset": o.min_offset,
-            });
-            format!("{}:{}", message_queue_key(broker_name, topic, q), v)
+    // Keys in alphabetical order: the same text with or without serde_json's
+    // `preserve_order`.
+    let table = offset_table(broker_name, queues, |o: TopicOffset| {
+        json!({
+            "lastUpdateTimestamp": o.last_update_timestamp,
+            "maxOffset": o.max_offset,
+            "minOffset": o.min_offset,
         })
-        .collect();
-    format!("{{\"offsetTable\":{{{}}}}}", entries.join(","))
+    });
+    format!("{{\"offsetTable\":{{{table}}}}}")
 }
 
 /// A `ConsumeStats` body for `broker_name` (`consumeTps` 0: not measured).
@@ -67,21 +76,14 @@ pub fn consume_stats_body<'a>(
     broker_name: &str,
     queues: impl IntoIterator<Item = (&'a str, i32, OffsetWrapper)>,
 ) -> String {
-    let entries: Vec<String> = queues
-        .into_iter()
-        .map(|(topic, q, o)| {
-            let v = json!({
-                "brokerOffset": o.broker_offset,
-                "consumerOffset": o.consumer_offset,
-                "lastTimestamp": o.last_timestamp,
-            });
-            format!("{}:{}", message_queue_key(broker_name, topic, q), v)
+    let table = offset_table(broker_name, queues, |o: OffsetWrapper| {
+        json!({
+            "brokerOffset": o.broker_offset,
+            "consumerOffset": o.consumer_offset,
+            "lastTimestamp": o.last_timestamp,
         })
-        .collect();
-    format!(
-        "{{\"consumeTps\":0.0,\"offsetTable\":{{{}}}}}",
-        entries.join(",")
-    )
+    });
+    format!("{{\"consumeTps\":0.0,\"offsetTable\":{{{table}}}}}")
 }
 
 #[cfg(test)]

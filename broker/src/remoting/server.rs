@@ -86,9 +86,20 @@ struct Flow {
     budget: usize,
 }
 
+/// A command on its way to the writer, with the bytes it counts against the budget
+/// (computed once, when it is queued).
+#[derive(Debug)]
+struct Queued {
+    cmd: RemotingCommand,
+    cost: usize,
+}
+
 impl Flow {
-    fn add(&self, cmd: &RemotingCommand) {
-        self.pending.fetch_add(response_cost(cmd), Ordering::AcqRel);
+    /// Counts `cmd` against the budget; the writer uncounts it when it takes it.
+    fn admit(&self, cmd: RemotingCommand) -> Queued {
+        let cost = response_cost(&cmd);
+        self.pending.fetch_add(cost, Ordering::AcqRel);
+        Queued { cmd, cost }
     }
 
     fn drain(&self, cost: usize) {
@@ -116,20 +127,7 @@ impl Flow {
             drained.await;
         }
     }
-}
 
-/// Decrements the in-flight count when a request task ends, however it ends.
-struct InFlight(Arc<Flow>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-impl Flow {
     /// Waits until no request of the connection runs.
     async fn all_done(&self) {
         loop {
@@ -144,6 +142,17 @@ impl Flow {
     }
 }
 
+/// Decrements the in-flight count when a request task ends, however it ends.
+struct InFlight(Arc<Flow>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// One accepted connection, as handlers see it.
 #[derive(Debug)]
 pub struct Connection {
@@ -151,7 +160,7 @@ pub struct Connection {
     pub id: u64,
     /// Remote address.
     pub peer: SocketAddr,
-    tx: mpsc::Sender<RemotingCommand>,
+    tx: mpsc::Sender<Queued>,
     next_opaque: AtomicI32,
     closed: AtomicBool,
     flow: Arc<Flow>,
@@ -163,13 +172,12 @@ impl Connection {
     pub fn send_oneway(&self, mut cmd: RemotingCommand) -> bool {
         cmd.flag |= FLAG_ONEWAY;
         cmd.opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed);
-        let cost = response_cost(&cmd);
-        self.flow.pending.fetch_add(cost, Ordering::AcqRel);
-        if self.tx.try_send(cmd).is_ok() {
-            true
-        } else {
-            self.flow.drain(cost);
-            false
+        match self.tx.try_send(self.flow.admit(cmd)) {
+            Ok(()) => true,
+            Err(e) => {
+                self.flow.drain(e.into_inner().cost);
+                false
+            }
         }
     }
 
@@ -284,7 +292,7 @@ async fn run_connection<H: RequestHandler>(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut reader, writer) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<RemotingCommand>(4096);
+    let (tx, rx) = mpsc::channel::<Queued>(4096);
     let flow = Arc::new(Flow {
         pending: AtomicUsize::new(0),
         drained: Notify::new(),
@@ -322,14 +330,12 @@ async fn run_connection<H: RequestHandler>(
                     {
                         debug!(code, "too many requests in flight; answering SYSTEM_BUSY");
                         if !oneway {
-                            let mut busy = RemotingCommand::response_to(&cmd, response::SYSTEM_BUSY)
+                            let busy = RemotingCommand::response_to(&cmd, response::SYSTEM_BUSY)
                                 .with_remark(format!(
                                     "[OVERLOAD]system busy, {} requests in flight on this connection, try later",
                                     limits.max_in_flight_per_connection
                                 ));
-                            busy.opaque = opaque;
-                            flow.add(&busy);
-                            if tx.send(busy).await.is_err() {
+                            if tx.send(flow.admit(busy)).await.is_err() {
                                 break 'read;
                             }
                         }
@@ -359,10 +365,8 @@ async fn run_connection<H: RequestHandler>(
                                 if let (false, Some(mut r)) = (oneway, resp) {
                                     r.opaque = opaque;
                                     r.flag |= FLAG_RESPONSE;
-                                    flow2.add(&r);
-                                    let cost = response_cost(&r);
-                                    if tx.send(r).await.is_err() {
-                                        flow2.drain(cost);
+                                    if let Err(e) = tx.send(flow2.admit(r)).await {
+                                        flow2.drain(e.0.cost);
                                     }
                                 }
                             };
@@ -444,7 +448,7 @@ const COALESCE_BODY: usize = 16 * 1024;
 /// queue is empty (shutdown: other holders of the connection may keep a sender).
 async fn write_loop(
     mut w: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<RemotingCommand>,
+    mut rx: mpsc::Receiver<Queued>,
     flow: Arc<Flow>,
     mut finish: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -469,10 +473,10 @@ async fn write_loop(
             }
         };
         let mut next = Some(cmd);
-        while let Some(cmd) = next.take() {
+        while let Some(Queued { cmd, cost }) = next.take() {
             // Counted as drained once it leaves the queue: what is still referenced below
             // is at most one response, or what fits the coalescing buffer.
-            flow.drain(response_cost(&cmd));
+            flow.drain(cost);
             let head = match encode_head(&cmd) {
                 Ok(h) => h,
                 Err(e) => {
