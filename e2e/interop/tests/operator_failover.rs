@@ -15,7 +15,7 @@ use ferrocket::client::role::broker_state;
 use ferrocket::client::{split_records, Client, OutMessage, QueueAddr};
 use ferrocket::remoting::codes::response;
 use ferrocket::store::decode_record;
-use ferrocket_interop::{broker_args, ferrocket_bin, Proc};
+use ferrocket_interop::{broker_args, Proc};
 use ferrocket_operator::builders::{labels, BuildConfig};
 use ferrocket_operator::controller::{reconcile_broker_group, Context};
 use ferrocket_operator::crd::{BrokerGroup, BrokerGroupSpec};
@@ -71,35 +71,27 @@ impl Group {
     async fn start(spec: BrokerGroupSpec) -> Group {
         let ns = ferrocket_interop::kit().namesrv();
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let master = Proc::spawn_in(
-            &ferrocket_bin(),
+        let master = Proc::spawn(&broker_args(
+            &ns.addr,
+            dirs[0].path(),
             None,
-            &broker_args(
-                &ns.addr,
-                dirs[0].path(),
-                None,
-                &["brokerRole=SYNC_MASTER".into(), "roleEpoch=1".into()],
-            ),
-        );
+            &["brokerRole=SYNC_MASTER".into(), "roleEpoch=1".into()],
+        ));
         let ha = master.ha_addr.clone().expect("the master's HA address");
         let mut brokers = vec![master];
         for (i, dir) in dirs.iter().enumerate().skip(1) {
-            brokers.push(Proc::spawn_in(
-                &ferrocket_bin(),
+            brokers.push(Proc::spawn(&broker_args(
+                &ns.addr,
+                dir.path(),
                 None,
-                &broker_args(
-                    &ns.addr,
-                    dir.path(),
-                    None,
-                    &[
-                        "brokerRole=SLAVE".into(),
-                        format!("brokerId={}", i + 1),
-                        "roleEpoch=1".into(),
-                        "masterRole=SYNC_MASTER".into(),
-                        format!("haMasterAddress={ha}"),
-                    ],
-                ),
-            ));
+                &[
+                    "brokerRole=SLAVE".into(),
+                    format!("brokerId={}", i + 1),
+                    "roleEpoch=1".into(),
+                    "masterRole=SYNC_MASTER".into(),
+                    format!("haMasterAddress={ha}"),
+                ],
+            )));
         }
         let addrs: Vec<String> = brokers.iter().map(|b| b.addr.clone()).collect();
         let spec = BrokerGroupSpec {
