@@ -1060,7 +1060,11 @@ fn shutdown_answers_held_pulls_flushes_and_closes_every_listener() {
 fn unsupported_features_are_refused_with_rocketmqs_answers_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let ns = namesrv();
-    let b = broker(&ns.addr, dir.path(), &["brokerIP1=127.0.0.1"]);
+    let b = broker(
+        &ns.addr,
+        dir.path(),
+        &["brokerIP1=127.0.0.1", "rejectTransactionMessage=true"],
+    );
     rt().block_on(async {
         let c = RemotingClient::new();
         let r = c.invoke(&b.addr, send_req("Plain", 0, "first", ""), T).await.unwrap();
@@ -1073,7 +1077,8 @@ fn unsupported_features_are_refused_with_rocketmqs_answers_and_store_nothing() {
             r.ext_fields.insert("f".into(), sys.to_string());
             r
         };
-        // A TransactionMQProducer's half message: TRAN_MSG=true, sysFlag prepared (4).
+        // A TransactionMQProducer's half message (TRAN_MSG=true, sysFlag prepared) on a
+        // broker with rejectTransactionMessage=true.
         let half = with_props("half", &[("TRAN_MSG", "true"), ("PGROUP", "tx_pg")], 4);
         let r = c.invoke(&b.addr, half, T).await.unwrap();
         assert_eq!(r.code, response::NO_PERMISSION);
@@ -1081,6 +1086,12 @@ fn unsupported_features_are_refused_with_rocketmqs_answers_and_store_nothing() {
             r.remark.as_deref(),
             Some("the broker[127.0.0.1] sending transaction message is forbidden")
         );
+        // The rollback bits of sysFlag on a send (RocketMQ would store it unseen).
+        let r = c
+            .invoke(&b.addr, with_props("rolled", &[], 12), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::MESSAGE_ILLEGAL, "{:?}", r.remark);
         // Timer messages, each property; a delay level still wins over them.
         for k in ["TIMER_DELIVER_MS", "TIMER_DELAY_SEC", "TIMER_DELAY_MS"] {
             let r = c
@@ -1139,5 +1150,149 @@ fn unsupported_features_are_refused_with_rocketmqs_answers_and_store_nothing() {
         pull.ext_fields.insert("expressionType".into(), "SQL92".into());
         let r = c.invoke(&b.addr, pull, T).await.unwrap();
         assert_eq!(r.code, response::SYSTEM_ERROR);
+    });
+}
+
+/// The offset in an offset message id (its last 16 hex digits).
+fn phys_of(msg_id: &str) -> i64 {
+    i64::from_str_radix(&msg_id[msg_id.len() - 16..], 16).unwrap()
+}
+
+/// END_TRANSACTION as the Java broker checks it: the half message must exist at the
+/// commitLogOffset, belong to the producer group and sit at tranStateTableOffset; a
+/// commit stores the message once in its real topic and queue (commit bits, no
+/// TRAN_MSG), a second commit or a rollback after it changes nothing; a rollback stores
+/// nothing; a slave refuses.
+#[test]
+fn end_transaction_checks_its_half_message_and_commits_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &[]);
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        let r = c
+            .invoke(&b.addr, send_req("TxRaw", 1, "plain", ""), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        let plain_phys = phys_of(r.ext("msgId").unwrap());
+        let half = |body: &str| {
+            let mut r = send_req("TxRaw", 1, body, "tx");
+            r.ext_fields.insert(
+                "i".into(),
+                encode_properties([
+                    ("TAGS", "tx"),
+                    ("UNIQ_KEY", body),
+                    ("TRAN_MSG", "true"),
+                    ("PGROUP", "tx_pg"),
+                ]),
+            );
+            r.ext_fields.insert("f".into(), "4".into());
+            r
+        };
+        let mut halves = Vec::new();
+        for body in ["to-commit", "to-rollback"] {
+            let r = c.invoke(&b.addr, half(body), T).await.unwrap();
+            assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+            assert_eq!(r.ext("transactionId"), Some(body));
+            halves.push((
+                r.ext("queueOffset").unwrap().parse::<i64>().unwrap(),
+                phys_of(r.ext("msgId").unwrap()),
+            ));
+        }
+        let max = |topic: &'static str| {
+            RemotingCommand::request(request::GET_MAX_OFFSET)
+                .with_ext("topic", topic)
+                .with_ext("queueId", 1)
+        };
+        // Half messages are not in the topic.
+        let r = c.invoke(&b.addr, max("TxRaw"), T).await.unwrap();
+        assert_eq!(r.ext("offset"), Some("1"));
+        let end = |group: &str, state_offset: i64, phys: i64, decision: i32| {
+            RemotingCommand::request(request::END_TRANSACTION)
+                .with_ext("producerGroup", group)
+                .with_ext("tranStateTableOffset", state_offset)
+                .with_ext("commitLogOffset", phys)
+                .with_ext("commitOrRollback", decision)
+                .with_ext("fromTransactionCheck", false)
+                .with_ext("msgId", "m")
+        };
+        let (q0, p0) = halves[0];
+        let (q1, p1) = halves[1];
+        for (req, remark) in [
+            (end("other_pg", q0, p0, 8), "The producer group wrong"),
+            (
+                end("tx_pg", q0 + 7, p0, 8),
+                "The transaction state table offset wrong",
+            ),
+            (
+                end("tx_pg", 0, plain_phys, 8),
+                "Find prepared transaction message failed",
+            ),
+            (
+                end("tx_pg", q0, 1 << 40, 8),
+                "Find prepared transaction message failed",
+            ),
+        ] {
+            let r = c.invoke(&b.addr, req, T).await.unwrap();
+            assert_eq!(r.code, response::SYSTEM_ERROR);
+            assert_eq!(r.remark.as_deref(), Some(remark));
+        }
+        let r = c.invoke(&b.addr, end("tx_pg", q0, p0, 5), T).await.unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR, "an unknown decision");
+        // UNKNOW (0) changes nothing.
+        let r = c.invoke(&b.addr, end("tx_pg", q0, p0, 0), T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        let r = c.invoke(&b.addr, end("tx_pg", q0, p0, 8), T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        let r = c
+            .invoke(&b.addr, end("tx_pg", q1, p1, 12), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        // Ended already: a second commit, a rollback after a commit, a commit after a
+        // rollback.
+        for req in [
+            end("tx_pg", q0, p0, 8),
+            end("tx_pg", q0, p0, 12),
+            end("tx_pg", q1, p1, 8),
+        ] {
+            let r = c.invoke(&b.addr, req, T).await.unwrap();
+            assert_eq!(r.code, response::SYSTEM_ERROR);
+        }
+        let r = c.invoke(&b.addr, max("TxRaw"), T).await.unwrap();
+        assert_eq!(
+            r.ext("offset"),
+            Some("2"),
+            "one commit stored, nothing else"
+        );
+        let r = c
+            .invoke(&b.addr, pull_req("TxRaw", 1, 1, 0), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        let recs = ferrocket::client::split_records(r.body_bytes());
+        assert_eq!(recs.len(), 1);
+        let m = decode_record(&recs[0]).unwrap();
+        assert_eq!(String::from_utf8_lossy(&m.body), "to-commit");
+        assert_eq!(m.sys_flag & 0xC, 8, "the commit bits");
+        assert_eq!(m.prepared_transaction_offset, p0);
+        assert_eq!(m.property("TRAN_MSG"), None);
+        assert_eq!(m.property("REAL_TOPIC"), None);
+        assert_eq!(m.property("UNIQ_KEY").as_deref(), Some("to-commit"));
+        assert_eq!(m.tag().as_deref(), Some("tx"));
+        // The broker's runtime info counts them.
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::GET_BROKER_RUNTIME_INFO),
+                T,
+            )
+            .await
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap();
+        assert_eq!(info["table"]["transactionCommitted"], "1");
+        assert_eq!(info["table"]["transactionRolledBack"], "1");
+        assert_eq!(info["table"]["transactionUnresolved"], "0");
     });
 }

@@ -163,6 +163,17 @@ impl Broker {
         );
         put("haSlaveAckOffset", self.ha.acked_offset().to_string());
         put("haSlaveLagBytes", self.ha.slave_lag().to_string());
+        let tx = &self.transactions.counters;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        put("transactionHalfPut", n(&tx.half).to_string());
+        put("transactionCommitted", n(&tx.committed).to_string());
+        put("transactionRolledBack", n(&tx.rolled_back).to_string());
+        put("transactionChecks", n(&tx.checks).to_string());
+        put("transactionDiscarded", n(&tx.discarded).to_string());
+        put(
+            "transactionUnresolved",
+            self.transactions.unresolved().to_string(),
+        );
         let (kind, problem) = self
             .role
             .follow_problem()

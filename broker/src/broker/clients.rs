@@ -37,8 +37,8 @@ pub struct GroupView {
     pub subscriptions: Vec<SubscriptionData>,
 }
 
-/// Producer group → client id → (connection id, last heartbeat).
-type ProducerTable = HashMap<String, BTreeMap<String, (u64, Instant)>>;
+/// Producer group → client id → (connection, last heartbeat).
+type ProducerTable = HashMap<String, BTreeMap<String, (Arc<Connection>, Instant)>>;
 
 /// Connected clients.
 #[derive(Debug, Default)]
@@ -97,7 +97,7 @@ impl ClientManager {
             producers
                 .entry(pd.group_name.clone())
                 .or_default()
-                .insert(hb.client_id.clone(), (conn.id, now));
+                .insert(hb.client_id.clone(), (Arc::clone(conn), now));
         }
         changed
     }
@@ -147,7 +147,7 @@ impl ClientManager {
     /// Drops every client of a closed connection; returns the groups that changed.
     pub fn connection_closed(&self, conn_id: u64) -> Vec<String> {
         for p in lock(&self.producers).values_mut() {
-            p.retain(|_, (c, _)| *c != conn_id);
+            p.retain(|_, (c, _)| c.id != conn_id);
         }
         self.remove_where(|_, m| m.conn.id == conn_id)
     }
@@ -207,6 +207,29 @@ impl ClientManager {
     /// Whether any consumer of the group is connected.
     pub fn has_group(&self, group: &str) -> bool {
         lock(&self.consumers).contains_key(group)
+    }
+
+    /// A live connection of a producer group (the one heard from last), for the
+    /// transaction check-back.
+    pub fn producer_connection(&self, group: &str) -> Option<Arc<Connection>> {
+        lock(&self.producers)
+            .get(group)?
+            .values()
+            .filter(|(c, _)| !c.is_closed())
+            .max_by_key(|(_, t)| *t)
+            .map(|(c, _)| Arc::clone(c))
+    }
+
+    /// Client ids and remote addresses of a producer group (GET_PRODUCER_CONNECTION_LIST).
+    pub fn producer_view(&self, group: &str) -> Vec<(String, String)> {
+        lock(&self.producers)
+            .get(group)
+            .map(|p| {
+                p.iter()
+                    .map(|(id, (c, _))| (id.clone(), c.peer.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Sends NOTIFY_CONSUMER_IDS_CHANGED to every member of `group`.

@@ -184,6 +184,15 @@ pub struct BrokerConfig {
     pub which_broker_when_consume_slowly: i64,
     /// `accessMessageInMemoryMaxRatio` (40): % of RAM beyond which data counts as cold.
     pub access_message_in_memory_max_ratio: u64,
+    /// `rejectTransactionMessage`: refuse transactional half messages (NO_PERMISSION).
+    pub reject_transaction_message: bool,
+    /// `transactionTimeOut`, ms: a half message younger than this is not checked back.
+    pub transaction_timeout_ms: u64,
+    /// `transactionCheckMax`: check-backs before a half message is discarded to
+    /// `TRANS_CHECK_MAX_TIME_TOPIC`.
+    pub transaction_check_max: i32,
+    /// `transactionCheckInterval`, ms: how often unresolved half messages are checked.
+    pub transaction_check_interval_ms: u64,
     /// Store settings.
     pub store: StoreConfig,
 }
@@ -217,6 +226,10 @@ impl Default for BrokerConfig {
             metrics_port: 0,
             max_reconsume_times: 16,
             broker_permission: PERM_READ | PERM_WRITE,
+            reject_transaction_message: false,
+            transaction_timeout_ms: 6_000,
+            transaction_check_max: 15,
+            transaction_check_interval_ms: 30_000,
             store: StoreConfig::new(PathBuf::from(home).join("store")),
         }
     }
@@ -353,6 +366,10 @@ impl BrokerConfig {
                     }
                 }
                 "slaveBrokerId" => c.slave_broker_id = num(key, v)?,
+                "rejectTransactionMessage" => c.reject_transaction_message = boolean(key, v)?,
+                "transactionTimeOut" => c.transaction_timeout_ms = num(key, v)?,
+                "transactionCheckMax" => c.transaction_check_max = num(key, v)?,
+                "transactionCheckInterval" => c.transaction_check_interval_ms = num(key, v)?,
                 "haMasterAddress" => {
                     c.ha_master_address = Some(v.clone()).filter(|a| !a.trim().is_empty())
                 }
@@ -484,6 +501,22 @@ impl BrokerConfig {
             ("maxReconsumeTimes", self.max_reconsume_times.to_string()),
             ("brokerPermission", self.broker_permission.to_string()),
             ("metricsPort", self.metrics_port.to_string()),
+            (
+                "rejectTransactionMessage",
+                self.reject_transaction_message.to_string(),
+            ),
+            (
+                "transactionTimeOut",
+                self.transaction_timeout_ms.to_string(),
+            ),
+            (
+                "transactionCheckMax",
+                self.transaction_check_max.to_string(),
+            ),
+            (
+                "transactionCheckInterval",
+                self.transaction_check_interval_ms.to_string(),
+            ),
         ]
         .iter()
         .map(|(k, v)| format!("{k}={v}\n"))

@@ -6,7 +6,8 @@
 //! family has its processor and typed headers in its own module — `send` (SEND_MESSAGE,
 //! V2, batch), `pull` (pull, long polling), `consumer` (heartbeats, consumer lists,
 //! locks, offsets, send-back), `admin` (topics, groups, `GET_ALL_*`, broker config,
-//! runtime info, stats), `query` (by key, by id, queue offsets), `role` (ROLE_CHANGE);
+//! runtime info, stats), `query` (by key, by id, queue offsets), `role` (ROLE_CHANGE),
+//! `transaction` (half messages, END_TRANSACTION, the check-back service);
 //! `registration` (name servers) and `slave_sync` (a slave copying the master's
 //! metadata) run in the background; `meta`, `clients`, `locks`, `long_poll` and
 //! `schedule` are the state they share.
@@ -26,6 +27,7 @@ mod role;
 pub mod schedule;
 mod send;
 mod slave_sync;
+pub mod transaction;
 pub mod unsupported;
 
 use std::future::Future;
@@ -87,6 +89,8 @@ pub struct Broker {
     pub locks: locks::QueueLocks,
     /// Progress of delayed delivery.
     pub delay_offsets: schedule::DelayOffsets,
+    /// Unresolved transactional half messages.
+    pub transactions: transaction::Transactions,
     /// Prometheus metrics.
     pub metrics: crate::metrics::BrokerMetrics,
     /// Settings UPDATE_BROKER_CONFIG may change at run time.
@@ -186,6 +190,7 @@ impl Broker {
             hold,
             locks: locks::QueueLocks::default(),
             delay_offsets: schedule::DelayOffsets::load(cfg_dir.join("delayOffset.json")),
+            transactions: transaction::Transactions::default(),
             metrics,
             runtime,
             registered: std::sync::atomic::AtomicBool::new(false),
@@ -215,6 +220,7 @@ impl Broker {
     /// closed. Nothing it started outlives it.
     pub async fn run(self: Arc<Self>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let mut tasks = schedule::spawn(&self);
+        tasks.push(transaction::spawn(&self));
         tasks.extend([
             tokio::spawn({
                 let b = Arc::clone(&self);
@@ -334,6 +340,7 @@ impl Broker {
 
     /// Persists offsets and shuts the store down cleanly.
     pub fn close(&self) {
+        self.persist_transaction_progress();
         self.offsets.persist();
         self.delay_offsets.persist();
         self.store.shutdown();
@@ -384,6 +391,7 @@ impl Broker {
             }
             ROLE_CHANGE => self.role_change(&req),
             CHECK_CLIENT_CONFIG => self.check_client_config(&req),
+            END_TRANSACTION => self.end_transaction(&req).await,
             code => {
                 if req.is_oneway() {
                     self.oneway_log.unknown(code, &conn.peer);

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::{fail, Broker};
-use super::{meta, schedule, unsupported, BrokerRole};
+use super::{meta, schedule, transaction, unsupported, BrokerRole};
 use crate::protocol::batch::decode_batch;
 use crate::protocol::msg_id::offset_msg_id;
 use crate::remoting::codes::{request, response};
@@ -213,14 +213,22 @@ impl Broker {
                 ..template
             }]
         };
-        if let Some(r) = msgs
-            .iter()
-            .find_map(|m| unsupported::refusal(&m.properties, m.sys_flag))
-        {
-            let (code, remark) = r.answer(&self.config.broker_ip1);
-            return fail(req, code, remark);
+        let batch = req.code == request::SEND_BATCH_MESSAGE;
+        let mut half = false;
+        for m in &msgs {
+            let t = unsupported::traits(&m.properties, m.sys_flag);
+            if let Some(r) = t.refusal(self.config.reject_transaction_message, batch) {
+                let (code, remark) = r.answer(&self.config.broker_ip1);
+                return fail(req, code, remark);
+            }
+            // As in RocketMQ, a retry carrying a delay level is never a half message.
+            half |= t.half && !(m.reconsume_times > 0 && t.delay_level);
         }
-        if req.code != request::SEND_BATCH_MESSAGE {
+        if half {
+            for m in &mut msgs {
+                transaction::to_half(m);
+            }
+        } else if !batch {
             for m in &mut msgs {
                 schedule::apply_delay(m, self.store.delay_levels_ms().len());
             }
@@ -228,7 +236,16 @@ impl Broker {
         let uniq = (req.code != request::SEND_BATCH_MESSAGE)
             .then(|| find_property(&h.properties, "UNIQ_KEY").map(str::to_owned))
             .flatten();
-        let result = match self.store.append_messages(&msgs) {
+        let appended = if half {
+            self.transactions
+                .counters
+                .half
+                .fetch_add(1, Ordering::Relaxed);
+            self.transactions.append_half(&self.store, &msgs)
+        } else {
+            self.store.append_messages(&msgs)
+        };
+        let result = match appended {
             Ok(r) => r,
             Err(e @ StoreError::Message(_)) => return fail(req, response::MESSAGE_ILLEGAL, e),
             Err(e) => {

@@ -1,10 +1,12 @@
 //! What this broker cannot honour yet is refused, never handled differently: each refusal
 //! is the answer the Java broker gives with the feature switched off, so a client shows
-//! the error a RocketMQ user already knows (issue 12 builds the features themselves).
+//! the error a RocketMQ user already knows.
 //!
 //! | what | when | answer |
 //! |---|---|---|
-//! | transactional half message | `TRAN_MSG=true` or a prepared/rollback `sysFlag` | NO_PERMISSION, "the broker[ip] sending transaction message is forbidden" (`rejectTransactionMessage=true`) |
+//! | transactional half message | `rejectTransactionMessage=true` (default false: see `transaction`) | NO_PERMISSION, "the broker[ip] sending transaction message is forbidden" |
+//! | transactional half message in a batch | always | MESSAGE_ILLEGAL, "batch request does not support transaction message" |
+//! | the rollback bits of `sysFlag` on a send | always | MESSAGE_ILLEGAL (RocketMQ stores it and never delivers it) |
 //! | 5.x timer message | `TIMER_DELIVER_MS`, `TIMER_DELAY_SEC` or `TIMER_DELAY_MS` without a delay level | SYSTEM_ERROR, "accurate timer message is not enabled, timerWheelEnable is false" |
 //! | SQL92 (or any non-TAG) subscription | CHECK_CLIENT_CONFIG, or a pull under it | SYSTEM_ERROR, "The broker does not support consumer to filter message by SQL92" (`enablePropertyFilter=false`) |
 //! | an unknown request sent oneway (e.g. END_TRANSACTION) | always | logged at most once per 10 s per code (there is nobody to answer) |
@@ -35,15 +37,58 @@ pub fn filter_not_supported(expression_type: &str) -> String {
     format!("The broker does not support consumer to filter message by {expression_type}")
 }
 
+/// What a message asks of the broker beyond a plain append, read in one pass over its
+/// properties and `sysFlag`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traits {
+    /// A transactional half message: RocketMQ's `TRAN_MSG=true`, or the prepared bits
+    /// of its `sysFlag`.
+    pub half: bool,
+    /// The rollback bits of its `sysFlag` (never sent by a client).
+    pub rollback_flag: bool,
+    /// A 5.x timer property (`TIMER_DELIVER_MS`, `TIMER_DELAY_SEC`, `TIMER_DELAY_MS`).
+    pub timer: bool,
+    /// A delay level above 0 (`DELAY`): as in RocketMQ it wins over a timer property.
+    pub delay_level: bool,
+}
+
+/// Reads a message's [`Traits`]: one pass over the properties, on every send.
+#[must_use]
+pub fn traits(properties: &str, sys: i32) -> Traits {
+    let t = sys & sys_flag::TRANSACTION_TYPE_MASK;
+    let mut out = Traits {
+        half: t == sys_flag::TRANSACTION_PREPARED,
+        rollback_flag: t == sys_flag::TRANSACTION_ROLLBACK,
+        ..Traits::default()
+    };
+    for seg in properties.split(property::PROPERTY_SEPARATOR) {
+        let Some((k, v)) = seg.split_once(property::NAME_VALUE_SEPARATOR) else {
+            continue;
+        };
+        match k {
+            property::TRAN_MSG => out.half |= v.eq_ignore_ascii_case("true"),
+            property::TIMER_DELIVER_MS | property::TIMER_DELAY_SEC | property::TIMER_DELAY_MS => {
+                out.timer = true;
+            }
+            property::DELAY => out.delay_level = v.trim().parse::<i32>().is_ok_and(|l| l > 0),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Why a message is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// A transactional half (or rollback) message: RocketMQ's `TRAN_MSG` property, or
-    /// the transaction bits of its `sysFlag`.
+    /// A transactional half message on a broker with `rejectTransactionMessage=true`.
     Transaction,
-    /// A 5.x timer message (a `TIMER_*` property without a delay level: as in RocketMQ, a
-    /// message with `DELAY` > 0 is a delay-level message whatever timer property it has).
+    /// A message carrying the rollback bits of `sysFlag` (RocketMQ would store it and
+    /// never deliver it).
+    RollbackFlag,
+    /// A 5.x timer message (a `TIMER_*` property without a delay level).
     Timer,
+    /// A transactional half message inside a batch.
+    TransactionInBatch,
 }
 
 impl Refusal {
@@ -53,36 +98,35 @@ impl Refusal {
         use crate::remoting::codes::response;
         match self {
             Refusal::Transaction => (response::NO_PERMISSION, transaction_forbidden(broker_ip)),
+            Refusal::RollbackFlag => (
+                response::MESSAGE_ILLEGAL,
+                "a message with the transaction rollback flag cannot be sent".to_owned(),
+            ),
             Refusal::Timer => (response::SYSTEM_ERROR, TIMER_NOT_ENABLED.to_owned()),
+            Refusal::TransactionInBatch => (
+                response::MESSAGE_ILLEGAL,
+                "batch request does not support transaction message".to_owned(),
+            ),
         }
     }
 }
 
-/// What of a message (its properties and `sysFlag`) cannot be honoured, if anything: one
-/// pass over the properties, on every send.
-#[must_use]
-pub fn refusal(properties: &str, sys: i32) -> Option<Refusal> {
-    let t = sys & sys_flag::TRANSACTION_TYPE_MASK;
-    if t == sys_flag::TRANSACTION_PREPARED || t == sys_flag::TRANSACTION_ROLLBACK {
-        return Some(Refusal::Transaction);
-    }
-    let (mut timer, mut delay_level) = (false, false);
-    for seg in properties.split(property::PROPERTY_SEPARATOR) {
-        let Some((k, v)) = seg.split_once(property::NAME_VALUE_SEPARATOR) else {
-            continue;
-        };
-        match k {
-            property::TRAN_MSG if v.eq_ignore_ascii_case("true") => {
-                return Some(Refusal::Transaction)
-            }
-            property::TIMER_DELIVER_MS | property::TIMER_DELAY_SEC | property::TIMER_DELAY_MS => {
-                timer = true;
-            }
-            property::DELAY => delay_level = v.trim().parse::<i32>().is_ok_and(|l| l > 0),
-            _ => {}
+impl Traits {
+    /// What of the message cannot be honoured, if anything. `reject_transactions` is
+    /// `rejectTransactionMessage`; `batch` whether it came in a batch.
+    #[must_use]
+    pub fn refusal(self, reject_transactions: bool, batch: bool) -> Option<Refusal> {
+        if self.rollback_flag {
+            return Some(Refusal::RollbackFlag);
         }
+        if self.half && batch {
+            return Some(Refusal::TransactionInBatch);
+        }
+        if self.half && reject_transactions {
+            return Some(Refusal::Transaction);
+        }
+        (self.timer && !self.delay_level).then_some(Refusal::Timer)
     }
-    (timer && !delay_level).then_some(Refusal::Timer)
 }
 
 /// Logs unknown oneway requests, at most once per 10 s per request code.
@@ -121,17 +165,25 @@ mod tests {
 
     #[test]
     fn what_is_refused() {
+        let refusal = |p: &str, sys: i32| traits(p, sys).refusal(false, false);
         let tran = encode_properties([("TRAN_MSG", "true"), ("PGROUP", "pg")]);
-        assert_eq!(refusal(&tran, 0), Some(Refusal::Transaction));
+        assert!(traits(&tran, 0).half);
+        assert_eq!(refusal(&tran, 0), None);
         assert_eq!(
-            refusal("", sys_flag::TRANSACTION_PREPARED),
+            traits(&tran, 0).refusal(true, false),
             Some(Refusal::Transaction)
         );
-        assert_eq!(refusal("", sys_flag::TRANSACTION_COMMIT), None);
         assert_eq!(
-            refusal(&encode_properties([("TRAN_MSG", "false")]), 0),
-            None
+            traits(&tran, 0).refusal(false, true),
+            Some(Refusal::TransactionInBatch)
         );
+        assert!(traits("", sys_flag::TRANSACTION_PREPARED).half);
+        assert_eq!(
+            refusal("", sys_flag::TRANSACTION_ROLLBACK),
+            Some(Refusal::RollbackFlag)
+        );
+        assert_eq!(traits("", sys_flag::TRANSACTION_COMMIT), Traits::default());
+        assert!(!traits(&encode_properties([("TRAN_MSG", "false")]), 0).half);
         for k in ["TIMER_DELIVER_MS", "TIMER_DELAY_SEC", "TIMER_DELAY_MS"] {
             assert_eq!(
                 refusal(&encode_properties([(k, "1000")]), 0),
