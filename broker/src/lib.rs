@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod namesrv;
 pub mod protocol;
 pub mod remoting;
+pub mod sql92;
 pub mod store;
 pub mod sync;

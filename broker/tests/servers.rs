@@ -1296,3 +1296,70 @@ fn end_transaction_checks_its_half_message_and_commits_once() {
         assert_eq!(info["table"]["transactionUnresolved"], "0");
     });
 }
+
+/// SQL92 with `enablePropertyFilter=true`: CHECK_CLIENT_CONFIG parses the selector
+/// (SUBSCRIPTION_PARSE_FAILED, 23, when it cannot); a pull under a selector — its own
+/// or one known from a heartbeat — returns only the messages it selects.
+#[test]
+fn sql92_selectors_are_checked_and_filter_pulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &["enablePropertyFilter=true"]);
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        for i in 1..=6 {
+            let mut r = send_req("Sql", 0, &format!("m{i}"), if i % 2 == 0 { "even" } else { "odd" });
+            r.ext_fields.insert(
+                "i".into(),
+                encode_properties([
+                    ("TAGS", if i % 2 == 0 { "even" } else { "odd" }),
+                    ("a", &i.to_string()),
+                ]),
+            );
+            let r = c.invoke(&b.addr, r, T).await.unwrap();
+            assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        }
+        let check = |expr: &str| {
+            RemotingCommand::request(46).with_body(Bytes::from(format!(
+                r#"{{"clientId":"c@1","group":"g","subscriptionData":{{"topic":"Sql","subString":"{expr}","expressionType":"SQL92","tagsSet":[],"codeSet":[],"subVersion":1,"classFilterMode":false}}}}"#
+            )))
+        };
+        let r = c.invoke(&b.addr, check("a > 2 AND TAGS = 'even'"), T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        let r = c.invoke(&b.addr, check("a >"), T).await.unwrap();
+        assert_eq!(r.code, response::SUBSCRIPTION_PARSE_FAILED);
+        assert!(r.remark.unwrap().starts_with("Parse or compile expression failed"));
+        let bodies = |r: &RemotingCommand| -> Vec<String> {
+            ferrocket::client::split_records(r.body_bytes())
+                .iter()
+                .map(|rec| String::from_utf8_lossy(&decode_record(rec).unwrap().body).into_owned())
+                .collect()
+        };
+        let mut pull = pull_req("Sql", 0, 0, 0);
+        pull.ext_fields.insert("expressionType".into(), "SQL92".into());
+        pull.ext_fields.insert("subscription".into(), "a > 2 AND TAGS = 'even'".into());
+        let r = c.invoke(&b.addr, pull, T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        assert_eq!(bodies(&r), ["m4", "m6"]);
+        // From a heartbeat only.
+        let hb = r#"{"clientID":"c@1","producerDataSet":[],"consumerDataSet":[{"groupName":"sqlg","consumeType":"CONSUME_PASSIVELY","messageModel":"CLUSTERING","consumeFromWhere":"CONSUME_FROM_FIRST_OFFSET","subscriptionDataSet":[{"topic":"Sql","subString":"a BETWEEN 2 AND 3","expressionType":"SQL92","tagsSet":[],"codeSet":[],"subVersion":1,"classFilterMode":false}],"unitMode":false}]}"#;
+        let r = c
+            .invoke(&b.addr, RemotingCommand::request(request::HEART_BEAT).with_body(Bytes::from(hb)), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        let mut pull = pull_req("Sql", 0, 0, 0);
+        pull.ext_fields.insert("consumerGroup".into(), "sqlg".into());
+        pull.ext_fields.insert("sysFlag".into(), "0".into());
+        let r = c.invoke(&b.addr, pull, T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        assert_eq!(bodies(&r), ["m2", "m3"]);
+        // A selector nothing matches: the pull moves on without messages.
+        let mut pull = pull_req("Sql", 0, 0, 0);
+        pull.ext_fields.insert("expressionType".into(), "SQL92".into());
+        pull.ext_fields.insert("subscription".into(), "a > 100".into());
+        let r = c.invoke(&b.addr, pull, T).await.unwrap();
+        assert_eq!(r.code, response::PULL_RETRY_IMMEDIATELY);
+        assert_eq!(r.ext("nextBeginOffset"), Some("6"));
+    });
+}

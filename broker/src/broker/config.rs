@@ -26,6 +26,10 @@ pub struct RuntimeSettings {
     pub max_reconsume: std::sync::atomic::AtomicI32,
     /// `brokerPermission`: 6 read-write, 4 read-only (sends refused), 2 write-only.
     pub permission: std::sync::atomic::AtomicI32,
+    /// `enablePropertyFilter`: SQL92 selectors served (else refused).
+    pub enable_property_filter: std::sync::atomic::AtomicBool,
+    /// `filterSupportRetry`: selectors also filter retry topics.
+    pub filter_support_retry: std::sync::atomic::AtomicBool,
 }
 
 impl From<&BrokerConfig> for RuntimeSettings {
@@ -38,6 +42,8 @@ impl From<&BrokerConfig> for RuntimeSettings {
             suspend_max_ms: AtomicU64::new(c.broker_suspend_max_time_millis),
             max_reconsume: AtomicI32::new(c.max_reconsume_times),
             permission: AtomicI32::new(c.broker_permission),
+            enable_property_filter: AtomicBool::new(c.enable_property_filter),
+            filter_support_retry: AtomicBool::new(c.filter_support_retry),
         }
     }
 }
@@ -52,7 +58,11 @@ impl RuntimeSettings {
         // Validate everything first.
         for (k, v) in props {
             match k.as_str() {
-                "autoCreateTopicEnable" | "autoCreateSubscriptionGroup" | "longPollingEnable" => {
+                "autoCreateTopicEnable"
+                | "autoCreateSubscriptionGroup"
+                | "longPollingEnable"
+                | "enablePropertyFilter"
+                | "filterSupportRetry" => {
                     boolean(k, v)?;
                 }
                 "brokerSuspendMaxTimeMillis" => {
@@ -80,6 +90,10 @@ impl RuntimeSettings {
                     self.auto_create_group.store(boolean(k, v)?, Relaxed)
                 }
                 "longPollingEnable" => self.long_polling.store(boolean(k, v)?, Relaxed),
+                "enablePropertyFilter" => {
+                    self.enable_property_filter.store(boolean(k, v)?, Relaxed)
+                }
+                "filterSupportRetry" => self.filter_support_retry.store(boolean(k, v)?, Relaxed),
                 "brokerSuspendMaxTimeMillis" => self.suspend_max_ms.store(num(k, v)?, Relaxed),
                 "brokerPermission" => self.permission.store(permission(k, v)?, Relaxed),
                 _ => self.max_reconsume.store(num(k, v)?, Relaxed),
@@ -97,6 +111,8 @@ impl RuntimeSettings {
         c.broker_suspend_max_time_millis = self.suspend_max_ms.load(Relaxed);
         c.max_reconsume_times = self.max_reconsume.load(Relaxed);
         c.broker_permission = self.permission.load(Relaxed);
+        c.enable_property_filter = self.enable_property_filter.load(Relaxed);
+        c.filter_support_retry = self.filter_support_retry.load(Relaxed);
     }
 
     /// Whether `brokerPermission` lets producers write.
@@ -184,6 +200,10 @@ pub struct BrokerConfig {
     pub which_broker_when_consume_slowly: i64,
     /// `accessMessageInMemoryMaxRatio` (40): % of RAM beyond which data counts as cold.
     pub access_message_in_memory_max_ratio: u64,
+    /// `enablePropertyFilter` (false, as RocketMQ): serve SQL92 selectors.
+    pub enable_property_filter: bool,
+    /// `filterSupportRetry` (false): selectors also filter `%RETRY%` topics.
+    pub filter_support_retry: bool,
     /// `rejectTransactionMessage`: refuse transactional half messages (NO_PERMISSION).
     pub reject_transaction_message: bool,
     /// `transactionTimeOut`, ms: a half message younger than this is not checked back.
@@ -227,6 +247,8 @@ impl Default for BrokerConfig {
             max_reconsume_times: 16,
             broker_permission: PERM_READ | PERM_WRITE,
             reject_transaction_message: false,
+            enable_property_filter: false,
+            filter_support_retry: false,
             transaction_timeout_ms: 6_000,
             transaction_check_max: 15,
             transaction_check_interval_ms: 30_000,
@@ -367,6 +389,8 @@ impl BrokerConfig {
                 }
                 "slaveBrokerId" => c.slave_broker_id = num(key, v)?,
                 "rejectTransactionMessage" => c.reject_transaction_message = boolean(key, v)?,
+                "enablePropertyFilter" => c.enable_property_filter = boolean(key, v)?,
+                "filterSupportRetry" => c.filter_support_retry = boolean(key, v)?,
                 "transactionTimeOut" => c.transaction_timeout_ms = num(key, v)?,
                 "transactionCheckMax" => c.transaction_check_max = num(key, v)?,
                 "transactionCheckInterval" => c.transaction_check_interval_ms = num(key, v)?,

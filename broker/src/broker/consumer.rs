@@ -143,22 +143,21 @@ impl Broker {
     /// serve its subscription. Only tag subscriptions can be (no `enablePropertyFilter`);
     /// a body that cannot be read is answered SUCCESS, as the Java broker does.
     pub(super) fn check_client_config(&self, req: &RemotingCommand) -> RemotingCommand {
-        let kind = serde_json::from_slice::<serde_json::Value>(&req.body_bytes())
+        let sub = serde_json::from_slice::<serde_json::Value>(&req.body_bytes())
             .ok()
-            .and_then(|b| {
-                b.get("subscriptionData")?
-                    .get("expressionType")?
-                    .as_str()
-                    .map(str::to_owned)
-            });
+            .and_then(|b| b.get("subscriptionData").cloned());
+        let field = |k: &str| {
+            sub.as_ref()
+                .and_then(|s| s.get(k)?.as_str().map(str::to_owned))
+        };
+        let kind = field("expressionType");
         if unsupported::is_tag_type(kind.as_deref()) {
-            ok(req)
-        } else {
-            fail(
-                req,
-                response::SYSTEM_ERROR,
-                unsupported::filter_not_supported(kind.as_deref().unwrap_or_default()),
-            )
+            return ok(req);
+        }
+        let expr = field("subString").unwrap_or_default();
+        match self.compile_selector(req, kind.as_deref().unwrap_or_default(), &expr) {
+            Ok(_) => ok(req),
+            Err(refused) => refused,
         }
     }
 

@@ -81,38 +81,61 @@ impl PullHeader {
 }
 
 impl Broker {
+    /// The compiled selector of a non-TAG subscription: refused unless
+    /// `enablePropertyFilter` is on and the type is SQL92 (RocketMQ's answers).
+    pub(super) fn compile_selector(
+        &self,
+        req: &RemotingCommand,
+        kind: &str,
+        expr: &str,
+    ) -> Result<crate::sql92::Expr, RemotingCommand> {
+        if !self.runtime.enable_property_filter.load(Ordering::Relaxed)
+            || !kind.eq_ignore_ascii_case("SQL92")
+        {
+            return Err(fail(
+                req,
+                response::SYSTEM_ERROR,
+                unsupported::filter_not_supported(kind),
+            ));
+        }
+        crate::sql92::parse(expr).map_err(|e| fail(req, response::SUBSCRIPTION_PARSE_FAILED, e))
+    }
+
+    /// The subscription a pull is served under: the pull's own (its subscription flag)
+    /// or the group's from heartbeats; with its compiled SQL92 selector if it has one.
     pub(super) fn subscription_for_pull(
         &self,
         req: &RemotingCommand,
         group: &str,
         topic: &str,
         sys_flag: i32,
-    ) -> Result<SubscriptionData, RemotingCommand> {
+    ) -> Result<(SubscriptionData, Option<crate::sql92::Expr>), RemotingCommand> {
         if sys_flag & pull_flag::SUBSCRIPTION != 0 {
             let expr = req.ext("subscription").unwrap_or("*");
             let kind = req.ext("expressionType");
             if !unsupported::is_tag_type(kind) {
-                return Err(fail(
-                    req,
-                    response::SYSTEM_ERROR,
-                    unsupported::filter_not_supported(kind.unwrap_or_default()),
-                ));
+                let sel = self.compile_selector(req, kind.unwrap_or_default(), expr)?;
+                let mut sub = SubscriptionData::from_expression(topic, "*", 0);
+                sub.sub_string = expr.to_owned();
+                sub.expression_type = kind.map(str::to_owned);
+                return Ok((sub, Some(sel)));
             }
-            return Ok(SubscriptionData::from_expression(topic, expr, 0));
+            return Ok((SubscriptionData::from_expression(topic, expr, 0), None));
         }
         match self.clients.subscription(group, topic) {
             Some(s) => {
                 let wanted: i64 = req.ext_num_opt("subVersion").ok().flatten().unwrap_or(0);
-                if !unsupported::is_tag_type(s.expression_type.as_deref()) {
-                    // Known only from heartbeats: refused, never matched as "everything".
-                    return Err(fail(
+                let sel = if unsupported::is_tag_type(s.expression_type.as_deref()) {
+                    None
+                } else {
+                    // Known only from heartbeats: compiled (or refused), never matched
+                    // as "everything".
+                    Some(self.compile_selector(
                         req,
-                        response::SYSTEM_ERROR,
-                        unsupported::filter_not_supported(
-                            s.expression_type.as_deref().unwrap_or_default(),
-                        ),
-                    ));
-                }
+                        s.expression_type.as_deref().unwrap_or_default(),
+                        &s.sub_string,
+                    )?)
+                };
                 if s.sub_version < wanted {
                     return Err(fail(
                         req,
@@ -120,7 +143,7 @@ impl Broker {
                         "the consumer's subscription is not latest",
                     ));
                 }
-                Ok(s)
+                Ok((s, sel))
             }
             None => Err(fail(
                 req,
@@ -181,10 +204,15 @@ impl Broker {
                 format!("queueId {queue_id} out of range for {topic}"),
             );
         }
-        let sub = match self.subscription_for_pull(req, &group, &topic, sys_flag) {
+        let (sub, selector) = match self.subscription_for_pull(req, &group, &topic, sys_flag) {
             Ok(s) => s,
             Err(resp) => return resp,
         };
+        // As RocketMQ with filterSupportRetry=false: a retry topic is served whole.
+        let selector = selector.filter(|_| {
+            !topic.starts_with("%RETRY%")
+                || self.runtime.filter_support_retry.load(Ordering::Relaxed)
+        });
         if sys_flag & pull_flag::COMMIT_OFFSET != 0 && commit_offset >= 0 && self.is_master() {
             self.offsets.commit(&group, &topic, queue_id, commit_offset);
         }
@@ -198,11 +226,17 @@ impl Broker {
             self.runtime.suspend_max_ms.load(Ordering::Relaxed),
         );
         loop {
-            let r = self
-                .store
-                .get_messages(&topic, queue_id, offset, max_nums, max_bytes, |c| {
-                    sub.matches(c)
-                });
+            let r = self.store.get_messages(
+                &topic,
+                queue_id,
+                offset,
+                max_nums,
+                max_bytes,
+                PullFilter {
+                    sub: &sub,
+                    selector: selector.as_ref(),
+                },
+            );
             let (code, next) = match r.status {
                 GetMessageStatus::Found => (response::SUCCESS, r.next_begin_offset),
                 GetMessageStatus::NoMatchedMessage | GetMessageStatus::OffsetFoundNull => {
@@ -268,6 +302,29 @@ impl Broker {
             (true, true) => self.config.which_broker_when_consume_slowly,
             (true, false) | (false, false) => 0,
             (false, true) => id,
+        }
+    }
+}
+
+/// What a pull keeps: the tag subscription by tags code, or the SQL92 selector by the
+/// record's properties.
+struct PullFilter<'a> {
+    sub: &'a SubscriptionData,
+    selector: Option<&'a crate::sql92::Expr>,
+}
+
+impl crate::store::MessageFilter for PullFilter<'_> {
+    fn by_tags_code(&self, tags_code: i64) -> bool {
+        self.selector.is_some() || self.sub.matches(tags_code)
+    }
+
+    fn by_record(&self, record: &[u8]) -> bool {
+        match self.selector {
+            None => true,
+            Some(sel) => crate::store::format::RecordView::parse(record).is_ok_and(|v| {
+                let props = v.properties();
+                sel.matches(|k| crate::store::find_property(props, k))
+            }),
         }
     }
 }

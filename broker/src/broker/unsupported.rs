@@ -8,7 +8,7 @@
 //! | transactional half message in a batch | always | MESSAGE_ILLEGAL, "batch request does not support transaction message" |
 //! | the rollback bits of `sysFlag` on a send | always | MESSAGE_ILLEGAL (RocketMQ stores it and never delivers it) |
 //! | 5.x timer message | `TIMER_DELIVER_MS`, `TIMER_DELAY_SEC` or `TIMER_DELAY_MS` without a delay level | SYSTEM_ERROR, "accurate timer message is not enabled, timerWheelEnable is false" |
-//! | SQL92 (or any non-TAG) subscription | CHECK_CLIENT_CONFIG, or a pull under it | SYSTEM_ERROR, "The broker does not support consumer to filter message by SQL92" (`enablePropertyFilter=false`) |
+//! | SQL92 subscription with `enablePropertyFilter=false`, or another non-TAG type | CHECK_CLIENT_CONFIG, or a pull under it | SYSTEM_ERROR, "The broker does not support consumer to filter message by SQL92" |
 //! | an unknown request sent oneway (e.g. END_TRANSACTION) | always | logged at most once per 10 s per code (there is nobody to answer) |
 
 use std::collections::HashMap;

@@ -109,7 +109,8 @@ impl MessageStore {
     }
 
     /// Reads up to `max_count` messages (and about `max_bytes`) from a queue, starting
-    /// at `offset`, keeping those whose tags code passes `filter`.
+    /// at `offset`, keeping those `filter` passes (by tags code, then by record; a
+    /// closure over the tags code is a filter).
     pub fn get_messages(
         &self,
         topic: &str,
@@ -117,7 +118,7 @@ impl MessageStore {
         offset: i64,
         max_count: usize,
         max_bytes: usize,
-        filter: impl Fn(i64) -> bool,
+        filter: impl super::MessageFilter,
     ) -> GetMessageResult {
         self.inner
             .get_messages(topic, queue_id, offset, max_count, max_bytes, filter)

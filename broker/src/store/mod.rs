@@ -90,6 +90,23 @@ pub struct PutResult {
     pub end_offset: u64,
 }
 
+/// Which messages a read keeps, as RocketMQ's `MessageFilter`: first by the
+/// ConsumeQueue's tags code, then (for those that pass) by the record itself.
+pub trait MessageFilter {
+    /// By the tags code in the ConsumeQueue entry.
+    fn by_tags_code(&self, tags_code: i64) -> bool;
+    /// By the stored record (properties, body); every record by default.
+    fn by_record(&self, _record: &[u8]) -> bool {
+        true
+    }
+}
+
+impl<F: Fn(i64) -> bool> MessageFilter for F {
+    fn by_tags_code(&self, tags_code: i64) -> bool {
+        self(tags_code)
+    }
+}
+
 /// Outcome of a read from a queue (RocketMQ's `GetMessageStatus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GetMessageStatus {

@@ -16,7 +16,7 @@ impl StoreInner {
         offset: i64,
         max_count: usize,
         max_bytes: usize,
-        filter: impl Fn(i64) -> bool,
+        filter: impl super::MessageFilter,
     ) -> GetMessageResult {
         let mut res = GetMessageResult {
             status: GetMessageStatus::NoMatchedLogicQueue,
@@ -64,7 +64,7 @@ impl StoreInner {
                 next = k + 1;
                 continue;
             }
-            if !filter(e.tags_code) {
+            if !filter.by_tags_code(e.tags_code) {
                 next = k + 1;
                 continue;
             }
@@ -76,6 +76,10 @@ impl StoreInner {
                 next = k + 1;
                 continue;
             };
+            if !filter.by_record(&rec) {
+                next = k + 1;
+                continue;
+            }
             bytes += rec.len();
             res.messages.push(rec);
             res.queue_offsets.push(k);

@@ -1234,3 +1234,106 @@ async fn kill_9_during_transactions_loses_no_commit_and_delivers_no_rollback() {
         "a committed transaction stored twice"
     );
 }
+
+/// SQL92 selectors (`MessageSelector::by_sql`) with `enablePropertyFilter=true`: the
+/// stock push consumer starts (CHECK_CLIENT_CONFIG) and receives exactly the messages
+/// its selector picks, by user property and `TAGS`; a bad selector fails to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sql92_selectors_deliver_exactly_what_they_select() {
+    let cluster = Cluster::start(&["enablePropertyFilter=true"]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("sql92");
+    let mut p = producer(&rt, &ns, "interop_pg_sql").await;
+    for i in 0..40 {
+        let tag = if i % 2 == 0 { "even" } else { "odd" };
+        let m = Message::builder()
+            .topic("InteropSql")
+            .tags(tag)
+            .body_slice(format!("m{i}").as_bytes())
+            .raw_property("a", i.to_string())
+            .expect("property")
+            .build_unchecked();
+        p.send_with_timeout(m, 5000).await.expect("send");
+    }
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group("interop_cg_sql".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    c.subscribe_with_selector(
+        "InteropSql",
+        Some(rocketmq_client_rust::MessageSelector::by_sql(
+            "a BETWEEN 10 AND 29 AND TAGS IN ('even') AND b IS NULL",
+        )),
+    )
+    .await
+    .expect("subscribe");
+    c.register_message_listener_concurrently(Collect(got.clone()));
+    c.start().await.expect("an SQL92 consumer starts");
+    let want: BTreeSet<String> = (10..30)
+        .filter(|i| i % 2 == 0)
+        .map(|i| format!("m{i}"))
+        .collect();
+    wait_for("the selected messages", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= want.len()
+    })
+    .await;
+    // Every queue read to its end: nothing else will come.
+    let c2 = ferrocket::client::Client::new(&ns);
+    let route = c2.route("InteropSql").await.unwrap().unwrap();
+    let queues = ferrocket::client::Client::write_queues(&route);
+    wait_for_async_committed(&c2, &queues, "interop_cg_sql", "InteropSql").await;
+    c.shutdown().await;
+    let bodies: BTreeSet<String> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+    assert_eq!(bodies, want);
+    assert_eq!(got.lock().unwrap().len(), want.len(), "delivered once each");
+
+    let mut bad = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group("interop_cg_sql_bad".to_string())
+        .name_server_addr(ns.clone())
+        .build();
+    bad.subscribe_with_selector(
+        "InteropSql",
+        Some(rocketmq_client_rust::MessageSelector::by_sql("a >")),
+    )
+    .await
+    .expect("subscribe is local");
+    bad.register_message_listener_concurrently(Collect(Arc::new(Mutex::new(Vec::new()))));
+    assert!(
+        bad.start().await.is_err(),
+        "a selector the broker cannot parse"
+    );
+    p.shutdown().await;
+}
+
+/// Waits until the group's committed offset of every queue reaches the queue's end.
+async fn wait_for_async_committed(
+    c: &ferrocket::client::Client,
+    queues: &[ferrocket::client::QueueAddr],
+    group: &str,
+    topic: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut done = true;
+        for q in queues {
+            let max = c.max_offset(q, topic).await.unwrap_or(0);
+            let committed = c
+                .committed(q, topic, group)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(-1);
+            done &= committed >= max;
+        }
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offsets never reached the queues' ends"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
