@@ -220,6 +220,17 @@ impl ClientManager {
             .map(|(c, _)| Arc::clone(c))
     }
 
+    /// The connection of a producer client by its client id (any group), for pushing
+    /// request-reply replies.
+    pub fn producer_connection_of_client(&self, client_id: &str) -> Option<Arc<Connection>> {
+        lock(&self.producers)
+            .values()
+            .filter_map(|g| g.get(client_id))
+            .filter(|(c, _)| !c.is_closed())
+            .max_by_key(|(_, t)| *t)
+            .map(|(c, _)| Arc::clone(c))
+    }
+
     /// Client ids and remote addresses of a producer group (GET_PRODUCER_CONNECTION_LIST).
     pub fn producer_view(&self, group: &str) -> Vec<(String, String)> {
         lock(&self.producers)

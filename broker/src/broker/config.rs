@@ -200,6 +200,9 @@ pub struct BrokerConfig {
     pub which_broker_when_consume_slowly: i64,
     /// `accessMessageInMemoryMaxRatio` (40): % of RAM beyond which data counts as cold.
     pub access_message_in_memory_max_ratio: u64,
+    /// `storeReplyMessageEnable` (true): replies are stored in the reply topic as well
+    /// as pushed to the requester.
+    pub store_reply_message_enable: bool,
     /// `enablePropertyFilter` (false, as RocketMQ): serve SQL92 selectors.
     pub enable_property_filter: bool,
     /// `filterSupportRetry` (false): selectors also filter `%RETRY%` topics.
@@ -249,6 +252,7 @@ impl Default for BrokerConfig {
             reject_transaction_message: false,
             enable_property_filter: false,
             filter_support_retry: false,
+            store_reply_message_enable: true,
             transaction_timeout_ms: 6_000,
             transaction_check_max: 15,
             transaction_check_interval_ms: 30_000,
@@ -391,6 +395,7 @@ impl BrokerConfig {
                 "rejectTransactionMessage" => c.reject_transaction_message = boolean(key, v)?,
                 "enablePropertyFilter" => c.enable_property_filter = boolean(key, v)?,
                 "filterSupportRetry" => c.filter_support_retry = boolean(key, v)?,
+                "storeReplyMessageEnable" => c.store_reply_message_enable = boolean(key, v)?,
                 "transactionTimeOut" => c.transaction_timeout_ms = num(key, v)?,
                 "transactionCheckMax" => c.transaction_check_max = num(key, v)?,
                 "transactionCheckInterval" => c.transaction_check_interval_ms = num(key, v)?,

@@ -23,6 +23,7 @@ pub mod meta;
 mod pull;
 mod query;
 mod registration;
+mod reply;
 mod role;
 pub mod schedule;
 mod send;
@@ -138,6 +139,12 @@ impl Broker {
         let cfg_dir = config.store.config_dir();
         let topics = TopicManager::load(cfg_dir.join("topics.json"));
         let offsets = OffsetManager::load(cfg_dir.join("consumerOffset.json"));
+        // The cluster's reply topic (request-reply), as RocketMQ creates it.
+        topics.get_or_create(
+            &reply::reply_topic(&config.broker_cluster_name),
+            1,
+            meta::PERM_RW,
+        );
         if config.auto_create_topic_enable {
             topics.get_or_create(
                 meta::TBW102,
@@ -362,6 +369,7 @@ impl Broker {
         use request::*;
         match req.code {
             SEND_MESSAGE | SEND_MESSAGE_V2 | SEND_BATCH_MESSAGE => self.send(&conn, &req).await,
+            SEND_REPLY_MESSAGE | SEND_REPLY_MESSAGE_V2 => self.send_reply(&conn, &req).await,
             PULL_MESSAGE | LITE_PULL_MESSAGE => self.pull(&req).await,
             HEART_BEAT => self.heartbeat(&conn, &req),
             UNREGISTER_CLIENT => self.unregister_client(&req),

@@ -18,6 +18,9 @@ use crate::remoting::{HeaderError, RemotingCommand};
 use crate::store::metadata::TopicConfig;
 use crate::store::{find_property, MessageToStore, StoreError};
 
+/// The property naming a message's cluster.
+pub const CLUSTER: &str = "CLUSTER";
+
 /// A decoded send header (V1 long names or V2 letters).
 #[derive(Debug, Clone)]
 pub struct SendHeader {
@@ -33,13 +36,16 @@ pub struct SendHeader {
 }
 
 impl SendHeader {
-    /// Reads the header of SEND_MESSAGE (long names), SEND_MESSAGE_V2 and
-    /// SEND_BATCH_MESSAGE (one-letter names).
+    /// Reads the header of SEND_MESSAGE and SEND_REPLY_MESSAGE (long names),
+    /// SEND_MESSAGE_V2, SEND_REPLY_MESSAGE_V2 and SEND_BATCH_MESSAGE (one-letter names).
     ///
     /// # Errors
     /// A missing `topic` or `queueId`, a field that is not a number.
     pub fn parse(req: &RemotingCommand) -> Result<SendHeader, HeaderError> {
-        let v1 = req.code == request::SEND_MESSAGE;
+        let v1 = matches!(
+            req.code,
+            request::SEND_MESSAGE | request::SEND_REPLY_MESSAGE
+        );
         let k = |long: &'static str, short: &'static str| if v1 { long } else { short };
         Ok(SendHeader {
             producer_group: req.ext(k("producerGroup", "a")).unwrap_or("").to_owned(),
@@ -178,6 +184,24 @@ impl Broker {
                 ),
             );
         }
+        // As RocketMQ, every stored message names its cluster (request-reply replies
+        // go to `<CLUSTER>_REPLY_TOPIC`).
+        let cluster = |props: String| {
+            if crate::store::find_property(&props, CLUSTER).is_some() {
+                props
+            } else {
+                let mut p = props;
+                if !p.is_empty() && !p.ends_with(crate::store::format::property::PROPERTY_SEPARATOR)
+                {
+                    p.push(crate::store::format::property::PROPERTY_SEPARATOR);
+                }
+                p.push_str(CLUSTER);
+                p.push(crate::store::format::property::NAME_VALUE_SEPARATOR);
+                p.push_str(&self.config.broker_cluster_name);
+                p.push(crate::store::format::property::PROPERTY_SEPARATOR);
+                p
+            }
+        };
         let template = MessageToStore {
             topic: h.topic.clone(),
             queue_id,
@@ -202,14 +226,14 @@ impl Broker {
                 .map(|e| MessageToStore {
                     flag: e.flag,
                     body: e.body,
-                    properties: e.properties + &h.properties,
+                    properties: cluster(e.properties + &h.properties),
                     ..template.clone()
                 })
                 .collect()
         } else {
             vec![MessageToStore {
                 body,
-                properties: h.properties.clone(),
+                properties: cluster(h.properties.clone()),
                 ..template
             }]
         };

@@ -10,7 +10,7 @@ pub mod server;
 pub use client::RemotingClient;
 pub use codec::{decode_frame, encode_frame, encode_head, DEFAULT_MAX_FRAME};
 pub use command::{RemotingCommand, SerializeType, FLAG_ONEWAY, FLAG_RESPONSE};
-pub use server::{serve, Connection, RequestHandler, ResponseFuture, ServerConfig};
+pub use server::{serve, Connection, InvokeError, RequestHandler, ResponseFuture, ServerConfig};
 
 /// Why a request header cannot be read into its typed form (`XHeader::parse`): a
 /// missing field ([`RemotingError::MissingField`]) or a bad value

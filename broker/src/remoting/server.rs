@@ -20,6 +20,7 @@
 //! So a connection holds at most about `max_pending_response_bytes` + one heavy
 //! response + `max_in_flight_per_connection` light responses.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -164,6 +165,19 @@ pub struct Connection {
     next_opaque: AtomicI32,
     closed: AtomicBool,
     flow: Arc<Flow>,
+    /// Requests sent to the peer whose answers are awaited, by opaque.
+    pending: std::sync::Mutex<HashMap<i32, tokio::sync::oneshot::Sender<RemotingCommand>>>,
+}
+
+/// Why a request to a client got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    /// The connection closed or its queue is full.
+    #[error("the client's connection is closed or busy")]
+    Unavailable,
+    /// No answer within the timeout.
+    #[error("the client did not answer in time")]
+    Timeout,
 }
 
 impl Connection {
@@ -178,6 +192,42 @@ impl Connection {
                 self.flow.drain(e.into_inner().cost);
                 false
             }
+        }
+    }
+
+    /// Sends a request to the peer and waits for its answer (e.g.
+    /// PUSH_REPLY_MESSAGE_TO_CLIENT), at most `timeout`.
+    ///
+    /// # Errors
+    /// [`InvokeError`] when it cannot be sent or is not answered in time.
+    pub async fn invoke(
+        &self,
+        mut cmd: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, InvokeError> {
+        cmd.flag &= !(FLAG_ONEWAY | FLAG_RESPONSE);
+        let opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed);
+        cmd.opaque = opaque;
+        let (done, answer) = tokio::sync::oneshot::channel();
+        crate::sync::lock(&self.pending).insert(opaque, done);
+        if let Err(e) = self.tx.try_send(self.flow.admit(cmd)) {
+            self.flow.drain(e.into_inner().cost);
+            crate::sync::lock(&self.pending).remove(&opaque);
+            return Err(InvokeError::Unavailable);
+        }
+        let r = tokio::time::timeout(timeout, answer).await;
+        crate::sync::lock(&self.pending).remove(&opaque);
+        match r {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(InvokeError::Unavailable),
+            Err(_) => Err(InvokeError::Timeout),
+        }
+    }
+
+    /// Hands a peer's answer to the request waiting for it, if any.
+    fn answered(&self, resp: RemotingCommand) {
+        if let Some(done) = crate::sync::lock(&self.pending).remove(&resp.opaque) {
+            let _ = done.send(resp);
         }
     }
 
@@ -309,6 +359,7 @@ async fn run_connection<H: RequestHandler>(
         next_opaque: AtomicI32::new(1),
         closed: AtomicBool::new(false),
         flow: Arc::clone(&flow),
+        pending: std::sync::Mutex::new(HashMap::new()),
     });
     debug!("connection opened");
     handler.on_open(&conn);
@@ -322,7 +373,8 @@ async fn run_connection<H: RequestHandler>(
             match decode_frame(&mut buf, limits.max_frame) {
                 Ok(Some(cmd)) => {
                     if cmd.flag & FLAG_RESPONSE != 0 {
-                        // A client's answer to a request we sent; nothing waits for it.
+                        // A client's answer to a request we sent.
+                        conn.answered(cmd);
                         continue;
                     }
                     let (opaque, oneway, code) = (cmd.opaque, cmd.is_oneway(), cmd.code);

@@ -1337,3 +1337,143 @@ async fn wait_for_async_committed(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Forwards each received message to a channel (a responder that answers them).
+struct Forward(tokio::sync::mpsc::UnboundedSender<Message>);
+
+impl MessageListenerConcurrently for Forward {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _ctx: &ConsumeConcurrentlyContext,
+    ) -> rocketmq_client_rust::ClientResult<ConsumeConcurrentlyStatus> {
+        for m in msgs {
+            let _ = self.0.send(m.message.clone());
+        }
+        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+    }
+}
+
+/// Request-reply with the stock client: `producer.request` waits for the answer a
+/// responder sends with `MessageUtil::create_reply_message`; the broker pushes it to
+/// the requester (PUSH_REPLY_MESSAGE_TO_CLIENT) and stores it in the reply topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_reply_round_trips_through_the_broker() {
+    let cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("request-reply");
+    // The topic exists before the responder subscribes.
+    let mut requester = producer(&rt, &ns, "interop_pg_requester").await;
+    requester
+        .send_with_timeout(message("InteropRequest", "warm", "warm-up"), 5000)
+        .await
+        .expect("warm-up send");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut responder_consumer = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group("interop_cg_responder".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromLastOffset)
+        .build();
+    responder_consumer
+        .subscribe("InteropRequest", "ask")
+        .await
+        .expect("subscribe");
+    responder_consumer.register_message_listener_concurrently(Forward(tx));
+    responder_consumer.start().await.expect("responder start");
+    let mut responder = producer(&rt, &ns, "interop_pg_responder").await;
+    let answering = tokio::spawn(async move {
+        while let Some(req) = rx.recv().await {
+            let body = req
+                .get_body()
+                .map(|b| String::from_utf8_lossy(b).to_uppercase())
+                .unwrap_or_default();
+            let reply =
+                rocketmq_client_rust::MessageUtil::create_reply_message(&req, body.as_bytes())
+                    .expect("the request carries CLUSTER");
+            responder
+                .send_with_timeout(reply, 5000)
+                .await
+                .expect("reply send");
+        }
+        responder.shutdown().await;
+    });
+    for i in 0..5 {
+        let body = format!("question-{i}");
+        let reply = requester
+            .request(message("InteropRequest", "ask", &body), 15_000)
+            .await
+            .expect("a reply");
+        assert_eq!(body_of(reply.get_body()), body.to_uppercase());
+    }
+    requester.shutdown().await;
+    responder_consumer.shutdown().await;
+    answering.abort();
+    assert_eq!(
+        stored_in(&ns, "DefaultCluster_REPLY_TOPIC").await,
+        5,
+        "replies are stored in the reply topic"
+    );
+}
+
+/// Broadcasting consumers: every instance of the group receives every message (their
+/// offsets are kept by the clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broadcasting_consumers_each_receive_every_message() {
+    use rocketmq_protocol::protocol::heartbeat::message_model::MessageModel;
+    let cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("broadcast");
+    let mut p = producer(&rt, &ns, "interop_pg_bc").await;
+    p.send_with_timeout(message("InteropBroadcast", "T", "warm-up"), 5000)
+        .await
+        .expect("warm-up send");
+    let sinks: Vec<Arc<Mutex<Vec<(String, String)>>>> =
+        (0..2).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    let mut consumers = Vec::new();
+    for (n, sink) in sinks.iter().enumerate() {
+        // Two instances of one group: two client instances, as two processes would be.
+        let mut config = rocketmq_client_rust::ClientConfig::default();
+        config.set_instance_name(format!("bc-{n}").into());
+        let mut c = DefaultMQPushConsumer::builder(rt.clone())
+            .client_config(config)
+            .consumer_group("interop_cg_bc".to_string())
+            .name_server_addr(ns.clone())
+            .message_model(MessageModel::Broadcasting)
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .build();
+        c.subscribe("InteropBroadcast", "*")
+            .await
+            .expect("subscribe");
+        c.register_message_listener_concurrently(Collect(sink.clone()));
+        c.start().await.expect("consumer start");
+        consumers.push(c);
+    }
+    let mut want = BTreeSet::new();
+    for i in 0..20 {
+        let body = format!("bc-{i}");
+        p.send_with_timeout(message("InteropBroadcast", "T", &body), 5000)
+            .await
+            .expect("send");
+        want.insert(body);
+    }
+    for (n, sink) in sinks.iter().enumerate() {
+        wait_for(
+            &format!("consumer {n} to receive all"),
+            Duration::from_secs(60),
+            || {
+                let got: BTreeSet<String> = sink
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(_, b)| b.clone())
+                    .collect();
+                want.is_subset(&got)
+            },
+        )
+        .await;
+    }
+    for mut c in consumers {
+        c.shutdown().await;
+    }
+    p.shutdown().await;
+}
