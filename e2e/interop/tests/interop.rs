@@ -43,7 +43,10 @@ fn message(topic: &str, tag: &str, body: &str) -> Message {
         .build_unchecked()
 }
 
-struct Collect(Arc<Mutex<Vec<(String, String)>>>);
+/// Received (tag, body) pairs.
+type Sink = Arc<Mutex<Vec<(String, String)>>>;
+
+struct Collect(Sink);
 
 impl MessageListenerConcurrently for Collect {
     fn consume_message(
@@ -1427,8 +1430,7 @@ async fn broadcasting_consumers_each_receive_every_message() {
     p.send_with_timeout(message("InteropBroadcast", "T", "warm-up"), 5000)
         .await
         .expect("warm-up send");
-    let sinks: Vec<Arc<Mutex<Vec<(String, String)>>>> =
-        (0..2).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    let sinks: Vec<Sink> = (0..2).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
     let mut consumers = Vec::new();
     for (n, sink) in sinks.iter().enumerate() {
         // Two instances of one group: two client instances, as two processes would be.
