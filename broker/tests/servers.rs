@@ -1063,7 +1063,11 @@ fn unsupported_features_are_refused_with_rocketmqs_answers_and_store_nothing() {
     let b = broker(
         &ns.addr,
         dir.path(),
-        &["brokerIP1=127.0.0.1", "rejectTransactionMessage=true"],
+        &[
+            "brokerIP1=127.0.0.1",
+            "rejectTransactionMessage=true",
+            "timerWheelEnable=false",
+        ],
     );
     rt().block_on(async {
         let c = RemotingClient::new();
@@ -1092,7 +1096,7 @@ fn unsupported_features_are_refused_with_rocketmqs_answers_and_store_nothing() {
             .await
             .unwrap();
         assert_eq!(r.code, response::MESSAGE_ILLEGAL, "{:?}", r.remark);
-        // Timer messages, each property; a delay level still wins over them.
+        // Timer messages with timerWheelEnable=false, each property.
         for k in ["TIMER_DELIVER_MS", "TIMER_DELAY_SEC", "TIMER_DELAY_MS"] {
             let r = c
                 .invoke(&b.addr, with_props("timer", &[(k, "5000")], 0), T)
@@ -1360,5 +1364,91 @@ fn sql92_selectors_are_checked_and_filter_pulls() {
         let r = c.invoke(&b.addr, pull, T).await.unwrap();
         assert_eq!(r.code, response::PULL_RETRY_IMMEDIATELY);
         assert_eq!(r.ext("nextBeginOffset"), Some("6"));
+    });
+}
+
+/// 5.x timer messages over raw frames: a far delay is refused with RocketMQ's remark, a
+/// batch cannot carry one, and a message due in 1.5 s is not in its topic before its
+/// time and is after (the delivered copy stored no earlier than asked).
+#[test]
+fn timer_messages_wait_for_their_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(
+        &ns.addr,
+        dir.path(),
+        &["timerPrecisionMs=100", "timerMaxDelaySec=60"],
+    );
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        let timed = |body: &str, k: &str, v: String| {
+            let mut r = send_req("Timed", 0, body, "");
+            r.ext_fields.insert(
+                "i".into(),
+                encode_properties([("UNIQ_KEY", body), (k, v.as_str())]),
+            );
+            r
+        };
+        let r = c
+            .invoke(&b.addr, timed("far", "TIMER_DELAY_SEC", "61".into()), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::MESSAGE_ILLEGAL);
+        assert_eq!(
+            r.remark.as_deref(),
+            Some("timer message illegal, the delay time should not be bigger than the max delay 60000ms; or if set del msg, the delay time should be bigger than the current time")
+        );
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64
+        };
+        let due = now() + 1500;
+        let r = c
+            .invoke(&b.addr, timed("soon", "TIMER_DELIVER_MS", due.to_string()), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        // A past time is an ordinary message: in its topic at once.
+        let r = c
+            .invoke(&b.addr, timed("past", "TIMER_DELIVER_MS", "1".into()), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        assert_eq!(r.ext("queueOffset"), Some("0"), "stored in Timed at once");
+        let pull = |offset: i64| pull_req("Timed", 0, offset, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let delivered = loop {
+            let r = c.invoke(&b.addr, pull(1), T).await.unwrap();
+            if r.code == response::SUCCESS {
+                break decode_record(&ferrocket::client::split_records(r.body_bytes())[0]).unwrap();
+            }
+            assert!(Instant::now() < deadline, "never delivered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(String::from_utf8_lossy(&delivered.body), "soon");
+        assert!(
+            delivered.store_timestamp >= due,
+            "delivered {} ms early",
+            due - delivered.store_timestamp
+        );
+        assert!(delivered.store_timestamp <= due + 1500, "delivered late");
+        assert_eq!(delivered.property("REAL_TOPIC"), None);
+        // A timer message in a batch is refused.
+        let entries = [ferrocket::protocol::batch::BatchEntry {
+            flag: 0,
+            body: Bytes::from_static(b"b"),
+            properties: encode_properties([("TIMER_DELAY_SEC", "5")]),
+        }];
+        let mut batch = send_req("Timed", 0, "", "")
+            .with_body(ferrocket::protocol::batch::encode_batch(&entries).unwrap());
+        batch.code = request::SEND_BATCH_MESSAGE;
+        let r = c.invoke(&b.addr, batch, T).await.unwrap();
+        assert_eq!(r.code, response::MESSAGE_ILLEGAL);
+        assert_eq!(
+            r.remark.as_deref(),
+            Some("batch request does not support timer message")
+        );
     });
 }

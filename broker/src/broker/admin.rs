@@ -171,6 +171,15 @@ impl Broker {
         put("transactionChecks", n(&tx.checks).to_string());
         put("transactionDiscarded", n(&tx.discarded).to_string());
         put(
+            "timerScheduled",
+            n(&self.timers.counters.scheduled).to_string(),
+        );
+        put(
+            "timerDelivered",
+            n(&self.timers.counters.delivered).to_string(),
+        );
+        put("timerWaiting", self.timers.waiting().to_string());
+        put(
             "transactionUnresolved",
             self.transactions.unresolved().to_string(),
         );

@@ -200,6 +200,12 @@ pub struct BrokerConfig {
     pub which_broker_when_consume_slowly: i64,
     /// `accessMessageInMemoryMaxRatio` (40): % of RAM beyond which data counts as cold.
     pub access_message_in_memory_max_ratio: u64,
+    /// `timerWheelEnable` (true): 5.x timer messages are scheduled (else refused).
+    pub timer_wheel_enable: bool,
+    /// `timerPrecisionMs` (1000): delivery times are rounded up to multiples of it.
+    pub timer_precision_ms: i64,
+    /// `timerMaxDelaySec` (259200, 3 days): longer delays are refused.
+    pub timer_max_delay_sec: i64,
     /// `storeReplyMessageEnable` (true): replies are stored in the reply topic as well
     /// as pushed to the requester.
     pub store_reply_message_enable: bool,
@@ -253,6 +259,9 @@ impl Default for BrokerConfig {
             enable_property_filter: false,
             filter_support_retry: false,
             store_reply_message_enable: true,
+            timer_wheel_enable: true,
+            timer_precision_ms: 1000,
+            timer_max_delay_sec: 259_200,
             transaction_timeout_ms: 6_000,
             transaction_check_max: 15,
             transaction_check_interval_ms: 30_000,
@@ -396,6 +405,13 @@ impl BrokerConfig {
                 "enablePropertyFilter" => c.enable_property_filter = boolean(key, v)?,
                 "filterSupportRetry" => c.filter_support_retry = boolean(key, v)?,
                 "storeReplyMessageEnable" => c.store_reply_message_enable = boolean(key, v)?,
+                "timerWheelEnable" => c.timer_wheel_enable = boolean(key, v)?,
+                "timerPrecisionMs" => c.timer_precision_ms = num(key, v)?,
+                "timerMaxDelaySec" => c.timer_max_delay_sec = num(key, v)?,
+                // The wheel is held in memory whole (docs/broker.md): no roll window.
+                "timerRollWindowSlot" => {
+                    num::<i64>(key, v)?;
+                }
                 "transactionTimeOut" => c.transaction_timeout_ms = num(key, v)?,
                 "transactionCheckMax" => c.transaction_check_max = num(key, v)?,
                 "transactionCheckInterval" => c.transaction_check_interval_ms = num(key, v)?,

@@ -28,6 +28,7 @@ mod role;
 pub mod schedule;
 mod send;
 mod slave_sync;
+pub mod timer;
 pub mod transaction;
 pub mod unsupported;
 
@@ -92,6 +93,8 @@ pub struct Broker {
     pub delay_offsets: schedule::DelayOffsets,
     /// Unresolved transactional half messages.
     pub transactions: transaction::Transactions,
+    /// Timer messages waiting for their time.
+    pub timers: timer::Timers,
     /// Prometheus metrics.
     pub metrics: crate::metrics::BrokerMetrics,
     /// Settings UPDATE_BROKER_CONFIG may change at run time.
@@ -198,6 +201,7 @@ impl Broker {
             locks: locks::QueueLocks::default(),
             delay_offsets: schedule::DelayOffsets::load(cfg_dir.join("delayOffset.json")),
             transactions: transaction::Transactions::default(),
+            timers: timer::Timers::default(),
             metrics,
             runtime,
             registered: std::sync::atomic::AtomicBool::new(false),
@@ -228,6 +232,7 @@ impl Broker {
     pub async fn run(self: Arc<Self>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let mut tasks = schedule::spawn(&self);
         tasks.push(transaction::spawn(&self));
+        tasks.push(timer::spawn(&self));
         tasks.extend([
             tokio::spawn({
                 let b = Arc::clone(&self);
@@ -348,6 +353,7 @@ impl Broker {
     /// Persists offsets and shuts the store down cleanly.
     pub fn close(&self) {
         self.persist_transaction_progress();
+        self.persist_timer_progress();
         self.offsets.persist();
         self.delay_offsets.persist();
         self.store.shutdown();

@@ -101,6 +101,24 @@ impl Broker {
         Ok(tc)
     }
 
+    /// Rewrites a 5.x timer message into the timer topic (or leaves it when its time
+    /// has passed); the remark of a refusal.
+    pub(super) fn schedule_timer(&self, m: &mut MessageToStore) -> Result<(), String> {
+        let s = super::timer::Settings {
+            precision_ms: self.config.timer_precision_ms,
+            max_delay_sec: self.config.timer_max_delay_sec,
+        };
+        if let super::timer::Timing::Later(_) =
+            super::timer::transform(m, crate::store::now_ms(), s)?
+        {
+            self.timers
+                .counters
+                .scheduled
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// The answer to a write this broker does not take: a slave's, or (RocketMQ's
     /// wording, so the client moves on to another broker) one without write permission.
     pub(super) fn refuse_writes(&self, req: &RemotingCommand) -> Option<RemotingCommand> {
@@ -238,19 +256,31 @@ impl Broker {
             }]
         };
         let batch = req.code == request::SEND_BATCH_MESSAGE;
-        let mut half = false;
+        let (mut half, mut timer) = (false, false);
         for m in &msgs {
             let t = unsupported::traits(&m.properties, m.sys_flag);
-            if let Some(r) = t.refusal(self.config.reject_transaction_message, batch) {
+            if let Some(r) = t.refusal(
+                self.config.reject_transaction_message,
+                self.config.timer_wheel_enable,
+                batch,
+            ) {
                 let (code, remark) = r.answer(&self.config.broker_ip1);
                 return fail(req, code, remark);
             }
             // As in RocketMQ, a retry carrying a delay level is never a half message.
             half |= t.half && !(m.reconsume_times > 0 && t.delay_level);
+            timer |= t.is_timer();
         }
         if half {
+            // The timer (or delay level) applies when the transaction commits.
             for m in &mut msgs {
                 transaction::to_half(m);
+            }
+        } else if timer {
+            for m in &mut msgs {
+                if let Err(remark) = self.schedule_timer(m) {
+                    return fail(req, response::MESSAGE_ILLEGAL, remark);
+                }
             }
         } else if !batch {
             for m in &mut msgs {

@@ -629,7 +629,15 @@ impl Broker {
 
     /// Stores a committed message as a send would: flushed and replicated as configured.
     async fn put_final(&self, mut msg: MessageToStore) -> Result<(), String> {
-        super::schedule::apply_delay(&mut msg, self.store.delay_levels_ms().len());
+        let t = super::unsupported::traits(&msg.properties, msg.sys_flag);
+        if t.is_timer() && self.config.timer_wheel_enable {
+            if let Err(remark) = self.schedule_timer(&mut msg) {
+                // Accepted as a half message already: deliver it now rather than lose it.
+                warn!(remark = %remark, "committed timer message delivered at once");
+            }
+        } else {
+            super::schedule::apply_delay(&mut msg, self.store.delay_levels_ms().len());
+        }
         let msgs = std::slice::from_ref(&msg);
         let r = self.store.append_messages(msgs).map_err(stored_error)?;
         self.ha.notify_new_data();

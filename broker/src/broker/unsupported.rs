@@ -7,7 +7,8 @@
 //! | transactional half message | `rejectTransactionMessage=true` (default false: see `transaction`) | NO_PERMISSION, "the broker[ip] sending transaction message is forbidden" |
 //! | transactional half message in a batch | always | MESSAGE_ILLEGAL, "batch request does not support transaction message" |
 //! | the rollback bits of `sysFlag` on a send | always | MESSAGE_ILLEGAL (RocketMQ stores it and never delivers it) |
-//! | 5.x timer message | `TIMER_DELIVER_MS`, `TIMER_DELAY_SEC` or `TIMER_DELAY_MS` without a delay level | SYSTEM_ERROR, "accurate timer message is not enabled, timerWheelEnable is false" |
+//! | 5.x timer message with `timerWheelEnable=false` | `TIMER_DELIVER_MS`, `TIMER_DELAY_SEC` or `TIMER_DELAY_MS` without a delay level | SYSTEM_ERROR, "accurate timer message is not enabled, timerWheelEnable is false" |
+//! | 5.x timer message in a batch | always | MESSAGE_ILLEGAL, "batch request does not support timer message" |
 //! | SQL92 subscription with `enablePropertyFilter=false`, or another non-TAG type | CHECK_CLIENT_CONFIG, or a pull under it | SYSTEM_ERROR, "The broker does not support consumer to filter message by SQL92" |
 //! | an unknown request sent oneway (e.g. END_TRANSACTION) | always | logged at most once per 10 s per code (there is nobody to answer) |
 
@@ -89,6 +90,8 @@ pub enum Refusal {
     Timer,
     /// A transactional half message inside a batch.
     TransactionInBatch,
+    /// A timer message inside a batch.
+    TimerInBatch,
 }
 
 impl Refusal {
@@ -107,15 +110,20 @@ impl Refusal {
                 response::MESSAGE_ILLEGAL,
                 "batch request does not support transaction message".to_owned(),
             ),
+            Refusal::TimerInBatch => (
+                response::MESSAGE_ILLEGAL,
+                "batch request does not support timer message".to_owned(),
+            ),
         }
     }
 }
 
 impl Traits {
     /// What of the message cannot be honoured, if anything. `reject_transactions` is
-    /// `rejectTransactionMessage`; `batch` whether it came in a batch.
+    /// `rejectTransactionMessage`, `timers` `timerWheelEnable`; `batch` whether it came
+    /// in a batch.
     #[must_use]
-    pub fn refusal(self, reject_transactions: bool, batch: bool) -> Option<Refusal> {
+    pub fn refusal(self, reject_transactions: bool, timers: bool, batch: bool) -> Option<Refusal> {
         if self.rollback_flag {
             return Some(Refusal::RollbackFlag);
         }
@@ -125,7 +133,16 @@ impl Traits {
         if self.half && reject_transactions {
             return Some(Refusal::Transaction);
         }
-        (self.timer && !self.delay_level).then_some(Refusal::Timer)
+        if self.is_timer() && batch {
+            return Some(Refusal::TimerInBatch);
+        }
+        (self.is_timer() && !timers).then_some(Refusal::Timer)
+    }
+
+    /// A 5.x timer message: a timer property and no delay level.
+    #[must_use]
+    pub fn is_timer(self) -> bool {
+        self.timer && !self.delay_level
     }
 }
 
@@ -165,16 +182,16 @@ mod tests {
 
     #[test]
     fn what_is_refused() {
-        let refusal = |p: &str, sys: i32| traits(p, sys).refusal(false, false);
+        let refusal = |p: &str, sys: i32| traits(p, sys).refusal(false, false, false);
         let tran = encode_properties([("TRAN_MSG", "true"), ("PGROUP", "pg")]);
         assert!(traits(&tran, 0).half);
         assert_eq!(refusal(&tran, 0), None);
         assert_eq!(
-            traits(&tran, 0).refusal(true, false),
+            traits(&tran, 0).refusal(true, true, false),
             Some(Refusal::Transaction)
         );
         assert_eq!(
-            traits(&tran, 0).refusal(false, true),
+            traits(&tran, 0).refusal(false, true, true),
             Some(Refusal::TransactionInBatch)
         );
         assert!(traits("", sys_flag::TRANSACTION_PREPARED).half);

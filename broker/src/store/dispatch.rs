@@ -11,7 +11,7 @@ use std::time::Duration;
 use tracing::{error, warn};
 
 use super::format::{property, sys_flag, tags_code, CqEntry, RecordView};
-use super::{lock, Arrival, ArrivalListener, DispatchState, Result, SCHEDULE_TOPIC};
+use super::{lock, Arrival, ArrivalListener, DispatchState, Result, SCHEDULE_TOPIC, TIMER_TOPIC};
 
 /// The fields of a record the dispatcher and the queue-offset table need, borrowed from
 /// the record bytes.
@@ -146,6 +146,12 @@ impl super::StoreInner {
                     .and_then(|q| self.delay_levels_ms.get(q).copied())
                     .unwrap_or(0);
                 entry.tags_code = h.store_timestamp.saturating_add(delay);
+            } else if h.topic == TIMER_TOPIC {
+                // The tags code of a timer message is its delivery time.
+                entry.tags_code = h
+                    .property("TIMER_OUT_MS")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
             }
             cq.put(h.queue_offset, entry)?;
             if let Some(l) = listener {

@@ -48,6 +48,9 @@ pub use config::{parse_delay_levels, FlushDiskType, RecoveryMode, StoreConfig};
 
 /// The topic delayed messages wait in (queue = level − 1).
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+/// Where 5.x timer messages wait; the ConsumeQueue tags code of each is its delivery
+/// time (`TIMER_OUT_MS`).
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 pub use consume_queue::ConsumeQueue;
 pub use dispatch::{find_property, RecordHead};
 pub use error::{Result, StoreError};

@@ -1,6 +1,6 @@
 //! The unmodified `rocketmq-client-rust` 1.0 client against real ferrocket processes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1478,4 +1478,161 @@ async fn broadcasting_consumers_each_receive_every_message() {
         c.shutdown().await;
     }
     p.shutdown().await;
+}
+
+/// (body, store time of the delivered copy, its `TIMER_OUT_MS`).
+type Timed = Arc<Mutex<Vec<(String, i64, i64)>>>;
+
+struct CollectTimed(Timed);
+
+impl MessageListenerConcurrently for CollectTimed {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _ctx: &ConsumeConcurrentlyContext,
+    ) -> rocketmq_client_rust::ClientResult<ConsumeConcurrentlyStatus> {
+        let mut got = self.0.lock().unwrap();
+        for m in msgs {
+            let out = m
+                .property(&"TIMER_OUT_MS".into())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            got.push((body_of(m.get_body()), m.store_timestamp, out));
+        }
+        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+    }
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// 5.x timer messages from the stock client (`deliver_time_ms`, `delay_secs`,
+/// `delay_millis`): none is delivered before its time, each within a precision and a
+/// second after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timer_messages_arrive_on_time_and_never_early() {
+    let cluster = Cluster::start(&["timerPrecisionMs=100"]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("timers");
+    let mut p = producer(&rt, &ns, "interop_pg_timer").await;
+    let mut due = BTreeMap::new();
+    for i in 0..12 {
+        let body = format!("t{i}");
+        let sent = epoch_ms();
+        let b = Message::builder()
+            .topic("InteropTimer")
+            .tags("T")
+            .body_slice(body.as_bytes());
+        let (b, at) = match i % 3 {
+            0 => (b.deliver_time_ms((sent + 2500) as u64), sent + 2500),
+            1 => (b.delay_secs(2), sent + 2000),
+            _ => (b.delay_millis(1800), sent + 1800),
+        };
+        p.send_with_timeout(b.build_unchecked(), 5000)
+            .await
+            .expect("send");
+        due.insert(body, at);
+    }
+    p.shutdown().await;
+    let got: Timed = Arc::new(Mutex::new(Vec::new()));
+    let mut c = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group("interop_cg_timer".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    c.subscribe("InteropTimer", "*").await.expect("subscribe");
+    c.register_message_listener_concurrently(CollectTimed(got.clone()));
+    c.start().await.expect("consumer start");
+    wait_for("every timer message", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= due.len()
+    })
+    .await;
+    c.shutdown().await;
+    for (body, stored, out) in got.lock().unwrap().iter() {
+        let at = due[body];
+        assert!(*stored >= at, "{body} delivered {} ms early", at - stored);
+        assert!(
+            *stored <= at + 1100,
+            "{body} delivered {} ms late",
+            stored - at
+        );
+        assert!(
+            *out >= at && *out < at + 100,
+            "{body}: TIMER_OUT_MS {out} for {at}"
+        );
+    }
+}
+
+/// Timer messages survive a kill -9: those that fell due while the broker was down are
+/// delivered right after it starts, the later one at its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timer_messages_due_during_downtime_are_delivered_after_restart() {
+    let mut cluster = Cluster::start(&["timerPrecisionMs=100"]);
+    let ns = cluster.namesrv.addr.clone();
+    let rt = client_runtime("timers-restart");
+    let mut p = producer(&rt, &ns, "interop_pg_timer_restart").await;
+    let sent = epoch_ms();
+    for i in 0..5 {
+        let m = Message::builder()
+            .topic("InteropTimerRestart")
+            .tags("T")
+            .body_slice(format!("early{i}").as_bytes())
+            .delay_millis(1500)
+            .build_unchecked();
+        p.send_with_timeout(m, 5000).await.expect("send");
+    }
+    let late_at = sent + 8000;
+    let m = Message::builder()
+        .topic("InteropTimerRestart")
+        .tags("T")
+        .body_slice(b"late")
+        .deliver_time_ms(late_at as u64)
+        .build_unchecked();
+    p.send_with_timeout(m, 5000).await.expect("send");
+    p.shutdown().await;
+    cluster.broker.kill9();
+    // Down until the first five are due.
+    wait_for("the first messages' time", Duration::from_secs(10), || {
+        epoch_ms() > sent + 2000
+    })
+    .await;
+    cluster.restart_broker();
+    let restarted = epoch_ms();
+    let got: Timed = Arc::new(Mutex::new(Vec::new()));
+    let mut c = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group("interop_cg_timer_restart".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    c.subscribe("InteropTimerRestart", "*")
+        .await
+        .expect("subscribe");
+    c.register_message_listener_concurrently(CollectTimed(got.clone()));
+    c.start().await.expect("consumer start");
+    wait_for("every timer message", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= 6
+    })
+    .await;
+    c.shutdown().await;
+    let got = got.lock().unwrap().clone();
+    let bodies: BTreeSet<String> = got.iter().map(|(b, _, _)| b.clone()).collect();
+    assert_eq!(bodies.len(), 6, "each delivered: {got:?}");
+    for (body, stored, _) in &got {
+        if body == "late" {
+            assert!(
+                *stored >= late_at && *stored <= late_at + 1100,
+                "late one at {stored}"
+            );
+        } else {
+            assert!(*stored >= restarted, "{body} before the restart?");
+            assert!(
+                *stored <= restarted + 5000,
+                "{body} not delivered right after start"
+            );
+        }
+    }
 }
