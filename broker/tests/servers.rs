@@ -1452,3 +1452,365 @@ fn timer_messages_wait_for_their_time() {
         );
     });
 }
+
+/// The name server's admin requests the dashboard and mqadmin send: system topics
+/// (304), KV config (100/101/102/219, persisted), write permission (205/327), data
+/// version (322) and its config (318/319).
+#[test]
+fn name_server_admin_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv_path = dir.path().join("kv").join("kvConfig.json");
+    let ns_args = |listen: String| {
+        vec![
+            "namesrv".to_string(),
+            "--listen".into(),
+            listen,
+            "--kv-config-path".into(),
+            kv_path.display().to_string(),
+        ]
+    };
+    let ns = kit().spawn(&ns_args("127.0.0.1:0".into()));
+    let b = broker(&ns.addr, &dir.path().join("store"), &[]);
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        let r = c
+            .invoke(&b.addr, send_req("NsOps", 0, "m", ""), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        // The topic reaches the name server with the next registration.
+        let route_of = |topic: &'static str| {
+            RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", topic)
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.invoke(&ns.addr, route_of("NsOps"), T).await.unwrap().code != response::SUCCESS {
+            assert!(Instant::now() < deadline, "route never registered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = c
+            .invoke(
+                &ns.addr,
+                RemotingCommand::request(request::GET_SYSTEM_TOPIC_LIST_FROM_NS),
+                T,
+            )
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap();
+        let list = v["topicList"].as_array().unwrap();
+        assert!(
+            list.contains(&"DefaultCluster".into()) && list.contains(&"broker-a".into()),
+            "{v}"
+        );
+        assert_eq!(v["brokerAddr"], serde_json::Value::from(b.addr.clone()));
+        // KV config.
+        let kv = |code: i32, key: Option<&str>, value: Option<&str>| {
+            let mut r = RemotingCommand::request(code).with_ext("namespace", "ORDER_TOPIC_CONFIG");
+            if let Some(k) = key {
+                r = r.with_ext("key", k);
+            }
+            if let Some(v) = value {
+                r = r.with_ext("value", v);
+            }
+            r
+        };
+        let r = c
+            .invoke(&ns.addr, kv(101, Some("T1"), None), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::QUERY_NOT_FOUND);
+        assert_eq!(
+            r.remark.as_deref(),
+            Some("No config item, Namespace: ORDER_TOPIC_CONFIG Key: T1")
+        );
+        for (k, v) in [("T1", "broker-a:4"), ("T2", "broker-a:8")] {
+            let r = c
+                .invoke(&ns.addr, kv(100, Some(k), Some(v)), T)
+                .await
+                .unwrap();
+            assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        }
+        let r = c
+            .invoke(&ns.addr, kv(101, Some("T1"), None), T)
+            .await
+            .unwrap();
+        assert_eq!(r.ext("value"), Some("broker-a:4"));
+        let r = c.invoke(&ns.addr, kv(219, None, None), T).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap();
+        assert_eq!(v["table"]["T2"], "broker-a:8");
+        let r = c
+            .invoke(&ns.addr, kv(102, Some("T2"), None), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        let r = c
+            .invoke(&ns.addr, kv(101, Some("T2"), None), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::QUERY_NOT_FOUND);
+        // Write permission of a broker name, in the name server's routes.
+        let perm = |r: &RemotingCommand| -> i64 {
+            let v: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap();
+            v["queueDatas"][0]["perm"].as_i64().unwrap()
+        };
+        let r = c
+            .invoke(
+                &ns.addr,
+                RemotingCommand::request(request::WIPE_WRITE_PERM_OF_BROKER)
+                    .with_ext("brokerName", "broker-a"),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        assert!(r.ext("wipeTopicCount").unwrap().parse::<i64>().unwrap() >= 1);
+        let r = c.invoke(&ns.addr, route_of("NsOps"), T).await.unwrap();
+        assert_eq!(perm(&r) & 2, 0, "write bit wiped");
+        let r = c
+            .invoke(
+                &ns.addr,
+                RemotingCommand::request(request::ADD_WRITE_PERM_OF_BROKER)
+                    .with_ext("brokerName", "broker-a"),
+                T,
+            )
+            .await
+            .unwrap();
+        assert!(r.ext("addTopicCount").unwrap().parse::<i64>().unwrap() >= 1);
+        let r = c.invoke(&ns.addr, route_of("NsOps"), T).await.unwrap();
+        assert_eq!(perm(&r) & 2, 2, "write bit back");
+        // Data version: a made-up one differs from the one registered.
+        let r = c
+            .invoke(
+                &ns.addr,
+                RemotingCommand::request(request::QUERY_DATA_VERSION)
+                    .with_ext("brokerAddr", &b.addr)
+                    .with_ext("brokerName", "broker-a")
+                    .with_ext("clusterName", "DefaultCluster")
+                    .with_ext("brokerId", 0)
+                    .with_body(Bytes::from_static(br#"{"counter":-5,"timestamp":1}"#)),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.ext("changed"), Some("true"));
+        let ours: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap();
+        assert!(ours["counter"].as_i64().unwrap() >= 0);
+        // The same version back: unchanged.
+        let r = c
+            .invoke(
+                &ns.addr,
+                RemotingCommand::request(request::QUERY_DATA_VERSION)
+                    .with_ext("brokerAddr", &b.addr)
+                    .with_body(Bytes::from(ours.to_string())),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.ext("changed"), Some("false"));
+        let r = c
+            .invoke(
+                &ns.addr,
+                RemotingCommand::request(request::GET_NAMESRV_CONFIG),
+                T,
+            )
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&r.body_bytes()).contains("kvConfigPath="));
+        let r = c
+            .invoke(
+                &ns.addr,
+                RemotingCommand::request(request::UPDATE_NAMESRV_CONFIG)
+                    .with_body(Bytes::from_static(b"x=1")),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+    });
+    // KV config survives a restart of the name server.
+    drop(b);
+    drop(ns);
+    let ns2 = kit().spawn(&ns_args("127.0.0.1:0".into()));
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        let r = c
+            .invoke(
+                &ns2.addr,
+                RemotingCommand::request(101)
+                    .with_ext("namespace", "ORDER_TOPIC_CONFIG")
+                    .with_ext("key", "T1"),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.ext("value"), Some("broker-a:4"));
+    });
+}
+
+/// The broker's admin requests the dashboard and mqadmin send, answered as the Java
+/// broker answers them.
+#[test]
+fn broker_admin_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &[]);
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        for i in 0..3 {
+            let r = c.invoke(&b.addr, send_req("Ops", 0, &format!("m{i}"), ""), T).await.unwrap();
+            assert_eq!(r.code, response::SUCCESS);
+        }
+        let json_of = |r: &RemotingCommand| -> serde_json::Value {
+            serde_json::from_slice(&r.body_bytes()).unwrap_or(serde_json::Value::Null)
+        };
+        // 351 GET_TOPIC_CONFIG.
+        let r = c
+            .invoke(&b.addr, RemotingCommand::request(request::GET_TOPIC_CONFIG).with_ext("topic", "Ops"), T)
+            .await
+            .unwrap();
+        assert_eq!(json_of(&r)["topicName"], "Ops");
+        let r = c
+            .invoke(&b.addr, RemotingCommand::request(request::GET_TOPIC_CONFIG).with_ext("topic", "Nope"), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::TOPIC_NOT_EXIST);
+        assert_eq!(r.remark.as_deref(), Some("No topic in this broker. topic: Nope"));
+        // Offsets of g1; a heartbeat of consumer g1 and producer pg1 on this connection.
+        let commit = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", "g1")
+            .with_ext("topic", "Ops")
+            .with_ext("queueId", 0)
+            .with_ext("commitOffset", 1);
+        assert_eq!(c.invoke(&b.addr, commit, T).await.unwrap().code, response::SUCCESS);
+        let hb = r#"{"clientID":"c@1","producerDataSet":[{"groupName":"pg1"}],"consumerDataSet":[{"groupName":"g1","consumeType":"CONSUME_PASSIVELY","messageModel":"CLUSTERING","consumeFromWhere":"CONSUME_FROM_FIRST_OFFSET","subscriptionDataSet":[{"topic":"Ops","subString":"*","expressionType":"TAG","tagsSet":[],"codeSet":[],"subVersion":1,"classFilterMode":false}],"unitMode":false}]}"#;
+        let r = c
+            .invoke(&b.addr, RemotingCommand::request(request::HEART_BEAT).with_body(Bytes::from(hb)), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        // 300 QUERY_TOPIC_CONSUME_BY_WHO.
+        let r = c
+            .invoke(&b.addr, RemotingCommand::request(request::QUERY_TOPIC_CONSUME_BY_WHO).with_ext("topic", "Ops"), T)
+            .await
+            .unwrap();
+        assert_eq!(json_of(&r)["groupList"], serde_json::json!(["g1"]));
+        // 204 GET_PRODUCER_CONNECTION_LIST.
+        let r = c
+            .invoke(&b.addr, RemotingCommand::request(request::GET_PRODUCER_CONNECTION_LIST).with_ext("producerGroup", "pg1"), T)
+            .await
+            .unwrap();
+        assert_eq!(json_of(&r)["connectionSet"][0]["clientId"], "c@1");
+        let r = c
+            .invoke(&b.addr, RemotingCommand::request(request::GET_PRODUCER_CONNECTION_LIST).with_ext("producerGroup", "none"), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+        assert_eq!(r.remark.as_deref(), Some("the producer group[none] not exist"));
+        // 314 CLONE_GROUP_OFFSET, then 207 DELETE_SUBSCRIPTIONGROUP with its offsets.
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::CLONE_GROUP_OFFSET)
+                    .with_ext("srcGroup", "g1")
+                    .with_ext("destGroup", "g2")
+                    .with_ext("topic", "Ops")
+                    .with_ext("offline", false),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        let query = |g: &str| {
+            RemotingCommand::request(request::QUERY_CONSUMER_OFFSET)
+                .with_ext("consumerGroup", g)
+                .with_ext("topic", "Ops")
+                .with_ext("queueId", 0)
+        };
+        let r = c.invoke(&b.addr, query("g2"), T).await.unwrap();
+        assert_eq!(r.ext("offset"), Some("1"));
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::DELETE_SUBSCRIPTIONGROUP)
+                    .with_ext("groupName", "g2")
+                    .with_ext("cleanOffset", true),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        let r = c.invoke(&b.addr, query("g2"), T).await.unwrap();
+        assert_ne!(r.ext("offset"), Some("1"), "offsets deleted with the group");
+        // 317 GET_BROKER_CONSUME_STATS: g1 is online, 2 messages behind.
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::GET_BROKER_CONSUME_STATS)
+                    .with_ext("isOrder", false)
+                    .with_ext("timeoutMillis", 3000),
+                T,
+            )
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&r.body_bytes()).into_owned();
+        assert!(text.contains("\"g1\":[{") && text.contains("\"totalDiff\":2"), "{text}");
+        // 321 QUERY_CONSUME_QUEUE.
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::QUERY_CONSUME_QUEUE)
+                    .with_ext("topic", "Ops")
+                    .with_ext("queueId", 0)
+                    .with_ext("index", 0)
+                    .with_ext("count", 10)
+                    .with_ext("consumerGroup", "g1"),
+                T,
+            )
+            .await
+            .unwrap();
+        let v = json_of(&r);
+        assert_eq!(v["queueData"].as_array().unwrap().len(), 3);
+        assert_eq!(v["maxQueueIndex"], 3);
+        // 222 INVOKE_BROKER_TO_RESET_OFFSET: to the beginning, g1 online.
+        let reset = |g: &str| {
+            RemotingCommand::request(request::INVOKE_BROKER_TO_RESET_OFFSET)
+                .with_ext("topic", "Ops")
+                .with_ext("group", g)
+                .with_ext("timestamp", 0)
+                .with_ext("isForce", true)
+        };
+        let r = c.invoke(&b.addr, reset("g1"), T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        assert!(String::from_utf8_lossy(&r.body_bytes()).contains(r#""queueId":0,"topic":"Ops"}:0"#));
+        // A group with offsets but no consumer online: CONSUMER_NOT_ONLINE (206).
+        let commit = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", "g3")
+            .with_ext("topic", "Ops")
+            .with_ext("queueId", 0)
+            .with_ext("commitOffset", 2);
+        c.invoke(&b.addr, commit, T).await.unwrap();
+        let r = c.invoke(&b.addr, reset("g3"), T).await.unwrap();
+        assert_eq!(r.code, 206);
+        assert!(r.remark.unwrap().starts_with("Consumer not online, so can not reset offset"));
+        // 307 to a client that is not connected.
+        let r = c
+            .invoke(
+                &b.addr,
+                RemotingCommand::request(request::GET_CONSUMER_RUNNING_INFO)
+                    .with_ext("consumerGroup", "g1")
+                    .with_ext("clientId", "nobody"),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+        assert_eq!(r.remark.as_deref(), Some("The Consumer <g1> <nobody> not online"));
+        // The dashboard's runtime figures.
+        let r = c
+            .invoke(&b.addr, RemotingCommand::request(request::GET_BROKER_RUNTIME_INFO), T)
+            .await
+            .unwrap();
+        let v = json_of(&r);
+        assert_eq!(v["table"]["msgPutTotalTodayNow"], "3");
+        assert_eq!(v["table"]["putTps"].as_str().unwrap().split(' ').count(), 3);
+    });
+}

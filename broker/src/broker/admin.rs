@@ -179,6 +179,20 @@ impl Broker {
             n(&self.timers.counters.delivered).to_string(),
         );
         put("timerWaiting", self.timers.waiting().to_string());
+        // The dashboard's figures: rates over 10 s / 1 min / 10 min and totals since
+        // start (RocketMQ's "today" totals count from midnight; here from start, and
+        // the morning marks are 0).
+        let (put_tps, get_tps) = self.throughput.tps_strings();
+        put("putTps", put_tps);
+        put("getTransferedTps", get_tps);
+        let put_total = n(&self.throughput.put);
+        let got_total = n(&self.throughput.got);
+        put("msgPutTotalTodayNow", put_total.to_string());
+        put("msgGetTotalTodayNow", got_total.to_string());
+        put("msgPutTotalTodayMorning", "0".to_owned());
+        put("msgGetTotalTodayMorning", "0".to_owned());
+        put("msgPutTotalYesterdayMorning", "0".to_owned());
+        put("msgGetTotalYesterdayMorning", "0".to_owned());
         put(
             "transactionUnresolved",
             self.transactions.unresolved().to_string(),

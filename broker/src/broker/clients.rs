@@ -204,6 +204,38 @@ impl ClientManager {
             .cloned()
     }
 
+    /// The connection of one member of a consumer group.
+    pub fn consumer_connection(&self, group: &str, client_id: &str) -> Option<Arc<Connection>> {
+        lock(&self.consumers)
+            .get(group)?
+            .members
+            .get(client_id)
+            .map(|m| Arc::clone(&m.conn))
+            .filter(|c| !c.is_closed())
+    }
+
+    /// The connections of every member of a consumer group.
+    pub fn consumer_connections(&self, group: &str) -> Vec<Arc<Connection>> {
+        lock(&self.consumers)
+            .get(group)
+            .map(|g| g.members.values().map(|m| Arc::clone(&m.conn)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The consumer groups with a subscription to `topic`.
+    pub fn groups_subscribing(&self, topic: &str) -> Vec<String> {
+        lock(&self.consumers)
+            .iter()
+            .filter(|(_, g)| g.subscriptions.contains_key(topic))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Every connected consumer group.
+    pub fn consumer_groups(&self) -> Vec<String> {
+        lock(&self.consumers).keys().cloned().collect()
+    }
+
     /// Whether any consumer of the group is connected.
     pub fn has_group(&self, group: &str) -> bool {
         lock(&self.consumers).contains_key(group)

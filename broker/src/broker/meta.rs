@@ -178,6 +178,19 @@ impl GroupManager {
         lock(&self.table).clone()
     }
 
+    /// Deletes a group (DELETE_SUBSCRIPTIONGROUP); whether it existed.
+    pub fn delete(&self, group: &str) -> bool {
+        let mut t = lock(&self.table);
+        let existed = t.subscription_group_table.remove(group).is_some();
+        if existed {
+            t.data_version.next_version();
+            let snapshot = t.clone();
+            drop(t);
+            self.persist(&snapshot);
+        }
+        existed
+    }
+
     fn persist(&self, t: &SubscriptionGroupTable) {
         if let Err(e) = metadata::persist(&self.path, t) {
             warn!(error = %e, "could not persist subscriptionGroup.json");
@@ -244,7 +257,36 @@ impl OffsetManager {
         *lock(&self.table) = table;
     }
 
-    /// Drops every offset of a topic.
+    /// Drops every offset of a group.
+    pub fn delete_group(&self, group: &str) {
+        let suffix = format!("@{group}");
+        lock(&self.table)
+            .offset_table
+            .retain(|k, _| !k.ends_with(&suffix));
+    }
+
+    /// Copies a group's offsets on a topic to another group (CLONE_GROUP_OFFSET);
+    /// whether there was anything to copy.
+    pub fn clone_offsets(&self, src: &str, dest: &str, topic: &str) -> bool {
+        let mut t = lock(&self.table);
+        let Some(q) = t.offset_table.get(&Self::key(topic, src)).cloned() else {
+            return false;
+        };
+        t.offset_table.insert(Self::key(topic, dest), q);
+        true
+    }
+
+    /// The groups with offsets on a topic.
+    pub fn groups_of_topic(&self, topic: &str) -> Vec<String> {
+        let prefix = format!("{topic}@");
+        lock(&self.table)
+            .offset_table
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+            .collect()
+    }
+
+    /// Drops every offset on a topic.
     pub fn delete_topic(&self, topic: &str) {
         let prefix = format!("{topic}@");
         lock(&self.table)

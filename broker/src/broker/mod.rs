@@ -20,6 +20,7 @@ pub mod listeners;
 pub mod locks;
 pub mod long_poll;
 pub mod meta;
+pub mod ops;
 mod pull;
 mod query;
 mod registration;
@@ -95,6 +96,8 @@ pub struct Broker {
     pub transactions: transaction::Transactions,
     /// Timer messages waiting for their time.
     pub timers: timer::Timers,
+    /// Messages put and got (runtime info rates).
+    pub throughput: ops::Throughput,
     /// Prometheus metrics.
     pub metrics: crate::metrics::BrokerMetrics,
     /// Settings UPDATE_BROKER_CONFIG may change at run time.
@@ -202,6 +205,7 @@ impl Broker {
             delay_offsets: schedule::DelayOffsets::load(cfg_dir.join("delayOffset.json")),
             transactions: transaction::Transactions::default(),
             timers: timer::Timers::default(),
+            throughput: ops::Throughput::default(),
             metrics,
             runtime,
             registered: std::sync::atomic::AtomicBool::new(false),
@@ -294,6 +298,16 @@ impl Broker {
                             debug!(error = %e, "metadata sync from the master failed");
                         }
                         tokio::time::sleep(SLAVE_SYNC_PERIOD).await;
+                    }
+                }
+            }),
+            tokio::spawn({
+                let b = Arc::clone(&self);
+                async move {
+                    let mut t = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        t.tick().await;
+                        b.throughput.sample();
                     }
                 }
             }),
@@ -406,6 +420,16 @@ impl Broker {
             ROLE_CHANGE => self.role_change(&req),
             CHECK_CLIENT_CONFIG => self.check_client_config(&req),
             END_TRANSACTION => self.end_transaction(&req).await,
+            GET_TOPIC_CONFIG
+            | QUERY_TOPIC_CONSUME_BY_WHO
+            | GET_PRODUCER_CONNECTION_LIST
+            | DELETE_SUBSCRIPTIONGROUP
+            | CLONE_GROUP_OFFSET
+            | GET_BROKER_CONSUME_STATS
+            | QUERY_CONSUME_QUEUE
+            | GET_CONSUMER_RUNNING_INFO
+            | CONSUME_MESSAGE_DIRECTLY
+            | INVOKE_BROKER_TO_RESET_OFFSET => self.ops(&req).await,
             code => {
                 if req.is_oneway() {
                     self.oneway_log.unknown(code, &conn.peer);

@@ -166,6 +166,9 @@ impl Broker {
                     .messages_out
                     .get_or_create(&labels)
                     .inc_by(resp.body.len() as u64);
+                self.throughput
+                    .got
+                    .fetch_add(resp.body.len() as u64, Ordering::Relaxed);
                 self.metrics
                     .bytes_out
                     .get_or_create(&labels)

@@ -329,6 +329,9 @@ impl Broker {
             .messages_in
             .get_or_create(&labels)
             .inc_by(msgs.len() as u64);
+        self.throughput
+            .put
+            .fetch_add(msgs.len() as u64, Ordering::Relaxed);
         self.metrics
             .bytes_in
             .get_or_create(&labels)

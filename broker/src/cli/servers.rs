@@ -26,6 +26,10 @@ pub struct NamesrvArgs {
     /// Port for `/metrics`, `/healthz` and `/readyz` (0 = off).
     #[arg(long, default_value_t = 0)]
     pub metrics_port: u16,
+    /// Where the KV configuration is kept (RocketMQ's `kvConfigPath`; default
+    /// `$HOME/namesrv/kvConfig.json`).
+    #[arg(long)]
+    pub kv_config_path: Option<PathBuf>,
 }
 
 /// `ferrocket broker`.
@@ -153,12 +157,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn start_namesrv(listen: &str) -> Result<(Arc<NameServer>, TcpListener, String)> {
+async fn start_namesrv(
+    listen: &str,
+    kv_config_path: PathBuf,
+) -> Result<(Arc<NameServer>, TcpListener, String)> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?.to_string();
-    let ns = Arc::new(NameServer::default());
+    let ns = Arc::new(NameServer {
+        kv: crate::namesrv::KvConfig::load(Some(kv_config_path)),
+        ..NameServer::default()
+    });
     ns.spawn_expiry();
     Ok((ns, listener, addr))
 }
@@ -169,7 +179,12 @@ async fn start_namesrv(listen: &str) -> Result<(Arc<NameServer>, TcpListener, St
 /// The address cannot be bound.
 pub fn run_namesrv(args: NamesrvArgs) -> Result<()> {
     runtime()?.block_on(async {
-        let (ns, listener, addr) = start_namesrv(&args.listen).await?;
+        let kv = args.kv_config_path.clone().unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into()))
+                .join("namesrv")
+                .join("kvConfig.json")
+        });
+        let (ns, listener, addr) = start_namesrv(&args.listen, kv).await?;
         // Both listeners stop on the one shutdown signal.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = if args.metrics_port == 0 {
@@ -260,8 +275,11 @@ pub fn run_broker(args: BrokerArgs) -> Result<()> {
 /// Unusable ports or data directory.
 pub fn run_dev(args: DevArgs) -> Result<()> {
     runtime()?.block_on(async {
-        let (ns, ns_listener, ns_addr) =
-            start_namesrv(&format!("127.0.0.1:{}", args.namesrv_port)).await?;
+        let (ns, ns_listener, ns_addr) = start_namesrv(
+            &format!("127.0.0.1:{}", args.namesrv_port),
+            args.data_dir.join("namesrv").join("kvConfig.json"),
+        )
+        .await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let ns_task = tokio::spawn({
             let mut rx = stop_rx.clone();

@@ -298,6 +298,143 @@ impl RouteInfoManager {
     pub fn live_brokers(&self) -> usize {
         self.read().live.len()
     }
+
+    /// GET_SYSTEM_TOPIC_LIST_FROM_NS: cluster names and broker names (RocketMQ's
+    /// "system topics"), with one broker's address.
+    pub fn system_topics(&self) -> TopicList {
+        let t = self.read();
+        let mut list = TopicList::default();
+        for (cluster, names) in &t.cluster_addr {
+            list.topic_list.push(cluster.clone());
+            list.topic_list.extend(names.iter().cloned());
+        }
+        list.broker_addr = t
+            .broker_addr
+            .values()
+            .find_map(|b| b.broker_addrs.values().next().cloned());
+        list
+    }
+
+    /// WIPE_WRITE_PERM_OF_BROKER (`write = false`) / ADD_WRITE_PERM_OF_BROKER: the
+    /// write bit of every topic's queue data of `broker_name`; returns how many topics.
+    pub fn set_write_perm(&self, broker_name: &str, write: bool) -> usize {
+        let mut t = self.write();
+        let mut n = 0;
+        for queues in t.topic_queue.values_mut() {
+            if let Some(qd) = queues.get_mut(broker_name) {
+                if write {
+                    qd.perm |= crate::protocol::topic::PERM_WRITE;
+                } else {
+                    qd.perm &= !crate::protocol::topic::PERM_WRITE;
+                }
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// QUERY_DATA_VERSION: whether the broker's topic data changed since it last
+    /// registered (its `DataVersion` differs from the one recorded), and the recorded
+    /// one; refreshes the broker's liveness.
+    pub fn query_data_version(
+        &self,
+        broker_addr: &str,
+        theirs: &DataVersion,
+    ) -> (bool, Option<DataVersion>) {
+        let mut t = self.write();
+        match t.live.get_mut(broker_addr) {
+            Some(l) => {
+                l.last_update = Instant::now();
+                (l.data_version != *theirs, Some(l.data_version.clone()))
+            }
+            None => (true, None),
+        }
+    }
+}
+
+/// The name server's KV configuration (`kvConfig.json`): namespace → key → value.
+#[derive(Debug, Default)]
+pub struct KvConfig {
+    path: Option<std::path::PathBuf>,
+    table: std::sync::Mutex<KvTable>,
+}
+
+/// `kvConfig.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KvTable {
+    /// Namespace → key → value.
+    pub config_table: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl KvConfig {
+    /// Loads `path` (or its `.bak`); `None` keeps the table in memory only.
+    pub fn load(path: Option<std::path::PathBuf>) -> Self {
+        let table = path
+            .as_deref()
+            .map(crate::store::metadata::load::<KvTable>)
+            .unwrap_or_default();
+        KvConfig {
+            path,
+            table: std::sync::Mutex::new(table),
+        }
+    }
+
+    fn persist(&self, t: &KvTable) -> Result<(), String> {
+        match &self.path {
+            Some(p) => crate::store::metadata::persist(p, t).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// PUT_KV_CONFIG.
+    ///
+    /// # Errors
+    /// The file cannot be written (the change is kept in memory).
+    pub fn put(&self, ns: &str, key: &str, value: &str) -> Result<(), String> {
+        let mut t = crate::sync::lock(&self.table);
+        t.config_table
+            .entry(ns.to_owned())
+            .or_default()
+            .insert(key.to_owned(), value.to_owned());
+        let snapshot = t.clone();
+        drop(t);
+        self.persist(&snapshot)
+    }
+
+    /// GET_KV_CONFIG.
+    pub fn get(&self, ns: &str, key: &str) -> Option<String> {
+        crate::sync::lock(&self.table)
+            .config_table
+            .get(ns)?
+            .get(key)
+            .cloned()
+    }
+
+    /// DELETE_KV_CONFIG.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn delete(&self, ns: &str, key: &str) -> Result<(), String> {
+        let mut t = crate::sync::lock(&self.table);
+        let removed = t
+            .config_table
+            .get_mut(ns)
+            .is_some_and(|m| m.remove(key).is_some());
+        t.config_table.retain(|_, m| !m.is_empty());
+        let snapshot = t.clone();
+        drop(t);
+        if removed {
+            self.persist(&snapshot)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// GET_KVLIST_BY_NAMESPACE.
+    pub fn namespace(&self, ns: &str) -> Option<BTreeMap<String, String>> {
+        crate::sync::lock(&self.table).config_table.get(ns).cloned()
+    }
 }
 
 /// The name server's request handler.
@@ -305,6 +442,8 @@ impl RouteInfoManager {
 pub struct NameServer {
     /// Route tables.
     pub routes: RouteInfoManager,
+    /// KV configuration.
+    pub kv: KvConfig,
     /// Prometheus metrics.
     pub metrics: crate::metrics::NamesrvMetrics,
 }
@@ -378,7 +517,109 @@ impl NameServer {
                 }
                 Err(e) => err(req, response::SYSTEM_ERROR, &e),
             },
-            request::QUERY_DATA_VERSION => ok(req).with_ext("changed", true),
+            request::QUERY_DATA_VERSION => {
+                let addr = match req.ext_required("brokerAddr") {
+                    Ok(a) => a,
+                    Err(e) => return err(req, response::SYSTEM_ERROR, &e),
+                };
+                let theirs: DataVersion = parse_body(&req.body_bytes()).unwrap_or_default();
+                let (changed, ours) = self.routes.query_data_version(addr, &theirs);
+                let resp = ok(req).with_ext("changed", changed);
+                match ours {
+                    Some(v) => resp.with_body(to_body(&v)),
+                    None => resp,
+                }
+            }
+            request::GET_SYSTEM_TOPIC_LIST_FROM_NS => {
+                ok(req).with_body(to_body(&self.routes.system_topics()))
+            }
+            request::WIPE_WRITE_PERM_OF_BROKER | request::ADD_WRITE_PERM_OF_BROKER => {
+                match req.ext_required("brokerName") {
+                    Ok(name) => {
+                        let add = req.code == request::ADD_WRITE_PERM_OF_BROKER;
+                        let n = self.routes.set_write_perm(name, add);
+                        tracing::info!(broker = %name, topics = n, add, "write permission changed");
+                        ok(req).with_ext(
+                            if add {
+                                "addTopicCount"
+                            } else {
+                                "wipeTopicCount"
+                            },
+                            n,
+                        )
+                    }
+                    Err(e) => err(req, response::SYSTEM_ERROR, &e),
+                }
+            }
+            request::PUT_KV_CONFIG => {
+                let fields = (|| {
+                    Ok::<_, RemotingError>((
+                        req.ext_required("namespace")?,
+                        req.ext_required("key")?,
+                        req.ext_required("value")?,
+                    ))
+                })();
+                match fields {
+                    Ok((ns, key, value)) => match self.kv.put(ns, key, value) {
+                        Ok(()) => ok(req),
+                        Err(e) => err(req, response::SYSTEM_ERROR, &e),
+                    },
+                    Err(e) => err(req, response::SYSTEM_ERROR, &e),
+                }
+            }
+            request::GET_KV_CONFIG | request::DELETE_KV_CONFIG => {
+                let fields = (|| {
+                    Ok::<_, RemotingError>((
+                        req.ext_required("namespace")?,
+                        req.ext_required("key")?,
+                    ))
+                })();
+                let (ns, key) = match fields {
+                    Ok(f) => f,
+                    Err(e) => return err(req, response::SYSTEM_ERROR, &e),
+                };
+                if req.code == request::DELETE_KV_CONFIG {
+                    return match self.kv.delete(ns, key) {
+                        Ok(()) => ok(req),
+                        Err(e) => err(req, response::SYSTEM_ERROR, &e),
+                    };
+                }
+                match self.kv.get(ns, key) {
+                    Some(v) => ok(req).with_ext("value", v),
+                    None => err(
+                        req,
+                        response::QUERY_NOT_FOUND,
+                        &format!("No config item, Namespace: {ns} Key: {key}"),
+                    ),
+                }
+            }
+            request::GET_KVLIST_BY_NAMESPACE => match req.ext_required("namespace") {
+                Ok(ns) => match self.kv.namespace(ns) {
+                    Some(table) => {
+                        ok(req).with_body(to_body(&serde_json::json!({ "table": table })))
+                    }
+                    None => err(
+                        req,
+                        response::QUERY_NOT_FOUND,
+                        &format!("No config item, Namespace: {ns}"),
+                    ),
+                },
+                Err(e) => err(req, response::SYSTEM_ERROR, &e),
+            },
+            request::GET_NAMESRV_CONFIG => {
+                let path = self
+                    .kv
+                    .path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                ok(req).with_body(bytes::Bytes::from(format!("kvConfigPath={path}\n")))
+            }
+            request::UPDATE_NAMESRV_CONFIG => err(
+                req,
+                response::SYSTEM_ERROR,
+                &"no name server setting can change while it runs (restart it with the new value)",
+            ),
             request::GET_ROUTEINFO_BY_TOPIC => match req.ext_required("topic") {
                 Ok(topic) => match self.routes.route(topic) {
                     Some(r) => ok(req).with_body(to_body(&r)),
@@ -395,6 +636,7 @@ impl NameServer {
             }
             request::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => ok(req).with_body(to_body(&TopicList {
                 topic_list: self.routes.topics(),
+                broker_addr: None,
             })),
             request::DELETE_TOPIC_IN_NAMESRV => match req.ext_required("topic") {
                 Ok(topic) => {
@@ -403,7 +645,6 @@ impl NameServer {
                 }
                 Err(e) => err(req, response::SYSTEM_ERROR, &e),
             },
-            request::GET_KV_CONFIG => err(req, response::QUERY_NOT_FOUND, &"no such KV config"),
             code => err(
                 req,
                 response::REQUEST_CODE_NOT_SUPPORTED,

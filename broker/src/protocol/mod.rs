@@ -108,6 +108,9 @@ pub struct ClusterInfo {
 pub struct TopicList {
     /// Topic names.
     pub topic_list: Vec<String>,
+    /// A broker address (GET_SYSTEM_TOPIC_LIST_FROM_NS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_addr: Option<String>,
 }
 
 /// The topic part of `RegisterBrokerBody`.

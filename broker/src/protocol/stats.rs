@@ -86,6 +86,16 @@ pub fn consume_stats_body<'a>(
     format!("{{\"consumeTps\":0.0,\"offsetTable\":{{{table}}}}}")
 }
 
+/// A `ResetOffsetBody` for `broker_name`: queue → offset.
+#[must_use]
+pub fn offset_table_body<'a>(
+    broker_name: &str,
+    queues: impl IntoIterator<Item = (&'a str, i32, i64)>,
+) -> String {
+    let table = offset_table(broker_name, queues, |o: i64| json!(o));
+    format!("{{\"offsetTable\":{{{table}}}}}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1636,3 +1636,90 @@ async fn timer_messages_due_during_downtime_are_delivered_after_restart() {
         }
     }
 }
+
+/// GET_CONSUMER_RUNNING_INFO (307) and INVOKE_BROKER_TO_RESET_OFFSET (222) reach a
+/// stock consumer through the broker: the running info is the client's answer, and a
+/// reset to the beginning makes it consume everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_requests_are_relayed_to_a_stock_consumer() {
+    use ferrocket::remoting::codes::{request, response};
+    use ferrocket::remoting::{RemotingClient, RemotingCommand};
+    let cluster = Cluster::start(&[]);
+    let ns = cluster.namesrv.addr.clone();
+    let broker = cluster.broker.addr.clone();
+    let rt = client_runtime("relay");
+    let mut p = producer(&rt, &ns, "interop_pg_relay").await;
+    for i in 0..5 {
+        p.send_with_timeout(message("InteropRelay", "T", &format!("r{i}")), 5000)
+            .await
+            .expect("send");
+    }
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = push_consumer(
+        &rt,
+        &ns,
+        "interop_cg_relay",
+        "InteropRelay",
+        "*",
+        got.clone(),
+    )
+    .await;
+    wait_for("five messages", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= 5
+    })
+    .await;
+    let rc = RemotingClient::new();
+    let t = Duration::from_secs(10);
+    let ids = rc
+        .invoke(
+            &broker,
+            RemotingCommand::request(request::GET_CONSUMER_LIST_BY_GROUP)
+                .with_ext("consumerGroup", "interop_cg_relay"),
+            t,
+        )
+        .await
+        .unwrap();
+    let ids: serde_json::Value = serde_json::from_slice(&ids.body_bytes()).unwrap();
+    let client_id = ids["consumerIdList"][0].as_str().unwrap().to_owned();
+    let r = rc
+        .invoke(
+            &broker,
+            RemotingCommand::request(request::GET_CONSUMER_RUNNING_INFO)
+                .with_ext("consumerGroup", "interop_cg_relay")
+                .with_ext("clientId", &client_id)
+                .with_ext("jstackEnable", false),
+            t,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    let body = String::from_utf8_lossy(&r.body_bytes()).into_owned();
+    assert!(
+        body.contains("InteropRelay"),
+        "running info names the subscription: {body}"
+    );
+    // Wait until the offsets are committed, then reset to the start.
+    let c2 = ferrocket::client::Client::new(&ns);
+    let route = c2.route("InteropRelay").await.unwrap().unwrap();
+    let queues = ferrocket::client::Client::write_queues(&route);
+    wait_for_async_committed(&c2, &queues, "interop_cg_relay", "InteropRelay").await;
+    let r = rc
+        .invoke(
+            &broker,
+            RemotingCommand::request(request::INVOKE_BROKER_TO_RESET_OFFSET)
+                .with_ext("topic", "InteropRelay")
+                .with_ext("group", "interop_cg_relay")
+                .with_ext("timestamp", 0)
+                .with_ext("isForce", true),
+            t,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    wait_for("everything consumed again", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= 10
+    })
+    .await;
+    c.shutdown().await;
+    p.shutdown().await;
+}
