@@ -1814,3 +1814,110 @@ fn broker_admin_requests() {
         assert_eq!(v["table"]["putTps"].as_str().unwrap().split(' ').count(), 3);
     });
 }
+
+/// The `ferrocket admin` verbs over the new admin requests: KV config, write
+/// permission, offsets reset by time and skipping accumulation (offline: rewritten
+/// directly), producer and consumer connections, consumer status.
+#[test]
+fn admin_verbs_for_offsets_connections_kv_and_write_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv_path = dir.path().join("kvConfig.json");
+    let ns = kit().spawn(&[
+        "namesrv".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--kv-config-path".into(),
+        kv_path.display().to_string(),
+    ]);
+    let b = broker(&ns.addr, &dir.path().join("store"), &[]);
+    let (ok, _, err) = admin(
+        &ns.addr,
+        &[
+            "kv",
+            "put",
+            "--namespace",
+            "N",
+            "--key",
+            "k",
+            "--value",
+            "v",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = admin(&ns.addr, &["kv", "get", "--namespace", "N", "--key", "k"]);
+    assert!(ok && out.trim() == "v", "{out}");
+    let (ok, out, _) = admin(&ns.addr, &["kv", "list", "--namespace", "N"]);
+    assert!(ok && out.contains("\"k\":\"v\""), "{out}");
+    let (ok, _, _) = admin(
+        &ns.addr,
+        &["kv", "delete", "--namespace", "N", "--key", "k"],
+    );
+    assert!(ok);
+    let (ok, _, err) = admin(&ns.addr, &["kv", "get", "--namespace", "N", "--key", "k"]);
+    assert!(!ok && err.contains("No config item"), "{err}");
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        for i in 0..4 {
+            let r = c
+                .invoke(&b.addr, send_req("AdminOps", 0, &format!("m{i}"), ""), T)
+                .await
+                .unwrap();
+            assert_eq!(r.code, response::SUCCESS);
+        }
+        let commit = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", "ag")
+            .with_ext("topic", "AdminOps")
+            .with_ext("queueId", 0)
+            .with_ext("commitOffset", 1);
+        assert_eq!(
+            c.invoke(&b.addr, commit, T).await.unwrap().code,
+            response::SUCCESS
+        );
+        let route =
+            RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "AdminOps");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.invoke(&ns.addr, route.clone(), T).await.unwrap().code != response::SUCCESS {
+            assert!(Instant::now() < deadline, "route never registered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let (ok, out, err) = admin(
+        &ns.addr,
+        &["write-perm", "wipe", "--broker-name", "broker-a"],
+    );
+    assert!(ok && out.contains("topics"), "{out}{err}");
+    let (ok, _, _) = admin(
+        &ns.addr,
+        &["write-perm", "add", "--broker-name", "broker-a"],
+    );
+    assert!(ok);
+    // No consumer online: the offsets are rewritten directly.
+    let (ok, out, err) = admin(
+        &ns.addr,
+        &["skip-accumulated", "--group", "ag", "--topic", "AdminOps"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("queue 0: offset 4"), "{out}");
+    let (ok, out, err) = admin(
+        &ns.addr,
+        &[
+            "reset-offset",
+            "--group",
+            "ag",
+            "--topic",
+            "AdminOps",
+            "--time",
+            "0",
+            "--force",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("queue 0: offset 0"), "{out}");
+    let (ok, _, _) = admin(&ns.addr, &["producers", "--group", "nobody"]);
+    assert!(ok, "no producer: nothing printed, no failure");
+    let (ok, _, err) = admin(
+        &ns.addr,
+        &["consumer-status", "--group", "ag", "--client", "x"],
+    );
+    assert!(!ok && err.contains("not online"), "{err}");
+}

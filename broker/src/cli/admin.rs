@@ -94,6 +94,68 @@ enum AdminCommand {
         #[arg(long)]
         topic: String,
     },
+    /// Reset a group's offsets on a topic to a time (ms since the epoch; -1 = the end)
+    /// on every master: consumers online are told to move (RESET_CONSUMER_CLIENT_OFFSET);
+    /// with none online the committed offsets are rewritten directly.
+    ResetOffset {
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Time in ms since the epoch, or -1 for the end of each queue.
+        #[arg(long, allow_hyphen_values = true)]
+        time: i64,
+        /// Also move offsets backwards from later ones (default: only earlier).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Skip everything a group has not consumed yet on a topic (reset to the end).
+    SkipAccumulated {
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+    },
+    /// A producer group's connections on every master.
+    Producers {
+        /// Producer group.
+        #[arg(long)]
+        group: String,
+    },
+    /// A consumer group's connections and subscriptions on every master.
+    Consumers {
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+    },
+    /// A consumer's running information (asked of the client through its broker).
+    ConsumerStatus {
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// Client id (see `consumers`).
+        #[arg(long)]
+        client: String,
+    },
+    /// The name server's KV configuration.
+    Kv {
+        #[command(subcommand)]
+        what: KvCommand,
+    },
+    /// Take away or give back a broker name's write permission in the name server's
+    /// routes (for a drain: producers move to other brokers).
+    WritePerm {
+        /// `wipe` or `add`.
+        #[arg(value_parser = ["wipe", "add"])]
+        action: String,
+        /// Broker name.
+        #[arg(long)]
+        broker_name: String,
+    },
     /// Find messages by key (KEYS or the unique id) through the index.
     QueryKey {
         /// Topic.
@@ -207,6 +269,123 @@ async fn call(c: &Client, addr: &str, cmd: RemotingCommand) -> Result<RemotingCo
         bail!("broker {addr} refused: {}", r.remark.unwrap_or_default());
     }
     Ok(r)
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KvCommand {
+    /// Set a value.
+    Put {
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        value: String,
+    },
+    /// Show a value.
+    Get {
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Delete a value.
+    Delete {
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Every value of a namespace.
+    List {
+        #[arg(long)]
+        namespace: String,
+    },
+}
+
+/// Masters serving a topic.
+async fn topic_masters(c: &Client, topic: &str) -> Result<Vec<String>> {
+    let Some(route) = c.route(topic).await? else {
+        bail!("unknown topic `{topic}`");
+    };
+    Ok(route
+        .broker_datas
+        .iter()
+        .filter_map(|b| b.broker_addrs.get(&0).cloned())
+        .collect())
+}
+
+/// Resets offsets on one master; offline (consumers not online), rewrites them.
+async fn reset_on(
+    c: &Client,
+    addr: &str,
+    group: &str,
+    topic: &str,
+    time: i64,
+    force: bool,
+) -> Result<Vec<(i32, i64)>> {
+    let req = RemotingCommand::request(request::INVOKE_BROKER_TO_RESET_OFFSET)
+        .with_ext("topic", topic)
+        .with_ext("group", group)
+        .with_ext("timestamp", time)
+        .with_ext("isForce", force);
+    let r = c
+        .remoting
+        .invoke(addr, req, c.timeout)
+        .await
+        .with_context(|| format!("broker {addr} unreachable"))?;
+    let mut out = Vec::new();
+    if r.code == response::SUCCESS {
+        // `{"offsetTable":{{...,"queueId":N,...}:OFFSET,...}}`
+        let text = String::from_utf8_lossy(&r.body_bytes()).into_owned();
+        for part in text.split("\"queueId\":").skip(1) {
+            let q = part
+                .split(|ch: char| !ch.is_ascii_digit())
+                .next()
+                .unwrap_or("");
+            let off = part
+                .split("}:")
+                .nth(1)
+                .map(|o| o.split([',', '}']).next().unwrap_or(""));
+            if let (Ok(q), Some(Ok(o))) = (q.parse(), off.map(str::parse)) {
+                out.push((q, o));
+            }
+        }
+        return Ok(out);
+    }
+    if r.code != response::CONSUMER_NOT_ONLINE {
+        bail!("broker {addr} refused: {}", r.remark.unwrap_or_default());
+    }
+    // Offline: as the Java tools do, offset by time per queue, then commit it.
+    let route = c.route(topic).await?.context("topic vanished")?;
+    for q in Client::write_queues(&route)
+        .into_iter()
+        .filter(|q| q.addr == addr)
+    {
+        let target = if time == -1 {
+            c.max_offset(&q, topic).await?
+        } else {
+            let r = call(
+                c,
+                addr,
+                RemotingCommand::request(request::SEARCH_OFFSET_BY_TIMESTAMP)
+                    .with_ext("topic", topic)
+                    .with_ext("queueId", q.queue_id)
+                    .with_ext("timestamp", time),
+            )
+            .await?;
+            r.ext("offset").and_then(|o| o.parse().ok()).unwrap_or(0)
+        };
+        let current = c.committed(&q, topic, group).await?.unwrap_or(0);
+        let offset = if force || target < current {
+            target
+        } else {
+            current
+        };
+        c.commit(&q, topic, group, offset).await?;
+        out.push((q.queue_id, offset));
+    }
+    Ok(out)
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -485,6 +664,138 @@ pub fn run(args: AdminArgs) -> Result<()> {
                     }
                     println!("total lag: {total}");
                 }
+            }
+            AdminCommand::ResetOffset {
+                group,
+                topic,
+                time,
+                force,
+            } => {
+                for addr in topic_masters(&c, &topic).await? {
+                    for (q, off) in reset_on(&c, &addr, &group, &topic, time, force).await? {
+                        println!("{addr} queue {q}: offset {off}");
+                    }
+                }
+            }
+            AdminCommand::SkipAccumulated { group, topic } => {
+                for addr in topic_masters(&c, &topic).await? {
+                    for (q, off) in reset_on(&c, &addr, &group, &topic, -1, true).await? {
+                        println!("{addr} queue {q}: offset {off}");
+                    }
+                }
+            }
+            AdminCommand::Producers { group } => {
+                for addr in masters(&c).await? {
+                    let r = c
+                        .remoting
+                        .invoke(
+                            &addr,
+                            RemotingCommand::request(request::GET_PRODUCER_CONNECTION_LIST)
+                                .with_ext("producerGroup", &group),
+                            c.timeout,
+                        )
+                        .await?;
+                    if r.code == response::SUCCESS {
+                        println!("{addr}: {}", String::from_utf8_lossy(&r.body_bytes()));
+                    }
+                }
+            }
+            AdminCommand::Consumers { group } => {
+                for addr in masters(&c).await? {
+                    let r = c
+                        .remoting
+                        .invoke(
+                            &addr,
+                            RemotingCommand::request(request::GET_CONSUMER_CONNECTION_LIST)
+                                .with_ext("consumerGroup", &group),
+                            c.timeout,
+                        )
+                        .await?;
+                    if r.code == response::SUCCESS {
+                        println!("{addr}: {}", String::from_utf8_lossy(&r.body_bytes()));
+                    }
+                }
+            }
+            AdminCommand::ConsumerStatus { group, client } => {
+                let mut found = false;
+                for addr in masters(&c).await? {
+                    let r = c
+                        .remoting
+                        .invoke(
+                            &addr,
+                            RemotingCommand::request(request::GET_CONSUMER_RUNNING_INFO)
+                                .with_ext("consumerGroup", &group)
+                                .with_ext("clientId", &client)
+                                .with_ext("jstackEnable", false),
+                            c.timeout,
+                        )
+                        .await?;
+                    if r.code == response::SUCCESS {
+                        println!("{}", String::from_utf8_lossy(&r.body_bytes()));
+                        found = true;
+                        break;
+                    }
+                }
+                if !found {
+                    bail!("the consumer <{group}> <{client}> is not online on any master");
+                }
+            }
+            AdminCommand::Kv { what } => {
+                let ns = args.namesrv.clone();
+                let (code, namespace, key, value) = match &what {
+                    KvCommand::Put { namespace, key, value } => {
+                        (request::PUT_KV_CONFIG, namespace, Some(key), Some(value))
+                    }
+                    KvCommand::Get { namespace, key } => {
+                        (request::GET_KV_CONFIG, namespace, Some(key), None)
+                    }
+                    KvCommand::Delete { namespace, key } => {
+                        (request::DELETE_KV_CONFIG, namespace, Some(key), None)
+                    }
+                    KvCommand::List { namespace } => {
+                        (request::GET_KVLIST_BY_NAMESPACE, namespace, None, None)
+                    }
+                };
+                let mut req = RemotingCommand::request(code).with_ext("namespace", namespace);
+                if let Some(k) = key {
+                    req = req.with_ext("key", k);
+                }
+                if let Some(v) = value {
+                    req = req.with_ext("value", v);
+                }
+                let r = c
+                    .remoting
+                    .invoke(&ns, req, c.timeout)
+                    .await
+                    .context("cannot reach the name server")?;
+                if r.code != response::SUCCESS {
+                    bail!("{}", r.remark.unwrap_or_default());
+                }
+                match what {
+                    KvCommand::Get { .. } => println!("{}", r.ext("value").unwrap_or("")),
+                    KvCommand::List { .. } => println!("{}", String::from_utf8_lossy(&r.body_bytes())),
+                    _ => println!("ok"),
+                }
+            }
+            AdminCommand::WritePerm { action, broker_name } => {
+                let (code, field) = if action == "add" {
+                    (request::ADD_WRITE_PERM_OF_BROKER, "addTopicCount")
+                } else {
+                    (request::WIPE_WRITE_PERM_OF_BROKER, "wipeTopicCount")
+                };
+                let r = c
+                    .remoting
+                    .invoke(
+                        &args.namesrv,
+                        RemotingCommand::request(code).with_ext("brokerName", &broker_name),
+                        c.timeout,
+                    )
+                    .await
+                    .context("cannot reach the name server")?;
+                if r.code != response::SUCCESS {
+                    bail!("{}", r.remark.unwrap_or_default());
+                }
+                println!("{action} write permission of {broker_name}: {} topics", r.ext(field).unwrap_or("0"));
             }
             AdminCommand::QueryKey { topic, key } => {
                 let Some(route) = c.route(&topic).await? else {
