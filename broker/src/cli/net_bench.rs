@@ -40,6 +40,24 @@ pub struct NetBenchArgs {
     /// Consumer group (consume).
     #[arg(long, default_value = "benchmark_consumer")]
     pub group: String,
+    /// produce: each send is a transactional half message followed by its commit
+    /// (END_TRANSACTION, oneway, as RocketMQ's producers send it).
+    #[arg(long)]
+    pub transaction: bool,
+    /// produce: 5.x timer messages due this long after their send (`TIMER_DELAY_MS`);
+    /// consume then reports the lateness past that time.
+    #[arg(long, value_parser = super::report::parse_duration)]
+    pub deliver_after: Option<Duration>,
+    /// produce: message n gets tag `t<n % 10>` and property `a=<n % 10>` (for filter
+    /// benchmarks).
+    #[arg(long)]
+    pub filter_fields: bool,
+    /// consume: an SQL92 selector, e.g. `a = 3`.
+    #[arg(long)]
+    pub sql: Option<String>,
+    /// consume: a tag expression, e.g. `t3`.
+    #[arg(long)]
+    pub tags: Option<String>,
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -214,6 +232,10 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                 first_error.clone(),
             );
             let topic = args.topic.clone();
+            let (transaction, deliver_after, filter_fields) =
+                (args.transaction, args.deliver_after, args.filter_fields);
+            let special = transaction || deliver_after.is_some() || filter_fields;
+            let body = body.clone();
             let msgs: Vec<OutMessage> = (0..batch)
                 .map(|_| OutMessage {
                     tag: Some("bench".into()),
@@ -230,7 +252,40 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                     let q = &current[i % current.len()];
                     i += 1;
                     let t = Instant::now();
-                    match c.send(&topic, q, &msgs).await {
+                    let sent = if special {
+                        let n = i;
+                        let mut p: Vec<(String, String)> = vec![
+                            ("UNIQ_KEY".into(), Client::unique_id()),
+                            ("WAIT".into(), "true".into()),
+                        ];
+                        if filter_fields {
+                            p.push(("TAGS".into(), format!("t{}", n % 10)));
+                            p.push(("a".into(), (n % 10).to_string()));
+                        } else {
+                            p.push(("TAGS".into(), "bench".into()));
+                        }
+                        if let Some(d) = deliver_after {
+                            p.push(("TIMER_DELAY_MS".into(), d.as_millis().to_string()));
+                        }
+                        if transaction {
+                            p.push(("TRAN_MSG".into(), "true".into()));
+                            p.push(("PGROUP".into(), "ferrocket_producer".into()));
+                        }
+                        let props = crate::store::encode_properties(
+                            p.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        );
+                        let sys = if transaction { 4 } else { 0 };
+                        match c.send_raw(&topic, q, body.clone(), props, sys).await {
+                            Ok(half) if transaction => c
+                                .end_transaction(&q.addr, "ferrocket_producer", &half, true)
+                                .await
+                                .map(|()| half),
+                            other => other,
+                        }
+                    } else {
+                        c.send(&topic, q, &msgs).await
+                    };
+                    match sent {
                         Ok(r) if r.code == response::SUCCESS => {
                             mine.push(t.elapsed().as_micros() as u64);
                             count.fetch_add(msgs.len() as u64, Ordering::Relaxed);
@@ -314,6 +369,11 @@ pub fn consume(namesrv: &str, args: NetBenchArgs) -> Result<()> {
         for q in queues {
             let (c, count, lat) = (c.clone(), count.clone(), lat.clone());
             let (topic, group, duration) = (args.topic.clone(), args.group.clone(), args.duration);
+            let (kind, expr) = match (&args.sql, &args.tags) {
+                (Some(sql), _) => ("SQL92", sql.clone()),
+                (None, Some(t)) => ("TAG", t.clone()),
+                (None, None) => ("TAG", "*".to_owned()),
+            };
             tasks.push(tokio::spawn(async move {
                 let mut off = c
                     .committed(&q, &topic, &group)
@@ -323,7 +383,10 @@ pub fn consume(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                     .unwrap_or(0);
                 let mut mine = Vec::new();
                 while started.elapsed() < duration {
-                    let Ok(r) = c.pull(&q, &topic, &group, off, 1000).await else {
+                    let Ok(r) = c
+                        .pull_filtered(&q, &topic, &group, off, 1000, kind, &expr)
+                        .await
+                    else {
                         break;
                     };
                     if let Ok(next) = r.ext_num::<i64>("nextBeginOffset") {
@@ -335,7 +398,12 @@ pub fn consume(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                     let now = crate::store::now_ms();
                     for rec in crate::client::split_records(r.body_bytes()) {
                         if let Ok(m) = crate::store::decode_record(&rec) {
-                            mine.push(((now - m.born_timestamp).max(0) as u64) * 1000);
+                            // A timer message's latency counts from its due time.
+                            let due = m.born_timestamp
+                                + m.property("TIMER_DELAY_MS")
+                                    .and_then(|d| d.parse::<i64>().ok())
+                                    .unwrap_or(0);
+                            mine.push(((now - due).max(0) as u64) * 1000);
                         }
                         count.fetch_add(1, Ordering::Relaxed);
                     }

@@ -316,6 +316,74 @@ impl Client {
         }
     }
 
+    /// Sends one message with a property string and `sysFlag` of the caller's (a
+    /// transactional half message, a timer message).
+    ///
+    /// # Errors
+    /// Transport failures or a refusal.
+    pub async fn send_raw(
+        &self,
+        topic: &str,
+        q: &QueueAddr,
+        body: Bytes,
+        properties: String,
+        sys_flag: i32,
+    ) -> Result<SendOutcome, ClientError> {
+        let req = RemotingCommand::request(request::SEND_MESSAGE_V2)
+            .with_ext("a", "ferrocket_producer")
+            .with_ext("b", topic)
+            .with_ext("c", "TBW102")
+            .with_ext("d", 4)
+            .with_ext("e", q.queue_id)
+            .with_ext("f", sys_flag)
+            .with_ext("g", crate::store::now_ms())
+            .with_ext("h", 0)
+            .with_ext("i", properties)
+            .with_body(body);
+        let r = self.remoting.invoke(&q.addr, req, self.timeout).await?;
+        if r.code != response::SUCCESS {
+            return Err(refused("send", &r));
+        }
+        Ok(SendOutcome {
+            code: r.code,
+            msg_id: r.ext("msgId").unwrap_or("").to_owned(),
+            queue_id: r.ext_num("queueId").unwrap_or(q.queue_id),
+            queue_offset: r.ext_num("queueOffset").unwrap_or(-1),
+        })
+    }
+
+    /// A unique message id (`UNIQ_KEY`).
+    #[must_use]
+    pub fn unique_id() -> String {
+        unique_id()
+    }
+
+    /// END_TRANSACTION, oneway as RocketMQ's producers send it: commit or roll back the
+    /// half message a send answered with `half`.
+    ///
+    /// # Errors
+    /// Transport failures; a half answer without a usable message id.
+    pub async fn end_transaction(
+        &self,
+        addr: &str,
+        group: &str,
+        half: &SendOutcome,
+        commit: bool,
+    ) -> Result<(), ClientError> {
+        let phys = crate::protocol::msg_id::decode_offset_msg_id(&half.msg_id)
+            .map(|(_, p)| p)
+            .ok_or_else(|| ClientError::Unavailable(format!("bad msgId {}", half.msg_id)))?;
+        let req = RemotingCommand::request(request::END_TRANSACTION)
+            .with_ext("producerGroup", group)
+            .with_ext("tranStateTableOffset", half.queue_offset)
+            .with_ext("commitLogOffset", phys)
+            .with_ext("commitOrRollback", if commit { 8 } else { 12 })
+            .with_ext("fromTransactionCheck", false)
+            .with_ext("msgId", &half.msg_id);
+        self.remoting.invoke_oneway(addr, req).await?;
+        Ok(())
+    }
+
     /// Pulls from `offset` (with the subscription in the request); returns the response.
     ///
     /// # Errors
@@ -328,6 +396,25 @@ impl Client {
         offset: i64,
         suspend_ms: u64,
     ) -> Result<RemotingCommand, ClientError> {
+        self.pull_filtered(q, topic, group, offset, suspend_ms, "TAG", "*")
+            .await
+    }
+
+    /// [`Self::pull`] under a subscription expression (`TAG` or `SQL92`).
+    ///
+    /// # Errors
+    /// Transport failures.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pull_filtered(
+        &self,
+        q: &QueueAddr,
+        topic: &str,
+        group: &str,
+        offset: i64,
+        suspend_ms: u64,
+        expression_type: &str,
+        expression: &str,
+    ) -> Result<RemotingCommand, ClientError> {
         let req = RemotingCommand::request(request::PULL_MESSAGE)
             .with_ext("consumerGroup", group)
             .with_ext("topic", topic)
@@ -337,7 +424,8 @@ impl Client {
             .with_ext("sysFlag", if suspend_ms > 0 { 0x2 | 0x4 } else { 0x4 })
             .with_ext("commitOffset", 0)
             .with_ext("suspendTimeoutMillis", suspend_ms)
-            .with_ext("subscription", "*")
+            .with_ext("subscription", expression)
+            .with_ext("expressionType", expression_type)
             .with_ext("subVersion", 0);
         Ok(self
             .remoting
