@@ -33,6 +33,9 @@ pub struct SendHeader {
     pub flag: i32,
     pub properties: String,
     pub reconsume_times: i32,
+    /// `batch` (V2 `m`): the body is a batch whatever the request code, as RocketMQ
+    /// reads it (the C++ client sends batches as SEND_MESSAGE with `batch=1`).
+    pub batch: bool,
 }
 
 impl SendHeader {
@@ -59,6 +62,13 @@ impl SendHeader {
             flag: req.ext_num_opt(k("flag", "h"))?.unwrap_or(0),
             properties: req.ext(k("properties", "i")).unwrap_or("").to_owned(),
             reconsume_times: req.ext_num_opt(k("reconsumeTimes", "j"))?.unwrap_or(0),
+            // The C++ client writes `batch=1`; Java's broker reads that as false and
+            // stores the whole batch as one message (rocketmq-client-cpp #363, #447).
+            // Here it is a batch, as the client meant.
+            batch: req.code == request::SEND_BATCH_MESSAGE
+                || req
+                    .ext(k("batch", "m"))
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true") || v.trim() == "1"),
         })
     }
 }
@@ -233,7 +243,7 @@ impl Broker {
             body: Bytes::new(),
             properties: String::new(),
         };
-        let mut msgs: Vec<MessageToStore> = if req.code == request::SEND_BATCH_MESSAGE {
+        let mut msgs: Vec<MessageToStore> = if h.batch {
             let items = match decode_batch(body) {
                 Ok(items) if !items.is_empty() => items,
                 Ok(_) => return fail(req, response::MESSAGE_ILLEGAL, "empty batch"),
@@ -255,7 +265,7 @@ impl Broker {
                 ..template
             }]
         };
-        let batch = req.code == request::SEND_BATCH_MESSAGE;
+        let batch = h.batch;
         let (mut half, mut timer) = (false, false);
         for m in &msgs {
             let t = unsupported::traits(&m.properties, m.sys_flag);
@@ -287,7 +297,7 @@ impl Broker {
                 schedule::apply_delay(m, self.store.delay_levels_ms().len());
             }
         }
-        let uniq = (req.code != request::SEND_BATCH_MESSAGE)
+        let uniq = (!batch)
             .then(|| find_property(&h.properties, "UNIQ_KEY").map(str::to_owned))
             .flatten();
         let appended = if half {
