@@ -292,25 +292,12 @@ impl Broker {
             }
             _ => {
                 let group = req.ext("consumerGroup").unwrap_or("");
-                let topics: Vec<String> = match req.ext("topic") {
-                    Some(t) if !t.is_empty() => vec![t.to_owned()],
-                    _ => self.offsets.group_offsets(group).into_keys().collect(),
-                };
-                let mut queues = Vec::new();
-                for topic in &topics {
-                    let Some(tc) = self.topics.get(topic) else {
-                        continue;
-                    };
-                    for q in 0..tc.write_queue_nums {
-                        let o = stats::OffsetWrapper {
-                            broker_offset: self.store.max_offset_in_queue(topic, q),
-                            consumer_offset: self.offsets.query(group, topic, q).unwrap_or(0),
-                            last_timestamp: 0,
-                        };
-                        queues.push((topic.as_str(), q, o));
-                    }
-                }
-                let body = stats::consume_stats_body(&self.config.broker_name, queues);
+                let topics: Vec<String> = req
+                    .ext("topic")
+                    .filter(|t| !t.is_empty())
+                    .map(|t| vec![t.to_owned()])
+                    .unwrap_or_default();
+                let (body, _) = self.consume_stats_of(group, &topics);
                 ok(req).with_body(Bytes::from(body))
             }
         }

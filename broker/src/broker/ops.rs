@@ -180,12 +180,19 @@ impl Broker {
         ok(req)
     }
 
-    /// `ConsumeStats` of one group on every topic it has offsets for.
-    fn consume_stats_of(&self, group: &str) -> (String, i64) {
+    /// `ConsumeStats` of one group on `topics` (every topic it has offsets for when
+    /// empty), with its total lag.
+    pub(super) fn consume_stats_of(&self, group: &str, topics: &[String]) -> (String, i64) {
         let mut queues = Vec::new();
         let mut diff = 0;
-        let topics: Vec<String> = self.offsets.group_offsets(group).into_keys().collect();
-        for topic in &topics {
+        let all: Vec<String>;
+        let topics = if topics.is_empty() {
+            all = self.offsets.group_offsets(group).into_keys().collect();
+            &all
+        } else {
+            topics
+        };
+        for topic in topics {
             let Some(tc) = self.topics.get(topic) else {
                 continue;
             };
@@ -209,7 +216,7 @@ impl Broker {
         let mut total = 0;
         let mut items = Vec::new();
         for group in self.clients.consumer_groups() {
-            let (body, diff) = self.consume_stats_of(&group);
+            let (body, diff) = self.consume_stats_of(&group, &[]);
             total += diff;
             items.push(format!("{{{}:[{body}]}}", json!(group)));
         }

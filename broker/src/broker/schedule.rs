@@ -14,7 +14,8 @@ use tracing::warn;
 use super::Broker;
 use crate::store::metadata::{self, DelayOffsetTable};
 use crate::store::{
-    decode_record, encode_properties, now_ms, parse_properties, MessageToStore, SCHEDULE_TOPIC,
+    decode_record, encode_properties, now_ms, parse_properties, MessageToStore, StoredMessage,
+    SCHEDULE_TOPIC,
 };
 
 /// Property names.
@@ -169,30 +170,44 @@ async fn deliver_due(b: &Broker, level: i32) -> Result<Duration, String> {
     }
 }
 
+/// A delayed, timer or half message as it goes to its destination: topic and queue
+/// from `REAL_TOPIC`/`REAL_QID`, those two and the properties in `drop` removed, `set`
+/// added. `None` without a `REAL_TOPIC`.
+#[must_use]
+pub fn destination_of(
+    m: &StoredMessage,
+    drop: &[&str],
+    set: &[(&str, String)],
+) -> Option<MessageToStore> {
+    let mut props = parse_properties(&m.properties);
+    let topic = props.remove(prop::REAL_TOPIC)?;
+    let queue_id = props
+        .remove(prop::REAL_QID)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or(0);
+    for k in drop {
+        props.remove(*k);
+    }
+    for (k, v) in set {
+        props.insert((*k).to_owned(), v.clone());
+    }
+    Some(MessageToStore {
+        topic,
+        queue_id,
+        properties: encode_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        ..m.to_store()
+    })
+}
+
 async fn deliver(b: &Broker, rec: &bytes::Bytes) -> Result<(), String> {
     let m = decode_record(rec).map_err(|e| e.to_string())?;
-    let mut props = parse_properties(&m.properties);
-    let Some(topic) = props.get(prop::REAL_TOPIC).cloned() else {
+    let Some(msg) = destination_of(&m, &[prop::DELAY], &[]) else {
         warn!("delayed message without REAL_TOPIC dropped");
         return Ok(());
     };
-    let queue_id: i32 = props
-        .get(prop::REAL_QID)
-        .and_then(|q| q.parse().ok())
-        .unwrap_or(0);
-    props.remove(prop::DELAY);
     let msg = MessageToStore {
-        topic,
-        queue_id,
-        flag: m.flag,
-        sys_flag: m.sys_flag,
-        born_timestamp: m.born_timestamp,
-        born_host: m.born_host,
-        store_host: m.store_host,
-        reconsume_times: m.reconsume_times,
         prepared_transaction_offset: 0,
-        body: m.body.clone(),
-        properties: encode_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        ..msg
     };
     b.store
         .put_messages(std::slice::from_ref(&msg))

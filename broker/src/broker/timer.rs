@@ -44,10 +44,7 @@ pub mod prop {
     pub const TIMER_DEQUEUE_MS: &str = "TIMER_DEQUEUE_MS";
     /// Cancels a timer message (5.x); not built.
     pub const TIMER_DEL_UNIQKEY: &str = "TIMER_DEL_UNIQKEY";
-    /// Destination topic.
-    pub const REAL_TOPIC: &str = "REAL_TOPIC";
-    /// Destination queue.
-    pub const REAL_QID: &str = "REAL_QID";
+    pub use crate::broker::schedule::prop::{REAL_QID, REAL_TOPIC};
 }
 
 /// `timerPrecisionMs`, `timerMaxDelaySec`.
@@ -300,28 +297,11 @@ impl Broker {
             warn!(phys, "timer message no longer in the store; dropped");
             return true;
         };
-        let mut props = parse_properties(&m.properties);
-        let Some(topic) = props.remove(prop::REAL_TOPIC) else {
+        let Some(msg) =
+            super::schedule::destination_of(&m, &[], &[(prop::TIMER_DEQUEUE_MS, now.to_string())])
+        else {
             warn!(phys, "timer message without REAL_TOPIC dropped");
             return true;
-        };
-        let queue_id = props
-            .remove(prop::REAL_QID)
-            .and_then(|q| q.parse().ok())
-            .unwrap_or(0);
-        props.insert(prop::TIMER_DEQUEUE_MS.into(), now.to_string());
-        let msg = MessageToStore {
-            topic,
-            queue_id,
-            flag: m.flag,
-            sys_flag: m.sys_flag,
-            born_timestamp: m.born_timestamp,
-            born_host: m.born_host,
-            store_host: m.store_host,
-            reconsume_times: m.reconsume_times,
-            prepared_transaction_offset: m.prepared_transaction_offset,
-            body: m.body.clone(),
-            properties: encode_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         };
         match self.store.append_messages(std::slice::from_ref(&msg)) {
             Ok(_) => true,

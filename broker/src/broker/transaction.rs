@@ -62,10 +62,7 @@ pub mod prop {
     pub const CHECK_IMMUNITY: &str = "CHECK_IMMUNITY_TIME_IN_SECONDS";
     /// The queue offset of the original half message, on a copy.
     pub const PREPARED_QUEUE_OFFSET: &str = "TRAN_PREPARED_QUEUE_OFFSET";
-    /// Destination topic.
-    pub const REAL_TOPIC: &str = "REAL_TOPIC";
-    /// Destination queue.
-    pub const REAL_QID: &str = "REAL_QID";
+    pub use crate::broker::schedule::prop::{REAL_QID, REAL_TOPIC};
 }
 
 /// `transactionTimeOut`, `transactionCheckMax`, `transactionCheckInterval`.
@@ -236,6 +233,35 @@ fn op_offsets(body: &[u8]) -> impl Iterator<Item = i64> + '_ {
         .unwrap_or("")
         .split(',')
         .filter_map(|s| s.trim().parse::<i64>().ok())
+}
+
+/// Reads a queue from `from` to its end, decoding each record; returns the end.
+fn scan_queue(
+    store: &MessageStore,
+    cq: Option<&crate::store::ConsumeQueue>,
+    from: i64,
+    mut each: impl FnMut(i64, &StoredMessage),
+) -> i64 {
+    let Some(cq) = cq else {
+        return from;
+    };
+    let mut off = from;
+    loop {
+        let entries = cq.entries(off, 256);
+        if entries.is_empty() {
+            return off;
+        }
+        for e in entries {
+            let rec = u64::try_from(e.commitlog_offset)
+                .ok()
+                .and_then(|p| store.read_message(p))
+                .and_then(|r| decode_record(&r).ok());
+            if let Some(m) = rec {
+                each(off, &m);
+            }
+            off += 1;
+        }
+    }
 }
 
 fn stored_error(e: StoreError) -> String {
@@ -414,64 +440,31 @@ impl Broker {
             .query(SYS_GROUP, OP_TOPIC, 0)
             .unwrap_or(0)
             .max(op_cq.as_ref().map_or(0, |c| c.min_offset()));
-        // Ops: which half offsets are resolved.
+        // Ops: which half offsets are resolved (an op may name several).
         let mut ops = BTreeMap::new();
-        let mut op_end = op_from;
-        if let Some(cq) = &op_cq {
-            let mut off = op_from;
-            loop {
-                let entries = cq.entries(off, 256);
-                if entries.is_empty() {
-                    break;
-                }
-                for e in entries {
-                    let rec = u64::try_from(e.commitlog_offset)
-                        .ok()
-                        .and_then(|p| store.read_message(p))
-                        .and_then(|r| decode_record(&r).ok());
-                    if let Some(m) = rec {
-                        for h in op_offsets(&m.body) {
-                            if h >= half_from {
-                                ops.insert(off, h);
-                            }
-                        }
-                    }
-                    off += 1;
-                }
+        let mut resolved = HashSet::new();
+        let op_end = scan_queue(store, op_cq.as_deref(), op_from, |off, m| {
+            let mut needed = None;
+            for h in op_offsets(&m.body).filter(|h| *h >= half_from) {
+                resolved.insert(h);
+                needed = needed.max(Some(h));
             }
-            op_end = off;
-        }
-        let resolved: HashSet<i64> = ops.values().copied().collect();
+            if let Some(h) = needed {
+                ops.insert(off, h);
+            }
+        });
         // Half messages: the latest copy of each transaction none of whose copies is
         // resolved.
         let mut copies: BTreeMap<i64, (i64, Pending)> = BTreeMap::new();
         let mut done_origins = HashSet::new();
-        let mut half_end = half_from;
-        if let Some(cq) = &half_cq {
-            let mut off = half_from;
-            loop {
-                let entries = cq.entries(off, 256);
-                if entries.is_empty() {
-                    break;
-                }
-                for e in entries {
-                    let rec = u64::try_from(e.commitlog_offset)
-                        .ok()
-                        .and_then(|p| store.read_message(p))
-                        .and_then(|r| decode_record(&r).ok());
-                    if let Some(m) = rec {
-                        let p = pending_of(&m);
-                        if resolved.contains(&off) {
-                            done_origins.insert(p.origin);
-                        } else {
-                            copies.insert(p.origin, (off, p));
-                        }
-                    }
-                    off += 1;
-                }
+        let half_end = scan_queue(store, half_cq.as_deref(), half_from, |off, m| {
+            let p = pending_of(m);
+            if resolved.contains(&off) {
+                done_origins.insert(p.origin);
+            } else {
+                copies.insert(p.origin, (off, p));
             }
-            half_end = off;
-        }
+        });
         let mut st = lock(&self.transactions.state);
         for (origin, (off, p)) in copies {
             if !done_origins.contains(&origin) && !st.by_origin.contains_key(&origin) {
@@ -591,7 +584,14 @@ impl Broker {
                     );
                 }
             };
-            let final_msg = final_message(&m, pending.phys);
+            let Some(final_msg) = final_message(&m, pending.phys) else {
+                self.transactions.unclaim(current);
+                return fail(
+                    req,
+                    response::SYSTEM_ERROR,
+                    "the half message has no REAL_TOPIC",
+                );
+            };
             if let Err(e) = self.put_final(final_msg).await {
                 self.transactions.unclaim(current);
                 warn!(error = %e, "transaction commit could not be stored");
@@ -748,7 +748,7 @@ impl Broker {
     }
 
     async fn discard(&self, offset: i64, m: &StoredMessage, template: &MessageToStore) {
-        let mut msg = message_of(m);
+        let mut msg = m.to_store();
         msg.topic = CHECK_MAX_TOPIC.into();
         msg.queue_id = 0;
         if let Err(e) = self.store.put_messages(std::slice::from_ref(&msg)).await {
@@ -772,7 +772,7 @@ impl Broker {
 
     /// Writes a half message again at the end of the half queue with one more check.
     fn put_back(&self, m: &StoredMessage, p: &Pending) -> Result<i64, StoreError> {
-        let mut msg = message_of(m);
+        let mut msg = m.to_store();
         let mut props = parse_properties(&msg.properties);
         props.insert(prop::CHECK_TIMES.into(), (p.check_times + 1).to_string());
         props.insert(prop::PREPARED_QUEUE_OFFSET.into(), p.origin.to_string());
@@ -802,7 +802,7 @@ impl Broker {
             debug!(group = %group, offset, "Check transaction failed, channel is null");
             return;
         };
-        let mut shown = message_of(&m);
+        let mut shown = m.to_store();
         if let Some(t) = props.get(prop::REAL_TOPIC) {
             shown.topic = t.clone();
         }
@@ -838,43 +838,20 @@ impl Broker {
     }
 }
 
-/// The stored message as a message to store again (same body, properties, times).
-fn message_of(m: &StoredMessage) -> MessageToStore {
-    MessageToStore {
-        topic: m.topic.clone(),
-        queue_id: m.queue_id,
-        flag: m.flag,
-        sys_flag: m.sys_flag,
-        born_timestamp: m.born_timestamp,
-        born_host: m.born_host,
-        store_host: m.store_host,
-        reconsume_times: m.reconsume_times,
-        prepared_transaction_offset: m.prepared_transaction_offset,
-        body: m.body.clone(),
-        properties: m.properties.clone(),
-    }
-}
-
 /// The committed copy of a half message: its real topic and queue, the commit bits,
 /// `TRAN_MSG` and the half-topic properties removed.
-fn final_message(half: &StoredMessage, half_phys: u64) -> MessageToStore {
-    let mut props = parse_properties(&half.properties);
-    let topic = props.remove(prop::REAL_TOPIC).unwrap_or_default();
-    let queue_id = props
-        .remove(prop::REAL_QID)
-        .and_then(|q| q.parse().ok())
-        .unwrap_or(0);
-    props.remove(property::TRAN_MSG);
-    props.remove(prop::CHECK_TIMES);
-    props.remove(prop::PREPARED_QUEUE_OFFSET);
-    MessageToStore {
-        topic,
-        queue_id,
+fn final_message(half: &StoredMessage, half_phys: u64) -> Option<MessageToStore> {
+    let drop = [
+        property::TRAN_MSG,
+        prop::CHECK_TIMES,
+        prop::PREPARED_QUEUE_OFFSET,
+    ];
+    let m = super::schedule::destination_of(half, &drop, &[])?;
+    Some(MessageToStore {
         sys_flag: (half.sys_flag & !sys_flag::TRANSACTION_TYPE_MASK) | sys_flag::TRANSACTION_COMMIT,
         prepared_transaction_offset: i64::try_from(half_phys).unwrap_or(0),
-        properties: encode_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        ..message_of(half)
-    }
+        ..m
+    })
 }
 
 /// The service: rebuilds on becoming master, forgets on losing it, checks every
@@ -951,7 +928,7 @@ mod tests {
             topic: HALF_TOPIC.into(),
             properties: m.properties.clone(),
         };
-        let f = final_message(&stored, 700);
+        let f = final_message(&stored, 700).unwrap();
         assert_eq!((f.topic.as_str(), f.queue_id), ("T", 2));
         assert_eq!(
             f.sys_flag & sys_flag::TRANSACTION_TYPE_MASK,

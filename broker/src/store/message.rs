@@ -295,6 +295,25 @@ impl StoredMessage {
     pub fn tag(&self) -> Option<String> {
         self.property(property::TAGS)
     }
+
+    /// The message as one to store again: same topic, queue, body, flags, times, hosts
+    /// and properties (the caller changes what moves).
+    #[must_use]
+    pub fn to_store(&self) -> MessageToStore {
+        MessageToStore {
+            topic: self.topic.clone(),
+            queue_id: self.queue_id,
+            flag: self.flag,
+            sys_flag: self.sys_flag,
+            born_timestamp: self.born_timestamp,
+            born_host: self.born_host,
+            store_host: self.store_host,
+            reconsume_times: self.reconsume_times,
+            prepared_transaction_offset: self.prepared_transaction_offset,
+            body: self.body.clone(),
+            properties: self.properties.clone(),
+        }
+    }
 }
 
 /// A bounds-checked big-endian reader over a record.
