@@ -211,12 +211,22 @@ pub struct Transactions {
 }
 
 fn pending_of(m: &StoredMessage) -> Pending {
-    let props = parse_properties(&m.properties);
+    pending_from(
+        &m.properties,
+        m.queue_offset,
+        u64::try_from(m.physical_offset).unwrap_or(0),
+        m.born_timestamp,
+    )
+}
+
+/// A half message's transaction state from its properties, queue and CommitLog offsets.
+fn pending_from(properties: &str, offset: i64, phys: u64, born_ms: i64) -> Pending {
+    let props = parse_properties(properties);
     let num = |k: &str| props.get(k).and_then(|v| v.trim().parse::<i64>().ok());
     Pending {
-        origin: num(prop::PREPARED_QUEUE_OFFSET).unwrap_or(m.queue_offset),
-        phys: u64::try_from(m.physical_offset).unwrap_or(0),
-        born_ms: m.born_timestamp,
+        origin: num(prop::PREPARED_QUEUE_OFFSET).unwrap_or(offset),
+        phys,
+        born_ms,
         immunity_ms: num(prop::CHECK_IMMUNITY)
             .map(|s| s.saturating_mul(1000))
             .unwrap_or(-1),
@@ -283,22 +293,9 @@ impl Transactions {
         let r = store.append_messages(msgs)?;
         for (i, (m, phys)) in msgs.iter().zip(&r.physical_offsets).enumerate() {
             let offset = r.queue_offset + i as i64;
-            let props = parse_properties(&m.properties);
-            let num = |k: &str| props.get(k).and_then(|v| v.trim().parse::<i64>().ok());
             st.insert(
                 offset,
-                Pending {
-                    origin: num(prop::PREPARED_QUEUE_OFFSET).unwrap_or(offset),
-                    phys: *phys,
-                    born_ms: m.born_timestamp,
-                    immunity_ms: num(prop::CHECK_IMMUNITY)
-                        .map(|s| s.saturating_mul(1000))
-                        .unwrap_or(-1),
-                    check_times: num(prop::CHECK_TIMES)
-                        .and_then(|c| i32::try_from(c).ok())
-                        .unwrap_or(0),
-                    claimed: false,
-                },
+                pending_from(&m.properties, offset, *phys, m.born_timestamp),
             );
         }
         Ok(r)
