@@ -1406,3 +1406,86 @@ fn a_master_that_lost_its_tail_is_not_followed_and_its_slave_is_promoted_instead
     assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
     converge(&rt, &c, &s, &m, "the old master converges");
 }
+
+/// Transactions survive a failover: a half message the SYNC_MASTER acknowledged (so a
+/// slave holds it) is committed on the slave promoted after the master's kill -9 — it
+/// rebuilds its unresolved set from the replicated half queue — and reaches its topic
+/// once; a second commit changes nothing.
+#[test]
+fn a_promoted_slave_commits_a_transaction_begun_on_the_old_master() {
+    use ferrocket::remoting::codes::request;
+    use ferrocket::remoting::RemotingCommand;
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let m = master(&ns.addr, d0.path(), "SYNC_MASTER", &[]);
+    create_topic(&rt, &c, "TxHa", 1);
+    let s = slave(
+        &ns.addr,
+        d1.path(),
+        1,
+        1,
+        &format!("127.0.0.1:{}", m.ha_port()),
+    );
+    let props = ferrocket::store::encode_properties([
+        ("UNIQ_KEY", "tx-ha-1"),
+        ("TRAN_MSG", "true"),
+        ("PGROUP", "tx_pg"),
+        ("TAGS", "t"),
+    ]);
+    // SYNC_MASTER: SEND_OK once the slave holds the half message.
+    let mut half = None;
+    wait_until(
+        "a half message acknowledged by the SYNC_MASTER",
+        Duration::from_secs(20),
+        || {
+            half = rt
+                .block_on(c.send_raw(
+                    "TxHa",
+                    &q(&m.addr, 0),
+                    Bytes::from_static(b"tx-ha"),
+                    props.clone(),
+                    4,
+                ))
+                .ok()
+                .filter(|h| h.code == response::SUCCESS);
+            half.is_some()
+        },
+    );
+    let half = half.unwrap();
+    let mut m = m;
+    m.kill9();
+    rt.block_on(fail_over(&c.remoting, &s.addr, &[], 2, T))
+        .unwrap();
+    let phys = ferrocket::protocol::msg_id::decode_offset_msg_id(&half.msg_id)
+        .unwrap()
+        .1;
+    let commit = || {
+        RemotingCommand::request(request::END_TRANSACTION)
+            .with_ext("producerGroup", "tx_pg")
+            .with_ext("tranStateTableOffset", half.queue_offset)
+            .with_ext("commitLogOffset", phys)
+            .with_ext("commitOrRollback", 8)
+            .with_ext("fromTransactionCheck", true)
+            .with_ext("msgId", "tx-ha-1")
+    };
+    let r = rt
+        .block_on(c.remoting.invoke(&s.addr, commit(), T))
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    let r = rt
+        .block_on(c.remoting.invoke(&s.addr, commit(), T))
+        .unwrap();
+    assert_eq!(
+        r.code,
+        response::SYSTEM_ERROR,
+        "a second commit changes nothing"
+    );
+    let mut got = Vec::new();
+    wait_until("the committed message on the new master", T, || {
+        got = rt.block_on(consume_all(&c, &s.addr, "TxHa", 1));
+        !got.is_empty()
+    });
+    assert_eq!(got.len(), 1, "{got:?}");
+}

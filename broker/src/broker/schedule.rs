@@ -209,6 +209,7 @@ async fn deliver(b: &Broker, rec: &bytes::Bytes) -> Result<(), String> {
         prepared_transaction_offset: 0,
         ..msg
     };
+    b.ensure_topic(&msg.topic, msg.queue_id);
     b.store
         .put_messages(std::slice::from_ref(&msg))
         .await

@@ -111,6 +111,21 @@ impl Broker {
         Ok(tc)
     }
 
+    /// Makes sure a topic a stored message moves to (a committed transaction, a due
+    /// timer or delayed message) is in the topic table, so consumers can pull it: a
+    /// promoted slave may not have copied it yet.
+    pub(super) fn ensure_topic(&self, topic: &str, queue_id: i32) {
+        if self.topics.get(topic).is_some() || meta::validate_topic(topic).is_err() {
+            return;
+        }
+        let queues = (queue_id + 1).max(self.config.default_topic_queue_nums);
+        let (_, created) = self.topics.get_or_create(topic, queues, meta::PERM_RW);
+        if created {
+            info!(topic, queues, "topic created for a message reaching it");
+            self.topics_changed();
+        }
+    }
+
     /// Rewrites a 5.x timer message into the timer topic (or leaves it when its time
     /// has passed); the remark of a refusal.
     pub(super) fn schedule_timer(&self, m: &mut MessageToStore) -> Result<(), String> {

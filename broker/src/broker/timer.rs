@@ -303,6 +303,7 @@ impl Broker {
             warn!(phys, "timer message without REAL_TOPIC dropped");
             return true;
         };
+        self.ensure_topic(&msg.topic, msg.queue_id);
         match self.store.append_messages(std::slice::from_ref(&msg)) {
             Ok(_) => true,
             Err(e) => {

@@ -635,6 +635,7 @@ impl Broker {
         } else {
             super::schedule::apply_delay(&mut msg, self.store.delay_levels_ms().len());
         }
+        self.ensure_topic(&msg.topic, msg.queue_id);
         let msgs = std::slice::from_ref(&msg);
         let r = self.store.append_messages(msgs).map_err(stored_error)?;
         self.ha.notify_new_data();
