@@ -57,9 +57,9 @@ timer_run() {
   local rate=$((timers / 60))
   printf '%-16s schedule %d (60 s ahead)   ' "$1" "$timers"
   b produce --topic TimerBench --deliver-after 60s --concurrency 32 --size 128 --duration 60s
-  printf '%-16s RSS after scheduling: %s kB\n' "$1" "$(awk '/VmRSS/ {print $2}' /proc/$broker_pid/status)"
+  printf '%-16s after scheduling: VmRSS %s kB, RssAnon %s kB\n' "$1" "$(awk '/VmRSS/ {print $2}' /proc/$broker_pid/status)" "$(awk '/RssAnon/ {print $2}' /proc/$broker_pid/status)"
   printf '%-16s deliver + consume      ' "$1"; b consume --topic TimerBench --group timer_cg --duration 75s
-  printf '%-16s RSS after delivery: %s kB\n' "$1" "$(awk '/VmRSS/ {print $2}' /proc/$broker_pid/status)"
+  printf '%-16s after delivery: VmRSS %s kB, RssAnon %s kB\n' "$1" "$(awk '/VmRSS/ {print $2}' /proc/$broker_pid/status)" "$(awk '/RssAnon/ {print $2}' /proc/$broker_pid/status)"
   : "$rate"
 }
 
