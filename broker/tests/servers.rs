@@ -1804,6 +1804,18 @@ fn broker_admin_requests() {
             .unwrap();
         assert_eq!(r.code, response::SYSTEM_ERROR);
         assert_eq!(r.remark.as_deref(), Some("The Consumer <g1> <nobody> not online"));
+        // 315 VIEW_BROKER_STATS_DATA.
+        let view = |name: &str, key: &str| {
+            RemotingCommand::request(request::VIEW_BROKER_STATS_DATA)
+                .with_ext("statsName", name)
+                .with_ext("statsKey", key)
+        };
+        let r = c.invoke(&b.addr, view("TOPIC_PUT_NUMS", "Ops"), T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        assert!(json_of(&r)["statsMinute"]["tps"].is_number());
+        let r = c.invoke(&b.addr, view("TOPIC_PUT_NUMS", "Nope"), T).await.unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+        assert_eq!(r.remark.as_deref(), Some("The stats <TOPIC_PUT_NUMS> <Nope> not exist"));
         // The dashboard's runtime figures.
         let r = c
             .invoke(&b.addr, RemotingCommand::request(request::GET_BROKER_RUNTIME_INFO), T)

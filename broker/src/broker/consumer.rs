@@ -329,8 +329,13 @@ impl Broker {
             ),
         };
         schedule::apply_delay(&mut msg, self.store.delay_levels_ms().len());
+        let sndbck_key = format!("{}@{group}", msg.topic);
         match self.store.put_messages(std::slice::from_ref(&msg)).await {
-            Ok(_) | Err(StoreError::FlushTimeout { .. }) => ok(req),
+            Ok(_) | Err(StoreError::FlushTimeout { .. }) => {
+                self.stats_items
+                    .add(super::stats_items::SNDBCK_PUT_NUMS, &sndbck_key, 1);
+                ok(req)
+            }
             Err(e) => fail(req, response::SYSTEM_ERROR, e),
         }
     }

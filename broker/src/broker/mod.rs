@@ -29,6 +29,7 @@ mod role;
 pub mod schedule;
 mod send;
 mod slave_sync;
+pub mod stats_items;
 pub mod timer;
 pub mod transaction;
 pub mod unsupported;
@@ -98,6 +99,8 @@ pub struct Broker {
     pub timers: timer::Timers,
     /// Messages put and got (runtime info rates).
     pub throughput: ops::Throughput,
+    /// VIEW_BROKER_STATS_DATA items.
+    pub stats_items: stats_items::StatsItems,
     /// Prometheus metrics.
     pub metrics: crate::metrics::BrokerMetrics,
     /// Settings UPDATE_BROKER_CONFIG may change at run time.
@@ -206,6 +209,7 @@ impl Broker {
             transactions: transaction::Transactions::default(),
             timers: timer::Timers::default(),
             throughput: ops::Throughput::default(),
+            stats_items: stats_items::StatsItems::default(),
             metrics,
             runtime,
             registered: std::sync::atomic::AtomicBool::new(false),
@@ -305,9 +309,14 @@ impl Broker {
                 let b = Arc::clone(&self);
                 async move {
                     let mut t = tokio::time::interval(Duration::from_secs(1));
+                    let mut n = 0u64;
                     loop {
                         t.tick().await;
                         b.throughput.sample();
+                        n += 1;
+                        if n % 10 == 0 {
+                            b.stats_items.sample(n / 10);
+                        }
                     }
                 }
             }),
@@ -429,7 +438,8 @@ impl Broker {
             | QUERY_CONSUME_QUEUE
             | GET_CONSUMER_RUNNING_INFO
             | CONSUME_MESSAGE_DIRECTLY
-            | INVOKE_BROKER_TO_RESET_OFFSET => self.ops(&req).await,
+            | INVOKE_BROKER_TO_RESET_OFFSET
+            | VIEW_BROKER_STATS_DATA => self.ops(&req).await,
             code => {
                 if req.is_oneway() {
                     self.oneway_log.unknown(code, &conn.peer);

@@ -13,6 +13,7 @@
 //! | 307 | GET_CONSUMER_RUNNING_INFO (relayed to the client) |
 //! | 309 | CONSUME_MESSAGE_DIRECTLY (relayed to the client) |
 //! | 222 | INVOKE_BROKER_TO_RESET_OFFSET (RESET_CONSUMER_CLIENT_OFFSET, 220, to each consumer) |
+//! | 315 | VIEW_BROKER_STATS_DATA ([`super::stats_items`]) |
 //!
 //! Plus the put/get rates and totals of GET_BROKER_RUNTIME_INFO ([`Throughput`]).
 
@@ -99,6 +100,20 @@ impl Broker {
             request::QUERY_CONSUME_QUEUE => self.query_consume_queue(req),
             request::GET_CONSUMER_RUNNING_INFO | request::CONSUME_MESSAGE_DIRECTLY => {
                 self.relay_to_consumer(req).await
+            }
+            request::VIEW_BROKER_STATS_DATA => {
+                let (name, key) = (
+                    req.ext("statsName").unwrap_or(""),
+                    req.ext("statsKey").unwrap_or(""),
+                );
+                match self.stats_items.view(name, key) {
+                    Some(body) => ok(req).with_body(Bytes::from(body)),
+                    None => fail(
+                        req,
+                        response::SYSTEM_ERROR,
+                        format!("The stats <{name}> <{key}> not exist"),
+                    ),
+                }
             }
             _ => self.reset_offset(req),
         }

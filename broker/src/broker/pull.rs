@@ -169,6 +169,17 @@ impl Broker {
                 self.throughput
                     .got
                     .fetch_add(resp.body.len() as u64, Ordering::Relaxed);
+                {
+                    use super::stats_items::*;
+                    let group = req.ext("consumerGroup").unwrap_or("");
+                    let key = format!("{topic}@{group}");
+                    let n = resp.body.len() as u64;
+                    self.stats_items.add(GROUP_GET_NUMS, &key, n);
+                    self.stats_items
+                        .add(GROUP_GET_SIZE, &key, resp.body_len() as u64);
+                    self.stats_items
+                        .add(BROKER_GET_NUMS, &self.config.broker_cluster_name, n);
+                }
                 self.metrics
                     .bytes_out
                     .get_or_create(&labels)

@@ -357,6 +357,18 @@ impl Broker {
         self.throughput
             .put
             .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+        {
+            use super::stats_items::*;
+            let bytes: u64 = msgs.iter().map(|m| m.body.len() as u64).sum();
+            self.stats_items
+                .add(TOPIC_PUT_NUMS, &h.topic, msgs.len() as u64);
+            self.stats_items.add(TOPIC_PUT_SIZE, &h.topic, bytes);
+            self.stats_items.add(
+                BROKER_PUT_NUMS,
+                &self.config.broker_cluster_name,
+                msgs.len() as u64,
+            );
+        }
         self.metrics
             .bytes_in
             .get_or_create(&labels)

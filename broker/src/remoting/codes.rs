@@ -56,6 +56,7 @@ pub mod request {
     pub const GET_CONSUMER_RUNNING_INFO: i32 = 307;
     pub const CONSUME_MESSAGE_DIRECTLY: i32 = 309;
     pub const CLONE_GROUP_OFFSET: i32 = 314;
+    pub const VIEW_BROKER_STATS_DATA: i32 = 315;
     pub const GET_BROKER_CONSUME_STATS: i32 = 317;
     pub const QUERY_CONSUME_QUEUE: i32 = 321;
     pub const GET_TOPIC_CONFIG: i32 = 351;
