@@ -314,7 +314,7 @@ impl Broker {
                         t.tick().await;
                         b.throughput.sample();
                         n += 1;
-                        if n % 10 == 0 {
+                        if n.is_multiple_of(10) {
                             b.stats_items.sample(n / 10);
                         }
                     }

@@ -113,10 +113,10 @@ impl StatsItems {
         for item in lock(&self.items).values_mut() {
             let s = item.snap(now);
             push(&mut item.minute, s, 7);
-            if tick % 6 == 0 {
+            if tick.is_multiple_of(6) {
                 push(&mut item.hour, s, 61);
             }
-            if tick % 360 == 0 {
+            if tick.is_multiple_of(360) {
                 push(&mut item.day, s, 25);
             }
         }
