@@ -83,14 +83,16 @@ fn window(ring: &VecDeque<Snap>) -> serde_json::Value {
 /// The stats items.
 #[derive(Debug, Default)]
 pub struct StatsItems {
-    items: Mutex<HashMap<(&'static str, String), Item>>,
+    /// Stats name → key → item (a send or pull looks its key up without allocating).
+    items: Mutex<HashMap<&'static str, HashMap<String, Item>>>,
 }
 
 impl StatsItems {
     /// Adds `value` in one call to an item.
     pub fn add(&self, name: &'static str, key: &str, value: u64) {
         let mut items = lock(&self.items);
-        let item = match items.get_mut(&(name, key.to_owned())) {
+        let by_key = items.entry(name).or_default();
+        let item = match by_key.get_mut(key) {
             Some(i) => i,
             None => {
                 let mut i = Item::default();
@@ -99,7 +101,7 @@ impl StatsItems {
                 push(&mut i.minute, s, 7);
                 push(&mut i.hour, s, 61);
                 push(&mut i.day, s, 25);
-                items.entry((name, key.to_owned())).or_insert(i)
+                by_key.entry(key.to_owned()).or_insert(i)
             }
         };
         item.value += value;
@@ -110,7 +112,7 @@ impl StatsItems {
     /// day's every 360th.
     pub fn sample(&self, tick: u64) {
         let now = now_ms();
-        for item in lock(&self.items).values_mut() {
+        for item in lock(&self.items).values_mut().flat_map(HashMap::values_mut) {
             let s = item.snap(now);
             push(&mut item.minute, s, 7);
             if tick.is_multiple_of(6) {
@@ -125,10 +127,7 @@ impl StatsItems {
     /// A `BrokerStatsData` body, `None` when the item does not exist.
     pub fn view(&self, name: &str, key: &str) -> Option<String> {
         let items = lock(&self.items);
-        let item = items
-            .iter()
-            .find(|((n, k), _)| *n == name && k == key)
-            .map(|(_, i)| i)?;
+        let item = items.get(name)?.get(key)?;
         Some(
             json!({
                 "statsMinute": window(&item.minute),

@@ -121,6 +121,26 @@ pub struct Client {
     pub timeout: Duration,
 }
 
+/// A send request with the V2 header (one-letter names) of ferrocket's producer.
+fn send_request(
+    code: i32,
+    topic: &str,
+    q: &QueueAddr,
+    properties: String,
+    sys_flag: i32,
+) -> RemotingCommand {
+    RemotingCommand::request(code)
+        .with_ext("a", "ferrocket_producer")
+        .with_ext("b", topic)
+        .with_ext("c", "TBW102")
+        .with_ext("d", 4)
+        .with_ext("e", q.queue_id)
+        .with_ext("f", sys_flag)
+        .with_ext("g", crate::store::now_ms())
+        .with_ext("h", 0)
+        .with_ext("i", properties)
+}
+
 fn unique_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -289,16 +309,7 @@ impl Client {
             let b = encode_batch(&entries).map_err(ClientError::Unavailable)?;
             (request::SEND_BATCH_MESSAGE, b, String::new())
         };
-        let req = RemotingCommand::request(code)
-            .with_ext("a", "ferrocket_producer")
-            .with_ext("b", topic)
-            .with_ext("c", "TBW102")
-            .with_ext("d", 4)
-            .with_ext("e", q.queue_id)
-            .with_ext("f", 0)
-            .with_ext("g", crate::store::now_ms())
-            .with_ext("h", 0)
-            .with_ext("i", props)
+        let req = send_request(code, topic, q, props, 0)
             .with_ext("m", msgs.len() > 1)
             .with_body(body);
         let r = self.remoting.invoke(&q.addr, req, self.timeout).await?;
@@ -329,17 +340,8 @@ impl Client {
         properties: String,
         sys_flag: i32,
     ) -> Result<SendOutcome, ClientError> {
-        let req = RemotingCommand::request(request::SEND_MESSAGE_V2)
-            .with_ext("a", "ferrocket_producer")
-            .with_ext("b", topic)
-            .with_ext("c", "TBW102")
-            .with_ext("d", 4)
-            .with_ext("e", q.queue_id)
-            .with_ext("f", sys_flag)
-            .with_ext("g", crate::store::now_ms())
-            .with_ext("h", 0)
-            .with_ext("i", properties)
-            .with_body(body);
+        let req =
+            send_request(request::SEND_MESSAGE_V2, topic, q, properties, sys_flag).with_body(body);
         let r = self.remoting.invoke(&q.addr, req, self.timeout).await?;
         if r.code != response::SUCCESS {
             return Err(refused("send", &r));
