@@ -20,6 +20,9 @@ use crate::remoting::codes::{request, response};
 use crate::remoting::{Connection, RemotingCommand, RemotingError, RequestHandler, ResponseFuture};
 use crate::store::metadata::DataVersion;
 
+mod kv;
+pub use kv::{KvConfig, KvTable};
+
 /// How long a broker stays without registering.
 pub const BROKER_EXPIRY: Duration = Duration::from_secs(120);
 
@@ -352,91 +355,6 @@ impl RouteInfoManager {
     }
 }
 
-/// The name server's KV configuration (`kvConfig.json`): namespace → key → value.
-#[derive(Debug, Default)]
-pub struct KvConfig {
-    path: Option<std::path::PathBuf>,
-    table: std::sync::Mutex<KvTable>,
-}
-
-/// `kvConfig.json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct KvTable {
-    /// Namespace → key → value.
-    pub config_table: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-impl KvConfig {
-    /// Loads `path` (or its `.bak`); `None` keeps the table in memory only.
-    pub fn load(path: Option<std::path::PathBuf>) -> Self {
-        let table = path
-            .as_deref()
-            .map(crate::store::metadata::load::<KvTable>)
-            .unwrap_or_default();
-        KvConfig {
-            path,
-            table: std::sync::Mutex::new(table),
-        }
-    }
-
-    fn persist(&self, t: &KvTable) -> Result<(), String> {
-        match &self.path {
-            Some(p) => crate::store::metadata::persist(p, t).map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
-    }
-
-    /// PUT_KV_CONFIG.
-    ///
-    /// # Errors
-    /// The file cannot be written (the change is kept in memory).
-    pub fn put(&self, ns: &str, key: &str, value: &str) -> Result<(), String> {
-        let mut t = crate::sync::lock(&self.table);
-        t.config_table
-            .entry(ns.to_owned())
-            .or_default()
-            .insert(key.to_owned(), value.to_owned());
-        let snapshot = t.clone();
-        drop(t);
-        self.persist(&snapshot)
-    }
-
-    /// GET_KV_CONFIG.
-    pub fn get(&self, ns: &str, key: &str) -> Option<String> {
-        crate::sync::lock(&self.table)
-            .config_table
-            .get(ns)?
-            .get(key)
-            .cloned()
-    }
-
-    /// DELETE_KV_CONFIG.
-    ///
-    /// # Errors
-    /// The file cannot be written.
-    pub fn delete(&self, ns: &str, key: &str) -> Result<(), String> {
-        let mut t = crate::sync::lock(&self.table);
-        let removed = t
-            .config_table
-            .get_mut(ns)
-            .is_some_and(|m| m.remove(key).is_some());
-        t.config_table.retain(|_, m| !m.is_empty());
-        let snapshot = t.clone();
-        drop(t);
-        if removed {
-            self.persist(&snapshot)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// GET_KVLIST_BY_NAMESPACE.
-    pub fn namespace(&self, ns: &str) -> Option<BTreeMap<String, String>> {
-        crate::sync::lock(&self.table).config_table.get(ns).cloned()
-    }
-}
-
 /// The name server's request handler.
 #[derive(Debug, Default)]
 pub struct NameServer {
@@ -609,8 +527,7 @@ impl NameServer {
             request::GET_NAMESRV_CONFIG => {
                 let path = self
                     .kv
-                    .path
-                    .as_ref()
+                    .path()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
                 ok(req).with_body(bytes::Bytes::from(format!("kvConfigPath={path}\n")))
