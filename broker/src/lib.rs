@@ -5,8 +5,10 @@
 //!   retention and metadata files.
 //! - [`remoting`]: the remoting protocol's frames, commands, server and client.
 //! - [`namesrv`], [`broker`]: the two servers.
+//! - [`auth`]: request signatures (RocketMQ ACL 1.0's HMAC-SHA1), for the control plane.
 //! - [`cli`]: the `ferrocket` command line (thin wrappers live in `src/bin/`).
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod client;

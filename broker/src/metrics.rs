@@ -62,6 +62,8 @@ pub struct BrokerMetrics {
     pub role_epoch: Gauge,
     /// 1 while this broker is a master.
     pub is_master: Gauge,
+    /// Control-plane requests refused (unsigned, badly signed, epoch jumps).
+    pub control_refused: Counter,
 }
 
 impl Default for BrokerMetrics {
@@ -86,6 +88,7 @@ impl Default for BrokerMetrics {
             ha_slaves: Gauge::default(),
             role_epoch: Gauge::default(),
             is_master: Gauge::default(),
+            control_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -99,6 +102,11 @@ impl Default for BrokerMetrics {
             "is_master",
             "1 while this broker takes writes",
             m.is_master.clone(),
+        );
+        registry.register(
+            "control_refused",
+            "Role and permission changes refused (unsigned, badly signed, or jumping epochs)",
+            m.control_refused.clone(),
         );
         registry.register("messages_in", "Messages stored", m.messages_in.clone());
         registry.register("bytes_in", "Message body bytes stored", m.bytes_in.clone());

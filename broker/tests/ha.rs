@@ -78,6 +78,36 @@ fn sync_master_and_two_slaves(ns: &str, root: &Path) -> (Proc, Proc, Proc) {
     (master, s1, s2)
 }
 
+/// A control secret in `dir` (what the operator mounts from a Secret).
+fn secret_file(dir: &Path) -> PathBuf {
+    let p = dir.join("control-secret");
+    std::fs::write(&p, "test-control-secret\n").unwrap();
+    p
+}
+
+/// A client signing every request with the secret in `path`.
+fn signing_client(ns: &str, path: &Path) -> Client {
+    let creds =
+        ferrocket::auth::Credentials::from_file(ferrocket::auth::DEFAULT_CONTROL_ACCESS_KEY, path)
+            .unwrap();
+    let mut c = Client::new(ns);
+    c.remoting = Arc::new(ferrocket::remoting::RemotingClient::signing(creds));
+    c
+}
+
+/// `r` is a NO_PERMISSION refusal whose remark contains `remark`.
+fn assert_refused<T: std::fmt::Debug>(r: Result<T, ClientError>, remark: &str) {
+    match r {
+        Err(ClientError::Refused {
+            code, remark: got, ..
+        }) => {
+            assert_eq!(code, response::NO_PERMISSION, "{got}");
+            assert!(got.contains(remark), "remark `{got}` lacks `{remark}`");
+        }
+        other => panic!("expected a NO_PERMISSION refusal, got {other:?}"),
+    }
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -532,7 +562,15 @@ fn epochs_fence_stale_masters_and_old_role_changes() {
     let ns = namesrv();
     let c = Client::new(&ns.addr);
     let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let stale = master(&ns.addr, d0.path(), "ASYNC_MASTER", &[]);
+    // The stale master keeps a control secret: its role changes must be signed.
+    let secret = secret_file(d0.path());
+    let stale = master(
+        &ns.addr,
+        d0.path(),
+        "ASYNC_MASTER",
+        &[&format!("controlSecretFile={}", secret.display())],
+    );
+    let signed = signing_client(&ns.addr, &secret);
     create_topic(&rt, &c, "EP", 1);
     for i in 0..20 {
         let r = rt
@@ -557,6 +595,9 @@ fn epochs_fence_stale_masters_and_old_role_changes() {
     // Role changes with an older epoch are refused; the same epoch is idempotent.
     let older = rt.block_on(change_role(&c.remoting, &s.addr, &NewRole::Master, 2, T));
     assert!(older.is_err(), "epoch 2 < 3 must be refused");
+    // Without a control secret, an unsigned change moves at most one epoch.
+    let jump = rt.block_on(change_role(&c.remoting, &s.addr, &NewRole::Master, 6, T));
+    assert_refused(jump, "only a request signed");
     let promoted = rt
         .block_on(change_role(&c.remoting, &s.addr, &NewRole::Master, 4, T))
         .unwrap();
@@ -572,11 +613,45 @@ fn epochs_fence_stale_masters_and_old_role_changes() {
     std::thread::sleep(Duration::from_millis(2500));
     let route = rt.block_on(c.route("EP")).unwrap().unwrap();
     assert_eq!(route.broker_datas[0].broker_addrs.get(&0), Some(&s.addr));
+    // Refused by the name server, the stale master fences itself: a client with an old
+    // route gets SERVICE_NOT_AVAILABLE (and retries elsewhere), never SEND_OK.
+    wait_until(
+        "the stale master fences itself",
+        Duration::from_secs(10),
+        || match rt.block_on(c.send("EP", &q(&stale.addr, 0), &[msg("late", 100)])) {
+            Ok(r) => {
+                assert_ne!(
+                    r.code,
+                    response::SUCCESS,
+                    "a superseded master acknowledged a send"
+                );
+                false
+            }
+            Err(ClientError::Refused { code, remark, .. }) => {
+                code == response::SERVICE_NOT_AVAILABLE && remark.contains("fenced")
+            }
+            Err(e) => panic!("{e}"),
+        },
+    );
     // Demoting the stale master at epoch 4 makes it follow: it truncates its epoch-1
     // writes (the new master began epoch 4 at offset 0) and converges on the new master.
+    // Unsigned, or signed with another secret, the change is refused.
+    let demote = NewRole::Slave {
+        master: s.addr.clone(),
+        master_ha: Some(format!("127.0.0.1:{}", s.ha_port())),
+        broker_id: Some(2),
+    };
+    let unsigned = rt.block_on(change_role(&c.remoting, &stale.addr, &demote, 4, T));
+    assert_refused(unsigned, "not signed");
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("secret"), "another-secret").unwrap();
+    let forged = signing_client(&ns.addr, &other.path().join("secret"));
+    let forged = rt.block_on(change_role(&forged.remoting, &stale.addr, &demote, 4, T));
+    assert_refused(forged, "check signature failed");
+    assert!(state(&rt, &c, &stale.addr).is_master());
     let st = rt
         .block_on(change_role(
-            &c.remoting,
+            &signed.remoting,
             &stale.addr,
             &NewRole::Slave {
                 master: s.addr.clone(),
@@ -607,6 +682,118 @@ fn epochs_fence_stale_masters_and_old_role_changes() {
         ["new-epoch"],
         "the stale master kept only the new epoch's history"
     );
+}
+
+/// `ferrocket broker` as the operator starts pod `pod`: the kit's settings, the roles
+/// file `roles` (`master=<pod>`, `epoch=<n>`), the control secret, on `ports`.
+fn pod_broker(ns: &str, dir: &Path, pod: &str, roles: &Path, secret: &Path, ports: Ports) -> Proc {
+    let k = kit();
+    let mut args = k.broker_args(
+        ns,
+        dir,
+        ports,
+        &[
+            "brokerRole=SYNC_MASTER".into(),
+            "syncFlushTimeout=3000".into(),
+            format!("controlSecretFile={}", secret.display()),
+        ],
+    );
+    args.extend([
+        "--roles-file".into(),
+        roles.display().to_string(),
+        "--pod-name".into(),
+        pod.into(),
+    ]);
+    let mut p = k.spawn(&args);
+    p.dir = dir.to_path_buf();
+    p
+}
+
+/// Issue 13's first scenario: after g-0 → g-1 at epoch 2, both brokers restart while the
+/// mounted roles file still says `master=g-0 epoch=1` (the kubelet has not refreshed
+/// it). Neither moves back: the promoted master returns as master of epoch 2, the
+/// demoted one as its slave, and nothing acknowledged is lost.
+#[test]
+fn a_restart_with_a_stale_roles_file_moves_no_broker_back() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let root = tempfile::tempdir().unwrap();
+    let secret = secret_file(root.path());
+    let signed = signing_client(&ns.addr, &secret);
+    let roles = root.path().join("roles");
+    std::fs::write(&roles, "master=g-0\nepoch=1\n").unwrap();
+    let (d0, d1) = (root.path().join("g-0"), root.path().join("g-1"));
+    let g0 = pod_broker(&ns.addr, &d0, "g-0", &roles, &secret, Ports::ANY);
+    let mut g1 = pod_broker(&ns.addr, &d1, "g-1", &roles, &secret, Ports::ANY);
+    assert_eq!((g0.role.as_str(), g1.role.as_str()), ("master", "slave"));
+    // g-1 learns its master from the name server.
+    wait_until("g-1 follows g-0", Duration::from_secs(20), || {
+        state(&rt, &c, &g0.addr).ha_connections == 1
+    });
+    create_topic(&rt, &c, "STALE", 1);
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let id = format!("e1-{i}");
+        let r = rt
+            .block_on(c.send("STALE", &q(&g0.addr, 0), &[msg(&id, 200)]))
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        sent.push(id);
+    }
+    // The failover the operator would make: g-1 master at epoch 2, g-0 its slave.
+    let repointed = rt
+        .block_on(fail_over(
+            &signed.remoting,
+            &g1.addr,
+            &[(g0.addr.clone(), 1)],
+            2,
+            T,
+        ))
+        .unwrap();
+    assert_eq!(repointed, std::slice::from_ref(&g0.addr));
+    wait_until("g-0 follows g-1", Duration::from_secs(10), || {
+        state(&rt, &c, &g1.addr).ha_connections == 1
+    });
+    for i in 0..10 {
+        let id = format!("e2-{i}");
+        let r = rt
+            .block_on(c.send("STALE", &q(&g1.addr, 0), &[msg(&id, 200)]))
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        sent.push(id);
+    }
+    // The new master restarts with the stale file: it is still master of epoch 2.
+    let ports1 = Ports::of(&g1);
+    g1.kill9();
+    let g1 = pod_broker(&ns.addr, &d1, "g-1", &roles, &secret, ports1);
+    let st1 = state(&rt, &c, &g1.addr);
+    assert_eq!((st1.role.as_str(), st1.epoch), ("SYNC_MASTER", 2));
+    // The old master restarts with it too: it is still g-1's slave at epoch 2.
+    let ports0 = Ports::of(&g0);
+    let mut g0 = g0;
+    g0.kill9();
+    let g0 = pod_broker(&ns.addr, &d0, "g-0", &roles, &secret, ports0);
+    let st0 = state(&rt, &c, &g0.addr);
+    assert_eq!(
+        (st0.role.as_str(), st0.epoch, st0.master_addr.as_str()),
+        ("SLAVE", 2, g1.addr.as_str())
+    );
+    wait_until("g-0 follows g-1 again", Duration::from_secs(10), || {
+        state(&rt, &c, &g1.addr).ha_connections == 1
+    });
+    let r = rt
+        .block_on(c.send("STALE", &q(&g1.addr, 0), &[msg("after", 200)]))
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS);
+    sent.push("after".into());
+    // Exactly one master, and every acknowledged message is there.
+    assert!(!state(&rt, &c, &g0.addr).is_master());
+    let got = rt.block_on(consume_all(&c, &g1.addr, "STALE", 1));
+    assert_eq!(got, sent);
+    // A stranger cannot move either broker.
+    let r = rt.block_on(change_role(&c.remoting, &g0.addr, &NewRole::Master, 3, T));
+    assert_refused(r, "not signed");
 }
 
 #[test]
@@ -1473,7 +1660,7 @@ fn a_promoted_slave_commits_a_transaction_begun_on_the_old_master() {
     let r = rt
         .block_on(c.remoting.invoke(&s.addr, commit(), T))
         .unwrap();
-    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    assert_eq!(r.code, response::SUCCESS);
     let r = rt
         .block_on(c.remoting.invoke(&s.addr, commit(), T))
         .unwrap();

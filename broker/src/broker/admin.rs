@@ -107,6 +107,12 @@ impl Broker {
     /// UPDATE_BROKER_CONFIG: the keys that may change while the broker runs.
     pub(super) fn update_broker_config(&self, req: &RemotingCommand) -> RemotingCommand {
         let props = config::parse_properties(&String::from_utf8_lossy(&req.body_bytes()));
+        // A permission change fences or unfences a master (a switchover): control plane.
+        if props.contains_key("brokerPermission") {
+            if let Err(refusal) = self.authorize_control(req, "brokerPermission change") {
+                return refusal;
+            }
+        }
         match self.runtime.update(&props) {
             Ok(()) => {
                 info!(?props, "broker configuration updated");

@@ -194,6 +194,14 @@ pub struct BrokerConfig {
     pub slave_broker_id: i64,
     /// `haMasterAddress`: the master's HA address for a slave (else from the name server).
     pub ha_master_address: Option<String>,
+    /// `controlSecretFile` (ferrocket): a file holding the secret key role changes and
+    /// permission changes must be signed with (read on each such request, so a rotated
+    /// Secret applies at once). Unset: unsigned role changes are accepted, but only one
+    /// epoch past this broker's.
+    pub control_secret_file: Option<std::path::PathBuf>,
+    /// `controlAccessKey` (ferrocket, default `ferrocket-operator`): the access key those
+    /// signatures carry.
+    pub control_access_key: String,
     /// `slaveReadEnable`: the master may point slow consumers at a slave.
     pub slave_read_enable: bool,
     /// `whichBrokerWhenConsumeSlowly` (1).
@@ -238,6 +246,8 @@ impl Default for BrokerConfig {
             master_role: BrokerRole::AsyncMaster,
             slave_broker_id: 0,
             ha_master_address: None,
+            control_secret_file: None,
+            control_access_key: crate::auth::DEFAULT_CONTROL_ACCESS_KEY.to_owned(),
             slave_read_enable: false,
             which_broker_when_consume_slowly: 1,
             access_message_in_memory_max_ratio: 40,
@@ -401,6 +411,10 @@ impl BrokerConfig {
                     }
                 }
                 "slaveBrokerId" => c.slave_broker_id = num(key, v)?,
+                "controlSecretFile" => {
+                    c.control_secret_file = Some(v).filter(|v| !v.is_empty()).map(Into::into);
+                }
+                "controlAccessKey" => c.control_access_key.clone_from(v),
                 "rejectTransactionMessage" => c.reject_transaction_message = boolean(key, v)?,
                 "enablePropertyFilter" => c.enable_property_filter = boolean(key, v)?,
                 "filterSupportRetry" => c.filter_support_retry = boolean(key, v)?,

@@ -180,17 +180,30 @@ impl Broker {
         }
         let epochs =
             crate::ha::epoch::EpochFile::load(&config.store.store_path_root_dir.join("epochFile"))?;
-        let master_ha = config.ha_master_address.clone();
-        let role = crate::ha::RoleCell::new(
-            crate::ha::RoleState {
-                role: config.broker_role,
-                broker_id: config.broker_id,
-                epoch: config.role_epoch,
-                master_addr: None,
-                master_ha_addr: master_ha,
-            },
-            epochs,
-        );
+        let configured = crate::ha::RoleState {
+            role: config.broker_role,
+            broker_id: config.broker_id,
+            epoch: config.role_epoch,
+            master_addr: None,
+            master_ha_addr: config.ha_master_address.clone(),
+        };
+        // Epochs only move forward: a roles file older than the role this broker last
+        // took (the kubelet had not refreshed it) does not move it back.
+        let record_path = crate::ha::record::path_in(&config.store.store_path_root_dir);
+        let record = crate::ha::record::load(&record_path);
+        let (state, from) = crate::ha::record::starting_role(&configured, record.as_ref());
+        if from == crate::ha::record::StartFrom::Record {
+            tracing::warn!(
+                configured_epoch = configured.epoch,
+                configured_role = configured.role.name(),
+                epoch = state.epoch,
+                role = state.role.name(),
+                master = state.master_addr.as_deref().unwrap_or(""),
+                "the configured roles are older than this broker's role record; starting as recorded"
+            );
+        }
+        let role = crate::ha::RoleCell::with_record(state, epochs, Some(record_path));
+        role.persist_current()?;
         role.start_master_epoch(store.max_phy_offset())?;
         role.set_started_at(store.max_phy_offset());
         let ha = crate::ha::HaService::new(Arc::clone(&store), Arc::clone(&role));

@@ -60,7 +60,16 @@ impl Broker {
                     }
                 }
                 Ok(r) => {
-                    warn!(namesrv = %ns, code = r.code, remark = ?r.remark, "registration refused")
+                    warn!(namesrv = %ns, code = r.code, remark = ?r.remark, "registration refused");
+                    // The name server knows a master of a newer epoch: this one was
+                    // replaced and must not acknowledge writes its successor lacks.
+                    if let Some(why) = r
+                        .remark
+                        .as_deref()
+                        .filter(|m| m.starts_with(crate::namesrv::STALE_EPOCH))
+                    {
+                        self.role.supersede(why);
+                    }
                 }
                 Err(e) => warn!(namesrv = %ns, error = %e, "registration failed"),
             }

@@ -10,6 +10,34 @@ use crate::remoting::codes::response;
 use crate::remoting::RemotingCommand;
 
 impl Broker {
+    /// Who may change roles and permissions: with `controlSecretFile` set, only requests
+    /// signed with that secret (RocketMQ ACL's HMAC-SHA1; the file is read on every such
+    /// request, so a rotated Secret applies at once). Returns whether the request was
+    /// verified; a refusal is the NO_PERMISSION answer to send.
+    pub(super) fn authorize_control(
+        &self,
+        req: &RemotingCommand,
+        what: &str,
+    ) -> Result<bool, RemotingCommand> {
+        let Some(path) = &self.config.control_secret_file else {
+            return Ok(false);
+        };
+        let verified = crate::auth::Credentials::from_file(&self.config.control_access_key, path)
+            .and_then(|c| c.verify(req));
+        match verified {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                warn!(request = req.code, access_key = req.ext(crate::auth::ACCESS_KEY).unwrap_or(""), error = %e, "{what} refused");
+                self.metrics.control_refused.inc();
+                Err(fail(
+                    req,
+                    response::NO_PERMISSION,
+                    format!("{what} refused: {e}"),
+                ))
+            }
+        }
+    }
+
     /// Handles a role change (`ROLE_CHANGE`): `role=master|slave`, `epoch`, and for a
     /// slave `masterAddr` (optionally `masterHaAddr`, `brokerId`).
     pub(super) fn role_change(&self, req: &RemotingCommand) -> RemotingCommand {
@@ -17,6 +45,23 @@ impl Broker {
             Ok(e) => e,
             Err(e) => return fail(req, response::SYSTEM_ERROR, e),
         };
+        let signed = match self.authorize_control(req, "role change") {
+            Ok(s) => s,
+            Err(refusal) => return refusal,
+        };
+        let known = self.role.known_epoch();
+        if !signed && epoch > known.saturating_add(1) {
+            warn!(epoch, known, "unsigned role change jumping epochs refused");
+            self.metrics.control_refused.inc();
+            return fail(
+                req,
+                response::NO_PERMISSION,
+                format!(
+                    "role change to epoch {epoch} refused: this broker is at epoch {known}; \
+                     only a request signed with the control secret may move more than one epoch"
+                ),
+            );
+        }
         let outcome = match req.ext("role") {
             Some("master") => {
                 let role = match req.ext("brokerRole") {

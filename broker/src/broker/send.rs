@@ -154,6 +154,13 @@ impl Broker {
                 "this broker is a slave and takes no writes",
             ));
         }
+        if let Some(why) = self.role.superseded() {
+            return Some(fail(
+                req,
+                response::SERVICE_NOT_AVAILABLE,
+                format!("this master is fenced ({why}); send to the current master"),
+            ));
+        }
         if !self.runtime.writable() {
             return Some(fail(
                 req,

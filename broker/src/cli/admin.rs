@@ -21,6 +21,13 @@ pub struct AdminArgs {
     /// broker-status).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Sign every request with the control secret in this file (what brokers started
+    /// with `controlSecretFile` require for role and permission changes).
+    #[arg(long, global = true, env = "FERROCKET_CONTROL_SECRET_FILE")]
+    pub secret_file: Option<std::path::PathBuf>,
+    /// The access key signatures carry.
+    #[arg(long, global = true, default_value = crate::auth::DEFAULT_CONTROL_ACCESS_KEY)]
+    pub access_key: String,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -425,7 +432,11 @@ pub fn run(args: AdminArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let c = Client::new(&args.namesrv);
+        let mut c = Client::new(&args.namesrv);
+        if let Some(f) = &args.secret_file {
+            let creds = crate::auth::Credentials::from_file(&args.access_key, f)?;
+            c.remoting = std::sync::Arc::new(crate::remoting::RemotingClient::signing(creds));
+        }
         match args.command {
             AdminCommand::Topic {
                 what: TopicCommand::Create { topic, queues },

@@ -28,6 +28,7 @@
 
 pub mod epoch;
 pub mod master;
+pub mod record;
 pub mod role;
 pub mod slave;
 pub mod wire;

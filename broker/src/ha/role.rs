@@ -3,6 +3,7 @@
 //! processors and both halves of replication read and change the role only through
 //! [`RoleCell`].
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -117,6 +118,9 @@ pub enum RoleError {
     /// The epoch file failed.
     #[error(transparent)]
     Epoch(#[from] epoch::EpochError),
+    /// The role record could not be written (the role did not change).
+    #[error("role record: {0}")]
+    Record(#[from] crate::store::StoreError),
 }
 
 /// The role, the epoch history, and change notifications, shared by the broker and HA.
@@ -131,6 +135,11 @@ pub struct RoleCell {
     term_start: AtomicU64,
     /// Where a demoted master cuts its log before following (see [`RoleCell::demote`]).
     rejoin_at: Mutex<Option<u64>>,
+    /// The role record (see [`super::record`]); `None`: not kept (tests of HA alone).
+    record: Option<PathBuf>,
+    /// Why this master must not take writes: a name server knows a master of a newer
+    /// epoch. Cleared by the next role change.
+    superseded: Mutex<Option<String>>,
 }
 
 /// The master address implied by a remoting address: same host, port + 1.
@@ -145,6 +154,12 @@ impl RoleCell {
     /// A cell starting in `state`, with the epoch history at `epochs`.
     #[must_use]
     pub fn new(state: RoleState, epochs: EpochFile) -> Arc<Self> {
+        Self::with_record(state, epochs, None)
+    }
+
+    /// A cell that keeps its role record at `record` (written on every change).
+    #[must_use]
+    pub fn with_record(state: RoleState, epochs: EpochFile, record: Option<PathBuf>) -> Arc<Self> {
         let (changed, _) = watch::channel(0);
         Arc::new(RoleCell {
             state: RwLock::new(state),
@@ -153,7 +168,29 @@ impl RoleCell {
             follow_problem: Mutex::new(None),
             term_start: AtomicU64::new(0),
             rejoin_at: Mutex::new(None),
+            record,
+            superseded: Mutex::new(None),
         })
+    }
+
+    /// Writes `next` to the role record before the role changes.
+    ///
+    /// # Errors
+    /// The write failed.
+    fn persist(&self, next: &RoleState) -> Result<(), RoleError> {
+        if let Some(p) = &self.record {
+            super::record::persist(p, &super::record::RoleRecord::of(next))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the current role to the record (at start).
+    ///
+    /// # Errors
+    /// The write failed.
+    pub fn persist_current(&self) -> Result<(), RoleError> {
+        let st = self.get();
+        self.persist(&st)
     }
 
     /// Records the max offset this process started with (recovery's end).
@@ -231,6 +268,13 @@ impl RoleCell {
         lock(&self.epochs).last_epoch()
     }
 
+    /// The newest epoch this broker knows: its role's or its history's.
+    #[must_use]
+    pub fn known_epoch(&self) -> i64 {
+        let st = read(&self.state).epoch;
+        st.max(lock(&self.epochs).last_epoch())
+    }
+
     /// The newest epoch this broker knows (role or history); refuses an older `epoch`.
     fn check_epoch(&self, st: &RoleState, epoch: i64) -> Result<i64, RoleError> {
         let current = st.epoch.max(lock(&self.epochs).last_epoch());
@@ -244,7 +288,30 @@ impl RoleCell {
     }
 
     fn bump(&self) {
+        *lock(&self.superseded) = None;
         self.changed.send_modify(|g| *g += 1);
+    }
+
+    /// Fences this master: a name server refused its registration because a master of a
+    /// newer epoch is registered (`why`). It takes no writes until its role changes.
+    pub fn supersede(&self, why: &str) {
+        if !self.is_master() {
+            return;
+        }
+        let mut s = lock(&self.superseded);
+        if s.is_none() {
+            tracing::warn!(reason = %why, "a newer master exists: this master takes no writes until its role changes");
+        }
+        *s = Some(why.to_owned());
+    }
+
+    /// Why this master is fenced (see [`RoleCell::supersede`]).
+    #[must_use]
+    pub fn superseded(&self) -> Option<String> {
+        if !self.is_master() {
+            return None;
+        }
+        lock(&self.superseded).clone()
     }
 
     /// Records the epoch a master starts with at boot (from the roles file): begins it at
@@ -283,16 +350,18 @@ impl RoleCell {
                 Err(RoleError::Conflict(epoch))
             };
         }
-        lock(&self.epochs).begin(epoch, max_offset)?;
-        self.term_start.store(max_offset, Ordering::Release);
-        *lock(&self.rejoin_at) = None;
-        *st = RoleState {
+        let next = RoleState {
             role,
             broker_id: 0,
             epoch,
             master_addr: None,
             master_ha_addr: None,
         };
+        self.persist(&next)?;
+        lock(&self.epochs).begin(epoch, max_offset)?;
+        self.term_start.store(max_offset, Ordering::Release);
+        *lock(&self.rejoin_at) = None;
+        *st = next;
         drop(st);
         info!(epoch, start = max_offset, "promoted to master");
         self.bump();
@@ -332,6 +401,7 @@ impl RoleCell {
         if *st == next {
             return Ok(false);
         }
+        self.persist(&next)?;
         *st = next;
         drop(st);
         info!(epoch, master = %master_addr, "following a master");
@@ -362,6 +432,11 @@ impl RoleCell {
         if st.master_ha_addr.is_none() && !master_ha_addr.is_empty() {
             st.master_ha_addr = Some(master_ha_addr.to_owned());
             changed = true;
+        }
+        if changed {
+            if let Err(e) = self.persist(&st) {
+                tracing::warn!(error = %e, "could not record the master learned from the name server");
+            }
         }
         drop(st);
         if changed {

@@ -10,6 +10,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// How a refused master registration's remark begins: a master of a newer epoch is
+/// registered for that broker name (the refused broker fences itself on seeing it).
+pub const STALE_EPOCH: &str = "stale epoch";
+
 use tracing::info;
 
 use crate::protocol::{
@@ -111,7 +115,7 @@ impl RouteInfoManager {
                 if epoch > reg.epoch {
                     tracing::warn!(broker = %reg.broker_addr, name = %reg.broker_name, epoch = reg.epoch, master = %addr, master_epoch = epoch, "stale master registration refused");
                     return Err(format!(
-                        "stale epoch {}: {} is master of {} at epoch {epoch}",
+                        "{STALE_EPOCH} {}: {} is master of {} at epoch {epoch}",
                         reg.epoch, addr, reg.broker_name
                     ));
                 }

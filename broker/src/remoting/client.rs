@@ -32,12 +32,22 @@ struct ClientConn {
 pub struct RemotingClient {
     conns: Mutex<HashMap<String, Arc<ClientConn>>>,
     next_opaque: AtomicI32,
+    signer: Option<crate::auth::Credentials>,
 }
 
 impl RemotingClient {
     /// A client with no connections yet.
     pub fn new() -> Self {
         RemotingClient::default()
+    }
+
+    /// A client that signs every request with `creds` (RocketMQ's `AclClientRPCHook`).
+    #[must_use]
+    pub fn signing(creds: crate::auth::Credentials) -> Self {
+        RemotingClient {
+            signer: Some(creds),
+            ..RemotingClient::default()
+        }
     }
 
     async fn conn(&self, addr: &str) -> Result<Arc<ClientConn>, RemotingError> {
@@ -124,6 +134,9 @@ impl RemotingClient {
         let opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed);
         cmd.opaque = opaque;
         cmd.flag &= !FLAG_RESPONSE;
+        if let Some(s) = &self.signer {
+            s.sign(&mut cmd);
+        }
         let (s, r) = oneshot::channel();
         lock(&conn.pending).insert(opaque, s);
         if conn.tx.send(cmd).await.is_err() {
@@ -152,6 +165,9 @@ impl RemotingClient {
         let conn = self.conn(addr).await?;
         cmd.opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed);
         cmd.flag = (cmd.flag | FLAG_ONEWAY) & !FLAG_RESPONSE;
+        if let Some(s) = &self.signer {
+            s.sign(&mut cmd);
+        }
         conn.tx.send(cmd).await.map_err(|_| RemotingError::Closed)
     }
 
