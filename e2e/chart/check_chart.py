@@ -105,9 +105,20 @@ def main():
 
     default_objs, notes = render(chart, {})
     kinds = sorted(o["kind"] for o in default_objs)
-    want = sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"])
+    want = sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service", "Secret"])
     if kinds != want:
         fail(f"default render: kinds {kinds}, want {want}")
+    # The generated control key: mounted into the operator and named by its env.
+    secret = next(o for o in default_objs if o["kind"] == "Secret")
+    if not secret.get("data", {}).get("controlKey"):
+        fail("the control Secret holds no controlKey")
+    ddep = next(o for o in default_objs if o["kind"] == "Deployment")
+    dpod = ddep["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in dpod.get("volumes", [])}
+    denv = {e["name"]: e.get("value") for e in dpod["containers"][0]["env"]}
+    if vols.get("control", {}).get("secret", {}).get("secretName") != secret["metadata"]["name"] \
+            or denv.get("FERROCKET_CONTROL_SECRET_FILE") != "/etc/ferrocket-operator/control/controlKey":
+        fail("the operator does not mount its control key")
     if "kubectl apply" not in notes:
         fail("NOTES.txt does not tell the user what to apply next")
     for o in default_objs:
@@ -131,6 +142,7 @@ def main():
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "mq", "effect": "NoSchedule"}],
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
         "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 20000, "fsGroup": 20000},
+        "control": {"existingSecret": "my-control-key"},
     }
     objs, notes = render(chart, custom, namespace="ops")
     for o in objs:
@@ -139,6 +151,9 @@ def main():
     want = sorted(["Deployment", "Role", "RoleBinding", "Role", "RoleBinding"])
     if kinds != want:
         fail(f"custom render: kinds {kinds}, want {want}")
+    cvols = {v["name"]: v for v in next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"].get("volumes", [])}
+    if cvols.get("control", {}).get("secret", {}).get("secretName") != "my-control-key":
+        fail("control.existingSecret is not the Secret the operator mounts")
     non_lease = [p for p in perms if not p["ownNamespace"]]
     check_rbac(objs, non_lease, ["team-a", "team-b"], "ops", "custom values")
     dep = next(o for o in objs if o["kind"] == "Deployment")

@@ -9,8 +9,9 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -57,6 +58,8 @@ pub const RESERVED_BROKER_KEYS: &[&str] = &[
     "metricsPort",
     "flushDiskType",
     "enableDLegerCommitLog",
+    "controlSecretFile",
+    "controlAccessKey",
 ];
 
 /// Operator-wide settings the builders need.
@@ -64,12 +67,62 @@ pub const RESERVED_BROKER_KEYS: &[&str] = &[
 pub struct BuildConfig {
     /// Image used when a resource names none.
     pub default_image: String,
+    /// The operator's control key (`--control-secret-file`): each group gets a Secret
+    /// `<group>-control` with a key derived from it, its brokers require role and
+    /// permission changes signed with that key, and the operator signs with it.
+    pub control_key: Option<ControlKey>,
 }
+
+/// The operator's control key. Each group's key is derived from it
+/// ([`ControlKey::for_group`]), so a group's Secret signs for that group only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ControlKey(Vec<u8>);
+
+impl std::fmt::Debug for ControlKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlKey(<redacted>)")
+    }
+}
+
+impl ControlKey {
+    /// A key from its bytes; `None` when empty.
+    #[must_use]
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        let b = bytes.trim_ascii();
+        (!b.is_empty()).then(|| ControlKey(b.to_vec()))
+    }
+
+    /// The secret key of group `namespace/name`: HMAC-SHA1 of `ferrocket-control/<ns>/<name>`
+    /// under the operator's key, in base64.
+    #[must_use]
+    pub fn for_group(&self, namespace: &str, name: &str) -> String {
+        ferrocket::auth::signature(
+            format!("ferrocket-control/{namespace}/{name}").as_bytes(),
+            &self.0,
+        )
+    }
+
+    /// The credentials the operator signs group `namespace/name`'s requests with.
+    #[must_use]
+    pub fn credentials(&self, namespace: &str, name: &str) -> Option<ferrocket::auth::Credentials> {
+        ferrocket::auth::Credentials::new(
+            ferrocket::auth::DEFAULT_CONTROL_ACCESS_KEY,
+            self.for_group(namespace, name).as_bytes(),
+        )
+        .ok()
+    }
+}
+
+/// Where brokers find their control secret.
+pub const CONTROL_MOUNT: &str = "/etc/ferrocket-control";
+/// The key of the control Secret holding the secret key.
+pub const CONTROL_SECRET_KEY: &str = "secretKey";
 
 impl Default for BuildConfig {
     fn default() -> Self {
         BuildConfig {
             default_image: format!("ferrocket/ferrocket:{}", env!("CARGO_PKG_VERSION")),
+            control_key: None,
         }
     }
 }
@@ -458,6 +511,8 @@ pub struct BrokerGroupObjects {
     pub statefulset: StatefulSet,
     /// Disruption budget.
     pub pdb: PodDisruptionBudget,
+    /// The group's control Secret (only when the operator has a control key).
+    pub control: Option<Secret>,
 }
 
 /// Who is master, at which epoch.
@@ -588,7 +643,7 @@ fn valid_quantity(q: &str) -> bool {
 
 /// The `broker.conf` of a group (keys sorted; operator-owned keys first).
 #[must_use]
-pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str) -> String {
+pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -> String {
     let s = &bg.spec;
     let role = match s.replication {
         Replication::SyncMaster => "SYNC_MASTER",
@@ -611,6 +666,11 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str) -> String {
         ("metricsPort", s.metrics_port.to_string()),
     ] {
         out.push_str(&format!("{k}={v}\n"));
+    }
+    if signed_control {
+        out.push_str(&format!(
+            "controlSecretFile={CONTROL_MOUNT}/{CONTROL_SECRET_KEY}\n"
+        ));
     }
     for (k, v) in &s.broker_config {
         out.push_str(&format!("{k}={v}\n"));
@@ -667,7 +727,7 @@ pub fn build_broker_group(
         }
     }
     let sel = selector_labels(&name, "broker");
-    let conf = broker_conf(bg, namesrv_addr);
+    let conf = broker_conf(bg, namesrv_addr, cfg.control_key.is_some());
     let config = ConfigMap {
         metadata: meta(bg, format!("{name}-config"), "broker"),
         data: Some(BTreeMap::from([("broker.conf".to_string(), conf.clone())])),
@@ -747,6 +807,12 @@ pub fn build_broker_group(
                 read_only: Some(true),
                 ..VolumeMount::default()
             },
+            VolumeMount {
+                name: "control".into(),
+                mount_path: CONTROL_MOUNT.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
         ]),
         ..Container::default()
     };
@@ -763,6 +829,17 @@ pub fn build_broker_group(
         volumes: Some(vec![
             cm_volume("config", format!("{name}-config")),
             cm_volume("roles", format!("{name}-roles")),
+            // Optional: an operator without a control key creates no Secret.
+            Volume {
+                name: "control".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(format!("{name}-control")),
+                    optional: Some(true),
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
         ]),
         security_context: Some(pod_security()),
         // SIGTERM flushes the CommitLog and persists offsets.
@@ -825,6 +902,15 @@ pub fn build_broker_group(
         config,
         roles: roles_cm,
         statefulset,
+        control: cfg.control_key.as_ref().map(|k| Secret {
+            metadata: meta(bg, format!("{name}-control"), "broker"),
+            string_data: Some(BTreeMap::from([(
+                CONTROL_SECRET_KEY.to_string(),
+                k.for_group(&namespace_of(bg), &name),
+            )])),
+            type_: Some("Opaque".into()),
+            ..Secret::default()
+        }),
         pdb: pdb(meta(bg, name, "broker"), sel),
     })
 }
@@ -993,7 +1079,8 @@ mod tests {
             [
                 ("store", "/data"),
                 ("config", CONFIG_MOUNT),
-                ("roles", ROLES_MOUNT)
+                ("roles", ROLES_MOUNT),
+                ("control", CONTROL_MOUNT)
             ]
         );
         for obj in [
@@ -1023,7 +1110,7 @@ mod tests {
     #[test]
     fn broker_conf_carries_mode_flush_cluster_and_extra_keys() {
         let bg = group("nameServerAddress: a:9876;b:9876\nclusterName: C1\nreplicas: 2\nreplication: AsyncMaster\nbrokerConfig: {fileReservedTime: '12', autoCreateTopicEnable: 'false'}\n");
-        let conf = broker_conf(&bg, "a:9876;b:9876");
+        let conf = broker_conf(&bg, "a:9876;b:9876", false);
         for line in [
             "brokerClusterName=C1",
             "brokerName=broker-a",
@@ -1039,11 +1126,45 @@ mod tests {
             assert!(conf.lines().any(|l| l == line), "missing {line} in\n{conf}");
         }
         let sync = group("nameServerAddress: a:9876\nreplicas: 2\nreplication: SyncMaster\nflushDiskType: SyncFlush\n");
-        let conf = broker_conf(&sync, "a:9876");
+        let conf = broker_conf(&sync, "a:9876", true);
         assert!(
             conf.contains("brokerRole=SYNC_MASTER\n")
                 && conf.contains("flushDiskType=SYNC_FLUSH\n")
+                && conf.contains("controlSecretFile=/etc/ferrocket-control/secretKey\n")
         );
+    }
+
+    #[test]
+    fn each_group_gets_its_own_control_key_and_secret() {
+        let key = ControlKey::new(b"operator-key\n").expect("key");
+        assert!(ControlKey::new(b" \n").is_none());
+        assert!(!format!("{key:?}").contains("operator-key"));
+        let a = key.for_group("ns", "a");
+        assert_ne!(a, key.for_group("ns", "b"));
+        assert_ne!(a, key.for_group("other", "a"));
+        assert_eq!(
+            a,
+            ControlKey::new(b"operator-key")
+                .expect("key")
+                .for_group("ns", "a")
+        );
+        let bg = group("nameServerAddress: x:1\nreplicas: 2\n");
+        let cfg = BuildConfig {
+            control_key: Some(key.clone()),
+            ..BuildConfig::default()
+        };
+        let o = build_broker_group(&bg, "x:1", &Roles::initial("g"), &cfg).expect("build");
+        let secret = o.control.expect("a control Secret");
+        let data = secret.string_data.expect("data");
+        assert_eq!(
+            data.get(CONTROL_SECRET_KEY),
+            Some(&key.for_group(&namespace_of(&bg), &bg.name_any()))
+        );
+        let plain = build_broker_group(&bg, "x:1", &Roles::initial("g"), &BuildConfig::default())
+            .expect("build");
+        assert!(plain.control.is_none());
+        let conf = plain.config.data.expect("conf")["broker.conf"].clone();
+        assert!(!conf.contains("controlSecretFile"));
     }
 
     #[test]
@@ -1168,6 +1289,7 @@ mod tests {
             &ns,
             &BuildConfig {
                 default_image: "img:1".into(),
+                control_key: None,
             },
         )
         .unwrap();

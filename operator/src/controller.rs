@@ -19,6 +19,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
+use k8s_openapi::api::core::v1::ConfigMap;
+
 use crate::builders::{
     self, broker_id, build_broker_group, build_nameserver, namespace_of, BuildConfig, Roles,
     SpecError, FIELD_MANAGER,
@@ -88,6 +90,10 @@ pub struct Context {
     pub admin: Arc<dyn BrokerAdmin>,
     /// A broker pod's remoting address (default: pod IP and port 10911).
     pub broker_addr: BrokerAddrFn,
+    /// `admin` was replaced (tests): used for every group.
+    custom_admin: bool,
+    /// Per group: the production calls, signed with the group's control key.
+    signed_admins: Mutex<HashMap<String, Arc<dyn BrokerAdmin>>>,
     failures: Mutex<HashMap<String, u32>>,
     absent_since: Mutex<HashMap<String, Timestamp>>,
 }
@@ -107,6 +113,8 @@ impl Context {
             build,
             admin: Arc::new(RemotingAdmin::default()),
             broker_addr: Arc::new(default_broker_addr),
+            custom_admin: false,
+            signed_admins: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             absent_since: Mutex::new(HashMap::new()),
         }
@@ -123,7 +131,33 @@ impl Context {
     #[must_use]
     pub fn with_admin(mut self, admin: Arc<dyn BrokerAdmin>) -> Self {
         self.admin = admin;
+        self.custom_admin = true;
         self
+    }
+
+    /// The broker calls for group `bg`: signed with its control key when the operator
+    /// has one (and the calls were not replaced).
+    pub fn admin_for(&self, bg: &BrokerGroup) -> Arc<dyn BrokerAdmin> {
+        let Some(key) = self
+            .build
+            .control_key
+            .as_ref()
+            .filter(|_| !self.custom_admin)
+        else {
+            return Arc::clone(&self.admin);
+        };
+        let (ns, name) = (namespace_of(bg), bg.name_any());
+        let mut admins = self
+            .signed_admins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let admin = admins.entry(format!("{ns}/{name}")).or_insert_with(|| {
+            match key.credentials(&ns, &name) {
+                Some(c) => Arc::new(RemotingAdmin::signing(c)),
+                None => Arc::clone(&self.admin),
+            }
+        });
+        Arc::clone(admin)
     }
 
     fn reset_backoff(&self, key: &str) {
@@ -498,7 +532,7 @@ pub async fn reconcile_broker_group(
                 observed_generation: generation,
                 ..previous
             };
-            apply_status::<BrokerGroup>(&ctx.client, &namespace, &name, &status).await?;
+            replace_status_if_current(&ctx.client, bg.as_ref(), status).await?;
             // A missing NameServer may appear later; a bad spec waits for an edit.
             return Ok(if waiting_for_namesrv {
                 Action::requeue(RESYNC)
@@ -510,13 +544,18 @@ pub async fn reconcile_broker_group(
     // The roles go into the status before any pod can read them: the status is the
     // source of truth, the ConfigMap a copy.
     let first = previous.master.is_none();
+    let mut bg = bg;
+    let mut previous = previous;
     if first {
         let status = BrokerGroupStatus {
             master: Some(roles.master.clone()),
             epoch: roles.epoch,
             ..previous.clone()
         };
-        apply_status::<BrokerGroup>(&ctx.client, &namespace, &name, &status).await?;
+        // resourceVersion-checked: a stale cache that lacks the status gets 409.
+        let updated = replace_status_if_current(&ctx.client, bg.as_ref(), status).await?;
+        previous = updated.status.clone().unwrap_or_default();
+        bg = Arc::new(updated);
         ctx.event(
             bg.as_ref(),
             EventType::Normal,
@@ -528,15 +567,59 @@ pub async fn reconcile_broker_group(
         )
         .await;
     }
-    apply(&ctx.client, &namespace, &objects.config).await?;
-    apply(&ctx.client, &namespace, &objects.roles).await?;
-    apply(&ctx.client, &namespace, &objects.headless).await?;
-    apply(&ctx.client, &namespace, &objects.client).await?;
-    let sts = apply::<StatefulSet>(&ctx.client, &namespace, &objects.statefulset).await?;
-    apply(&ctx.client, &namespace, &objects.pdb).await?;
+    // A failed apply (e.g. a StatefulSet field the API server refuses to change) must
+    // not skip the failover decision below: the first error is kept, the decision
+    // runs, and the error is returned (and retried) afterwards.
+    let mut apply_error: Option<Error> = None;
+    let mut keep = |r: Result<(), Error>| {
+        if let Err(e) = r {
+            warn!(error = %e, "apply failed; the failover decision still runs");
+            apply_error.get_or_insert(e);
+        }
+    };
+    keep(
+        apply(&ctx.client, &namespace, &objects.config)
+            .await
+            .map(drop),
+    );
+    keep(
+        ensure_roles(&ctx.client, bg.as_ref(), &roles)
+            .await
+            .map(drop),
+    );
+    if let Some(secret) = &objects.control {
+        keep(apply(&ctx.client, &namespace, secret).await.map(drop));
+    }
+    keep(
+        apply(&ctx.client, &namespace, &objects.headless)
+            .await
+            .map(drop),
+    );
+    keep(
+        apply(&ctx.client, &namespace, &objects.client)
+            .await
+            .map(drop),
+    );
+    let sts = match apply::<StatefulSet>(&ctx.client, &namespace, &objects.statefulset).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            keep(Err(e));
+            None
+        }
+    };
+    keep(apply(&ctx.client, &namespace, &objects.pdb).await.map(drop));
 
     let pods = list_pods(&ctx.client, &namespace, &name, "broker").await?;
     let members = observe_members(&ctx, &bg, &pods, &roles).await;
+    // A broker claiming master at an epoch above the record holds a role the
+    // operator gave it (role changes are signed); the record is behind (a stale read,
+    // a lost status): adopt it before deciding anything.
+    if let Some(newer) = newer_master(&roles, &members) {
+        warn!(recorded = %roles.master, recorded_epoch = roles.epoch, master = %newer.master, epoch = newer.epoch, "a broker holds a newer role than the record; adopting it");
+        record_roles(&ctx, bg.as_ref(), &newer, false).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let admin = ctx.admin_for(bg.as_ref());
     let observed = Observed {
         master: roles.master.clone(),
         epoch: roles.epoch,
@@ -571,15 +654,23 @@ pub async fn reconcile_broker_group(
             new_master,
             addr,
             epoch,
+            step_down,
             followers,
             reason,
         } => {
-            fail_over(&ctx, &bg, &new_master, &addr, epoch, &followers, &reason).await?;
+            let promotion = Promotion {
+                new_master: &new_master,
+                addr: &addr,
+                epoch,
+                step_down: step_down.as_ref(),
+                followers: &followers,
+            };
+            fail_over(&ctx, admin.as_ref(), &bg, &members, &promotion, &reason).await?;
             // Look again with the new roles recorded.
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         Decision::Switchover(plan) => {
-            switch_over(&ctx, &bg, &plan).await?;
+            switch_over(&ctx, admin.as_ref(), &bg, &plan).await?;
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         Decision::NoCandidate { reason } => {
@@ -587,9 +678,24 @@ pub async fn reconcile_broker_group(
             no_candidate = Some(reason);
             action = Action::requeue(Duration::from_secs(2));
         }
-        Decision::Correct(fixes) => {
-            correct_roles(&ctx, &roles, &members, &fixes).await;
-            action = Action::requeue(Duration::from_secs(2));
+        Decision::Correct {
+            epoch,
+            master_addr,
+            followers,
+            fixes,
+        } => {
+            correct_roles(
+                &ctx,
+                admin.as_ref(),
+                &bg,
+                &roles,
+                epoch,
+                &master_addr,
+                &followers,
+                &fixes,
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(2)));
         }
     }
     let old_offsets: HashMap<&str, i64> = previous
@@ -634,10 +740,18 @@ pub async fn reconcile_broker_group(
     let degraded = match &no_candidate {
         Some(reason) => Some(("NoReadySlave", reason.clone())),
         None if !stuck.is_empty() => Some(("SlaveCannotFollow", stuck.join("; "))),
-        None => None,
+        None => apply_error.as_ref().map(|e| {
+            (
+                "ApplyFailed",
+                format!("applying the group's objects failed: {e}"),
+            )
+        }),
     };
-    let rolled = sts.status.as_ref().is_none_or(|s| {
-        s.observed_generation == sts.metadata.generation && s.updated_replicas.unwrap_or(0) == want
+    let rolled = sts.as_ref().is_some_and(|sts| {
+        sts.status.as_ref().is_none_or(|s| {
+            s.observed_generation == sts.metadata.generation
+                && s.updated_replicas.unwrap_or(0) == want
+        })
     });
     let blocked = builders::pod_count(want, &roles) > want;
     let progressing = ready != want || !rolled || blocked;
@@ -737,7 +851,12 @@ pub async fn reconcile_broker_group(
         last_failover_time: previous.last_failover_time.clone(),
     };
     if status != previous {
-        apply_status::<BrokerGroup>(&ctx.client, &namespace, &name, &status).await?;
+        // The roles in it (master, epoch) are the ones read: written back only when
+        // the object read is still current (a concurrent failover wins).
+        replace_status_if_current(&ctx.client, bg.as_ref(), status).await?;
+    }
+    if let Some(e) = apply_error {
+        return Err(e);
     }
     ctx.reset_backoff(&key_of(bg.as_ref()));
     Ok(action)
@@ -803,9 +922,10 @@ async fn observe_members(
             });
         }
     }
+    let admin = ctx.admin_for(bg);
     let views = futures::future::join_all(members.iter().map(|m| async {
         match &m.addr {
-            Some(a) => ctx.admin.state(a).await.ok(),
+            Some(a) => admin.state(a).await.ok(),
             None => None,
         }
     }))
@@ -816,67 +936,161 @@ async fn observe_members(
     members
 }
 
+/// What a promotion does (see [`fail_over`]).
+struct Promotion<'a> {
+    new_master: &'a str,
+    addr: &'a str,
+    epoch: i64,
+    step_down: Option<&'a (String, i64)>,
+    followers: &'a [(String, i64)],
+}
+
 /// Carries out a promotion: the new roles go into the status first (with the
 /// resourceVersion read, so a concurrent writer makes this fail and retry), then the
-/// roles ConfigMap, then the role changes.
+/// roles ConfigMap; then, fencing first, the old master (when it still answers) is told
+/// to follow the new master at the new epoch, the new master is promoted, and the
+/// other slaves follow it.
 async fn fail_over(
     ctx: &Context,
+    admin: &dyn BrokerAdmin,
     bg: &BrokerGroup,
-    new_master: &str,
-    addr: &str,
-    epoch: i64,
-    followers: &[(String, i64)],
+    members: &[Member],
+    p: &Promotion<'_>,
     reason: &str,
 ) -> Result<(), Error> {
     let namespace = namespace_of(bg);
     let name = bg.name_any();
     let old = Roles::of(bg);
-    warn!(from = %old.master, to = %new_master, epoch, %reason, "failing over");
+    let epoch = p.epoch;
+    warn!(from = %old.master, to = %p.new_master, epoch, %reason, "failing over");
     let roles = Roles {
-        master: new_master.to_string(),
+        master: p.new_master.to_string(),
         epoch,
     };
-    record_roles(ctx, bg, &roles).await?;
-    match ctx.admin.fail_over(addr, followers, epoch).await {
-        Ok(repointed) => info!(master = %addr, epoch, ?repointed, "promoted"),
-        Err(e) => warn!(broker = %addr, error = %e, "promotion request failed; will retry"),
+    record_roles(ctx, bg, &roles, true).await?;
+    if let Some((old_addr, old_id)) = p.step_down {
+        let ha = members
+            .iter()
+            .find(|m| m.pod == p.new_master)
+            .and_then(|m| m.broker.as_ref())
+            .map(|b| b.ha_addr.clone())
+            .unwrap_or_default();
+        match admin.follow(old_addr, p.addr, &ha, *old_id, epoch).await {
+            Ok(()) => info!(old = %old_addr, epoch, "old master stepped down"),
+            Err(e) => {
+                warn!(old = %old_addr, error = %e, "old master did not step down; its name server refusal fences it")
+            }
+        }
+    }
+    match admin.fail_over(p.addr, p.followers, epoch).await {
+        Ok(repointed) => info!(master = %p.addr, epoch, ?repointed, "promoted"),
+        Err(e) => warn!(broker = %p.addr, error = %e, "promotion request failed; will retry"),
     }
     ctx.metrics.failover(&namespace, &name);
     ctx.event(
         bg,
         EventType::Warning,
         "FailedOver",
-        format!("{new_master} promoted at epoch {epoch}: {reason}"),
+        format!("{} promoted at epoch {epoch}: {reason}", p.new_master),
     )
     .await;
     Ok(())
 }
 
+/// A broker reporting itself master at an epoch above the record (and above any other
+/// such broker): the roles the record should hold.
+fn newer_master(recorded: &Roles, members: &[Member]) -> Option<Roles> {
+    members
+        .iter()
+        .filter_map(|m| Some((m, m.broker.as_ref()?)))
+        .filter(|(_, b)| b.is_master && b.epoch > recorded.epoch)
+        .max_by_key(|(_, b)| b.epoch)
+        .map(|(m, b)| Roles {
+            master: m.pod.clone(),
+            epoch: b.epoch,
+        })
+}
+
 /// Records `roles` in the status (optimistic concurrency on the resourceVersion of
-/// `bg`) and the roles ConfigMap; returns the updated object.
+/// `bg`) and the roles ConfigMap (only forward, also resourceVersion-checked); returns
+/// the updated object. `moved`: the master role moved (sets `lastFailoverTime`).
 async fn record_roles(
     ctx: &Context,
     bg: &BrokerGroup,
     roles: &Roles,
+    moved: bool,
 ) -> Result<BrokerGroup, Error> {
-    let namespace = namespace_of(bg);
-    let mut updated = bg.clone();
     let mut status = bg.status.clone().unwrap_or_default();
     status.master = Some(roles.master.clone());
     status.epoch = roles.epoch;
-    status.last_failover_time = Some(Timestamp::now().to_string());
-    updated.status = Some(status);
-    let api: Api<BrokerGroup> = Api::namespaced(ctx.client.clone(), &namespace);
-    let updated = api
-        .replace_status(&bg.name_any(), &PostParams::default(), &updated)
-        .await?;
-    apply(
-        &ctx.client,
-        &namespace,
-        &builders::roles_config_map(bg, roles),
-    )
-    .await?;
+    if moved {
+        status.last_failover_time = Some(Timestamp::now().to_string());
+    }
+    let updated = replace_status_if_current(&ctx.client, bg, status).await?;
+    ensure_roles(&ctx.client, bg, roles).await?;
     Ok(updated)
+}
+
+/// Writes `status` with `bg`'s resourceVersion as a precondition: a stale read or a
+/// concurrent writer (another operator replica) gets 409 and the reconcile retries
+/// from fresh state, so a cached object never undoes a recorded failover.
+async fn replace_status_if_current(
+    client: &Client,
+    bg: &BrokerGroup,
+    status: BrokerGroupStatus,
+) -> Result<BrokerGroup, Error> {
+    let mut updated = bg.clone();
+    updated.status = Some(status);
+    let api: Api<BrokerGroup> = Api::namespaced(client.clone(), &namespace_of(bg));
+    Ok(api
+        .replace_status(&bg.name_any(), &PostParams::default(), &updated)
+        .await?)
+}
+
+/// The roles a roles ConfigMap holds.
+fn roles_in(cm: &ConfigMap) -> Option<Roles> {
+    let text = cm.data.as_ref()?.get("roles")?;
+    let mut master = None;
+    let mut epoch = None;
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("master", v)) => master = Some(v.trim().to_string()),
+            Some(("epoch", v)) => epoch = v.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    Some(Roles {
+        master: master?,
+        epoch: epoch?,
+    })
+}
+
+/// Makes the roles ConfigMap hold `roles` without ever moving it back: created when
+/// missing; replaced (resourceVersion precondition) only when it holds an older epoch;
+/// left alone when it holds a newer one (the caller's record is stale: the next
+/// reconcile adopts the newer roles from the brokers).
+async fn ensure_roles(client: &Client, bg: &BrokerGroup, roles: &Roles) -> Result<(), Error> {
+    let namespace = namespace_of(bg);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let want = builders::roles_config_map(bg, roles);
+    let name = format!("{}-roles", bg.name_any());
+    match api.get_opt(&name).await? {
+        None => {
+            api.create(&PostParams::default(), &want).await?;
+        }
+        Some(cm) => match roles_in(&cm) {
+            Some(have) if have.epoch > roles.epoch => {
+                warn!(configmap = %name, have = have.epoch, record = roles.epoch, "roles ConfigMap is newer than the record; left alone");
+            }
+            Some(have) if have == *roles => {}
+            _ => {
+                let mut next = want;
+                next.metadata.resource_version = cm.metadata.resource_version.clone();
+                api.replace(&name, &PostParams::default(), &next).await?;
+            }
+        },
+    }
+    Ok(())
 }
 
 /// Carries out a planned switchover: the new roles are recorded first (as for a
@@ -884,7 +1098,12 @@ async fn record_roles(
 /// up, a broker is unreachable) nothing changed on them: the old master is recorded
 /// again at the next epoch, so the role corrections re-assert it everywhere, and the
 /// cooldown keeps the next attempt a minute away.
-async fn switch_over(ctx: &Context, bg: &BrokerGroup, p: &SwitchoverPlan) -> Result<(), Error> {
+async fn switch_over(
+    ctx: &Context,
+    admin: &dyn BrokerAdmin,
+    bg: &BrokerGroup,
+    p: &SwitchoverPlan,
+) -> Result<(), Error> {
     let namespace = namespace_of(bg);
     let name = bg.name_any();
     info!(from = %p.from, to = %p.to, epoch = p.epoch, reason = %p.reason, "switching over");
@@ -895,10 +1114,10 @@ async fn switch_over(ctx: &Context, bg: &BrokerGroup, p: &SwitchoverPlan) -> Res
             master: p.to.clone(),
             epoch: p.epoch,
         },
+        true,
     )
     .await?;
-    match ctx
-        .admin
+    match admin
         .switch_over(&p.from_addr, p.from_id, &p.to_addr, &p.followers, p.epoch)
         .await
     {
@@ -926,6 +1145,7 @@ async fn switch_over(ctx: &Context, bg: &BrokerGroup, p: &SwitchoverPlan) -> Res
                     master: p.from.clone(),
                     epoch: p.epoch + 1,
                 },
+                true,
             )
             .await?;
             ctx.event(
@@ -940,31 +1160,47 @@ async fn switch_over(ctx: &Context, bg: &BrokerGroup, p: &SwitchoverPlan) -> Res
     Ok(())
 }
 
-/// Sends the role changes that bring brokers in line with the recorded roles.
-async fn correct_roles(ctx: &Context, roles: &Roles, members: &[Member], fixes: &[Correction]) {
-    let master = members.iter().find(|m| m.pod == roles.master);
-    let master_addr = master.and_then(|m| m.addr.clone());
-    let master_ha = master
-        .and_then(|m| m.broker.as_ref())
-        .map(|b| b.ha_addr.clone())
-        .unwrap_or_default();
-    for fix in fixes {
-        let r = match fix {
-            Correction::Promote { addr } => ctx.admin.promote(addr, roles.epoch).await.map(|_| ()),
-            Correction::Follow { addr, broker_id } => match &master_addr {
-                Some(m) => {
-                    ctx.admin
-                        .follow(addr, m, &master_ha, *broker_id, roles.epoch)
-                        .await
-                }
-                None => Err("the master has no address yet".into()),
-            },
-        };
-        match r {
-            Ok(()) => info!(?fix, epoch = roles.epoch, "role corrected"),
-            Err(e) => warn!(?fix, error = %e, "role correction failed; will retry"),
-        }
+/// Brings brokers in line with the recorded roles: the recorded master is asserted at
+/// a new epoch (recorded first, resourceVersion-checked), then every other broker
+/// follows it at that epoch.
+#[allow(clippy::too_many_arguments)]
+async fn correct_roles(
+    ctx: &Context,
+    admin: &dyn BrokerAdmin,
+    bg: &BrokerGroup,
+    roles: &Roles,
+    epoch: i64,
+    master_addr: &str,
+    followers: &[(String, i64)],
+    fixes: &[Correction],
+) -> Result<(), Error> {
+    info!(?fixes, master = %roles.master, epoch, "brokers disagree with the record; re-asserting it at a new epoch");
+    record_roles(
+        ctx,
+        bg,
+        &Roles {
+            master: roles.master.clone(),
+            epoch,
+        },
+        false,
+    )
+    .await?;
+    match admin.fail_over(master_addr, followers, epoch).await {
+        Ok(done) => info!(epoch, ?done, "roles corrected"),
+        Err(e) => warn!(error = %e, "role correction failed; will retry"),
     }
+    ctx.event(
+        bg,
+        EventType::Normal,
+        "RolesCorrected",
+        format!(
+            "{} re-asserted as master at epoch {epoch} ({} broker(s) disagreed)",
+            roles.master,
+            fixes.len()
+        ),
+    )
+    .await;
+    Ok(())
 }
 
 /// What to do after a failed reconcile: count it and retry with exponential backoff.

@@ -18,6 +18,8 @@ pub struct BrokerView {
     pub is_master: bool,
     /// Its role epoch.
     pub epoch: i64,
+    /// The newest epoch it knows (its role's or its history's).
+    pub known_epoch: i64,
     /// What it vouches for (end of the CommitLog it holds).
     pub confirm_offset: u64,
     /// Its max offset.
@@ -107,8 +109,11 @@ pub enum Decision {
         new_master: String,
         /// Its address.
         addr: String,
-        /// The new epoch (recorded + 1).
+        /// The new epoch: above the record and above every epoch a broker reports.
         epoch: i64,
+        /// The old master (address, slave id) when it still answers: told to step down
+        /// (follow the new master) before the promotion.
+        step_down: Option<(String, i64)>,
         /// Ready slaves to re-point.
         followers: Vec<(String, i64)>,
         /// Why (for the Event).
@@ -121,8 +126,31 @@ pub enum Decision {
         /// Why.
         reason: String,
     },
-    /// Some brokers disagree with the recorded roles.
-    Correct(Vec<Correction>),
+    /// Some brokers disagree with the recorded roles: the recorded master is asserted
+    /// again at a new `epoch` (above every epoch a broker reports, so no broker's
+    /// history can refuse it) and every other reachable broker follows it.
+    Correct {
+        /// The new epoch.
+        epoch: i64,
+        /// The recorded master's address.
+        master_addr: String,
+        /// Every other broker with an address (address, slave id).
+        followers: Vec<(String, i64)>,
+        /// The brokers that disagreed (for the log and Event).
+        fixes: Vec<Correction>,
+    },
+}
+
+/// The epoch of the next role change: above the recorded epoch and above every epoch
+/// a broker reports, so a broker whose history already holds an epoch (a record lost
+/// from the status, a stale cache) never refuses it.
+#[must_use]
+pub fn next_epoch(o: &Observed) -> i64 {
+    o.members
+        .iter()
+        .filter_map(|m| m.broker.as_ref().map(|b| b.epoch.max(b.known_epoch)))
+        .fold(o.epoch, i64::max)
+        .saturating_add(1)
 }
 
 /// A planned switchover [`decide`] asks for.
@@ -138,7 +166,7 @@ pub struct SwitchoverPlan {
     pub to: String,
     /// Its address.
     pub to_addr: String,
-    /// The new epoch (recorded + 1).
+    /// The new epoch (see [`next_epoch`]).
     pub epoch: i64,
     /// The other ready slaves to re-point.
     pub followers: Vec<(String, i64)>,
@@ -167,13 +195,20 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
                 remaining: o.grace - down_for,
             };
         }
+        // The pod looks dead, but the operator's own probe reaches a master of the
+        // recorded epoch (a kubelet cut off from the API server, a readiness probe
+        // failing for a reason that does not stop writes): not a dead master.
+        if master
+            .and_then(|m| m.broker.as_ref())
+            .is_some_and(|b| b.is_master && b.epoch >= o.epoch)
+        {
+            return Decision::Steady;
+        }
         let best = o
             .members
             .iter()
             .filter(|m| m.pod != o.master && m.ready)
             .filter_map(|m| Some((m, m.addr.as_ref()?, m.broker.as_ref()?)))
-            // A broker that already claims a newer epoch than the record is not trusted.
-            .filter(|(_, _, b)| b.epoch <= o.epoch)
             .max_by(|a, b| {
                 a.2.confirm_offset
                     .cmp(&b.2.confirm_offset)
@@ -193,7 +228,8 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
         return Decision::Promote {
             new_master: m.pod.clone(),
             addr: addr.clone(),
-            epoch: o.epoch + 1,
+            epoch: next_epoch(o),
+            step_down: step_down(o),
             followers,
             reason: format!(
                 "master {} unready for {}s; {} has the highest confirmed offset {}",
@@ -224,9 +260,34 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
         }
     }
     if !fixes.is_empty() {
-        return Decision::Correct(fixes);
+        if let Some(master_addr) = o
+            .members
+            .iter()
+            .find(|m| m.pod == o.master)
+            .and_then(|m| m.addr.clone())
+        {
+            return Decision::Correct {
+                epoch: next_epoch(o),
+                master_addr,
+                followers: o
+                    .members
+                    .iter()
+                    .filter(|m| m.pod != o.master && m.broker.is_some())
+                    .filter_map(|m| Some((m.addr.clone()?, m.slave_id)))
+                    .collect(),
+                fixes,
+            };
+        }
     }
     switchover(o, now).unwrap_or(Decision::Steady)
+}
+
+/// The recorded master, when it has an address and answered: a live old master is
+/// told to step down before anyone else is promoted.
+fn step_down(o: &Observed) -> Option<(String, i64)> {
+    let m = o.members.iter().find(|m| m.pod == o.master)?;
+    m.broker.as_ref()?;
+    Some((m.addr.clone()?, m.slave_id))
 }
 
 /// The brokers to re-point at `new_master`: every other ready one with an address, as
@@ -266,11 +327,12 @@ fn master_lost_data(o: &Observed) -> Option<Decision> {
                 .cmp(&b.2.max_offset)
                 .then_with(|| b.0.slave_id.cmp(&a.0.slave_id))
         })?;
-    let followers = followers(o, &m.pod, true);
+    let followers = followers(o, &m.pod, false);
     Some(Decision::Promote {
         new_master: m.pod.clone(),
         addr: addr.clone(),
-        epoch: o.epoch + 1,
+        epoch: next_epoch(o),
+        step_down: step_down(o),
         followers,
         reason: format!(
             "master {} lost data that {} holds (its log ends before the slave's {} in epoch {})",
@@ -312,7 +374,7 @@ fn switchover(o: &Observed, now: Timestamp) -> Option<Decision> {
         from_id: master.slave_id,
         to: target.pod.clone(),
         to_addr: to_addr.clone(),
-        epoch: o.epoch + 1,
+        epoch: next_epoch(o),
         followers,
         reason: format!(
             "{} is preferred and in sync ({} bytes behind)",
@@ -389,10 +451,22 @@ impl Default for RemotingAdmin {
     }
 }
 
+impl RemotingAdmin {
+    /// Signs every request with `creds` (a group's control key).
+    #[must_use]
+    pub fn signing(creds: ferrocket::auth::Credentials) -> Self {
+        RemotingAdmin {
+            client: ferrocket::remoting::RemotingClient::signing(creds),
+            ..RemotingAdmin::default()
+        }
+    }
+}
+
 fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {
     BrokerView {
         is_master: s.is_master(),
         epoch: s.epoch,
+        known_epoch: s.known_epoch,
         confirm_offset: s.confirm_offset,
         max_offset: s.max_offset,
         ha_addr: s.ha_addr,
@@ -517,6 +591,7 @@ mod tests {
             broker: role.map(|(is_master, epoch, confirm_offset)| BrokerView {
                 is_master,
                 epoch,
+                known_epoch: epoch,
                 confirm_offset,
                 max_offset: confirm_offset,
                 ha_addr: format!("10.0.0.{ordinal}:10912"),
@@ -652,18 +727,28 @@ mod tests {
                 member("b-2", true, None, Some((true, 2, 900))),
             ])
         };
+        // The correction re-asserts b-2 at a new epoch (3, above every report) and
+        // re-points every other broker.
         assert_eq!(
             decide(&after, t(100)),
-            Decision::Correct(vec![
-                Correction::Follow {
-                    addr: "10.0.0.0:10911".into(),
-                    broker_id: 1
-                },
-                Correction::Follow {
-                    addr: "10.0.0.1:10911".into(),
-                    broker_id: 2
-                },
-            ])
+            Decision::Correct {
+                epoch: 3,
+                master_addr: "10.0.0.2:10911".into(),
+                followers: vec![
+                    ("10.0.0.0:10911".to_string(), 1),
+                    ("10.0.0.1:10911".to_string(), 2)
+                ],
+                fixes: vec![
+                    Correction::Follow {
+                        addr: "10.0.0.0:10911".into(),
+                        broker_id: 1
+                    },
+                    Correction::Follow {
+                        addr: "10.0.0.1:10911".into(),
+                        broker_id: 2
+                    },
+                ],
+            }
         );
         // Once it follows at epoch 2, all is steady.
         let converged = Observed {
@@ -684,10 +769,63 @@ mod tests {
         };
         assert_eq!(
             decide(&half, t(100)),
-            Decision::Correct(vec![Correction::Promote {
-                addr: "10.0.0.1:10911".into()
-            }])
+            Decision::Correct {
+                epoch: 3,
+                master_addr: "10.0.0.1:10911".into(),
+                followers: Vec::new(),
+                fixes: vec![Correction::Promote {
+                    addr: "10.0.0.1:10911".into()
+                }],
+            }
         );
+
+        // Issue 13's stale-roles case: g-1 was promoted at epoch 2 and its history holds
+        // it; a correction at epoch 2 would be refused ("epoch 2 already has a different
+        // role"). Every new epoch is above every report.
+        let stale = Observed {
+            master: "b-1".into(),
+            epoch: 2,
+            ..group(vec![
+                member("b-0", true, None, Some((false, 2, 900))),
+                member("b-1", true, None, Some((false, 1, 900))),
+            ])
+        };
+        match decide(&stale, t(100)) {
+            Decision::Correct { epoch, .. } => assert_eq!(epoch, 3),
+            d => panic!("{d:?}"),
+        }
+        // A lost status (record back at epoch 1) never reuses an epoch a broker holds.
+        let lost = group(vec![
+            member("b-0", false, Some(0), None),
+            member("b-1", true, None, Some((false, 7, 900))),
+        ]);
+        match decide(&lost, t(100)) {
+            Decision::Promote { epoch, .. } => assert_eq!(epoch, 8),
+            d => panic!("{d:?}"),
+        }
+        // A master whose pod is unready but whose broker still answers the operator's
+        // probe as master (a kubelet cut off from the API server) is not replaced.
+        let live = group(vec![
+            member("b-0", false, Some(0), Some((true, 1, 900))),
+            member("b-1", true, None, Some((false, 1, 900))),
+        ]);
+        assert_eq!(decide(&live, t(100)), Decision::Steady);
+        // One that answers as a slave (it was demoted or restarted as one) is.
+        let demoted = group(vec![
+            member("b-0", false, Some(0), Some((false, 1, 900))),
+            member("b-1", true, None, Some((false, 1, 900))),
+        ]);
+        match decide(&demoted, t(100)) {
+            Decision::Promote {
+                new_master,
+                step_down,
+                ..
+            } => {
+                assert_eq!(new_master, "b-1");
+                assert_eq!(step_down, Some(("10.0.0.0:10911".to_string(), 1)));
+            }
+            d => panic!("{d:?}"),
+        }
     }
 
     #[test]
@@ -752,12 +890,13 @@ mod tests {
         m[2].broker.as_mut().unwrap().is_master = true;
         assert!(matches!(
             decide(&with(m, &["b-1"], None), t(100)),
-            Decision::Correct(_)
+            Decision::Correct { .. }
         ));
         // A master that is down is a failover, not a switchover.
         let mut m = healthy();
         m[0].ready = false;
         m[0].unready_since = Some(t(0));
+        m[0].broker = None;
         assert!(matches!(
             decide(&with(m, &["b-1"], None), t(100)),
             Decision::Promote { .. }
@@ -777,18 +916,17 @@ mod tests {
             Decision::Promote {
                 new_master,
                 epoch,
+                step_down,
                 followers,
                 ..
             } => {
                 assert_eq!((new_master.as_str(), epoch), ("b-1", 2));
                 assert_eq!(
-                    followers,
-                    vec![
-                        ("10.0.0.0:10911".to_string(), 1),
-                        ("10.0.0.2:10911".to_string(), 3)
-                    ],
-                    "the old master follows too"
+                    step_down,
+                    Some(("10.0.0.0:10911".to_string(), 1)),
+                    "the old master steps down first"
                 );
+                assert_eq!(followers, vec![("10.0.0.2:10911".to_string(), 3)]);
             }
             d => panic!("{d:?}"),
         }

@@ -55,6 +55,10 @@ enum Command {
         /// Image for NameServers and BrokerGroups that name none.
         #[arg(long, env = "FERROCKET_IMAGE")]
         default_image: Option<String>,
+        /// A file holding the operator's control key: each group's brokers then accept
+        /// role and permission changes only when signed with a key derived from it.
+        #[arg(long, env = "FERROCKET_CONTROL_SECRET_FILE")]
+        control_secret_file: Option<PathBuf>,
     },
     /// Print the objects the operator would apply for the resources in FILE.
     Render {
@@ -100,6 +104,7 @@ fn real_main() -> Result<()> {
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let cfg = BuildConfig {
                 default_image: image(default_image),
+                control_key: None,
             };
             print!("{}", ferrocket_operator::render::render(&text, &cfg)?);
         }
@@ -112,7 +117,20 @@ fn real_main() -> Result<()> {
             identity,
             lease_duration_seconds,
             default_image,
+            control_secret_file,
         } => {
+            let control_key = match &control_secret_file {
+                Some(f) => {
+                    let bytes = std::fs::read(f)
+                        .with_context(|| format!("cannot read the control key {}", f.display()))?;
+                    Some(
+                        ferrocket_operator::builders::ControlKey::new(&bytes).with_context(
+                            || format!("the control key file {} is empty", f.display()),
+                        )?,
+                    )
+                }
+                None => None,
+            };
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -132,6 +150,7 @@ fn real_main() -> Result<()> {
                 identity,
                 lease_duration: Duration::from_secs(lease_duration_seconds.max(3)),
                 default_image: image(default_image),
+                control_key,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

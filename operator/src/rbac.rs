@@ -49,11 +49,14 @@ pub const PERMISSIONS: &[Permission] = &[
         &["get", "list", "watch", "create", "patch"],
     ),
     p("", "services", &["get", "list", "watch", "create", "patch"]),
+    // `update`: the roles ConfigMap is replaced with a resourceVersion precondition.
     p(
         "",
         "configmaps",
-        &["get", "list", "watch", "create", "patch"],
+        &["get", "list", "watch", "create", "patch", "update"],
     ),
+    // Each group's control Secret (`<group>-control`), applied by name.
+    p("", "secrets", &["get", "create", "patch"]),
     p("", "pods", &["get", "list", "watch"]),
     p(
         "policy",

@@ -41,6 +41,8 @@ pub struct RunConfig {
     pub lease_duration: Duration,
     /// Image for resources that name none.
     pub default_image: String,
+    /// The control key role changes are signed with (see [`crate::builders::ControlKey`]).
+    pub control_key: Option<crate::builders::ControlKey>,
 }
 
 /// Errors that stop the operator.
@@ -183,6 +185,7 @@ pub async fn run_with_client(
         Arc::clone(&metrics),
         BuildConfig {
             default_image: cfg.default_image.clone(),
+            control_key: cfg.control_key.clone(),
         },
         &cfg.identity,
     ));

@@ -53,6 +53,7 @@ fn ctx(client: &Client) -> Arc<Context> {
         Arc::new(Metrics::default()),
         BuildConfig {
             default_image: "ferrocket:test".into(),
+            control_key: None,
         },
         "test",
     ))
@@ -538,7 +539,7 @@ async fn every_api_call_is_covered_by_the_rbac_list() {
     }
     for needle in [
         ("apps", "statefulsets", "patch"),
-        ("ferrocket.io", "brokergroups/status", "patch"),
+        ("ferrocket.io", "brokergroups/status", "update"),
         ("coordination.k8s.io", "leases", "update"),
     ] {
         assert!(
@@ -567,6 +568,7 @@ impl FakeAdmin {
             ferrocket_operator::failover::BrokerView {
                 is_master,
                 epoch,
+                known_epoch: epoch,
                 confirm_offset: offset,
                 max_offset: offset,
                 ha_addr: addr.replace(":10911", ":10912"),
@@ -751,8 +753,10 @@ async fn master_unready_past_grace_fails_over_to_the_best_slave_and_the_old_mast
     );
     assert!(admin.calls().is_empty());
 
-    // Past the grace: the slave with the highest confirmed offset (broker-a-2) is promoted.
+    // Past the grace, and its broker no longer answers the operator's probe: the slave
+    // with the highest confirmed offset (broker-a-2) is promoted.
     set_pod(&c, "broker-a-0", false, 30).await;
+    admin.views.lock().unwrap().remove("10.0.0.0:10911");
     let bg = reconcile_with(&c, &admin).await;
     let st = bg.status.clone().unwrap();
     assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-2"), 2));
@@ -795,18 +799,25 @@ async fn master_unready_past_grace_fails_over_to_the_best_slave_and_the_old_mast
         .collect();
     assert_eq!(roles_now[2], ("broker-a-2".into(), "master".into(), 0));
 
-    // The old master comes back claiming master at epoch 1 (a stale roles file): it is
-    // told to follow the new master.
+    // The old master comes back claiming master at epoch 1 (a store from before the
+    // role record): the recorded master is re-asserted at a new epoch (3) and every
+    // other broker, the old master included, follows it.
+    admin.set("10.0.0.0:10911", true, 1, 1000);
     set_pod(&c, "broker-a-0", true, 0).await;
     reconcile_with(&c, &admin).await;
+    let calls = admin.calls();
     assert_eq!(
-        admin.calls().last().unwrap(),
-        "follow 10.0.0.0:10911 -> 10.0.0.2:10911 (10.0.0.2:10912) id 1 epoch 2"
+        calls[calls.len() - 3..],
+        [
+            "promote 10.0.0.2:10911 3".to_string(),
+            "follow 10.0.0.0:10911 -> 10.0.0.2:10911 (10.0.0.2:10912) id 1 epoch 3".to_string(),
+            "follow 10.0.0.1:10911 -> 10.0.0.2:10911 (10.0.0.2:10912) id 2 epoch 3".to_string(),
+        ]
     );
     let n = admin.calls().len();
     let bg = reconcile_with(&c, &admin).await;
     assert_eq!(admin.calls().len(), n, "converged: no more calls");
-    assert_eq!(bg.status.unwrap().epoch, 2);
+    assert_eq!(bg.status.unwrap().epoch, 3);
 }
 
 #[tokio::test]
@@ -892,6 +903,7 @@ async fn run_takes_the_lease_reconciles_from_watches_and_releases_on_shutdown() 
         identity: "replica-a".into(),
         lease_duration: Duration::from_secs(5),
         default_image: "ferrocket:test".into(),
+        control_key: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(ferrocket_operator::run::run_with_client(
@@ -1058,10 +1070,11 @@ async fn a_refused_switchover_keeps_the_old_master_at_a_newer_epoch_and_waits() 
     reconcile_with(&c, &admin).await;
     let calls = admin.calls();
     assert_eq!(calls.len(), 4, "{calls:?}");
-    assert_eq!(calls[1], "promote 10.0.0.0:10911 3");
+    // The correction's epoch is above the record (3) and every report.
+    assert_eq!(calls[1], "promote 10.0.0.0:10911 4");
     assert!(calls[2..]
         .iter()
-        .all(|c| c.starts_with("follow ") && c.ends_with("epoch 3")));
+        .all(|c| c.starts_with("follow ") && c.ends_with("epoch 4")));
     reconcile_with(&c, &admin).await;
     assert_eq!(admin.calls().len(), 4, "{:?}", admin.calls());
 }
@@ -1154,4 +1167,59 @@ async fn a_slave_that_cannot_follow_degrades_the_group_with_its_reason() {
     );
     // Nothing is changed on the brokers for it: emptying a store is the user's call.
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+}
+
+/// Issue 13: a lost status (restored from a backup, recreated by hand) falls back to
+/// "broker-a-0 at epoch 1". The operator takes the roles from the brokers instead (a
+/// broker reports master at epoch 5), never writes the roles ConfigMap back, and the
+/// next role change uses an epoch above every report.
+#[tokio::test]
+async fn a_lost_status_is_rebuilt_from_the_brokers_and_never_reuses_an_epoch() {
+    let (c, admin) = three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\n",
+        [(false, 5, 1000), (true, 5, 1000), (false, 5, 1000)],
+    )
+    .await;
+    let api: Api<BrokerGroup> = Api::namespaced(c.clone(), NS);
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), NS);
+    // The roles ConfigMap the kubelet mounts says broker-a-1 at epoch 5; the status is lost.
+    let mut cm = cms.get("broker-a-roles").await.unwrap();
+    cm.data = Some(std::collections::BTreeMap::from([(
+        "roles".to_string(),
+        "master=broker-a-1\nepoch=5\n".to_string(),
+    )]));
+    cms.replace("broker-a-roles", &PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let mut bg = api.get("broker-a").await.unwrap();
+    bg.status = Some(Default::default());
+    api.replace_status("broker-a", &PostParams::default(), &bg)
+        .await
+        .unwrap();
+    // First look: the initial roles go in, the ConfigMap is left alone (it is newer),
+    // then broker-a-1's report (master, epoch 5) is adopted.
+    reconcile_with(&c, &admin).await;
+    let roles = cms.get("broker-a-roles").await.unwrap();
+    assert_eq!(roles.data.unwrap()["roles"], "master=broker-a-1\nepoch=5\n");
+    let bg = reconcile_with(&c, &admin).await;
+    let st = bg.status.unwrap();
+    assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-1"), 5));
+    assert!(
+        admin
+            .calls()
+            .iter()
+            .all(|c| !c.contains("epoch 2") && !c.ends_with(" 2")),
+        "no broker was told to move back: {:?}",
+        admin.calls()
+    );
+    // A failover now uses epoch 6.
+    set_pod(&c, "broker-a-1", false, 60).await;
+    admin.views.lock().unwrap().remove("10.0.0.1:10911");
+    let bg = reconcile_with(&c, &admin).await;
+    let st = bg.status.unwrap();
+    assert_eq!(st.epoch, 6, "{:?}", admin.calls());
+    assert!(admin
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("promote ") && c.ends_with(" 6")));
 }

@@ -153,6 +153,10 @@ impl Broker {
         put("brokerName", self.config.broker_name.clone());
         put("brokerId", role.broker_id.to_string());
         put("epoch", role.epoch.to_string());
+        put("knownEpoch", self.role.known_epoch().to_string());
+        if let Some(why) = self.role.superseded() {
+            put("masterFenced", why);
+        }
         put(
             "epochStartOffset",
             self.role

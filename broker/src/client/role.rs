@@ -17,6 +17,8 @@ pub struct BrokerState {
     pub broker_id: i64,
     /// Role epoch.
     pub epoch: i64,
+    /// The newest epoch it knows (role or epoch history).
+    pub known_epoch: i64,
     /// CommitLog max offset.
     pub max_offset: u64,
     /// What the broker vouches for (the end of the CommitLog it holds).
@@ -96,6 +98,10 @@ pub async fn broker_state(
             .and_then(|x| x.parse().ok())
             .unwrap_or(-1),
         epoch: t["epoch"]
+            .as_str()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0),
+        known_epoch: t["knownEpoch"]
             .as_str()
             .and_then(|x| x.parse().ok())
             .unwrap_or(0),

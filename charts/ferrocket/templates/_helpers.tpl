@@ -48,8 +48,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# update: the roles ConfigMap is replaced with a resourceVersion precondition.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "update"]
+# Each BrokerGroup's control Secret (<group>-control), applied by name.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
@@ -59,4 +67,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end -}}
+
+{{/* The Secret holding the operator's control key. */}}
+{{- define "ferrocket.controlSecretName" -}}
+{{- default (printf "%s-control" (include "ferrocket.fullname" .)) .Values.control.existingSecret -}}
 {{- end -}}

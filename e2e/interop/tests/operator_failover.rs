@@ -16,7 +16,7 @@ use ferrocket::client::{split_records, Client, OutMessage, QueueAddr};
 use ferrocket::remoting::codes::response;
 use ferrocket::store::decode_record;
 use ferrocket_interop::{broker_args, Proc};
-use ferrocket_operator::builders::{labels, BuildConfig};
+use ferrocket_operator::builders::{labels, BuildConfig, ControlKey};
 use ferrocket_operator::controller::{reconcile_broker_group, Context};
 use ferrocket_operator::crd::{BrokerGroup, BrokerGroupSpec};
 use ferrocket_operator::metrics::Metrics;
@@ -71,11 +71,21 @@ impl Group {
     async fn start(spec: BrokerGroupSpec) -> Group {
         let ns = ferrocket_interop::kit().namesrv();
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        // The brokers require signed role changes, with the key the operator derives for
+        // this group (what the group's control Secret holds).
+        let key = ControlKey::new(b"operator-test-key").expect("key");
+        let secret = dirs[0].path().join("control-secret");
+        std::fs::write(&secret, key.for_group(NS, "broker-a")).unwrap();
+        let control = format!("controlSecretFile={}", secret.display());
         let master = Proc::spawn(&broker_args(
             &ns.addr,
             dirs[0].path(),
             None,
-            &["brokerRole=SYNC_MASTER".into(), "roleEpoch=1".into()],
+            &[
+                "brokerRole=SYNC_MASTER".into(),
+                "roleEpoch=1".into(),
+                control.clone(),
+            ],
         ));
         let ha = master.ha_addr.clone().expect("the master's HA address");
         let mut brokers = vec![master];
@@ -90,6 +100,7 @@ impl Group {
                     "roleEpoch=1".into(),
                     "masterRole=SYNC_MASTER".into(),
                     format!("haMasterAddress={ha}"),
+                    control.clone(),
                 ],
             )));
         }
@@ -112,7 +123,10 @@ impl Group {
             Context::new(
                 k.clone(),
                 Arc::new(Metrics::default()),
-                BuildConfig::default(),
+                BuildConfig {
+                    control_key: Some(key),
+                    ..BuildConfig::default()
+                },
                 "test",
             )
             .with_broker_addr(Arc::new(move |p: &Pod| {
