@@ -9,13 +9,15 @@ COPY Cargo.toml Cargo.lock ./
 COPY broker/Cargo.toml broker/Cargo.toml
 COPY operator/Cargo.toml operator/Cargo.toml
 COPY e2e/interop/Cargo.toml e2e/interop/Cargo.toml
-RUN mkdir -p broker/src/bin broker/benches operator/src e2e/interop/src \
- && for d in broker operator e2e/interop; do echo 'fn main() {}' > $d/src/main.rs; : > $d/src/lib.rs; done \
+COPY testkit/Cargo.toml testkit/Cargo.toml
+RUN mkdir -p broker/src/bin broker/benches operator/src e2e/interop/src testkit/src \
+ && for d in broker operator e2e/interop testkit; do echo 'fn main() {}' > $d/src/main.rs; : > $d/src/lib.rs; done \
  && echo 'fn main() {}' > broker/benches/store.rs && echo 'fn main() {}' > broker/src/bin/ferrocket.rs \
  && cargo fetch --locked
 COPY broker broker
 COPY operator operator
 COPY e2e/interop e2e/interop
+COPY testkit testkit
 RUN cargo build --release --locked -p ferrocket -p ferrocket-operator \
  && install -D -m 0755 target/release/ferrocket /out/ferrocket \
  && install -D -m 0755 target/release/ferrocket-operator /out/ferrocket-operator

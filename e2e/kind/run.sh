@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end on a kind cluster: build and load the image, install the chart, apply the
-# samples, wait for Ready, produce and consume through the name server, delete the master
-# pod and check the group recovers, move the master with preferredMaster, clean up.
+# samples, wait for Ready, produce and consume through the name server, freeze the master
+# (SIGSTOP) under a producer and require a failover with zero acknowledged messages lost,
+# move the master with preferredMaster, roll an image change under load with zero loss,
+# clean up.
 #
 # Needs docker (a running engine), kind, kubectl and helm. Where any is missing it prints
 # one line saying which and exits 0, so CI runs it everywhere (keeping it alive) and it
@@ -31,6 +33,7 @@ fi
 
 log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
+WORK="$(mktemp -d)"
 cleanup() {
   local rc=$?
   if [ "$rc" -ne 0 ]; then
@@ -81,28 +84,55 @@ got="$(admin consume --topic E2E --group e2e --from-first --count 20 --idle 10s 
 [ "$got" -ge 20 ] || { log "consumed $got of 20"; exit 1; }
 log "consumed $got messages"
 
-master="$(kubectl -n "$NS" get brokergroup broker-a -o jsonpath='{.status.master}')"
-epoch="$(kubectl -n "$NS" get brokergroup broker-a -o jsonpath='{.status.epoch}')"
-log "deleting the master pod $master (epoch $epoch)"
-kubectl -n "$NS" delete pod "$master" --wait=false
-sleep 5
-kubectl -n "$NS" wait brokergroup/broker-a --for=condition=Available --timeout="$TIMEOUT"
-kubectl -n "$NS" rollout status statefulset/broker-a --timeout="$TIMEOUT"
-log "group recovered: master $(kubectl -n "$NS" get brokergroup broker-a -o jsonpath='{.status.master}') epoch $(kubectl -n "$NS" get brokergroup broker-a -o jsonpath='{.status.epoch}')"
+status_of() { kubectl -n "$NS" get brokergroup broker-a -o jsonpath="{.status.$1}"; }
 
-# Either the pod came back within the grace period or a slave was promoted; both end with
-# a master that acknowledges sends (a SyncMaster needs a following slave too).
-# Sends BODY until a send is acknowledged (up to 2 minutes).
+# Sends BODY until a send is acknowledged (up to 2 minutes). The output is captured
+# first: piping `kubectl run --rm` into `grep -q` under pipefail fails when grep exits
+# early and kubectl gets SIGPIPE.
 send_ok() {
+  local out
   for _ in $(seq 1 24); do
-    admin send --topic E2E --body "$1" 2>/dev/null | grep -q SEND_OK && return 0
+    out="$(admin send --topic E2E --body "$1" 2>/dev/null || true)"
+    case "$out" in *SEND_OK*) return 0 ;; esac
     sleep 5
   done
   return 1
 }
-send_ok after-recovery || { log "no acknowledged send after the master pod was deleted"; exit 1; }
-got="$(admin consume --topic E2E --group e2e --count 1 --idle 10s | grep -c 'after-recovery' || true)"
-[ "$got" -ge 1 ] || { log "message sent after recovery not consumed"; exit 1; }
+
+# Strict failover: the master's broker is frozen (SIGSTOP from the kind node, as a hung
+# process would be) under a producer; the operator must promote a slave (status master
+# and epoch change), and every acknowledged message must be consumable afterwards.
+master="$(status_of master)"
+epoch="$(status_of epoch)"
+log "freezing the master $master (epoch $epoch) under load"
+admin send --topic E2E --body load --count 3000 --interval-ms 20 > "$WORK/acked.txt" 2>/dev/null &
+producer=$!
+sleep 10
+node="$(kubectl -n "$NS" get pod "$master" -o jsonpath='{.spec.nodeName}')"
+docker exec "$node" pkill -STOP -f "pod-name $master" \
+  || { log "cannot freeze $master on $node"; exit 1; }
+moved=""
+for _ in $(seq 1 60); do
+  now="$(status_of master)"
+  if [ "$now" != "$master" ] && [ "$(status_of epoch)" -gt "$epoch" ]; then moved=1; break; fi
+  sleep 2
+done
+docker exec "$node" pkill -CONT -f "pod-name $master" || true
+[ -n "$moved" ] || { log "no failover: master still $master at epoch $(status_of epoch)"; exit 1; }
+log "failed over: master $(status_of master) epoch $(status_of epoch)"
+wait "$producer" || true
+kubectl -n "$NS" wait brokergroup/broker-a --for=condition=Available --timeout="$TIMEOUT"
+send_ok after-recovery || { log "no acknowledged send after the failover"; exit 1; }
+acked="$(grep -c '^SEND_OK' "$WORK/acked.txt" || true)"
+admin consume --topic E2E --group "e2e-check-$RANDOM" --from-first --count 100000 --idle 20s > "$WORK/consumed.txt" 2>/dev/null || true
+lost=0
+while read -r body; do
+  grep -q "body=$body\$" "$WORK/consumed.txt" || lost=$((lost + 1))
+done < <(sed -n 's/^SEND_OK .* body=//p' "$WORK/acked.txt")
+log "acknowledged $acked messages under the failover; lost $lost"
+[ "$acked" -gt 0 ] || { log "the producer got no acknowledgement at all"; exit 1; }
+[ "$lost" -eq 0 ] || { log "LOST $lost acknowledged messages"; exit 1; }
+grep -q 'body=after-recovery$' "$WORK/consumed.txt" || { log "message sent after recovery not consumed"; exit 1; }
 
 # A planned switchover: prefer a pod that is not the master; the operator moves the role.
 master="$(kubectl -n "$NS" get brokergroup broker-a -o jsonpath='{.status.master}')"
@@ -117,4 +147,27 @@ for _ in $(seq 1 36); do
 done
 [ -n "$moved" ] || { log "the master never moved to $want"; exit 1; }
 send_ok after-switchover || { log "no acknowledged send after the switchover"; exit 1; }
+
+# An upgrade under load: a new image tag rolls every broker pod while a producer runs;
+# nothing acknowledged may be lost.
+NEW_IMAGE="${IMAGE%:*}:e2e-upgrade"
+docker tag "$IMAGE" "$NEW_IMAGE"
+kind load docker-image "$NEW_IMAGE" --name "$CLUSTER"
+log "upgrading the brokers to $NEW_IMAGE under load"
+admin send --topic E2E --body upgrade --count 4000 --interval-ms 20 > "$WORK/acked-upgrade.txt" 2>/dev/null &
+producer=$!
+sleep 10
+kubectl -n "$NS" patch brokergroup broker-a --type merge -p "{\"spec\":{\"image\":\"$NEW_IMAGE\"}}"
+kubectl -n "$NS" rollout status statefulset/broker-a --timeout="$TIMEOUT"
+wait "$producer" || true
+kubectl -n "$NS" wait brokergroup/broker-a --for=condition=Available --timeout="$TIMEOUT"
+admin consume --topic E2E --group "e2e-upgrade-$RANDOM" --from-first --count 100000 --idle 20s > "$WORK/consumed-upgrade.txt" 2>/dev/null || true
+acked="$(grep -c '^SEND_OK' "$WORK/acked-upgrade.txt" || true)"
+lost=0
+while read -r body; do
+  grep -q "body=$body\$" "$WORK/consumed-upgrade.txt" || lost=$((lost + 1))
+done < <(sed -n 's/^SEND_OK .* body=//p' "$WORK/acked-upgrade.txt")
+log "acknowledged $acked messages during the upgrade; lost $lost"
+[ "$acked" -gt 0 ] || { log "the producer got no acknowledgement during the upgrade"; exit 1; }
+[ "$lost" -eq 0 ] || { log "LOST $lost acknowledged messages during the upgrade"; exit 1; }
 log "PASS"

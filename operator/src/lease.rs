@@ -150,24 +150,47 @@ impl LeaseLock {
         }
     }
 
-    /// Renews every third of the lease duration; returns when the lease is lost (another
-    /// holder, or no successful renewal for a whole duration).
+    /// How long the holder may go without a successful renewal before it stops
+    /// leading: two thirds of the duration (client-go's 10 s of 15), so it stops before
+    /// another replica can take the lease over.
+    #[must_use]
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+
+    /// Renews every third of the lease duration (retrying every second after a
+    /// failure); returns when the lease is lost: another holder, or no successful
+    /// renewal within [`LeaseLock::renew_deadline`] (each attempt is bounded by what is
+    /// left of it, so a hung API call cannot keep a stale leader running).
     pub async fn hold(&self) {
         let period = self.duration / 3;
+        let retry = Duration::from_secs(1).min(period);
+        let deadline = self.renew_deadline();
         let mut last_ok = tokio::time::Instant::now();
+        let mut wait = period;
         loop {
-            tokio::time::sleep(period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
-                Ok(false) => {
+            tokio::time::sleep(wait).await;
+            let left = deadline.saturating_sub(last_ok.elapsed());
+            if left.is_zero() {
+                tracing::warn!(lease = %self.name, "no renewal within the renew deadline; stepping down");
+                return;
+            }
+            match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => {
+                    last_ok = tokio::time::Instant::now();
+                    wait = period;
+                }
+                Ok(Ok(false)) => {
                     tracing::warn!(lease = %self.name, "lease taken by another replica");
                     return;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(lease = %self.name, error = %e, "lease renewal failed");
-                    if last_ok.elapsed() >= self.duration {
-                        return;
-                    }
+                    wait = retry;
+                }
+                Err(_) => {
+                    tracing::warn!(lease = %self.name, "lease renewal timed out; stepping down");
+                    return;
                 }
             }
         }

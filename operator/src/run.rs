@@ -215,8 +215,16 @@ pub async fn run_with_client(
     };
     let _ = stop_tx.send(true);
     if !finished {
-        // Let in-flight reconciles finish (bounded).
-        let _ = tokio::time::timeout(Duration::from_secs(20), all).await;
+        // A lost lease stops everything at once: another replica may lead already, and
+        // a reconcile still running here could act on what it read before. On SIGTERM
+        // in-flight reconciles may finish, but only for a third of the lease (it is no
+        // longer renewed, and must not expire while they run).
+        let grace = match (&outcome, &lock) {
+            (Err(_), _) => Duration::ZERO,
+            (Ok(()), Some(l)) => l.duration() / 3,
+            (Ok(()), None) => Duration::from_secs(20),
+        };
+        let _ = tokio::time::timeout(grace, all).await;
     }
     metrics.set_leader(false);
     if let (Some(l), Ok(())) = (&lock, &outcome) {

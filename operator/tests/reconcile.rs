@@ -381,6 +381,10 @@ async fn lease_is_held_by_one_candidate_and_passes_on_release_or_expiry() {
         "b",
         Duration::from_secs(1),
     );
+    assert!(
+        a.renew_deadline() < a.duration(),
+        "a leader stops before its lease can expire"
+    );
     assert!(a.try_acquire_or_renew().await.unwrap());
     assert!(
         !b.try_acquire_or_renew().await.unwrap(),

@@ -121,6 +121,10 @@ impl Broker {
                     .with_ext("brokerId", st.broker_id)
                     .with_ext("epoch", st.epoch)
                     .with_ext("maxOffset", self.store.max_phy_offset())
+                    .with_ext(
+                        "haServerAddr",
+                        format!("{}:{}", self.config.broker_ip1, self.config.ha_listen_port),
+                    )
             }
             Err(e) => {
                 warn!(error = %e, "role change refused");

@@ -192,6 +192,15 @@ enum AdminCommand {
         /// Body.
         #[arg(long)]
         body: String,
+        /// Send this many messages (bodies `<body>-1` .. `<body>-N`), one line per
+        /// message: `SEND_OK ... body=<body>-i` when acknowledged, `FAILED body=... error=...`
+        /// otherwise (the route is looked up again after a failure). A load generator for
+        /// fault tests: the acknowledged bodies are the ones that must survive.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Pause between messages, ms (with --count).
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
     },
     /// Consume messages of a topic and print them (commits the group's offsets).
     Consume {
@@ -891,6 +900,61 @@ pub fn run(args: AdminArgs) -> Result<()> {
                 tag,
                 key,
                 body,
+                count,
+                interval_ms,
+            } if count > 1 => {
+                crate::protocol::topic::validate_topic(&topic).map_err(anyhow::Error::msg)?;
+                let mut route = None;
+                let (mut ok, mut failed) = (0u64, 0u64);
+                for i in 1..=count {
+                    let b = format!("{body}-{i}");
+                    let sent = async {
+                        if route.is_none() {
+                            route = c.route(&topic).await?;
+                        }
+                        let Some(r) = &route else {
+                            return Err(anyhow::anyhow!("unknown topic `{topic}`"));
+                        };
+                        let queues = Client::write_queues(r);
+                        let q = queues
+                            .get(i as usize % queues.len().max(1))
+                            .ok_or_else(|| anyhow::anyhow!("no writable queue"))?;
+                        let m = OutMessage {
+                            tag: tag.clone(),
+                            keys: key.clone(),
+                            body: Bytes::from(b.clone().into_bytes()),
+                        };
+                        let r = c.send(&topic, q, &[m]).await?;
+                        if r.code == response::SUCCESS {
+                            Ok(r.msg_id)
+                        } else {
+                            Err(anyhow::anyhow!("code {}", r.code))
+                        }
+                    }
+                    .await;
+                    match sent {
+                        Ok(id) => {
+                            ok += 1;
+                            println!("SEND_OK msgId={id} body={b}");
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            route = None;
+                            println!("FAILED body={b} error={e}");
+                        }
+                    }
+                    if interval_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+                    }
+                }
+                eprintln!("sent {count}: {ok} acknowledged, {failed} failed");
+            }
+            AdminCommand::Send {
+                topic,
+                tag,
+                key,
+                body,
+                ..
             } => {
                 crate::protocol::topic::validate_topic(&topic).map_err(anyhow::Error::msg)?;
                 let route = match c.route(&topic).await? {

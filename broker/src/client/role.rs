@@ -117,7 +117,10 @@ pub async fn broker_state(
     })
 }
 
-/// Sends a role change to `addr` at `epoch`. Returns the broker's state afterwards.
+/// Sends a role change to `addr` at `epoch`. Returns the broker's role afterwards, as
+/// its answer states it (role, id, epoch, max offset, HA address; no second request, so
+/// a change that took effect is never reported as failed because a later read timed
+/// out).
 ///
 /// # Errors
 /// Transport failures; a refusal (older epoch, conflicting role) as
@@ -151,7 +154,22 @@ pub async fn change_role(
     if r.code != response::SUCCESS {
         return Err(super::refused(&format!("role change of {addr}"), &r));
     }
-    broker_state(remoting, addr, timeout).await
+    let num = |k: &str| r.ext(k).and_then(|v| v.parse::<i64>().ok());
+    Ok(BrokerState {
+        role: r.ext("brokerRole").unwrap_or_default().to_string(),
+        broker_id: num("brokerId").unwrap_or(-1),
+        epoch: num("epoch").unwrap_or(epoch),
+        known_epoch: num("epoch").unwrap_or(epoch),
+        max_offset: num("maxOffset")
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0),
+        ha_addr: r.ext("haServerAddr").unwrap_or_default().to_string(),
+        master_addr: match role {
+            NewRole::Master => String::new(),
+            NewRole::Slave { master, .. } => master.clone(),
+        },
+        ..BrokerState::default()
+    })
 }
 
 /// A failover: promotes `new_master` at `epoch`, then points every other reachable
@@ -292,7 +310,42 @@ pub async fn switch_over(
     let repointed = match fail_over(remoting, target, &all_others, epoch, timeout).await {
         Ok(r) => r,
         Err(e) => {
-            unfence().await;
+            // Did the promotion take effect (a lost answer, a timeout)? Only a target
+            // that says it is still a slave lets the old master take writes again; a
+            // target that is master, or that cannot be asked, leaves the old master
+            // read-only (two masters taking writes is the one outcome not allowed).
+            match broker_state(remoting, target, timeout).await {
+                Ok(t) if !t.is_master() => unfence().await,
+                Ok(t) => {
+                    tracing::warn!(target = %target, epoch = t.epoch, error = %e, "the promotion answer was lost but the target is master; completing the switchover");
+                    let mut done = Vec::new();
+                    let ha = Some(t.ha_addr).filter(|a| !a.is_empty());
+                    for (addr, id) in &all_others {
+                        let role = NewRole::Slave {
+                            master: target.to_string(),
+                            master_ha: ha.clone(),
+                            broker_id: Some(*id),
+                        };
+                        if change_role(remoting, addr, &role, epoch, timeout)
+                            .await
+                            .is_ok()
+                        {
+                            done.push(addr.clone());
+                        }
+                    }
+                    if done.iter().any(|a| a == old_master) {
+                        unfence().await;
+                    }
+                    return Ok(Switchover {
+                        repointed: done,
+                        fenced_ms: u64::try_from(fenced.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        offset,
+                    });
+                }
+                Err(read) => {
+                    tracing::warn!(target = %target, error = %e, read = %read, "promotion outcome unknown; the old master stays read-only");
+                }
+            }
             return Err(e);
         }
     };
