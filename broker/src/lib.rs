@@ -20,3 +20,4 @@ pub mod remoting;
 pub mod sql92;
 pub mod store;
 pub mod sync;
+pub mod watchdog;

@@ -224,6 +224,13 @@ pub trait Observable: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// Ready to serve (store recovered, registered with a name server).
     fn ready(&self) -> bool;
+    /// Alive: `Err` names what is stuck (`/healthz` answers 503 with it).
+    ///
+    /// # Errors
+    /// A watched loop stalled.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -277,7 +284,17 @@ pub fn serve_http_on(
                                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                                 target.metrics(),
                             ),
-                            "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+                            "/healthz" => match target.health() {
+                                Ok(()) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+                                Err(why) => {
+                                    warn!(%why, "unhealthy");
+                                    reply(
+                                        StatusCode::SERVICE_UNAVAILABLE,
+                                        "text/plain",
+                                        format!("stuck: {why}\n"),
+                                    )
+                                }
+                            },
                             "/readyz" if target.ready() => {
                                 reply(StatusCode::OK, "text/plain", "ready\n".into())
                             }

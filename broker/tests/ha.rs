@@ -1676,3 +1676,129 @@ fn a_promoted_slave_commits_a_transaction_begun_on_the_old_master() {
     });
     assert_eq!(got.len(), 1, "{got:?}");
 }
+
+/// `GET path` on loopback `port`: the status, or `None` when nothing answers within 2 s
+/// (what a kubelet probe sees of a frozen process).
+fn probe(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Issue 13's health: `/healthz` fails when the process is frozen (SIGSTOP: the kubelet's
+/// probe gets no answer) and answers again when it runs; a slave is ready only once it
+/// follows its master within `haMaxGapNotInSync` (one pointed at nothing is not); a
+/// master a name server reports superseded is not ready, and its successor is.
+#[test]
+fn health_and_readiness_follow_what_the_broker_can_do() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let root = tempfile::tempdir().unwrap();
+    let (pm, ps, pl) = (
+        ferrocket_testkit::free_port(),
+        ferrocket_testkit::free_port(),
+        ferrocket_testkit::free_port(),
+    );
+    let m = master(
+        &ns.addr,
+        &root.path().join("m"),
+        "ASYNC_MASTER",
+        &[&format!("metricsPort={pm}")],
+    );
+    create_topic(&rt, &c, "HZ", 1);
+    for i in 0..50 {
+        let r = rt
+            .block_on(c.send("HZ", &q(&m.addr, 0), &[msg(&format!("h{i}"), 1000)]))
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+    }
+    let s = broker(
+        &ns.addr,
+        &root.path().join("s"),
+        &[
+            "brokerRole=SLAVE".into(),
+            "brokerId=1".into(),
+            "roleEpoch=1".into(),
+            format!("haMasterAddress={}", m.ha_addr.clone().unwrap()),
+            format!("metricsPort={ps}"),
+        ],
+    );
+    // A slave pointed at an address nothing listens on never follows.
+    let lost = broker(
+        &ns.addr,
+        &root.path().join("l"),
+        &[
+            "brokerRole=SLAVE".into(),
+            "brokerId=2".into(),
+            "roleEpoch=1".into(),
+            format!(
+                "haMasterAddress=127.0.0.1:{}",
+                ferrocket_testkit::free_port()
+            ),
+            format!("metricsPort={pl}"),
+        ],
+    );
+    wait_until("the slave is ready", Duration::from_secs(20), || {
+        probe(ps, "/readyz") == Some(200)
+    });
+    assert_eq!(probe(pm, "/readyz"), Some(200));
+    assert_eq!(probe(pm, "/healthz"), Some(200));
+    wait_until("the lost slave registered", Duration::from_secs(20), || {
+        rt.block_on(c.cluster())
+            .map(|cl| {
+                cl.broker_addr_table
+                    .values()
+                    .any(|b| b.broker_addrs.values().any(|a| *a == lost.addr))
+            })
+            .unwrap_or(false)
+    });
+    assert_eq!(
+        probe(pl, "/readyz"),
+        Some(503),
+        "a slave that never followed is not ready"
+    );
+    assert_eq!(probe(pl, "/healthz"), Some(200), "but it is alive");
+
+    // Frozen: no answer at all (the kubelet counts a timeout as a failure).
+    let stop = |sig: &str, pid: u32| {
+        assert!(Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    stop("-STOP", m.pid());
+    assert_eq!(
+        probe(pm, "/healthz"),
+        None,
+        "a frozen broker answered /healthz"
+    );
+    stop("-CONT", m.pid());
+    wait_until("the master answers again", Duration::from_secs(10), || {
+        probe(pm, "/healthz") == Some(200)
+    });
+
+    // The slave is promoted at epoch 2: once a name server refuses the old master's
+    // registration it is superseded and not ready; the new master is.
+    let promoted = rt
+        .block_on(change_role(&c.remoting, &s.addr, &NewRole::Master, 2, T))
+        .unwrap();
+    assert!(promoted.is_master());
+    wait_until(
+        "the old master is not ready",
+        Duration::from_secs(10),
+        || probe(pm, "/readyz") == Some(503),
+    );
+    wait_until("the new master is ready", Duration::from_secs(10), || {
+        probe(ps, "/readyz") == Some(200)
+    });
+}

@@ -1263,12 +1263,18 @@ fn end_transaction_checks_its_half_message_and_commits_once() {
             let r = c.invoke(&b.addr, req, T).await.unwrap();
             assert_eq!(r.code, response::SYSTEM_ERROR);
         }
-        let r = c.invoke(&b.addr, max("TxRaw"), T).await.unwrap();
-        assert_eq!(
-            r.ext("offset"),
-            Some("2"),
-            "one commit stored, nothing else"
-        );
+        // Dispatch is asynchronous: wait (with a deadline) until the commit is in the
+        // queue, then check nothing else is.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let offset = loop {
+            let r = c.invoke(&b.addr, max("TxRaw"), T).await.unwrap();
+            let o: i64 = r.ext("offset").and_then(|o| o.parse().ok()).unwrap_or(-1);
+            if o >= 2 || std::time::Instant::now() > deadline {
+                break o;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(offset, 2, "one commit stored, nothing else");
         let r = c
             .invoke(&b.addr, pull_req("TxRaw", 1, 1, 0), T)
             .await

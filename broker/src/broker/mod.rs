@@ -110,6 +110,8 @@ pub struct Broker {
     /// Replication (master side).
     pub ha: Arc<crate::ha::HaService>,
     registered: std::sync::atomic::AtomicBool,
+    /// Turns of a task on the request runtime (`/healthz`).
+    request_beat: crate::watchdog::Heartbeat,
     oneway_log: unsupported::OnewayLog,
     namesrv: RemotingClient,
     topics_changed: tokio::sync::Notify,
@@ -226,6 +228,10 @@ impl Broker {
             metrics,
             runtime,
             registered: std::sync::atomic::AtomicBool::new(false),
+            request_beat: crate::watchdog::Heartbeat::new(
+                "request runtime",
+                Duration::from_secs(30),
+            ),
             oneway_log: unsupported::OnewayLog::default(),
             namesrv: RemotingClient::new(),
             topics_changed: tokio::sync::Notify::new(),
@@ -252,6 +258,17 @@ impl Broker {
     /// closed. Nothing it started outlives it.
     pub async fn run(self: Arc<Self>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let mut tasks = schedule::spawn(&self);
+        // The request runtime's heartbeat: a task that cannot run for 30 s means every
+        // worker is stuck.
+        tasks.push(tokio::spawn({
+            let b = Arc::clone(&self);
+            async move {
+                loop {
+                    b.request_beat.beat();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }));
         tasks.push(transaction::spawn(&self));
         tasks.push(timer::spawn(&self));
         tasks.extend([
@@ -502,8 +519,24 @@ impl crate::metrics::Observable for Broker {
         m.encode()
     }
 
+    /// Registered with a name server (or configured without one), and: a master not
+    /// superseded by a newer one; a slave that has followed its master to within
+    /// `haMaxGapNotInSync` and can follow it.
     fn ready(&self) -> bool {
-        self.registered.load(Ordering::Acquire) || self.config.namesrv_addr.is_empty()
+        let registered =
+            self.registered.load(Ordering::Acquire) || self.config.namesrv_addr.is_empty();
+        let role_ok = if self.role.is_master() {
+            self.role.superseded().is_none()
+        } else {
+            self.role.slave_in_sync(self.store.max_phy_offset())
+        };
+        registered && role_ok
+    }
+
+    /// The request runtime, the flush thread and the dispatch thread all turn.
+    fn health(&self) -> Result<(), String> {
+        let beats = self.store.heartbeats();
+        crate::watchdog::verdict([&self.request_beat, beats[0], beats[1]])
     }
 }
 

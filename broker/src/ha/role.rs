@@ -140,6 +140,9 @@ pub struct RoleCell {
     /// Why this master must not take writes: a name server knows a master of a newer
     /// epoch. Cleared by the next role change.
     superseded: Mutex<Option<String>>,
+    /// A slave is in sync once its log reaches this offset (its master's end at the
+    /// last hello, less `haMaxGapNotInSync`); `u64::MAX` until it first follows.
+    catch_up_to: AtomicU64,
 }
 
 /// The master address implied by a remoting address: same host, port + 1.
@@ -170,6 +173,7 @@ impl RoleCell {
             rejoin_at: Mutex::new(None),
             record,
             superseded: Mutex::new(None),
+            catch_up_to: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -303,6 +307,23 @@ impl RoleCell {
             tracing::warn!(reason = %why, "a newer master exists: this master takes no writes until its role changes");
         }
         *s = Some(why.to_owned());
+    }
+
+    /// A slave began following a master whose log ends at `master_max`.
+    pub(super) fn following(&self, master_max: u64) {
+        self.catch_up_to.store(
+            master_max.saturating_sub(super::MAX_GAP_NOT_IN_SYNC),
+            Ordering::Release,
+        );
+    }
+
+    /// Whether a slave whose log ends at `max` is within `haMaxGapNotInSync` of its
+    /// master's end at the last hello. A slave that lost its master stays in sync (it was
+    /// when the master went away, and is a failover candidate); one that never followed,
+    /// or cannot follow, is not.
+    #[must_use]
+    pub fn slave_in_sync(&self, max: u64) -> bool {
+        max >= self.catch_up_to.load(Ordering::Acquire) && self.follow_problem().is_none()
     }
 
     /// Why this master is fenced (see [`RoleCell::supersede`]).

@@ -279,6 +279,7 @@ async fn follow(
         }
     }
     role.adopt_epochs(&hello.epochs)?;
+    role.following(hello.max_offset);
     let mut expected = store.max_phy_offset();
     wr.write_all(&wire::encode_offset(expected)).await?;
     info!(master = %addr, epoch = hello.epoch, from = expected, "following the master");

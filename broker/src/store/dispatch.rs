@@ -174,6 +174,7 @@ impl super::StoreInner {
 
     pub(super) fn dispatch_loop(&self) {
         loop {
+            self.dispatch_beat.beat();
             let stop = self.shutdown.load(Ordering::Acquire);
             let max = self.commitlog.max_offset();
             let mut st = lock(&self.dispatch);

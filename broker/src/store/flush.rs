@@ -17,6 +17,7 @@ impl StoreInner {
         let cq_interval = Duration::from_millis(self.config.flush_interval_consume_queue_ms.max(1));
         let mut last_cq_flush = Instant::now();
         loop {
+            self.flush_beat.beat();
             {
                 let mut req = lock(&self.flush_request);
                 if !*req && !self.shutdown.load(Ordering::Acquire) {

@@ -231,8 +231,19 @@ struct StoreInner {
     checkpoint: Mutex<Checkpoint>,
     recovery: RecoveryReport,
     delay_levels_ms: Vec<i64>,
+    /// Turns of the flush thread (`/healthz`).
+    flush_beat: crate::watchdog::Heartbeat,
+    /// Turns of the dispatch thread (`/healthz`).
+    dispatch_beat: crate::watchdog::Heartbeat,
     _lock_file: File,
 }
+
+/// The flush thread is stalled when it has not turned for this long (it turns at least
+/// every `flushIntervalCommitLog`; one `msync` this slow means a hung disk).
+pub const FLUSH_STALL: Duration = Duration::from_secs(60);
+/// The dispatch thread is stalled when it has not turned for this long (it turns every
+/// 200 ms when idle; one batch of a large catch-up can take seconds).
+pub const DISPATCH_STALL: Duration = Duration::from_secs(120);
 
 /// The store handle. Dropping the last handle shuts the store down cleanly.
 pub struct MessageStore {
@@ -307,6 +318,12 @@ fn store_timestamp_of(rec: &[u8]) -> Option<i64> {
 }
 
 impl MessageStore {
+    /// The store threads `/healthz` watches (flush, dispatch).
+    #[must_use]
+    pub fn heartbeats(&self) -> [&crate::watchdog::Heartbeat; 2] {
+        [&self.inner.flush_beat, &self.inner.dispatch_beat]
+    }
+
     /// Opens the store under `config.store_path_root_dir`, recovering from a crash if the
     /// `abort` file says the last run did not shut down cleanly, and starts the
     /// background threads.
@@ -367,6 +384,8 @@ impl MessageStore {
                 redispatched_from: 0,
                 elapsed: Duration::ZERO,
             },
+            flush_beat: crate::watchdog::Heartbeat::new("flush", FLUSH_STALL),
+            dispatch_beat: crate::watchdog::Heartbeat::new("dispatch", DISPATCH_STALL),
             _lock_file: lock_file,
             delay_levels_ms: parse_delay_levels(&config.message_delay_level).unwrap_or_default(),
             config,
