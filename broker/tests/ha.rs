@@ -386,9 +386,9 @@ fn failover_under_load_loses_no_acknowledged_message() {
     assert_eq!(repointed, std::slice::from_ref(&other.addr));
     // The new master accepts (and, with the other slave, acknowledges) sends.
     wait_until(
-        "the other slave follows the new master",
+        "the other slave follows the new master and is in sync",
         Duration::from_secs(10),
-        || state(&rt, &c, &best.addr).ha_connections >= 1,
+        || !state(&rt, &c, &best.addr).in_sync.is_empty(),
     );
     let r = rt
         .block_on(c.send("FO", &q(&best.addr, 0), &[msg("after-failover", 1024)]))
@@ -524,7 +524,7 @@ fn partition_answers_slave_errors_and_heals() {
         &format!("127.0.0.1:{}", proxy.port),
     );
     wait_until("slave connected", Duration::from_secs(10), || {
-        state(&rt, &c, &m.addr).ha_connections == 1
+        state(&rt, &c, &m.addr).in_sync.len() == 1
     });
     let send = |id: &str| {
         rt.block_on(c.send("PT", &q(&m.addr, 0), &[msg(id, 512)]))
@@ -550,7 +550,7 @@ fn partition_answers_slave_errors_and_heals() {
     // Heal: the slave reconnects and catches up, and sends are acknowledged again.
     proxy.set(PASS);
     wait_until("slave reconnected", Duration::from_secs(10), || {
-        state(&rt, &c, &m.addr).ha_connections == 1
+        state(&rt, &c, &m.addr).in_sync.len() == 1
     });
     assert_eq!(send("after"), response::SUCCESS);
     converge(&rt, &c, &m, &s, "slave caught up");
@@ -666,7 +666,7 @@ fn epochs_fence_stale_masters_and_old_role_changes() {
     wait_until(
         "the demoted master follows",
         Duration::from_secs(10),
-        || state(&rt, &c, &s.addr).ha_connections == 1,
+        || state(&rt, &c, &s.addr).in_sync.len() == 1,
     );
     let r = rt
         .block_on(c.send("EP", &q(&s.addr, 0), &[msg("new-epoch", 100)]))
@@ -729,7 +729,7 @@ fn a_restart_with_a_stale_roles_file_moves_no_broker_back() {
     assert_eq!((g0.role.as_str(), g1.role.as_str()), ("master", "slave"));
     // g-1 learns its master from the name server.
     wait_until("g-1 follows g-0", Duration::from_secs(20), || {
-        state(&rt, &c, &g0.addr).ha_connections == 1
+        state(&rt, &c, &g0.addr).in_sync.len() == 1
     });
     create_topic(&rt, &c, "STALE", 1);
     let mut sent = Vec::new();
@@ -753,7 +753,7 @@ fn a_restart_with_a_stale_roles_file_moves_no_broker_back() {
         .unwrap();
     assert_eq!(repointed, std::slice::from_ref(&g0.addr));
     wait_until("g-0 follows g-1", Duration::from_secs(10), || {
-        state(&rt, &c, &g1.addr).ha_connections == 1
+        state(&rt, &c, &g1.addr).in_sync.len() == 1
     });
     for i in 0..10 {
         let id = format!("e2-{i}");
@@ -780,7 +780,7 @@ fn a_restart_with_a_stale_roles_file_moves_no_broker_back() {
         ("SLAVE", 2, g1.addr.as_str())
     );
     wait_until("g-0 follows g-1 again", Duration::from_secs(10), || {
-        state(&rt, &c, &g1.addr).ha_connections == 1
+        state(&rt, &c, &g1.addr).in_sync.len() == 1
     });
     let r = rt
         .block_on(c.send("STALE", &q(&g1.addr, 0), &[msg("after", 200)]))
@@ -830,7 +830,7 @@ fn a_peer_claiming_offsets_it_was_never_sent_acknowledges_nothing() {
     assert_eq!(v["epoch"], 1);
     rogue.write_all(&0i64.to_be_bytes()).unwrap();
     wait_until("rogue counted as a slave", Duration::from_secs(5), || {
-        state(&rt, &c, &m.addr).ha_connections == 1
+        state(&rt, &c, &m.addr).in_sync.len() == 1
     });
     let send = || {
         rt.block_on(c.send("RG", &q(&m.addr, 0), &[msg("x", 100)]))
@@ -861,7 +861,7 @@ fn a_peer_claiming_offsets_it_was_never_sent_acknowledges_nothing() {
         &format!("127.0.0.1:{}", m.ha_port()),
     );
     wait_until("real slave connected", Duration::from_secs(10), || {
-        state(&rt, &c, &m.addr).ha_connections == 1
+        state(&rt, &c, &m.addr).in_sync.len() == 1
     });
     assert_eq!(send(), response::SUCCESS);
 }
@@ -889,7 +889,7 @@ fn a_slave_started_before_its_master_finds_it_through_the_name_server() {
     wait_until(
         "the slave finds its master",
         Duration::from_secs(10),
-        || state(&rt, &c, &m.addr).ha_connections == 1,
+        || state(&rt, &c, &m.addr).in_sync.len() == 1,
     );
     create_topic(&rt, &c, "LATE", 1);
     let r = rt
@@ -915,7 +915,7 @@ fn a_classic_slave_without_the_hello_gets_the_classic_stream() {
         .unwrap();
     slave.write_all(&0i64.to_be_bytes()).unwrap();
     wait_until("classic slave counted", T, || {
-        state(&rt, &c, &m.addr).ha_connections == 1
+        state(&rt, &c, &m.addr).in_sync.len() == 1
     });
     let mut received: Vec<u8> = Vec::new();
     let mut offsets_seen = Vec::new();
@@ -1246,7 +1246,7 @@ fn admin_switchover_moves_the_master_and_the_name_server_follows() {
             .unwrap_or(false)
     });
     wait_until("slave connected", Duration::from_secs(10), || {
-        state(&rt, &c, &m.addr).ha_connections == 1
+        state(&rt, &c, &m.addr).in_sync.len() == 1
     });
     let r = rt
         .block_on(c.send("AS", &q(&m.addr, 0), &[msg("before", 100)]))
@@ -1276,7 +1276,7 @@ fn admin_switchover_moves_the_master_and_the_name_server_follows() {
         }) == Some(s.addr.clone())
     });
     wait_until("the old master follows the new one", T, || {
-        state(&rt, &c, &s.addr).ha_connections == 1
+        state(&rt, &c, &s.addr).in_sync.len() == 1
     });
     let r = rt
         .block_on(c.send("AS", &q(&s.addr, 0), &[msg("after", 100)]))
@@ -1478,7 +1478,7 @@ fn a_network_namespace_partition_holds_acknowledgements_and_heals() {
     wait_until(
         "slave connected across the veth",
         Duration::from_secs(10),
-        || state(&rt, &c, &m.addr).ha_connections == 1,
+        || state(&rt, &c, &m.addr).in_sync.len() == 1,
     );
     let send = |id: &str| {
         rt.block_on(c.send("NN", &q(&m.addr, 0), &[msg(id, 512)]))
@@ -1527,7 +1527,7 @@ fn a_master_that_lost_its_tail_is_not_followed_and_its_slave_is_promoted_instead
         &format!("127.0.0.1:{}", m.ha_port()),
     );
     wait_until("slave connected", Duration::from_secs(10), || {
-        state(&rt, &c, &m.addr).ha_connections == 1
+        state(&rt, &c, &m.addr).in_sync.len() == 1
     });
     let log = AckedLog::new();
     let mut half = 0;
@@ -1801,4 +1801,107 @@ fn health_and_readiness_follow_what_the_broker_can_do() {
     wait_until("the new master is ready", Duration::from_secs(10), || {
         probe(ps, "/readyz") == Some(200)
     });
+}
+
+/// Issue 13's in-sync replica set: a SYNC_MASTER acknowledges only what *every* member
+/// holds. A member that stops receiving (black-holed) holds sends back
+/// (FLUSH_SLAVE_TIMEOUT, never SUCCESS without it) until it leaves the set after
+/// `haMaxTimeSlaveNotCatchup`; then the other member alone acknowledges; healed, it
+/// rejoins. Under `syncStateSetByController` it leaves only when the controller confirms.
+#[test]
+fn sync_master_acknowledges_only_what_every_in_sync_slave_holds() {
+    for by_controller in [false, true] {
+        let rt = rt();
+        let ns = namesrv();
+        let c = Client::new(&ns.addr);
+        let root = tempfile::tempdir().unwrap();
+        let m = master(
+            &ns.addr,
+            &root.path().join("m"),
+            "SYNC_MASTER",
+            &[
+                "syncFlushTimeout=500",
+                "haMaxTimeSlaveNotCatchup=2000",
+                &format!("syncStateSetByController={by_controller}"),
+            ],
+        );
+        create_topic(&rt, &c, "ISR", 1);
+        let ha = m.ha_addr.clone().unwrap();
+        let proxy = FaultProxy::start(&rt, ha.clone());
+        let near = slave(&ns.addr, &root.path().join("a"), 1, 1, &ha);
+        let far = slave(
+            &ns.addr,
+            &root.path().join("b"),
+            2,
+            1,
+            &format!("127.0.0.1:{}", proxy.port),
+        );
+        wait_until("both slaves in sync", Duration::from_secs(20), || {
+            state(&rt, &c, &m.addr).in_sync.len() == 2
+        });
+        let send = |id: &str| match rt.block_on(c.send("ISR", &q(&m.addr, 0), &[msg(id, 256)])) {
+            Ok(r) => r.code,
+            Err(ClientError::Refused { code, .. }) => code,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(send("both"), response::SUCCESS);
+        proxy.set(BLACKHOLE);
+        // The black-holed member is still in the set: nothing is acknowledged without it.
+        assert_eq!(send("held"), response::FLUSH_SLAVE_TIMEOUT);
+        if by_controller {
+            // It stops catching up and is proposed to leave; sends wait for the
+            // controller meanwhile.
+            wait_until("the member is leaving", Duration::from_secs(10), || {
+                state(&rt, &c, &m.addr).in_sync_leaving == [far.addr.clone()]
+            });
+            assert_eq!(send("still-held"), response::FLUSH_SLAVE_TIMEOUT);
+            let st = state(&rt, &c, &m.addr);
+            // A confirmation naming an old set epoch is refused.
+            assert!(rt
+                .block_on(ferrocket::client::role::confirm_sync_state_set(
+                    &c.remoting,
+                    &m.addr,
+                    st.sync_set_epoch - 1,
+                    std::slice::from_ref(&near.addr),
+                    T,
+                ))
+                .is_err());
+            rt.block_on(ferrocket::client::role::confirm_sync_state_set(
+                &c.remoting,
+                &m.addr,
+                st.sync_set_epoch,
+                std::slice::from_ref(&near.addr),
+                T,
+            ))
+            .unwrap();
+        }
+        wait_until(
+            "the stalled member left the set",
+            Duration::from_secs(10),
+            || state(&rt, &c, &m.addr).in_sync == [near.addr.clone()],
+        );
+        assert_eq!(send("one-member"), response::SUCCESS);
+        // Heal: cut the black-holed connection (its byte stream lost frames) and let the
+        // slave reconnect.
+        proxy.set(CUT);
+        wait_until(
+            "the master drops the black-holed slave",
+            Duration::from_secs(30),
+            || state(&rt, &c, &m.addr).ha_connections == 1,
+        );
+        proxy.set(PASS);
+        wait_until("the member rejoined", Duration::from_secs(30), || {
+            state(&rt, &c, &m.addr).in_sync.len() == 2
+        });
+        assert_eq!(send("rejoined"), response::SUCCESS);
+        // Every acknowledged message is on both slaves once they converge.
+        converge(&rt, &c, &m, &far, "the healed member caught up");
+        let on_far = rt.block_on(consume_all(&c, &far.addr, "ISR", 1));
+        for id in ["both", "one-member", "rejoined"] {
+            assert!(
+                on_far.iter().any(|x| x == id),
+                "{id} missing on the healed member"
+            );
+        }
+    }
 }

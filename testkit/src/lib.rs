@@ -396,9 +396,14 @@ impl Replicas {
     pub fn wait_connected(&self, limit: Duration) {
         let want = self.slaves.len();
         let addr = self.master.addr.clone();
-        wait_until(&format!("{want} slaves connected to {addr}"), limit, || {
-            state(&addr).is_some_and(|s| s.ha_connections == want as u64)
-        });
+        wait_until(
+            &format!("{want} slaves connected to {addr} and in its in-sync set"),
+            limit,
+            || {
+                state(&addr)
+                    .is_some_and(|s| s.ha_connections == want as u64 && s.in_sync.len() == want)
+            },
+        );
     }
 }
 

@@ -172,6 +172,13 @@ impl Broker {
             format!("{}:{}", self.config.broker_ip1, self.config.ha_listen_port),
         );
         put("haSlaveAckOffset", self.ha.acked_offset().to_string());
+        let set = self.ha.sync_state_set();
+        let join = |s: &std::collections::BTreeSet<String>| {
+            s.iter().cloned().collect::<Vec<_>>().join(",")
+        };
+        put("inSyncSlaves", join(&set.members));
+        put("inSyncSlavesLeaving", join(&set.leaving));
+        put("syncStateSetEpoch", set.epoch.to_string());
         put("haSlaveLagBytes", self.ha.slave_lag().to_string());
         let tx = &self.transactions.counters;
         let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

@@ -202,6 +202,9 @@ pub struct BrokerConfig {
     /// `controlAccessKey` (ferrocket, default `ferrocket-operator`): the access key those
     /// signatures carry.
     pub control_access_key: String,
+    /// The in-sync replica set's rules: `allAckInSyncStateSet`, `minInSyncReplicas`,
+    /// `haMaxTimeSlaveNotCatchup`, `syncStateSetByController`.
+    pub sync_policy: crate::ha::SyncPolicy,
     /// `slaveReadEnable`: the master may point slow consumers at a slave.
     pub slave_read_enable: bool,
     /// `whichBrokerWhenConsumeSlowly` (1).
@@ -248,6 +251,7 @@ impl Default for BrokerConfig {
             ha_master_address: None,
             control_secret_file: None,
             control_access_key: crate::auth::DEFAULT_CONTROL_ACCESS_KEY.to_owned(),
+            sync_policy: crate::ha::SyncPolicy::default(),
             slave_read_enable: false,
             which_broker_when_consume_slowly: 1,
             access_message_in_memory_max_ratio: 40,
@@ -415,6 +419,13 @@ impl BrokerConfig {
                     c.control_secret_file = Some(v).filter(|v| !v.is_empty()).map(Into::into);
                 }
                 "controlAccessKey" => c.control_access_key.clone_from(v),
+                "allAckInSyncStateSet" => c.sync_policy.all_ack = boolean(key, v)?,
+                "minInSyncReplicas" => c.sync_policy.min_in_sync_replicas = num(key, v)?,
+                "haMaxTimeSlaveNotCatchup" => {
+                    c.sync_policy.max_time_not_catchup =
+                        std::time::Duration::from_millis(num(key, v)?);
+                }
+                "syncStateSetByController" => c.sync_policy.by_controller = boolean(key, v)?,
                 "rejectTransactionMessage" => c.reject_transaction_message = boolean(key, v)?,
                 "enablePropertyFilter" => c.enable_property_filter = boolean(key, v)?,
                 "filterSupportRetry" => c.filter_support_retry = boolean(key, v)?,
@@ -502,6 +513,22 @@ impl BrokerConfig {
             ("masterRole", self.master_role.name().to_owned()),
             ("roleEpoch", self.role_epoch.to_string()),
             ("slaveBrokerId", self.slave_broker_id.to_string()),
+            ("allAckInSyncStateSet", self.sync_policy.all_ack.to_string()),
+            (
+                "minInSyncReplicas",
+                self.sync_policy.min_in_sync_replicas.to_string(),
+            ),
+            (
+                "haMaxTimeSlaveNotCatchup",
+                self.sync_policy
+                    .max_time_not_catchup
+                    .as_millis()
+                    .to_string(),
+            ),
+            (
+                "syncStateSetByController",
+                self.sync_policy.by_controller.to_string(),
+            ),
             ("slaveReadEnable", self.slave_read_enable.to_string()),
             ("flushDiskType", flush.to_owned()),
             ("namesrvAddr", self.namesrv_addr.join(";")),

@@ -208,7 +208,11 @@ impl Broker {
         role.persist_current()?;
         role.start_master_epoch(store.max_phy_offset())?;
         role.set_started_at(store.max_phy_offset());
-        let ha = crate::ha::HaService::new(Arc::clone(&store), Arc::clone(&role));
+        let ha = crate::ha::HaService::with_policy(
+            Arc::clone(&store),
+            Arc::clone(&role),
+            config.sync_policy,
+        );
         Ok(Arc::new(Broker {
             role,
             ha,
@@ -265,6 +269,9 @@ impl Broker {
             async move {
                 loop {
                     b.request_beat.beat();
+                    if b.role.is_master() {
+                        b.ha.check_sync_state_set();
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -311,6 +318,7 @@ impl Broker {
             tokio::spawn(crate::ha::run_slave(
                 Arc::clone(&self.store),
                 Arc::clone(&self.role),
+                self.config.broker_addr(),
             )),
             tokio::spawn({
                 // A role change re-registers at once, so routes follow the new master.
@@ -457,6 +465,7 @@ impl Broker {
                 self.stats(&req)
             }
             ROLE_CHANGE => self.role_change(&req),
+            CONFIRM_SYNC_STATE_SET => self.confirm_sync_state_set(&req),
             CHECK_CLIENT_CONFIG => self.check_client_config(&req),
             END_TRANSACTION => self.end_transaction(&req).await,
             GET_TOPIC_CONFIG

@@ -38,6 +38,35 @@ impl Broker {
         }
     }
 
+    /// CONFIRM_SYNC_STATE_SET (signed like a role change): `epoch` and `members` (comma
+    /// separated) of the in-sync set the controller recorded.
+    pub(super) fn confirm_sync_state_set(&self, req: &RemotingCommand) -> RemotingCommand {
+        if let Err(refusal) = self.authorize_control(req, "in-sync set confirmation") {
+            return refusal;
+        }
+        let epoch: i64 = match req.ext_num("epoch") {
+            Ok(e) => e,
+            Err(e) => return fail(req, response::SYSTEM_ERROR, e),
+        };
+        if !self.role.is_master() {
+            return fail(req, response::SYSTEM_ERROR, "not a master");
+        }
+        let members: std::collections::BTreeSet<String> = req
+            .ext("members")
+            .unwrap_or("")
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect();
+        match self.ha.confirm_sync_state_set(epoch, &members) {
+            Ok(set) => ok(req).with_ext("epoch", set.epoch).with_ext(
+                "members",
+                set.members.into_iter().collect::<Vec<_>>().join(","),
+            ),
+            Err(e) => fail(req, response::SYSTEM_ERROR, e),
+        }
+    }
+
     /// Handles a role change (`ROLE_CHANGE`): `role=master|slave`, `epoch`, and for a
     /// slave `masterAddr` (optionally `masterHaAddr`, `brokerId`).
     pub(super) fn role_change(&self, req: &RemotingCommand) -> RemotingCommand {

@@ -37,6 +37,12 @@ pub struct BrokerState {
     pub follow_problem_kind: String,
     /// A master's highest offset acknowledged by a slave in its current term.
     pub ack_offset: u64,
+    /// A master's in-sync replica set: its member slaves' remoting addresses.
+    pub in_sync: Vec<String>,
+    /// Members that stopped catching up, waiting for the controller's confirmation.
+    pub in_sync_leaving: Vec<String>,
+    /// The in-sync set's epoch.
+    pub sync_set_epoch: i64,
 }
 
 impl BrokerState {
@@ -114,7 +120,43 @@ pub async fn broker_state(
         follow_problem: s("haFollowProblem"),
         follow_problem_kind: s("haFollowProblemKind"),
         ack_offset: n("haSlaveAckOffset"),
+        in_sync: list(t["inSyncSlaves"].as_str()),
+        in_sync_leaving: list(t["inSyncSlavesLeaving"].as_str()),
+        sync_set_epoch: t["syncStateSetEpoch"]
+            .as_str()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0),
     })
+}
+
+fn list(v: Option<&str>) -> Vec<String> {
+    v.unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The controller confirms the in-sync set it recorded (`members` at `epoch`) on the
+/// master `addr` (CONFIRM_SYNC_STATE_SET, signed like a role change).
+///
+/// # Errors
+/// Transport failures and refusals (the set moved on: look again).
+pub async fn confirm_sync_state_set(
+    remoting: &RemotingClient,
+    addr: &str,
+    epoch: i64,
+    members: &[String],
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let cmd = RemotingCommand::request(request::CONFIRM_SYNC_STATE_SET)
+        .with_ext("epoch", epoch)
+        .with_ext("members", members.join(","));
+    let r = remoting.invoke(addr, cmd, timeout).await?;
+    if r.code != response::SUCCESS {
+        return Err(super::refused(&format!("in-sync set of {addr}"), &r));
+    }
+    Ok(())
 }
 
 /// Sends a role change to `addr` at `epoch`. Returns the broker's role afterwards, as

@@ -2,10 +2,11 @@
 //! bytes to each, and tracks the largest offset a slave acknowledged (what a SYNC_MASTER
 //! send waits for).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -13,9 +14,10 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
 use super::role::RoleCell;
-use super::wire::{self, Hello, HELLO_REQUEST, TRANSFER_BATCH};
+use super::wire::{self, Hello, HELLO_REQUEST, HELLO_WITH_ID, TRANSFER_BATCH};
 use super::{HOUSEKEEPING, MAX_GAP_NOT_IN_SYNC};
 use crate::store::MessageStore;
+use crate::sync::lock;
 
 /// Frames sent per wake-up before re-checking for new data.
 const FRAMES_PER_ROUND: usize = 32;
@@ -42,30 +44,220 @@ pub enum SyncError {
     Timeout,
 }
 
+/// How SYNC_MASTER acknowledgements use the in-sync replica set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPolicy {
+    /// `allAckInSyncStateSet` (ferrocket default **true**; RocketMQ's is false): a send is
+    /// acknowledged once *every* slave of the in-sync set holds it, so any member can be
+    /// promoted without losing it. False: once any one slave holds it (RocketMQ 4.x).
+    pub all_ack: bool,
+    /// `minInSyncReplicas` (1, counting the master): fewer in-sync replicas than this
+    /// answer SLAVE_NOT_AVAILABLE. A SYNC_MASTER always needs at least one slave.
+    pub min_in_sync_replicas: usize,
+    /// `haMaxTimeSlaveNotCatchup` (15 s): a member that has not caught up with the
+    /// master for this long leaves the set.
+    pub max_time_not_catchup: Duration,
+    /// `syncStateSetByController` (ferrocket, false): a member leaves the set only when
+    /// the controller (the operator) confirms it, after recording the smaller set
+    /// (ALTER_SYNC_STATE_SET); until then sends wait for it. Expansion needs no one.
+    pub by_controller: bool,
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        SyncPolicy {
+            all_ack: true,
+            min_in_sync_replicas: 1,
+            max_time_not_catchup: Duration::from_secs(15),
+            by_controller: false,
+        }
+    }
+}
+
+/// One slave's progress, by its identity (remoting address; the peer address for a
+/// slave that does not say who it is).
+#[derive(Debug, Clone)]
+struct Progress {
+    acked: u64,
+    /// The master's end at the previous report: reaching it is "caught up".
+    target: u64,
+    caught_up_at: Instant,
+    connections: usize,
+}
+
+/// The in-sync replica set (RocketMQ 5's `SyncStateSet`): the slaves that hold every
+/// acknowledged message and caught up recently, with an epoch that moves on every change.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncStateSet {
+    /// Member slaves (identities).
+    pub members: BTreeSet<String>,
+    /// Moves on every change; a controller's confirmation names the epoch it saw.
+    pub epoch: i64,
+    /// Members that stopped catching up, waiting for the controller to confirm their
+    /// removal (only with `syncStateSetByController`).
+    pub leaving: BTreeSet<String>,
+}
+
 /// The master side: accepts slaves, streams, and tracks what they acknowledged.
 #[derive(Debug)]
 pub struct HaService {
     store: Arc<MessageStore>,
     role: Arc<RoleCell>,
+    /// The largest offset any slave acknowledged.
     acked: watch::Sender<u64>,
+    /// What SYNC_MASTER sends wait for: the smallest acknowledgement among the in-sync
+    /// set (`allAckInSyncStateSet`), or the largest of any slave.
+    committed: watch::Sender<u64>,
     slaves: AtomicUsize,
     new_data: Notify,
     conn_ids: AtomicU64,
+    policy: SyncPolicy,
+    progress: Mutex<HashMap<String, Progress>>,
+    sync: Mutex<SyncStateSet>,
 }
 
 impl HaService {
     /// A service over `store`.
     #[must_use]
     pub fn new(store: Arc<MessageStore>, role: Arc<RoleCell>) -> Arc<Self> {
+        Self::with_policy(store, role, SyncPolicy::default())
+    }
+
+    /// A service over `store` acknowledging by `policy`.
+    #[must_use]
+    pub fn with_policy(
+        store: Arc<MessageStore>,
+        role: Arc<RoleCell>,
+        policy: SyncPolicy,
+    ) -> Arc<Self> {
         let (acked, _) = watch::channel(0);
+        let (committed, _) = watch::channel(0);
         Arc::new(HaService {
             store,
             role,
             acked,
+            committed,
             slaves: AtomicUsize::new(0),
             new_data: Notify::new(),
             conn_ids: AtomicU64::new(0),
+            policy,
+            progress: Mutex::new(HashMap::new()),
+            sync: Mutex::new(SyncStateSet::default()),
         })
+    }
+
+    /// The in-sync replica set.
+    #[must_use]
+    pub fn sync_state_set(&self) -> SyncStateSet {
+        lock(&self.sync).clone()
+    }
+
+    /// The controller confirms the set it recorded (`members` at `epoch`): members that
+    /// were leaving and are not in `members` leave. Returns the set afterwards.
+    ///
+    /// # Errors
+    /// The set moved on since `epoch` (the controller must look again).
+    pub fn confirm_sync_state_set(
+        &self,
+        epoch: i64,
+        members: &BTreeSet<String>,
+    ) -> Result<SyncStateSet, String> {
+        let mut s = lock(&self.sync);
+        if s.epoch != epoch {
+            return Err(format!(
+                "the in-sync set is at epoch {}, not {epoch}; look again",
+                s.epoch
+            ));
+        }
+        let gone: Vec<String> = s
+            .leaving
+            .iter()
+            .filter(|m| !members.contains(*m))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            for m in &gone {
+                s.members.remove(m);
+                s.leaving.remove(m);
+            }
+            s.epoch += 1;
+            info!(
+                ?gone,
+                epoch = s.epoch,
+                "in-sync set shrunk (confirmed by the controller)"
+            );
+        }
+        let out = s.clone();
+        drop(s);
+        self.recompute();
+        Ok(out)
+    }
+
+    /// Drops members that have not caught up for `haMaxTimeSlaveNotCatchup` (or marks
+    /// them leaving, under a controller). Called every second while master.
+    pub fn check_sync_state_set(&self) {
+        let now = Instant::now();
+        let stale: Vec<String> = {
+            let p = lock(&self.progress);
+            let s = lock(&self.sync);
+            s.members
+                .iter()
+                .filter(|m| {
+                    p.get(*m).is_none_or(|x| {
+                        now.saturating_duration_since(x.caught_up_at)
+                            > self.policy.max_time_not_catchup
+                    })
+                })
+                .cloned()
+                .collect()
+        };
+        if stale.is_empty() {
+            let mut s = lock(&self.sync);
+            // A leaving member that caught up again stays.
+            if !s.leaving.is_empty() {
+                s.leaving.clear();
+            }
+            return;
+        }
+        let mut s = lock(&self.sync);
+        if self.policy.by_controller {
+            let before = s.leaving.len();
+            s.leaving = stale.into_iter().collect();
+            if s.leaving.len() != before {
+                warn!(leaving = ?s.leaving, "in-sync members stopped catching up; waiting for the controller to confirm their removal");
+            }
+            return;
+        }
+        for m in &stale {
+            s.members.remove(m);
+        }
+        s.epoch += 1;
+        warn!(gone = ?stale, epoch = s.epoch, "in-sync members stopped catching up; removed");
+        drop(s);
+        self.recompute();
+    }
+
+    /// Recomputes what SYNC_MASTER sends wait for.
+    fn recompute(&self) {
+        let c = if self.policy.all_ack {
+            let p = lock(&self.progress);
+            let s = lock(&self.sync);
+            s.members
+                .iter()
+                .map(|m| p.get(m).map_or(0, |x| x.acked))
+                .min()
+                .unwrap_or(0)
+        } else {
+            self.acked_offset()
+        };
+        self.committed.send_if_modified(|v| {
+            if *v != c {
+                *v = c;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Wakes the streaming connections (called after an append).
@@ -101,11 +293,21 @@ impl HaService {
     /// # Errors
     /// [`SyncError::SlaveNotAvailable`] without an in-sync slave, [`SyncError::Timeout`].
     pub async fn wait_for_slave(&self, offset: u64, timeout: Duration) -> Result<(), SyncError> {
-        let mut rx = self.acked.subscribe();
+        if self.policy.all_ack {
+            let members = lock(&self.sync).members.len();
+            // The master counts as one replica; a SYNC_MASTER always needs a slave.
+            if members == 0 || members + 1 < self.policy.min_in_sync_replicas {
+                return Err(SyncError::SlaveNotAvailable);
+            }
+        }
+        let mut rx = self.committed.subscribe();
         if *rx.borrow() >= offset {
             return Ok(());
         }
-        if self.slave_count() == 0 || offset.saturating_sub(*rx.borrow()) > MAX_GAP_NOT_IN_SYNC {
+        if !self.policy.all_ack
+            && (self.slave_count() == 0
+                || offset.saturating_sub(*rx.borrow()) > MAX_GAP_NOT_IN_SYNC)
+        {
             return Err(SyncError::SlaveNotAvailable);
         }
         let reached = tokio::time::timeout(timeout, async {
@@ -122,9 +324,17 @@ impl HaService {
     /// term say nothing about a log that may since have been truncated.
     pub fn reset_acked(&self) {
         self.acked.send_replace(0);
+        lock(&self.progress).clear();
+        {
+            let mut s = lock(&self.sync);
+            s.members.clear();
+            s.leaving.clear();
+            s.epoch += 1;
+        }
+        self.committed.send_replace(0);
     }
 
-    fn report(&self, offset: u64) {
+    fn report(&self, who: &str, offset: u64) {
         self.acked.send_if_modified(|a| {
             if offset > *a {
                 *a = offset;
@@ -134,6 +344,72 @@ impl HaService {
             }
         });
         self.store.set_confirm_offset(self.acked_offset());
+        let end = self.store.max_phy_offset();
+        let caught_up = {
+            let mut p = lock(&self.progress);
+            let now = Instant::now();
+            let x = p.entry(who.to_owned()).or_insert(Progress {
+                acked: 0,
+                target: end,
+                caught_up_at: now - self.policy.max_time_not_catchup - Duration::from_secs(1),
+                connections: 0,
+            });
+            x.acked = x.acked.max(offset);
+            let reached = x.acked >= x.target;
+            if reached {
+                x.caught_up_at = now;
+            }
+            x.target = end;
+            reached
+        };
+        if caught_up {
+            let committed = *self.committed.borrow();
+            let mut s = lock(&self.sync);
+            // A new member must hold everything acknowledged so far.
+            if !s.members.contains(who) && offset >= committed {
+                s.members.insert(who.to_owned());
+                s.epoch += 1;
+                info!(slave = %who, epoch = s.epoch, "slave joined the in-sync set");
+            }
+            s.leaving.remove(who);
+        }
+        self.recompute();
+    }
+
+    fn connected(&self, who: &str, delta: isize) {
+        let mut p = lock(&self.progress);
+        if let Some(x) = p.get_mut(who) {
+            x.connections = x.connections.saturating_add_signed(delta);
+            if x.connections == 0 {
+                // Gone: it receives nothing now, so it cannot stay in sync.
+                x.caught_up_at =
+                    Instant::now() - self.policy.max_time_not_catchup - Duration::from_secs(1);
+                drop(p);
+                self.check_sync_state_set();
+            }
+        } else if delta > 0 {
+            let now = Instant::now();
+            p.insert(
+                who.to_owned(),
+                Progress {
+                    acked: 0,
+                    target: self.store.max_phy_offset(),
+                    caught_up_at: now - self.policy.max_time_not_catchup - Duration::from_secs(1),
+                    connections: 1,
+                },
+            );
+        }
+    }
+
+    /// Each member's acknowledged offset (runtime info).
+    #[must_use]
+    pub fn member_progress(&self) -> BTreeMap<String, u64> {
+        let p = lock(&self.progress);
+        lock(&self.sync)
+            .members
+            .iter()
+            .map(|m| (m.clone(), p.get(m).map_or(0, |x| x.acked)))
+            .collect()
     }
 
     /// Accepts slaves on `listener` until `shutdown` resolves; then closes the listener
@@ -164,7 +440,7 @@ impl HaService {
                 }
                 ha.slaves.fetch_add(1, Ordering::AcqRel);
                 info!(%peer, id, "slave connected");
-                let r = ha.clone().stream_to(stream).await;
+                let r = ha.clone().stream_to(stream, peer.to_string()).await;
                 ha.slaves.fetch_sub(1, Ordering::AcqRel);
                 info!(%peer, id, reason = %r.err().map_or_else(|| "closed".to_string(), |e| e.to_string()), "slave disconnected");
             });
@@ -175,11 +451,21 @@ impl HaService {
         debug!("HA listener closed");
     }
 
-    async fn stream_to(self: Arc<Self>, stream: TcpStream) -> std::io::Result<()> {
+    async fn stream_to(self: Arc<Self>, stream: TcpStream, peer: String) -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let st = self.role.get();
         let mut first = read_offset(&mut rd).await?;
+        // Who this slave is: its remoting address when it says so, else the connection.
+        let mut who = peer;
+        if first == HELLO_WITH_ID {
+            let id = tokio::time::timeout(HOUSEKEEPING, wire::read_identity(&mut rd))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no identity"))??;
+            who = id.addr;
+            first = HELLO_REQUEST;
+        }
+        let guard = ConnectedGuard::new(Arc::clone(&self), who.clone());
         if first == HELLO_REQUEST {
             let hello = Hello {
                 epoch: st.epoch,
@@ -225,7 +511,7 @@ impl HaService {
                 format!("slave reports {start}, past the master's end"),
             ));
         }
-        self.report(reported);
+        self.report(&who, reported);
         // What this connection has streamed: a report past it is not believed, so a
         // confused or hostile peer cannot acknowledge SYNC_MASTER sends it never got.
         let sent = Arc::new(AtomicU64::new(start));
@@ -235,6 +521,7 @@ impl HaService {
             let ha = Arc::clone(&self);
             let sent = Arc::clone(&sent);
             let epoch = st.epoch;
+            let who = who.clone();
             tokio::spawn(async move {
                 while let Ok(reported) = read_offset(&mut rd).await {
                     let off = u64::try_from(reported).unwrap_or(0);
@@ -250,7 +537,7 @@ impl HaService {
                         );
                         break;
                     }
-                    ha.report(off);
+                    ha.report(&who, off);
                 }
                 let _ = stop_tx.send(true);
             })
@@ -309,6 +596,26 @@ impl HaService {
             }
         };
         reader.abort();
+        drop(guard);
         result
+    }
+}
+
+/// Counts a slave's open connections while it streams.
+struct ConnectedGuard {
+    ha: Arc<HaService>,
+    who: String,
+}
+
+impl ConnectedGuard {
+    fn new(ha: Arc<HaService>, who: String) -> Self {
+        ha.connected(&who, 1);
+        ConnectedGuard { ha, who }
+    }
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        self.ha.connected(&self.who, -1);
     }
 }

@@ -150,6 +150,12 @@ pub enum SlaveError {
     /// The epoch file failed.
     #[error(transparent)]
     Epoch(#[from] epoch::EpochError),
+    /// The master closed the connection on the identity frame (an older ferrocket).
+    #[error("the master closed the connection on the slave's identity")]
+    NoHelloForIdentity,
+    /// A frame could not be encoded.
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
     /// This broker's role changed.
     #[error("role changed")]
     RoleChanged,
@@ -179,8 +185,11 @@ async fn truncate_store(store: &Arc<MessageStore>, at: u64) -> Result<(), SlaveE
 }
 
 /// The slave side: follows the master named in the role, forever.
-pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>) {
+pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>, me: String) {
     let mut changes = role.subscribe();
+    // Masters that closed the connection on our identity (a ferrocket from before it):
+    // they get the plain hello.
+    let mut legacy: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         let st = role.get();
         let target = (!st.is_master())
@@ -190,7 +199,11 @@ pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>) {
             let _ = changes.changed().await;
             continue;
         };
-        let session = follow(&store, &role, &addr, st.epoch);
+        let identity = (!legacy.contains(&addr)).then(|| wire::SlaveIdentity {
+            addr: me.clone(),
+            broker_id: st.broker_id,
+        });
+        let session = follow(&store, &role, &addr, st.epoch, identity.as_ref());
         let outcome = tokio::select! {
             r = session => r,
             _ = changes.changed() => Err(SlaveError::RoleChanged),
@@ -198,6 +211,11 @@ pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>) {
         let pause = match outcome {
             Ok(()) => Duration::from_millis(500),
             Err(SlaveError::RoleChanged) => continue,
+            Err(SlaveError::NoHelloForIdentity) => {
+                info!(master = %addr, "master does not take the slave's identity; using the plain hello");
+                legacy.insert(addr.clone());
+                continue;
+            }
             Err(e) => match e.follow_problem_kind() {
                 // Not fixed by retrying at once: retry slowly, so the log is not flooded.
                 Some(kind) => {
@@ -223,6 +241,7 @@ async fn follow(
     role: &Arc<RoleCell>,
     addr: &str,
     my_epoch: i64,
+    identity: Option<&wire::SlaveIdentity>,
 ) -> Result<(), SlaveError> {
     if let Some(at) = role.take_rejoin_at() {
         if at < store.max_phy_offset() {
@@ -240,11 +259,26 @@ async fn follow(
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut rd = tokio::io::BufReader::with_capacity(1 << 20, rd);
-    wr.write_all(&HELLO_REQUEST.to_be_bytes()).await?;
+    match identity {
+        Some(id) => wr.write_all(&wire::encode_identity(id)?).await?,
+        None => wr.write_all(&HELLO_REQUEST.to_be_bytes()).await?,
+    }
     let hello = tokio::time::timeout(HOUSEKEEPING, wire::read_hello(&mut rd))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello"))?
-        .map_err(|e| SlaveError::Protocol(format!("hello: {e}")))?;
+        .map_err(|e| {
+            // A master that does not know the identity frame closes the connection.
+            if identity.is_some()
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                )
+            {
+                SlaveError::NoHelloForIdentity
+            } else {
+                SlaveError::Protocol(format!("hello: {e}"))
+            }
+        })?;
     let local = LocalLog {
         role_epoch: my_epoch,
         last_epoch: role.last_epoch(),
@@ -516,6 +550,17 @@ mod tests {
         let len = rec.len() as u64;
         // A one-connection master: hello, then the record, then silence.
         let master = async move {
+            // The slave says who it is first. This master closes the connection on it,
+            // as a ferrocket from before the identity does: the slave comes back with
+            // the plain hello.
+            let (mut s, _) = listener.accept().await.unwrap();
+            assert_eq!(
+                wire::read_offset(&mut s).await.unwrap(),
+                wire::HELLO_WITH_ID
+            );
+            let id = wire::read_identity(&mut s).await.unwrap();
+            assert_eq!((id.addr.as_str(), id.broker_id), ("127.0.0.1:1", 1));
+            drop(s);
             let (mut s, _) = listener.accept().await.unwrap();
             assert_eq!(wire::read_offset(&mut s).await.unwrap(), HELLO_REQUEST);
             let h = hello(1, &[EpochEntry::new(1, 0)], len, 0);
@@ -532,7 +577,7 @@ mod tests {
                 }
             }
         };
-        let slave = run_slave(Arc::clone(&store), Arc::clone(&role));
+        let slave = run_slave(Arc::clone(&store), Arc::clone(&role), "127.0.0.1:1".into());
         let acked = tokio::time::timeout(Duration::from_secs(20), async {
             tokio::select! {
                 s = master => s,

@@ -3,6 +3,8 @@
 //! ```text
 //! slave → master   [offset:8]                      the slave's CommitLog max offset (i64 BE),
 //!                                                  or −1 (HELLO_REQUEST) as the first report
+//!                  [−2:8][size:4][json:size]       or −2 (HELLO_WITH_ID) and who it is:
+//!                  {"addr":"ip:port","brokerId":N}  (then the hello, as after −1)
 //! master → slave   [offset:8][size:4][bytes:size]  CommitLog bytes starting at `offset`
 //!                  [offset:8][0:4]                 heartbeat (size 0)
 //!                  [−1:8][size:4][json:size]       hello (only after a HELLO_REQUEST):
@@ -22,6 +24,58 @@ use super::epoch::EpochEntry;
 pub const TRANSFER_BATCH: usize = 32 * 1024;
 /// A ferrocket slave's first 8 bytes: "send me the hello first".
 pub const HELLO_REQUEST: i64 = -1;
+/// A ferrocket slave's first 8 bytes when it says who it is (its remoting address and
+/// id follow), so the master can keep an in-sync replica set by broker.
+pub const HELLO_WITH_ID: i64 = -2;
+/// Largest slave identity accepted.
+pub const MAX_IDENTITY: usize = 4096;
+
+/// Who a slave is (after [`HELLO_WITH_ID`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlaveIdentity {
+    /// Its remoting address (`brokerIP1:listenPort`).
+    pub addr: String,
+    /// Its brokerId.
+    pub broker_id: i64,
+}
+
+/// The identity announcement: `[−2:8][size:4][json]`.
+///
+/// # Errors
+/// An identity too large.
+pub fn encode_identity(id: &SlaveIdentity) -> Result<Vec<u8>, WireError> {
+    let body = serde_json::to_vec(id).map_err(|e| WireError::BadHello(e.to_string()))?;
+    if body.len() > MAX_IDENTITY {
+        return Err(WireError::BadHello(format!(
+            "identity of {} bytes",
+            body.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(FRAME_HEAD + body.len());
+    out.extend_from_slice(&encode_frame_head(HELLO_WITH_ID, body.len()));
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads the identity's size and body, after its 8-byte `−2` was read.
+///
+/// # Errors
+/// I/O errors; a size above [`MAX_IDENTITY`] or a body that is not an identity as
+/// `InvalidData`.
+pub async fn read_identity(rd: &mut (impl AsyncRead + Unpin)) -> std::io::Result<SlaveIdentity> {
+    let mut size = [0u8; 4];
+    rd.read_exact(&mut size).await?;
+    let size = i32::from_be_bytes(size);
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|s| *s <= MAX_IDENTITY)
+        .ok_or_else(|| WireError::BadHello(format!("identity of {size} bytes")))?;
+    let mut body = vec![0u8; size];
+    rd.read_exact(&mut body).await?;
+    Ok(serde_json::from_slice(&body).map_err(|e| WireError::BadHello(e.to_string()))?)
+}
+
 /// Largest hello body accepted.
 pub const MAX_HELLO: usize = 1 << 20;
 /// Largest data frame a slave accepts.
@@ -209,6 +263,37 @@ pub async fn read_hello(rd: &mut (impl AsyncRead + Unpin)) -> std::io::Result<He
     let mut body = vec![0u8; head.size];
     rd.read_exact(&mut body).await?;
     Ok(decode_hello(head, &body)?)
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_identity_round_trips_and_bad_ones_are_refused() {
+        let id = SlaveIdentity {
+            addr: "10.0.0.2:10911".into(),
+            broker_id: 2,
+        };
+        let bytes = encode_identity(&id).expect("encode");
+        assert_eq!(decode_offset(&bytes), Ok(HELLO_WITH_ID));
+        let mut rd = &bytes[8..];
+        assert_eq!(read_identity(&mut rd).await.expect("decode"), id);
+        // Every strict prefix is an error, never a panic.
+        for cut in 8..bytes.len() {
+            let mut rd = &bytes[8..cut];
+            assert!(read_identity(&mut rd).await.is_err(), "prefix {cut}");
+        }
+        let mut huge = Vec::from((MAX_IDENTITY as i32 + 1).to_be_bytes());
+        huge.extend_from_slice(b"{}");
+        assert!(read_identity(&mut huge.as_slice()).await.is_err());
+        let mut neg = Vec::from((-5i32).to_be_bytes());
+        neg.extend_from_slice(b"{}");
+        assert!(read_identity(&mut neg.as_slice()).await.is_err());
+        let mut junk = Vec::from(3i32.to_be_bytes());
+        junk.extend_from_slice(b"abc");
+        assert!(read_identity(&mut junk.as_slice()).await.is_err());
+    }
 }
 
 #[cfg(test)]

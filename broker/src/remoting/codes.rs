@@ -73,6 +73,9 @@ pub mod request {
     /// ferrocket: change a running broker's role (`role`, `epoch`, `masterAddr`).
     /// Outside RocketMQ's code range.
     pub const ROLE_CHANGE: i32 = 60001;
+    /// ferrocket: the controller (operator) confirms the in-sync replica set it recorded
+    /// (`epoch`, `members`), letting members that stopped catching up leave it.
+    pub const CONFIRM_SYNC_STATE_SET: i32 = 60002;
 }
 
 /// Response codes.
