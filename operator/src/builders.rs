@@ -60,6 +60,7 @@ pub const RESERVED_BROKER_KEYS: &[&str] = &[
     "enableDLegerCommitLog",
     "controlSecretFile",
     "controlAccessKey",
+    "syncStateSetByController",
 ];
 
 /// Operator-wide settings the builders need.
@@ -664,6 +665,8 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
         ("haListenPort", HA_PORT.to_string()),
         ("storePathRootDir", format!("{STORE_MOUNT}/store")),
         ("metricsPort", s.metrics_port.to_string()),
+        // The operator is the controller: in-sync members leave only once it recorded it.
+        ("syncStateSetByController", "true".to_string()),
     ] {
         out.push_str(&format!("{k}={v}\n"));
     }

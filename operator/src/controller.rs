@@ -620,6 +620,50 @@ pub async fn reconcile_broker_group(
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let admin = ctx.admin_for(bg.as_ref());
+    // The master's in-sync replica set, recorded as pods. A member that stopped catching
+    // up leaves only once the smaller set is recorded here: the status first
+    // (resourceVersion-checked), then the master is told.
+    let mut in_sync_now = (
+        previous.sync_state_set.clone(),
+        previous.sync_state_set_epoch,
+    );
+    if let Some((maddr, mv)) = members
+        .iter()
+        .find(|m| m.pod == roles.master && m.ready)
+        .and_then(|m| Some((m.addr.clone()?, m.broker.clone()?)))
+        .filter(|(_, v)| v.is_master && v.epoch == roles.epoch)
+    {
+        let pods = |addrs: &[String]| -> Vec<String> {
+            let mut p: Vec<String> = members
+                .iter()
+                .filter(|m| m.addr.as_ref().is_some_and(|a| addrs.contains(a)))
+                .map(|m| m.pod.clone())
+                .collect();
+            p.sort();
+            p
+        };
+        if !mv.in_sync_leaving.is_empty() {
+            let keep: Vec<String> = mv
+                .in_sync
+                .iter()
+                .filter(|a| !mv.in_sync_leaving.contains(a))
+                .cloned()
+                .collect();
+            let mut status = previous.clone();
+            status.sync_state_set = Some(pods(&keep));
+            status.sync_state_set_epoch = mv.sync_set_epoch;
+            warn!(leaving = ?mv.in_sync_leaving, keep = ?keep, "in-sync members stopped catching up; recording the smaller set");
+            replace_status_if_current(&ctx.client, bg.as_ref(), status).await?;
+            if let Err(e) = admin
+                .confirm_sync_state_set(&maddr, mv.sync_set_epoch, &keep)
+                .await
+            {
+                warn!(error = %e, "in-sync set confirmation failed; will retry");
+            }
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        in_sync_now = (Some(pods(&mv.in_sync)), mv.sync_set_epoch);
+    }
     let observed = Observed {
         master: roles.master.clone(),
         epoch: roles.epoch,
@@ -642,6 +686,8 @@ pub async fn reconcile_broker_group(
             .last_failover_time
             .as_deref()
             .and_then(|t| t.parse::<Timestamp>().ok()),
+        in_sync: previous.sync_state_set.clone(),
+        allow_unclean: bg.spec.failover.allow_unclean,
     };
     let mut action = Action::requeue(RESYNC);
     let mut no_candidate = None;
@@ -657,7 +703,17 @@ pub async fn reconcile_broker_group(
             step_down,
             followers,
             reason,
+            unclean,
         } => {
+            if unclean {
+                ctx.event(
+                    bg.as_ref(),
+                    EventType::Warning,
+                    "UncleanFailover",
+                    format!("{new_master} is not in the last recorded in-sync set; messages acknowledged only by its members may be lost: {reason}"),
+                )
+                .await;
+            }
             let promotion = Promotion {
                 new_master: &new_master,
                 addr: &addr,
@@ -675,7 +731,12 @@ pub async fn reconcile_broker_group(
         }
         Decision::NoCandidate { reason } => {
             warn!(%reason, "cannot fail over");
-            no_candidate = Some(reason);
+            no_candidate = Some(("NoReadySlave", reason));
+            action = Action::requeue(Duration::from_secs(2));
+        }
+        Decision::NoInSyncReplica { reason } => {
+            warn!(%reason, "cannot fail over safely");
+            no_candidate = Some(("NoInSyncReplica", reason));
             action = Action::requeue(Duration::from_secs(2));
         }
         Decision::Correct {
@@ -738,7 +799,7 @@ pub async fn reconcile_broker_group(
         })
         .collect();
     let degraded = match &no_candidate {
-        Some(reason) => Some(("NoReadySlave", reason.clone())),
+        Some((kind, reason)) => Some((*kind, reason.clone())),
         None if !stuck.is_empty() => Some(("SlaveCannotFollow", stuck.join("; "))),
         None => apply_error.as_ref().map(|e| {
             (
@@ -849,6 +910,8 @@ pub async fn reconcile_broker_group(
         conditions: conds,
         observed_generation: generation,
         last_failover_time: previous.last_failover_time.clone(),
+        sync_state_set: in_sync_now.0,
+        sync_state_set_epoch: in_sync_now.1,
     };
     if status != previous {
         // The roles in it (master, epoch) are the ones read: written back only when
@@ -1021,6 +1084,12 @@ async fn record_roles(
     moved: bool,
 ) -> Result<BrokerGroup, Error> {
     let mut status = bg.status.clone().unwrap_or_default();
+    if status.epoch != roles.epoch {
+        // A new epoch starts a new in-sync set on the master: nobody is a member until
+        // the master reports it.
+        status.sync_state_set = Some(Vec::new());
+        status.sync_state_set_epoch = 0;
+    }
     status.master = Some(roles.master.clone());
     status.epoch = roles.epoch;
     if moved {

@@ -199,6 +199,11 @@ pub struct Failover {
     #[serde(default = "default_grace")]
     #[schemars(range(min = 1, max = 3600))]
     pub unready_grace_seconds: i32,
+    /// Promote a ready slave outside the last recorded in-sync replica set when no member
+    /// is ready (it may lack acknowledged messages; an Event says so). Default false: the
+    /// group waits, `Degraded` with reason `NoInSyncReplica`.
+    #[serde(default)]
+    pub allow_unclean: bool,
 }
 
 impl Default for Failover {
@@ -206,6 +211,7 @@ impl Default for Failover {
         Failover {
             enabled: true,
             unready_grace_seconds: default_grace(),
+            allow_unclean: false,
         }
     }
 }
@@ -348,6 +354,14 @@ pub struct BrokerGroupStatus {
     /// When the last failover happened (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover_time: Option<String>,
+    /// The master's in-sync replica set as last recorded (slave pods that hold every
+    /// acknowledged message): a failover promotes only one of them. Absent: never
+    /// reported (any ready slave may be promoted); empty: none yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_state_set: Option<Vec<String>>,
+    /// The master's epoch of that set.
+    #[serde(default)]
+    pub sync_state_set_epoch: i64,
 }
 
 #[cfg(test)]

@@ -31,6 +31,12 @@ pub struct BrokerView {
     /// It is a slave ahead of its master in the same epoch: the master lost data this
     /// slave holds (`haFollowProblemKind=masterBehind`).
     pub master_behind: bool,
+    /// A master's in-sync replica set (slave remoting addresses).
+    pub in_sync: Vec<String>,
+    /// Members that stopped catching up, waiting for the operator to confirm.
+    pub in_sync_leaving: Vec<String>,
+    /// The set's epoch.
+    pub sync_set_epoch: i64,
 }
 
 /// One pod of the group as observed.
@@ -68,6 +74,10 @@ pub struct Observed {
     pub preferred: Vec<String>,
     /// When the master role last moved (failover or switchover).
     pub last_move: Option<Timestamp>,
+    /// The in-sync replica set last recorded (pods); `None`: never reported.
+    pub in_sync: Option<Vec<String>>,
+    /// `failover.allowUnclean`.
+    pub allow_unclean: bool,
 }
 
 /// The least time between two planned switchovers, so a preference the group cannot
@@ -118,11 +128,21 @@ pub enum Decision {
         followers: Vec<(String, i64)>,
         /// Why (for the Event).
         reason: String,
+        /// The new master is outside the recorded in-sync set (`allowUnclean`): it may
+        /// lack acknowledged messages.
+        unclean: bool,
     },
     /// A planned switchover from a healthy master to a preferred, in-sync slave.
     Switchover(SwitchoverPlan),
     /// The master is gone past its grace, but no ready slave answers.
     NoCandidate {
+        /// Why.
+        reason: String,
+    },
+    /// The master is gone past its grace; ready slaves answer, but none is in the last
+    /// recorded in-sync set (and `allowUnclean` is off): promoting one could lose
+    /// acknowledged messages, so the group waits for a member to come back.
+    NoInSyncReplica {
         /// Why.
         reason: String,
     },
@@ -204,17 +224,41 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
         {
             return Decision::Steady;
         }
-        let best = o
-            .members
-            .iter()
-            .filter(|m| m.pod != o.master && m.ready)
-            .filter_map(|m| Some((m, m.addr.as_ref()?, m.broker.as_ref()?)))
-            .max_by(|a, b| {
-                a.2.confirm_offset
-                    .cmp(&b.2.confirm_offset)
-                    // Ties: the lowest ordinal, for a stable choice.
-                    .then_with(|| b.0.slave_id.cmp(&a.0.slave_id))
-            });
+        let ready = || {
+            o.members
+                .iter()
+                .filter(|m| m.pod != o.master && m.ready)
+                .filter_map(|m| Some((m, m.addr.as_ref()?, m.broker.as_ref()?)))
+        };
+        let mut unclean = false;
+        let best = match &o.in_sync {
+            // Only a member of the last recorded in-sync set holds every acknowledged
+            // message.
+            Some(set) => {
+                let member = best_of(ready().filter(|(m, _, _)| set.contains(&m.pod)));
+                match member {
+                    Some(b) => Some(b),
+                    None => match best_of(ready()) {
+                        Some(b) if o.allow_unclean => {
+                            unclean = true;
+                            Some(b)
+                        }
+                        Some(_) => {
+                            return Decision::NoInSyncReplica {
+                                reason: format!(
+                                    "master {} unready for {}s; no member of the in-sync set [{}] is ready (failover.allowUnclean would promote another slave, possibly losing acknowledged messages)",
+                                    o.master,
+                                    down_for.as_secs(),
+                                    set.join(", ")
+                                ),
+                            }
+                        }
+                        None => None,
+                    },
+                }
+            }
+            None => best_of(ready()),
+        };
         let Some((m, addr, b)) = best else {
             return Decision::NoCandidate {
                 reason: format!(
@@ -232,12 +276,18 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
             step_down: step_down(o),
             followers,
             reason: format!(
-                "master {} unready for {}s; {} has the highest confirmed offset {}",
+                "master {} unready for {}s; {} has the highest confirmed offset {}{}",
                 o.master,
                 down_for.as_secs(),
                 m.pod,
-                b.confirm_offset
+                b.confirm_offset,
+                if unclean {
+                    " (UNCLEAN: outside the in-sync set; acknowledged messages may be lost)"
+                } else {
+                    ""
+                }
             ),
+            unclean,
         };
     }
     if let Some(d) = master_lost_data(o) {
@@ -280,6 +330,18 @@ pub fn decide(o: &Observed, now: Timestamp) -> Decision {
         }
     }
     switchover(o, now).unwrap_or(Decision::Steady)
+}
+
+/// The candidate with the highest confirmed offset (ties: the lowest ordinal, for a
+/// stable choice).
+fn best_of<'a>(
+    it: impl Iterator<Item = (&'a Member, &'a String, &'a BrokerView)>,
+) -> Option<(&'a Member, &'a String, &'a BrokerView)> {
+    it.max_by(|a, b| {
+        a.2.confirm_offset
+            .cmp(&b.2.confirm_offset)
+            .then_with(|| b.0.slave_id.cmp(&a.0.slave_id))
+    })
 }
 
 /// The recorded master, when it has an address and answered: a live old master is
@@ -338,6 +400,7 @@ fn master_lost_data(o: &Observed) -> Option<Decision> {
             "master {} lost data that {} holds (its log ends before the slave's {} in epoch {})",
             master.pod, m.pod, b.max_offset, o.epoch
         ),
+        unclean: false,
     })
 }
 
@@ -364,7 +427,8 @@ fn switchover(o: &Observed, now: Timestamp) -> Option<Decision> {
         let (addr, b) = (m.addr.as_ref()?, m.broker.as_ref()?);
         let in_sync = !b.is_master
             && b.epoch == o.epoch
-            && mv.max_offset.saturating_sub(b.max_offset) <= SWITCHOVER_MAX_GAP;
+            && mv.max_offset.saturating_sub(b.max_offset) <= SWITCHOVER_MAX_GAP
+            && o.in_sync.as_ref().is_none_or(|set| set.contains(&m.pod));
         in_sync.then_some((m, addr, b))
     })?;
     let followers = followers(o, &target.pod, false);
@@ -411,6 +475,19 @@ pub trait BrokerAdmin: Send + Sync {
         followers: &'a [(String, i64)],
         epoch: i64,
     ) -> BoxFuture<'a, Result<Vec<String>, String>>;
+
+    /// The controller confirms the in-sync set it recorded on master `addr`: `members`
+    /// (slave remoting addresses) at set epoch `epoch`; members that were leaving and
+    /// are not in `members` leave.
+    fn confirm_sync_state_set<'a>(
+        &'a self,
+        addr: &'a str,
+        epoch: i64,
+        members: &'a [String],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let _ = (addr, epoch, members);
+        Box::pin(async { Err("in-sync set confirmation not supported".to_string()) })
+    }
 
     /// A promotion: `addr` becomes master at `epoch`, then each of `followers` (address,
     /// slave id) follows it. Follower failures are logged and skipped (a later reconcile
@@ -472,11 +549,33 @@ fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {
         ha_addr: s.ha_addr,
         master_behind: s.follow_problem_kind
             == ferrocket::ha::FollowProblemKind::MasterBehind.as_str(),
+        in_sync: s.in_sync,
+        in_sync_leaving: s.in_sync_leaving,
+        sync_set_epoch: s.sync_set_epoch,
         follow_problem: Some(s.follow_problem).filter(|p| !p.is_empty()),
     }
 }
 
 impl BrokerAdmin for RemotingAdmin {
+    fn confirm_sync_state_set<'a>(
+        &'a self,
+        addr: &'a str,
+        epoch: i64,
+        members: &'a [String],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            ferrocket::client::role::confirm_sync_state_set(
+                &self.client,
+                addr,
+                epoch,
+                members,
+                self.timeout,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
+    }
+
     /// `client::role::switch_over`, the function `ferrocket admin switchover` and the
     /// broker's switchover test use.
     fn switch_over<'a>(
@@ -597,6 +696,9 @@ mod tests {
                 ha_addr: format!("10.0.0.{ordinal}:10912"),
                 follow_problem: None,
                 master_behind: false,
+                in_sync: Vec::new(),
+                in_sync_leaving: Vec::new(),
+                sync_set_epoch: 0,
             }),
             slave_id: ordinal + 1,
         }
@@ -611,6 +713,8 @@ mod tests {
             members,
             preferred: Vec::new(),
             last_move: None,
+            in_sync: None,
+            allow_unclean: false,
         }
     }
 
@@ -823,6 +927,61 @@ mod tests {
             } => {
                 assert_eq!(new_master, "b-1");
                 assert_eq!(step_down, Some(("10.0.0.0:10911".to_string(), 1)));
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    /// Issue 13: only a member of the last recorded in-sync set is promoted; with none
+    /// ready the group waits (or, with allowUnclean, promotes another and says so).
+    #[test]
+    fn only_an_in_sync_member_is_promoted() {
+        let down = |in_sync: Option<Vec<&str>>, allow_unclean| Observed {
+            in_sync: in_sync.map(|v| v.into_iter().map(str::to_owned).collect()),
+            allow_unclean,
+            ..group(vec![
+                member("b-0", false, Some(0), None),
+                // b-1 holds more bytes but is not in the set (it was lagging and left
+                // while the master acknowledged with b-2 only).
+                member("b-1", true, None, Some((false, 1, 900))),
+                member("b-2", true, None, Some((false, 1, 800))),
+            ])
+        };
+        match decide(&down(Some(vec!["b-2"]), false), t(100)) {
+            Decision::Promote {
+                new_master,
+                unclean,
+                ..
+            } => assert_eq!((new_master.as_str(), unclean), ("b-2", false)),
+            d => panic!("{d:?}"),
+        }
+        // Never reported (an older operator's status): any ready slave, as before.
+        match decide(&down(None, false), t(100)) {
+            Decision::Promote { new_master, .. } => assert_eq!(new_master, "b-1"),
+            d => panic!("{d:?}"),
+        }
+        // The member is down: wait, Degraded.
+        let mut only_far = down(Some(vec!["b-3"]), false);
+        assert!(matches!(
+            decide(&only_far, t(100)),
+            Decision::NoInSyncReplica { .. }
+        ));
+        // An empty set (a new epoch nobody joined yet) is no member either.
+        assert!(matches!(
+            decide(&down(Some(Vec::new()), false), t(100)),
+            Decision::NoInSyncReplica { .. }
+        ));
+        // allowUnclean: the best ready slave, marked unclean.
+        only_far.allow_unclean = true;
+        match decide(&only_far, t(100)) {
+            Decision::Promote {
+                new_master,
+                unclean,
+                reason,
+                ..
+            } => {
+                assert_eq!((new_master.as_str(), unclean), ("b-1", true));
+                assert!(reason.contains("UNCLEAN"), "{reason}");
             }
             d => panic!("{d:?}"),
         }

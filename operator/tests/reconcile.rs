@@ -563,6 +563,7 @@ struct FakeAdmin {
     >,
     calls: std::sync::Mutex<Vec<String>>,
     refuse_switchover: std::sync::atomic::AtomicBool,
+    no_in_sync_report: std::sync::atomic::AtomicBool,
 }
 
 impl FakeAdmin {
@@ -578,6 +579,9 @@ impl FakeAdmin {
                 ha_addr: addr.replace(":10911", ":10912"),
                 follow_problem: None,
                 master_behind: false,
+                in_sync: Vec::new(),
+                in_sync_leaving: Vec::new(),
+                sync_set_epoch: 0,
             },
         );
     }
@@ -592,6 +596,23 @@ impl FakeAdmin {
 }
 
 impl ferrocket_operator::failover::BrokerAdmin for FakeAdmin {
+    fn confirm_sync_state_set<'a>(
+        &'a self,
+        addr: &'a str,
+        epoch: i64,
+        members: &'a [String],
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("confirm {addr} epoch {epoch} members {members:?}"));
+        if let Some(v) = self.views.lock().unwrap().get_mut(addr) {
+            v.in_sync = members.to_vec();
+            v.in_sync_leaving.clear();
+            v.sync_set_epoch += 1;
+        }
+        Box::pin(async { Ok(()) })
+    }
     fn switch_over<'a>(
         &'a self,
         from: &'a str,
@@ -632,12 +653,28 @@ impl ferrocket_operator::failover::BrokerAdmin for FakeAdmin {
         addr: &str,
     ) -> futures::future::BoxFuture<'_, Result<ferrocket_operator::failover::BrokerView, String>>
     {
-        let r = self
-            .views
-            .lock()
-            .unwrap()
+        let views = self.views.lock().unwrap();
+        let r = views
             .get(addr)
             .cloned()
+            .map(|mut v| {
+                // A healthy master: every slave of its epoch is in its in-sync set.
+                if v.is_master
+                    && v.in_sync.is_empty()
+                    && !self
+                        .no_in_sync_report
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    let mut set: Vec<String> = views
+                        .iter()
+                        .filter(|(a, o)| a.as_str() != addr && !o.is_master && o.epoch == v.epoch)
+                        .map(|(a, _)| a.clone())
+                        .collect();
+                    set.sort();
+                    v.in_sync = set;
+                }
+                v
+            })
             .ok_or_else(|| format!("{addr} unreachable"));
         Box::pin(async move { r })
     }
@@ -1226,4 +1263,100 @@ async fn a_lost_status_is_rebuilt_from_the_brokers_and_never_reuses_an_epoch() {
         .calls()
         .iter()
         .any(|c| c.starts_with("promote ") && c.ends_with(" 6")));
+}
+
+/// Issue 13: the operator records the master's in-sync set; a member that stopped
+/// catching up leaves only after the smaller set is recorded (status first, then the
+/// master is told); a failover promotes only a recorded member, even over a slave with
+/// more bytes; with no member ready the group waits (`NoInSyncReplica`) unless
+/// `allowUnclean`.
+#[tokio::test]
+async fn failover_promotes_only_a_recorded_in_sync_member() {
+    let (c, admin) = three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
+        [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
+    )
+    .await;
+    admin
+        .no_in_sync_report
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    {
+        let mut v = admin.views.lock().unwrap();
+        let m = v.get_mut("10.0.0.0:10911").unwrap();
+        m.in_sync = vec!["10.0.0.1:10911".into(), "10.0.0.2:10911".into()];
+        m.sync_set_epoch = 4;
+    }
+    let bg = reconcile_with(&c, &admin).await;
+    let st = bg.status.unwrap();
+    assert_eq!(
+        (st.sync_state_set.clone(), st.sync_state_set_epoch),
+        (
+            Some(vec!["broker-a-1".to_string(), "broker-a-2".to_string()]),
+            4
+        )
+    );
+    // broker-a-1 stops catching up: the smaller set is recorded, then confirmed.
+    admin
+        .views
+        .lock()
+        .unwrap()
+        .get_mut("10.0.0.0:10911")
+        .unwrap()
+        .in_sync_leaving = vec!["10.0.0.1:10911".into()];
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(
+        bg.status.unwrap().sync_state_set,
+        Some(vec!["broker-a-2".to_string()])
+    );
+    assert_eq!(
+        admin.calls().last().unwrap(),
+        r#"confirm 10.0.0.0:10911 epoch 4 members ["10.0.0.2:10911"]"#
+    );
+    // broker-a-1 got further meanwhile (more bytes than broker-a-2), then the master dies.
+    admin.set("10.0.0.1:10911", false, 1, 5000);
+    set_pod(&c, "broker-a-0", false, 60).await;
+    admin.views.lock().unwrap().remove("10.0.0.0:10911");
+    // The member is down too: nobody safe to promote.
+    set_pod(&c, "broker-a-2", false, 60).await;
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(
+        condition(&bg, "Degraded"),
+        ("True".into(), "NoInSyncReplica".into())
+    );
+    assert!(!admin.calls().iter().any(|c| c.starts_with("promote")));
+    // The member is back: it is promoted, not the slave with more bytes.
+    set_pod(&c, "broker-a-2", true, 60).await;
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(bg.status.unwrap().master.as_deref(), Some("broker-a-2"));
+    assert!(admin
+        .calls()
+        .iter()
+        .any(|c| c == "promote 10.0.0.2:10911 2"));
+}
+
+#[tokio::test]
+async fn allow_unclean_promotes_outside_the_set_and_says_so() {
+    let (c, admin) = three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\nfailover: {allowUnclean: true}\n",
+        [(true, 1, 1000), (false, 1, 1000), (false, 1, 900)],
+    )
+    .await;
+    admin
+        .no_in_sync_report
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    admin
+        .views
+        .lock()
+        .unwrap()
+        .get_mut("10.0.0.0:10911")
+        .unwrap()
+        .in_sync = vec!["10.0.0.1:10911".into()];
+    reconcile_with(&c, &admin).await;
+    set_pod(&c, "broker-a-0", false, 60).await;
+    set_pod(&c, "broker-a-1", false, 60).await;
+    admin.views.lock().unwrap().remove("10.0.0.0:10911");
+    admin.views.lock().unwrap().remove("10.0.0.1:10911");
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(bg.status.unwrap().master.as_deref(), Some("broker-a-2"));
+    assert!(reasons(&c).await.contains(&"UncleanFailover".to_string()));
 }

@@ -258,6 +258,7 @@ async fn operator_promotes_the_best_slave_of_a_killed_sync_master_without_losing
         failover: ferrocket_operator::crd::Failover {
             enabled: true,
             unready_grace_seconds: 2,
+            allow_unclean: false,
         },
         ..BrokerGroupSpec::default()
     })
