@@ -4,7 +4,9 @@
 # a planned switchover under load, and the failover time (kill -9 of the master to the new
 # master accepting a send).
 #   e2e/bench/replication.sh [seconds per run]
-# MODES="single ASYNC_MASTER SYNC_MASTER" PEER=1 SWITCHOVER=1 FAILOVER=1 choose what runs.
+# MODES="single ASYNC_MASTER SYNC_MASTER SYNC_MASTER_ANYACK" PEER=1 SWITCHOVER=1 FAILOVER=1
+# choose what runs (SYNC_MASTER acknowledges once every in-sync slave holds a send;
+# SYNC_MASTER_ANYACK once one does, allAckInSyncStateSet=false).
 set -euo pipefail
 secs=${1:-15}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -57,8 +59,13 @@ fr_run() { # label mode (single|ASYNC_MASTER|SYNC_MASTER)
   "$bin" namesrv --listen "$NS" > "$work/ns.out" 2>&1 & pids+=($!)
   sleep 0.5
   local mp; mp=$(brokerport)
-  local role=ASYNC_MASTER; [ "$mode" = SYNC_MASTER ] && role=SYNC_MASTER
-  fr_broker "$work/m" "$mp" "$role" 0 1
+  local role=ASYNC_MASTER extra=()
+  case $mode in
+    SYNC_MASTER) role=SYNC_MASTER ;;
+    # RocketMQ 4.x's rule (and RocketMQ 5's default): one slave's copy acknowledges.
+    SYNC_MASTER_ANYACK) role=SYNC_MASTER; extra=(--set allAckInSyncStateSet=false) ;;
+  esac
+  fr_broker "$work/m" "$mp" "$role" 0 1 "${extra[@]}"
   if [ "$mode" != single ]; then
     fr_broker "$work/s1" "$(brokerport)" SLAVE 1 1 --set "haMasterAddress=127.0.0.1:$((mp + 1))"
     fr_broker "$work/s2" "$(brokerport)" SLAVE 2 1 --set "haMasterAddress=127.0.0.1:$((mp + 1))"
@@ -75,7 +82,7 @@ fr_run() { # label mode (single|ASYNC_MASTER|SYNC_MASTER)
   rm -rf "$work/m" "$work/s1" "$work/s2"
 }
 
-for mode in ${MODES-single ASYNC_MASTER SYNC_MASTER}; do
+for mode in ${MODES-single ASYNC_MASTER SYNC_MASTER SYNC_MASTER_ANYACK}; do
   case $mode in
     single) fr_run "ferrocket single broker" single ;;
     *) fr_run "ferrocket $mode + 2 slaves" "$mode" ;;

@@ -357,6 +357,36 @@ fn apply_placement(pod: &mut PodSpec, p: &Placement) {
     pod.affinity.clone_from(&p.affinity);
 }
 
+/// How long a broker pod waits before SIGTERM when deleted or evicted (`preStop`).
+pub const PRE_STOP_SECONDS: i64 = 15;
+
+/// Preferred pod anti-affinity across nodes (`kubernetes.io/hostname`) for the pods of
+/// `name`; `spec.placement.affinity` replaces it.
+fn spread_across_nodes(name: &str, component: &str) -> k8s_openapi::api::core::v1::Affinity {
+    use k8s_openapi::api::core::v1::{
+        Affinity, PodAffinityTerm, PodAntiAffinity, WeightedPodAffinityTerm,
+    };
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(name, component)),
+                            ..LabelSelector::default()
+                        }),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
 /// A stable hex digest of `text` (CRC-32 of the bytes), used to roll pods on config change.
 #[must_use]
 pub fn digest(text: &str) -> String {
@@ -792,6 +822,18 @@ pub fn build_broker_group(
         liveness_probe: Some(http_probe("/healthz", s.metrics_port, 10, 3)),
         resources: s.resources.clone(),
         security_context: Some(container_security()),
+        // A deleted or evicted pod keeps running for a while before SIGTERM, so the
+        // operator can move the master role off it with a lossless switchover first
+        // (rolling updates, drains). The grace period covers it and the shutdown.
+        lifecycle: Some(k8s_openapi::api::core::v1::Lifecycle {
+            pre_stop: Some(k8s_openapi::api::core::v1::LifecycleHandler {
+                sleep: Some(k8s_openapi::api::core::v1::SleepAction {
+                    seconds: PRE_STOP_SECONDS,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "store".into(),
@@ -850,6 +892,11 @@ pub fn build_broker_group(
         ..PodSpec::default()
     };
     apply_placement(&mut pod, &s.placement);
+    if pod.affinity.is_none() {
+        // Brokers of one group on different nodes where the scheduler can: one node
+        // failure then takes one replica.
+        pod.affinity = Some(spread_across_nodes(&name, "broker"));
+    }
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("store".into()),

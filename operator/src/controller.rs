@@ -966,6 +966,7 @@ async fn observe_members(
                 addr,
                 broker: None,
                 slave_id,
+                terminating: p.metadata.deletion_timestamp.is_some(),
             }
         })
         .collect();
@@ -982,6 +983,7 @@ async fn observe_members(
                 addr: None,
                 broker: None,
                 slave_id: 1,
+                terminating: false,
             });
         }
     }

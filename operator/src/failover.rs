@@ -54,6 +54,9 @@ pub struct Member {
     pub broker: Option<BrokerView>,
     /// The id it takes as a slave (ordinal + 1).
     pub slave_id: i64,
+    /// The pod is being deleted (rolling update, eviction, drain): it still runs its
+    /// `preStop` wait.
+    pub terminating: bool,
 }
 
 /// The observed state of a group.
@@ -197,6 +200,9 @@ pub struct SwitchoverPlan {
 /// Decides from observed state at `now`.
 #[must_use]
 pub fn decide(o: &Observed, now: Timestamp) -> Decision {
+    if let Some(d) = hand_off(o) {
+        return d;
+    }
     let master = o.members.iter().find(|m| m.pod == o.master);
     let master_up = master.is_some_and(|m| m.ready);
     if !master_up {
@@ -402,6 +408,54 @@ fn master_lost_data(o: &Observed) -> Option<Decision> {
         ),
         unclean: false,
     })
+}
+
+/// The master's pod is terminating (a rolling update, an eviction, a drain) while its
+/// broker still runs (`preStop`): the role moves at once, with a lossless switchover,
+/// to the in-sync ready slave holding the most.
+fn hand_off(o: &Observed) -> Option<Decision> {
+    if !o.enabled {
+        return None;
+    }
+    let master = o
+        .members
+        .iter()
+        .find(|m| m.pod == o.master && m.terminating)?;
+    let (from_addr, mv) = (master.addr.as_ref()?, master.broker.as_ref()?);
+    if !mv.is_master || mv.epoch != o.epoch {
+        return None;
+    }
+    let (target, to_addr, tv) = o
+        .members
+        .iter()
+        .filter(|m| m.pod != o.master && m.ready && !m.terminating)
+        .filter(|m| o.in_sync.as_ref().is_none_or(|set| set.contains(&m.pod)))
+        .filter_map(|m| Some((m, m.addr.as_ref()?, m.broker.as_ref()?)))
+        .filter(|(_, _, b)| {
+            !b.is_master
+                && b.epoch == o.epoch
+                && mv.max_offset.saturating_sub(b.max_offset) <= SWITCHOVER_MAX_GAP
+        })
+        .max_by(|a, b| {
+            a.2.max_offset
+                .cmp(&b.2.max_offset)
+                .then_with(|| b.0.slave_id.cmp(&a.0.slave_id))
+        })?;
+    Some(Decision::Switchover(SwitchoverPlan {
+        from: o.master.clone(),
+        from_addr: from_addr.clone(),
+        from_id: master.slave_id,
+        to: target.pod.clone(),
+        to_addr: to_addr.clone(),
+        epoch: next_epoch(o),
+        followers: followers(o, &target.pod, false),
+        reason: format!(
+            "master pod {} is terminating; handing off to {} ({} bytes behind)",
+            o.master,
+            target.pod,
+            mv.max_offset.saturating_sub(tv.max_offset)
+        ),
+    }))
 }
 
 /// A planned switchover when a preferred pod other than the master is a ready slave
@@ -701,6 +755,7 @@ mod tests {
                 sync_set_epoch: 0,
             }),
             slave_id: ordinal + 1,
+            terminating: false,
         }
     }
 
@@ -985,6 +1040,35 @@ mod tests {
             }
             d => panic!("{d:?}"),
         }
+    }
+
+    /// A terminating master pod (rolling update, eviction) hands the role off at once to
+    /// the in-sync slave holding the most, without waiting for a grace period or a
+    /// cooldown; with no such slave, nothing happens until it is gone.
+    #[test]
+    fn a_terminating_master_hands_off_by_switchover() {
+        let mut o = Observed {
+            in_sync: Some(vec!["b-1".into(), "b-2".into()]),
+            last_move: Some(t(99)),
+            ..group(vec![
+                member("b-0", true, None, Some((true, 1, 1000))),
+                member("b-1", true, None, Some((false, 1, 990))),
+                member("b-2", true, None, Some((false, 1, 1000))),
+            ])
+        };
+        o.members[0].terminating = true;
+        match decide(&o, t(100)) {
+            Decision::Switchover(p) => {
+                assert_eq!((p.to.as_str(), p.epoch), ("b-2", 2));
+                assert!(p.reason.contains("terminating"), "{}", p.reason);
+            }
+            d => panic!("{d:?}"),
+        }
+        // Only members of the in-sync set.
+        o.in_sync = Some(vec!["b-1".into()]);
+        assert!(matches!(decide(&o, t(100)), Decision::Switchover(p) if p.to == "b-1"));
+        o.in_sync = Some(Vec::new());
+        assert_eq!(decide(&o, t(100)), Decision::Steady);
     }
 
     #[test]
