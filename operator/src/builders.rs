@@ -665,11 +665,56 @@ pub fn validate_broker_group(spec: &BrokerGroupSpec) -> Result<(), SpecError> {
 }
 
 fn valid_quantity(q: &str) -> bool {
+    quantity_bytes(q).is_some_and(|b| b > 0.0)
+}
+
+/// A storage quantity (`20Gi`, `500M`, `1.5Ti`, plain bytes) in bytes; `None` when it is
+/// not one.
+#[must_use]
+pub fn quantity_bytes(q: &str) -> Option<f64> {
     let digits = q.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let suffix = &q[digits.len()..];
-    !digits.is_empty()
-        && digits.parse::<f64>().is_ok_and(|v| v > 0.0)
-        && ["", "k", "M", "G", "T", "P", "Ki", "Mi", "Gi", "Ti", "Pi"].contains(&suffix)
+    let mult = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "Pi" => 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    digits
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v * mult)
+}
+
+/// The storage request of a StatefulSet's `store` claim template.
+#[must_use]
+pub fn claim_size(sts: &StatefulSet) -> Option<String> {
+    sts.spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("store"))?
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .map(|q| q.0.clone())
 }
 
 /// The `broker.conf` of a group (keys sorted; operator-owned keys first).
@@ -1182,6 +1227,17 @@ mod tests {
                 && conf.contains("flushDiskType=SYNC_FLUSH\n")
                 && conf.contains("controlSecretFile=/etc/ferrocket-control/secretKey\n")
         );
+    }
+
+    #[test]
+    fn quantities_compare_across_units() {
+        let gi = quantity_bytes("20Gi").unwrap();
+        assert!(quantity_bytes("21474836480").unwrap() == gi);
+        assert!(quantity_bytes("30G").unwrap() > gi);
+        assert!(quantity_bytes("1.5Ti").unwrap() > quantity_bytes("1Ti").unwrap());
+        for bad in ["", "Gi", "12Xi", "-1Gi", "abc"] {
+            assert!(quantity_bytes(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -600,11 +600,33 @@ pub async fn reconcile_broker_group(
             .await
             .map(drop),
     );
-    let sts = match apply::<StatefulSet>(&ctx.client, &namespace, &objects.statefulset).await {
-        Ok(s) => Some(s),
+    // A larger storage.size: the PVCs grow first, then the StatefulSet (whose claim
+    // template cannot change) is recreated around the running pods.
+    let storage = match expand_storage(&ctx.client, bg.as_ref()).await {
+        Ok(s) => s,
         Err(e) => {
             keep(Err(e));
-            None
+            StorageState::Same
+        }
+    };
+    if let StorageState::Expanded { from, to } = &storage {
+        ctx.event(
+            bg.as_ref(),
+            EventType::Normal,
+            "StorageExpanding",
+            format!("PVCs growing from {from} to {to}; StatefulSet recreated with the new claim size (pods kept)"),
+        )
+        .await;
+    }
+    let sts = if matches!(storage, StorageState::Refused(_)) {
+        None
+    } else {
+        match apply::<StatefulSet>(&ctx.client, &namespace, &objects.statefulset).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                keep(Err(e));
+                None
+            }
         }
     };
     keep(apply(&ctx.client, &namespace, &objects.pdb).await.map(drop));
@@ -800,6 +822,10 @@ pub async fn reconcile_broker_group(
         .collect();
     let degraded = match &no_candidate {
         Some((kind, reason)) => Some((*kind, reason.clone())),
+        None if matches!(storage, StorageState::Refused(_)) => match &storage {
+            StorageState::Refused(why) => Some(("StorageNotExpandable", why.clone())),
+            _ => None,
+        },
         None if !stuck.is_empty() => Some(("SlaveCannotFollow", stuck.join("; "))),
         None => apply_error.as_ref().map(|e| {
             (
@@ -815,7 +841,11 @@ pub async fn reconcile_broker_group(
         })
     });
     let blocked = builders::pod_count(want, &roles) > want;
-    let progressing = ready != want || !rolled || blocked;
+    let growing = match &storage {
+        StorageState::Refused(_) => false,
+        _ => storage_growing(&ctx.client, bg.as_ref()).await,
+    };
+    let progressing = ready != want || !rolled || blocked || growing;
     let conds = vec![
         condition(
             &previous.conditions,
@@ -839,6 +869,8 @@ pub async fn reconcile_broker_group(
             progressing,
             if blocked {
                 "ScaleDownBlocked"
+            } else if growing {
+                "ExpandingStorage"
             } else if progressing {
                 "RollingOut"
             } else {
@@ -999,6 +1031,129 @@ async fn observe_members(
         m.broker = v;
     }
     members
+}
+
+/// What [`expand_storage`] found.
+enum StorageState {
+    /// The claim template matches `storage.size` (or there is no StatefulSet yet).
+    Same,
+    /// The PVCs were asked to grow and the StatefulSet was deleted (orphaning the pods)
+    /// to be recreated with the new template.
+    Expanded {
+        /// The old size.
+        from: String,
+        /// The new size.
+        to: String,
+    },
+    /// The size cannot change that way (a shrink, or a StorageClass without expansion).
+    Refused(String),
+}
+
+/// Grows the group's PVCs to `storage.size` when it is larger than the StatefulSet's
+/// claim template, then deletes the StatefulSet with `propagationPolicy: Orphan` so the
+/// next apply recreates it with the new template while the pods keep running (the
+/// claim template of a StatefulSet is immutable).
+async fn expand_storage(client: &Client, bg: &BrokerGroup) -> Result<StorageState, Error> {
+    let namespace = namespace_of(bg);
+    let name = bg.name_any();
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    let Some(current) = sts_api.get_opt(&name).await? else {
+        return Ok(StorageState::Same);
+    };
+    let want = bg.spec.storage.size.clone();
+    let Some(have) = builders::claim_size(&current) else {
+        return Ok(StorageState::Same);
+    };
+    let (Some(w), Some(h)) = (
+        builders::quantity_bytes(&want),
+        builders::quantity_bytes(&have),
+    ) else {
+        return Ok(StorageState::Same);
+    };
+    if w == h {
+        return Ok(StorageState::Same);
+    }
+    if w < h {
+        return Ok(StorageState::Refused(format!(
+            "storage.size cannot shrink from {have} to {want}: PVCs only grow"
+        )));
+    }
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), &namespace);
+    let selector = builders::selector_labels(&name, "broker")
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for pvc in pvcs.list(&ListParams::default().labels(&selector)).await? {
+        let pvc_name = pvc.name_any();
+        let requested = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| builders::quantity_bytes(&q.0));
+        if requested.is_some_and(|r| r >= w) {
+            continue;
+        }
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": want}}}});
+        if let Err(e) = pvcs
+            .patch(&pvc_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            // Typically: the StorageClass does not allow volume expansion.
+            return Ok(StorageState::Refused(format!(
+                "PVC {pvc_name} cannot grow to {want}: {e}"
+            )));
+        }
+        info!(pvc = %pvc_name, from = %have, to = %want, "PVC asked to grow");
+    }
+    sts_api
+        .delete(
+            &name,
+            &kube::api::DeleteParams {
+                propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+                ..kube::api::DeleteParams::default()
+            },
+        )
+        .await?;
+    info!(statefulset = %name, from = %have, to = %want, "StatefulSet deleted (pods orphaned) to be recreated with the new claim size");
+    Ok(StorageState::Expanded {
+        from: have,
+        to: want,
+    })
+}
+
+/// Whether some PVC of the group has a capacity below what it requests (a resize in
+/// progress).
+async fn storage_growing(client: &Client, bg: &BrokerGroup) -> bool {
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), &namespace_of(bg));
+    let selector = builders::selector_labels(&bg.name_any(), "broker")
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let Ok(list) = pvcs.list(&ListParams::default().labels(&selector)).await else {
+        return false;
+    };
+    list.items.iter().any(|p| {
+        let req = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| builders::quantity_bytes(&q.0));
+        let cap = p
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("storage"))
+            .and_then(|q| builders::quantity_bytes(&q.0));
+        matches!((req, cap), (Some(r), Some(c)) if c < r)
+    })
 }
 
 /// What a promotion does (see [`fail_over`]).

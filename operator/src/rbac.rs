@@ -43,11 +43,14 @@ pub const PERMISSIONS: &[Permission] = &[
         "brokergroups/status",
         &["get", "patch", "update"],
     ),
+    // `delete`: recreated (pods orphaned) when storage.size grows.
     p(
         "apps",
         "statefulsets",
-        &["get", "list", "watch", "create", "patch"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
+    // The brokers' PVCs grow with storage.size.
+    p("", "persistentvolumeclaims", &["list", "patch"]),
     p("", "services", &["get", "list", "watch", "create", "patch"]),
     // `update`: the roles ConfigMap is replaced with a resourceVersion precondition.
     p(

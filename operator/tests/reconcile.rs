@@ -1360,3 +1360,63 @@ async fn allow_unclean_promotes_outside_the_set_and_says_so() {
     assert_eq!(bg.status.unwrap().master.as_deref(), Some("broker-a-2"));
     assert!(reasons(&c).await.contains(&"UncleanFailover".to_string()));
 }
+
+/// Issue 13: a larger `storage.size` grows every PVC and recreates the StatefulSet
+/// (orphaning the pods) with the new claim template; `Progressing` says
+/// `ExpandingStorage` until the PVCs report the new capacity. A smaller size is refused
+/// (`StorageNotExpandable`) and nothing changes; failover keeps working meanwhile.
+#[tokio::test]
+async fn a_larger_storage_size_grows_the_pvcs_and_recreates_the_statefulset() {
+    let (c, admin) = three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\nstorage: {size: 20Gi}\n",
+        [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
+    )
+    .await;
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(c.clone(), NS);
+    for i in 0..3 {
+        let pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": format!("store-broker-a-{i}"),
+                    "namespace": NS,
+                    "labels": ferrocket_operator::builders::selector_labels("broker-a", "broker"),
+                },
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}}},
+                "status": {"capacity": {"storage": "20Gi"}},
+            }))
+            .unwrap();
+        pvcs.create(&PostParams::default(), &pvc).await.unwrap();
+    }
+    let sts_api: Api<StatefulSet> = Api::namespaced(c.clone(), NS);
+    let size = |sts: &StatefulSet| ferrocket_operator::builders::claim_size(sts).unwrap();
+    assert_eq!(size(&sts_api.get("broker-a").await.unwrap()), "20Gi");
+
+    patch_spec(&c, serde_json::json!({"storage": {"size": "30Gi"}})).await;
+    let bg = reconcile_with(&c, &admin).await;
+    for i in 0..3 {
+        let p = pvcs.get(&format!("store-broker-a-{i}")).await.unwrap();
+        let req = p.spec.unwrap().resources.unwrap().requests.unwrap();
+        assert_eq!(req["storage"].0, "30Gi");
+    }
+    assert_eq!(size(&sts_api.get("broker-a").await.unwrap()), "30Gi");
+    assert_eq!(
+        condition(&bg, "Progressing"),
+        ("True".into(), "ExpandingStorage".into())
+    );
+    assert!(reasons(&c).await.contains(&"StorageExpanding".to_string()));
+
+    // Shrinking is refused with a reason; the StatefulSet keeps its claim size.
+    patch_spec(&c, serde_json::json!({"storage": {"size": "10Gi"}})).await;
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(
+        condition(&bg, "Degraded"),
+        ("True".into(), "StorageNotExpandable".into())
+    );
+    assert_eq!(size(&sts_api.get("broker-a").await.unwrap()), "30Gi");
+    // The failover decision still runs: the master dies, a slave is promoted.
+    set_pod(&c, "broker-a-0", false, 60).await;
+    admin.views.lock().unwrap().remove("10.0.0.0:10911");
+    let bg = reconcile_with(&c, &admin).await;
+    assert_ne!(bg.status.unwrap().master.as_deref(), Some("broker-a-0"));
+}

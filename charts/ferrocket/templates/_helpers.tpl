@@ -44,9 +44,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["ferrocket.io"]
   resources: ["nameservers/status", "brokergroups/status"]
   verbs: ["get", "patch", "update"]
+# delete: recreated (pods orphaned) when storage.size grows.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The brokers' PVCs grow with storage.size.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "patch"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]
