@@ -1905,3 +1905,50 @@ fn sync_master_acknowledges_only_what_every_in_sync_slave_holds() {
         }
     }
 }
+
+/// Issue 13: `namesrvAddr` changes while the broker runs (UPDATE_BROKER_CONFIG, what the
+/// operator sends when the name servers change): it registers with the new ones at
+/// once; a malformed list is refused and changes nothing.
+#[test]
+fn name_servers_change_at_run_time() {
+    let rt = rt();
+    let (ns1, ns2) = (namesrv(), namesrv());
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&ns1.addr, dir.path(), &[]);
+    let c1 = Client::new(&ns1.addr);
+    let c2 = Client::new(&ns2.addr);
+    let listed = |c: &Client| {
+        rt.block_on(c.cluster())
+            .map(|cl| {
+                cl.broker_addr_table
+                    .values()
+                    .any(|d| d.broker_addrs.values().any(|a| *a == b.addr))
+            })
+            .unwrap_or(false)
+    };
+    wait_until("registered with the first", Duration::from_secs(10), || {
+        listed(&c1)
+    });
+    assert!(!listed(&c2));
+    let bad = rt.block_on(ferrocket::client::role::set_namesrv_addr(
+        &c1.remoting,
+        &b.addr,
+        "not-an-address",
+        T,
+    ));
+    assert!(bad.is_err(), "a malformed namesrvAddr must be refused");
+    let both = format!("{};{}", ns1.addr, ns2.addr);
+    rt.block_on(ferrocket::client::role::set_namesrv_addr(
+        &c1.remoting,
+        &b.addr,
+        &both,
+        T,
+    ))
+    .unwrap();
+    wait_until(
+        "registered with the second",
+        Duration::from_secs(10),
+        || listed(&c2),
+    );
+    assert_eq!(state(&rt, &c1, &b.addr).namesrv_addr, both);
+}

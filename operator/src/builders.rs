@@ -969,7 +969,14 @@ pub fn build_broker_group(
     };
     // The roles file is deliberately not hashed: a failover must not roll every pod;
     // brokers change role through the role-change request.
-    let annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), digest(&conf))]);
+    // `namesrvAddr` is left out: a name-server change reaches running brokers through
+    // UPDATE_BROKER_CONFIG (the operator sends it), without restarting them.
+    let hashed: String = conf
+        .lines()
+        .filter(|l| !l.starts_with("namesrvAddr="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), digest(&hashed))]);
     let statefulset = StatefulSet {
         metadata: meta(bg, name.clone(), "broker"),
         spec: Some(StatefulSetSpec {
@@ -1299,6 +1306,20 @@ mod tests {
         };
         assert_ne!(hash(&a, &r1), hash(&b, &r1));
         assert_eq!(hash(&a, &r1), hash(&a, &r2));
+        // A name-server change does not roll the brokers either (it is pushed to them).
+        let with_ns = |ns: &str| {
+            let o = build_broker_group(&a, ns, &r1, &BuildConfig::default()).unwrap();
+            o.statefulset
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_eq!(with_ns("x:1"), with_ns("x:1;y:2"));
     }
 
     #[test]

@@ -508,10 +508,15 @@ pub async fn reconcile_broker_group(
     let previous = bg.status.clone().unwrap_or_default();
     let roles = Roles::of(&bg);
     let mut waiting_for_namesrv = false;
+    let mut namesrv_addr = None;
     let built = match builders::validate_broker_group(&bg.spec) {
         Err(e) => Err(e),
         Ok(()) => match resolve_namesrv(&ctx.client, &bg).await? {
-            Some(addr) => build_broker_group(&bg, &addr, &roles, &ctx.build),
+            Some(addr) => {
+                let b = build_broker_group(&bg, &addr, &roles, &ctx.build);
+                namesrv_addr = Some(addr);
+                b
+            }
             None => {
                 waiting_for_namesrv = true;
                 Err(SpecError::Invalid(format!(
@@ -642,6 +647,24 @@ pub async fn reconcile_broker_group(
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let admin = ctx.admin_for(bg.as_ref());
+    // Name servers changed (scaled, replaced): running brokers are told, not restarted.
+    if let Some(want) = &namesrv_addr {
+        for m in &members {
+            let (Some(a), Some(b)) = (&m.addr, &m.broker) else {
+                continue;
+            };
+            if !b.namesrv_addr.is_empty() && b.namesrv_addr != *want {
+                match admin.set_namesrv_addr(a, want).await {
+                    Ok(()) => {
+                        info!(pod = %m.pod, from = %b.namesrv_addr, to = %want, "broker pointed at the new name servers")
+                    }
+                    Err(e) => {
+                        warn!(pod = %m.pod, error = %e, "could not update namesrvAddr; will retry")
+                    }
+                }
+            }
+        }
+    }
     // The master's in-sync replica set, recorded as pods. A member that stopped catching
     // up leaves only once the smaller set is recorded here: the status first
     // (resourceVersion-checked), then the master is told.

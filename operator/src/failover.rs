@@ -37,6 +37,8 @@ pub struct BrokerView {
     pub in_sync_leaving: Vec<String>,
     /// The set's epoch.
     pub sync_set_epoch: i64,
+    /// The name servers it registers with (`;`-separated).
+    pub namesrv_addr: String,
 }
 
 /// One pod of the group as observed.
@@ -543,6 +545,16 @@ pub trait BrokerAdmin: Send + Sync {
         Box::pin(async { Err("in-sync set confirmation not supported".to_string()) })
     }
 
+    /// Points broker `addr` at the name servers `namesrv_addr` while it runs.
+    fn set_namesrv_addr<'a>(
+        &'a self,
+        addr: &'a str,
+        namesrv_addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let _ = (addr, namesrv_addr);
+        Box::pin(async { Err("namesrvAddr updates not supported".to_string()) })
+    }
+
     /// A promotion: `addr` becomes master at `epoch`, then each of `followers` (address,
     /// slave id) follows it. Follower failures are logged and skipped (a later reconcile
     /// corrects them); returns the followers re-pointed.
@@ -606,11 +618,29 @@ fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {
         in_sync: s.in_sync,
         in_sync_leaving: s.in_sync_leaving,
         sync_set_epoch: s.sync_set_epoch,
+        namesrv_addr: s.namesrv_addr,
         follow_problem: Some(s.follow_problem).filter(|p| !p.is_empty()),
     }
 }
 
 impl BrokerAdmin for RemotingAdmin {
+    fn set_namesrv_addr<'a>(
+        &'a self,
+        addr: &'a str,
+        namesrv_addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            ferrocket::client::role::set_namesrv_addr(
+                &self.client,
+                addr,
+                namesrv_addr,
+                self.timeout,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
+    }
+
     fn confirm_sync_state_set<'a>(
         &'a self,
         addr: &'a str,
@@ -753,6 +783,7 @@ mod tests {
                 in_sync: Vec::new(),
                 in_sync_leaving: Vec::new(),
                 sync_set_epoch: 0,
+                namesrv_addr: String::new(),
             }),
             slave_id: ordinal + 1,
             terminating: false,

@@ -582,6 +582,7 @@ impl FakeAdmin {
                 in_sync: Vec::new(),
                 in_sync_leaving: Vec::new(),
                 sync_set_epoch: 0,
+                namesrv_addr: String::new(),
             },
         );
     }
@@ -596,6 +597,20 @@ impl FakeAdmin {
 }
 
 impl ferrocket_operator::failover::BrokerAdmin for FakeAdmin {
+    fn set_namesrv_addr<'a>(
+        &'a self,
+        addr: &'a str,
+        namesrv_addr: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("namesrv {addr} {namesrv_addr}"));
+        if let Some(v) = self.views.lock().unwrap().get_mut(addr) {
+            v.namesrv_addr = namesrv_addr.to_string();
+        }
+        Box::pin(async { Ok(()) })
+    }
     fn confirm_sync_state_set<'a>(
         &'a self,
         addr: &'a str,
@@ -1419,4 +1434,51 @@ async fn a_larger_storage_size_grows_the_pvcs_and_recreates_the_statefulset() {
     admin.views.lock().unwrap().remove("10.0.0.0:10911");
     let bg = reconcile_with(&c, &admin).await;
     assert_ne!(bg.status.unwrap().master.as_deref(), Some("broker-a-0"));
+}
+
+/// Issue 13: a name-server change reaches running brokers through UPDATE_BROKER_CONFIG
+/// (they report `namesrvAddr`), without a new pod template.
+#[tokio::test]
+async fn a_name_server_change_is_pushed_to_running_brokers() {
+    let (c, admin) = three_ready(
+        "nameServerAddress: ns-a:9876\nreplicas: 3\n",
+        [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
+    )
+    .await;
+    for v in admin.views.lock().unwrap().values_mut() {
+        v.namesrv_addr = "ns-a:9876".into();
+    }
+    reconcile_with(&c, &admin).await;
+    assert!(admin.calls().iter().all(|c| !c.starts_with("namesrv")));
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), NS);
+    let template = |s: StatefulSet| s.spec.unwrap().template.metadata.unwrap().annotations;
+    let before = template(sts.get("broker-a").await.unwrap());
+    patch_spec(
+        &c,
+        serde_json::json!({"nameServerAddress": "ns-a:9876;ns-b:9876"}),
+    )
+    .await;
+    reconcile_with(&c, &admin).await;
+    let pushed: Vec<String> = admin
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("namesrv"))
+        .collect();
+    assert_eq!(pushed.len(), 3, "{pushed:?}");
+    assert!(pushed.iter().all(|c| c.ends_with(" ns-a:9876;ns-b:9876")));
+    assert_eq!(
+        template(sts.get("broker-a").await.unwrap()),
+        before,
+        "no roll"
+    );
+    // Converged: nothing more is pushed.
+    reconcile_with(&c, &admin).await;
+    assert_eq!(
+        admin
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("namesrv"))
+            .count(),
+        3
+    );
 }

@@ -107,16 +107,18 @@ impl Broker {
     /// UPDATE_BROKER_CONFIG: the keys that may change while the broker runs.
     pub(super) fn update_broker_config(&self, req: &RemotingCommand) -> RemotingCommand {
         let props = config::parse_properties(&String::from_utf8_lossy(&req.body_bytes()));
-        // A permission change fences or unfences a master (a switchover): control plane.
-        if props.contains_key("brokerPermission") {
-            if let Err(refusal) = self.authorize_control(req, "brokerPermission change") {
+        // A permission change fences or unfences a master (a switchover), a name-server
+        // change decides where routes come from: control plane.
+        if props.contains_key("brokerPermission") || props.contains_key("namesrvAddr") {
+            if let Err(refusal) = self.authorize_control(req, "brokerPermission/namesrvAddr change")
+            {
                 return refusal;
             }
         }
         match self.runtime.update(&props) {
             Ok(()) => {
                 info!(?props, "broker configuration updated");
-                if props.contains_key("brokerPermission") {
+                if props.contains_key("brokerPermission") || props.contains_key("namesrvAddr") {
                     // The routes must show the new permission now.
                     self.topics.bump_version();
                     self.topics_changed();
@@ -154,6 +156,7 @@ impl Broker {
         put("brokerId", role.broker_id.to_string());
         put("epoch", role.epoch.to_string());
         put("knownEpoch", self.role.known_epoch().to_string());
+        put("namesrvAddr", self.runtime.namesrvs().join(";"));
         if let Some(why) = self.role.superseded() {
             put("masterFenced", why);
         }

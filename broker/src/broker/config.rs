@@ -30,6 +30,9 @@ pub struct RuntimeSettings {
     pub enable_property_filter: std::sync::atomic::AtomicBool,
     /// `filterSupportRetry`: selectors also filter retry topics.
     pub filter_support_retry: std::sync::atomic::AtomicBool,
+    /// `namesrvAddr`: the name servers this broker registers with (a change takes
+    /// effect at the next registration, which it triggers).
+    pub namesrv_addr: std::sync::RwLock<Vec<String>>,
 }
 
 impl From<&BrokerConfig> for RuntimeSettings {
@@ -44,8 +47,29 @@ impl From<&BrokerConfig> for RuntimeSettings {
             permission: AtomicI32::new(c.broker_permission),
             enable_property_filter: AtomicBool::new(c.enable_property_filter),
             filter_support_retry: AtomicBool::new(c.filter_support_retry),
+            namesrv_addr: std::sync::RwLock::new(c.namesrv_addr.clone()),
         }
     }
+}
+
+/// A `namesrvAddr` value: `host:port` entries separated by `;`.
+fn namesrv_list(key: &str, v: &str) -> Result<Vec<String>, ConfigError> {
+    let list: Vec<String> = v
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = list.iter().find(|a| {
+        a.rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    }) {
+        return Err(ConfigError {
+            key: key.into(),
+            reason: format!("`{bad}` is not host:port"),
+        });
+    }
+    Ok(list)
 }
 
 impl RuntimeSettings {
@@ -74,6 +98,9 @@ impl RuntimeSettings {
                 "brokerPermission" => {
                     permission(k, v)?;
                 }
+                "namesrvAddr" => {
+                    namesrv_list(k, v)?;
+                }
                 _ => {
                     return Err(ConfigError {
                         key: k.clone(),
@@ -96,6 +123,13 @@ impl RuntimeSettings {
                 "filterSupportRetry" => self.filter_support_retry.store(boolean(k, v)?, Relaxed),
                 "brokerSuspendMaxTimeMillis" => self.suspend_max_ms.store(num(k, v)?, Relaxed),
                 "brokerPermission" => self.permission.store(permission(k, v)?, Relaxed),
+                "namesrvAddr" => {
+                    let list = namesrv_list(k, v)?;
+                    *self
+                        .namesrv_addr
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = list;
+                }
                 _ => self.max_reconsume.store(num(k, v)?, Relaxed),
             }
         }
@@ -113,6 +147,16 @@ impl RuntimeSettings {
         c.broker_permission = self.permission.load(Relaxed);
         c.enable_property_filter = self.enable_property_filter.load(Relaxed);
         c.filter_support_retry = self.filter_support_retry.load(Relaxed);
+        c.namesrv_addr = self.namesrvs();
+    }
+
+    /// The name servers to register with now.
+    #[must_use]
+    pub fn namesrvs(&self) -> Vec<String> {
+        self.namesrv_addr
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether `brokerPermission` lets producers write.

@@ -533,7 +533,7 @@ impl crate::metrics::Observable for Broker {
     /// `haMaxGapNotInSync` and can follow it.
     fn ready(&self) -> bool {
         let registered =
-            self.registered.load(Ordering::Acquire) || self.config.namesrv_addr.is_empty();
+            self.registered.load(Ordering::Acquire) || self.runtime.namesrvs().is_empty();
         let role_ok = if self.role.is_master() {
             self.role.superseded().is_none()
         } else {

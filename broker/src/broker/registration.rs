@@ -37,7 +37,7 @@ impl Broker {
         let crc = crc32fast::hash(&body) as i32;
         let mut accepted = 0;
         let role = self.role.get();
-        for ns in &self.config.namesrv_addr {
+        for ns in &self.runtime.namesrvs() {
             let cmd = RemotingCommand::request(request::REGISTER_BROKER)
                 .with_ext("brokerName", &self.config.broker_name)
                 .with_ext("brokerAddr", self.config.broker_addr())
@@ -78,7 +78,7 @@ impl Broker {
     }
 
     pub(super) async fn unregister_all(&self) {
-        for ns in &self.config.namesrv_addr {
+        for ns in &self.runtime.namesrvs() {
             let cmd = RemotingCommand::request(request::UNREGISTER_BROKER)
                 .with_ext("brokerName", &self.config.broker_name)
                 .with_ext("brokerAddr", self.config.broker_addr())

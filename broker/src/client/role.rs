@@ -43,6 +43,8 @@ pub struct BrokerState {
     pub in_sync_leaving: Vec<String>,
     /// The in-sync set's epoch.
     pub sync_set_epoch: i64,
+    /// The name servers it registers with (`;`-separated).
+    pub namesrv_addr: String,
 }
 
 impl BrokerState {
@@ -120,6 +122,7 @@ pub async fn broker_state(
         follow_problem: s("haFollowProblem"),
         follow_problem_kind: s("haFollowProblemKind"),
         ack_offset: n("haSlaveAckOffset"),
+        namesrv_addr: s("namesrvAddr"),
         in_sync: list(t["inSyncSlaves"].as_str()),
         in_sync_leaving: list(t["inSyncSlavesLeaving"].as_str()),
         sync_set_epoch: t["syncStateSetEpoch"]
@@ -274,6 +277,26 @@ pub struct Switchover {
     pub fenced_ms: u64,
     /// The CommitLog offset both held when the roles changed.
     pub offset: u64,
+}
+
+/// Points a running broker at other name servers (`namesrvAddr` through
+/// UPDATE_BROKER_CONFIG; it registers with them at once).
+///
+/// # Errors
+/// Transport failures and refusals.
+pub async fn set_namesrv_addr(
+    remoting: &RemotingClient,
+    addr: &str,
+    namesrv_addr: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let cmd = RemotingCommand::request(request::UPDATE_BROKER_CONFIG)
+        .with_body(bytes::Bytes::from(format!("namesrvAddr={namesrv_addr}\n")));
+    let r = remoting.invoke(addr, cmd, timeout).await?;
+    if r.code != response::SUCCESS {
+        return Err(super::refused(&format!("namesrvAddr of {addr}"), &r));
+    }
+    Ok(())
 }
 
 /// A planned switchover that loses nothing: the old master stops taking writes
