@@ -208,6 +208,7 @@ impl Broker {
         role.persist_current()?;
         role.start_master_epoch(store.max_phy_offset())?;
         role.set_started_at(store.max_phy_offset());
+        store.set_accept_appends(role.is_master());
         let ha = crate::ha::HaService::with_policy(
             Arc::clone(&store),
             Arc::clone(&role),

@@ -109,8 +109,14 @@ impl Broker {
                     .and_then(|i| i.parse().ok())
                     .unwrap_or(self.config.slave_broker_id);
                 let was_master = self.role.is_master();
+                // Refuse client appends first: a send that passed its role check a
+                // moment ago must not append after the cut below.
+                self.store.set_accept_appends(false);
                 let acked = self.ha.acked_offset();
                 let r = self.role.demote(epoch, id, master, req.ext("masterHaAddr"));
+                if r.is_err() && self.role.is_master() {
+                    self.store.set_accept_appends(true);
+                }
                 if was_master && matches!(r, Ok(true)) {
                     let at = self.role.rejoin_from(acked);
                     info!(
@@ -130,6 +136,9 @@ impl Broker {
         };
         match outcome {
             Ok(changed) => {
+                if self.role.is_master() {
+                    self.store.set_accept_appends(true);
+                }
                 if changed {
                     self.ha.reset_acked();
                     if self.role.is_master() && !self.runtime.writable() {

@@ -45,6 +45,8 @@ pub struct BrokerState {
     pub sync_set_epoch: i64,
     /// The name servers it registers with (`;`-separated).
     pub namesrv_addr: String,
+    /// Why a master takes no writes (a newer master exists), empty otherwise.
+    pub fenced: String,
 }
 
 impl BrokerState {
@@ -123,6 +125,7 @@ pub async fn broker_state(
         follow_problem_kind: s("haFollowProblemKind"),
         ack_offset: n("haSlaveAckOffset"),
         namesrv_addr: s("namesrvAddr"),
+        fenced: s("masterFenced"),
         in_sync: list(t["inSyncSlaves"].as_str()),
         in_sync_leaving: list(t["inSyncSlavesLeaving"].as_str()),
         sync_set_epoch: t["syncStateSetEpoch"]

@@ -245,4 +245,10 @@ impl MessageStore {
     pub fn truncate(&self, offset: u64) -> Result<()> {
         self.inner.truncate(offset)
     }
+
+    /// Allows (a master) or refuses (a slave, a master being demoted) client appends;
+    /// replicated appends ([`MessageStore::append_raw`]) are not affected.
+    pub fn set_accept_appends(&self, accept: bool) {
+        self.inner.commitlog.set_accept_appends(accept);
+    }
 }

@@ -133,9 +133,19 @@ pub struct CommitLog {
     write_with_syscall: bool,
     flushes: AtomicU64,
     flush_micros: AtomicU64,
+    /// Client appends allowed (a master's store); replicated bytes always are.
+    accept_appends: AtomicBool,
 }
 
 impl CommitLog {
+    /// Allows or refuses client appends. Taken under the append lock, so an append in
+    /// progress finishes first and none starts after a refusal (a master being demoted
+    /// refuses before it cuts its log, so no stale write lands after the cut).
+    pub fn set_accept_appends(&self, accept: bool) {
+        let _tail = lock(&self.tail);
+        self.accept_appends.store(accept, Ordering::Release);
+    }
+
     /// Maps the segments found in `dir` (creating it if needed). The data end is not
     /// known until [`CommitLog::recover`] runs.
     ///
@@ -202,6 +212,7 @@ impl CommitLog {
             max_offset: AtomicU64::new(min),
             flushed_offset: AtomicU64::new(min),
             dir_dirty: AtomicBool::new(false),
+            accept_appends: AtomicBool::new(true),
             flush_lock: Mutex::new(()),
             disk_warning_ratio: f64::from(disk_warning_ratio_percent) / 100.0,
             write_with_syscall,
@@ -319,6 +330,9 @@ impl CommitLog {
             }));
         }
         let mut tail = lock(&self.tail);
+        if !self.accept_appends.load(Ordering::Acquire) {
+            return Err(StoreError::NotMaster);
+        }
         let mut seg = self.segment_for_write(tail.write_offset)?;
         if tail.write_offset + total + END_FILE_MIN_BLANK_LENGTH > seg.end_offset() {
             // Close this segment with the filler, then continue in a new one. The new

@@ -40,6 +40,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store is shut down")]
     ShutDown,
+    /// The store is a replica (a slave's, or a master being demoted): only replicated
+    /// bytes are appended.
+    #[error("this broker is not a master: writes are refused")]
+    NotMaster,
     /// Replication: raw bytes were offered at the wrong offset.
     #[error("raw append at {offered} but the CommitLog ends at {expected}")]
     OffsetMismatch {

@@ -64,6 +64,9 @@ struct Group {
     addrs: Vec<String>,
     k: KubeClient,
     ctx: Arc<Context>,
+    /// Each broker's settings as first started (a restart with them is a restart with a
+    /// stale roles file: epoch 1, the first master's role).
+    extras: Vec<Vec<String>>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -77,32 +80,37 @@ impl Group {
         let secret = dirs[0].path().join("control-secret");
         std::fs::write(&secret, key.for_group(NS, "broker-a")).unwrap();
         let control = format!("controlSecretFile={}", secret.display());
-        let master = Proc::spawn(&broker_args(
-            &ns.addr,
-            dirs[0].path(),
-            None,
-            &[
-                "brokerRole=SYNC_MASTER".into(),
-                "roleEpoch=1".into(),
-                control.clone(),
-            ],
-        ));
+        let master_extra = vec![
+            "brokerRole=SYNC_MASTER".into(),
+            "roleEpoch=1".into(),
+            "haMaxTimeSlaveNotCatchup=3000".into(),
+            // As the operator renders broker.conf: members leave the in-sync set only
+            // once the operator recorded it.
+            "syncStateSetByController=true".into(),
+            control.clone(),
+        ];
+        let master = Proc::spawn(&broker_args(&ns.addr, dirs[0].path(), None, &master_extra));
         let ha = master.ha_addr.clone().expect("the master's HA address");
         let mut brokers = vec![master];
+        let mut extras = vec![master_extra];
         for (i, dir) in dirs.iter().enumerate().skip(1) {
+            let extra = vec![
+                "brokerRole=SLAVE".into(),
+                format!("brokerId={}", i + 1),
+                "roleEpoch=1".into(),
+                "masterRole=SYNC_MASTER".into(),
+                format!("haMasterAddress={ha}"),
+                "haMaxTimeSlaveNotCatchup=3000".into(),
+                "syncStateSetByController=true".into(),
+                control.clone(),
+            ];
             brokers.push(Proc::spawn(&broker_args(
                 &ns.addr,
                 dir.path(),
                 None,
-                &[
-                    "brokerRole=SLAVE".into(),
-                    format!("brokerId={}", i + 1),
-                    "roleEpoch=1".into(),
-                    "masterRole=SYNC_MASTER".into(),
-                    format!("haMasterAddress={ha}"),
-                    control.clone(),
-                ],
+                &extra,
             )));
+            extras.push(extra);
         }
         let addrs: Vec<String> = brokers.iter().map(|b| b.addr.clone()).collect();
         let spec = BrokerGroupSpec {
@@ -147,6 +155,7 @@ impl Group {
             addrs,
             k,
             ctx,
+            extras,
             _dirs: dirs,
         };
         g.reconcile().await;
@@ -163,6 +172,21 @@ impl Group {
             .await
             .unwrap();
         bgs.get("broker-a").await.unwrap()
+    }
+
+    /// Restarts broker `i` on its ports and store with the settings it first started with.
+    fn restart(&mut self, i: usize) {
+        let ports = ferrocket_testkit::Ports::of(&self.brokers[i]);
+        let dir = self.brokers[i].dir.clone();
+        let dir = if dir.as_os_str().is_empty() {
+            self._dirs[i].path().to_path_buf()
+        } else {
+            dir
+        };
+        let args =
+            ferrocket_interop::kit().broker_args(&self.ns.addr, &dir, ports, &self.extras[i]);
+        self.brokers[i] = Proc::spawn(&args);
+        self.brokers[i].dir = dir;
     }
 
     /// Creates `topic` and waits until both slaves follow and have copied it.
@@ -183,6 +207,9 @@ impl Group {
     }
 }
 
+/// Who acknowledged which id, and when (for a failure's diagnosis).
+type AckTrace = Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Instant, String)>>>;
+
 /// 16 producers of 1 KiB messages to whichever address `target` holds, until `stop`.
 fn producers(
     c: &Client,
@@ -191,13 +218,26 @@ fn producers(
     stop: &Arc<AtomicBool>,
     target: &Arc<std::sync::RwLock<String>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    traced_producers(c, topic, log, stop, target, None)
+}
+
+/// [`producers`], recording in `trace` which broker acknowledged each id and when.
+fn traced_producers(
+    c: &Client,
+    topic: &'static str,
+    log: &Arc<AckedLog>,
+    stop: &Arc<AtomicBool>,
+    target: &Arc<std::sync::RwLock<String>>,
+    trace: Option<AckTrace>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..16)
         .map(|p| {
-            let (c, log, stop, target) = (
+            let (c, log, stop, target, trace) = (
                 c.clone(),
                 Arc::clone(log),
                 Arc::clone(stop),
                 Arc::clone(target),
+                trace.clone(),
             );
             tokio::spawn(async move {
                 let mut i = 0;
@@ -215,7 +255,15 @@ fn producers(
                     };
                     let addr = target.read().unwrap().clone();
                     match c.send(topic, &q(&addr, p % 4), &[m]).await {
-                        Ok(r) if r.code == response::SUCCESS => log.acked(id),
+                        Ok(r) if r.code == response::SUCCESS => {
+                            if let Some(t) = &trace {
+                                t.lock().unwrap().insert(
+                                    id.clone(),
+                                    (addr.clone(), Instant::now(), r.msg_id.clone()),
+                                );
+                            }
+                            log.acked(id)
+                        }
                         Ok(_) => {}
                         Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                     }
@@ -391,4 +439,242 @@ async fn operator_moves_the_master_to_the_preferred_pod_under_load_without_losin
     // Converged: nothing more to do.
     let bg = g.reconcile().await;
     assert_eq!(bg.status.unwrap().epoch, 2);
+}
+
+/// A small deterministic generator for the campaign (xorshift64*), seeded from
+/// `FERROCKET_CAMPAIGN_SEED` or the clock; the seed is printed so a run can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// The brokers that say they are masters and take writes (not fenced by a newer one).
+async fn writable_masters(c: &Client, addrs: &[String]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        if let Ok(st) = broker_state(&c.remoting, a, Duration::from_secs(1)).await {
+            if st.is_master() && st.fenced.is_empty() {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// Issue 13's randomized fault campaign: a 3-broker SYNC_MASTER group under 16
+/// producers, the operator's reconciler over the in-memory API with the production
+/// broker calls. Each round hits a random member with one of: `kill -9` (then a restart
+/// with the stale first settings, as a pod restarted before the kubelet refreshed its
+/// roles file), SIGSTOP past the grace (then SIGCONT), or a quick `kill -9` + restart
+/// inside the grace. After each round the operator must converge on exactly one writable
+/// master; at the end every acknowledged message must be on it. Rounds:
+/// `FERROCKET_CAMPAIGN_ROUNDS` (4 in CI); seed: `FERROCKET_CAMPAIGN_SEED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn randomized_fault_campaign_keeps_one_master_and_loses_nothing() {
+    let rounds: usize = std::env::var("FERROCKET_CAMPAIGN_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("FERROCKET_CAMPAIGN_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    eprintln!("fault campaign: {rounds} rounds, FERROCKET_CAMPAIGN_SEED={seed}");
+    // The operator's own log, when asked for (e.g. FERROCKET_CAMPAIGN_LOG=ferrocket_operator=info).
+    if let Ok(filter) = std::env::var("FERROCKET_CAMPAIGN_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+    let mut rng = Rng(seed);
+    let mut g = Group::start(BrokerGroupSpec {
+        replicas: 3,
+        replication: ferrocket_operator::crd::Replication::SyncMaster,
+        failover: ferrocket_operator::crd::Failover {
+            enabled: true,
+            unready_grace_seconds: 2,
+            allow_unclean: false,
+        },
+        ..BrokerGroupSpec::default()
+    })
+    .await;
+    let c = Client::new(&g.ns.addr);
+    g.topic(&c, "Campaign").await;
+    g.reconcile().await;
+    let log = Arc::new(AckedLog::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let target = Arc::new(std::sync::RwLock::new(g.addrs[0].clone()));
+    let trace: AckTrace = Arc::default();
+    let load = traced_producers(
+        &c,
+        "Campaign",
+        &log,
+        &stop,
+        &target,
+        Some(Arc::clone(&trace)),
+    );
+    let started = Instant::now();
+    let mut round_starts: Vec<Duration> = Vec::new();
+    let mut without_master: Vec<Duration> = Vec::new();
+    let master_index = |bg: &BrokerGroup| -> usize {
+        bg.status
+            .as_ref()
+            .and_then(|s| s.master.as_deref())
+            .and_then(|m| m.rsplit('-').next())
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0)
+    };
+    for round in 0..rounds {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let bg = g.reconcile().await;
+        let m = master_index(&bg);
+        let victim = if rng.below(3) == 0 { rng.below(3) } else { m };
+        let fault = rng.below(3);
+        let pod = format!("broker-a-{victim}");
+        let hit = Instant::now();
+        round_starts.push(started.elapsed());
+        eprintln!("round {round} starts at {:?}", started.elapsed());
+        match fault {
+            0 => {
+                eprintln!("round {round}: kill -9 {pod} (master {m}), restart with stale settings");
+                g.brokers[victim].kill9();
+                set_pod(&g.k, &pod, false, 0).await;
+                // The operator acts (or, for a slave, has nothing to do) past the grace.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while victim == m && master_index(&g.reconcile().await) == m {
+                    assert!(Instant::now() < deadline, "round {round}: no failover");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                g.restart(victim);
+                set_pod(&g.k, &pod, true, 0).await;
+            }
+            1 => {
+                eprintln!("round {round}: SIGSTOP {pod} (master {m}) past the grace, then SIGCONT");
+                let pid = g.brokers[victim].pid();
+                signal(pid, "-STOP");
+                set_pod(&g.k, &pod, false, 0).await;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while victim == m && master_index(&g.reconcile().await) == m {
+                    assert!(
+                        Instant::now() < deadline,
+                        "round {round}: no failover of a frozen master"
+                    );
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                signal(pid, "-CONT");
+                set_pod(&g.k, &pod, true, 0).await;
+            }
+            _ => {
+                eprintln!(
+                    "round {round}: quick kill -9 + restart of {pod} (master {m}) inside the grace"
+                );
+                g.brokers[victim].kill9();
+                g.restart(victim);
+            }
+        }
+        // Converge: exactly one writable master, the recorded one, taking acknowledged
+        // sends.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let bg = g.reconcile().await;
+            let m = master_index(&bg);
+            *target.write().unwrap() = g.addrs[m].clone();
+            let writable = writable_masters(&c, &g.addrs).await;
+            let probe = OutMessage {
+                tag: None,
+                keys: None,
+                body: Bytes::from(format!("probe-{round}|")),
+            };
+            let accepted = writable == [m]
+                && c.send("Campaign", &q(&g.addrs[m], 0), &[probe])
+                    .await
+                    .is_ok_and(|r| r.code == response::SUCCESS);
+            if accepted {
+                log.acked(format!("probe-{round}"));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no single writable master (writable: {writable:?}, recorded {m})"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        without_master.push(hit.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in load {
+        let _ = p.await;
+    }
+    let bg = g.reconcile().await;
+    let m = master_index(&bg);
+    let ids = stored_ids(&c, &g.addrs[m], "Campaign").await;
+    let report = log.check(ids.iter().map(String::as_str));
+    without_master.sort();
+    let pct = |p: f64| {
+        without_master
+            .get(((without_master.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0, Duration::as_millis)
+    };
+    eprintln!(
+        "fault campaign: seed {seed}, rounds {rounds}, {report}; fault to an acknowledged send on the single master: p50 {} ms, p99 {} ms, max {} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    if report.lost > 0 {
+        let t = trace.lock().unwrap();
+        for id in &report.lost_sample {
+            if let Some((addr, at, msg_id)) = t.get(id) {
+                let offset = msg_id
+                    .get(msg_id.len().saturating_sub(16)..)
+                    .and_then(|h| u64::from_str_radix(h, 16).ok());
+                eprintln!("lost {id}: msgId {msg_id}, CommitLog offset {offset:?}");
+                let at = at.duration_since(started);
+                let round = round_starts.iter().filter(|r| **r <= at).count();
+                let who = g.addrs.iter().position(|a| a == addr);
+                eprintln!(
+                    "lost {id}: acknowledged by broker-a-{who:?} at {at:?}, in round {}",
+                    round as i64 - 1
+                );
+                // In the final master's CommitLog at all (then its ConsumeQueue lacks it)?
+                let needle = format!("{id}|").into_bytes();
+                for (i, d) in g._dirs.iter().enumerate() {
+                    let mut found = false;
+                    if let Ok(rd) = std::fs::read_dir(d.path().join("commitlog")) {
+                        for f in rd.flatten() {
+                            let bytes = std::fs::read(f.path()).unwrap_or_default();
+                            if bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                                found = true;
+                            }
+                        }
+                    }
+                    eprintln!("  in broker-a-{i}'s CommitLog: {found}");
+                }
+            }
+        }
+    }
+    assert_eq!(report.lost, 0, "seed {seed}: lost {:?}", report.lost_sample);
 }
