@@ -199,6 +199,31 @@ fn oversized_message_is_refused_with_a_typed_error() {
     assert_eq!(store.max_phy_offset(), 0);
 }
 
+/// A replica's store (a slave's, or a master being demoted) refuses client appends
+/// with a typed error and takes replicated bytes; allowed again, appends resume.
+#[test]
+fn a_replica_store_refuses_client_appends_but_takes_replicated_bytes() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let rt = runtime();
+    let master = MessageStore::open(small_config(d1.path(), FlushDiskType::Async)).unwrap();
+    let replica = MessageStore::open(small_config(d2.path(), FlushDiskType::Async)).unwrap();
+    rt.block_on(master.put_message(msg("T", 0, "one", "", "")))
+        .unwrap();
+    replica.set_accept_appends(false);
+    let err = rt
+        .block_on(replica.put_message(msg("T", 0, "stale", "", "")))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotMaster), "{err}");
+    assert_eq!(replica.max_phy_offset(), 0, "nothing was written");
+    let bytes = master.read_raw(0, 1 << 20).unwrap();
+    assert_eq!(replica.append_raw(0, &bytes).unwrap(), bytes.len());
+    assert_eq!(replica.max_phy_offset(), master.max_phy_offset());
+    replica.set_accept_appends(true);
+    rt.block_on(replica.put_message(msg("T", 0, "two", "", "")))
+        .unwrap();
+    assert!(replica.max_phy_offset() > master.max_phy_offset());
+}
+
 #[test]
 fn sync_flush_group_commit_acknowledges_only_flushed_records() {
     let dir = tempfile::tempdir().unwrap();
