@@ -99,6 +99,21 @@ send_ok() {
   return 1
 }
 
+# Consumes the topic from the first offset with a new group into FILE, then fails unless
+# every body acknowledged in ACKED (lines `SEND_OK ... body=B`) is there (WHAT names the
+# step in the messages).
+check_acked() { # WHAT ACKED FILE
+  local what=$1 acked_file=$2 file=$3 acked lost=0
+  admin consume --topic E2E --group "e2e-check-$RANDOM" --from-first --count 100000 --idle 20s > "$file" 2>/dev/null || true
+  acked="$(grep -c '^SEND_OK' "$acked_file" || true)"
+  while read -r body; do
+    grep -q "body=$body\$" "$file" || lost=$((lost + 1))
+  done < <(sed -n 's/^SEND_OK .* body=//p' "$acked_file")
+  log "acknowledged $acked messages $what; lost $lost"
+  [ "$acked" -gt 0 ] || { log "the producer got no acknowledgement $what"; exit 1; }
+  [ "$lost" -eq 0 ] || { log "LOST $lost acknowledged messages $what"; exit 1; }
+}
+
 # Strict failover: the master's broker is frozen (SIGSTOP from the kind node, as a hung
 # process would be) under a producer; the operator must promote a slave (status master
 # and epoch change), and every acknowledged message must be consumable afterwards.
@@ -123,15 +138,7 @@ log "failed over: master $(status_of master) epoch $(status_of epoch)"
 wait "$producer" || true
 kubectl -n "$NS" wait brokergroup/broker-a --for=condition=Available --timeout="$TIMEOUT"
 send_ok after-recovery || { log "no acknowledged send after the failover"; exit 1; }
-acked="$(grep -c '^SEND_OK' "$WORK/acked.txt" || true)"
-admin consume --topic E2E --group "e2e-check-$RANDOM" --from-first --count 100000 --idle 20s > "$WORK/consumed.txt" 2>/dev/null || true
-lost=0
-while read -r body; do
-  grep -q "body=$body\$" "$WORK/consumed.txt" || lost=$((lost + 1))
-done < <(sed -n 's/^SEND_OK .* body=//p' "$WORK/acked.txt")
-log "acknowledged $acked messages under the failover; lost $lost"
-[ "$acked" -gt 0 ] || { log "the producer got no acknowledgement at all"; exit 1; }
-[ "$lost" -eq 0 ] || { log "LOST $lost acknowledged messages"; exit 1; }
+check_acked "under the failover" "$WORK/acked.txt" "$WORK/consumed.txt"
 grep -q 'body=after-recovery$' "$WORK/consumed.txt" || { log "message sent after recovery not consumed"; exit 1; }
 
 # A planned switchover: prefer a pod that is not the master; the operator moves the role.
@@ -161,13 +168,5 @@ kubectl -n "$NS" patch brokergroup broker-a --type merge -p "{\"spec\":{\"image\
 kubectl -n "$NS" rollout status statefulset/broker-a --timeout="$TIMEOUT"
 wait "$producer" || true
 kubectl -n "$NS" wait brokergroup/broker-a --for=condition=Available --timeout="$TIMEOUT"
-admin consume --topic E2E --group "e2e-upgrade-$RANDOM" --from-first --count 100000 --idle 20s > "$WORK/consumed-upgrade.txt" 2>/dev/null || true
-acked="$(grep -c '^SEND_OK' "$WORK/acked-upgrade.txt" || true)"
-lost=0
-while read -r body; do
-  grep -q "body=$body\$" "$WORK/consumed-upgrade.txt" || lost=$((lost + 1))
-done < <(sed -n 's/^SEND_OK .* body=//p' "$WORK/acked-upgrade.txt")
-log "acknowledged $acked messages during the upgrade; lost $lost"
-[ "$acked" -gt 0 ] || { log "the producer got no acknowledgement during the upgrade"; exit 1; }
-[ "$lost" -eq 0 ] || { log "LOST $lost acknowledged messages during the upgrade"; exit 1; }
+check_acked "during the upgrade" "$WORK/acked-upgrade.txt" "$WORK/consumed-upgrade.txt"
 log "PASS"

@@ -594,6 +594,18 @@ impl FakeAdmin {
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
+    /// The broker at `addr` stops answering (killed, frozen).
+    fn gone(&self, addr: &str) {
+        self.views.lock().unwrap().remove(addr);
+    }
+    /// The master at `addr` reports exactly `members` as its in-sync set.
+    fn report_in_sync(&self, addr: &str, members: &[&str]) {
+        self.no_in_sync_report
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(v) = self.views.lock().unwrap().get_mut(addr) {
+            v.in_sync = members.iter().map(|m| (*m).to_string()).collect();
+        }
+    }
 }
 
 impl ferrocket_operator::failover::BrokerAdmin for FakeAdmin {
@@ -812,7 +824,7 @@ async fn master_unready_past_grace_fails_over_to_the_best_slave_and_the_old_mast
     // Past the grace, and its broker no longer answers the operator's probe: the slave
     // with the highest confirmed offset (broker-a-2) is promoted.
     set_pod(&c, "broker-a-0", false, 30).await;
-    admin.views.lock().unwrap().remove("10.0.0.0:10911");
+    admin.gone("10.0.0.0:10911");
     let bg = reconcile_with(&c, &admin).await;
     let st = bg.status.clone().unwrap();
     assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-2"), 2));
@@ -1270,7 +1282,7 @@ async fn a_lost_status_is_rebuilt_from_the_brokers_and_never_reuses_an_epoch() {
     );
     // A failover now uses epoch 6.
     set_pod(&c, "broker-a-1", false, 60).await;
-    admin.views.lock().unwrap().remove("10.0.0.1:10911");
+    admin.gone("10.0.0.1:10911");
     let bg = reconcile_with(&c, &admin).await;
     let st = bg.status.unwrap();
     assert_eq!(st.epoch, 6, "{:?}", admin.calls());
@@ -1292,15 +1304,14 @@ async fn failover_promotes_only_a_recorded_in_sync_member() {
         [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
     )
     .await;
+    admin.report_in_sync("10.0.0.0:10911", &["10.0.0.1:10911", "10.0.0.2:10911"]);
     admin
-        .no_in_sync_report
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    {
-        let mut v = admin.views.lock().unwrap();
-        let m = v.get_mut("10.0.0.0:10911").unwrap();
-        m.in_sync = vec!["10.0.0.1:10911".into(), "10.0.0.2:10911".into()];
-        m.sync_set_epoch = 4;
-    }
+        .views
+        .lock()
+        .unwrap()
+        .get_mut("10.0.0.0:10911")
+        .unwrap()
+        .sync_set_epoch = 4;
     let bg = reconcile_with(&c, &admin).await;
     let st = bg.status.unwrap();
     assert_eq!(
@@ -1330,7 +1341,7 @@ async fn failover_promotes_only_a_recorded_in_sync_member() {
     // broker-a-1 got further meanwhile (more bytes than broker-a-2), then the master dies.
     admin.set("10.0.0.1:10911", false, 1, 5000);
     set_pod(&c, "broker-a-0", false, 60).await;
-    admin.views.lock().unwrap().remove("10.0.0.0:10911");
+    admin.gone("10.0.0.0:10911");
     // The member is down too: nobody safe to promote.
     set_pod(&c, "broker-a-2", false, 60).await;
     let bg = reconcile_with(&c, &admin).await;
@@ -1356,21 +1367,12 @@ async fn allow_unclean_promotes_outside_the_set_and_says_so() {
         [(true, 1, 1000), (false, 1, 1000), (false, 1, 900)],
     )
     .await;
-    admin
-        .no_in_sync_report
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    admin
-        .views
-        .lock()
-        .unwrap()
-        .get_mut("10.0.0.0:10911")
-        .unwrap()
-        .in_sync = vec!["10.0.0.1:10911".into()];
+    admin.report_in_sync("10.0.0.0:10911", &["10.0.0.1:10911"]);
     reconcile_with(&c, &admin).await;
     set_pod(&c, "broker-a-0", false, 60).await;
     set_pod(&c, "broker-a-1", false, 60).await;
-    admin.views.lock().unwrap().remove("10.0.0.0:10911");
-    admin.views.lock().unwrap().remove("10.0.0.1:10911");
+    admin.gone("10.0.0.0:10911");
+    admin.gone("10.0.0.1:10911");
     let bg = reconcile_with(&c, &admin).await;
     assert_eq!(bg.status.unwrap().master.as_deref(), Some("broker-a-2"));
     assert!(reasons(&c).await.contains(&"UncleanFailover".to_string()));
@@ -1431,7 +1433,7 @@ async fn a_larger_storage_size_grows_the_pvcs_and_recreates_the_statefulset() {
     assert_eq!(size(&sts_api.get("broker-a").await.unwrap()), "30Gi");
     // The failover decision still runs: the master dies, a slave is promoted.
     set_pod(&c, "broker-a-0", false, 60).await;
-    admin.views.lock().unwrap().remove("10.0.0.0:10911");
+    admin.gone("10.0.0.0:10911");
     let bg = reconcile_with(&c, &admin).await;
     assert_ne!(bg.status.unwrap().master.as_deref(), Some("broker-a-0"));
 }

@@ -273,6 +273,20 @@ fn traced_producers(
         .collect()
 }
 
+/// Three replicas, SYNC_MASTER, failover after 2 s unready.
+fn sync_master_with_grace_2s() -> BrokerGroupSpec {
+    BrokerGroupSpec {
+        replicas: 3,
+        replication: ferrocket_operator::crd::Replication::SyncMaster,
+        failover: ferrocket_operator::crd::Failover {
+            enabled: true,
+            unready_grace_seconds: 2,
+            allow_unclean: false,
+        },
+        ..BrokerGroupSpec::default()
+    }
+}
+
 /// Every message id of `topic` stored on `addr`.
 async fn stored_ids(c: &Client, addr: &str, topic: &str) -> Vec<String> {
     let mut ids = Vec::new();
@@ -300,17 +314,7 @@ async fn stored_ids(c: &Client, addr: &str, topic: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_promotes_the_best_slave_of_a_killed_sync_master_without_losing_acked_messages() {
-    let mut g = Group::start(BrokerGroupSpec {
-        replicas: 3,
-        replication: ferrocket_operator::crd::Replication::SyncMaster,
-        failover: ferrocket_operator::crd::Failover {
-            enabled: true,
-            unready_grace_seconds: 2,
-            allow_unclean: false,
-        },
-        ..BrokerGroupSpec::default()
-    })
-    .await;
+    let mut g = Group::start(sync_master_with_grace_2s()).await;
     let c = Client::new(&g.ns.addr);
     g.topic(&c, "OpFail").await;
     let bg = g.reconcile().await;
@@ -514,17 +518,7 @@ async fn randomized_fault_campaign_keeps_one_master_and_loses_nothing() {
             .try_init();
     }
     let mut rng = Rng(seed);
-    let mut g = Group::start(BrokerGroupSpec {
-        replicas: 3,
-        replication: ferrocket_operator::crd::Replication::SyncMaster,
-        failover: ferrocket_operator::crd::Failover {
-            enabled: true,
-            unready_grace_seconds: 2,
-            allow_unclean: false,
-        },
-        ..BrokerGroupSpec::default()
-    })
-    .await;
+    let mut g = Group::start(sync_master_with_grace_2s()).await;
     let c = Client::new(&g.ns.addr);
     g.topic(&c, "Campaign").await;
     g.reconcile().await;
