@@ -1777,6 +1777,17 @@ fn health_and_readiness_follow_what_the_broker_can_do() {
             .success());
     };
     stop("-STOP", m.pid());
+    // The signal is delivered asynchronously: wait until the kernel shows it stopped.
+    let stat = format!("/proc/{}/stat", m.pid());
+    wait_until("the broker is stopped", Duration::from_secs(5), || {
+        std::fs::read_to_string(&stat)
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    });
     assert_eq!(
         probe(pm, "/healthz"),
         None,
