@@ -1101,22 +1101,10 @@ async fn expand_storage(client: &Client, bg: &BrokerGroup) -> Result<StorageStat
             "storage.size cannot shrink from {have} to {want}: PVCs only grow"
         )));
     }
-    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-        Api::namespaced(client.clone(), &namespace);
-    let selector = builders::selector_labels(&name, "broker")
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    for pvc in pvcs.list(&ListParams::default().labels(&selector)).await? {
+    let pvcs = pvc_api(client, bg);
+    for pvc in group_pvcs(&pvcs, bg).await? {
         let pvc_name = pvc.name_any();
-        let requested = pvc
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .and_then(|q| builders::quantity_bytes(&q.0));
+        let requested = requested_bytes(&pvc);
         if requested.is_some_and(|r| r >= w) {
             continue;
         }
@@ -1148,27 +1136,43 @@ async fn expand_storage(client: &Client, bg: &BrokerGroup) -> Result<StorageStat
     })
 }
 
-/// Whether some PVC of the group has a capacity below what it requests (a resize in
-/// progress).
-async fn storage_growing(client: &Client, bg: &BrokerGroup) -> bool {
-    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-        Api::namespaced(client.clone(), &namespace_of(bg));
+type Pvc = k8s_openapi::api::core::v1::PersistentVolumeClaim;
+
+fn pvc_api(client: &Client, bg: &BrokerGroup) -> Api<Pvc> {
+    Api::namespaced(client.clone(), &namespace_of(bg))
+}
+
+/// What a PVC requests, in bytes.
+fn requested_bytes(p: &Pvc) -> Option<f64> {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .and_then(|q| builders::quantity_bytes(&q.0))
+}
+
+/// The group's broker PVCs (selected by the pods' labels).
+async fn group_pvcs(pvcs: &Api<Pvc>, bg: &BrokerGroup) -> Result<Vec<Pvc>, Error> {
     let selector = builders::selector_labels(&bg.name_any(), "broker")
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let Ok(list) = pvcs.list(&ListParams::default().labels(&selector)).await else {
+    Ok(pvcs
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
+/// Whether some PVC of the group has a capacity below what it requests (a resize in
+/// progress).
+async fn storage_growing(client: &Client, bg: &BrokerGroup) -> bool {
+    let Ok(list) = group_pvcs(&pvc_api(client, bg), bg).await else {
         return false;
     };
-    list.items.iter().any(|p| {
-        let req = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .and_then(|q| builders::quantity_bytes(&q.0));
+    list.iter().any(|p| {
+        let req = requested_bytes(p);
         let cap = p
             .status
             .as_ref()

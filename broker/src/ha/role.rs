@@ -140,6 +140,8 @@ pub struct RoleCell {
     /// Why this master must not take writes: a name server knows a master of a newer
     /// epoch. Cleared by the next role change.
     superseded: Mutex<Option<String>>,
+    /// Whether `superseded` holds a reason: the send path checks this flag only.
+    is_superseded: std::sync::atomic::AtomicBool,
     /// A slave is in sync once its log reaches this offset (its master's end at the
     /// last hello, less `haMaxGapNotInSync`); `u64::MAX` until it first follows.
     catch_up_to: AtomicU64,
@@ -173,6 +175,7 @@ impl RoleCell {
             rejoin_at: Mutex::new(None),
             record,
             superseded: Mutex::new(None),
+            is_superseded: std::sync::atomic::AtomicBool::new(false),
             catch_up_to: AtomicU64::new(u64::MAX),
         })
     }
@@ -293,6 +296,7 @@ impl RoleCell {
 
     fn bump(&self) {
         *lock(&self.superseded) = None;
+        self.is_superseded.store(false, Ordering::Release);
         self.changed.send_modify(|g| *g += 1);
     }
 
@@ -307,6 +311,7 @@ impl RoleCell {
             tracing::warn!(reason = %why, "a newer master exists: this master takes no writes until its role changes");
         }
         *s = Some(why.to_owned());
+        self.is_superseded.store(true, Ordering::Release);
     }
 
     /// A slave began following a master whose log ends at `master_max`.
@@ -329,7 +334,7 @@ impl RoleCell {
     /// Why this master is fenced (see [`RoleCell::supersede`]).
     #[must_use]
     pub fn superseded(&self) -> Option<String> {
-        if !self.is_master() {
+        if !self.is_superseded.load(Ordering::Acquire) || !self.is_master() {
             return None;
         }
         lock(&self.superseded).clone()
