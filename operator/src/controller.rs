@@ -607,14 +607,14 @@ pub async fn reconcile_broker_group(
     );
     // A larger storage.size: the PVCs grow first, then the StatefulSet (whose claim
     // template cannot change) is recreated around the running pods.
-    let storage = match expand_storage(&ctx.client, bg.as_ref()).await {
+    let storage = match crate::storage::expand(&ctx.client, bg.as_ref()).await {
         Ok(s) => s,
         Err(e) => {
             keep(Err(e));
-            StorageState::Same
+            crate::storage::StorageState::Same
         }
     };
-    if let StorageState::Expanded { from, to } = &storage {
+    if let crate::storage::StorageState::Expanded { from, to } = &storage {
         ctx.event(
             bg.as_ref(),
             EventType::Normal,
@@ -623,7 +623,7 @@ pub async fn reconcile_broker_group(
         )
         .await;
     }
-    let sts = if matches!(storage, StorageState::Refused(_)) {
+    let sts = if matches!(storage, crate::storage::StorageState::Refused(_)) {
         None
     } else {
         match apply::<StatefulSet>(&ctx.client, &namespace, &objects.statefulset).await {
@@ -845,8 +845,10 @@ pub async fn reconcile_broker_group(
         .collect();
     let degraded = match &no_candidate {
         Some((kind, reason)) => Some((*kind, reason.clone())),
-        None if matches!(storage, StorageState::Refused(_)) => match &storage {
-            StorageState::Refused(why) => Some(("StorageNotExpandable", why.clone())),
+        None if matches!(storage, crate::storage::StorageState::Refused(_)) => match &storage {
+            crate::storage::StorageState::Refused(why) => {
+                Some(("StorageNotExpandable", why.clone()))
+            }
             _ => None,
         },
         None if !stuck.is_empty() => Some(("SlaveCannotFollow", stuck.join("; "))),
@@ -865,8 +867,8 @@ pub async fn reconcile_broker_group(
     });
     let blocked = builders::pod_count(want, &roles) > want;
     let growing = match &storage {
-        StorageState::Refused(_) => false,
-        _ => storage_growing(&ctx.client, bg.as_ref()).await,
+        crate::storage::StorageState::Refused(_) => false,
+        _ => crate::storage::growing(&ctx.client, bg.as_ref()).await,
     };
     let progressing = ready != want || !rolled || blocked || growing;
     let conds = vec![
@@ -1054,133 +1056,6 @@ async fn observe_members(
         m.broker = v;
     }
     members
-}
-
-/// What [`expand_storage`] found.
-enum StorageState {
-    /// The claim template matches `storage.size` (or there is no StatefulSet yet).
-    Same,
-    /// The PVCs were asked to grow and the StatefulSet was deleted (orphaning the pods)
-    /// to be recreated with the new template.
-    Expanded {
-        /// The old size.
-        from: String,
-        /// The new size.
-        to: String,
-    },
-    /// The size cannot change that way (a shrink, or a StorageClass without expansion).
-    Refused(String),
-}
-
-/// Grows the group's PVCs to `storage.size` when it is larger than the StatefulSet's
-/// claim template, then deletes the StatefulSet with `propagationPolicy: Orphan` so the
-/// next apply recreates it with the new template while the pods keep running (the
-/// claim template of a StatefulSet is immutable).
-async fn expand_storage(client: &Client, bg: &BrokerGroup) -> Result<StorageState, Error> {
-    let namespace = namespace_of(bg);
-    let name = bg.name_any();
-    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
-    let Some(current) = sts_api.get_opt(&name).await? else {
-        return Ok(StorageState::Same);
-    };
-    let want = bg.spec.storage.size.clone();
-    let Some(have) = builders::claim_size(&current) else {
-        return Ok(StorageState::Same);
-    };
-    let (Some(w), Some(h)) = (
-        builders::quantity_bytes(&want),
-        builders::quantity_bytes(&have),
-    ) else {
-        return Ok(StorageState::Same);
-    };
-    if w == h {
-        return Ok(StorageState::Same);
-    }
-    if w < h {
-        return Ok(StorageState::Refused(format!(
-            "storage.size cannot shrink from {have} to {want}: PVCs only grow"
-        )));
-    }
-    let pvcs = pvc_api(client, bg);
-    for pvc in group_pvcs(&pvcs, bg).await? {
-        let pvc_name = pvc.name_any();
-        let requested = requested_bytes(&pvc);
-        if requested.is_some_and(|r| r >= w) {
-            continue;
-        }
-        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": want}}}});
-        if let Err(e) = pvcs
-            .patch(&pvc_name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            // Typically: the StorageClass does not allow volume expansion.
-            return Ok(StorageState::Refused(format!(
-                "PVC {pvc_name} cannot grow to {want}: {e}"
-            )));
-        }
-        info!(pvc = %pvc_name, from = %have, to = %want, "PVC asked to grow");
-    }
-    sts_api
-        .delete(
-            &name,
-            &kube::api::DeleteParams {
-                propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
-                ..kube::api::DeleteParams::default()
-            },
-        )
-        .await?;
-    info!(statefulset = %name, from = %have, to = %want, "StatefulSet deleted (pods orphaned) to be recreated with the new claim size");
-    Ok(StorageState::Expanded {
-        from: have,
-        to: want,
-    })
-}
-
-type Pvc = k8s_openapi::api::core::v1::PersistentVolumeClaim;
-
-fn pvc_api(client: &Client, bg: &BrokerGroup) -> Api<Pvc> {
-    Api::namespaced(client.clone(), &namespace_of(bg))
-}
-
-/// What a PVC requests, in bytes.
-fn requested_bytes(p: &Pvc) -> Option<f64> {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .and_then(|q| builders::quantity_bytes(&q.0))
-}
-
-/// The group's broker PVCs (selected by the pods' labels).
-async fn group_pvcs(pvcs: &Api<Pvc>, bg: &BrokerGroup) -> Result<Vec<Pvc>, Error> {
-    let selector = builders::selector_labels(&bg.name_any(), "broker")
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    Ok(pvcs
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items)
-}
-
-/// Whether some PVC of the group has a capacity below what it requests (a resize in
-/// progress).
-async fn storage_growing(client: &Client, bg: &BrokerGroup) -> bool {
-    let Ok(list) = group_pvcs(&pvc_api(client, bg), bg).await else {
-        return false;
-    };
-    list.iter().any(|p| {
-        let req = requested_bytes(p);
-        let cap = p
-            .status
-            .as_ref()
-            .and_then(|s| s.capacity.as_ref())
-            .and_then(|c| c.get("storage"))
-            .and_then(|q| builders::quantity_bytes(&q.0));
-        matches!((req, cap), (Some(r), Some(c)) if c < r)
-    })
 }
 
 /// What a promotion does (see [`fail_over`]).

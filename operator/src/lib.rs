@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod rbac;
 pub mod render;
 pub mod run;
+pub mod storage;
 
 /// Every CRD as one multi-document YAML stream (what `ferrocket-operator crd` prints and
 /// `crds/` holds).
