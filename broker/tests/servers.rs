@@ -1156,6 +1156,25 @@ fn unsupported_features_are_refused_with_rocketmqs_answers_and_store_nothing() {
     });
 }
 
+/// Waits (10 s deadline) until queue `queue` of `topic` holds `n` dispatched messages:
+/// SEND_OK comes after the CommitLog append, the ConsumeQueue follows asynchronously.
+async fn wait_dispatched(c: &RemotingClient, addr: &str, topic: &str, queue: i32, n: i64) {
+    ferrocket_testkit::wait_until_async(
+        &format!("{n} messages dispatched to {topic}/{queue}"),
+        Duration::from_secs(10),
+        || async {
+            let m = RemotingCommand::request(request::GET_MAX_OFFSET)
+                .with_ext("topic", topic)
+                .with_ext("queueId", queue);
+            match c.invoke(addr, m, T).await {
+                Ok(r) => r.ext("offset").and_then(|o| o.parse::<i64>().ok()) >= Some(n),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+}
+
 /// The offset in an offset message id (its last 16 hex digits).
 fn phys_of(msg_id: &str) -> i64 {
     i64::from_str_radix(&msg_id[msg_id.len() - 16..], 16).unwrap()
@@ -1328,6 +1347,8 @@ fn sql92_selectors_are_checked_and_filter_pulls() {
             let r = c.invoke(&b.addr, r, T).await.unwrap();
             assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
         }
+        // Dispatch is asynchronous: a pull sees what the ConsumeQueue holds.
+        wait_dispatched(&c, &b.addr, "Sql", 0, 6).await;
         let check = |expr: &str| {
             RemotingCommand::request(46).with_body(Bytes::from(format!(
                 r#"{{"clientId":"c@1","group":"g","subscriptionData":{{"topic":"Sql","subString":"{expr}","expressionType":"SQL92","tagsSet":[],"codeSet":[],"subVersion":1,"classFilterMode":false}}}}"#
