@@ -347,7 +347,7 @@ impl Broker {
         let code = match self.await_acknowledged(&msgs, &result).await {
             Ok(code) => code,
             Err(e) => {
-                warn!(error = %e, "flush failed");
+                warn!(error = %e, "send not acknowledged");
                 return fail(
                     req,
                     response::SERVICE_NOT_AVAILABLE,
@@ -406,12 +406,19 @@ impl Broker {
         let timeout = Duration::from_millis(self.config.store.sync_flush_timeout_ms.max(1));
         let replicate = async {
             if sync_master && crate::store::wait_requested(msgs) {
-                self.ha.wait_for_slave(result.end_offset, timeout).await
+                self.ha
+                    .wait_for_slave(result.end_offset, result.generation, timeout)
+                    .await
             } else {
                 Ok(())
             }
         };
         let (flushed, replicated) = tokio::join!(self.store.await_durable(msgs, result), replicate);
+        if self.store.generation() != result.generation {
+            // Demoted (or cut) while the send waited: a flush or acknowledgement of its
+            // offsets may be of bytes written since, so it is not acknowledged.
+            return Err(StoreError::NotMaster);
+        }
         match flushed {
             Ok(()) => {}
             Err(StoreError::FlushTimeout { .. }) => return Ok(response::FLUSH_DISK_TIMEOUT),
@@ -421,6 +428,9 @@ impl Broker {
             Ok(()) => response::SUCCESS,
             Err(crate::ha::SyncError::SlaveNotAvailable) => response::SLAVE_NOT_AVAILABLE,
             Err(crate::ha::SyncError::Timeout) => response::FLUSH_SLAVE_TIMEOUT,
+            // Not known to be replicated in any term: the producer retries (14 is in
+            // every client's retry list); a duplicate is possible, a false ack is not.
+            Err(crate::ha::SyncError::Superseded) => return Err(StoreError::NotMaster),
         })
     }
 }

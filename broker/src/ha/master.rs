@@ -42,6 +42,10 @@ pub enum SyncError {
     /// No slave reported the offset in time.
     #[error("no slave acknowledged in time")]
     Timeout,
+    /// The log was cut or this broker's role changed after the append: an
+    /// acknowledgement of the offset may be for other bytes, so none is given.
+    #[error("the role changed before the message was replicated")]
+    Superseded,
 }
 
 /// How SYNC_MASTER acknowledgements use the in-sync replica set.
@@ -288,11 +292,21 @@ impl HaService {
             .saturating_sub(self.acked_offset())
     }
 
-    /// Waits until a slave acknowledged `offset` (the end of a send), at most `timeout`.
+    /// Waits until a slave acknowledged `offset` (the end of a send appended at the
+    /// CommitLog's `generation`), at most `timeout`.
     ///
     /// # Errors
-    /// [`SyncError::SlaveNotAvailable`] without an in-sync slave, [`SyncError::Timeout`].
-    pub async fn wait_for_slave(&self, offset: u64, timeout: Duration) -> Result<(), SyncError> {
+    /// [`SyncError::SlaveNotAvailable`] without an in-sync slave, [`SyncError::Timeout`],
+    /// [`SyncError::Superseded`] when the log moved to a later generation first (a
+    /// demotion, a cut): the offset may then hold other bytes, acknowledged in a later
+    /// term.
+    pub async fn wait_for_slave(
+        &self,
+        offset: u64,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<(), SyncError> {
+        let current = || self.store.generation() == generation;
         if self.policy.all_ack {
             let members = lock(&self.sync).members.len();
             // The master counts as one replica; a SYNC_MASTER always needs a slave.
@@ -301,6 +315,9 @@ impl HaService {
             }
         }
         let mut rx = self.committed.subscribe();
+        if !current() {
+            return Err(SyncError::Superseded);
+        }
         if *rx.borrow() >= offset {
             return Ok(());
         }
@@ -310,12 +327,15 @@ impl HaService {
         {
             return Err(SyncError::SlaveNotAvailable);
         }
+        // A role change resets `committed` (waking every waiter); the generation is
+        // checked again after the wait, as the reset may come after a cut.
         let reached = tokio::time::timeout(timeout, async {
-            rx.wait_for(|a| *a >= offset).await.is_ok()
+            rx.wait_for(|a| *a >= offset || !current()).await.is_ok()
         })
         .await;
         match reached {
-            Ok(true) => Ok(()),
+            Ok(true) if current() => Ok(()),
+            Ok(true) => Err(SyncError::Superseded),
             _ => Err(SyncError::Timeout),
         }
     }
@@ -617,5 +637,76 @@ impl ConnectedGuard {
 impl Drop for ConnectedGuard {
     fn drop(&mut self) {
         self.ha.connected(&self.who, -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ha::epoch::EpochFile;
+    use crate::ha::role::{BrokerRole, RoleState};
+    use crate::store::{MessageToStore, StoreConfig};
+
+    fn message(body: &str) -> MessageToStore {
+        MessageToStore {
+            topic: "T".into(),
+            body: bytes::Bytes::from(body.to_owned()),
+            ..MessageToStore::default()
+        }
+    }
+
+    /// A send appended before a demotion waits on an offset; after the cut the master is
+    /// promoted again and its slave acknowledges past that offset — with other bytes
+    /// there. The old wait must fail, not answer SEND_OK (the campaign's lost messages).
+    #[tokio::test]
+    async fn a_wait_from_before_a_cut_is_never_acknowledged_by_a_later_term() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = StoreConfig::new(dir.path());
+        config.disk_space_clean_forcibly_ratio = 100;
+        config.disk_space_warning_level_ratio = 100;
+        let store = MessageStore::open(config).expect("store");
+        let role = RoleCell::new(
+            RoleState {
+                role: BrokerRole::SyncMaster,
+                broker_id: 0,
+                epoch: 1,
+                master_addr: None,
+                master_ha_addr: None,
+            },
+            EpochFile::load(&dir.path().join("epochFile")).expect("epoch file"),
+        );
+        let ha = HaService::new(Arc::clone(&store), role);
+        ha.report("slave", 0);
+        assert_eq!(ha.sync_state_set().members.len(), 1);
+
+        let old = store.append_messages(&[message("old")]).expect("append");
+        let waiter = {
+            let ha = Arc::clone(&ha);
+            tokio::spawn(async move {
+                ha.wait_for_slave(old.end_offset, old.generation, Duration::from_secs(10))
+                    .await
+            })
+        };
+        // Demoted and cut, then master again: the same offsets hold new records.
+        store.set_accept_appends(false);
+        store.truncate(0).expect("truncate");
+        ha.reset_acked();
+        store.set_accept_appends(true);
+        ha.report("slave", 0);
+        let new = store
+            .append_messages(&[message("new, longer than the old one")])
+            .expect("append");
+        assert!(new.end_offset >= old.end_offset);
+        ha.report("slave", new.end_offset);
+        let outcome = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the old wait ends at once")
+            .expect("task");
+        assert!(matches!(outcome, Err(SyncError::Superseded)), "{outcome:?}");
+        // A wait from the current generation is acknowledged as before.
+        assert!(ha
+            .wait_for_slave(new.end_offset, new.generation, Duration::from_secs(1))
+            .await
+            .is_ok());
     }
 }

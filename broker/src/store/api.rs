@@ -251,4 +251,10 @@ impl MessageStore {
     pub fn set_accept_appends(&self, accept: bool) {
         self.inner.commitlog.set_accept_appends(accept);
     }
+
+    /// The CommitLog's generation: it moves when appends are refused or the log is cut,
+    /// so a [`PutResult::generation`] older than it may name replaced bytes.
+    pub fn generation(&self) -> u64 {
+        self.inner.commitlog.generation()
+    }
 }

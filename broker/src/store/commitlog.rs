@@ -98,6 +98,8 @@ pub struct AppendResult {
     pub queue_offset: i64,
     /// Store timestamp given to the records.
     pub store_timestamp: i64,
+    /// The log's generation when the records were appended ([`CommitLog::generation`]).
+    pub generation: u64,
 }
 
 /// How [`CommitLog::truncate_locked`] cuts the segment holding the new end.
@@ -135,6 +137,10 @@ pub struct CommitLog {
     flush_micros: AtomicU64,
     /// Client appends allowed (a master's store); replicated bytes always are.
     accept_appends: AtomicBool,
+    /// Moves whenever bytes already written may be replaced: appends are refused (a
+    /// demotion) or the log is cut or repositioned. A wait for an offset started by an
+    /// append of an earlier generation cannot tell its records from the bytes now there.
+    generation: AtomicU64,
 }
 
 impl CommitLog {
@@ -143,7 +149,15 @@ impl CommitLog {
     /// refuses before it cuts its log, so no stale write lands after the cut).
     pub fn set_accept_appends(&self, accept: bool) {
         let _tail = lock(&self.tail);
+        if !accept {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         self.accept_appends.store(accept, Ordering::Release);
+    }
+
+    /// The current generation (see [`AppendResult::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Maps the segments found in `dir` (creating it if needed). The data end is not
@@ -213,6 +227,7 @@ impl CommitLog {
             flushed_offset: AtomicU64::new(min),
             dir_dirty: AtomicBool::new(false),
             accept_appends: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
             flush_lock: Mutex::new(()),
             disk_warning_ratio: f64::from(disk_warning_ratio_percent) / 100.0,
             write_with_syscall,
@@ -387,6 +402,7 @@ impl CommitLog {
             end_offset: phys,
             queue_offset: first_qo,
             store_timestamp: now,
+            generation: self.generation.load(Ordering::Acquire),
         })
     }
 
@@ -558,6 +574,7 @@ impl CommitLog {
     /// # Errors
     /// I/O errors.
     pub fn truncate_locked(&self, tail: &mut Tail, offset: u64, how: Truncation) -> Result<()> {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let segs = self.segments();
         let mut keep = Vec::new();
         for seg in segs {
@@ -595,6 +612,7 @@ impl CommitLog {
 
     /// Sets the recovered end: the write position, flushed offset and last timestamp.
     pub fn set_recovered_end(&self, tail: &mut Tail, offset: u64, last_store_timestamp: i64) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         tail.write_offset = offset;
         tail.last_store_timestamp = last_store_timestamp;
         self.max_offset.store(offset, Ordering::Release);

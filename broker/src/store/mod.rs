@@ -91,6 +91,9 @@ pub struct PutResult {
     pub store_timestamp: i64,
     /// Offset one past the last message.
     pub end_offset: u64,
+    /// The CommitLog's generation at the append: a later one means the bytes below
+    /// `end_offset` may since have been cut and replaced (a demotion, a truncation).
+    pub generation: u64,
 }
 
 /// Which messages a read keeps, as RocketMQ's `MessageFilter`: first by the
@@ -604,6 +607,7 @@ impl StoreInner {
             queue_offset: r.queue_offset,
             store_timestamp: r.store_timestamp,
             end_offset: r.end_offset,
+            generation: r.generation,
         })
     }
 
