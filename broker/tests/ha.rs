@@ -1963,3 +1963,272 @@ fn name_servers_change_at_run_time() {
     );
     assert_eq!(state(&rt, &c1, &b.addr).namesrv_addr, both);
 }
+
+/// Issue 13: a SYNC_MASTER cut off from both its slaves (black-holed HA streams) while it
+/// still reaches the name server and its clients never acknowledges again: its members
+/// only become *leaving* (no controller on its side confirms), the slaves are promoted
+/// and re-pointed on the other side, and once the name server refuses its registration
+/// it fences itself (SERVICE_NOT_AVAILABLE). Every acknowledged send is on the new master.
+#[test]
+fn a_partitioned_old_master_stops_acknowledging_and_fences_itself() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let root = tempfile::tempdir().unwrap();
+    let m = master(
+        &ns.addr,
+        &root.path().join("m"),
+        "SYNC_MASTER",
+        &[
+            "syncFlushTimeout=500",
+            "haMaxTimeSlaveNotCatchup=1000",
+            "syncStateSetByController=true",
+        ],
+    );
+    create_topic(&rt, &c, "PART", 1);
+    let ha = m.ha_addr.clone().unwrap();
+    let (pa, pb) = (
+        FaultProxy::start(&rt, ha.clone()),
+        FaultProxy::start(&rt, ha.clone()),
+    );
+    let a = slave(
+        &ns.addr,
+        &root.path().join("a"),
+        1,
+        1,
+        &format!("127.0.0.1:{}", pa.port),
+    );
+    let b = slave(
+        &ns.addr,
+        &root.path().join("b"),
+        2,
+        1,
+        &format!("127.0.0.1:{}", pb.port),
+    );
+    wait_until("both slaves in sync", Duration::from_secs(20), || {
+        state(&rt, &c, &m.addr).in_sync.len() == 2
+    });
+    let send =
+        |addr: &str, id: &str| match rt.block_on(c.send("PART", &q(addr, 0), &[msg(id, 256)])) {
+            Ok(r) => r.code,
+            Err(ClientError::Refused { code, .. }) => code,
+            Err(e) => panic!("{e}"),
+        };
+    assert_eq!(send(&m.addr, "before"), response::SUCCESS);
+
+    // The partition: the master keeps its name server and clients, loses its slaves.
+    pa.set(BLACKHOLE);
+    pb.set(BLACKHOLE);
+    assert_eq!(send(&m.addr, "during-0"), response::FLUSH_SLAVE_TIMEOUT);
+    wait_until(
+        "both members stopped catching up (leaving, unconfirmed)",
+        Duration::from_secs(10),
+        || state(&rt, &c, &m.addr).in_sync_leaving.len() == 2,
+    );
+    // Past haMaxTimeSlaveNotCatchup nothing changes: no controller confirms a smaller set.
+    assert_eq!(send(&m.addr, "during-1"), response::FLUSH_SLAVE_TIMEOUT);
+    assert_eq!(state(&rt, &c, &m.addr).in_sync.len(), 2);
+
+    // The other side: a is promoted at epoch 2 and b follows it.
+    let repointed = rt
+        .block_on(fail_over(
+            &c.remoting,
+            &a.addr,
+            &[(b.addr.clone(), 2)],
+            2,
+            T,
+        ))
+        .unwrap();
+    assert_eq!(repointed, [b.addr.clone()]);
+    // The old master's next registration is refused (epoch 2 is master): it fences
+    // itself. No answer on the way is SUCCESS.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut i = 2;
+    loop {
+        let code = send(&m.addr, &format!("during-{i}"));
+        i += 1;
+        assert_ne!(
+            code,
+            response::SUCCESS,
+            "the partitioned old master acknowledged"
+        );
+        if code == response::SERVICE_NOT_AVAILABLE {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old master never fenced itself"
+        );
+    }
+    assert!(
+        !state(&rt, &c, &m.addr).fenced.is_empty(),
+        "runtime info shows masterFenced"
+    );
+
+    // The new master acknowledges once b is in its set.
+    wait_until(
+        "b joined the new master's set",
+        Duration::from_secs(20),
+        || state(&rt, &c, &a.addr).in_sync == [b.addr.clone()],
+    );
+    assert_eq!(send(&a.addr, "after"), response::SUCCESS);
+    let on_new = rt.block_on(consume_all(&c, &a.addr, "PART", 1));
+    assert_eq!(
+        on_new,
+        ["before", "after"],
+        "only acknowledged sends, nothing else"
+    );
+
+    // Heal: the operator's correction points the old master at a; it cuts what it
+    // never had acknowledged and converges.
+    pa.set(PASS);
+    pb.set(PASS);
+    let role = NewRole::Slave {
+        master: a.addr.clone(),
+        master_ha: a.ha_addr.clone(),
+        broker_id: Some(3),
+    };
+    rt.block_on(change_role(&c.remoting, &m.addr, &role, 2, T))
+        .unwrap();
+    converge(&rt, &c, &a, &m, "the old master converges on the new one");
+}
+
+/// A TCP proxy in front of a broker's client port that forwards everything until it
+/// passes a ROLE_CHANGE request, then drops every answer: the promotion takes effect
+/// and nobody hears of it (a lost answer, then reads that time out).
+struct LostAnswerProxy {
+    port: u16,
+}
+
+impl LostAnswerProxy {
+    fn start(rt: &tokio::runtime::Runtime, target: String) -> LostAnswerProxy {
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mute = Arc::new(AtomicBool::new(false));
+        rt.spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(outbound) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (mut ri, mut wi) = inbound.into_split();
+                let (mut ro, mut wo) = outbound.into_split();
+                let m = Arc::clone(&mute);
+                tokio::spawn(async move {
+                    // Client to broker: everything, watching for the role change code.
+                    let needle = format!("\"code\":{}", 60001);
+                    let mut seen = Vec::new();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = ri.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        if seen.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                            m.store(true, Ordering::SeqCst);
+                        }
+                        let keep = seen.len().saturating_sub(needle.len());
+                        seen.drain(..keep);
+                        if wo.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let m = Arc::clone(&mute);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = ro.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        if !m.load(Ordering::SeqCst) && wi.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        LostAnswerProxy { port }
+    }
+}
+
+/// Issue 13: a switchover whose promotion answer is lost, and whose follow-up read of
+/// the target times out too, leaves the old master read-only: the target did become
+/// master, so giving the old one its writes back would make two masters taking writes.
+#[test]
+fn a_switchover_that_loses_the_promotion_answer_leaves_one_writable_master() {
+    use ferrocket::client::role::switch_over;
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let root = tempfile::tempdir().unwrap();
+    let (m, s1, s2) = sync_master_and_two_slaves(&ns.addr, root.path());
+    create_topic(&rt, &c, "LA", 1);
+    let send = |addr: &str, id: &str| match rt.block_on(c.send("LA", &q(addr, 0), &[msg(id, 256)]))
+    {
+        Ok(r) => r.code,
+        Err(ClientError::Refused { code, .. }) => code,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(send(&m.addr, "before"), response::SUCCESS);
+    let proxy = LostAnswerProxy::start(&rt, s2.addr.clone());
+    let outcome = rt.block_on(switch_over(
+        &c.remoting,
+        &m.addr,
+        2,
+        &format!("127.0.0.1:{}", proxy.port),
+        &[(s1.addr.clone(), 1)],
+        2,
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+    ));
+    assert!(outcome.is_err(), "the switchover cannot know: {outcome:?}");
+    // The promotion took effect.
+    let target = state(&rt, &c, &s2.addr);
+    assert_eq!((target.role.as_str(), target.epoch), ("SYNC_MASTER", 2));
+    // The old master is still master of epoch 1 but takes no writes.
+    let old = state(&rt, &c, &m.addr);
+    assert_eq!((old.role.as_str(), old.epoch), ("SYNC_MASTER", 1));
+    let refused = send(&m.addr, "after-on-old");
+    assert!(
+        [response::NO_PERMISSION, response::SERVICE_NOT_AVAILABLE].contains(&refused),
+        "{refused}"
+    );
+    // Its writes were not given back (read-only, brokerPermission=4), whether or not a
+    // name server has fenced it meanwhile.
+    let cfg = rt
+        .block_on(c.remoting.invoke(
+            &m.addr,
+            ferrocket::remoting::RemotingCommand::request(
+                ferrocket::remoting::codes::request::GET_BROKER_CONFIG,
+            ),
+            T,
+        ))
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&cfg.body_bytes()).contains("brokerPermission=4"),
+        "the old master got its writes back"
+    );
+    // The operator's next reconcile re-points everyone at the new master, which
+    // acknowledges; nothing acknowledged is missing.
+    let ha2 = Some(target.ha_addr.clone());
+    for (p, id) in [(&m, 2), (&s1, 1)] {
+        let role = NewRole::Slave {
+            master: s2.addr.clone(),
+            master_ha: ha2.clone(),
+            broker_id: Some(id),
+        };
+        rt.block_on(change_role(&c.remoting, &p.addr, &role, 2, T))
+            .unwrap();
+    }
+    wait_until(
+        "the new master has its set",
+        Duration::from_secs(20),
+        || state(&rt, &c, &s2.addr).in_sync.len() == 2,
+    );
+    assert_eq!(send(&s2.addr, "after"), response::SUCCESS);
+    let on_new = rt.block_on(consume_all(&c, &s2.addr, "LA", 1));
+    assert_eq!(on_new, ["before", "after"]);
+}
