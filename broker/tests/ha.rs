@@ -2039,7 +2039,7 @@ fn a_partitioned_old_master_stops_acknowledging_and_fences_itself() {
             T,
         ))
         .unwrap();
-    assert_eq!(repointed, [b.addr.clone()]);
+    assert_eq!(repointed, std::slice::from_ref(&b.addr));
     // The old master's next registration is refused (epoch 2 is master): it fences
     // itself. No answer on the way is SUCCESS.
     let deadline = Instant::now() + Duration::from_secs(15);
