@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
@@ -41,6 +42,9 @@ pub const CONFIG_MOUNT: &str = "/etc/ferrocket";
 pub const ROLES_MOUNT: &str = "/etc/ferrocket-roles";
 /// Annotation carrying a hash of the rendered configuration (a change rolls the pods).
 pub const CONFIG_HASH_ANNOTATION: &str = "ferrocket.io/config-hash";
+/// The label the operator puts on the slaves of a SyncMaster group's recorded in-sync
+/// set; the group's `<group>-in-sync` PodDisruptionBudget keeps one of them running.
+pub const IN_SYNC_LABEL: &str = "ferrocket.io/in-sync";
 /// UID and GID the containers run as (the image's non-root user).
 pub const RUN_AS: i64 = 10001;
 /// `broker.conf` keys the operator owns; `spec.brokerConfig` may not set them.
@@ -351,6 +355,25 @@ fn pdb(meta: ObjectMeta, selector: BTreeMap<String, String>) -> PodDisruptionBud
     }
 }
 
+/// `<group>-in-sync`: at least one pod labelled [`IN_SYNC_LABEL`] stays up, so a drain
+/// waits rather than evict the last in-sync slave of a SyncMaster group (whose sends
+/// need one). Selects nothing in other groups (the label is only set on SyncMaster).
+fn in_sync_pdb(meta: ObjectMeta, mut selector: BTreeMap<String, String>) -> PodDisruptionBudget {
+    selector.insert(IN_SYNC_LABEL.into(), "true".into());
+    PodDisruptionBudget {
+        metadata: meta,
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
 fn apply_placement(pod: &mut PodSpec, p: &Placement) {
     pod.node_selector.clone_from(&p.node_selector);
     pod.tolerations.clone_from(&p.tolerations);
@@ -542,6 +565,8 @@ pub struct BrokerGroupObjects {
     pub statefulset: StatefulSet,
     /// Disruption budget.
     pub pdb: PodDisruptionBudget,
+    /// Disruption budget of the in-sync slaves (`<group>-in-sync`).
+    pub in_sync_pdb: PodDisruptionBudget,
     /// The group's control Secret (only when the operator has a control key).
     pub control: Option<Secret>,
 }
@@ -988,6 +1013,13 @@ pub fn build_broker_group(
                     when_scaled: Some("Retain".into()),
                 },
             ),
+            // The operator replaces pods itself (crate::upgrade): slaves first, then a
+            // switchover, then the old master — never the StatefulSet controller's
+            // reverse-ordinal roll, which may restart the master first.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
+            }),
             ..statefulset_spec(
                 &name,
                 "broker",
@@ -1013,6 +1045,7 @@ pub fn build_broker_group(
             type_: Some("Opaque".into()),
             ..Secret::default()
         }),
+        in_sync_pdb: in_sync_pdb(meta(bg, format!("{name}-in-sync"), "broker"), sel.clone()),
         pdb: pdb(meta(bg, name, "broker"), sel),
     })
 }
@@ -1030,6 +1063,7 @@ pub fn broker_group_values(o: &BrokerGroupObjects) -> serde_json::Result<Vec<ser
         typed_value(&o.client)?,
         typed_value(&o.statefulset)?,
         typed_value(&o.pdb)?,
+        typed_value(&o.in_sync_pdb)?,
     ])
 }
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -26,12 +26,13 @@ use crate::builders::{
     SpecError, FIELD_MANAGER,
 };
 use crate::crd::{
-    BrokerGroup, BrokerGroupStatus, BrokerMemberStatus, NameServer, NameServerStatus,
+    BrokerGroup, BrokerGroupStatus, BrokerMemberStatus, NameServer, NameServerStatus, Replication,
 };
 use crate::failover::{
     decide, BrokerAdmin, Correction, Decision, Member, Observed, RemotingAdmin, SwitchoverPlan,
 };
 use crate::metrics::Metrics;
+use crate::upgrade::{PodRevision, Step, REVISION_LABEL};
 
 /// Finds a broker pod's remoting address.
 pub type BrokerAddrFn = Arc<dyn Fn(&Pod) -> Option<String> + Send + Sync>;
@@ -309,6 +310,81 @@ pub fn pod_ready(pod: &Pod) -> bool {
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The next step of a roll to the StatefulSet's update revision. A revision from before
+/// the controller saw the latest spec is harmless: the plan replaces one slave at a time
+/// while every pod is ready, and moves the master only by a lossless switchover.
+fn upgrade_step(
+    bg: &BrokerGroup,
+    sts: Option<&StatefulSet>,
+    pods: &[Pod],
+    members: &[Member],
+    roles: &Roles,
+    in_sync: &Option<Vec<String>>,
+) -> Step {
+    let Some(sts) = sts else {
+        return Step::Idle;
+    };
+    let Some(status) = sts.status.as_ref() else {
+        return Step::Idle;
+    };
+    let revisions: Vec<PodRevision> = pods
+        .iter()
+        .map(|p| {
+            let name = p.name_any();
+            PodRevision {
+                ready: members
+                    .iter()
+                    .any(|m| m.pod == name && m.ready && !m.terminating),
+                revision: p.labels().get(REVISION_LABEL).cloned(),
+                pod: name,
+            }
+        })
+        .collect();
+    let want = usize::try_from(builders::pod_count(bg.spec.replicas, roles)).unwrap_or(0);
+    crate::upgrade::plan(
+        status.update_revision.as_deref(),
+        &revisions,
+        want,
+        &roles.master,
+        in_sync.as_deref(),
+    )
+}
+
+/// Puts [`builders::IN_SYNC_LABEL`] on the slaves of a SyncMaster group's in-sync set
+/// (and takes it off the others), so the `<group>-in-sync` budget keeps one running.
+async fn label_in_sync(
+    client: &Client,
+    bg: &BrokerGroup,
+    pods: &[Pod],
+    roles: &Roles,
+    in_sync: &Option<Vec<String>>,
+) {
+    let sync_master = bg.spec.replication == Replication::SyncMaster;
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace_of(bg));
+    for p in pods {
+        let name = p.name_any();
+        let want = sync_master
+            && name != roles.master
+            && in_sync.as_ref().is_some_and(|s| s.contains(&name));
+        let has = p.labels().get(builders::IN_SYNC_LABEL).map(String::as_str) == Some("true");
+        if want == has {
+            continue;
+        }
+        let value = if want {
+            serde_json::Value::from("true")
+        } else {
+            serde_json::Value::Null
+        };
+        let patch = serde_json::json!({"metadata": {"labels": {builders::IN_SYNC_LABEL: value}}});
+        if let Err(e) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            warn!(pod = %name, error = %e, "could not label the in-sync set; will retry");
+        }
+    }
 }
 
 async fn list_pods(
@@ -635,6 +711,11 @@ pub async fn reconcile_broker_group(
         }
     };
     keep(apply(&ctx.client, &namespace, &objects.pdb).await.map(drop));
+    keep(
+        apply(&ctx.client, &namespace, &objects.in_sync_pdb)
+            .await
+            .map(drop),
+    );
 
     let pods = list_pods(&ctx.client, &namespace, &name, "broker").await?;
     let members = observe_members(&ctx, &bg, &pods, &roles).await;
@@ -709,7 +790,9 @@ pub async fn reconcile_broker_group(
         }
         in_sync_now = (Some(pods(&mv.in_sync)), mv.sync_set_epoch);
     }
-    let observed = Observed {
+    // A new pod template: the operator replaces pods itself (OnDelete), slaves first.
+    let upgrade = upgrade_step(&bg, sts.as_ref(), &pods, &members, &roles, &in_sync_now.0);
+    let mut observed = Observed {
         master: roles.master.clone(),
         epoch: roles.epoch,
         enabled: bg.spec.failover.enabled,
@@ -734,6 +817,11 @@ pub async fn reconcile_broker_group(
         in_sync: previous.sync_state_set.clone(),
         allow_unclean: bg.spec.failover.allow_unclean,
     };
+    if let Step::MoveMaster(candidates) = &upgrade {
+        // Every slave runs the new template: the master moves to one of them (a
+        // lossless switchover), then it is replaced as a slave.
+        observed.preferred.clone_from(candidates);
+    }
     let mut action = Action::requeue(RESYNC);
     let mut no_candidate = None;
     match decide(&observed, Timestamp::now()) {
@@ -803,6 +891,31 @@ pub async fn reconcile_broker_group(
             .await?;
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
+    }
+    label_in_sync(&ctx.client, &bg, &pods, &roles, &in_sync_now.0).await;
+    match &upgrade {
+        Step::Delete(pod) if no_candidate.is_none() => {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+            match api.delete(pod, &DeleteParams::default()).await {
+                Ok(_) => {
+                    info!(%pod, "replacing an outdated pod");
+                    ctx.event(
+                        bg.as_ref(),
+                        EventType::Normal,
+                        "UpgradingPod",
+                        format!("{pod} deleted to be recreated from the new template"),
+                    )
+                    .await;
+                }
+                Err(e) => warn!(%pod, error = %e, "could not delete an outdated pod; will retry"),
+            }
+            action = Action::requeue(Duration::from_secs(2));
+        }
+        Step::Wait(why) => {
+            info!(%why, "rolling update waits");
+            action = Action::requeue(Duration::from_secs(2));
+        }
+        _ => {}
     }
     let old_offsets: HashMap<&str, i64> = previous
         .brokers

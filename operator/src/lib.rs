@@ -12,6 +12,7 @@ pub mod rbac;
 pub mod render;
 pub mod run;
 pub mod storage;
+pub mod upgrade;
 
 /// Every CRD as one multi-document YAML stream (what `ferrocket-operator crd` prints and
 /// `crds/` holds).

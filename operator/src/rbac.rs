@@ -60,7 +60,8 @@ pub const PERMISSIONS: &[Permission] = &[
     ),
     // Each group's control Secret (`<group>-control`), applied by name.
     p("", "secrets", &["get", "create", "patch"]),
-    p("", "pods", &["get", "list", "watch"]),
+    // `patch`: the in-sync label; `delete`: outdated pods in a rolling update (OnDelete).
+    p("", "pods", &["get", "list", "watch", "patch", "delete"]),
     p(
         "policy",
         "poddisruptionbudgets",

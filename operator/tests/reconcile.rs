@@ -40,6 +40,7 @@ async fn client(objects: (NameServer, Option<BrokerGroup>)) -> Client {
         .with_resource::<BrokerGroup>()
         .with_status_subresource::<NameServer>()
         .with_status_subresource::<BrokerGroup>()
+        .with_status_subresource::<StatefulSet>()
         .with_object(objects.0);
     if let Some(bg) = objects.1 {
         b = b.with_object(bg);
@@ -432,6 +433,7 @@ fn samples_render_to_every_object() {
             "Service",
             "Service",
             "StatefulSet",
+            "PodDisruptionBudget",
             "PodDisruptionBudget"
         ]
     );
@@ -1483,4 +1485,154 @@ async fn a_name_server_change_is_pushed_to_running_brokers() {
             .count(),
         3
     );
+}
+
+/// What the StatefulSet controller does: reports `update` as its update revision for
+/// the current spec.
+async fn set_update_revision(c: &Client, update: &str) {
+    let api: Api<StatefulSet> = Api::namespaced(c.clone(), NS);
+    let sts = api.get("broker-a").await.unwrap();
+    let status = serde_json::json!({"status": {
+        "observedGeneration": sts.metadata.generation,
+        "replicas": 3,
+        "updateRevision": update,
+    }});
+    api.patch_status("broker-a", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// A pod (re)created by the StatefulSet controller from `revision`, ready.
+async fn pod_from(c: &Client, name: &str, revision: &str) {
+    set_pod(c, name, true, 100).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
+    let patch = serde_json::json!({"metadata": {"labels": {"controller-revision-hash": revision}}});
+    pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+async fn pod_names(c: &Client) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
+    let mut names: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Issue 13 §1.7: a new pod template rolls slaves first (one at a time, only while every
+/// pod is ready), then switches the master over to an updated in-sync slave, then
+/// replaces the old master — never the master first.
+#[tokio::test]
+async fn a_new_template_replaces_slaves_first_then_moves_the_master_then_restarts_it() {
+    let (c, admin) = three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
+        [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
+    )
+    .await;
+    let sts: StatefulSet = Api::namespaced(c.clone(), NS)
+        .get("broker-a")
+        .await
+        .unwrap();
+    assert_eq!(
+        sts.spec.unwrap().update_strategy.unwrap().type_.as_deref(),
+        Some("OnDelete")
+    );
+    for p in ["broker-a-0", "broker-a-1", "broker-a-2"] {
+        pod_from(&c, p, "r1").await;
+    }
+    set_update_revision(&c, "r1").await;
+    reconcile_with(&c, &admin).await;
+    assert_eq!(
+        pod_names(&c).await.len(),
+        3,
+        "nothing outdated, nothing deleted"
+    );
+
+    // The image changes: the StatefulSet controller reports revision r2.
+    set_update_revision(&c, "r2").await;
+    reconcile_with(&c, &admin).await;
+    assert_eq!(pod_names(&c).await, ["broker-a-0", "broker-a-1"]);
+    assert!(reasons(&c).await.contains(&"UpgradingPod".to_string()));
+    // While it is away nothing else is replaced.
+    reconcile_with(&c, &admin).await;
+    assert_eq!(pod_names(&c).await, ["broker-a-0", "broker-a-1"]);
+    pod_from(&c, "broker-a-2", "r2").await;
+    reconcile_with(&c, &admin).await;
+    assert_eq!(pod_names(&c).await, ["broker-a-0", "broker-a-2"]);
+    pod_from(&c, "broker-a-1", "r2").await;
+    // Every slave is updated: the master moves to one of them with a switchover.
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(
+        pod_names(&c).await.len(),
+        3,
+        "the master is not deleted as master"
+    );
+    assert_eq!(
+        admin.calls(),
+        [
+            r#"switchover 10.0.0.0:10911 (id 1) -> 10.0.0.1:10911 epoch 2 followers ["10.0.0.2:10911"]"#
+        ]
+    );
+    assert_eq!(bg.status.unwrap().master.as_deref(), Some("broker-a-1"));
+    // Then the old master, a slave now, is replaced.
+    reconcile_with(&c, &admin).await;
+    assert_eq!(pod_names(&c).await, ["broker-a-1", "broker-a-2"]);
+    pod_from(&c, "broker-a-0", "r2").await;
+    let bg = reconcile_with(&c, &admin).await;
+    assert_eq!(pod_names(&c).await.len(), 3);
+    assert_eq!(admin.calls().len(), 1, "{:?}", admin.calls());
+    assert_eq!(
+        condition(&bg, "Available"),
+        ("True".into(), "MasterReady".into())
+    );
+}
+
+/// Issue 13 §1.7: the slaves of a SyncMaster group's in-sync set carry a label that the
+/// `<group>-in-sync` budget (minAvailable 1) selects, so a drain waits rather than evict
+/// the last one; a slave that left the set loses the label.
+#[tokio::test]
+async fn the_in_sync_slaves_are_labelled_for_their_disruption_budget() {
+    let (c, admin) = three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
+        [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
+    )
+    .await;
+    reconcile_with(&c, &admin).await;
+    let pdb: PodDisruptionBudget = Api::namespaced(c.clone(), NS)
+        .get("broker-a-in-sync")
+        .await
+        .unwrap();
+    let spec = pdb.spec.unwrap();
+    assert_eq!(
+        spec.min_available,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    assert_eq!(
+        spec.selector.unwrap().match_labels.unwrap()["ferrocket.io/in-sync"],
+        "true"
+    );
+    let labelled = |c: Client| async move {
+        let pods: Api<Pod> = Api::namespaced(c, NS);
+        let mut l: Vec<String> = pods
+            .list(&ListParams::default().labels("ferrocket.io/in-sync=true"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        l.sort();
+        l
+    };
+    assert_eq!(labelled(c.clone()).await, ["broker-a-1", "broker-a-2"]);
+    admin.report_in_sync("10.0.0.0:10911", &["10.0.0.1:10911"]);
+    reconcile_with(&c, &admin).await;
+    assert_eq!(labelled(c.clone()).await, ["broker-a-1"]);
 }
