@@ -67,7 +67,25 @@ log "applying the samples"
 kubectl -n "$NS" apply -f "$ROOT/samples/nameserver.yaml" -f "$ROOT/samples/broker-group.yaml"
 kubectl -n "$NS" wait nameserver/namesrv --for=condition=Available --timeout="$TIMEOUT"
 kubectl -n "$NS" wait brokergroup/broker-a --for=condition=Available --timeout="$TIMEOUT"
-kubectl -n "$NS" rollout status statefulset/broker-a --timeout="$TIMEOUT"
+# The brokers' StatefulSet is OnDelete (the operator replaces pods itself, slaves
+# first), which `kubectl rollout status` does not follow: wait until every pod runs the
+# update revision and is ready.
+# With an argument, first until the template names that image.
+rolled() {
+  local deadline=$((SECONDS + ${TIMEOUT%s})) image="${1:-}" sts
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    sts=$(kubectl -n "$NS" get statefulset broker-a -o jsonpath='{.spec.replicas} {.status.updatedReplicas} {.status.readyReplicas} {.metadata.generation} {.status.observedGeneration} {.spec.template.spec.containers[0].image}')
+    read -r want updated ready gen seen current <<< "$sts"
+    if [ "$gen" = "$seen" ] && [ "$updated" = "$want" ] && [ "$ready" = "$want" ] &&
+      { [ -z "$image" ] || [ "$current" = "$image" ]; }; then
+      return 0
+    fi
+    sleep 3
+  done
+  log "the brokers did not roll to the new template in $TIMEOUT"
+  return 1
+}
+rolled
 kubectl -n "$NS" get nameservers,brokergroups
 
 NAMESRV="namesrv-0.namesrv-hs.$NS.svc:9876"
@@ -165,7 +183,10 @@ admin send --topic E2E --body upgrade --count 4000 --interval-ms 20 > "$WORK/ack
 producer=$!
 sleep 10
 kubectl -n "$NS" patch brokergroup broker-a --type merge -p "{\"spec\":{\"image\":\"$NEW_IMAGE\"}}"
-kubectl -n "$NS" rollout status statefulset/broker-a --timeout="$TIMEOUT"
+rolled "$NEW_IMAGE"
+# The master moved off the old image by a switchover before its pod was replaced.
+kubectl -n "$NS" get events --field-selector reason=UpgradingPod -o name | grep -q . ||
+  { log "no UpgradingPod event: the operator did not drive the roll"; exit 1; }
 wait "$producer" || true
 kubectl -n "$NS" wait brokergroup/broker-a --for=condition=Available --timeout="$TIMEOUT"
 check_acked "during the upgrade" "$WORK/acked-upgrade.txt" "$WORK/consumed-upgrade.txt"
