@@ -2232,3 +2232,91 @@ fn a_switchover_that_loses_the_promotion_answer_leaves_one_writable_master() {
     let on_new = rt.block_on(consume_all(&c, &s2.addr, "LA", 1));
     assert_eq!(on_new, ["before", "after"]);
 }
+
+/// Issue 13 §1.3, the master lease: an ASYNC_MASTER with `masterLeaseMs` that stops
+/// hearing from its slaves (both black-holed) stops taking writes within about one lease
+/// — its acknowledged-but-unreplicated window is bounded by it — and takes writes again
+/// as soon as one slave (the quorum) reports.
+#[test]
+fn a_master_cut_off_from_its_slaves_stops_taking_writes_within_its_lease() {
+    let rt = rt();
+    let ns = namesrv();
+    let c = Client::new(&ns.addr);
+    let root = tempfile::tempdir().unwrap();
+    let m = master(
+        &ns.addr,
+        &root.path().join("m"),
+        "ASYNC_MASTER",
+        &["masterLeaseMs=1500", "masterLeaseQuorum=1"],
+    );
+    create_topic(&rt, &c, "LEASE", 1);
+    let ha = m.ha_addr.clone().unwrap();
+    let (pa, pb) = (
+        FaultProxy::start(&rt, ha.clone()),
+        FaultProxy::start(&rt, ha.clone()),
+    );
+    let _a = kit().slave(
+        &ns.addr,
+        &root.path().join("a"),
+        1,
+        1,
+        &format!("127.0.0.1:{}", pa.port),
+        "ASYNC_MASTER",
+    );
+    let _b = kit().slave(
+        &ns.addr,
+        &root.path().join("b"),
+        2,
+        1,
+        &format!("127.0.0.1:{}", pb.port),
+        "ASYNC_MASTER",
+    );
+    wait_until("both slaves connected", Duration::from_secs(20), || {
+        state(&rt, &c, &m.addr).ha_connections == 2
+    });
+    let send = |id: &str| match rt.block_on(c.send("LEASE", &q(&m.addr, 0), &[msg(id, 256)])) {
+        Ok(r) => r.code,
+        Err(ClientError::Refused { code, .. }) => code,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(send("before"), response::SUCCESS);
+
+    pa.set(BLACKHOLE);
+    pb.set(BLACKHOLE);
+    let cut = Instant::now();
+    let mut acked_after_cut = 0;
+    let mut i = 0;
+    let window = loop {
+        let code = send(&format!("window-{i}"));
+        i += 1;
+        if code == response::SUCCESS {
+            acked_after_cut += 1;
+        } else {
+            assert_eq!(code, response::SERVICE_NOT_AVAILABLE);
+            break cut.elapsed();
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(10),
+            "the master kept taking writes with no slave reporting"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!(
+        "master lease 1500 ms: writes refused {} ms after the cut; {acked_after_cut} sends acknowledged meanwhile",
+        window.as_millis()
+    );
+    // Still refused while nobody reports.
+    assert_eq!(send("still-cut"), response::SERVICE_NOT_AVAILABLE);
+
+    // One slave back (the quorum is 1): the black-holed stream is cut so it reconnects.
+    pa.set(CUT);
+    wait_until(
+        "the master dropped the black-holed slave",
+        Duration::from_secs(40),
+        || state(&rt, &c, &m.addr).ha_connections < 2,
+    );
+    pa.set(PASS);
+    wait_until("writes taken again", Duration::from_secs(30), || {
+        send("healed") == response::SUCCESS
+    });
+}

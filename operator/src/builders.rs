@@ -42,6 +42,8 @@ pub const CONFIG_MOUNT: &str = "/etc/ferrocket";
 pub const ROLES_MOUNT: &str = "/etc/ferrocket-roles";
 /// Annotation carrying a hash of the rendered configuration (a change rolls the pods).
 pub const CONFIG_HASH_ANNOTATION: &str = "ferrocket.io/config-hash";
+/// `masterLeaseMs` rendered for groups of 3 or more brokers.
+pub const MASTER_LEASE_MS: u64 = 5000;
 /// The label the operator puts on the slaves of a SyncMaster group's recorded in-sync
 /// set; the group's `<group>-in-sync` PodDisruptionBudget keeps one of them running.
 pub const IN_SYNC_LABEL: &str = "ferrocket.io/in-sync";
@@ -775,6 +777,15 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
             "controlSecretFile={CONTROL_MOUNT}/{CONTROL_SECRET_KEY}\n"
         ));
     }
+    if s.replicas >= 3 && s.replication != Replication::Raft {
+        // The master lease: a master that hears from fewer slaves than make a majority
+        // with it stops taking writes within 5 s — well before the operator can promote
+        // anyone (readiness failures alone take 10 s). `brokerConfig` may change it.
+        out.push_str(&format!(
+            "masterLeaseMs={MASTER_LEASE_MS}\nmasterLeaseQuorum={}\n",
+            s.replicas / 2
+        ));
+    }
     for (k, v) in &s.broker_config {
         out.push_str(&format!("{k}={v}\n"));
     }
@@ -1268,6 +1279,20 @@ mod tests {
                 && conf.contains("flushDiskType=SYNC_FLUSH\n")
                 && conf.contains("controlSecretFile=/etc/ferrocket-control/secretKey\n")
         );
+        // Two brokers: no lease (the master would stop with its only slave).
+        assert!(!conf.contains("masterLease"), "{conf}");
+        // Three or five: a master lease with the majority's quorum.
+        for (replicas, quorum) in [(3, 1), (5, 2)] {
+            let g = group(&format!(
+                "nameServerAddress: a:9876\nreplicas: {replicas}\nreplication: SyncMaster\n"
+            ));
+            let conf = broker_conf(&g, "a:9876", true);
+            assert!(
+                conf.contains("masterLeaseMs=5000\n")
+                    && conf.contains(&format!("masterLeaseQuorum={quorum}\n")),
+                "{conf}"
+            );
+        }
     }
 
     #[test]

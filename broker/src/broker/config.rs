@@ -470,6 +470,10 @@ impl BrokerConfig {
                         std::time::Duration::from_millis(num(key, v)?);
                 }
                 "syncStateSetByController" => c.sync_policy.by_controller = boolean(key, v)?,
+                "masterLeaseMs" => {
+                    c.sync_policy.lease = std::time::Duration::from_millis(num(key, v)?);
+                }
+                "masterLeaseQuorum" => c.sync_policy.lease_quorum = num(key, v)?,
                 "rejectTransactionMessage" => c.reject_transaction_message = boolean(key, v)?,
                 "enablePropertyFilter" => c.enable_property_filter = boolean(key, v)?,
                 "filterSupportRetry" => c.filter_support_retry = boolean(key, v)?,
@@ -572,6 +576,14 @@ impl BrokerConfig {
             (
                 "syncStateSetByController",
                 self.sync_policy.by_controller.to_string(),
+            ),
+            (
+                "masterLeaseMs",
+                self.sync_policy.lease.as_millis().to_string(),
+            ),
+            (
+                "masterLeaseQuorum",
+                self.sync_policy.lease_quorum.to_string(),
             ),
             ("slaveReadEnable", self.slave_read_enable.to_string()),
             ("flushDiskType", flush.to_owned()),

@@ -161,6 +161,13 @@ impl Broker {
                 format!("this master is fenced ({why}); send to the current master"),
             ));
         }
+        if let Some(why) = self.ha.lease_problem() {
+            return Some(fail(
+                req,
+                response::SERVICE_NOT_AVAILABLE,
+                format!("this master takes no writes: {why}"),
+            ));
+        }
         if !self.runtime.writable() {
             return Some(fail(
                 req,

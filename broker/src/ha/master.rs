@@ -65,6 +65,13 @@ pub struct SyncPolicy {
     /// the controller (the operator) confirms it, after recording the smaller set
     /// (ALTER_SYNC_STATE_SET); until then sends wait for it. Expansion needs no one.
     pub by_controller: bool,
+    /// `masterLeaseMs` (ferrocket, 0 = off): a master that has not heard from
+    /// `lease_quorum` slaves within this long takes no writes until it does — a master
+    /// cut off from the majority of its group stops acknowledging within a bounded time
+    /// (the operator sets it for groups of 3 or more).
+    pub lease: Duration,
+    /// `masterLeaseQuorum` (1): how many slaves make the majority with the master.
+    pub lease_quorum: usize,
 }
 
 impl Default for SyncPolicy {
@@ -74,6 +81,8 @@ impl Default for SyncPolicy {
             min_in_sync_replicas: 1,
             max_time_not_catchup: Duration::from_secs(15),
             by_controller: false,
+            lease: Duration::ZERO,
+            lease_quorum: 1,
         }
     }
 }
@@ -87,6 +96,8 @@ struct Progress {
     target: u64,
     caught_up_at: Instant,
     connections: usize,
+    /// Its last offset report (the master lease counts these).
+    heard_at: Instant,
 }
 
 /// The in-sync replica set (RocketMQ 5's `SyncStateSet`): the slaves that hold every
@@ -118,6 +129,10 @@ pub struct HaService {
     policy: SyncPolicy,
     progress: Mutex<HashMap<String, Progress>>,
     sync: Mutex<SyncStateSet>,
+    /// When this term (or the process) started: a new master has one lease period to
+    /// hear from its slaves.
+    term_started: Mutex<Instant>,
+    lease_lapsed: std::sync::atomic::AtomicBool,
 }
 
 impl HaService {
@@ -147,6 +162,8 @@ impl HaService {
             policy,
             progress: Mutex::new(HashMap::new()),
             sync: Mutex::new(SyncStateSet::default()),
+            term_started: Mutex::new(Instant::now()),
+            lease_lapsed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -340,9 +357,48 @@ impl HaService {
         }
     }
 
+    /// Why this master may not take writes under its lease (`masterLeaseMs`): it has
+    /// not heard from `masterLeaseQuorum` slaves within the lease, and its term is older
+    /// than one lease. `None` when the lease is off or held.
+    #[must_use]
+    pub fn lease_problem(&self) -> Option<String> {
+        let lease = self.policy.lease;
+        if lease.is_zero() {
+            return None;
+        }
+        let now = Instant::now();
+        let heard = lock(&self.progress)
+            .values()
+            .filter(|p| now.saturating_duration_since(p.heard_at) < lease)
+            .count();
+        let lapsed = heard < self.policy.lease_quorum
+            && now.saturating_duration_since(*lock(&self.term_started)) >= lease;
+        let was = self.lease_lapsed.swap(lapsed, Ordering::AcqRel);
+        if lapsed != was {
+            if lapsed {
+                warn!(
+                    heard,
+                    quorum = self.policy.lease_quorum,
+                    lease_ms = lease.as_millis(),
+                    "master lease lapsed: taking no writes until enough slaves report"
+                );
+            } else {
+                info!(heard, "master lease held again: taking writes");
+            }
+        }
+        lapsed.then(|| {
+            format!(
+                "master lease lapsed: heard from {heard} of the {} slaves needed within {} ms",
+                self.policy.lease_quorum,
+                lease.as_millis()
+            )
+        })
+    }
+
     /// Forgets what slaves acknowledged (a role change): acknowledgements of an earlier
     /// term say nothing about a log that may since have been truncated.
     pub fn reset_acked(&self) {
+        *lock(&self.term_started) = Instant::now();
         self.acked.send_replace(0);
         lock(&self.progress).clear();
         {
@@ -373,7 +429,9 @@ impl HaService {
                 target: end,
                 caught_up_at: now - self.policy.max_time_not_catchup - Duration::from_secs(1),
                 connections: 0,
+                heard_at: now,
             });
+            x.heard_at = now;
             x.acked = x.acked.max(offset);
             let reached = x.acked >= x.target;
             if reached {
@@ -416,6 +474,7 @@ impl HaService {
                     target: self.store.max_phy_offset(),
                     caught_up_at: now - self.policy.max_time_not_catchup - Duration::from_secs(1),
                     connections: 1,
+                    heard_at: now - self.policy.lease - Duration::from_secs(1),
                 },
             );
         }

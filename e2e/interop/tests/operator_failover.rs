@@ -87,6 +87,10 @@ impl Group {
             // As the operator renders broker.conf: members leave the in-sync set only
             // once the operator recorded it.
             "syncStateSetByController=true".into(),
+            // As the operator renders it for 3 brokers (shorter than its 5 s, as the
+            // grace here is 2 s instead of 10).
+            "masterLeaseMs=1000".into(),
+            "masterLeaseQuorum=1".into(),
             control.clone(),
         ];
         let master = Proc::spawn(&broker_args(&ns.addr, dirs[0].path(), None, &master_extra));
@@ -102,6 +106,8 @@ impl Group {
                 format!("haMasterAddress={ha}"),
                 "haMaxTimeSlaveNotCatchup=3000".into(),
                 "syncStateSetByController=true".into(),
+                "masterLeaseMs=1000".into(),
+                "masterLeaseQuorum=1".into(),
                 control.clone(),
             ];
             brokers.push(Proc::spawn(&broker_args(
