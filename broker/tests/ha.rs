@@ -119,6 +119,29 @@ fn state(rt: &tokio::runtime::Runtime, c: &Client, addr: &str) -> BrokerState {
     rt.block_on(broker_state(&c.remoting, addr, T)).unwrap()
 }
 
+/// The answer code of one 256-byte send of `id` to queue 0 of `topic` on `addr`.
+fn send_code(rt: &tokio::runtime::Runtime, c: &Client, topic: &str, addr: &str, id: &str) -> i32 {
+    match rt.block_on(c.send(topic, &q(addr, 0), &[msg(id, 256)])) {
+        Ok(r) => r.code,
+        Err(ClientError::Refused { code, .. }) => code,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A broker's configuration as GET_BROKER_CONFIG answers it.
+fn broker_config(rt: &tokio::runtime::Runtime, c: &Client, addr: &str) -> String {
+    let cfg = rt
+        .block_on(c.remoting.invoke(
+            addr,
+            ferrocket::remoting::RemotingCommand::request(
+                ferrocket::remoting::codes::request::GET_BROKER_CONFIG,
+            ),
+            T,
+        ))
+        .unwrap();
+    String::from_utf8_lossy(&cfg.body_bytes()).into_owned()
+}
+
 /// The CommitLog bytes of a store, `[0, len)`.
 fn commitlog(dir: &Path, len: u64) -> Vec<u8> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("commitlog"))
@@ -1202,17 +1225,8 @@ fn a_planned_switchover_under_load_loses_nothing_and_keeps_every_log_equal() {
         (old.role.as_str(), old.broker_id, old.epoch),
         ("SLAVE", 2, 2)
     );
-    let cfg = rt
-        .block_on(c.remoting.invoke(
-            &m.addr,
-            ferrocket::remoting::RemotingCommand::request(
-                ferrocket::remoting::codes::request::GET_BROKER_CONFIG,
-            ),
-            T,
-        ))
-        .unwrap();
     assert!(
-        String::from_utf8_lossy(&cfg.body_bytes()).contains("brokerPermission=6"),
+        broker_config(&rt, &c, &m.addr).contains("brokerPermission=6"),
         "the old master's permission was not restored"
     );
     for s in [&m, &s1] {
@@ -1850,11 +1864,7 @@ fn sync_master_acknowledges_only_what_every_in_sync_slave_holds() {
         wait_until("both slaves in sync", Duration::from_secs(20), || {
             state(&rt, &c, &m.addr).in_sync.len() == 2
         });
-        let send = |id: &str| match rt.block_on(c.send("ISR", &q(&m.addr, 0), &[msg(id, 256)])) {
-            Ok(r) => r.code,
-            Err(ClientError::Refused { code, .. }) => code,
-            Err(e) => panic!("{e}"),
-        };
+        let send = |id: &str| send_code(&rt, &c, "ISR", &m.addr, id);
         assert_eq!(send("both"), response::SUCCESS);
         proxy.set(BLACKHOLE);
         // The black-holed member is still in the set: nothing is acknowledged without it.
@@ -1964,6 +1974,31 @@ fn name_servers_change_at_run_time() {
     assert_eq!(state(&rt, &c1, &b.addr).namesrv_addr, both);
 }
 
+/// A master and two slaves (ids 1, 2) whose HA streams each pass through a proxy.
+struct Proxied {
+    m: Proc,
+    pa: FaultProxy,
+    pb: FaultProxy,
+    a: Proc,
+    b: Proc,
+}
+
+fn proxied_group(
+    rt: &tokio::runtime::Runtime,
+    ns: &str,
+    root: &Path,
+    role: &str,
+    extra: &[&str],
+) -> Proxied {
+    let m = master(ns, &root.join("m"), role, extra);
+    let ha = m.ha_addr.clone().unwrap();
+    let (pa, pb) = (FaultProxy::start(rt, ha.clone()), FaultProxy::start(rt, ha));
+    let via = |p: &FaultProxy| format!("127.0.0.1:{}", p.port);
+    let a = kit().slave(ns, &root.join("a"), 1, 1, &via(&pa), role);
+    let b = kit().slave(ns, &root.join("b"), 2, 1, &via(&pb), role);
+    Proxied { m, pa, pb, a, b }
+}
+
 /// Issue 13: a SYNC_MASTER cut off from both its slaves (black-holed HA streams) while it
 /// still reaches the name server and its clients never acknowledges again: its members
 /// only become *leaving* (no controller on its side confirms), the slaves are promoted
@@ -1975,9 +2010,10 @@ fn a_partitioned_old_master_stops_acknowledging_and_fences_itself() {
     let ns = namesrv();
     let c = Client::new(&ns.addr);
     let root = tempfile::tempdir().unwrap();
-    let m = master(
+    let Proxied { m, pa, pb, a, b } = proxied_group(
+        &rt,
         &ns.addr,
-        &root.path().join("m"),
+        root.path(),
         "SYNC_MASTER",
         &[
             "syncFlushTimeout=500",
@@ -1986,34 +2022,10 @@ fn a_partitioned_old_master_stops_acknowledging_and_fences_itself() {
         ],
     );
     create_topic(&rt, &c, "PART", 1);
-    let ha = m.ha_addr.clone().unwrap();
-    let (pa, pb) = (
-        FaultProxy::start(&rt, ha.clone()),
-        FaultProxy::start(&rt, ha.clone()),
-    );
-    let a = slave(
-        &ns.addr,
-        &root.path().join("a"),
-        1,
-        1,
-        &format!("127.0.0.1:{}", pa.port),
-    );
-    let b = slave(
-        &ns.addr,
-        &root.path().join("b"),
-        2,
-        1,
-        &format!("127.0.0.1:{}", pb.port),
-    );
     wait_until("both slaves in sync", Duration::from_secs(20), || {
         state(&rt, &c, &m.addr).in_sync.len() == 2
     });
-    let send =
-        |addr: &str, id: &str| match rt.block_on(c.send("PART", &q(addr, 0), &[msg(id, 256)])) {
-            Ok(r) => r.code,
-            Err(ClientError::Refused { code, .. }) => code,
-            Err(e) => panic!("{e}"),
-        };
+    let send = |addr: &str, id: &str| send_code(&rt, &c, "PART", addr, id);
     assert_eq!(send(&m.addr, "before"), response::SUCCESS);
 
     // The partition: the master keeps its name server and clients, loses its slaves.
@@ -2166,12 +2178,7 @@ fn a_switchover_that_loses_the_promotion_answer_leaves_one_writable_master() {
     let root = tempfile::tempdir().unwrap();
     let (m, s1, s2) = sync_master_and_two_slaves(&ns.addr, root.path());
     create_topic(&rt, &c, "LA", 1);
-    let send = |addr: &str, id: &str| match rt.block_on(c.send("LA", &q(addr, 0), &[msg(id, 256)]))
-    {
-        Ok(r) => r.code,
-        Err(ClientError::Refused { code, .. }) => code,
-        Err(e) => panic!("{e}"),
-    };
+    let send = |addr: &str, id: &str| send_code(&rt, &c, "LA", addr, id);
     assert_eq!(send(&m.addr, "before"), response::SUCCESS);
     let proxy = LostAnswerProxy::start(&rt, s2.addr.clone());
     let outcome = rt.block_on(switch_over(
@@ -2198,17 +2205,8 @@ fn a_switchover_that_loses_the_promotion_answer_leaves_one_writable_master() {
     );
     // Its writes were not given back (read-only, brokerPermission=4), whether or not a
     // name server has fenced it meanwhile.
-    let cfg = rt
-        .block_on(c.remoting.invoke(
-            &m.addr,
-            ferrocket::remoting::RemotingCommand::request(
-                ferrocket::remoting::codes::request::GET_BROKER_CONFIG,
-            ),
-            T,
-        ))
-        .unwrap();
     assert!(
-        String::from_utf8_lossy(&cfg.body_bytes()).contains("brokerPermission=4"),
+        broker_config(&rt, &c, &m.addr).contains("brokerPermission=4"),
         "the old master got its writes back"
     );
     // The operator's next reconcile re-points everyone at the new master, which
@@ -2243,42 +2241,24 @@ fn a_master_cut_off_from_its_slaves_stops_taking_writes_within_its_lease() {
     let ns = namesrv();
     let c = Client::new(&ns.addr);
     let root = tempfile::tempdir().unwrap();
-    let m = master(
+    let Proxied {
+        m,
+        pa,
+        pb,
+        a: _a,
+        b: _b,
+    } = proxied_group(
+        &rt,
         &ns.addr,
-        &root.path().join("m"),
+        root.path(),
         "ASYNC_MASTER",
         &["masterLeaseMs=1500", "masterLeaseQuorum=1"],
     );
     create_topic(&rt, &c, "LEASE", 1);
-    let ha = m.ha_addr.clone().unwrap();
-    let (pa, pb) = (
-        FaultProxy::start(&rt, ha.clone()),
-        FaultProxy::start(&rt, ha.clone()),
-    );
-    let _a = kit().slave(
-        &ns.addr,
-        &root.path().join("a"),
-        1,
-        1,
-        &format!("127.0.0.1:{}", pa.port),
-        "ASYNC_MASTER",
-    );
-    let _b = kit().slave(
-        &ns.addr,
-        &root.path().join("b"),
-        2,
-        1,
-        &format!("127.0.0.1:{}", pb.port),
-        "ASYNC_MASTER",
-    );
     wait_until("both slaves connected", Duration::from_secs(20), || {
         state(&rt, &c, &m.addr).ha_connections == 2
     });
-    let send = |id: &str| match rt.block_on(c.send("LEASE", &q(&m.addr, 0), &[msg(id, 256)])) {
-        Ok(r) => r.code,
-        Err(ClientError::Refused { code, .. }) => code,
-        Err(e) => panic!("{e}"),
-    };
+    let send = |id: &str| send_code(&rt, &c, "LEASE", &m.addr, id);
     assert_eq!(send("before"), response::SUCCESS);
 
     pa.set(BLACKHOLE);

@@ -362,18 +362,12 @@ fn pdb(meta: ObjectMeta, selector: BTreeMap<String, String>) -> PodDisruptionBud
 /// need one). Selects nothing in other groups (the label is only set on SyncMaster).
 fn in_sync_pdb(meta: ObjectMeta, mut selector: BTreeMap<String, String>) -> PodDisruptionBudget {
     selector.insert(IN_SYNC_LABEL.into(), "true".into());
-    PodDisruptionBudget {
-        metadata: meta,
-        spec: Some(PodDisruptionBudgetSpec {
-            min_available: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
+    let mut budget = pdb(meta, selector);
+    if let Some(spec) = budget.spec.as_mut() {
+        spec.max_unavailable = None;
+        spec.min_available = Some(IntOrString::Int(1));
     }
+    budget
 }
 
 fn apply_placement(pod: &mut PodSpec, p: &Placement) {

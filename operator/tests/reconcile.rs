@@ -1079,6 +1079,16 @@ async fn three_ready(yaml: &str, views: [(bool, i64, u64); 3]) -> (Client, Arc<F
     (c, admin)
 }
 
+/// A SyncMaster group of three whose brokers all hold offset 1000 at epoch 1, every pod
+/// ready.
+async fn in_step_sync_three() -> (Client, Arc<FakeAdmin>) {
+    three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
+        [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn preferred_master_moves_the_master_with_a_switchover() {
     let (c, admin) = three_ready(
@@ -1112,8 +1122,13 @@ async fn preferred_master_moves_the_master_with_a_switchover() {
     assert_eq!(roles.data.unwrap()["roles"], "master=broker-a-1\nepoch=2\n");
     assert!(reasons(&c).await.contains(&"SwitchedOver".to_string()));
     // Converged: the preferred pod is master; nothing more is asked.
-    let bg = reconcile_with(&c, &admin).await;
-    assert_eq!(admin.calls().len(), 1, "{:?}", admin.calls());
+    settled(&c, &admin, 1).await;
+}
+
+/// Reconciles once more: no broker call beyond the `calls` made so far, master ready.
+async fn settled(c: &Client, admin: &Arc<FakeAdmin>, calls: usize) {
+    let bg = reconcile_with(c, admin).await;
+    assert_eq!(admin.calls().len(), calls, "{:?}", admin.calls());
     assert_eq!(
         condition(&bg, "Available"),
         ("True".into(), "MasterReady".into())
@@ -1301,11 +1316,7 @@ async fn a_lost_status_is_rebuilt_from_the_brokers_and_never_reuses_an_epoch() {
 /// `allowUnclean`.
 #[tokio::test]
 async fn failover_promotes_only_a_recorded_in_sync_member() {
-    let (c, admin) = three_ready(
-        "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
-        [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
-    )
-    .await;
+    let (c, admin) = in_step_sync_three().await;
     admin.report_in_sync("10.0.0.0:10911", &["10.0.0.1:10911", "10.0.0.2:10911"]);
     admin
         .views
@@ -1513,9 +1524,14 @@ async fn pod_from(c: &Client, name: &str, revision: &str) {
 }
 
 async fn pod_names(c: &Client) -> Vec<String> {
+    pod_names_with(c, "").await
+}
+
+/// The pods matching a label selector (`""`: all), sorted.
+async fn pod_names_with(c: &Client, selector: &str) -> Vec<String> {
     let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
     let mut names: Vec<String> = pods
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels(selector))
         .await
         .unwrap()
         .items
@@ -1531,11 +1547,7 @@ async fn pod_names(c: &Client) -> Vec<String> {
 /// replaces the old master — never the master first.
 #[tokio::test]
 async fn a_new_template_replaces_slaves_first_then_moves_the_master_then_restarts_it() {
-    let (c, admin) = three_ready(
-        "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
-        [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
-    )
-    .await;
+    let (c, admin) = in_step_sync_three().await;
     let sts: StatefulSet = Api::namespaced(c.clone(), NS)
         .get("broker-a")
         .await
@@ -1585,13 +1597,8 @@ async fn a_new_template_replaces_slaves_first_then_moves_the_master_then_restart
     reconcile_with(&c, &admin).await;
     assert_eq!(pod_names(&c).await, ["broker-a-1", "broker-a-2"]);
     pod_from(&c, "broker-a-0", "r2").await;
-    let bg = reconcile_with(&c, &admin).await;
+    settled(&c, &admin, 1).await;
     assert_eq!(pod_names(&c).await.len(), 3);
-    assert_eq!(admin.calls().len(), 1, "{:?}", admin.calls());
-    assert_eq!(
-        condition(&bg, "Available"),
-        ("True".into(), "MasterReady".into())
-    );
 }
 
 /// Issue 13 §1.7: the slaves of a SyncMaster group's in-sync set carry a label that the
@@ -1599,11 +1606,7 @@ async fn a_new_template_replaces_slaves_first_then_moves_the_master_then_restart
 /// the last one; a slave that left the set loses the label.
 #[tokio::test]
 async fn the_in_sync_slaves_are_labelled_for_their_disruption_budget() {
-    let (c, admin) = three_ready(
-        "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: SyncMaster\n",
-        [(true, 1, 1000), (false, 1, 1000), (false, 1, 1000)],
-    )
-    .await;
+    let (c, admin) = in_step_sync_three().await;
     reconcile_with(&c, &admin).await;
     let pdb: PodDisruptionBudget = Api::namespaced(c.clone(), NS)
         .get("broker-a-in-sync")
@@ -1618,19 +1621,7 @@ async fn the_in_sync_slaves_are_labelled_for_their_disruption_budget() {
         spec.selector.unwrap().match_labels.unwrap()["ferrocket.io/in-sync"],
         "true"
     );
-    let labelled = |c: Client| async move {
-        let pods: Api<Pod> = Api::namespaced(c, NS);
-        let mut l: Vec<String> = pods
-            .list(&ListParams::default().labels("ferrocket.io/in-sync=true"))
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect();
-        l.sort();
-        l
-    };
+    let labelled = |c: Client| async move { pod_names_with(&c, "ferrocket.io/in-sync=true").await };
     assert_eq!(labelled(c.clone()).await, ["broker-a-1", "broker-a-2"]);
     admin.report_in_sync("10.0.0.0:10911", &["10.0.0.1:10911"]);
     reconcile_with(&c, &admin).await;
