@@ -15,6 +15,7 @@ use ferrocket::client::role::{broker_state, change_role, fail_over, BrokerState,
 use ferrocket::client::{split_records, Client, ClientError, OutMessage, QueueAddr};
 use ferrocket::remoting::codes::response;
 use ferrocket::store::decode_record;
+use ferrocket_testkit::net::ip;
 use ferrocket_testkit::{skip, wait_until, Kit, Ports, Proc, Replicas};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -1372,22 +1373,6 @@ struct NetNs {
     host_if: String,
     host_ip: String,
     ns_ip: String,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 impl NetNs {

@@ -7,6 +7,8 @@
 //! `env!("CARGO_BIN_EXE_ferrocket")` through [`Kit::with_bin`]), otherwise the one
 //! `cargo test --workspace` built next to the test binary.
 
+pub mod net;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

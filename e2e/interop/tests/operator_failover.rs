@@ -15,11 +15,12 @@ use ferrocket::client::role::broker_state;
 use ferrocket::client::{split_records, Client, OutMessage, QueueAddr};
 use ferrocket::remoting::codes::response;
 use ferrocket::store::decode_record;
-use ferrocket_interop::{broker_args, Proc};
+use ferrocket_interop::Proc;
 use ferrocket_operator::builders::{labels, BuildConfig, ControlKey};
 use ferrocket_operator::controller::{reconcile_broker_group, Context};
 use ferrocket_operator::crd::{BrokerGroup, BrokerGroupSpec};
 use ferrocket_operator::metrics::Metrics;
+use ferrocket_testkit::net::Bridge;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client as KubeClient;
@@ -67,12 +68,39 @@ struct Group {
     /// Each broker's settings as first started (a restart with them is a restart with a
     /// stale roles file: epoch 1, the first master's role).
     extras: Vec<Vec<String>>,
+    /// Each broker's network namespace (campaigns with partitions), else loopback.
+    netns: Vec<Option<String>>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Group {
     async fn start(spec: BrokerGroupSpec) -> Group {
-        let ns = ferrocket_interop::kit().namesrv();
+        Group::start_in(spec, None).await
+    }
+
+    /// As [`Group::start`]; with a bridge, broker `i` runs in its namespace `i` (a
+    /// member that can be cut off) and the name server on the host, reached through it.
+    async fn start_in(spec: BrokerGroupSpec, bridge: Option<&Bridge>) -> Group {
+        let ns = match bridge {
+            Some(b) => {
+                let mut ns = ferrocket_interop::kit().spawn(&[
+                    "namesrv".into(),
+                    "--listen".into(),
+                    "0.0.0.0:0".into(),
+                ]);
+                ns.addr = format!("{}:{}", b.host_ip, ns.port());
+                ns
+            }
+            None => ferrocket_interop::kit().namesrv(),
+        };
+        let netns: Vec<Option<String>> = (0..3)
+            .map(|i| bridge.map(|b| b.namespace(i).to_string()))
+            .collect();
+        let advertised = |i: usize| -> Vec<String> {
+            bridge
+                .map(|b| vec![format!("brokerIP1={}", b.ns_ip(i))])
+                .unwrap_or_default()
+        };
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         // The brokers require signed role changes, with the key the operator derives for
         // this group (what the group's control Secret holds).
@@ -92,12 +120,24 @@ impl Group {
             "masterLeaseMs=1000".into(),
             "masterLeaseQuorum=1".into(),
             control.clone(),
-        ];
-        let master = Proc::spawn(&broker_args(&ns.addr, dirs[0].path(), None, &master_extra));
+        ]
+        .into_iter()
+        .chain(advertised(0))
+        .collect::<Vec<String>>();
+        let spawn = |i: usize, extra: &[String]| {
+            ferrocket_interop::kit().broker_in(
+                netns[i].as_deref(),
+                &ns.addr,
+                dirs[i].path(),
+                ferrocket_interop::Ports::ANY,
+                extra,
+            )
+        };
+        let master = spawn(0, &master_extra);
         let ha = master.ha_addr.clone().expect("the master's HA address");
         let mut brokers = vec![master];
         let mut extras = vec![master_extra];
-        for (i, dir) in dirs.iter().enumerate().skip(1) {
+        for i in 1..dirs.len() {
             let extra = vec![
                 "brokerRole=SLAVE".into(),
                 format!("brokerId={}", i + 1),
@@ -109,13 +149,11 @@ impl Group {
                 "masterLeaseMs=1000".into(),
                 "masterLeaseQuorum=1".into(),
                 control.clone(),
-            ];
-            brokers.push(Proc::spawn(&broker_args(
-                &ns.addr,
-                dir.path(),
-                None,
-                &extra,
-            )));
+            ]
+            .into_iter()
+            .chain(advertised(i))
+            .collect::<Vec<String>>();
+            brokers.push(spawn(i, &extra));
             extras.push(extra);
         }
         let addrs: Vec<String> = brokers.iter().map(|b| b.addr.clone()).collect();
@@ -162,6 +200,7 @@ impl Group {
             k,
             ctx,
             extras,
+            netns,
             _dirs: dirs,
         };
         g.reconcile().await;
@@ -189,10 +228,13 @@ impl Group {
         } else {
             dir
         };
-        let args =
-            ferrocket_interop::kit().broker_args(&self.ns.addr, &dir, ports, &self.extras[i]);
-        self.brokers[i] = Proc::spawn(&args);
-        self.brokers[i].dir = dir;
+        self.brokers[i] = ferrocket_interop::kit().broker_in(
+            self.netns[i].as_deref(),
+            &self.ns.addr,
+            &dir,
+            ports,
+            &self.extras[i],
+        );
     }
 
     /// Creates `topic` and waits until both slaves follow and have copied it.
@@ -492,8 +534,11 @@ async fn writable_masters(c: &Client, addrs: &[String]) -> Vec<usize> {
 /// producers, the operator's reconciler over the in-memory API with the production
 /// broker calls. Each round hits a random member with one of: `kill -9` (then a restart
 /// with the stale first settings, as a pod restarted before the kubelet refreshed its
-/// roles file), SIGSTOP past the grace (then SIGCONT), or a quick `kill -9` + restart
-/// inside the grace. After each round the operator must converge on exactly one writable
+/// roles file), SIGSTOP past the grace (then SIGCONT), a quick `kill -9` + restart
+/// inside the grace, or a partition: each broker runs in its own network namespace on a
+/// bridge, and the victim's link goes down past the grace (a master) or past
+/// `haMaxTimeSlaveNotCatchup` (a slave), then heals (without namespaces those rounds
+/// use SIGSTOP and the run says so). After each round the operator must converge on exactly one writable
 /// master; at the end every acknowledged message must be on it. Rounds:
 /// `FERROCKET_CAMPAIGN_ROUNDS` (3 in CI); seed: `FERROCKET_CAMPAIGN_SEED` (a number or
 /// `random`; CI uses a fixed one).
@@ -524,7 +569,19 @@ async fn randomized_fault_campaign_keeps_one_master_and_loses_nothing() {
             .try_init();
     }
     let mut rng = Rng(seed);
-    let mut g = Group::start(sync_master_with_grace_2s()).await;
+    // Partitions need each broker in its own network namespace (root, iproute2);
+    // without them those rounds freeze the member instead, and say so.
+    let bridge = match Bridge::create(3) {
+        Ok(b) => Some(b),
+        Err(why) => {
+            ferrocket_interop::skip(
+                "randomized_fault_campaign (partition rounds)",
+                &format!("needs network namespaces ({why}); those rounds use SIGSTOP"),
+            );
+            None
+        }
+    };
+    let mut g = Group::start_in(sync_master_with_grace_2s(), bridge.as_ref()).await;
     let c = Client::new(&g.ns.addr);
     g.topic(&c, "Campaign").await;
     g.reconcile().await;
@@ -556,7 +613,10 @@ async fn randomized_fault_campaign_keeps_one_master_and_loses_nothing() {
         let bg = g.reconcile().await;
         let m = master_index(&bg);
         let victim = if rng.below(3) == 0 { rng.below(3) } else { m };
-        let fault = rng.below(3);
+        let fault = match (rng.below(4), &bridge) {
+            (3, None) => 1,
+            (f, _) => f,
+        };
         let pod = format!("broker-a-{victim}");
         let hit = Instant::now();
         round_starts.push(started.elapsed());
@@ -591,12 +651,41 @@ async fn randomized_fault_campaign_keeps_one_master_and_loses_nothing() {
                 signal(pid, "-CONT");
                 set_pod(&g.k, &pod, true, 0).await;
             }
-            _ => {
+            2 => {
                 eprintln!(
                     "round {round}: quick kill -9 + restart of {pod} (master {m}) inside the grace"
                 );
                 g.brokers[victim].kill9();
                 g.restart(victim);
+            }
+            _ => {
+                // A node cut off from everyone (its process running on): its pod turns
+                // unready as its node stops reporting; the operator replaces a master
+                // past the grace; then the link heals and the member returns as it was.
+                let b = bridge
+                    .as_ref()
+                    .expect("partition rounds only with the bridge");
+                eprintln!("round {round}: partition {pod} (master {m}) past the grace, then heal");
+                b.set_link(victim, false).expect("link down");
+                set_pod(&g.k, &pod, false, 0).await;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while victim == m && master_index(&g.reconcile().await) == m {
+                    assert!(
+                        Instant::now() < deadline,
+                        "round {round}: no failover of a partitioned master"
+                    );
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                // A cut-off slave stays away past haMaxTimeSlaveNotCatchup (3 s here):
+                // it leaves the in-sync set once the operator records the smaller set.
+                let away = Instant::now() + Duration::from_secs(4);
+                while victim != m && Instant::now() < away {
+                    g.reconcile().await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                // The cut-off old master stopped taking writes by its lease (1 s here).
+                b.set_link(victim, true).expect("link up");
+                set_pod(&g.k, &pod, true, 0).await;
             }
         }
         // Converge: exactly one writable master, the recorded one, taking acknowledged
