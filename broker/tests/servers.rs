@@ -347,6 +347,15 @@ fn query_by_key_unique_key_and_offset_id() {
         let v = RemotingCommand::request(request::VIEW_MESSAGE_BY_ID).with_ext("offset", phys);
         let r = c.invoke(&b.addr, v, T).await.unwrap();
         assert_eq!(&decode_record(&r.body_bytes()).unwrap().body[..], b"U-1");
+        // Issue 14: an offset inside a record (or past the end) is not a message, even
+        // where the bytes there happen to parse as a size and a magic code.
+        for inside in [phys + 2, phys + 4, phys + 8, phys + 20, u64::MAX / 2] {
+            let v =
+                RemotingCommand::request(request::VIEW_MESSAGE_BY_ID).with_ext("offset", inside);
+            let r = c.invoke(&b.addr, v, T).await.unwrap();
+            assert_eq!(r.code, response::SYSTEM_ERROR, "offset {inside}");
+            assert_eq!(r.body_bytes().len(), 0);
+        }
     });
 }
 
@@ -1959,4 +1968,47 @@ fn admin_verbs_for_offsets_connections_kv_and_write_permission() {
         &["consumer-status", "--group", "ag", "--client", "x"],
     );
     assert!(!ok && err.contains("not online"), "{err}");
+}
+
+/// Issue 14: `topics.json` and its `.bak` both unreadable stop the start with an error
+/// naming the file (it used to start with no topics, so every pull got TOPIC_NOT_EXIST);
+/// `--repair` starts with an empty table.
+#[test]
+fn unreadable_metadata_stops_the_start_naming_the_file_and_repair_proceeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("topics.json"), b"{\"topicConfigTable\": {").unwrap();
+    std::fs::write(cfg.join("topics.json.bak"), b"garbage").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "broker",
+            "--set",
+            &format!("storePathRootDir={}", dir.path().display()),
+            "--set",
+            "listenPort=0",
+            "--set",
+            "haListenPort=0",
+            "--set",
+            "namesrvAddr=127.0.0.1:1",
+        ])
+        .env("FERROCKET_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("topics.json") && err.contains("--repair"),
+        "{err}"
+    );
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &["storeRepair=true"]);
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        let r = c
+            .invoke(&b.addr, send_req("AfterRepair", 0, "m", ""), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    });
 }

@@ -431,6 +431,7 @@ impl BrokerConfig {
                 "maxIndexNum" => c.store.max_index_num = num(key, v)?,
                 "messageIndexEnable" => c.store.message_index_enable = boolean(key, v)?,
                 "checkCRCOnRecover" => c.store.check_crc_on_recover = boolean(key, v)?,
+                "storeRepair" => c.store.repair = boolean(key, v)?,
                 "autoCreateTopicEnable" => c.auto_create_topic_enable = boolean(key, v)?,
                 "autoCreateSubscriptionGroup" => {
                     c.auto_create_subscription_group = boolean(key, v)?

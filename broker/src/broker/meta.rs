@@ -11,6 +11,7 @@ use crate::store::metadata::{
     self, ConsumerOffsetTable, SubscriptionGroupConfig, SubscriptionGroupTable, TopicConfig,
     TopicConfigTable,
 };
+use crate::store::StoreError;
 
 pub use crate::protocol::topic::{validate_topic, PERM_RW, PERM_RWI, TBW102, TOPIC_MAX_LENGTH};
 
@@ -22,13 +23,17 @@ pub struct TopicManager {
 }
 
 impl TopicManager {
-    /// Loads `topics.json` (or its `.bak`).
-    pub fn load(path: PathBuf) -> Self {
-        let table: TopicConfigTable = metadata::load(&path);
-        TopicManager {
+    /// Loads `topics.json` (or its `.bak`; see [`metadata::load_checked`]).
+    ///
+    /// # Errors
+    /// Both copies unreadable, without `repair`.
+    pub fn load(path: PathBuf, repair: bool) -> Result<Self, StoreError> {
+        let table: TopicConfigTable =
+            metadata::load_checked(&path, repair, metadata::Salvage::Entries)?;
+        Ok(TopicManager {
             path,
             table: Mutex::new(table),
-        }
+        })
     }
 
     /// One topic's config.
@@ -119,13 +124,17 @@ pub struct GroupManager {
 
 impl GroupManager {
     /// Loads `subscriptionGroup.json` (or its `.bak`); new groups get `retry_max` retries.
-    pub fn load(path: PathBuf, retry_max: i32) -> Self {
-        let table: SubscriptionGroupTable = metadata::load(&path);
-        GroupManager {
+    ///
+    /// # Errors
+    /// Both copies unreadable, without `repair`.
+    pub fn load(path: PathBuf, retry_max: i32, repair: bool) -> Result<Self, StoreError> {
+        let table: SubscriptionGroupTable =
+            metadata::load_checked(&path, repair, metadata::Salvage::Entries)?;
+        Ok(GroupManager {
             path,
             table: Mutex::new(table),
             default_retry_max: retry_max,
-        }
+        })
     }
 
     /// A group's config (created with defaults, and persisted, when `create` is set).
@@ -206,13 +215,18 @@ pub struct OffsetManager {
 }
 
 impl OffsetManager {
-    /// Loads `consumerOffset.json` (or its `.bak`).
-    pub fn load(path: PathBuf) -> Self {
-        let table: ConsumerOffsetTable = metadata::load(&path);
-        OffsetManager {
+    /// Loads `consumerOffset.json` (or its `.bak`); a malformed queue entry loses only
+    /// itself.
+    ///
+    /// # Errors
+    /// Both copies unreadable, without `repair`.
+    pub fn load(path: PathBuf, repair: bool) -> Result<Self, StoreError> {
+        let table: ConsumerOffsetTable =
+            metadata::load_checked(&path, repair, metadata::Salvage::Nested)?;
+        Ok(OffsetManager {
             path,
             table: Mutex::new(table),
-        }
+        })
     }
 
     fn key(topic: &str, group: &str) -> String {
@@ -318,16 +332,16 @@ mod tests {
     #[test]
     fn offsets_and_topics_persist() {
         let dir = tempfile::tempdir().unwrap();
-        let o = OffsetManager::load(dir.path().join("consumerOffset.json"));
+        let o = OffsetManager::load(dir.path().join("consumerOffset.json"), false).unwrap();
         o.commit("g", "T", 1, 42);
         o.persist();
-        let o = OffsetManager::load(dir.path().join("consumerOffset.json"));
+        let o = OffsetManager::load(dir.path().join("consumerOffset.json"), false).unwrap();
         assert_eq!(o.query("g", "T", 1), Some(42));
         assert_eq!(o.group_offsets("g")["T"][&1], 42);
-        let t = TopicManager::load(dir.path().join("topics.json"));
+        let t = TopicManager::load(dir.path().join("topics.json"), false).unwrap();
         assert!(t.get_or_create("T", 4, PERM_RW).1);
         assert!(!t.get_or_create("T", 8, PERM_RW).1);
-        let t = TopicManager::load(dir.path().join("topics.json"));
+        let t = TopicManager::load(dir.path().join("topics.json"), false).unwrap();
         assert_eq!(t.get("T").unwrap().write_queue_nums, 4);
     }
 }

@@ -148,8 +148,9 @@ impl Broker {
         let store_host = SocketAddr::new(ip, config.listen_port);
         let store = MessageStore::open(config.store.clone())?;
         let cfg_dir = config.store.config_dir();
-        let topics = TopicManager::load(cfg_dir.join("topics.json"));
-        let offsets = OffsetManager::load(cfg_dir.join("consumerOffset.json"));
+        let repair = config.store.repair;
+        let topics = TopicManager::load(cfg_dir.join("topics.json"), repair)?;
+        let offsets = OffsetManager::load(cfg_dir.join("consumerOffset.json"), repair)?;
         // The cluster's reply topic (request-reply), as RocketMQ creates it.
         topics.get_or_create(
             &reply::reply_topic(&config.broker_cluster_name),
@@ -166,7 +167,8 @@ impl Broker {
         let groups = meta::GroupManager::load(
             cfg_dir.join("subscriptionGroup.json"),
             config.max_reconsume_times,
-        );
+            repair,
+        )?;
         let runtime = config::RuntimeSettings::from(&config);
         let hold = Arc::new(PullHold::default());
         {
@@ -225,7 +227,7 @@ impl Broker {
             clients: ClientManager::default(),
             hold,
             locks: locks::QueueLocks::default(),
-            delay_offsets: schedule::DelayOffsets::load(cfg_dir.join("delayOffset.json")),
+            delay_offsets: schedule::DelayOffsets::load(cfg_dir.join("delayOffset.json"), repair)?,
             transactions: transaction::Transactions::default(),
             timers: timer::Timers::default(),
             throughput: ops::Throughput::default(),

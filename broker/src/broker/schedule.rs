@@ -40,12 +40,16 @@ pub struct DelayOffsets {
 
 impl DelayOffsets {
     /// Loads the file (or its `.bak`).
-    pub fn load(path: PathBuf) -> Self {
-        let table: DelayOffsetTable = metadata::load(&path);
-        DelayOffsets {
+    ///
+    /// # Errors
+    /// Both copies unreadable, without `repair`.
+    pub fn load(path: PathBuf, repair: bool) -> Result<Self, crate::store::StoreError> {
+        let table: DelayOffsetTable =
+            metadata::load_checked(&path, repair, metadata::Salvage::Entries)?;
+        Ok(DelayOffsets {
             path,
             table: Mutex::new(table),
-        }
+        })
     }
 
     /// Next schedule-queue offset of a level.

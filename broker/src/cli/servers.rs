@@ -47,6 +47,11 @@ pub struct BrokerArgs {
     /// This pod's name (a StatefulSet name ending in `-<ordinal>`).
     #[arg(long)]
     pub pod_name: Option<String>,
+    /// Open a damaged store anyway (`storeRepair=true`): an unexpected or missing
+    /// CommitLog file, which otherwise stops the start, is moved to
+    /// `<store>/quarantine/` with a warning naming it.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// Applies a roles file: the pod it names as master gets `brokerId=0` (and a master role);
@@ -105,6 +110,9 @@ pub struct DevArgs {
     /// Broker port.
     #[arg(long, default_value_t = 10911)]
     pub broker_port: u16,
+    /// Open a damaged store anyway, as `ferrocket broker --repair`.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 fn ready(role: &str, addr: &str) {
@@ -254,6 +262,9 @@ fn role_name(b: &Broker) -> &'static str {
 /// Bad configuration (the message names the key), an unusable store or port.
 pub fn run_broker(args: BrokerArgs) -> Result<()> {
     let mut props = load_properties(args.config.as_ref(), &args.set)?;
+    if args.repair {
+        props.insert("storeRepair".into(), "true".into());
+    }
     if let (Some(file), Some(pod)) = (&args.roles_file, &args.pod_name) {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read the roles file {}", file.display()))?;
@@ -298,6 +309,9 @@ pub fn run_dev(args: DevArgs) -> Result<()> {
             args.data_dir.join("store").to_string_lossy().into_owned(),
         );
         props.insert("autoCreateTopicEnable".to_string(), "true".to_string());
+        if args.repair {
+            props.insert("storeRepair".to_string(), "true".to_string());
+        }
         let config = BrokerConfig::from_properties(&props)?;
         let (broker, listeners) = start_broker(config).await?;
         ready("namesrv", &ns_addr);

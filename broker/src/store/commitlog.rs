@@ -163,34 +163,75 @@ impl CommitLog {
     /// Maps the segments found in `dir` (creating it if needed). The data end is not
     /// known until [`CommitLog::recover`] runs.
     ///
+    /// The directory must hold one contiguous run of segments and nothing else: a file
+    /// that is not a segment, or a missing segment between two others, stops the open
+    /// with [`StoreError::Corrupt`] naming it — nothing intact is dropped or hidden.
+    /// With `quarantine` (`--repair`), such files are moved there instead (for a gap,
+    /// the segments older than it), each named in a warning.
+    ///
     /// # Errors
-    /// I/O errors; a segment longer than `segment_size`.
+    /// I/O errors; a segment longer than `segment_size`; an unexpected or missing file
+    /// without `quarantine`.
     pub fn open(
         dir: &Path,
         segment_size: u64,
         disk_warning_ratio_percent: u8,
         write_with_syscall: bool,
+        quarantine: Option<&Path>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         remove_truncation_leftovers(dir);
-        let mut names: Vec<u64> = std::fs::read_dir(dir)
+        let mut names: Vec<u64> = Vec::new();
+        let mut unexpected: Vec<PathBuf> = Vec::new();
+        for e in std::fs::read_dir(dir)
             .map_err(|e| StoreError::io(dir, e))?
             .filter_map(|e| e.ok())
-            .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()))
-            .collect();
+        {
+            if !e.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            match parse_segment_file_name(&e.file_name().to_string_lossy()) {
+                Some(start) if start % segment_size == 0 => names.push(start),
+                _ => unexpected.push(e.path()),
+            }
+        }
+        unexpected.sort();
+        if let Some(first) = unexpected.first() {
+            let Some(q) = quarantine else {
+                return Err(StoreError::Corrupt {
+                    path: first.clone(),
+                    reason: format!(
+                        "not a CommitLog segment (segments are named by their 20-digit start offset, a multiple of {segment_size}); move it out of {}, or start with --repair to move it to the quarantine directory",
+                        dir.display()
+                    ),
+                });
+            };
+            for path in &unexpected {
+                quarantine_file(path, q)?;
+            }
+        }
         names.sort_unstable();
-        // Keep the newest contiguous run; anything older than a gap is left on disk.
+        // One contiguous run: a gap means a segment is missing.
         let mut first = 0;
         for i in 1..names.len() {
-            if names[i] != names[i - 1] + segment_size {
-                warn!(
-                    dir = %dir.display(),
-                    before = names[i - 1],
-                    after = names[i],
-                    "gap between CommitLog segments; older segments are ignored"
-                );
-                first = i;
+            if names[i] == names[i - 1] + segment_size {
+                continue;
             }
+            let Some(q) = quarantine else {
+                return Err(StoreError::Corrupt {
+                    path: dir.join(segment_file_name(names[i - 1] + segment_size)),
+                    reason: format!(
+                        "CommitLog segment missing: {} is followed by {}; restore it, or start with --repair to keep the segments from {} on and move the older ones to the quarantine directory",
+                        segment_file_name(names[i - 1]),
+                        segment_file_name(names[i]),
+                        segment_file_name(names[i]),
+                    ),
+                });
+            };
+            for older in &names[first..i] {
+                quarantine_file(&dir.join(segment_file_name(*older)), q)?;
+            }
+            first = i;
         }
         let mut segments = Vec::new();
         for (i, start) in names[first..].iter().enumerate() {
@@ -731,6 +772,19 @@ fn drop_segment(seg: &MappedFile) {
 
 /// Deletes what a crash in the middle of `MappedFile::rewrite_prefix` left behind (the
 /// segment itself is intact: the swap is a rename).
+/// Moves `path` into the quarantine directory `q` (created if needed), loudly.
+fn quarantine_file(path: &Path, q: &Path) -> Result<()> {
+    std::fs::create_dir_all(q).map_err(|e| StoreError::io(q, e))?;
+    let name = path
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_default();
+    let to = q.join(name);
+    std::fs::rename(path, &to).map_err(|e| StoreError::io(path, e))?;
+    warn!(file = %path.display(), to = %to.display(), "--repair: moved out of the CommitLog into quarantine");
+    Ok(())
+}
+
 fn remove_truncation_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

@@ -104,6 +104,9 @@ pub struct StoreConfig {
     pub recovery_mode: RecoveryMode,
     /// `messageDelayLevel`: the delay of each level, e.g. `1s 5s 10s 30s 1m ... 2h`.
     pub message_delay_level: String,
+    /// `storeRepair` (ferrocket; `--repair`): damage that would stop the open (an
+    /// unexpected or missing CommitLog file) is moved to `quarantine/` instead.
+    pub repair: bool,
 }
 
 impl StoreConfig {
@@ -129,6 +132,7 @@ impl StoreConfig {
             check_crc_on_recover: true,
             recovery_mode: RecoveryMode::TolerateTailCorruption,
             message_delay_level: DEFAULT_DELAY_LEVELS.into(),
+            repair: false,
         }
     }
 
@@ -241,6 +245,10 @@ impl StoreConfig {
     /// `<root>/abort`.
     pub fn abort_path(&self) -> PathBuf {
         self.store_path_root_dir.join("abort")
+    }
+    /// `<root>/quarantine`: what `--repair` moved aside, never deleted.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.store_path_root_dir.join("quarantine")
     }
 }
 

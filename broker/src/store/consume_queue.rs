@@ -142,6 +142,52 @@ impl ConsumeQueue {
         *self.flushed.lock().unwrap_or_else(|p| p.into_inner()) = max;
     }
 
+    /// What is wrong with the files themselves: a missing file between two others, or a
+    /// file of the wrong length. `None` when the layout is whole.
+    pub fn layout_problem(&self) -> Option<String> {
+        let files = self.files();
+        for pair in files.windows(2) {
+            if pair[1].start_offset() != pair[0].start_offset() + self.file_size {
+                return Some(format!(
+                    "file {} is missing",
+                    segment_file_name(pair[0].start_offset() + self.file_size)
+                ));
+            }
+        }
+        files.iter().find_map(|f| {
+            let len = std::fs::metadata(f.path()).map(|m| m.len()).ok()?;
+            (len != self.file_size).then(|| {
+                format!(
+                    "file {} is {len} bytes, not {}",
+                    segment_file_name(f.start_offset()),
+                    self.file_size
+                )
+            })
+        })
+    }
+
+    /// Calls `f(logical offset, entry)` for the entries in `[min, max)` in order until it
+    /// returns `false` (a read of the whole queue: verification at start-up).
+    pub fn for_each_entry(&self, mut f: impl FnMut(i64, CqEntry) -> bool) {
+        let files = self.files();
+        for k in self.min_offset()..self.max_offset() {
+            if !f(k, Self::entry_at(&files, k).unwrap_or(CqEntry::PLACEHOLDER)) {
+                return;
+            }
+        }
+    }
+
+    /// Deletes every file of this queue (before a rebuild from the CommitLog).
+    pub fn destroy(&self) {
+        let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
+        for f in files.drain(..) {
+            let _ = std::fs::remove_file(f.path());
+        }
+        self.max_offset.store(0, Ordering::Release);
+        self.min_offset.store(0, Ordering::Release);
+        *self.flushed.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+    }
+
     /// One past the last entry.
     pub fn max_offset(&self) -> i64 {
         self.max_offset.load(Ordering::Acquire)

@@ -127,6 +127,25 @@ impl super::StoreInner {
         }
     }
 
+    /// The ConsumeQueue entry of a record: its offset, size and tags code — for delayed
+    /// and timer messages, their delivery time.
+    pub(super) fn cq_entry_for(&self, h: &RecordHead) -> CqEntry {
+        let mut entry = h.cq_entry();
+        if h.topic == SCHEDULE_TOPIC {
+            let delay = usize::try_from(h.queue_id)
+                .ok()
+                .and_then(|q| self.delay_levels_ms.get(q).copied())
+                .unwrap_or(0);
+            entry.tags_code = h.store_timestamp.saturating_add(delay);
+        } else if h.topic == TIMER_TOPIC {
+            entry.tags_code = h
+                .property("TIMER_OUT_MS")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+        }
+        entry
+    }
+
     pub(super) fn dispatch_one(
         &self,
         rec: &[u8],
@@ -138,21 +157,7 @@ impl super::StoreInner {
         };
         if h.is_dispatched() {
             let cq = self.find_or_create_queue(h.topic, h.queue_id)?;
-            let mut entry = h.cq_entry();
-            if h.topic == SCHEDULE_TOPIC {
-                // The tags code of a delayed message is its delivery time.
-                let delay = usize::try_from(h.queue_id)
-                    .ok()
-                    .and_then(|q| self.delay_levels_ms.get(q).copied())
-                    .unwrap_or(0);
-                entry.tags_code = h.store_timestamp.saturating_add(delay);
-            } else if h.topic == TIMER_TOPIC {
-                // The tags code of a timer message is its delivery time.
-                entry.tags_code = h
-                    .property("TIMER_OUT_MS")
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-            }
+            let entry = self.cq_entry_for(&h);
             cq.put(h.queue_offset, entry)?;
             if let Some(l) = listener {
                 l(&Arrival {

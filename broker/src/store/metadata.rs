@@ -265,6 +265,134 @@ pub fn load<T: DeserializeOwned + Default>(path: &Path) -> T {
     T::default()
 }
 
+/// How deep [`load_checked`] looks for the damaged entries of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Salvage {
+    /// The table's entries are whole records (a topic, a group): a bad one is dropped.
+    Entries,
+    /// The entries are maps themselves (`topic@group` → queue → offset): a bad inner
+    /// entry is dropped, its siblings kept.
+    Nested,
+}
+
+/// Loads one of the broker's tables like [`load`], but loses as little as it can and
+/// never silently: a file that is valid JSON keeps every entry that is well-formed,
+/// and each dropped entry is logged by name; a file that is not JSON falls back to its
+/// `.bak`. When neither copy can be read although one exists, the open stops with an
+/// error naming the file, unless `repair` (`--repair`) starts with an empty table.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when both copies are unusable and `repair` is off.
+pub fn load_checked<T: DeserializeOwned + Default>(
+    path: &Path,
+    repair: bool,
+    depth: Salvage,
+) -> Result<T> {
+    let mut problems = Vec::new();
+    for (candidate, is_bak) in [(path.to_path_buf(), false), (bak_path(path), true)] {
+        let text = match std::fs::read_to_string(&candidate) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                problems.push(format!("{}: {e}", candidate.display()));
+                continue;
+            }
+        };
+        let value: serde_json::Value = match serde_json::from_str(&text)
+            .or_else(|_| serde_json::from_str(&quote_bare_keys(&text)))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(file = %candidate.display(), error = %e, "metadata file is not JSON");
+                problems.push(format!("{}: {e}", candidate.display()));
+                continue;
+            }
+        };
+        let mut dropped = Vec::new();
+        let table = salvage::<T>(value, depth, &mut dropped);
+        for entry in &dropped {
+            warn!(file = %candidate.display(), %entry, "malformed metadata entry dropped; the rest is kept");
+        }
+        if is_bak {
+            warn!(file = %path.display(), "metadata file unusable; loaded its .bak copy");
+        }
+        return Ok(table);
+    }
+    if problems.is_empty() {
+        return Ok(T::default());
+    }
+    if repair {
+        warn!(file = %path.display(), problems = ?problems, "--repair: neither copy is readable; starting with an empty table");
+        return Ok(T::default());
+    }
+    Err(StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!(
+            "neither the file nor its .bak can be read ({}); restore one, or start with --repair to begin with an empty table",
+            problems.join("; ")
+        ),
+    })
+}
+
+/// `value` as a `T`, keeping what deserializes: each top-level field on its own, and
+/// in a field that is a table, each entry on its own (with [`Salvage::Nested`], each
+/// inner entry of a bad entry too). Dropped parts are named in `dropped`.
+fn salvage<T: DeserializeOwned + Default>(
+    value: serde_json::Value,
+    depth: Salvage,
+    dropped: &mut Vec<String>,
+) -> T {
+    use serde_json::{Map, Value};
+    if let Ok(t) = serde_json::from_value::<T>(value.clone()) {
+        return t;
+    }
+    let Value::Object(top) = value else {
+        dropped.push("(the whole file: not a JSON object)".into());
+        return T::default();
+    };
+    let fits = |doc: Value| serde_json::from_value::<T>(doc).is_ok();
+    let one = |k: &str, v: Value| Value::Object(Map::from_iter([(k.to_owned(), v)]));
+    let mut kept = Map::new();
+    for (field, v) in top {
+        if fits(one(&field, v.clone())) {
+            kept.insert(field, v);
+            continue;
+        }
+        let Value::Object(entries) = v else {
+            dropped.push(field);
+            continue;
+        };
+        let mut good = Map::new();
+        for (key, entry) in entries {
+            let in_table = |e: Value| one(&field, one(&key, e));
+            if fits(in_table(entry.clone())) {
+                good.insert(key, entry);
+                continue;
+            }
+            if let (Salvage::Nested, Value::Object(inner)) = (depth, &entry) {
+                let mut inner_good = Map::new();
+                for (ik, iv) in inner {
+                    if fits(in_table(one(ik, iv.clone()))) {
+                        inner_good.insert(ik.clone(), iv.clone());
+                    } else {
+                        dropped.push(format!("{field}.{key}.{ik}"));
+                    }
+                }
+                if !inner_good.is_empty() {
+                    good.insert(key, Value::Object(inner_good));
+                }
+                continue;
+            }
+            dropped.push(format!("{field}.{key}"));
+        }
+        kept.insert(field, Value::Object(good));
+    }
+    serde_json::from_value(Value::Object(kept)).unwrap_or_else(|_| {
+        dropped.push("(the rest of the file)".into());
+        T::default()
+    })
+}
+
 /// Writes a metadata file atomically (temp file, fsync, keep the old one as `.bak`,
 /// rename, fsync the directory).
 ///
@@ -327,6 +455,57 @@ mod tests {
         assert_eq!(
             (g.retry_max_times, g.retry_queue_nums, g.consume_enable),
             (3, 1, true)
+        );
+    }
+
+    /// Issue 14: one malformed entry loses only that entry (named in the log); both
+    /// copies unreadable stop the open unless `repair`.
+    #[test]
+    fn a_malformed_entry_loses_only_itself_and_two_bad_copies_refuse_to_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("consumerOffset.json");
+        std::fs::write(
+            &p,
+            r#"{"offsetTable":{"T@g":{"0":12,"x":7,"2":"nine"},"U@g":{"0":3},"V@h":[1]}}"#,
+        )
+        .unwrap();
+        let t: ConsumerOffsetTable = load_checked(&p, false, Salvage::Nested).unwrap();
+        assert_eq!(t.offset_table["T@g"].get(&0), Some(&12));
+        assert_eq!(t.offset_table["T@g"].len(), 1);
+        assert_eq!(t.offset_table["U@g"][&0], 3);
+        assert!(!t.offset_table.contains_key("V@h"));
+        let p = dir.path().join("topics.json");
+        std::fs::write(
+            &p,
+            r#"{"topicConfigTable":{"A":{"topicName":"A","readQueueNums":4,"writeQueueNums":4},
+                "B":{"topicName":"B","readQueueNums":"four"}},"dataVersion":{"counter":"x"}}"#,
+        )
+        .unwrap();
+        let t: TopicConfigTable = load_checked(&p, false, Salvage::Entries).unwrap();
+        assert_eq!(t.topic_config_table["A"].read_queue_nums, 4);
+        assert!(
+            !t.topic_config_table.contains_key("B"),
+            "a bad topic is dropped whole"
+        );
+        // Both copies unreadable: refused, naming the file; `repair` starts empty.
+        std::fs::write(&p, b"{\"topicConfigTable\": {").unwrap();
+        std::fs::write(bak_path(&p), b"garbage").unwrap();
+        let err = load_checked::<TopicConfigTable>(&p, false, Salvage::Entries)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("topics.json") && err.contains("--repair"),
+            "{err}"
+        );
+        assert_eq!(
+            load_checked::<TopicConfigTable>(&p, true, Salvage::Entries).unwrap(),
+            TopicConfigTable::default()
+        );
+        // Nothing there at all: a new store.
+        let fresh = dir.path().join("subscriptionGroup.json");
+        assert_eq!(
+            load_checked::<SubscriptionGroupTable>(&fresh, false, Salvage::Entries).unwrap(),
+            SubscriptionGroupTable::default()
         );
     }
 

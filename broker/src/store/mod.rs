@@ -27,6 +27,7 @@ mod read;
 mod recovery;
 mod replica;
 mod retention;
+mod verify;
 
 use crate::sync::lock;
 use std::collections::{BTreeSet, HashMap};
@@ -198,6 +199,8 @@ pub struct RecoveryReport {
     pub truncated_reason: Option<String>,
     /// CommitLog offset from which records were dispatched again.
     pub redispatched_from: u64,
+    /// ConsumeQueues found damaged and rebuilt from the CommitLog.
+    pub queues_rebuilt: usize,
     /// Time recovery took.
     pub elapsed: Duration,
 }
@@ -346,6 +349,10 @@ impl MessageStore {
             config.mapped_file_size_commit_log,
             config.disk_space_warning_level_ratio,
             config.flush_disk_type == FlushDiskType::Sync,
+            config
+                .repair
+                .then(|| config.quarantine_dir().join("commitlog"))
+                .as_deref(),
         )?;
         let checkpoint = Checkpoint::load(&config.checkpoint_path());
         let queues = load_queues(
@@ -385,6 +392,7 @@ impl MessageStore {
                 end_offset: 0,
                 truncated_reason: None,
                 redispatched_from: 0,
+                queues_rebuilt: 0,
                 elapsed: Duration::ZERO,
             },
             flush_beat: crate::watchdog::Heartbeat::new("flush", FLUSH_STALL),

@@ -101,7 +101,12 @@ impl StoreInner {
 
     /// The record at a CommitLog offset (VIEW_MESSAGE_BY_ID), zero-copy.
     pub(super) fn read_message(&self, physical_offset: u64) -> Option<Bytes> {
-        self.commitlog.read_record(physical_offset)
+        // Offsets come from clients (VIEW_MESSAGE_BY_ID, END_TRANSACTION): only a whole
+        // message record that says it starts here counts — not bytes in the middle of
+        // one that happen to parse, nor a filler.
+        let rec = self.commitlog.read_record(physical_offset)?;
+        let head = RecordHead::parse(&rec)?;
+        (u64::try_from(head.physical_offset).ok() == Some(physical_offset)).then_some(rec)
     }
 
     /// Messages of `topic` whose `KEYS` or `UNIQ_KEY` holds `key`, stored within

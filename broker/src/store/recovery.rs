@@ -78,10 +78,16 @@ impl StoreInner {
 
         // ConsumeQueues: drop entries past the end; find where dispatch must resume.
         let queues: Vec<Arc<ConsumeQueue>> = self.all_queues();
-        let mut reput = min_phys;
         for cq in &queues {
             cq.truncate_phys(end)?;
             cq.delete_below_phys(min_phys);
+        }
+        // Damaged queues are rebuilt from the CommitLog before dispatch resumes. After a
+        // clean shutdown every scanned record was dispatched, so a queue ending before
+        // the scan's last offset for it lost its tail.
+        self.recovery.queues_rebuilt = self.verify_queues(end, (!abnormal).then_some(&scanned))?;
+        let mut reput = min_phys;
+        for cq in &queues {
             if let Some(e) = cq.last_entry() {
                 reput = reput.max(e.commitlog_offset as u64 + e.size as u64);
             }
