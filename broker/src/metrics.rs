@@ -64,6 +64,10 @@ pub struct BrokerMetrics {
     pub is_master: Gauge,
     /// Control-plane requests refused (unsigned, badly signed, epoch jumps).
     pub control_refused: Counter,
+    /// 1 while the store refuses writes after a failed CommitLog flush.
+    pub store_read_only: Gauge,
+    /// Retried metadata flushes (ConsumeQueue, index, checkpoint) that failed.
+    pub store_transient_failures: Gauge,
 }
 
 impl Default for BrokerMetrics {
@@ -89,6 +93,8 @@ impl Default for BrokerMetrics {
             role_epoch: Gauge::default(),
             is_master: Gauge::default(),
             control_refused: Counter::default(),
+            store_read_only: Gauge::default(),
+            store_transient_failures: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -107,6 +113,16 @@ impl Default for BrokerMetrics {
             "control_refused",
             "Role and permission changes refused (unsigned, badly signed, or jumping epochs)",
             m.control_refused.clone(),
+        );
+        registry.register(
+            "store_read_only",
+            "1 while the store refuses writes after a failed CommitLog flush",
+            m.store_read_only.clone(),
+        );
+        registry.register(
+            "store_transient_failures",
+            "Failed metadata flushes (ConsumeQueue, index, checkpoint) since start; retried",
+            m.store_transient_failures.clone(),
         );
         registry.register("messages_in", "Messages stored", m.messages_in.clone());
         registry.register("bytes_in", "Message body bytes stored", m.bytes_in.clone());

@@ -2012,3 +2012,102 @@ fn unreadable_metadata_stops_the_start_naming_the_file_and_repair_proceeds() {
         assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
     });
 }
+
+/// Issue 14: with every descriptor taken by connections, the checkpoint write fails
+/// (EMFILE). That used to turn the store read-only for good — every send answered 14
+/// after the connections closed. Now the metadata flush is retried and the broker takes
+/// writes again by itself once descriptors are free; the failure shows in the metrics.
+#[test]
+fn running_out_of_descriptors_is_transient() {
+    let prlimit_works = Command::new("prlimit")
+        .args(["--pid", &std::process::id().to_string(), "--nofile"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !prlimit_works {
+        ferrocket_testkit::skip(
+            "running_out_of_descriptors_is_transient",
+            "needs prlimit (util-linux) to lower the broker's descriptor limit",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let port = free_port();
+    let b = broker(
+        &ns.addr,
+        dir.path(),
+        &[
+            &format!("metricsPort={port}"),
+            "flushIntervalConsumeQueue=200",
+        ],
+    );
+    let rt = rt();
+    let send = |body: &str| {
+        rt.block_on(async {
+            RemotingClient::new()
+                .invoke(&b.addr, send_req("Fds", 0, body, ""), T)
+                .await
+                .map(|r| r.code)
+        })
+    };
+    assert_eq!(send("before").unwrap(), response::SUCCESS);
+    let open_fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", b.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let limit = open_fds() + 16;
+    // The broker's soft limit now, to give back afterwards.
+    let soft: u64 = std::fs::read_to_string(format!("/proc/{}/limits", b.pid()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(4096);
+    let set = Command::new("prlimit")
+        .args([
+            "--pid",
+            &b.pid().to_string(),
+            // The soft limit only: lowering the hard one could not be undone here.
+            &format!("--nofile={limit}:"),
+        ])
+        .status()
+        .unwrap();
+    assert!(set.success());
+    // Take every descriptor the broker has left.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        if let Ok(s) = TcpStream::connect(&b.addr) {
+            held.push(s);
+        }
+    }
+    ferrocket_testkit::wait_until(
+        "the broker's descriptors to run out",
+        Duration::from_secs(10),
+        || open_fds() >= limit,
+    );
+    // The fault lasts several metadata flush intervals (200 ms each).
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(held);
+    let raised = Command::new("prlimit")
+        .args(["--pid", &b.pid().to_string(), &format!("--nofile={soft}:")])
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    ferrocket_testkit::wait_until(
+        "a send acknowledged after the descriptors came back",
+        Duration::from_secs(20),
+        || send("after").is_ok_and(|c| c == response::SUCCESS),
+    );
+    let (_, metrics) = http_get(port, "/metrics");
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferrocket_store_transient_failures "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        failures > 0.0,
+        "the fault never hit the metadata flush:\n{metrics}"
+    );
+    assert!(metrics.contains("ferrocket_store_read_only 0"), "{metrics}");
+}

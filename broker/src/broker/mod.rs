@@ -110,6 +110,9 @@ pub struct Broker {
     /// Replication (master side).
     pub ha: Arc<crate::ha::HaService>,
     registered: std::sync::atomic::AtomicBool,
+    /// The topic permission last registered (a read-only store registers without
+    /// write, so routes steer producers away); -1 before the first registration.
+    registered_perm: std::sync::atomic::AtomicI32,
     /// Turns of a task on the request runtime (`/healthz`).
     request_beat: crate::watchdog::Heartbeat,
     oneway_log: unsupported::OnewayLog,
@@ -235,6 +238,7 @@ impl Broker {
             metrics,
             runtime,
             registered: std::sync::atomic::AtomicBool::new(false),
+            registered_perm: std::sync::atomic::AtomicI32::new(-1),
             request_beat: crate::watchdog::Heartbeat::new(
                 "request runtime",
                 Duration::from_secs(30),
@@ -500,6 +504,9 @@ impl crate::metrics::Observable for Broker {
     fn metrics(&self) -> String {
         let m = &self.metrics;
         m.store_max_offset.set(self.store.max_phy_offset() as i64);
+        m.store_read_only.set(i64::from(self.store.is_read_only()));
+        m.store_transient_failures
+            .set(i64::try_from(self.store.transient_problem().1).unwrap_or(i64::MAX));
         let role = self.role.get();
         m.role_epoch.set(role.epoch);
         m.is_master.set(i64::from(role.is_master()));
@@ -538,7 +545,7 @@ impl crate::metrics::Observable for Broker {
         let registered =
             self.registered.load(Ordering::Acquire) || self.runtime.namesrvs().is_empty();
         let role_ok = if self.role.is_master() {
-            self.role.superseded().is_none()
+            self.role.superseded().is_none() && !self.store.is_read_only()
         } else {
             self.role.slave_in_sync(self.store.max_phy_offset())
         };

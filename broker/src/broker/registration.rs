@@ -15,13 +15,25 @@ use crate::remoting::RemotingCommand;
 impl Broker {
     /// Registers with every name server; returns how many accepted.
     pub async fn register_all(&self) -> usize {
-        let mut snapshot = self.topics.snapshot();
         // As RocketMQ: a broker without read or write permission registers its topics
-        // without it, so routes steer clients away.
-        let perm = self
+        // without it, so routes steer clients away. A store that cannot take writes (a
+        // failed CommitLog flush) registers without write the same way.
+        let mut perm = self
             .runtime
             .permission
             .load(std::sync::atomic::Ordering::Relaxed);
+        if self.store.is_read_only() {
+            perm &= !config::PERM_WRITE;
+        }
+        if self
+            .registered_perm
+            .swap(perm, std::sync::atomic::Ordering::AcqRel)
+            != perm
+        {
+            // The name server takes topic data only from a newer data version.
+            self.topics.bump_version();
+        }
+        let mut snapshot = self.topics.snapshot();
         if perm != config::PERM_READ | config::PERM_WRITE {
             for tc in snapshot.topic_config_table.values_mut() {
                 tc.perm &= perm;

@@ -252,6 +252,25 @@ impl MessageStore {
         self.inner.commitlog.set_accept_appends(accept);
     }
 
+    /// Whether a failed CommitLog flush made the store refuse writes (until restart:
+    /// the page cache may have dropped what the flush could not write).
+    pub fn is_read_only(&self) -> bool {
+        self.inner
+            .read_only
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The retried write that is failing now (ConsumeQueue, index or checkpoint flush),
+    /// if one is; and how many such failures there were since start.
+    pub fn transient_problem(&self) -> (Option<String>, u64) {
+        (
+            crate::sync::lock(&self.inner.transient).clone(),
+            self.inner
+                .transient_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// The CommitLog's generation: it moves when appends are refused or the log is cut,
     /// so a [`PutResult::generation`] older than it may name replaced bytes.
     pub fn generation(&self) -> u64 {

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tracing::error;
+use tracing::{error, info, warn};
 
 use super::*;
 use crate::sync::lock;
@@ -37,10 +37,31 @@ impl StoreInner {
             }
             if last_cq_flush.elapsed() >= cq_interval {
                 last_cq_flush = Instant::now();
-                if let Err(e) = self.flush_logics_and_checkpoint() {
-                    self.fail(&e);
-                }
+                // ConsumeQueues, index and checkpoint can be rebuilt or re-written: a
+                // failure there (no descriptor left, a full disk) is retried on the next
+                // turn and clears by itself; it never makes the store read-only.
+                let r = self.flush_logics_and_checkpoint();
+                self.note_transient(r.err().as_ref());
             }
+        }
+    }
+
+    /// Records the outcome of a retried, non-corrupting write (`None`: it worked).
+    pub(super) fn note_transient(&self, e: Option<&StoreError>) {
+        let mut t = lock(&self.transient);
+        match (e, t.is_some()) {
+            (Some(e), was) => {
+                self.transient_failures.fetch_add(1, Ordering::Relaxed);
+                if !was {
+                    warn!(error = %e, "metadata flush failed (ConsumeQueue, index or checkpoint); retrying every interval");
+                }
+                *t = Some(e.to_string());
+            }
+            (None, true) => {
+                info!("metadata flush works again");
+                *t = None;
+            }
+            (None, false) => {}
         }
     }
 

@@ -230,6 +230,9 @@ struct StoreInner {
     housekeeping: (Mutex<()>, Condvar),
     flushed_tx: watch::Sender<FlushState>,
     read_only: AtomicBool,
+    /// The last retried write that failed (cleared by the next success).
+    transient: Mutex<Option<String>>,
+    transient_failures: AtomicU64,
     shutdown: AtomicBool,
     listener: RwLock<Option<ArrivalListener>>,
     flush_observer: RwLock<Option<FlushObserver>>,
@@ -381,6 +384,8 @@ impl MessageStore {
             housekeeping: (Mutex::new(()), Condvar::new()),
             flushed_tx,
             read_only: AtomicBool::new(false),
+            transient: Mutex::new(None),
+            transient_failures: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             listener: RwLock::new(None),
             flush_observer: RwLock::new(None),
