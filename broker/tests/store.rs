@@ -794,8 +794,8 @@ fn a_missing_or_unexpected_commitlog_file_stops_the_open_and_repair_quarantines_
     let junk = cl.join(segment_file_name(123));
     std::fs::write(&junk, b"not a segment").unwrap();
     let err = MessageStore::open(cfg())
-        .err()
-        .expect("refused")
+        .map(drop)
+        .expect_err("refused")
         .to_string();
     assert!(
         err.contains("00000000000000000123") && err.contains("--repair"),
@@ -812,8 +812,8 @@ fn a_missing_or_unexpected_commitlog_file_stops_the_open_and_repair_quarantines_
     // A missing middle segment: refused, naming it; the directory is left as it was.
     std::fs::remove_file(cl.join(segment_file_name(seg))).unwrap();
     let err = MessageStore::open(cfg())
-        .err()
-        .expect("refused")
+        .map(drop)
+        .expect_err("refused")
         .to_string();
     assert!(
         err.contains(&segment_file_name(seg)) && err.contains("missing"),
