@@ -66,6 +66,8 @@ pub struct BrokerMetrics {
     pub control_refused: Counter,
     /// 1 while the store refuses writes after a failed CommitLog flush.
     pub store_read_only: Gauge,
+    /// 1 while dispatch to the ConsumeQueues fails (sends refused meanwhile).
+    pub store_dispatch_blocked: Gauge,
     /// Retried metadata flushes (ConsumeQueue, index, checkpoint) that failed.
     pub store_transient_failures: Gauge,
 }
@@ -94,6 +96,7 @@ impl Default for BrokerMetrics {
             is_master: Gauge::default(),
             control_refused: Counter::default(),
             store_read_only: Gauge::default(),
+            store_dispatch_blocked: Gauge::default(),
             store_transient_failures: Gauge::default(),
             registry: Registry::default(),
         };
@@ -118,6 +121,11 @@ impl Default for BrokerMetrics {
             "store_read_only",
             "1 while the store refuses writes after a failed CommitLog flush",
             m.store_read_only.clone(),
+        );
+        registry.register(
+            "store_dispatch_blocked",
+            "1 while records cannot be dispatched to their ConsumeQueues; sends are refused meanwhile",
+            m.store_dispatch_blocked.clone(),
         );
         registry.register(
             "store_transient_failures",

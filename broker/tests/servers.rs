@@ -2111,3 +2111,112 @@ fn running_out_of_descriptors_is_transient() {
     );
     assert!(metrics.contains("ferrocket_store_read_only 0"), "{metrics}");
 }
+
+/// A tmpfs of `mib` MiB mounted on a temporary directory, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(mib: u32) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// Issue 14: on a nearly full disk a new ConsumeQueue file cannot be created, so
+/// dispatch stops. Sends used to keep getting SEND_OK for messages no consumer could
+/// see (3,647 acknowledged, 1 consumable). Now, once dispatch is blocked, sends are
+/// refused with "dispatch blocked: …"; when space returns the broker takes writes again
+/// by itself and every acknowledged message is consumable.
+#[test]
+fn a_full_disk_refuses_sends_it_cannot_serve_and_recovers_by_itself() {
+    let fs = match Tmpfs::mount(8) {
+        Ok(f) => f,
+        Err(why) => {
+            ferrocket_testkit::skip(
+                "a_full_disk_refuses_sends_it_cannot_serve_and_recovers_by_itself",
+                &format!("needs to mount a tmpfs (root): {why}"),
+            );
+            return;
+        }
+    };
+    let store = fs.path().join("store");
+    let ns = namesrv();
+    let b = broker(
+        &ns.addr,
+        &store,
+        &[
+            "mappedFileSizeCommitLog=2097152",
+            "maxMessageSize=65536",
+            "mappedFileSizeConsumeQueue=20000",
+            "maxHashSlotNum=100",
+            "maxIndexNum=400",
+            "diskMaxUsedSpaceRatio=95",
+            "diskSpaceWarningLevelRatio=100",
+            "diskSpaceCleanForciblyRatio=100",
+        ],
+    );
+    let rt = rt();
+    let c = RemotingClient::new();
+    let send = |topic: &str, body: &str| {
+        rt.block_on(c.invoke(&b.addr, send_req(topic, 0, body, ""), T))
+            .unwrap()
+    };
+    assert_eq!(send("Before", "b").code, response::SUCCESS);
+    // Fill what is left (writes until ENOSPC).
+    let filler = fs.path().join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let mut acked: Vec<String> = Vec::new();
+    let mut refused = None;
+    for i in 0..50 {
+        let topic = format!("Full{i}");
+        let r = send(&topic, &topic);
+        if r.code == response::SUCCESS {
+            acked.push(topic);
+        } else {
+            assert_eq!(r.code, response::SERVICE_NOT_AVAILABLE, "{:?}", r.remark);
+            refused = r.remark;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let remark = refused.expect("a send is refused once dispatch is blocked");
+    assert!(remark.contains("dispatch blocked"), "{remark}");
+    assert!(
+        acked.len() <= 2,
+        "acknowledged while undispatchable: {acked:?}"
+    );
+    // Space comes back: writes are taken again without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    ferrocket_testkit::wait_until("a send acknowledged again", T, || {
+        send("After", "a").code == response::SUCCESS
+    });
+    // Everything acknowledged is consumable.
+    for topic in acked.iter().map(String::as_str).chain(["Before", "After"]) {
+        ferrocket_testkit::wait_until(&format!("{topic} consumable"), T, || {
+            rt.block_on(c.invoke(&b.addr, pull_req(topic, 0, 0, 0), T))
+                .is_ok_and(|r| r.code == response::SUCCESS)
+        });
+    }
+}

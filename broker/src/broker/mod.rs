@@ -505,6 +505,8 @@ impl crate::metrics::Observable for Broker {
         let m = &self.metrics;
         m.store_max_offset.set(self.store.max_phy_offset() as i64);
         m.store_read_only.set(i64::from(self.store.is_read_only()));
+        m.store_dispatch_blocked
+            .set(i64::from(self.store.dispatch_blocked().is_some()));
         m.store_transient_failures
             .set(i64::try_from(self.store.transient_problem().1).unwrap_or(i64::MAX));
         let role = self.role.get();
@@ -545,7 +547,7 @@ impl crate::metrics::Observable for Broker {
         let registered =
             self.registered.load(Ordering::Acquire) || self.runtime.namesrvs().is_empty();
         let role_ok = if self.role.is_master() {
-            self.role.superseded().is_none() && !self.store.is_read_only()
+            self.role.superseded().is_none() && self.store.takes_writes()
         } else {
             self.role.slave_in_sync(self.store.max_phy_offset())
         };

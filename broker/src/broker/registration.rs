@@ -17,12 +17,12 @@ impl Broker {
     pub async fn register_all(&self) -> usize {
         // As RocketMQ: a broker without read or write permission registers its topics
         // without it, so routes steer clients away. A store that cannot take writes (a
-        // failed CommitLog flush) registers without write the same way.
+        // failed CommitLog flush, blocked dispatch) registers without write the same way.
         let mut perm = self
             .runtime
             .permission
             .load(std::sync::atomic::Ordering::Relaxed);
-        if self.store.is_read_only() {
+        if !self.store.takes_writes() {
             perm &= !config::PERM_WRITE;
         }
         if self

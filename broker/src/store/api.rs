@@ -260,6 +260,23 @@ impl MessageStore {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Whether appends are accepted now: not read-only, dispatch not blocked.
+    pub fn takes_writes(&self) -> bool {
+        !self.is_read_only() && self.dispatch_blocked().is_none()
+    }
+
+    /// Why records cannot be dispatched now (sends are refused meanwhile), if so.
+    pub fn dispatch_blocked(&self) -> Option<String> {
+        self.inner
+            .dispatch_blocked
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then(|| {
+                crate::sync::lock(&self.inner.dispatch_problem)
+                    .clone()
+                    .unwrap_or_default()
+            })
+    }
+
     /// The retried write that is failing now (ConsumeQueue, index or checkpoint flush),
     /// if one is; and how many such failures there were since start.
     pub fn transient_problem(&self) -> (Option<String>, u64) {

@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::format::{property, sys_flag, tags_code, CqEntry, RecordView};
 use super::{lock, Arrival, ArrivalListener, DispatchState, Result, SCHEDULE_TOPIC, TIMER_TOPIC};
@@ -192,9 +192,18 @@ impl super::StoreInner {
                         error!(error = %e, offset = st.reput_offset, "dispatch failed at shutdown; the next start redoes it");
                         return;
                     }
-                    error!(error = %e, offset = st.reput_offset, "dispatch failed; retrying in 1 s");
+                    if !self.dispatch_blocked.swap(true, Ordering::AcqRel) {
+                        error!(error = %e, offset = st.reput_offset, "dispatch failed; sends are refused until it works again (retrying every second)");
+                    }
+                    *lock(&self.dispatch_problem) = Some(e.to_string());
                     drop(st);
                     std::thread::sleep(Duration::from_secs(1));
+                } else if self.dispatch_blocked.swap(false, Ordering::AcqRel) {
+                    info!(
+                        offset = st.reput_offset,
+                        "dispatch works again; sends accepted"
+                    );
+                    *lock(&self.dispatch_problem) = None;
                 }
                 continue;
             }

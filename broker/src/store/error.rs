@@ -40,6 +40,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store is shut down")]
     ShutDown,
+    /// Records cannot be dispatched to their ConsumeQueue (a file cannot be created):
+    /// a send now would be stored but not served, so it is refused until it clears.
+    #[error("dispatch blocked: {0}")]
+    DispatchBlocked(String),
     /// The store is a replica (a slave's, or a master being demoted): only replicated
     /// bytes are appended.
     #[error("this broker is not a master: writes are refused")]

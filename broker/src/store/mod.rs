@@ -232,6 +232,9 @@ struct StoreInner {
     read_only: AtomicBool,
     /// The last retried write that failed (cleared by the next success).
     transient: Mutex<Option<String>>,
+    /// Dispatch is failing (why, in `dispatch_problem`): appends are refused.
+    dispatch_blocked: AtomicBool,
+    dispatch_problem: Mutex<Option<String>>,
     transient_failures: AtomicU64,
     shutdown: AtomicBool,
     listener: RwLock<Option<ArrivalListener>>,
@@ -385,6 +388,8 @@ impl MessageStore {
             flushed_tx,
             read_only: AtomicBool::new(false),
             transient: Mutex::new(None),
+            dispatch_blocked: AtomicBool::new(false),
+            dispatch_problem: Mutex::new(None),
             transient_failures: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             listener: RwLock::new(None),
@@ -560,6 +565,10 @@ impl StoreInner {
         }
         if self.read_only.load(Ordering::Acquire) {
             return Err(StoreError::ReadOnly);
+        }
+        if self.dispatch_blocked.load(Ordering::Acquire) {
+            let why = lock(&self.dispatch_problem).clone().unwrap_or_default();
+            return Err(StoreError::DispatchBlocked(why));
         }
         Ok(())
     }
