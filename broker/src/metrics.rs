@@ -66,6 +66,9 @@ pub struct BrokerMetrics {
     pub control_refused: Counter,
     /// 1 while the store refuses writes after a failed CommitLog flush.
     pub store_read_only: Gauge,
+    /// Times each connection limit acted since start (`limit`: connections, idle,
+    /// frame_deadline, in_flight).
+    pub server_limits: Family<Vec<(String, String)>, Gauge>,
     /// 1 while dispatch to the ConsumeQueues fails (sends refused meanwhile).
     pub store_dispatch_blocked: Gauge,
     /// Retried metadata flushes (ConsumeQueue, index, checkpoint) that failed.
@@ -96,6 +99,7 @@ impl Default for BrokerMetrics {
             is_master: Gauge::default(),
             control_refused: Counter::default(),
             store_read_only: Gauge::default(),
+            server_limits: Family::default(),
             store_dispatch_blocked: Gauge::default(),
             store_transient_failures: Gauge::default(),
             registry: Registry::default(),
@@ -121,6 +125,11 @@ impl Default for BrokerMetrics {
             "store_read_only",
             "1 while the store refuses writes after a failed CommitLog flush",
             m.store_read_only.clone(),
+        );
+        registry.register(
+            "server_limit_hits",
+            "Times a connection limit acted since start: connections refused, idle or slow-frame connections closed, requests answered SYSTEM_BUSY",
+            m.server_limits.clone(),
         );
         registry.register(
             "store_dispatch_blocked",

@@ -2220,3 +2220,114 @@ fn a_full_disk_refuses_sends_it_cannot_serve_and_recovers_by_itself() {
         });
     }
 }
+
+/// Whether the server closes `stream` within `limit` (end of stream or a reset), as
+/// opposed to the read timing out with the connection still open.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Issue 14's server limits: a connection that sends nothing (and has nothing running)
+/// is closed after `serverChannelMaxIdleTimeSeconds`, while one holding a long-polling
+/// pull is not; a frame that does not complete within `serverFrameDeadlineSeconds` closes
+/// its connection (it used to pin its buffer forever); connections past
+/// `serverMaxConnectionsPerAddress` are closed at accept while the others keep working;
+/// the metrics count each.
+#[test]
+fn idle_slow_and_excess_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let port = free_port();
+    let b = broker(
+        &ns.addr,
+        dir.path(),
+        &[
+            &format!("metricsPort={port}"),
+            "serverChannelMaxIdleTimeSeconds=1",
+            "serverFrameDeadlineSeconds=1",
+            "serverMaxConnectionsPerAddress=8",
+        ],
+    );
+    // Idle: closed.
+    let mut idle = TcpStream::connect(&b.addr).unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)),
+        "idle connection kept"
+    );
+    // A held pull is not idle: its answer comes after 2.5 s on the same connection.
+    let rt = rt();
+    rt.block_on(async {
+        let c = RemotingClient::new();
+        let r = c
+            .invoke(&b.addr, send_req("Held2", 0, "m0", ""), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+        wait_dispatched(&c, &b.addr, "Held2", 0, 1).await;
+        let started = Instant::now();
+        let r = c
+            .invoke(&b.addr, pull_req("Held2", 0, 1, 2500), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::PULL_NOT_FOUND, "{:?}", r.remark);
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "the pull was not held"
+        );
+    });
+    // A frame begun and never finished: closed after the deadline.
+    let mut slow = TcpStream::connect(&b.addr).unwrap();
+    slow.write_all(&1000u32.to_be_bytes()).unwrap();
+    slow.write_all(b"{\"code\"").unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(10)),
+        "slow frame kept"
+    );
+    // Past 8 connections from one address: the extra ones are closed at once.
+    let mut held: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&b.addr).unwrap())
+        .collect();
+    let mut extra = TcpStream::connect(&b.addr).unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(5)),
+        "ninth connection kept"
+    );
+    // The eight still answer.
+    let hb = RemotingCommand::request(request::HEART_BEAT).with_body(Bytes::from_static(
+        b"{\"clientID\":\"x\",\"producerDataSet\":[],\"consumerDataSet\":[]}",
+    ));
+    let frame = ferrocket::remoting::encode_frame(&hb).unwrap();
+    held[0].write_all(&frame).unwrap();
+    held[0]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 4];
+    held[0].read_exact(&mut head).unwrap();
+    drop(held);
+    let (_, metrics) = http_get(port, "/metrics");
+    for limit in ["idle", "frame_deadline", "connections"] {
+        let line = format!("ferrocket_server_limit_hits{{limit=\"{limit}\"}} ");
+        let n: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(n >= 1.0, "{limit} not counted:\n{metrics}");
+    }
+}

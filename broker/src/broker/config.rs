@@ -249,6 +249,11 @@ pub struct BrokerConfig {
     /// The in-sync replica set's rules: `allAckInSyncStateSet`, `minInSyncReplicas`,
     /// `haMaxTimeSlaveNotCatchup`, `syncStateSetByController`.
     pub sync_policy: crate::ha::SyncPolicy,
+    /// Connection limits of the client and VIP ports: `serverChannelMaxIdleTimeSeconds`
+    /// (120), `serverMaxConnections` (16384), `serverMaxConnectionsPerAddress` (4096),
+    /// `serverMaxRequestsInFlightPerConnection` (4096), `serverFrameDeadlineSeconds`
+    /// (60; ferrocket names except the first).
+    pub server: crate::remoting::server::ServerConfig,
     /// `slaveReadEnable`: the master may point slow consumers at a slave.
     pub slave_read_enable: bool,
     /// `whichBrokerWhenConsumeSlowly` (1).
@@ -296,6 +301,7 @@ impl Default for BrokerConfig {
             control_secret_file: None,
             control_access_key: crate::auth::DEFAULT_CONTROL_ACCESS_KEY.to_owned(),
             sync_policy: crate::ha::SyncPolicy::default(),
+            server: crate::remoting::server::ServerConfig::default(),
             slave_read_enable: false,
             which_broker_when_consume_slowly: 1,
             access_message_in_memory_max_ratio: 40,
@@ -432,6 +438,19 @@ impl BrokerConfig {
                 "messageIndexEnable" => c.store.message_index_enable = boolean(key, v)?,
                 "checkCRCOnRecover" => c.store.check_crc_on_recover = boolean(key, v)?,
                 "storeRepair" => c.store.repair = boolean(key, v)?,
+                "serverChannelMaxIdleTimeSeconds" => {
+                    c.server.idle_timeout = std::time::Duration::from_secs(num(key, v)?);
+                }
+                "serverMaxConnections" => c.server.max_connections = num(key, v)?,
+                "serverMaxConnectionsPerAddress" => {
+                    c.server.max_connections_per_address = num(key, v)?;
+                }
+                "serverMaxRequestsInFlightPerConnection" => {
+                    c.server.max_in_flight_per_connection = num(key, v)?;
+                }
+                "serverFrameDeadlineSeconds" => {
+                    c.server.frame_deadline = std::time::Duration::from_secs(num(key, v)?);
+                }
                 "autoCreateTopicEnable" => c.auto_create_topic_enable = boolean(key, v)?,
                 "autoCreateSubscriptionGroup" => {
                     c.auto_create_subscription_group = boolean(key, v)?

@@ -45,7 +45,6 @@ use tracing::{debug, info};
 use crate::remoting::codes::{request, response};
 use crate::remoting::{
     serve, Connection, RemotingClient, RemotingCommand, RequestHandler, ResponseFuture,
-    ServerConfig,
 };
 use crate::store::{MessageStore, StoreError};
 
@@ -393,7 +392,7 @@ impl Broker {
             servers.spawn(serve(
                 l,
                 Arc::clone(&self),
-                ServerConfig::default(),
+                self.config.server.clone(),
                 stopped(stop_rx.clone()),
             ));
         }
@@ -505,6 +504,25 @@ impl crate::metrics::Observable for Broker {
         let m = &self.metrics;
         m.store_max_offset.set(self.store.max_phy_offset() as i64);
         m.store_read_only.set(i64::from(self.store.is_read_only()));
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let st = &self.config.server.stats;
+            let n = |a: &std::sync::atomic::AtomicU64| {
+                i64::try_from(a.load(Relaxed)).unwrap_or(i64::MAX)
+            };
+            m.server_limits
+                .get_or_create(&vec![("limit".to_string(), "connections".to_string())])
+                .set(n(&st.refused_connections));
+            m.server_limits
+                .get_or_create(&vec![("limit".to_string(), "idle".to_string())])
+                .set(n(&st.idle_closed));
+            m.server_limits
+                .get_or_create(&vec![("limit".to_string(), "frame_deadline".to_string())])
+                .set(n(&st.slow_frames));
+            m.server_limits
+                .get_or_create(&vec![("limit".to_string(), "in_flight".to_string())])
+                .set(n(&st.busy_answers));
+        }
         m.store_dispatch_blocked
             .set(i64::from(self.store.dispatch_blocked().is_some()));
         m.store_transient_failures

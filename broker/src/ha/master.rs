@@ -21,6 +21,8 @@ use crate::sync::lock;
 
 /// Frames sent per wake-up before re-checking for new data.
 const FRAMES_PER_ROUND: usize = 32;
+/// HA connections served at once (slaves and anything else that connects).
+const MAX_HA_CONNECTIONS: usize = 64;
 /// Idle time before the master sends a heartbeat frame.
 const MASTER_HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -495,6 +497,7 @@ impl HaService {
     /// and every slave's stream (they reconnect to whichever master comes next).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let mut streams = tokio::task::JoinSet::new();
+        let mut refused_logged = Instant::now() - Duration::from_secs(10);
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -510,6 +513,16 @@ impl HaService {
                     continue;
                 }
             };
+            // A group has a handful of slaves: a flood of connections to the HA port is
+            // closed at accept instead of holding tasks and buffers.
+            if streams.len() >= MAX_HA_CONNECTIONS {
+                if refused_logged.elapsed() >= Duration::from_secs(10) {
+                    refused_logged = Instant::now();
+                    warn!(%peer, limit = MAX_HA_CONNECTIONS, "too many HA connections; closing new ones (this warning repeats at most every 10 s)");
+                }
+                drop(stream);
+                continue;
+            }
             let ha = Arc::clone(&self);
             streams.spawn(async move {
                 let id = ha.conn_ids.fetch_add(1, Ordering::Relaxed);

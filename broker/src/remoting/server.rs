@@ -250,6 +250,48 @@ pub struct ServerConfig {
     pub max_pending_response_bytes: usize,
     /// How long a shutdown waits for requests already read to be answered.
     pub shutdown_grace: Duration,
+    /// Connections from one IP address at once; more are closed at accept.
+    pub max_connections_per_address: usize,
+    /// `serverChannelMaxIdleTimeSeconds` (120 s): a connection that sent nothing for
+    /// this long and has no request running is closed.
+    pub idle_timeout: Duration,
+    /// A frame begun must be complete within this long, or the connection is closed
+    /// (a client trickling a 16 MiB frame would otherwise pin its buffer forever).
+    pub frame_deadline: Duration,
+    /// What the limits did (shared by every connection of this server).
+    pub stats: Arc<ServerStats>,
+}
+
+/// Counts of what the server's limits did, for metrics.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections closed at accept: too many in total or from one address.
+    pub refused_connections: AtomicU64,
+    /// Connections closed for being idle.
+    pub idle_closed: AtomicU64,
+    /// Connections closed because a frame did not complete in time.
+    pub slow_frames: AtomicU64,
+    /// Requests answered SYSTEM_BUSY for too many in flight on their connection.
+    pub busy_answers: AtomicU64,
+    last_warn_ms: AtomicU64,
+}
+
+impl ServerStats {
+    /// A warning at most every 10 s (floods must not flood the log).
+    fn warn_limited(&self, what: &str, peer: &SocketAddr) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let last = self.last_warn_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000
+            && self
+                .last_warn_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(%peer, limit = what, refused = self.refused_connections.load(Ordering::Relaxed), idle = self.idle_closed.load(Ordering::Relaxed), slow = self.slow_frames.load(Ordering::Relaxed), busy = self.busy_answers.load(Ordering::Relaxed), "connection limit hit (this warning repeats at most every 10 s)");
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -260,6 +302,10 @@ impl Default for ServerConfig {
             max_in_flight_per_connection: 4096,
             max_pending_response_bytes: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            max_connections_per_address: 4096,
+            idle_timeout: Duration::from_secs(120),
+            frame_deadline: Duration::from_secs(60),
+            stats: Arc::default(),
         }
     }
 }
@@ -277,18 +323,15 @@ pub async fn serve<H: RequestHandler>(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    let per_address: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(10);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
+        // At the total limit, a new connection is accepted and closed at once (rather
+        // than left in the backlog, where it would hold the client without an answer).
+        let permit = Arc::clone(&permits).try_acquire_owned().ok();
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             a = listener.accept() => a,
@@ -298,6 +341,32 @@ pub async fn serve<H: RequestHandler>(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
+                let Some(permit) = permit else {
+                    config
+                        .stats
+                        .refused_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    config.stats.warn_limited("maxConnections", &peer);
+                    drop(stream);
+                    continue;
+                };
+                let ip = peer.ip();
+                {
+                    let mut m = per_address.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = m.entry(ip).or_insert(0);
+                    if *n >= config.max_connections_per_address {
+                        drop(m);
+                        config
+                            .stats
+                            .refused_connections
+                            .fetch_add(1, Ordering::Relaxed);
+                        config.stats.warn_limited("maxConnectionsPerAddress", &peer);
+                        drop(stream);
+                        continue;
+                    }
+                    *n += 1;
+                }
+                let per_address = Arc::clone(&per_address);
                 let _ = stream.set_nodelay(true);
                 let handler = Arc::clone(&handler);
                 let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
@@ -307,6 +376,13 @@ pub async fn serve<H: RequestHandler>(
                     async move {
                         run_connection(stream, peer, id, handler, &limits, stop).await;
                         drop(permit);
+                        let mut m = per_address.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(n) = m.get_mut(&ip) {
+                            *n -= 1;
+                            if *n == 0 {
+                                m.remove(&ip);
+                            }
+                        }
                     }
                     .instrument(tracing::debug_span!("conn", %peer, conn_id = id)),
                 );
@@ -368,6 +444,8 @@ async fn run_connection<H: RequestHandler>(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut graceful = false;
     let mut writer_done = false;
+    let mut last_read = tokio::time::Instant::now();
+    let mut partial_since: Option<tokio::time::Instant> = None;
     'read: loop {
         loop {
             match decode_frame(&mut buf, limits.max_frame) {
@@ -381,6 +459,8 @@ async fn run_connection<H: RequestHandler>(
                     if flow.in_flight.load(Ordering::Acquire) >= limits.max_in_flight_per_connection
                     {
                         debug!(code, "too many requests in flight; answering SYSTEM_BUSY");
+                        limits.stats.busy_answers.fetch_add(1, Ordering::Relaxed);
+                        limits.stats.warn_limited("maxInFlightPerConnection", &peer);
                         if !oneway {
                             let busy = RemotingCommand::response_to(&cmd, response::SYSTEM_BUSY)
                                 .with_remark(format!(
@@ -440,6 +520,8 @@ async fn run_connection<H: RequestHandler>(
         // A client that does not read its answers: stop reading its requests until the
         // writer has drained the backlog.
         if flow.over_budget() {
+            // Our own pause: the time it takes does not count against the client's frame.
+            partial_since = None;
             tokio::select! {
                 _ = flow.under_budget() => {}
                 // The writer gave up (the peer is gone): nothing will drain.
@@ -453,10 +535,38 @@ async fn run_connection<H: RequestHandler>(
                 }
             }
         }
+        // Idle (nothing read, nothing running) and slow-frame deadlines.
+        let now = tokio::time::Instant::now();
+        if buf.is_empty() {
+            partial_since = None;
+        } else if partial_since.is_none() {
+            partial_since = Some(now);
+        }
+        let idle_at = last_read + limits.idle_timeout;
+        let wake = partial_since.map_or(idle_at, |p| idle_at.min(p + limits.frame_deadline));
         tokio::select! {
+            () = tokio::time::sleep_until(wake) => {
+                let now = tokio::time::Instant::now();
+                if partial_since.is_some_and(|p| now >= p + limits.frame_deadline) {
+                    limits.stats.slow_frames.fetch_add(1, Ordering::Relaxed);
+                    limits.stats.warn_limited("frame deadline", &peer);
+                    debug!(buffered = buf.len(), "frame not completed in time; closing");
+                    break;
+                }
+                if now >= idle_at {
+                    if flow.in_flight.load(Ordering::Acquire) > 0 {
+                        // A request is running (a held pull): not idle.
+                        last_read = now;
+                    } else {
+                        limits.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                        debug!("idle; closing");
+                        break;
+                    }
+                }
+            }
             r = reader.read_buf(&mut buf) => match r {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(_) => last_read = tokio::time::Instant::now(),
                 Err(e) => {
                     debug!(error = %e, "read failed");
                     break;
