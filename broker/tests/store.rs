@@ -319,8 +319,15 @@ fn write_and_close(dir: &std::path::Path, n: usize) -> Vec<u64> {
 fn flipped_bytes_in_the_tail_are_truncated_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let offs = write_and_close(dir.path(), 40);
-    // Pretend the last run crashed, and corrupt the body of record 30.
+    // Pretend the last run crashed before its last flush (the checkpoint's flushed
+    // offset at record 25: what follows is a tail that may be torn), and corrupt the
+    // body of record 30. (Damage below the flushed offset is quarantined instead:
+    // `corruption_inside_flushed_data_quarantines_one_record_and_keeps_the_rest`.)
     std::fs::write(dir.path().join("abort"), b"").unwrap();
+    let cp_path = dir.path().join("checkpoint");
+    let mut cp = std::fs::read(&cp_path).unwrap();
+    cp[24..32].copy_from_slice(&(offs[25] as i64).to_be_bytes());
+    std::fs::write(&cp_path, &cp).unwrap();
     let seg = dir.path().join("commitlog").join(segment_file_name(0));
     let mut raw = std::fs::read(&seg).unwrap();
     // Inside the body (84 fixed bytes + 4 length bytes), which the CRC covers.
@@ -883,4 +890,78 @@ fn damaged_consume_queues_are_rebuilt_from_the_commitlog() {
     }
     std::fs::write(cq.join(segment_file_name(file_bytes)), &bytes).unwrap();
     assert_eq!(check("garbage entries"), 1);
+}
+
+/// Issue 14: a flipped body bit, or a huge size field, in a record the checkpoint says
+/// was flushed is corruption, not a torn tail: the record is quarantined (its bytes in
+/// `quarantine/` with a REPORT line, a placeholder in its place) and every intact record
+/// after it is kept — before, the store truncated there and lost all of them.
+#[test]
+fn corruption_inside_flushed_data_quarantines_one_record_and_keeps_the_rest() {
+    for huge_size in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let cfg = || small_config(dir.path(), FlushDiskType::Async);
+        let store = MessageStore::open(cfg()).unwrap();
+        let mut offsets = Vec::new();
+        for i in 0..300 {
+            let r = rt
+                .block_on(store.put_message(msg(
+                    "T",
+                    0,
+                    &format!("{i:04}-{}", "x".repeat(300)),
+                    "A",
+                    "",
+                )))
+                .unwrap();
+            offsets.push(r.physical_offsets[0]);
+        }
+        store.shutdown();
+        drop(store);
+        // A message in the last segment (the one a clean start scans): one body bit, or
+        // its size field.
+        let seg = 64 * 1024u64;
+        let last_seg = offsets[299] / seg * seg;
+        let victim = offsets.iter().position(|o| *o >= last_seg).unwrap() + 2;
+        assert!(victim < 299);
+        let at = offsets[victim];
+        let name = format!("{victim:04}-");
+        let path = dir
+            .path()
+            .join("commitlog")
+            .join(segment_file_name(at / seg * seg));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let pos = (at % seg) as usize;
+        if huge_size {
+            bytes[pos..pos + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        } else {
+            let body = bytes[pos..]
+                .windows(5)
+                .position(|w| w == name.as_bytes())
+                .unwrap();
+            bytes[pos + body + 10] ^= 0x04;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+
+        let store = MessageStore::open(cfg()).unwrap();
+        let report = store.recovery_report().clone();
+        assert_eq!(report.quarantined.len(), 1, "{report:?}");
+        assert_eq!(report.quarantined[0], (at, offsets[victim + 1]));
+        let bodies = all_bodies(&store, "T", 0);
+        assert_eq!(bodies.len(), 299, "only the damaged record is missing");
+        assert!(bodies.iter().all(|(_, b)| !b.starts_with(&name)));
+        assert!(bodies.iter().any(|(_, b)| b.starts_with("0299-")));
+        let q = dir.path().join("quarantine");
+        assert!(std::fs::read_to_string(q.join("REPORT"))
+            .unwrap()
+            .contains(&format!("[{at}, ")));
+        // New sends continue after the old end; a second open finds nothing to do.
+        rt.block_on(store.put_message(msg("T", 0, "after", "A", "")))
+            .unwrap();
+        store.shutdown();
+        drop(store);
+        let store = MessageStore::open(cfg()).unwrap();
+        assert!(store.recovery_report().quarantined.is_empty());
+        assert_eq!(all_bodies(&store, "T", 0).len(), 300);
+    }
 }

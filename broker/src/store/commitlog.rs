@@ -605,6 +605,59 @@ impl CommitLog {
         }
     }
 
+    /// The first offset after `at`, in `at`'s segment, where a whole, valid message record
+    /// starts (magic, size, CRC, and its PHYSICALOFFSET field naming that offset): where
+    /// intact data resumes after a damaged record. `None` when none does.
+    pub fn resync_after(&self, at: u64) -> Option<u64> {
+        let seg = self.segment_for(at)?;
+        let end = seg.end_offset();
+        let mut o = at + 1;
+        while o + 8 <= end {
+            let pos = (o - seg.start_offset()) as usize;
+            let rest = seg.read(pos, (end - o) as usize).ok()?;
+            let magic = i32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+            if (magic == super::format::MESSAGE_MAGIC_CODE_V1
+                || magic == super::format::MESSAGE_MAGIC_CODE_V2)
+                && matches!(
+                    check_record(rest, true, Some(o as i64)),
+                    Ok(RecordCheck::Message { .. })
+                )
+            {
+                return Some(o);
+            }
+            o += 1;
+        }
+        None
+    }
+
+    /// The bytes `[from, to)` of one segment.
+    pub fn raw_range(&self, from: u64, to: u64) -> Option<Vec<u8>> {
+        let seg = self.segment_for(from)?;
+        if to > seg.end_offset() || to < from {
+            return None;
+        }
+        seg.read((from - seg.start_offset()) as usize, (to - from) as usize)
+            .ok()
+            .map(<[u8]>::to_vec)
+    }
+
+    /// Overwrites bytes at `offset` inside one segment and flushes them (recovery only,
+    /// before any reader exists).
+    ///
+    /// # Errors
+    /// I/O errors; a range that leaves the segment.
+    pub fn overwrite(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        let seg = self.segment_for(offset).ok_or(StoreError::Corrupt {
+            path: self.dir.clone(),
+            reason: format!("no segment holds offset {offset}"),
+        })?;
+        let pos = (offset - seg.start_offset()) as usize;
+        seg.writer()
+            .and_then(|mut w| w.pwrite_at(pos, bytes))
+            .and_then(|()| seg.flush_range(pos, bytes.len()))
+            .map_err(|e| StoreError::io(seg.path(), e))
+    }
+
     /// Drops everything at and after `offset` and deletes later segments; sets the write
     /// position to `offset`. The rest of the cut segment reads back as zeros, so stale
     /// records can never be read back. With [`Truncation::InPlace`] (recovery, before any

@@ -94,7 +94,12 @@ impl StoreInner {
                 o(started.elapsed());
             }
         }
-        lock(&self.checkpoint).physic_msg_timestamp = ts.max(0);
+        {
+            let mut cp = lock(&self.checkpoint);
+            cp.physic_msg_timestamp = ts.max(0);
+            // What is on disk: recovery tells corruption below it from a torn tail.
+            cp.master_flushed_offset = i64::try_from(off).unwrap_or(i64::MAX);
+        }
         self.flushed_tx.send_if_modified(|s| {
             let changed = s.offset != off;
             s.offset = off;

@@ -201,6 +201,8 @@ pub struct RecoveryReport {
     pub redispatched_from: u64,
     /// ConsumeQueues found damaged and rebuilt from the CommitLog.
     pub queues_rebuilt: usize,
+    /// CommitLog ranges found corrupt inside flushed data and quarantined.
+    pub quarantined: Vec<(u64, u64)>,
     /// Time recovery took.
     pub elapsed: Duration,
 }
@@ -403,6 +405,7 @@ impl MessageStore {
                 truncated_reason: None,
                 redispatched_from: 0,
                 queues_rebuilt: 0,
+                quarantined: Vec::new(),
                 elapsed: Duration::ZERO,
             },
             flush_beat: crate::watchdog::Heartbeat::new("flush", FLUSH_STALL),

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::*;
 use crate::sync::lock;
@@ -43,19 +43,53 @@ impl StoreInner {
         let mut last_ts = 0i64;
         // Queue offsets seen in the scan: they count even if dispatch cannot finish now.
         let mut scanned = commitlog::QueueOffsetTable::new();
-        let (end, bad) = self.commitlog.scan(start, check_crc, |_, rec| {
-            if let Some(h) = RecordHead::parse(rec) {
-                last_ts = h.store_timestamp;
-                if h.is_dispatched() {
-                    commitlog::raise_queue_offset(
-                        &mut scanned,
-                        h.topic,
-                        h.queue_id,
-                        h.queue_offset + 1,
-                    );
+        // Bytes below the checkpoint's flushed offset were on disk before the last
+        // checkpoint: damage there is not a torn write but corruption. It is quarantined
+        // (the intact records after it are kept); only damage past it is a torn tail.
+        let flushed = u64::try_from(cp.master_flushed_offset).unwrap_or(0);
+        let mut quarantined: Vec<(u64, u64)> = Vec::new();
+        let mut from = start;
+        let (end, bad) = loop {
+            let (end, bad) = self.commitlog.scan(from, check_crc, |_, rec| {
+                if let Some(h) = RecordHead::parse(rec) {
+                    last_ts = h.store_timestamp;
+                    if h.is_dispatched() {
+                        commitlog::raise_queue_offset(
+                            &mut scanned,
+                            h.topic,
+                            h.queue_id,
+                            h.queue_offset + 1,
+                        );
+                    }
                 }
+            });
+            let damaged = match &bad {
+                Some((at, _)) => Some(*at),
+                // Zeros where flushed records were.
+                None if end < flushed => Some(end),
+                None => None,
+            };
+            let Some(at) = damaged.filter(|at| *at < flushed) else {
+                break (end, bad);
+            };
+            if self.config.recovery_mode == RecoveryMode::AbsoluteConsistency
+                || quarantined.last().is_some_and(|(q, _)| *q >= at)
+            {
+                break (end, bad);
             }
-        });
+            let reason = bad.as_ref().map_or_else(
+                || "zeros inside flushed data".to_owned(),
+                |(_, e)| e.to_string(),
+            );
+            match self.quarantine(at, &reason)? {
+                Some(to) => {
+                    quarantined.push((at, to));
+                    from = at;
+                }
+                None => break (end, bad),
+            }
+        };
+        self.recovery.quarantined = quarantined.clone();
         if let Some((at, e)) = &bad {
             if self.config.recovery_mode == RecoveryMode::AbsoluteConsistency {
                 return Err(StoreError::Corrupt {
@@ -85,7 +119,8 @@ impl StoreInner {
         // Damaged queues are rebuilt from the CommitLog before dispatch resumes. After a
         // clean shutdown every scanned record was dispatched, so a queue ending before
         // the scan's last offset for it lost its tail.
-        self.recovery.queues_rebuilt = self.verify_queues(end, (!abnormal).then_some(&scanned))?;
+        self.recovery.queues_rebuilt =
+            self.verify_queues(end, (!abnormal).then_some(&scanned), &quarantined)?;
         let mut reput = min_phys;
         for cq in &queues {
             if let Some(e) = cq.last_entry() {
@@ -129,6 +164,70 @@ impl StoreInner {
         Ok(())
     }
 
+    /// Moves the damaged bytes at `at` (up to where intact records resume) to
+    /// `quarantine/`, with a line in `quarantine/REPORT`, and puts a placeholder of the
+    /// same length in their place: a rolled-back record of `rmq_sys_QUARANTINE` (never
+    /// dispatched or indexed) or, when nothing intact follows in the segment, an
+    /// end-of-segment filler. Returns the end of the quarantined range; `None` when
+    /// nothing intact follows in the last segment (a tail: the caller truncates).
+    fn quarantine(&self, at: u64, reason: &str) -> Result<Option<u64>> {
+        let seg_end = match self.commitlog.segment_for(at) {
+            Some(s) => s.end_offset(),
+            None => return Ok(None),
+        };
+        let last_segment = self
+            .commitlog
+            .segments()
+            .last()
+            .is_none_or(|s| s.end_offset() == seg_end);
+        let placeholder_min = placeholder(0, at)?.len() as u64;
+        let mut to = self.commitlog.resync_after(at);
+        while let Some(t) = to {
+            if t - at >= placeholder_min {
+                break;
+            }
+            to = self.commitlog.resync_after(t);
+        }
+        let (to, filler) = match to {
+            Some(t) => {
+                let body = usize::try_from(t - at - placeholder_min).unwrap_or(0);
+                (t, placeholder(body, at)?)
+            }
+            None if last_segment => return Ok(None),
+            None => {
+                let mut blank = Vec::with_capacity(8);
+                blank.extend_from_slice(
+                    &i32::try_from(seg_end - at)
+                        .unwrap_or(i32::MAX)
+                        .to_be_bytes(),
+                );
+                blank.extend_from_slice(&format::BLANK_MAGIC_CODE.to_be_bytes());
+                (seg_end, blank)
+            }
+        };
+        let dir = self.config.quarantine_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let bytes = self.commitlog.raw_range(at, to).unwrap_or_default();
+        let file = dir.join(format!("commitlog-{at:020}-{to:020}.bin"));
+        std::fs::write(&file, &bytes).map_err(|e| StoreError::io(&file, e))?;
+        let report = dir.join("REPORT");
+        let line = format!(
+            "{} CommitLog [{at}, {to}) ({} bytes) quarantined to {}: {reason}\n",
+            commitlog::now_ms(),
+            to - at,
+            file.display()
+        );
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&report)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+            .map_err(|e| StoreError::io(&report, e))?;
+        self.commitlog.overwrite(at, &filler)?;
+        error!(from = at, to, %reason, file = %file.display(), "corrupt CommitLog bytes inside flushed data quarantined; the records after them are kept");
+        Ok(Some(to))
+    }
+
     /// Resets the next queue offsets from the ConsumeQueues' max offsets.
     pub(super) fn rebuild_queue_offsets(&self, tail: &mut commitlog::Tail) {
         tail.queue_offsets.clear();
@@ -141,4 +240,25 @@ impl StoreInner {
             v[q] = cq.max_offset();
         }
     }
+}
+
+/// The topic of the placeholder that takes the place of quarantined bytes.
+pub const QUARANTINE_TOPIC: &str = "rmq_sys_QUARANTINE";
+
+/// A rolled-back (never dispatched, never indexed) record of [`QUARANTINE_TOPIC`] with a
+/// `body`-byte zero body, placed at `at`.
+fn placeholder(body: usize, at: u64) -> Result<Vec<u8>> {
+    let m = MessageToStore {
+        topic: QUARANTINE_TOPIC.into(),
+        sys_flag: format::sys_flag::TRANSACTION_ROLLBACK,
+        body: bytes::Bytes::from(vec![0u8; body]),
+        ..MessageToStore::default()
+    };
+    let mut rec = message::encode_record(&m, usize::MAX).map_err(StoreError::Message)?;
+    rec.assign(
+        0,
+        i64::try_from(at).unwrap_or(i64::MAX),
+        commitlog::now_ms(),
+    );
+    Ok(rec.bytes)
 }

@@ -27,6 +27,7 @@ impl StoreInner {
         &self,
         end: u64,
         expected_next: Option<&commitlog::QueueOffsetTable>,
+        quarantined: &[(u64, u64)],
     ) -> Result<usize> {
         let mut rebuilt = 0;
         for cq in self.all_queues() {
@@ -34,7 +35,7 @@ impl StoreInner {
                 t.get(cq.topic())
                     .and_then(|v| v.get(usize::try_from(cq.queue_id()).ok()?).copied())
             });
-            if let Some(why) = self.queue_damage(&cq, end, expect) {
+            if let Some(why) = self.queue_damage(&cq, end, expect, quarantined) {
                 warn!(topic = %cq.topic(), queue = cq.queue_id(), reason = %why, "ConsumeQueue damaged; rebuilding it from the CommitLog");
                 self.rebuild_queue(&cq, end)?;
                 rebuilt += 1;
@@ -49,6 +50,7 @@ impl StoreInner {
         cq: &ConsumeQueue,
         end: u64,
         expect_next: Option<i64>,
+        quarantined: &[(u64, u64)],
     ) -> Option<String> {
         if let Some(p) = cq.layout_problem() {
             return Some(p);
@@ -64,6 +66,10 @@ impl StoreInner {
                     "entry {k} is not a record of the CommitLog (offset {}, size {})",
                     e.commitlog_offset, e.size
                 ));
+                return false;
+            }
+            if quarantined.iter().any(|(a, b)| phys >= *a && phys < *b) {
+                problem = Some(format!("entry {k} points into quarantined bytes at {phys}"));
                 return false;
             }
             previous_end = phys + size;
