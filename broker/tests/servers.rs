@@ -181,6 +181,17 @@ fn offsets_survive_a_clean_restart() {
                 c.invoke(&b.addr, u, T).await.unwrap().code,
                 response::SUCCESS
             );
+            // Issue 14: no offsets for topics that do not exist (RocketMQ 5's answer).
+            let made_up = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+                .with_ext("consumerGroup", "g1")
+                .with_ext("topic", "MadeUp")
+                .with_ext("queueId", 0)
+                .with_ext("commitOffset", 2);
+            let r = c.invoke(&b.addr, made_up, T).await.unwrap();
+            assert_eq!(
+                (r.code, r.remark.as_deref()),
+                (response::TOPIC_NOT_EXIST, Some("Topic MadeUp not exist!"))
+            );
         });
         // SIGTERM: a clean shutdown persists offsets and exits 0.
         assert!(b.terminate(), "the broker did not exit 0 on SIGTERM");
@@ -2330,4 +2341,50 @@ fn idle_slow_and_excess_connections_are_closed() {
             .unwrap_or(0.0);
         assert!(n >= 1.0, "{limit} not counted:\n{metrics}");
     }
+}
+
+/// Issue 14: one heartbeat naming thousands of groups used to cost 90 s of work and
+/// leave a permanent retry topic and subscription group for each. It is refused
+/// (`heartbeatMaxGroups`, 1024) and creates nothing; a normal one still works.
+#[test]
+fn a_heartbeat_naming_thousands_of_groups_is_refused_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &[]);
+    let group = |i: usize| {
+        format!(
+            r#"{{"groupName":"flood{i}","consumeType":"CONSUME_PASSIVELY","messageModel":"CLUSTERING","consumeFromWhere":"CONSUME_FROM_LAST_OFFSET","subscriptionDataSet":[],"unitMode":false}}"#
+        )
+    };
+    let hb = |n: usize| {
+        let groups: Vec<String> = (0..n).map(group).collect();
+        RemotingCommand::request(request::HEART_BEAT).with_body(Bytes::from(format!(
+            r#"{{"clientID":"c@1","producerDataSet":[],"consumerDataSet":[{}]}}"#,
+            groups.join(",")
+        )))
+    };
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        let r = c.invoke(&b.addr, hb(5000), T).await.unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+        assert!(
+            r.remark
+                .as_deref()
+                .unwrap_or("")
+                .contains("heartbeatMaxGroups"),
+            "{:?}",
+            r.remark
+        );
+        let pull = c
+            .invoke(&b.addr, pull_req("%RETRY%flood0", 0, 0, 0), T)
+            .await
+            .unwrap();
+        assert_eq!(
+            pull.code,
+            response::TOPIC_NOT_EXIST,
+            "a retry topic was created"
+        );
+        let r = c.invoke(&b.addr, hb(3), T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    });
 }

@@ -254,6 +254,9 @@ pub struct BrokerConfig {
     /// `serverMaxRequestsInFlightPerConnection` (4096), `serverFrameDeadlineSeconds`
     /// (60; ferrocket names except the first).
     pub server: crate::remoting::server::ServerConfig,
+    /// `heartbeatMaxGroups` (ferrocket, 1024): a heartbeat naming more producer and
+    /// consumer groups, or more subscriptions, than this is refused.
+    pub heartbeat_max_groups: usize,
     /// `slaveReadEnable`: the master may point slow consumers at a slave.
     pub slave_read_enable: bool,
     /// `whichBrokerWhenConsumeSlowly` (1).
@@ -302,6 +305,7 @@ impl Default for BrokerConfig {
             control_access_key: crate::auth::DEFAULT_CONTROL_ACCESS_KEY.to_owned(),
             sync_policy: crate::ha::SyncPolicy::default(),
             server: crate::remoting::server::ServerConfig::default(),
+            heartbeat_max_groups: 1024,
             slave_read_enable: false,
             which_broker_when_consume_slowly: 1,
             access_message_in_memory_max_ratio: 40,
@@ -442,6 +446,7 @@ impl BrokerConfig {
                     c.server.idle_timeout = std::time::Duration::from_secs(num(key, v)?);
                 }
                 "serverMaxConnections" => c.server.max_connections = num(key, v)?,
+                "heartbeatMaxGroups" => c.heartbeat_max_groups = num(key, v)?,
                 "serverMaxConnectionsPerAddress" => {
                     c.server.max_connections_per_address = num(key, v)?;
                 }

@@ -98,6 +98,23 @@ impl Broker {
                 );
             }
         };
+        // Each consumer group may create a retry topic and a subscription group: one
+        // heartbeat naming thousands is refused rather than turned into metadata.
+        let groups = hb.consumer_data_set.len() + hb.producer_data_set.len();
+        let subscriptions: usize = hb
+            .consumer_data_set
+            .iter()
+            .map(|cd| cd.subscription_data_set.len())
+            .sum();
+        let max = self.config.heartbeat_max_groups;
+        if groups > max || subscriptions > max {
+            warn!(client = %hb.client_id, groups, subscriptions, max, "heartbeat refused: too many groups or subscriptions");
+            return fail(
+                req,
+                response::SYSTEM_ERROR,
+                format!("heartbeat names {groups} groups and {subscriptions} subscriptions; at most {max} of each (heartbeatMaxGroups)"),
+            );
+        }
         for cd in &hb.consumer_data_set {
             let clustering = cd.message_model.as_deref() != Some("BROADCASTING");
             if clustering && !cd.group_name.is_empty() {
@@ -229,6 +246,13 @@ impl Broker {
 
     pub(super) fn update_offset(&self, req: &RemotingCommand) -> RemotingCommand {
         match ConsumerOffsetHeader::parse(req, true) {
+            // As RocketMQ 5: offsets only for topics that exist (commits for made-up
+            // topics grew consumerOffset.json without bound).
+            Ok(h) if self.topics.get(&h.topic).is_none() => fail(
+                req,
+                response::TOPIC_NOT_EXIST,
+                format!("Topic {} not exist!", h.topic),
+            ),
             Ok(h) => {
                 if self.is_master() {
                     self.offsets

@@ -33,7 +33,11 @@ pub const BROKER_EXPIRY: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 struct LiveBroker {
     last_update: Instant,
-    conn_id: u64,
+    /// The connections that registered it within the expiry, with when they last did:
+    /// a broker leaves with its connection only when no other connection that
+    /// registered it recently remains (a stranger's registration and close must not
+    /// take a live broker off the routes).
+    conns: BTreeMap<u64, Instant>,
     ha_server_addr: String,
     data_version: DataVersion,
     broker_name: String,
@@ -126,6 +130,14 @@ impl RouteInfoManager {
             .or_default()
             .insert(reg.broker_name.clone());
         let first = !t.live.contains_key(&reg.broker_addr);
+        let now = Instant::now();
+        let mut conns = t
+            .live
+            .get(&reg.broker_addr)
+            .map(|l| l.conns.clone())
+            .unwrap_or_default();
+        conns.retain(|_, at| now.duration_since(*at) < BROKER_EXPIRY);
+        conns.insert(conn_id, now);
         let bd = t
             .broker_addr
             .entry(reg.broker_name.clone())
@@ -182,8 +194,8 @@ impl RouteInfoManager {
         t.live.insert(
             reg.broker_addr.clone(),
             LiveBroker {
-                last_update: Instant::now(),
-                conn_id,
+                last_update: now,
+                conns,
                 ha_server_addr: reg.ha_server_addr.clone(),
                 data_version: version,
                 broker_name: reg.broker_name.clone(),
@@ -250,15 +262,16 @@ impl RouteInfoManager {
         old.len()
     }
 
-    /// Removes the brokers that registered over a connection that closed.
+    /// Forgets a closed connection; removes the brokers that only it had registered
+    /// (within the expiry).
     pub fn connection_closed(&self, conn_id: u64) {
         let mut t = self.write();
-        let gone: Vec<String> = t
-            .live
-            .iter()
-            .filter(|(_, l)| l.conn_id == conn_id)
-            .map(|(a, _)| a.clone())
-            .collect();
+        let mut gone: Vec<String> = Vec::new();
+        for (a, l) in &mut t.live {
+            if l.conns.remove(&conn_id).is_some() && l.conns.is_empty() {
+                gone.push(a.clone());
+            }
+        }
         for a in &gone {
             Self::remove_locked(&mut t, a);
         }
@@ -681,6 +694,20 @@ mod tests {
         r.register(reg("m:1", 0, &["U"], 2), 1).unwrap();
         assert!(r.route("T").is_none());
         assert!(r.route("U").is_some());
+    }
+
+    /// Issue 14: a stranger registering a live broker's address over its own connection,
+    /// then closing it, used to take the broker off the routes until it registered again
+    /// (30 s). The broker stays while its own connection does.
+    #[test]
+    fn a_strangers_registration_and_close_leave_a_live_broker_in_place() {
+        let r = RouteInfoManager::new();
+        r.register(reg("m:1", 0, &["T"], 1), 7).unwrap();
+        r.register(reg("m:1", 0, &["T"], 1), 99).unwrap();
+        r.connection_closed(99);
+        assert!(r.route("T").is_some(), "the live broker was dropped");
+        r.connection_closed(7);
+        assert!(r.route("T").is_none());
     }
 
     #[test]
