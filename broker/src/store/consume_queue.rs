@@ -241,7 +241,9 @@ impl ConsumeQueue {
         std::fs::create_dir_all(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
         let path = self.dir.join(segment_file_name(start));
         let f = Arc::new(
-            MappedFile::create(&path, start, self.file_size)
+            // Allocated as it fills (a queue with a few messages takes 64 KiB, not the
+            // whole file): `put` reserves before it writes.
+            MappedFile::create_lazy(&path, start, self.file_size)
                 .map_err(|e| StoreError::io(&path, e))?,
         );
         let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
@@ -271,6 +273,8 @@ impl ConsumeQueue {
         };
         let (f, first_file) = self.file_for_write(byte)?;
         let pos = (byte - f.start_offset()) as usize;
+        f.reserve(pos as u64 + ENTRY)
+            .map_err(|e| StoreError::io(f.path(), e))?;
         if first_file && pos > 0 {
             // A queue that starts mid-file: fill the head with placeholders, like RocketMQ.
             let ph = CqEntry::PLACEHOLDER.encode();

@@ -35,7 +35,13 @@ pub struct MappedFile {
     map: Arc<MmapRaw>,
     file: File,
     writer_taken: AtomicBool,
+    /// Bytes from the start known to be allocated (files made by
+    /// [`MappedFile::create_lazy`] grow their allocation with [`MappedFile::reserve`]).
+    allocated: std::sync::atomic::AtomicU64,
 }
+
+/// The allocation step of lazily allocated files.
+pub const LAZY_CHUNK: u64 = 64 * 1024;
 
 /// The one writer of a [`MappedFile`] at a time; released when dropped.
 #[derive(Debug)]
@@ -77,6 +83,25 @@ fn preallocate(file: &File, size: u64) -> io::Result<()> {
         0 => Ok(()),
         // Filesystems without fallocate: fall back to a sparse file of the right size.
         libc::EOPNOTSUPP | libc::EINVAL => file.set_len(size),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Allocates `[from, from + len)` of `file` (already allocated ranges cost nothing).
+fn allocate(file: &File, from: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(n)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "range too large",
+        ));
+    };
+    if n == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain syscall on an open descriptor we own.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off, n) };
+    match rc {
+        0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
         e => Err(io::Error::from_raw_os_error(e)),
     }
 }
@@ -136,7 +161,55 @@ impl MappedFile {
             map: Arc::new(map),
             file,
             writer_taken: AtomicBool::new(false),
+            allocated: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Creates `path` at `size` bytes with only its first [`LAZY_CHUNK`] allocated (the
+    /// rest sparse), and maps it. Writers must [`MappedFile::reserve`] what they write
+    /// into first, so a full disk fails that call instead of the write to the mapping.
+    ///
+    /// # Errors
+    /// Any I/O error, notably `ENOSPC`.
+    pub fn create_lazy(path: &Path, start_offset: u64, size: u64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let made = file
+            .set_len(size)
+            .and_then(|()| allocate(&file, 0, LAZY_CHUNK.min(size)));
+        if let Err(e) = made {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        let f = Self::map(path, file, start_offset, size)?;
+        f.allocated
+            .store(LAZY_CHUNK.min(size), std::sync::atomic::Ordering::Release);
+        Ok(f)
+    }
+
+    /// Makes sure `[0, upto)` is allocated on disk (in [`LAZY_CHUNK`] steps), so writes
+    /// below `upto` through the mapping cannot fault on a full disk.
+    ///
+    /// # Errors
+    /// `ENOSPC` and other `fallocate` errors.
+    pub fn reserve(&self, upto: u64) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let have = self.allocated.load(Ordering::Acquire);
+        if upto <= have {
+            return Ok(());
+        }
+        let to = upto
+            .div_ceil(LAZY_CHUNK)
+            .saturating_mul(LAZY_CHUNK)
+            .min(self.size);
+        allocate(&self.file, have, to - have)?;
+        self.allocated.fetch_max(to, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Offset of the first byte in the file's offset space.
