@@ -5,6 +5,7 @@ pub mod net_bench;
 pub mod report;
 pub mod servers;
 pub mod store_bench;
+pub mod store_check;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,11 @@ enum Command {
     Dev(servers::DevArgs),
     /// Admin verbs (topics, cluster, send, consume).
     Admin(admin::AdminArgs),
+    /// Offline store tools.
+    Store {
+        #[command(subcommand)]
+        what: StoreCommand,
+    },
     /// Benchmarks.
     Bench {
         /// Name server address (produce, consume).
@@ -36,6 +42,13 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Check a store directory offline: every record's CRC, every ConsumeQueue entry
+    /// against its record, the metadata files; exits non-zero on damage.
+    Check(store_check::StoreCheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +81,9 @@ pub fn main() -> ExitCode {
         Command::Broker(a) => servers::run_broker(a),
         Command::Dev(a) => servers::run_dev(a),
         Command::Admin(a) => admin::run(a),
+        Command::Store {
+            what: StoreCommand::Check(a),
+        } => store_check::run(a),
         Command::Bench { namesrv, what } => match what {
             BenchCommand::Store(args) => store_bench::run(args),
             BenchCommand::Recover(args) => store_bench::run_recover(args),

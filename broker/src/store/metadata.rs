@@ -288,6 +288,64 @@ pub fn load_checked<T: DeserializeOwned + Default>(
     repair: bool,
     depth: Salvage,
 ) -> Result<T> {
+    match read_checked::<T>(path, depth) {
+        Ok(Some((table, dropped, from_bak))) => {
+            for entry in &dropped {
+                warn!(file = %path.display(), %entry, "malformed metadata entry dropped; the rest is kept");
+            }
+            if from_bak {
+                warn!(file = %path.display(), "metadata file unusable; loaded its .bak copy");
+            }
+            Ok(table)
+        }
+        Ok(None) => Ok(T::default()),
+        Err(problems) if repair => {
+            warn!(file = %path.display(), problems = ?problems, "--repair: neither copy is readable; starting with an empty table");
+            Ok(T::default())
+        }
+        Err(problems) => Err(unreadable(path, &problems)),
+    }
+}
+
+/// What [`load_checked`] would drop from `path` (entry names, and a note when only the
+/// `.bak` is usable), without loading anything or logging (`ferrocket store check`).
+///
+/// # Errors
+/// Both copies unreadable.
+pub fn inspect<T: DeserializeOwned + Default>(path: &Path, depth: Salvage) -> Result<Vec<String>> {
+    match read_checked::<T>(path, depth) {
+        Ok(Some((_, mut dropped, from_bak))) => {
+            if from_bak {
+                dropped.push("(the file itself: unreadable; its .bak is used)".into());
+            }
+            Ok(dropped)
+        }
+        Ok(None) => Ok(Vec::new()),
+        Err(problems) => Err(unreadable(path, &problems)),
+    }
+}
+
+fn unreadable(path: &Path, problems: &[String]) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!(
+            "neither the file nor its .bak can be read ({}); restore one, or start with --repair to begin with an empty table",
+            problems.join("; ")
+        ),
+    }
+}
+
+/// A table read by [`read_checked`], the entries it dropped, and whether the `.bak`
+/// was used.
+type Checked<T> = Option<(T, Vec<String>, bool)>;
+
+/// The table in `path` or its `.bak` with the names of the entries dropped and whether
+/// the `.bak` was used; `Ok(None)` when neither exists; the problems when both are
+/// unreadable.
+fn read_checked<T: DeserializeOwned + Default>(
+    path: &Path,
+    depth: Salvage,
+) -> std::result::Result<Checked<T>, Vec<String>> {
     let mut problems = Vec::new();
     for (candidate, is_bak) in [(path.to_path_buf(), false), (bak_path(path), true)] {
         let text = match std::fs::read_to_string(&candidate) {
@@ -303,35 +361,19 @@ pub fn load_checked<T: DeserializeOwned + Default>(
         {
             Ok(v) => v,
             Err(e) => {
-                warn!(file = %candidate.display(), error = %e, "metadata file is not JSON");
                 problems.push(format!("{}: {e}", candidate.display()));
                 continue;
             }
         };
         let mut dropped = Vec::new();
         let table = salvage::<T>(value, depth, &mut dropped);
-        for entry in &dropped {
-            warn!(file = %candidate.display(), %entry, "malformed metadata entry dropped; the rest is kept");
-        }
-        if is_bak {
-            warn!(file = %path.display(), "metadata file unusable; loaded its .bak copy");
-        }
-        return Ok(table);
+        return Ok(Some((table, dropped, is_bak)));
     }
     if problems.is_empty() {
-        return Ok(T::default());
+        Ok(None)
+    } else {
+        Err(problems)
     }
-    if repair {
-        warn!(file = %path.display(), problems = ?problems, "--repair: neither copy is readable; starting with an empty table");
-        return Ok(T::default());
-    }
-    Err(StoreError::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!(
-            "neither the file nor its .bak can be read ({}); restore one, or start with --repair to begin with an empty table",
-            problems.join("; ")
-        ),
-    })
 }
 
 /// `value` as a `T`, keeping what deserializes: each top-level field on its own, and

@@ -9,6 +9,7 @@
 //! flushed offset when they asked for SYNC_FLUSH.
 
 mod api;
+pub mod check;
 pub mod checkpoint;
 pub mod commitlog;
 pub mod config;
