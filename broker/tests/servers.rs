@@ -2024,10 +2024,12 @@ fn unreadable_metadata_stops_the_start_naming_the_file_and_repair_proceeds() {
     });
 }
 
-/// Issue 14: with every descriptor taken by connections, the checkpoint write fails
-/// (EMFILE). That used to turn the store read-only for good — every send answered 14
-/// after the connections closed. Now the metadata flush is retried and the broker takes
-/// writes again by itself once descriptors are free; the failure shows in the metrics.
+/// Issue 14, descriptors. ~1,100 connections under `ulimit -n 1024` used to take every
+/// descriptor, the checkpoint write failed with EMFILE, and the store turned read-only
+/// for good (every send answered 14 after the connections closed). Now (1) connections
+/// are refused while a reserve of descriptors is kept for the store, so a connection
+/// flood never stops the checkpoint; and (2) when descriptors do run out, the metadata
+/// flush is retried and the broker takes writes again by itself.
 #[test]
 fn running_out_of_descriptors_is_transient() {
     let prlimit_works = Command::new("prlimit")
@@ -2053,74 +2055,92 @@ fn running_out_of_descriptors_is_transient() {
         ],
     );
     let rt = rt();
+    // One client connected before any fault: its requests keep working.
+    let c = RemotingClient::new();
     let send = |body: &str| {
-        rt.block_on(async {
-            RemotingClient::new()
-                .invoke(&b.addr, send_req("Fds", 0, body, ""), T)
-                .await
-                .map(|r| r.code)
-        })
+        rt.block_on(c.invoke(&b.addr, send_req("Fds", 0, body, ""), T))
+            .map(|r| r.code)
     };
     assert_eq!(send("before").unwrap(), response::SUCCESS);
+    let pid = b.pid().to_string();
     let open_fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", b.pid()))
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|d| d.count())
             .unwrap_or(0)
     };
-    let limit = open_fds() + 16;
-    // The broker's soft limit now, to give back afterwards.
-    let soft: u64 = std::fs::read_to_string(format!("/proc/{}/limits", b.pid()))
+    // The soft limit only: lowering the hard one could not be undone here.
+    let set_soft = |n: u64| {
+        let ok = Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={n}:")])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "prlimit --nofile={n}:");
+    };
+    let soft: u64 = std::fs::read_to_string(format!("/proc/{pid}/limits"))
         .unwrap()
         .lines()
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
         .unwrap_or(4096);
-    let set = Command::new("prlimit")
-        .args([
-            "--pid",
-            &b.pid().to_string(),
-            // The soft limit only: lowering the hard one could not be undone here.
-            &format!("--nofile={limit}:"),
-        ])
-        .status()
-        .unwrap();
-    assert!(set.success());
-    // Take every descriptor the broker has left.
-    let mut held = Vec::new();
-    for _ in 0..64 {
-        if let Ok(s) = TcpStream::connect(&b.addr) {
-            held.push(s);
-        }
-    }
+    let metric = |name: &str| -> f64 {
+        let (_, metrics) = http_get(port, "/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let checkpoint = dir.path().join("checkpoint");
+    let written = || {
+        std::fs::metadata(&checkpoint)
+            .and_then(|m| m.modified())
+            .ok()
+    };
+
+    // (1) A flood under a tight limit: the excess is refused, a reserve stays free.
+    let baseline = open_fds();
+    let limit = baseline as u64 + 100;
+    set_soft(limit);
+    let flood: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(&b.addr).ok())
+        .collect();
     ferrocket_testkit::wait_until(
-        "the broker's descriptors to run out",
+        "connections refused to keep the reserve",
         Duration::from_secs(10),
-        || open_fds() >= limit,
+        || metric("ferrocket_server_limit_hits{limit=\"connections\"} ") >= 50.0,
     );
-    // The fault lasts several metadata flush intervals (200 ms each).
+    assert!((open_fds() as u64) < limit, "every descriptor was taken");
+    let during = std::time::SystemTime::now();
+    ferrocket_testkit::wait_until(
+        "a checkpoint written during the flood",
+        Duration::from_secs(10),
+        || written().is_some_and(|w| w > during),
+    );
+    assert_eq!(send("during the flood").unwrap(), response::SUCCESS);
+    assert_eq!(metric("ferrocket_store_transient_failures "), 0.0);
+    drop(flood);
+    ferrocket_testkit::wait_until(
+        "the flood's connections closed",
+        Duration::from_secs(10),
+        || open_fds() <= baseline + 2,
+    );
+
+    // (2) No descriptor left at all (the limit below what is open): the checkpoint
+    // write fails (EMFILE) for as long as that lasts (several 200 ms flush intervals),
+    // then the limit comes back.
+    set_soft(open_fds().saturating_sub(2) as u64);
     std::thread::sleep(Duration::from_millis(1500));
-    drop(held);
-    let raised = Command::new("prlimit")
-        .args(["--pid", &b.pid().to_string(), &format!("--nofile={soft}:")])
-        .status()
-        .unwrap();
-    assert!(raised.success());
+    set_soft(soft);
     ferrocket_testkit::wait_until(
         "a send acknowledged after the descriptors came back",
         Duration::from_secs(20),
         || send("after").is_ok_and(|c| c == response::SUCCESS),
     );
-    let (_, metrics) = http_get(port, "/metrics");
-    let failures: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ferrocket_store_transient_failures "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
     assert!(
-        failures > 0.0,
-        "the fault never hit the metadata flush:\n{metrics}"
+        metric("ferrocket_store_transient_failures ") > 0.0,
+        "the fault never hit the metadata flush"
     );
-    assert!(metrics.contains("ferrocket_store_read_only 0"), "{metrics}");
+    assert_eq!(metric("ferrocket_store_read_only "), 0.0);
 }
 
 /// A tmpfs of `mib` MiB mounted on a temporary directory, unmounted on drop.

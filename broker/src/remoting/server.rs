@@ -312,6 +312,53 @@ impl Default for ServerConfig {
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// Whether this process may take one more descriptor for a connection and still keep a
+/// reserve (a sixteenth of its soft `RLIMIT_NOFILE`, at least 32) for its own files.
+/// The open count is read from `/proc/self/fd` at most every 100 ms; connections taken
+/// in between are added to it.
+fn fd_headroom() -> bool {
+    struct Seen {
+        at: std::time::Instant,
+        open: usize,
+        since: usize,
+    }
+    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+    // The limit is read every time (it can change at run time, `prlimit`); the open
+    // count, which costs a directory read, at most every 100 ms.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return true;
+    }
+    let soft = usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let stale = seen
+        .as_ref()
+        .is_none_or(|s| s.at.elapsed() >= Duration::from_millis(100));
+    if stale {
+        let Ok(open) = std::fs::read_dir("/proc/self/fd").map(Iterator::count) else {
+            return true;
+        };
+        *seen = Some(Seen {
+            at: std::time::Instant::now(),
+            open,
+            since: 0,
+        });
+    }
+    let Some(s) = seen.as_mut() else {
+        return true;
+    };
+    let reserve = (soft / 16).max(32);
+    if s.open + s.since + reserve >= soft {
+        return false;
+    }
+    s.since += 1;
+    true
+}
+
 /// Accepts connections on `listener` until `shutdown` resolves; then stops accepting,
 /// tells every connection to stop reading, lets the requests already read finish and
 /// their answers go out (at most `shutdown_grace`), and returns once every connection
@@ -350,6 +397,17 @@ pub async fn serve<H: RequestHandler>(
                     drop(stream);
                     continue;
                 };
+                if !fd_headroom() {
+                    // Keep descriptors for the store's own files (a checkpoint, a new
+                    // segment): connections are refused first.
+                    config
+                        .stats
+                        .refused_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    config.stats.warn_limited("file descriptor reserve", &peer);
+                    drop(stream);
+                    continue;
+                }
                 let ip = peer.ip();
                 {
                     let mut m = per_address.lock().unwrap_or_else(|p| p.into_inner());
