@@ -36,6 +36,15 @@ fn broker(ns: &str, dir: &Path, extra: &[&str]) -> Proc {
     kit().broker(ns, dir, &extra)
 }
 
+/// A broker serving `/metrics` on a free port; returns the port too.
+fn metered_broker(ns: &str, dir: &Path, extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let metrics = format!("metricsPort={port}");
+    let mut all = vec![metrics.as_str()];
+    all.extend_from_slice(extra);
+    (broker(ns, dir, &all), port)
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -2045,15 +2054,7 @@ fn running_out_of_descriptors_is_transient() {
     }
     let dir = tempfile::tempdir().unwrap();
     let ns = namesrv();
-    let port = free_port();
-    let b = broker(
-        &ns.addr,
-        dir.path(),
-        &[
-            &format!("metricsPort={port}"),
-            "flushIntervalConsumeQueue=200",
-        ],
-    );
+    let (b, port) = metered_broker(&ns.addr, dir.path(), &["flushIntervalConsumeQueue=200"]);
     let rt = rt();
     // One client connected before any fault: its requests keep working.
     let c = RemotingClient::new();
@@ -2284,12 +2285,10 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 fn idle_slow_and_excess_connections_are_closed() {
     let dir = tempfile::tempdir().unwrap();
     let ns = namesrv();
-    let port = free_port();
-    let b = broker(
+    let (b, port) = metered_broker(
         &ns.addr,
         dir.path(),
         &[
-            &format!("metricsPort={port}"),
             "serverChannelMaxIdleTimeSeconds=1",
             "serverFrameDeadlineSeconds=1",
             "serverMaxConnectionsPerAddress=8",

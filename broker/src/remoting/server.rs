@@ -277,6 +277,12 @@ pub struct ServerStats {
 }
 
 impl ServerStats {
+    /// Counts a connection closed at accept by the limit `what`.
+    fn refused(&self, what: &str, peer: &SocketAddr) {
+        self.refused_connections.fetch_add(1, Ordering::Relaxed);
+        self.warn_limited(what, peer);
+    }
+
     /// A warning at most every 10 s (floods must not flood the log).
     fn warn_limited(&self, what: &str, peer: &SocketAddr) {
         let now = std::time::SystemTime::now()
@@ -389,22 +395,14 @@ pub async fn serve<H: RequestHandler>(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
                 let Some(permit) = permit else {
-                    config
-                        .stats
-                        .refused_connections
-                        .fetch_add(1, Ordering::Relaxed);
-                    config.stats.warn_limited("maxConnections", &peer);
+                    config.stats.refused("maxConnections", &peer);
                     drop(stream);
                     continue;
                 };
                 if !fd_headroom() {
                     // Keep descriptors for the store's own files (a checkpoint, a new
                     // segment): connections are refused first.
-                    config
-                        .stats
-                        .refused_connections
-                        .fetch_add(1, Ordering::Relaxed);
-                    config.stats.warn_limited("file descriptor reserve", &peer);
+                    config.stats.refused("file descriptor reserve", &peer);
                     drop(stream);
                     continue;
                 }
@@ -414,11 +412,7 @@ pub async fn serve<H: RequestHandler>(
                     let n = m.entry(ip).or_insert(0);
                     if *n >= config.max_connections_per_address {
                         drop(m);
-                        config
-                            .stats
-                            .refused_connections
-                            .fetch_add(1, Ordering::Relaxed);
-                        config.stats.warn_limited("maxConnectionsPerAddress", &peer);
+                        config.stats.refused("maxConnectionsPerAddress", &peer);
                         drop(stream);
                         continue;
                     }

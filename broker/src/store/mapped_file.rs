@@ -87,6 +87,16 @@ fn preallocate(file: &File, size: u64) -> io::Result<()> {
     }
 }
 
+/// Opens `path` read-write, creating it if missing (never truncating).
+fn open_for_create(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
 /// Allocates `[from, from + len)` of `file` (already allocated ranges cost nothing).
 fn allocate(file: &File, from: u64, len: u64) -> io::Result<()> {
     let (Ok(off), Ok(n)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) else {
@@ -112,12 +122,7 @@ impl MappedFile {
     /// # Errors
     /// Any I/O error, notably `ENOSPC` when the disk cannot hold the file.
     pub fn create(path: &Path, start_offset: u64, size: u64) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_for_create(path)?;
         if let Err(e) = preallocate(&file, size) {
             drop(file);
             let _ = std::fs::remove_file(path);
@@ -172,12 +177,7 @@ impl MappedFile {
     /// # Errors
     /// Any I/O error, notably `ENOSPC`.
     pub fn create_lazy(path: &Path, start_offset: u64, size: u64) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_for_create(path)?;
         let made = file
             .set_len(size)
             .and_then(|()| allocate(&file, 0, LAZY_CHUNK.min(size)));
