@@ -273,11 +273,13 @@ fn a_store_on_a_disk_filled_to_the_last_byte_still_shuts_down() {
     let Some((_base, _guard, mnt)) = small_disk() else {
         return;
     };
-    let mut cfg = small_config(&mnt, FlushDiskType::Async);
-    cfg.mapped_file_size_commit_log = 256 * 1024;
-    cfg.message_index_enable = false;
+    let cfg = || {
+        let mut cfg = small_config(&mnt, FlushDiskType::Async);
+        cfg.mapped_file_size_commit_log = 256 * 1024;
+        cfg
+    };
     let rt = common::runtime();
-    let store = MessageStore::open(cfg).unwrap();
+    let store = MessageStore::open(cfg()).unwrap();
     rt.block_on(store.put_message(msg("First", 0, "one", "", "")))
         .unwrap();
     ferrocket_testkit::wait_until(
@@ -291,11 +293,24 @@ fn a_store_on_a_disk_filled_to_the_last_byte_still_shuts_down() {
     while filler.write_all(&chunk).is_ok() {}
     let _ = filler.sync_all();
     drop(filler);
-    // A message for a new queue is stored, but its ConsumeQueue file cannot be created:
-    // the dispatcher keeps failing.
-    rt.block_on(store.put_message(msg("Second", 0, "two", "", "")))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // A message for a new queue is refused before it is stored: its ConsumeQueue file
+    // cannot be created.
+    let err = rt
+        .block_on(store.put_message(msg("Second", 0, "two", "", "")))
+        .map(drop)
+        .expect_err("stored although it could not be served");
+    assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+    // The first queue has its room reserved, but the IndexFile (400 entries) fills and
+    // the next cannot be created: records appended meanwhile stay undispatched, and
+    // the store refuses sends from then on.
+    let mut stored = 1i64;
+    while rt
+        .block_on(store.put_message(msg("First", 0, &format!("m{stored}"), "", "")))
+        .is_ok()
+    {
+        stored += 1;
+        assert!(stored < 5000, "still storing with the disk full");
+    }
     assert!(store.dispatched_offset() < store.max_phy_offset());
     // Shutdown gives up on that dispatch (the next start redoes it) instead of retrying
     // forever.
@@ -311,12 +326,9 @@ fn a_store_on_a_disk_filled_to_the_last_byte_still_shuts_down() {
     );
     // With room again, the next start dispatches it.
     std::fs::remove_file(mnt.join("filler")).unwrap();
-    let mut cfg = small_config(&mnt, FlushDiskType::Async);
-    cfg.mapped_file_size_commit_log = 256 * 1024;
-    cfg.message_index_enable = false;
-    let store = MessageStore::open(cfg).unwrap();
+    let store = MessageStore::open(cfg()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while store.max_offset_in_queue("Second", 0) != 1 {
+    while store.max_offset_in_queue("First", 0) < stored {
         assert!(
             Instant::now() < deadline,
             "not re-dispatched after restart: dispatched {} of {}; {:?}",

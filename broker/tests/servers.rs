@@ -2219,38 +2219,39 @@ fn a_full_disk_refuses_sends_it_cannot_serve_and_recovers_by_itself() {
         let chunk = vec![0u8; 4096];
         while f.write_all(&chunk).is_ok() {}
     }
-    let mut acked: Vec<String> = Vec::new();
-    let mut refused = None;
-    for i in 0..50 {
-        let topic = format!("Full{i}");
-        let r = send(&topic, &topic);
-        if r.code == response::SUCCESS {
-            acked.push(topic);
-        } else {
-            assert_eq!(r.code, response::SERVICE_NOT_AVAILABLE, "{:?}", r.remark);
-            refused = r.remark;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let remark = refused.expect("a send is refused once dispatch is blocked");
-    assert!(remark.contains("dispatch blocked"), "{remark}");
+    // A new topic needs a ConsumeQueue file: its space is reserved before the append,
+    // so the send is refused and nothing is stored.
+    let r = send("Full0", "first");
+    assert_eq!(r.code, response::SERVICE_NOT_AVAILABLE, "{:?}", r.remark);
     assert!(
-        acked.len() <= 2,
-        "acknowledged while undispatchable: {acked:?}"
+        r.remark.as_deref().unwrap_or("").contains("disk full"),
+        "{:?}",
+        r.remark
     );
+    // An existing queue has room reserved, but the IndexFile (400 entries here) fills
+    // and the next one cannot be created: dispatch stops, and sends are refused from
+    // then on, never acknowledged into a store that cannot serve them.
+    let mut acked = 0;
+    let refused = loop {
+        let r = send("Before", &format!("b{acked}"));
+        if r.code != response::SUCCESS {
+            assert_eq!(r.code, response::SERVICE_NOT_AVAILABLE, "{:?}", r.remark);
+            break r.remark.unwrap_or_default();
+        }
+        acked += 1;
+        assert!(acked < 2000, "still acknowledging with the disk full");
+    };
+    assert!(refused.contains("dispatch blocked"), "{refused}");
     // Space comes back: writes are taken again without a restart.
     std::fs::remove_file(&filler).unwrap();
     ferrocket_testkit::wait_until("a send acknowledged again", T, || {
         send("After", "a").code == response::SUCCESS
     });
-    // Everything acknowledged is consumable.
-    for topic in acked.iter().map(String::as_str).chain(["Before", "After"]) {
-        ferrocket_testkit::wait_until(&format!("{topic} consumable"), T, || {
-            rt.block_on(c.invoke(&b.addr, pull_req(topic, 0, 0, 0), T))
-                .is_ok_and(|r| r.code == response::SUCCESS)
-        });
-    }
+    // Everything acknowledged is consumable: the first message and every one after it.
+    rt.block_on(async {
+        wait_dispatched(&c, &b.addr, "Before", 0, 1 + acked).await;
+        wait_dispatched(&c, &b.addr, "After", 0, 1).await;
+    });
 }
 
 /// Whether the server closes `stream` within `limit` (end of stream or a reset), as

@@ -17,6 +17,10 @@ use super::mapped_file::{sync_dir, MappedFile};
 
 const ENTRY: u64 = CQ_ENTRY_SIZE as u64;
 
+/// Entries reserved beyond a send's own by [`ConsumeQueue::reserve_ahead`]: room for
+/// the ones appended but not yet dispatched.
+pub const RESERVE_SLACK: u64 = 1024;
+
 /// One queue's ConsumeQueue.
 #[derive(Debug)]
 pub struct ConsumeQueue {
@@ -256,6 +260,26 @@ impl ConsumeQueue {
         }
         let _ = sync_dir(&self.dir);
         Ok((f, first))
+    }
+
+    /// Makes sure the files and disk space for the next `n` entries (and the next
+    /// [`RESERVE_SLACK`], for entries still being dispatched) exist, so the dispatcher
+    /// cannot fail on them for want of space.
+    ///
+    /// # Errors
+    /// I/O errors creating or allocating a file (`DiskFull` on ENOSPC).
+    pub fn reserve_ahead(&self, n: usize) -> Result<()> {
+        let from = u64::try_from(self.max_offset()).unwrap_or(0) * ENTRY;
+        let to = from + (n as u64 + RESERVE_SLACK) * ENTRY;
+        let mut at = from;
+        while at < to {
+            let (f, _) = self.file_for_write(at)?;
+            let upto = to.min(f.end_offset());
+            f.reserve(upto - f.start_offset())
+                .map_err(|e| StoreError::io(f.path(), e))?;
+            at = f.end_offset();
+        }
+        Ok(())
     }
 
     /// Writes the entry for logical `offset`. Rewriting an existing entry (re-dispatch

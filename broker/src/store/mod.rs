@@ -624,6 +624,13 @@ impl StoreInner {
         let t = first.sys_flag & format::sys_flag::TRANSACTION_TYPE_MASK;
         let assign = t != format::sys_flag::TRANSACTION_PREPARED
             && t != format::sys_flag::TRANSACTION_ROLLBACK;
+        if assign {
+            // The ConsumeQueue space these records will need is reserved first: a disk
+            // too full for it refuses the send instead of storing what no consumer
+            // could see.
+            self.find_or_create_queue(&first.topic, first.queue_id)?
+                .reserve_ahead(msgs.len())?;
+        }
         let r = self
             .commitlog
             .append(&first.topic, first.queue_id, &mut recs, assign)?;
