@@ -276,6 +276,10 @@ fn a_store_on_a_disk_filled_to_the_last_byte_still_shuts_down() {
     let cfg = || {
         let mut cfg = small_config(&mnt, FlushDiskType::Async);
         cfg.mapped_file_size_commit_log = 256 * 1024;
+        // One ConsumeQueue file holds the reserve ahead of the queue (no new file is
+        // needed later); an IndexFile fills after 20 messages.
+        cfg.mapped_file_size_consume_queue = 20 * 4096;
+        cfg.max_index_num = 20;
         cfg
     };
     let rt = common::runtime();
@@ -300,17 +304,21 @@ fn a_store_on_a_disk_filled_to_the_last_byte_still_shuts_down() {
         .map(drop)
         .expect_err("stored although it could not be served");
     assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
-    // The first queue has its room reserved, but the IndexFile (400 entries) fills and
+    // The first queue has its room reserved, but the IndexFile (20 entries) fills and
     // the next cannot be created: records appended meanwhile stay undispatched, and
     // the store refuses sends from then on.
     let mut stored = 1i64;
-    while rt
-        .block_on(store.put_message(msg("First", 0, &format!("m{stored}"), "", "")))
-        .is_ok()
-    {
-        stored += 1;
+    let refused = loop {
+        match rt.block_on(store.put_message(msg("First", 0, &format!("m{stored}"), "", ""))) {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
         assert!(stored < 5000, "still storing with the disk full");
-    }
+    };
+    assert!(
+        matches!(refused, StoreError::DispatchBlocked(_)),
+        "{refused}"
+    );
     assert!(store.dispatched_offset() < store.max_phy_offset());
     // Shutdown gives up on that dispatch (the next start redoes it) instead of retrying
     // forever.

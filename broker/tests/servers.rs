@@ -2197,9 +2197,9 @@ fn a_full_disk_refuses_sends_it_cannot_serve_and_recovers_by_itself() {
         &[
             "mappedFileSizeCommitLog=2097152",
             "maxMessageSize=65536",
-            "mappedFileSizeConsumeQueue=20000",
+            "mappedFileSizeConsumeQueue=81920",
             "maxHashSlotNum=100",
-            "maxIndexNum=400",
+            "maxIndexNum=20",
             "diskMaxUsedSpaceRatio=95",
             "diskSpaceWarningLevelRatio=100",
             "diskSpaceCleanForciblyRatio=100",
@@ -2228,7 +2228,7 @@ fn a_full_disk_refuses_sends_it_cannot_serve_and_recovers_by_itself() {
         "{:?}",
         r.remark
     );
-    // An existing queue has room reserved, but the IndexFile (400 entries here) fills
+    // An existing queue has room reserved, but the IndexFile (20 entries here) fills
     // and the next one cannot be created: dispatch stops, and sends are refused from
     // then on, never acknowledged into a store that cannot serve them.
     let mut acked = 0;
