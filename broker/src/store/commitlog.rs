@@ -823,8 +823,6 @@ fn drop_segment(seg: &MappedFile) {
     }
 }
 
-/// Deletes what a crash in the middle of `MappedFile::rewrite_prefix` left behind (the
-/// segment itself is intact: the swap is a rename).
 /// Moves `path` into the quarantine directory `q` (created if needed), loudly.
 fn quarantine_file(path: &Path, q: &Path) -> Result<()> {
     std::fs::create_dir_all(q).map_err(|e| StoreError::io(q, e))?;
@@ -838,6 +836,8 @@ fn quarantine_file(path: &Path, q: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Deletes what a crash in the middle of `MappedFile::rewrite_prefix` left behind (the
+/// segment itself is intact: the swap is a rename).
 fn remove_truncation_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
