@@ -2330,6 +2330,36 @@ fn idle_slow_and_excess_connections_are_closed() {
         closed_within(&mut slow, Duration::from_secs(10)),
         "slow frame kept"
     );
+    // A busy connection whose every read ends mid-frame is not slow: each frame
+    // completes well inside the deadline, for longer than the deadline in all.
+    let hb = RemotingCommand::request(request::HEART_BEAT).with_body(Bytes::from_static(
+        b"{\"clientID\":\"x\",\"producerDataSet\":[],\"consumerDataSet\":[]}",
+    ));
+    let frame = ferrocket::remoting::encode_frame(&hb).unwrap();
+    let half = frame.len() / 2;
+    let mut busy = TcpStream::connect(&b.addr).unwrap();
+    busy.write_all(&frame[..half]).unwrap();
+    let mut sent = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        std::thread::sleep(Duration::from_millis(200));
+        // The end of one frame and the start of the next in one write.
+        let mut chunk = frame[half..].to_vec();
+        chunk.extend_from_slice(&frame[..half]);
+        busy.write_all(&chunk).unwrap();
+        sent += 1;
+    }
+    busy.write_all(&frame[half..]).unwrap();
+    sent += 1;
+    busy.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..sent {
+        let mut len = [0u8; 4];
+        busy.read_exact(&mut len)
+            .expect("the busy connection was closed");
+        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+        busy.read_exact(&mut rest).unwrap();
+    }
+    drop(busy);
     // Past 8 connections from one address: the extra ones are closed at once.
     let mut held: Vec<TcpStream> = (0..8)
         .map(|_| TcpStream::connect(&b.addr).unwrap())
@@ -2347,10 +2377,6 @@ fn idle_slow_and_excess_connections_are_closed() {
     }
     assert!(refused, "connections past the per-address limit were kept");
     // The eight still answer.
-    let hb = RemotingCommand::request(request::HEART_BEAT).with_body(Bytes::from_static(
-        b"{\"clientID\":\"x\",\"producerDataSet\":[],\"consumerDataSet\":[]}",
-    ));
-    let frame = ferrocket::remoting::encode_frame(&hb).unwrap();
     held[0].write_all(&frame).unwrap();
     held[0]
         .set_read_timeout(Some(Duration::from_secs(5)))

@@ -502,6 +502,9 @@ async fn run_connection<H: RequestHandler>(
         loop {
             match decode_frame(&mut buf, limits.max_frame) {
                 Ok(Some(cmd)) => {
+                    // A frame completed: the deadline runs from the start of the next
+                    // one (a busy connection whose reads always end mid-frame is not slow).
+                    partial_since = None;
                     if cmd.flag & FLAG_RESPONSE != 0 {
                         // A client's answer to a request we sent.
                         conn.answered(cmd);
