@@ -3,12 +3,12 @@
 //! points at; the metadata files. It changes nothing (the repair is a store open with
 //! `--repair`, which quarantines and rebuilds as recovery does).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Serialize;
 
 use super::commitlog::CommitLog;
-use super::consume_queue::ConsumeQueue;
 use super::dispatch::RecordHead;
 use super::metadata::{self, Salvage};
 use super::{Result, StoreConfig, StoreError};
@@ -125,63 +125,19 @@ fn check_queues(
     end: u64,
     report: &mut CheckReport,
 ) -> Result<()> {
-    let root = config.consume_queue_dir();
-    let Ok(topics) = std::fs::read_dir(&root) else {
-        return Ok(());
-    };
-    for t in topics.filter_map(std::result::Result::ok) {
-        if !t.path().is_dir() {
-            continue;
-        }
-        let topic = t.file_name().to_string_lossy().into_owned();
-        let Ok(queues) = std::fs::read_dir(t.path()) else {
-            continue;
-        };
-        for q in queues.filter_map(std::result::Result::ok) {
-            let Ok(queue_id) = q.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cq = ConsumeQueue::open(
-                &root,
-                &topic,
-                queue_id,
-                config.mapped_file_size_consume_queue,
-            )?;
-            report.queues += 1;
-            let name = format!("ConsumeQueue {topic}/{queue_id}");
-            if let Some(p) = cq.layout_problem() {
-                report.problems.push(format!("{name}: {p}"));
-                continue;
-            }
-            let mut bad = None;
-            let mut checked = 0u64;
-            let mut previous_end = 0u64;
-            cq.for_each_entry(|k, e| {
-                checked += 1;
-                let phys = u64::try_from(e.commitlog_offset).unwrap_or(u64::MAX);
-                let size = u64::try_from(e.size).unwrap_or(0);
-                let fits = e.is_valid() && phys >= previous_end && phys.saturating_add(size) <= end;
-                let matches = fits
-                    && commitlog.read_record(phys).is_some_and(|rec| {
-                        rec.len() as u64 == size
-                            && RecordHead::parse(&rec).is_some_and(|h| {
-                                h.topic == topic && h.queue_id == queue_id && h.queue_offset == k
-                            })
-                    });
-                if !matches {
-                    bad = Some(format!(
-                        "{name}: entry {k} (offset {}, size {}) is not that message",
-                        e.commitlog_offset, e.size
-                    ));
-                    return false;
-                }
-                previous_end = phys + size;
-                true
-            });
-            report.entries += checked;
-            if let Some(b) = bad {
-                report.problems.push(b);
-            }
+    let queues = super::load_queues(
+        &config.consume_queue_dir(),
+        config.mapped_file_size_consume_queue,
+    )?;
+    for cq in queues.values().flat_map(HashMap::values) {
+        report.queues += 1;
+        report.entries += u64::try_from(cq.max_offset() - cq.min_offset()).unwrap_or(0);
+        if let Some(p) = super::verify::queue_damage(commitlog, cq, end, 1, &[]) {
+            report.problems.push(format!(
+                "ConsumeQueue {}/{}: {p}",
+                cq.topic(),
+                cq.queue_id()
+            ));
         }
     }
     Ok(())
