@@ -75,16 +75,9 @@ impl AsRef<[u8]> for MapView {
 }
 
 fn preallocate(file: &File, size: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(size)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file size too large"))?;
-    // SAFETY: plain syscall on an open descriptor we own.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    match rc {
-        0 => Ok(()),
-        // Filesystems without fallocate: fall back to a sparse file of the right size.
-        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(size),
-        e => Err(io::Error::from_raw_os_error(e)),
-    }
+    // Filesystems without fallocate keep a sparse file of the right size.
+    file.set_len(size)?;
+    allocate(file, 0, size)
 }
 
 /// Opens `path` read-write, creating it if missing (never truncating).
