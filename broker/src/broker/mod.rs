@@ -504,24 +504,19 @@ impl crate::metrics::Observable for Broker {
         let m = &self.metrics;
         m.store_max_offset.set(self.store.max_phy_offset() as i64);
         m.store_read_only.set(i64::from(self.store.is_read_only()));
-        {
-            use std::sync::atomic::Ordering::Relaxed;
-            let st = &self.config.server.stats;
-            let n = |a: &std::sync::atomic::AtomicU64| {
-                i64::try_from(a.load(Relaxed)).unwrap_or(i64::MAX)
-            };
+        let st = &self.config.server.stats;
+        for (limit, count) in [
+            ("connections", &st.refused_connections),
+            ("idle", &st.idle_closed),
+            ("frame_deadline", &st.slow_frames),
+            ("in_flight", &st.busy_answers),
+        ] {
             m.server_limits
-                .get_or_create(&vec![("limit".to_string(), "connections".to_string())])
-                .set(n(&st.refused_connections));
-            m.server_limits
-                .get_or_create(&vec![("limit".to_string(), "idle".to_string())])
-                .set(n(&st.idle_closed));
-            m.server_limits
-                .get_or_create(&vec![("limit".to_string(), "frame_deadline".to_string())])
-                .set(n(&st.slow_frames));
-            m.server_limits
-                .get_or_create(&vec![("limit".to_string(), "in_flight".to_string())])
-                .set(n(&st.busy_answers));
+                .get_or_create(&vec![("limit".to_string(), limit.to_string())])
+                .set(
+                    i64::try_from(count.load(std::sync::atomic::Ordering::Relaxed))
+                        .unwrap_or(i64::MAX),
+                );
         }
         m.store_dispatch_blocked
             .set(i64::from(self.store.dispatch_blocked().is_some()));
