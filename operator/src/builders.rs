@@ -613,10 +613,13 @@ pub fn broker_id(pod: &str, roles: &Roles) -> i64 {
     if pod == roles.master {
         return 0;
     }
-    pod.rsplit('-')
-        .next()
-        .and_then(|o| o.parse::<i64>().ok())
-        .map_or(-1, |o| o + 1)
+    pod_ordinal(pod).map_or(-1, |o| o + 1)
+}
+
+/// The ordinal of a StatefulSet pod name (`<set>-<ordinal>`).
+#[must_use]
+pub fn pod_ordinal(pod: &str) -> Option<i64> {
+    pod.rsplit('-').next()?.parse().ok()
 }
 
 /// Checks a `BrokerGroup` spec beyond what one schema field can say.
@@ -791,11 +794,8 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
 /// must not delete it). The reconciler reports the difference as `ScaleDownBlocked`.
 #[must_use]
 pub fn pod_count(replicas: i32, roles: &Roles) -> i32 {
-    let master_ordinal = roles
-        .master
-        .rsplit('-')
-        .next()
-        .and_then(|o| o.parse::<i32>().ok())
+    let master_ordinal = pod_ordinal(&roles.master)
+        .and_then(|o| i32::try_from(o).ok())
         .unwrap_or(0);
     replicas.max(master_ordinal.saturating_add(1))
 }

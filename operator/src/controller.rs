@@ -32,6 +32,7 @@ use crate::failover::{
     decide, BrokerAdmin, Correction, Decision, Member, Observed, RemotingAdmin, SwitchoverPlan,
 };
 use crate::metrics::Metrics;
+use crate::storage::StorageState;
 use crate::upgrade::{PodRevision, Step, REVISION_LABEL};
 
 /// Finds a broker pod's remoting address.
@@ -398,15 +399,8 @@ async fn list_pods(
         .list(&ListParams::default().labels(&builders::selector_string(instance, component)))
         .await?
         .items;
-    items.sort_by_key(|p| ordinal(&p.name_any()));
+    items.sort_by_key(|p| builders::pod_ordinal(&p.name_any()).unwrap_or(i64::MAX));
     Ok(items)
-}
-
-fn ordinal(pod: &str) -> i64 {
-    pod.rsplit('-')
-        .next()
-        .and_then(|o| o.parse().ok())
-        .unwrap_or(i64::MAX)
 }
 
 /// Reconciles one `NameServer`.
@@ -687,10 +681,10 @@ pub async fn reconcile_broker_group(
         Ok(s) => s,
         Err(e) => {
             keep(Err(e));
-            crate::storage::StorageState::Same
+            StorageState::Same
         }
     };
-    if let crate::storage::StorageState::Expanded { from, to } = &storage {
+    if let StorageState::Expanded { from, to } = &storage {
         ctx.event(
             bg.as_ref(),
             EventType::Normal,
@@ -699,7 +693,7 @@ pub async fn reconcile_broker_group(
         )
         .await;
     }
-    let sts = if matches!(storage, crate::storage::StorageState::Refused(_)) {
+    let sts = if matches!(storage, StorageState::Refused(_)) {
         None
     } else {
         match apply::<StatefulSet>(&ctx.client, &namespace, &objects.statefulset).await {
@@ -958,10 +952,8 @@ pub async fn reconcile_broker_group(
         .collect();
     let degraded = match &no_candidate {
         Some((kind, reason)) => Some((*kind, reason.clone())),
-        None if matches!(storage, crate::storage::StorageState::Refused(_)) => match &storage {
-            crate::storage::StorageState::Refused(why) => {
-                Some(("StorageNotExpandable", why.clone()))
-            }
+        None if matches!(storage, StorageState::Refused(_)) => match &storage {
+            StorageState::Refused(why) => Some(("StorageNotExpandable", why.clone())),
             _ => None,
         },
         None if !stuck.is_empty() => Some(("SlaveCannotFollow", stuck.join("; "))),
@@ -980,7 +972,7 @@ pub async fn reconcile_broker_group(
     });
     let blocked = builders::pod_count(want, &roles) > want;
     let growing = match &storage {
-        crate::storage::StorageState::Refused(_) => false,
+        StorageState::Refused(_) => false,
         _ => crate::storage::growing(&ctx.client, bg.as_ref()).await,
     };
     let progressing = ready != want || !rolled || blocked || growing;
@@ -1124,11 +1116,7 @@ async fn observe_members(
                     .or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
             };
             let addr = (ctx.broker_addr)(p);
-            let slave_id = pod
-                .rsplit('-')
-                .next()
-                .and_then(|o| o.parse::<i64>().ok())
-                .map_or(1, |o| o + 1);
+            let slave_id = builders::pod_ordinal(&pod).map_or(1, |o| o + 1);
             Member {
                 pod,
                 ready,

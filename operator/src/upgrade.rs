@@ -64,13 +64,7 @@ pub fn plan(
         ));
     }
     let member = |p: &PodRevision| in_sync.is_some_and(|s| s.contains(&p.pod));
-    let ordinal = |p: &PodRevision| {
-        p.pod
-            .rsplit('-')
-            .next()
-            .and_then(|o| o.parse::<u32>().ok())
-            .unwrap_or(0)
-    };
+    let ordinal = |p: &PodRevision| crate::builders::pod_ordinal(&p.pod).unwrap_or(0);
     // Slaves first: those outside the in-sync set before its members (a member's
     // restart shrinks the set), then the highest ordinal first, as StatefulSets roll.
     let next_slave = pods
