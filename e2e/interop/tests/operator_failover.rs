@@ -108,22 +108,23 @@ impl Group {
         let secret = dirs[0].path().join("control-secret");
         std::fs::write(&secret, key.for_group(NS, "broker-a")).unwrap();
         let control = format!("controlSecretFile={}", secret.display());
-        let master_extra = vec![
-            "brokerRole=SYNC_MASTER".into(),
-            "roleEpoch=1".into(),
-            "haMaxTimeSlaveNotCatchup=3000".into(),
-            // As the operator renders broker.conf: members leave the in-sync set only
-            // once the operator recorded it.
-            "syncStateSetByController=true".into(),
-            // As the operator renders it for 3 brokers (shorter than its 5 s, as the
-            // grace here is 2 s instead of 10).
-            "masterLeaseMs=1000".into(),
-            "masterLeaseQuorum=1".into(),
-            control.clone(),
-        ]
-        .into_iter()
-        .chain(advertised(0))
-        .collect::<Vec<String>>();
+        // What every broker gets, as the operator renders broker.conf: members leave the
+        // in-sync set only once the operator recorded it, and the master lease it renders
+        // for 3 brokers (1 s here rather than 5 s, as the grace is 2 s instead of 10).
+        let group_settings = |i: usize, role: Vec<String>| -> Vec<String> {
+            role.into_iter()
+                .chain([
+                    "roleEpoch=1".to_string(),
+                    "haMaxTimeSlaveNotCatchup=3000".into(),
+                    "syncStateSetByController=true".into(),
+                    "masterLeaseMs=1000".into(),
+                    "masterLeaseQuorum=1".into(),
+                    control.clone(),
+                ])
+                .chain(advertised(i))
+                .collect()
+        };
+        let master_extra = group_settings(0, vec!["brokerRole=SYNC_MASTER".into()]);
         let spawn = |i: usize, extra: &[String]| {
             ferrocket_interop::kit().broker_in(
                 netns[i].as_deref(),
@@ -138,21 +139,15 @@ impl Group {
         let mut brokers = vec![master];
         let mut extras = vec![master_extra];
         for i in 1..dirs.len() {
-            let extra = vec![
-                "brokerRole=SLAVE".into(),
-                format!("brokerId={}", i + 1),
-                "roleEpoch=1".into(),
-                "masterRole=SYNC_MASTER".into(),
-                format!("haMasterAddress={ha}"),
-                "haMaxTimeSlaveNotCatchup=3000".into(),
-                "syncStateSetByController=true".into(),
-                "masterLeaseMs=1000".into(),
-                "masterLeaseQuorum=1".into(),
-                control.clone(),
-            ]
-            .into_iter()
-            .chain(advertised(i))
-            .collect::<Vec<String>>();
+            let extra = group_settings(
+                i,
+                vec![
+                    "brokerRole=SLAVE".into(),
+                    format!("brokerId={}", i + 1),
+                    "masterRole=SYNC_MASTER".into(),
+                    format!("haMasterAddress={ha}"),
+                ],
+            );
             brokers.push(spawn(i, &extra));
             extras.push(extra);
         }
