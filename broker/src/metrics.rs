@@ -69,6 +69,8 @@ pub struct BrokerMetrics {
     /// Times each connection limit acted since start (`limit`: connections, idle,
     /// frame_deadline, in_flight).
     pub server_limits: Family<Vec<(String, String)>, Gauge>,
+    /// Answer bytes queued on every client connection, not yet written.
+    pub server_pending_response_bytes: Gauge,
     /// 1 while dispatch to the ConsumeQueues fails (sends refused meanwhile).
     pub store_dispatch_blocked: Gauge,
     /// Retried metadata flushes (ConsumeQueue, index, checkpoint) that failed.
@@ -100,6 +102,7 @@ impl Default for BrokerMetrics {
             control_refused: Counter::default(),
             store_read_only: Gauge::default(),
             server_limits: Family::default(),
+            server_pending_response_bytes: Gauge::default(),
             store_dispatch_blocked: Gauge::default(),
             store_transient_failures: Gauge::default(),
             registry: Registry::default(),
@@ -130,6 +133,11 @@ impl Default for BrokerMetrics {
             "server_limit_hits",
             "Times a connection limit acted since start: connections refused, idle or slow-frame connections closed, requests answered SYSTEM_BUSY",
             m.server_limits.clone(),
+        );
+        registry.register(
+            "server_pending_response_bytes",
+            "Answer bytes queued on all client connections and not yet written (bounded by serverMaxTotalPendingResponseBytes)",
+            m.server_pending_response_bytes.clone(),
         );
         registry.register(
             "store_dispatch_blocked",

@@ -248,7 +248,7 @@ impl Broker {
         put("pullLongPollingWaiters", self.hold.waiting().to_string());
         put(
             "topicCount",
-            self.topics.snapshot().topic_config_table.len().to_string(),
+            self.topics.count().to_string(),
         );
         put(
             "bootTimestamp",

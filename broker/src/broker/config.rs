@@ -252,7 +252,8 @@ pub struct BrokerConfig {
     /// Connection limits of the client and VIP ports: `serverChannelMaxIdleTimeSeconds`
     /// (120), `serverMaxConnections` (16384), `serverMaxConnectionsPerAddress` (4096),
     /// `serverMaxRequestsInFlightPerConnection` (4096), `serverFrameDeadlineSeconds`
-    /// (60; ferrocket names except the first).
+    /// (60), `serverMaxRunningRequestsPerConnection` (16),
+    /// `serverMaxTotalPendingResponseBytes` (256 MiB; ferrocket names except the first).
     pub server: crate::remoting::server::ServerConfig,
     /// `heartbeatMaxGroups` (ferrocket, 1024): a heartbeat naming more producer and
     /// consumer groups, or more subscriptions, than this is refused.
@@ -452,6 +453,13 @@ impl BrokerConfig {
                 }
                 "serverMaxRequestsInFlightPerConnection" => {
                     c.server.max_in_flight_per_connection = num(key, v)?;
+                }
+                "serverMaxRunningRequestsPerConnection" => {
+                    c.server.max_running_per_connection = num(key, v)?;
+                }
+                "adminBrokerThreadPoolNums" => c.server.max_running_control = num(key, v)?,
+                "serverMaxTotalPendingResponseBytes" => {
+                    c.server.max_total_pending_response_bytes = num(key, v)?;
                 }
                 "serverFrameDeadlineSeconds" => {
                     c.server.frame_deadline = std::time::Duration::from_secs(num(key, v)?);

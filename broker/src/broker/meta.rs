@@ -41,6 +41,11 @@ impl TopicManager {
         lock(&self.table).topic_config_table.get(topic).cloned()
     }
 
+    /// How many topics there are.
+    pub fn count(&self) -> usize {
+        lock(&self.table).topic_config_table.len()
+    }
+
     /// The whole table.
     pub fn snapshot(&self) -> TopicConfigTable {
         lock(&self.table).clone()

@@ -518,6 +518,13 @@ impl crate::metrics::Observable for Broker {
                         .unwrap_or(i64::MAX),
                 );
         }
+        m.server_pending_response_bytes.set(
+            i64::try_from(
+                st.pending_response_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .unwrap_or(i64::MAX),
+        );
         m.store_dispatch_blocked
             .set(i64::from(self.store.dispatch_blocked().is_some()));
         m.store_transient_failures
@@ -581,6 +588,36 @@ impl RequestHandler for Broker {
 
     fn on_open(&self, _conn: &Arc<Connection>) {
         self.metrics.connections.inc();
+    }
+
+    /// Everything but the data path: sends, pulls, the consumer's own bookkeeping
+    /// (heartbeats, offsets, queue locks, rebalancing lookups) and transaction ends.
+    fn is_control(&self, code: i32) -> bool {
+        use request::*;
+        !matches!(
+            code,
+            SEND_MESSAGE
+                | SEND_MESSAGE_V2
+                | SEND_BATCH_MESSAGE
+                | SEND_REPLY_MESSAGE
+                | SEND_REPLY_MESSAGE_V2
+                | PULL_MESSAGE
+                | LITE_PULL_MESSAGE
+                | HEART_BEAT
+                | UNREGISTER_CLIENT
+                | GET_CONSUMER_LIST_BY_GROUP
+                | LOCK_BATCH_MQ
+                | UNLOCK_BATCH_MQ
+                | QUERY_CONSUMER_OFFSET
+                | UPDATE_CONSUMER_OFFSET
+                | CONSUMER_SEND_MSG_BACK
+                | GET_MAX_OFFSET
+                | GET_MIN_OFFSET
+                | SEARCH_OFFSET_BY_TIMESTAMP
+                | GET_EARLIEST_MSG_STORETIME
+                | CHECK_CLIENT_CONFIG
+                | END_TRANSACTION
+        )
     }
 
     fn is_heavy(&self, code: i32) -> bool {

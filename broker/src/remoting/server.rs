@@ -15,6 +15,20 @@
 //!   its answers is paused, not buffered for);
 //! - requests the handler calls heavy (large answers, e.g. GET_ALL_TOPIC_CONFIG) run one
 //!   at a time per connection, each only once the connection is back under its budget;
+//! - at most `max_running_per_connection` of a connection's requests are runnable at
+//!   once: the reader waits for a turn before it starts the next request, and a request
+//!   gives its turn back as soon as it waits on something (a held pull, a replication
+//!   or flush wait). A client pipelining thousands of requests therefore has a handful
+//!   of tasks in the scheduler's queues, not thousands ahead of everybody else's;
+//! - control-plane requests (the handler's `is_control`: admin, queries, role
+//!   changes) run at most `max_running_control` at once on the whole server, and each
+//!   connection queues at most one for its turn, so the turns go round the connections
+//!   (RocketMQ gives admin requests their own small executor for the same reason): a
+//!   client flooding GET_BROKER_RUNTIME_INFO can take that share of the CPU, never the
+//!   data path's;
+//! - responses queued on all connections together count against
+//!   `max_total_pending_response_bytes`; past it, every connection holding more than
+//!   its fair share (a sixteenth of its own budget) pauses its reads too;
 //! - when a connection closes, its requests still running are cancelled.
 //!
 //! So a connection holds at most about `max_pending_response_bytes` + one heavy
@@ -56,6 +70,13 @@ pub trait RequestHandler: Send + Sync + 'static {
     fn is_heavy(&self, _code: i32) -> bool {
         false
     }
+    /// Whether requests with `code` are control-plane work (admin, queries, role
+    /// changes) rather than the data path (sends, pulls, heartbeats, offsets): at most
+    /// `max_running_control` of them run at once on the server, one per connection at
+    /// a time, taken in arrival order across connections.
+    fn is_control(&self, _code: i32) -> bool {
+        false
+    }
 }
 
 /// Bytes a queued command holds until the writer has sent it (an estimate of the
@@ -78,6 +99,9 @@ struct Flow {
     drained: Notify,
     /// Heavy requests of this connection, one at a time.
     heavy: Semaphore,
+    /// Control-plane requests of this connection waiting for (or holding) the server's
+    /// control turn: one at a time.
+    control: Semaphore,
     /// Requests running now.
     in_flight: AtomicUsize,
     /// Signalled when `in_flight` drops to 0.
@@ -85,6 +109,9 @@ struct Flow {
     /// Set when the connection closes: its running requests stop.
     cancel: tokio::sync::watch::Sender<bool>,
     budget: usize,
+    /// What every connection of the server has queued, and the bound on it.
+    stats: Arc<ServerStats>,
+    total_budget: usize,
 }
 
 /// A command on its way to the writer, with the bytes it counts against the budget
@@ -100,6 +127,9 @@ impl Flow {
     fn admit(&self, cmd: RemotingCommand) -> Queued {
         let cost = response_cost(&cmd);
         self.pending.fetch_add(cost, Ordering::AcqRel);
+        self.stats
+            .pending_response_bytes
+            .fetch_add(cost as u64, Ordering::AcqRel);
         Queued { cmd, cost }
     }
 
@@ -109,11 +139,20 @@ impl Flow {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
                 Some(p.saturating_sub(cost))
             });
+        let _ = self.stats.pending_response_bytes.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |p| Some(p.saturating_sub(cost as u64)),
+        );
         self.drained.notify_waiters();
     }
 
     fn over_budget(&self) -> bool {
-        self.pending.load(Ordering::Acquire) > self.budget
+        let own = self.pending.load(Ordering::Acquire);
+        own > self.budget
+            || (own > self.budget / 16
+                && self.stats.pending_response_bytes.load(Ordering::Acquire)
+                    > self.total_budget as u64)
     }
 
     /// Waits until the queued responses fit the budget again.
@@ -140,6 +179,28 @@ impl Flow {
             }
             idle.await;
         }
+    }
+}
+
+/// A request's work holding its connection's turn (see the module notes) until the
+/// first time it waits on something, or ends.
+struct TurnUntilWait<F, T> {
+    work: F,
+    turn: Option<T>,
+}
+
+impl<F: Future + Unpin, T: Unpin> Future for TurnUntilWait<F, T> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let r = Pin::new(&mut self.work).poll(cx);
+        if r.is_pending() {
+            self.turn = None;
+        }
+        r
     }
 }
 
@@ -248,6 +309,14 @@ pub struct ServerConfig {
     pub max_in_flight_per_connection: usize,
     /// Response bytes one connection may have queued before its reads pause.
     pub max_pending_response_bytes: usize,
+    /// Response bytes all connections together may have queued; past it, connections
+    /// holding more than a sixteenth of their own budget pause their reads.
+    pub max_total_pending_response_bytes: usize,
+    /// Requests of one connection runnable at once (a waiting request does not count).
+    pub max_running_per_connection: usize,
+    /// Control-plane requests (`RequestHandler::is_control`) running at once on the
+    /// server.
+    pub max_running_control: usize,
     /// How long a shutdown waits for requests already read to be answered.
     pub shutdown_grace: Duration,
     /// Connections from one IP address at once; more are closed at accept.
@@ -273,6 +342,8 @@ pub struct ServerStats {
     pub slow_frames: AtomicU64,
     /// Requests answered SYSTEM_BUSY for too many in flight on their connection.
     pub busy_answers: AtomicU64,
+    /// Response bytes queued on every connection now.
+    pub pending_response_bytes: AtomicU64,
     last_warn_ms: AtomicU64,
 }
 
@@ -307,6 +378,9 @@ impl Default for ServerConfig {
             max_connections: 16_384,
             max_in_flight_per_connection: 4096,
             max_pending_response_bytes: 16 * 1024 * 1024,
+            max_total_pending_response_bytes: 256 * 1024 * 1024,
+            max_running_per_connection: 16,
+            max_running_control: 1,
             shutdown_grace: Duration::from_secs(10),
             max_connections_per_address: 4096,
             idle_timeout: Duration::from_secs(120),
@@ -376,6 +450,7 @@ pub async fn serve<H: RequestHandler>(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    let control_turns = Arc::new(Semaphore::new(config.max_running_control.max(1)));
     let per_address: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
@@ -424,9 +499,10 @@ pub async fn serve<H: RequestHandler>(
                 let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
                 let limits = config.clone();
                 let stop = stop_rx.clone();
+                let control = Arc::clone(&control_turns);
                 connections.spawn(
                     async move {
-                        run_connection(stream, peer, id, handler, &limits, stop).await;
+                        run_connection(stream, peer, id, handler, &limits, control, stop).await;
                         drop(permit);
                         let mut m = per_address.lock().unwrap_or_else(|p| p.into_inner());
                         if let Some(n) = m.get_mut(&ip) {
@@ -467,6 +543,7 @@ async fn run_connection<H: RequestHandler>(
     id: u64,
     handler: Arc<H>,
     limits: &ServerConfig,
+    control_turns: Arc<Semaphore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut reader, writer) = stream.into_split();
@@ -475,11 +552,16 @@ async fn run_connection<H: RequestHandler>(
         pending: AtomicUsize::new(0),
         drained: Notify::new(),
         heavy: Semaphore::new(1),
+        control: Semaphore::new(1),
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
         cancel: tokio::sync::watch::channel(false).0,
         budget: limits.max_pending_response_bytes,
+        stats: Arc::clone(&limits.stats),
+        total_budget: limits.max_total_pending_response_bytes,
     });
+    let turns = Arc::new(Semaphore::new(limits.max_running_per_connection.max(1)));
+    let control_queue = Arc::new(Semaphore::new(CONTROL_QUEUE));
     let conn = Arc::new(Connection {
         id,
         peer,
@@ -528,6 +610,21 @@ async fn run_connection<H: RequestHandler>(
                         }
                         continue;
                     }
+                    let control = handler.is_control(code).then(|| Arc::clone(&control_turns));
+                    // A connection with CONTROL_QUEUE control requests waiting is not
+                    // read further until one ends (its flood stays in its socket).
+                    let queued = match control {
+                        Some(_) => match Arc::clone(&control_queue).acquire_owned().await {
+                            Ok(p) => Some(p),
+                            Err(_) => break 'read,
+                        },
+                        None => None,
+                    };
+                    // This connection's turn to run one more request (the semaphore is
+                    // never closed; its permits come back as requests run or wait).
+                    let Ok(turn) = Arc::clone(&turns).acquire_owned().await else {
+                        break 'read;
+                    };
                     flow.in_flight.fetch_add(1, Ordering::AcqRel);
                     let guard = InFlight(Arc::clone(&flow));
                     let handler = Arc::clone(&handler);
@@ -540,22 +637,40 @@ async fn run_connection<H: RequestHandler>(
                     tokio::spawn(
                         async move {
                             let _guard = guard;
-                            let work = async {
-                                let _turn = if heavy {
-                                    let turn = flow2.heavy.acquire().await.ok();
-                                    flow2.under_budget().await;
-                                    turn
-                                } else {
-                                    None
-                                };
-                                let resp = handler.handle(conn2, cmd).await;
-                                if let (false, Some(mut r)) = (oneway, resp) {
-                                    r.opaque = opaque;
-                                    r.flag |= FLAG_RESPONSE;
-                                    if let Err(e) = tx.send(flow2.admit(r)).await {
-                                        flow2.drain(e.0.cost);
+                            let _queued = queued;
+                            let work = TurnUntilWait {
+                                turn: Some(turn),
+                                work: Box::pin(async {
+                                    let _turn = if heavy {
+                                        let turn = flow2.heavy.acquire().await.ok();
+                                        flow2.under_budget().await;
+                                        turn
+                                    } else {
+                                        None
+                                    };
+                                    let resp = match &control {
+                                        // One of this connection's control requests at a
+                                        // time queues for the server's control turn, and
+                                        // holds both until it first waits or ends.
+                                        Some(server) => {
+                                            let mine = flow2.control.acquire().await.ok();
+                                            let turn = server.acquire().await.ok();
+                                            TurnUntilWait {
+                                                turn: Some((mine, turn)),
+                                                work: handler.handle(conn2, cmd),
+                                            }
+                                            .await
+                                        }
+                                        None => handler.handle(conn2, cmd).await,
+                                    };
+                                    if let (false, Some(mut r)) = (oneway, resp) {
+                                        r.opaque = opaque;
+                                        r.flag |= FLAG_RESPONSE;
+                                        if let Err(e) = tx.send(flow2.admit(r)).await {
+                                            flow2.drain(e.0.cost);
+                                        }
                                     }
-                                }
+                                }),
                             };
                             tokio::select! {
                                 () = work => {}
@@ -656,6 +771,10 @@ async fn run_connection<H: RequestHandler>(
     writer_task.abort();
     debug!("connection closed");
 }
+
+/// Control-plane requests one connection may have waiting for the server's control
+/// turn before its reads pause.
+const CONTROL_QUEUE: usize = 64;
 
 /// Small bodies are copied into one buffer with their headers (one syscall for many
 /// responses); large ones (pull responses) are written from their own buffers.
@@ -796,6 +915,71 @@ mod tests {
         let mut r = RemotingCommand::request(code);
         r.opaque = opaque;
         encode_frame(&r).unwrap().to_vec()
+    }
+
+    /// Every request is control-plane work that keeps its worker busy for 1 ms; it
+    /// logs which connection's request ran (by code) and the most that ran at once.
+    #[derive(Default)]
+    struct Busy {
+        ran: std::sync::Mutex<Vec<i32>>,
+        running: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl RequestHandler for Busy {
+        fn handle(self: Arc<Self>, _conn: Arc<Connection>, req: RemotingCommand) -> ResponseFuture {
+            let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
+            self.most.fetch_max(now, Ordering::AcqRel);
+            std::thread::sleep(Duration::from_millis(1));
+            crate::sync::lock(&self.ran).push(req.code);
+            self.running.fetch_sub(1, Ordering::AcqRel);
+            Box::pin(async move { Some(RemotingCommand::response_to(&req, response::SUCCESS)) })
+        }
+
+        fn is_control(&self, _code: i32) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_control_flood_takes_turns_with_other_connections_and_one_worker_at_most() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let busy = Arc::new(Busy::default());
+        tokio::spawn(serve(
+            listener,
+            Arc::clone(&busy),
+            ServerConfig::default(),
+            std::future::pending(),
+        ));
+        // Two flooders pipeline 1,000 requests each (code 3) and read no answers.
+        let mut flooders = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let flood: Vec<u8> = (0..1000).flat_map(|i| frame(3, i)).collect();
+            s.write_all(&flood).await.unwrap();
+            flooders.push(s);
+        }
+        until("the flood under way", || crate::sync::lock(&busy.ran).len() >= 20).await;
+        // A third connection's single request (code 4) is answered after a few of the
+        // flood's, not after all of them.
+        let mut other = TcpStream::connect(addr).await.unwrap();
+        other.write_all(&frame(4, 1)).await.unwrap();
+        let mut answer = [0u8; 4];
+        other.read_exact(&mut answer).await.unwrap();
+        let ran = crate::sync::lock(&busy.ran).clone();
+        let at = ran.iter().position(|c| *c == 4).unwrap();
+        let before_it = ran[..at].len();
+        let after_flood_started = ran.len();
+        assert!(
+            before_it < 200,
+            "the other connection's request ran after {before_it} flood requests (of {after_flood_started} run so far)"
+        );
+        assert_eq!(
+            busy.most.load(Ordering::Acquire),
+            1,
+            "control requests ran side by side"
+        );
     }
 
     #[tokio::test]
