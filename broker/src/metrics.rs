@@ -232,6 +232,9 @@ pub struct NamesrvMetrics {
     registry: Registry,
     /// Registered broker addresses.
     pub registered_brokers: Gauge,
+    /// REGISTER_BROKER / UNREGISTER_BROKER refused: the address named is not the
+    /// connection's own.
+    pub registrations_refused: Counter,
 }
 
 impl Default for NamesrvMetrics {
@@ -243,9 +246,16 @@ impl Default for NamesrvMetrics {
             "Broker addresses registered",
             registered_brokers.clone(),
         );
+        let registrations_refused = Counter::default();
+        registry.register(
+            "registrations_refused",
+            "Broker (un)registrations refused because they name an address other than the connection's own",
+            registrations_refused.clone(),
+        );
         NamesrvMetrics {
             registry,
             registered_brokers,
+            registrations_refused,
         }
     }
 }

@@ -246,10 +246,7 @@ impl Broker {
         put("flushCount", flushes.to_string());
         put("flushMicrosTotal", micros.to_string());
         put("pullLongPollingWaiters", self.hold.waiting().to_string());
-        put(
-            "topicCount",
-            self.topics.count().to_string(),
-        );
+        put("topicCount", self.topics.count().to_string());
         put(
             "bootTimestamp",
             (crate::store::now_ms() - self.store.recovery_report().elapsed.as_millis() as i64)

@@ -30,6 +30,11 @@ pub struct NamesrvArgs {
     /// `$HOME/namesrv/kvConfig.json`).
     #[arg(long)]
     pub kv_config_path: Option<PathBuf>,
+    /// Take REGISTER_BROKER and UNREGISTER_BROKER from any address. By default a
+    /// broker may only (un)register the address it connects from (any address over
+    /// loopback), so a stranger cannot replace or remove a live broker's route.
+    #[arg(long)]
+    pub trust_any_broker_address: bool,
 }
 
 /// `ferrocket broker`.
@@ -168,6 +173,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 async fn start_namesrv(
     listen: &str,
     kv_config_path: PathBuf,
+    trust_any_broker_address: bool,
 ) -> Result<(Arc<NameServer>, TcpListener, String)> {
     let listener = TcpListener::bind(listen)
         .await
@@ -175,6 +181,7 @@ async fn start_namesrv(
     let addr = listener.local_addr()?.to_string();
     let ns = Arc::new(NameServer {
         kv: crate::namesrv::KvConfig::load(Some(kv_config_path)),
+        trust_any_broker_address,
         ..NameServer::default()
     });
     ns.spawn_expiry();
@@ -192,7 +199,8 @@ pub fn run_namesrv(args: NamesrvArgs) -> Result<()> {
                 .join("namesrv")
                 .join("kvConfig.json")
         });
-        let (ns, listener, addr) = start_namesrv(&args.listen, kv).await?;
+        let (ns, listener, addr) =
+            start_namesrv(&args.listen, kv, args.trust_any_broker_address).await?;
         // Both listeners stop on the one shutdown signal.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = if args.metrics_port == 0 {
@@ -289,6 +297,7 @@ pub fn run_dev(args: DevArgs) -> Result<()> {
         let (ns, ns_listener, ns_addr) = start_namesrv(
             &format!("127.0.0.1:{}", args.namesrv_port),
             args.data_dir.join("namesrv").join("kvConfig.json"),
+            false,
         )
         .await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

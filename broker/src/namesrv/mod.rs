@@ -381,6 +381,28 @@ pub struct NameServer {
     pub kv: KvConfig,
     /// Prometheus metrics.
     pub metrics: crate::metrics::NamesrvMetrics,
+    /// Take REGISTER_BROKER / UNREGISTER_BROKER from any address (`namesrv
+    /// --trust-any-broker-address`). Off by default: a broker may (un)register only the
+    /// address it connects from, or any address over loopback.
+    pub trust_any_broker_address: bool,
+}
+
+/// Whether a connection from `peer` may register or unregister `broker_addr`: the
+/// claimed address's IP is the connection's own, or the connection is local.
+pub fn may_claim(peer: std::net::IpAddr, broker_addr: &str) -> bool {
+    let canonical = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let peer = canonical(peer);
+    if peer.is_loopback() {
+        return true;
+    }
+    broker_addr
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|claimed| canonical(claimed.ip()) == peer)
 }
 
 impl crate::metrics::Observable for NameServer {
@@ -421,12 +443,37 @@ fn decode_registration(req: &RemotingCommand) -> Result<Registration, RemotingEr
 }
 
 impl NameServer {
-    /// Handles one request synchronously (the name server never waits).
-    pub fn process(&self, conn_id: u64, req: &RemotingCommand) -> RemotingCommand {
+    /// Handles one request synchronously (the name server never waits), from the
+    /// connection `conn_id` whose peer is `peer`.
+    pub fn process(
+        &self,
+        conn_id: u64,
+        peer: std::net::IpAddr,
+        req: &RemotingCommand,
+    ) -> RemotingCommand {
         let ok = |r: &RemotingCommand| RemotingCommand::response_to(r, response::SUCCESS);
         let err = |r: &RemotingCommand, code: i32, e: &dyn std::fmt::Display| {
             RemotingCommand::response_to(r, code).with_remark(e.to_string())
         };
+        if matches!(
+            req.code,
+            request::REGISTER_BROKER | request::UNREGISTER_BROKER
+        ) && !self.trust_any_broker_address
+        {
+            if let Some(addr) = req.ext("brokerAddr") {
+                if !may_claim(peer, addr) {
+                    self.metrics.registrations_refused.inc();
+                    tracing::warn!(%peer, broker_addr = addr, code = req.code, "broker (un)registration refused: it names an address other than the one it connects from");
+                    return err(
+                        req,
+                        response::NO_PERMISSION,
+                        &format!(
+                            "a connection from {peer} may not (un)register the broker address {addr}: a broker registers from its own address (brokerIP1), or the name server runs with --trust-any-broker-address"
+                        ),
+                    );
+                }
+            }
+        }
         match req.code {
             request::REGISTER_BROKER => match decode_registration(req) {
                 Ok(reg) => {
@@ -603,7 +650,7 @@ impl NameServer {
 
 impl RequestHandler for NameServer {
     fn handle(self: Arc<Self>, conn: Arc<Connection>, req: RemotingCommand) -> ResponseFuture {
-        let resp = self.process(conn.id, &req);
+        let resp = self.process(conn.id, conn.peer.ip(), &req);
         Box::pin(async move { Some(resp) })
     }
 
@@ -723,15 +770,61 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_registers_only_the_address_it_connects_from() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(may_claim(ip("10.0.0.5"), "10.0.0.5:10911"));
+        assert!(may_claim(ip("::ffff:10.0.0.5"), "10.0.0.5:10911"));
+        assert!(may_claim(ip("127.0.0.1"), "10.0.0.9:10911"));
+        assert!(!may_claim(ip("10.0.0.6"), "10.0.0.5:10911"));
+        assert!(!may_claim(ip("10.0.0.6"), "not-an-address"));
+
+        let ns = NameServer::default();
+        let stranger = ip("10.0.0.6");
+        let fake = RemotingCommand::request(request::REGISTER_BROKER)
+            .with_ext("clusterName", "c")
+            .with_ext("brokerName", "b")
+            .with_ext("brokerAddr", "10.0.0.5:10911")
+            .with_ext("brokerId", "0");
+        assert_eq!(ns.process(9, stranger, &fake).code, response::NO_PERMISSION);
+        assert!(ns.routes.cluster_info().cluster_addr_table.is_empty());
+        assert_eq!(ns.process(9, ip("10.0.0.5"), &fake).code, response::SUCCESS);
+        let unregister = RemotingCommand::request(request::UNREGISTER_BROKER)
+            .with_ext("brokerAddr", "10.0.0.5:10911");
+        assert_eq!(
+            ns.process(9, stranger, &unregister).code,
+            response::NO_PERMISSION
+        );
+        assert_eq!(ns.routes.live_brokers(), 1);
+
+        let open = NameServer {
+            trust_any_broker_address: true,
+            ..NameServer::default()
+        };
+        assert_eq!(open.process(9, stranger, &fake).code, response::SUCCESS);
+    }
+
+    #[test]
     fn requests_get_rocketmq_codes() {
         let ns = NameServer::default();
         let q = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "nope");
-        assert_eq!(ns.process(1, &q).code, response::TOPIC_NOT_EXIST);
         assert_eq!(
-            ns.process(1, &RemotingCommand::request(9999)).code,
+            ns.process(1, std::net::Ipv4Addr::LOCALHOST.into(), &q).code,
+            response::TOPIC_NOT_EXIST
+        );
+        assert_eq!(
+            ns.process(
+                1,
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                &RemotingCommand::request(9999)
+            )
+            .code,
             response::REQUEST_CODE_NOT_SUPPORTED
         );
         let bad = RemotingCommand::request(request::REGISTER_BROKER).with_ext("brokerName", "b");
-        assert_eq!(ns.process(1, &bad).code, response::SYSTEM_ERROR);
+        assert_eq!(
+            ns.process(1, std::net::Ipv4Addr::LOCALHOST.into(), &bad)
+                .code,
+            response::SYSTEM_ERROR
+        );
     }
 }

@@ -960,7 +960,10 @@ mod tests {
             s.write_all(&flood).await.unwrap();
             flooders.push(s);
         }
-        until("the flood under way", || crate::sync::lock(&busy.ran).len() >= 20).await;
+        until("the flood under way", || {
+            crate::sync::lock(&busy.ran).len() >= 20
+        })
+        .await;
         // A third connection's single request (code 4) is answered after a few of the
         // flood's, not after all of them.
         let mut other = TcpStream::connect(addr).await.unwrap();
