@@ -2442,6 +2442,133 @@ fn a_heartbeat_naming_thousands_of_groups_is_refused_and_creates_nothing() {
     });
 }
 
+/// Issue 14: groups a heartbeat creates (`autoCreateSubscriptionGroup`) expire with
+/// their retry topic once no consumer has been seen for `autoCreatedGroupExpireSeconds`,
+/// unless they hold something (committed offsets) or an administrator configured them;
+/// with auto-creation off, a heartbeat for an unknown group creates no retry topic
+/// (RocketMQ's rule).
+#[test]
+fn auto_created_groups_expire_with_their_retry_topics_unless_they_hold_something() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(&ns.addr, dir.path(), &["autoCreatedGroupExpireSeconds=2"]);
+    let hb = |groups: &[&str]| {
+        let set: Vec<String> = groups
+            .iter()
+            .map(|g| format!(r#"{{"groupName":"{g}","consumeType":"CONSUME_PASSIVELY","messageModel":"CLUSTERING","consumeFromWhere":"CONSUME_FROM_LAST_OFFSET","subscriptionDataSet":[],"unitMode":false}}"#))
+            .collect();
+        RemotingCommand::request(request::HEART_BEAT).with_body(Bytes::from(format!(
+            r#"{{"clientID":"c@1","producerDataSet":[],"consumerDataSet":[{}]}}"#,
+            set.join(",")
+        )))
+    };
+    let names = |body: &[u8], table: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v[table]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    rt().block_on(async {
+        let c = RemotingClient::new();
+        let groups = || async {
+            let r = c
+                .invoke(
+                    &b.addr,
+                    RemotingCommand::request(request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG),
+                    T,
+                )
+                .await
+                .unwrap();
+            names(&r.body_bytes(), "subscriptionGroupTable")
+        };
+        let topics = || async {
+            let r = c
+                .invoke(
+                    &b.addr,
+                    RemotingCommand::request(request::GET_ALL_TOPIC_CONFIG),
+                    T,
+                )
+                .await
+                .unwrap();
+            names(&r.body_bytes(), "topicConfigTable")
+        };
+        let admin_group = RemotingCommand::request(request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+            .with_body(Bytes::from_static(br#"{"groupName":"configured"}"#));
+        assert_eq!(
+            c.invoke(&b.addr, admin_group, T).await.unwrap().code,
+            response::SUCCESS
+        );
+        let r = c
+            .invoke(&b.addr, hb(&["idle", "committed", "configured"]), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        let sent = c
+            .invoke(&b.addr, send_req("Exp", 0, "m", ""), T)
+            .await
+            .unwrap();
+        assert_eq!(sent.code, response::SUCCESS);
+        let commit = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", "committed")
+            .with_ext("topic", "Exp")
+            .with_ext("queueId", 0)
+            .with_ext("commitOffset", 1);
+        assert_eq!(
+            c.invoke(&b.addr, commit, T).await.unwrap().code,
+            response::SUCCESS
+        );
+        for g in ["idle", "committed", "configured"] {
+            assert!(groups().await.contains(&g.to_string()), "{g} missing");
+            assert!(
+                topics().await.contains(&format!("%RETRY%{g}")),
+                "{g}'s retry topic missing"
+            );
+        }
+        for g in ["idle", "committed", "configured"] {
+            let bye = RemotingCommand::request(request::UNREGISTER_CLIENT)
+                .with_ext("clientID", "c@1")
+                .with_ext("consumerGroup", g);
+            assert_eq!(
+                c.invoke(&b.addr, bye, T).await.unwrap().code,
+                response::SUCCESS
+            );
+        }
+        ferrocket_testkit::wait_until_async(
+            "the idle auto-created group expired",
+            Duration::from_secs(20),
+            || async { !groups().await.contains(&"idle".to_string()) },
+        )
+        .await;
+        assert!(
+            !topics().await.contains(&"%RETRY%idle".to_string()),
+            "its retry topic stayed"
+        );
+        let left = groups().await;
+        assert!(
+            left.contains(&"committed".to_string()),
+            "a group with offsets expired"
+        );
+        assert!(
+            left.contains(&"configured".to_string()),
+            "an administrator's group expired"
+        );
+        assert!(topics().await.contains(&"%RETRY%committed".to_string()));
+
+        // Auto-creation off: an unknown group gets neither a config nor a retry topic.
+        let off = RemotingCommand::request(request::UPDATE_BROKER_CONFIG)
+            .with_body(Bytes::from_static(b"autoCreateSubscriptionGroup=false"));
+        let r = c.invoke(&b.addr, off, T).await.unwrap();
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        assert_eq!(
+            c.invoke(&b.addr, hb(&["stranger"]), T).await.unwrap().code,
+            response::SUCCESS
+        );
+        assert!(!groups().await.contains(&"stranger".to_string()));
+        assert!(!topics().await.contains(&"%RETRY%stranger".to_string()));
+    });
+}
+
 /// Issue 14: `ferrocket store check` reads a store offline — every record's CRC, every
 /// ConsumeQueue entry against its record, the metadata — and exits non-zero naming the
 /// damage; `--repair` quarantines and rebuilds what it can, after which the store is

@@ -57,16 +57,24 @@ impl Broker {
                 format!("system topic {t} cannot be deleted"),
             ),
             Ok(t) => {
-                if self.topics.delete(t) {
-                    self.offsets.delete_topic(t);
-                    self.store.delete_topic(t);
-                    info!(topic = %t, "topic deleted");
-                    self.topics_changed();
-                }
+                self.remove_topic(t);
                 ok(req)
             }
             Err(e) => fail(req, response::SYSTEM_ERROR, e),
         }
+    }
+
+    /// Deletes a topic with its offsets and queues, and tells the name servers; whether
+    /// it existed.
+    pub(super) fn remove_topic(&self, t: &str) -> bool {
+        if !self.topics.delete(t) {
+            return false;
+        }
+        self.offsets.delete_topic(t);
+        self.store.delete_topic(t);
+        info!(topic = %t, "topic deleted");
+        self.topics_changed();
+        true
     }
 
     /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP.

@@ -258,6 +258,11 @@ pub struct BrokerConfig {
     /// `heartbeatMaxGroups` (ferrocket, 1024): a heartbeat naming more producer and
     /// consumer groups, or more subscriptions, than this is refused.
     pub heartbeat_max_groups: usize,
+    /// `autoCreatedGroupExpireSeconds` (ferrocket, 600; 0 = never): a subscription group
+    /// a heartbeat created (`autoCreateSubscriptionGroup`) that has had no consumer for
+    /// this long, never committed an offset, has nothing in its retry topic and no DLQ
+    /// is deleted with its retry topic.
+    pub auto_created_group_expire_secs: u64,
     /// `slaveReadEnable`: the master may point slow consumers at a slave.
     pub slave_read_enable: bool,
     /// `whichBrokerWhenConsumeSlowly` (1).
@@ -307,6 +312,7 @@ impl Default for BrokerConfig {
             sync_policy: crate::ha::SyncPolicy::default(),
             server: crate::remoting::server::ServerConfig::default(),
             heartbeat_max_groups: 1024,
+            auto_created_group_expire_secs: 600,
             slave_read_enable: false,
             which_broker_when_consume_slowly: 1,
             access_message_in_memory_max_ratio: 40,
@@ -448,6 +454,9 @@ impl BrokerConfig {
                 }
                 "serverMaxConnections" => c.server.max_connections = num(key, v)?,
                 "heartbeatMaxGroups" => c.heartbeat_max_groups = num(key, v)?,
+                "autoCreatedGroupExpireSeconds" => {
+                    c.auto_created_group_expire_secs = num(key, v)?;
+                }
                 "serverMaxConnectionsPerAddress" => {
                     c.server.max_connections_per_address = num(key, v)?;
                 }

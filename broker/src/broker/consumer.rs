@@ -115,29 +115,81 @@ impl Broker {
                 format!("heartbeat names {groups} groups and {subscriptions} subscriptions; at most {max} of each (heartbeatMaxGroups)"),
             );
         }
-        for cd in &hb.consumer_data_set {
-            let clustering = cd.message_model.as_deref() != Some("BROADCASTING");
-            if clustering && !cd.group_name.is_empty() {
-                let retry = format!("%RETRY%{}", cd.group_name);
-                if meta::validate_topic(&retry).is_ok() {
-                    let (_, created) = self.topics.get_or_create(&retry, 1, meta::PERM_RW);
-                    if created {
-                        self.topics_changed();
-                    }
-                }
-            }
-        }
-        if self.runtime.auto_create_group.load(Ordering::Relaxed) {
-            for cd in &hb.consumer_data_set {
-                if !cd.group_name.is_empty() {
-                    self.groups.get(&cd.group_name, true);
-                }
-            }
+        // As RocketMQ: a consumer group's retry topic is created only for a group that
+        // exists (or is auto-created here, `autoCreateSubscriptionGroup`), with the
+        // group's `retryQueueNums`; groups and topics are each persisted once.
+        let names: Vec<&str> = hb
+            .consumer_data_set
+            .iter()
+            .map(|cd| cd.group_name.as_str())
+            .filter(|g| !g.is_empty())
+            .collect();
+        let create = self.runtime.auto_create_group.load(Ordering::Relaxed);
+        let retry: Vec<(String, i32)> = self
+            .groups
+            .get_many(&names, create)
+            .into_iter()
+            .map(|g| {
+                (
+                    format!("%RETRY%{}", g.group_name),
+                    g.retry_queue_nums.max(1),
+                )
+            })
+            .filter(|(t, _)| meta::validate_topic(t).is_ok())
+            .collect();
+        if self.topics.create_missing(&retry, meta::PERM_RW) > 0 {
+            self.topics_changed();
         }
         for g in self.clients.heartbeat(conn, &hb) {
             self.clients.notify_changed(&g);
         }
         ok(req)
+    }
+
+    /// Deletes the auto-created subscription groups (see [`meta::GroupManager`]) that
+    /// have had no consumer online for `expiry` (counted in `idle_since`, from when this
+    /// broker first saw them without one), never committed an offset here, hold nothing
+    /// in their retry topic and have no DLQ topic — with their retry topic. Nothing a
+    /// consumer could come back for is removed: a returning consumer's heartbeat
+    /// creates both again. Masters only (slaves copy the master's tables). Returns the
+    /// groups deleted.
+    pub(super) fn expire_auto_created_groups(
+        &self,
+        idle_since: &mut std::collections::HashMap<String, std::time::Instant>,
+        expiry: std::time::Duration,
+    ) -> Vec<String> {
+        let auto = self.groups.auto_created();
+        idle_since.retain(|g, _| auto.contains(g));
+        if !self.role.is_master() {
+            return Vec::new();
+        }
+        let now = std::time::Instant::now();
+        let mut expired = Vec::new();
+        for g in auto {
+            if !self.clients.consumer_ids(&g).is_empty() {
+                idle_since.remove(&g);
+                continue;
+            }
+            let since = *idle_since.entry(g.clone()).or_insert(now);
+            if now.duration_since(since) < expiry {
+                continue;
+            }
+            let retry = format!("%RETRY%{g}");
+            let retry_holds = self.topics.get(&retry).is_some_and(|tc| {
+                (0..tc.write_queue_nums.max(tc.read_queue_nums))
+                    .any(|q| self.store.max_offset_in_queue(&retry, q) > 0)
+            });
+            let dlq = self.topics.get(&format!("%DLQ%{g}")).is_some();
+            if retry_holds || dlq || !self.offsets.group_offsets(&g).is_empty() {
+                continue;
+            }
+            self.groups.delete(&g);
+            self.remove_topic(&retry);
+            idle_since.remove(&g);
+            info!(group = %g, idle_secs = expiry.as_secs(), "auto-created subscription group expired with its retry topic (no consumer, no offsets, no retried messages)");
+            expired.push(g);
+        }
+        expired
     }
 
     /// UNREGISTER_CLIENT: forgets the client's groups and releases its queue locks.

@@ -71,6 +71,34 @@ impl TopicManager {
         true
     }
 
+    /// Creates every topic of `topics` that is absent (`queues` queues each), persisting
+    /// once; returns how many were created.
+    pub fn create_missing(&self, topics: &[(String, i32)], perm: i32) -> usize {
+        let mut t = lock(&self.table);
+        let mut created = 0;
+        for (topic, queues) in topics {
+            if t.topic_config_table.contains_key(topic) {
+                continue;
+            }
+            t.topic_config_table.insert(
+                topic.clone(),
+                TopicConfig {
+                    topic_name: topic.clone(),
+                    read_queue_nums: *queues,
+                    write_queue_nums: *queues,
+                    perm,
+                    ..TopicConfig::default()
+                },
+            );
+            created += 1;
+        }
+        if created > 0 {
+            t.data_version.next_version();
+            self.persist_locked(&t);
+        }
+        created
+    }
+
     /// Creates the topic if absent; returns the config and whether it was created.
     pub fn get_or_create(&self, topic: &str, queues: i32, perm: i32) -> (TopicConfig, bool) {
         let mut t = lock(&self.table);
@@ -119,12 +147,22 @@ impl TopicManager {
     }
 }
 
-/// Subscription groups (`subscriptionGroup.json`).
+/// Subscription groups (`subscriptionGroup.json`), and which of them a heartbeat
+/// created (`autoCreateSubscriptionGroup`), kept in `autoCreatedGroups.json` beside it
+/// with their creation times: only those may expire.
 #[derive(Debug)]
 pub struct GroupManager {
     path: PathBuf,
     table: Mutex<SubscriptionGroupTable>,
     default_retry_max: i32,
+    auto: Mutex<BTreeMap<String, i64>>,
+}
+
+/// `autoCreatedGroups.json`.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct AutoCreated {
+    /// Group → creation time (ms).
+    groups: BTreeMap<String, i64>,
 }
 
 impl GroupManager {
@@ -135,34 +173,91 @@ impl GroupManager {
     pub fn load(path: PathBuf, retry_max: i32, repair: bool) -> Result<Self, StoreError> {
         let table: SubscriptionGroupTable =
             metadata::load_checked(&path, repair, metadata::Salvage::Entries)?;
+        // A missing or unreadable list only means nothing expires (logged).
+        let auto_path = path.with_file_name(AUTO_CREATED_FILE);
+        let auto = match std::fs::read(&auto_path) {
+            Ok(bytes) => serde_json::from_slice::<AutoCreated>(&bytes)
+                .map(|a| a.groups)
+                .unwrap_or_else(|e| {
+                    warn!(path = %auto_path.display(), error = %e, "auto-created group list unreadable; no group will expire until they are created again");
+                    BTreeMap::new()
+                }),
+            Err(_) => BTreeMap::new(),
+        };
         Ok(GroupManager {
             path,
             table: Mutex::new(table),
             default_retry_max: retry_max,
+            auto: Mutex::new(auto),
         })
     }
 
-    /// A group's config (created with defaults, and persisted, when `create` is set).
-    pub fn get(&self, group: &str, create: bool) -> Option<SubscriptionGroupConfig> {
+    /// A group's config.
+    pub fn get(&self, group: &str) -> Option<SubscriptionGroupConfig> {
+        lock(&self.table)
+            .subscription_group_table
+            .get(group)
+            .cloned()
+    }
+
+    /// The configs of `groups`; missing ones are created with defaults (and remembered
+    /// as auto-created) when `create` is set, and the files persisted once.
+    pub fn get_many(&self, groups: &[&str], create: bool) -> Vec<SubscriptionGroupConfig> {
         let mut t = lock(&self.table);
-        if let Some(g) = t.subscription_group_table.get(group) {
-            return Some(g.clone());
+        let mut out = Vec::with_capacity(groups.len());
+        let mut created = Vec::new();
+        for group in groups {
+            if let Some(g) = t.subscription_group_table.get(*group) {
+                out.push(g.clone());
+                continue;
+            }
+            if !create {
+                continue;
+            }
+            let g = SubscriptionGroupConfig {
+                group_name: (*group).to_owned(),
+                retry_max_times: self.default_retry_max,
+                ..SubscriptionGroupConfig::default()
+            };
+            t.subscription_group_table
+                .insert((*group).to_owned(), g.clone());
+            created.push((*group).to_owned());
+            out.push(g);
         }
-        if !create {
-            return None;
+        if created.is_empty() {
+            return out;
         }
-        let g = SubscriptionGroupConfig {
-            group_name: group.to_owned(),
-            retry_max_times: self.default_retry_max,
-            ..SubscriptionGroupConfig::default()
-        };
-        t.subscription_group_table
-            .insert(group.to_owned(), g.clone());
         t.data_version.next_version();
         let snapshot = t.clone();
         drop(t);
         self.persist(&snapshot);
-        Some(g)
+        let now = crate::store::now_ms();
+        self.change_auto(|a| {
+            for g in created {
+                a.insert(g, now);
+            }
+            true
+        });
+        out
+    }
+
+    /// The groups a heartbeat created and nobody has configured since.
+    pub fn auto_created(&self) -> Vec<String> {
+        lock(&self.auto).keys().cloned().collect()
+    }
+
+    /// Applies `f` to the auto-created list and persists it when `f` says it changed.
+    fn change_auto(&self, f: impl FnOnce(&mut BTreeMap<String, i64>) -> bool) {
+        let mut a = lock(&self.auto);
+        if !f(&mut a) {
+            return;
+        }
+        let file = AutoCreated { groups: a.clone() };
+        drop(a);
+        let path = self.path.with_file_name(AUTO_CREATED_FILE);
+        if let Err(e) = metadata::persist(&path, &file) {
+            warn!(error = %e, "could not persist {AUTO_CREATED_FILE}");
+        }
     }
 
     /// Replaces the whole table (a slave copying its master).
@@ -177,8 +272,9 @@ impl GroupManager {
         self.persist(&snapshot);
     }
 
-    /// Creates or replaces a group.
+    /// Creates or replaces a group (an administrator's: it no longer expires).
     pub fn upsert(&self, g: SubscriptionGroupConfig) {
+        self.change_auto(|a| a.remove(&g.group_name).is_some());
         let mut t = lock(&self.table);
         t.subscription_group_table.insert(g.group_name.clone(), g);
         t.data_version.next_version();
@@ -194,6 +290,7 @@ impl GroupManager {
 
     /// Deletes a group (DELETE_SUBSCRIPTIONGROUP); whether it existed.
     pub fn delete(&self, group: &str) -> bool {
+        self.change_auto(|a| a.remove(group).is_some());
         let mut t = lock(&self.table);
         let existed = t.subscription_group_table.remove(group).is_some();
         if existed {
@@ -211,6 +308,9 @@ impl GroupManager {
         }
     }
 }
+
+/// Where the auto-created groups are listed, beside `subscriptionGroup.json`.
+pub const AUTO_CREATED_FILE: &str = "autoCreatedGroups.json";
 
 /// Consumer offsets (`consumerOffset.json`), persisted periodically and at shutdown.
 #[derive(Debug)]

@@ -377,6 +377,19 @@ impl Broker {
                 }
             }),
         ]);
+        if self.config.auto_created_group_expire_secs > 0 {
+            let b = Arc::clone(&self);
+            let expiry = Duration::from_secs(self.config.auto_created_group_expire_secs);
+            let every = (expiry / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            tasks.push(tokio::spawn(async move {
+                let mut idle_since = std::collections::HashMap::new();
+                let mut t = tokio::time::interval(every);
+                loop {
+                    t.tick().await;
+                    b.expire_auto_created_groups(&mut idle_since, expiry);
+                }
+            }));
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;

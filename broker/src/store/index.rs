@@ -63,6 +63,10 @@ impl IndexHeader {
     }
 }
 
+/// Entries [`IndexService::reserve_ahead`] keeps allocated beyond a send's own keys:
+/// room for the keys of sends still being dispatched (64 Ki entries, 1.25 MiB).
+pub const RESERVE_SLACK: u64 = 65_536;
+
 /// One IndexFile.
 #[derive(Debug)]
 pub struct IndexFile {
@@ -89,6 +93,16 @@ impl IndexFile {
 
     fn entry_pos(&self, n: i32) -> usize {
         INDEX_HEADER_SIZE + self.slots as usize * INDEX_SLOT_SIZE + n as usize * INDEX_ENTRY_SIZE
+    }
+
+    /// Allocates the disk space of entries `[0, count)` (header and slots are allocated
+    /// when the file is made).
+    fn reserve_entries(&self, count: u64) -> std::io::Result<()> {
+        let count = count.min(u64::from(self.max_entries));
+        self.file.reserve(
+            (INDEX_HEADER_SIZE + self.slots as usize * INDEX_SLOT_SIZE) as u64
+                + count * INDEX_ENTRY_SIZE as u64,
+        )
     }
 
     /// The header as last written.
@@ -132,6 +146,9 @@ impl IndexFile {
         entry[4..12].copy_from_slice(&phy_offset.to_be_bytes());
         entry[12..16].copy_from_slice(&(time_diff as i32).to_be_bytes());
         entry[16..20].copy_from_slice(&prev.to_be_bytes());
+        // Writes through the mapping must land on allocated blocks (a full disk fails
+        // here, not with SIGBUS); normally `reserve_ahead` has done this already.
+        self.reserve_entries(n as u64 + 1)?;
         let mut w = self.file.writer()?;
         w.write_at(self.entry_pos(n), &entry)?;
         w.write_at(slot_pos, &n.to_be_bytes())?;
@@ -214,6 +231,9 @@ pub struct IndexService {
     slots: u32,
     max_entries: u32,
     files: Vec<IndexFile>,
+    /// The file that follows the newest once it is full, made ahead of time by
+    /// `reserve_ahead` when a send's keys may not fit the newest.
+    next: Option<IndexFile>,
 }
 
 impl IndexService {
@@ -262,6 +282,7 @@ impl IndexService {
             slots,
             max_entries,
             files,
+            next: None,
         })
     }
 
@@ -270,35 +291,72 @@ impl IndexService {
         &self.files
     }
 
+    /// A new, empty IndexFile: its header and hash slots allocated, its entries
+    /// allocated as they are reserved (a store with few keys does not hold 420 MB).
+    fn create_file(&self) -> Result<IndexFile> {
+        let mut ms = super::commitlog::now_ms();
+        let mut path = self.dir.join(index_file_name(ms));
+        while path.exists() || self.next.as_ref().is_some_and(|n| n.path() == path) {
+            ms += 1;
+            path = self.dir.join(index_file_name(ms));
+        }
+        let size = IndexFile::size(self.slots, self.max_entries);
+        let head = (INDEX_HEADER_SIZE + self.slots as usize * INDEX_SLOT_SIZE) as u64;
+        let f = MappedFile::create_lazy_with(&path, 0, size, head)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let header = IndexHeader {
+            index_count: 1,
+            ..IndexHeader::default()
+        };
+        f.writer()
+            .and_then(|mut w| w.write_at(0, &header.encode()))
+            .map_err(|e| StoreError::io(&path, e))?;
+        let _ = sync_dir(&self.dir);
+        info!(file = %path.display(), "created IndexFile");
+        Ok(IndexFile {
+            file: Arc::new(f),
+            header,
+            slots: self.slots,
+            max_entries: self.max_entries,
+        })
+    }
+
     fn writable(&mut self) -> Result<&mut IndexFile> {
         let need_new = self.files.last().is_none_or(IndexFile::is_full);
         if need_new {
-            let mut ms = super::commitlog::now_ms();
-            let mut path = self.dir.join(index_file_name(ms));
-            while path.exists() {
-                ms += 1;
-                path = self.dir.join(index_file_name(ms));
-            }
-            let size = IndexFile::size(self.slots, self.max_entries);
-            let f = MappedFile::create(&path, 0, size).map_err(|e| StoreError::io(&path, e))?;
-            let header = IndexHeader {
-                index_count: 1,
-                ..IndexHeader::default()
+            let f = match self.next.take() {
+                Some(f) => f,
+                None => self.create_file()?,
             };
-            f.writer()
-                .and_then(|mut w| w.write_at(0, &header.encode()))
-                .map_err(|e| StoreError::io(&path, e))?;
-            let _ = sync_dir(&self.dir);
-            info!(file = %path.display(), "created IndexFile");
-            self.files.push(IndexFile {
-                file: Arc::new(f),
-                header,
-                slots: self.slots,
-                max_entries: self.max_entries,
-            });
+            self.files.push(f);
         }
         let n = self.files.len() - 1;
         Ok(&mut self.files[n])
+    }
+
+    /// Makes sure the files and disk space for `keys` more entries (and
+    /// [`RESERVE_SLACK`] beyond, for keys still being dispatched) exist, so the
+    /// dispatcher cannot fail on them for want of space: a send is refused instead.
+    ///
+    /// # Errors
+    /// I/O errors creating or allocating a file (`DiskFull` on ENOSPC).
+    pub fn reserve_ahead(&mut self, keys: usize) -> Result<()> {
+        let f = self.writable()?;
+        let want =
+            u64::try_from(f.header.index_count.max(1)).unwrap_or(1) + keys as u64 + RESERVE_SLACK;
+        let max = u64::from(f.max_entries);
+        f.reserve_entries(want)
+            .map_err(|e| StoreError::io(f.path(), e))?;
+        if want > max {
+            if self.next.is_none() {
+                self.next = Some(self.create_file()?);
+            }
+            if let Some(n) = &self.next {
+                n.reserve_entries(1 + want - max)
+                    .map_err(|e| StoreError::io(n.path(), e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Indexes `topic#key` → `phy_offset`.
@@ -391,6 +449,57 @@ mod tests {
         assert_eq!(index_file_name(0), "19700101000000000");
         // 2024-02-29T13:45:07.123Z
         assert_eq!(index_file_name(1_709_214_307_123), "20240229134507123");
+    }
+
+    fn allocated_bytes(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// Issue 14: RocketMQ's default IndexFile (5 M slots, 20 M entries) is 420 MB; a
+    /// store with a few keys now holds its header and slots (20 MB) plus what its
+    /// entries and the send-time reserve need, and grows as keys arrive.
+    #[test]
+    fn index_files_are_allocated_as_they_fill() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = IndexService::open(dir.path(), 5_000_000, 20_000_000).unwrap();
+        idx.reserve_ahead(2).unwrap();
+        for i in 0..1000i64 {
+            idx.put("T", &format!("k{i}"), i * 100, 1_000_000 + i)
+                .unwrap();
+        }
+        let path = idx.files()[0].path().to_path_buf();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(size, 40 + 5_000_000 * 4 + 20_000_000 * 20);
+        let held = allocated_bytes(&path);
+        assert!(
+            held < 24 * 1024 * 1024,
+            "{held} bytes allocated for 1,000 keys"
+        );
+        assert_eq!(idx.query("T", "k999", 10, 0, i64::MAX), vec![99_900]);
+        // Reopened, it still takes keys (its allocation is re-checked, not assumed).
+        drop(idx);
+        let mut idx = IndexService::open(dir.path(), 5_000_000, 20_000_000).unwrap();
+        idx.put("T", "after", 1, 2_000_000).unwrap();
+        assert_eq!(idx.query("T", "after", 10, 0, i64::MAX), vec![1]);
+    }
+
+    /// A send whose keys may not fit the newest file makes the next one ahead of time,
+    /// so the dispatcher never has to create a file (and fail) after the send was
+    /// acknowledged; the dispatcher then moves on to that file.
+    #[test]
+    fn reserving_past_a_full_file_makes_the_next_one_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = IndexService::open(dir.path(), 7, 10).unwrap();
+        idx.reserve_ahead(1).unwrap();
+        let on_disk = || std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(on_disk(), 2, "the next file was not made ahead");
+        for i in 0..15i64 {
+            idx.put("T", &format!("k{i}"), i, 1_000_000 + i).unwrap();
+        }
+        assert_eq!(idx.files().len(), 2);
+        assert_eq!(idx.query("T", "k14", 10, 0, i64::MAX), vec![14]);
+        assert_eq!(idx.query("T", "k0", 10, 0, i64::MAX), vec![0]);
     }
 
     #[test]

@@ -170,10 +170,26 @@ impl MappedFile {
     /// # Errors
     /// Any I/O error, notably `ENOSPC`.
     pub fn create_lazy(path: &Path, start_offset: u64, size: u64) -> io::Result<Self> {
+        Self::create_lazy_with(path, start_offset, size, LAZY_CHUNK)
+    }
+
+    /// As [`MappedFile::create_lazy`], with the first `initial` bytes allocated (an
+    /// IndexFile's header and hash slots, written anywhere from the start).
+    ///
+    /// # Errors
+    /// Any I/O error, notably `ENOSPC`.
+    pub fn create_lazy_with(
+        path: &Path,
+        start_offset: u64,
+        size: u64,
+        initial: u64,
+    ) -> io::Result<Self> {
+        let first = initial
+            .div_ceil(LAZY_CHUNK)
+            .saturating_mul(LAZY_CHUNK)
+            .clamp(LAZY_CHUNK.min(size), size);
         let file = open_for_create(path)?;
-        let made = file
-            .set_len(size)
-            .and_then(|()| allocate(&file, 0, LAZY_CHUNK.min(size)));
+        let made = file.set_len(size).and_then(|()| allocate(&file, 0, first));
         if let Err(e) = made {
             drop(file);
             let _ = std::fs::remove_file(path);
@@ -181,7 +197,7 @@ impl MappedFile {
         }
         let f = Self::map(path, file, start_offset, size)?;
         f.allocated
-            .store(LAZY_CHUNK.min(size), std::sync::atomic::Ordering::Release);
+            .store(first, std::sync::atomic::Ordering::Release);
         Ok(f)
     }
 
