@@ -345,9 +345,36 @@ pub struct ServerStats {
     /// Response bytes queued on every connection now.
     pub pending_response_bytes: AtomicU64,
     last_warn_ms: AtomicU64,
+    /// Connections closed since the allocator was last asked to return free memory.
+    closed_since_trim: AtomicU64,
 }
 
+/// Connections that close between two requests to the allocator to give freed memory
+/// back to the system.
+const TRIM_EVERY_CLOSES: u64 = 1024;
+
 impl ServerStats {
+    /// Counts a closed connection; every [`TRIM_EVERY_CLOSES`] closes, asks the
+    /// allocator (glibc's, which keeps freed memory in its arenas otherwise) to return
+    /// what is free, on a blocking thread: thousands of closed connections no longer
+    /// leave their buffers' memory held by the process.
+    fn connection_closed(&self) {
+        let n = self.closed_since_trim.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= TRIM_EVERY_CLOSES
+            && self
+                .closed_since_trim
+                .compare_exchange(n, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim takes no pointers; it only walks glibc's own
+                // arenas under their locks.
+                unsafe { libc::malloc_trim(0) };
+            });
+        }
+    }
+
     /// Counts a connection closed at accept by the limit `what`.
     fn refused(&self, what: &str, peer: &SocketAddr) {
         self.refused_connections.fetch_add(1, Ordering::Relaxed);
@@ -504,13 +531,16 @@ pub async fn serve<H: RequestHandler>(
                     async move {
                         run_connection(stream, peer, id, handler, &limits, control, stop).await;
                         drop(permit);
-                        let mut m = per_address.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(n) = m.get_mut(&ip) {
-                            *n -= 1;
-                            if *n == 0 {
-                                m.remove(&ip);
+                        {
+                            let mut m = per_address.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Some(n) = m.get_mut(&ip) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    m.remove(&ip);
+                                }
                             }
                         }
+                        limits.stats.connection_closed();
                     }
                     .instrument(tracing::debug_span!("conn", %peer, conn_id = id)),
                 );

@@ -63,9 +63,9 @@ impl IndexHeader {
     }
 }
 
-/// Entries [`IndexService::reserve_ahead`] keeps allocated beyond a send's own keys:
-/// room for the keys of sends still being dispatched (64 Ki entries, 1.25 MiB).
-pub const RESERVE_SLACK: u64 = 65_536;
+/// Entries [`IndexService::reserve_ahead`] keeps allocated beyond the keys of sends
+/// not yet dispatched (at most half a file's worth): 1,024 entries, 20 KiB.
+pub const RESERVE_SLACK: u64 = 1024;
 
 /// One IndexFile.
 #[derive(Debug)]
@@ -231,9 +231,11 @@ pub struct IndexService {
     slots: u32,
     max_entries: u32,
     files: Vec<IndexFile>,
-    /// The file that follows the newest once it is full, made ahead of time by
-    /// `reserve_ahead` when a send's keys may not fit the newest.
-    next: Option<IndexFile>,
+    /// The files that follow the newest once it is full, made ahead of time by
+    /// `reserve_ahead` when keys sent but not yet dispatched may not fit the newest.
+    next: std::collections::VecDeque<IndexFile>,
+    /// Keys reserved by sends and not yet written by the dispatcher.
+    pending: u64,
 }
 
 impl IndexService {
@@ -282,7 +284,8 @@ impl IndexService {
             slots,
             max_entries,
             files,
-            next: None,
+            next: std::collections::VecDeque::new(),
+            pending: 0,
         })
     }
 
@@ -296,7 +299,7 @@ impl IndexService {
     fn create_file(&self) -> Result<IndexFile> {
         let mut ms = super::commitlog::now_ms();
         let mut path = self.dir.join(index_file_name(ms));
-        while path.exists() || self.next.as_ref().is_some_and(|n| n.path() == path) {
+        while path.exists() {
             ms += 1;
             path = self.dir.join(index_file_name(ms));
         }
@@ -324,7 +327,7 @@ impl IndexService {
     fn writable(&mut self) -> Result<&mut IndexFile> {
         let need_new = self.files.last().is_none_or(IndexFile::is_full);
         if need_new {
-            let f = match self.next.take() {
+            let f = match self.next.pop_front() {
                 Some(f) => f,
                 None => self.create_file()?,
             };
@@ -341,22 +344,34 @@ impl IndexService {
     /// # Errors
     /// I/O errors creating or allocating a file (`DiskFull` on ENOSPC).
     pub fn reserve_ahead(&mut self, keys: usize) -> Result<()> {
+        let max = u64::from(self.max_entries);
+        // Entries still to be written: the keys of sends not yet dispatched, this
+        // send's, and a margin.
+        let mut need = self.pending + keys as u64 + RESERVE_SLACK.min(max / 2);
         let f = self.writable()?;
-        let want =
-            u64::try_from(f.header.index_count.max(1)).unwrap_or(1) + keys as u64 + RESERVE_SLACK;
-        let max = u64::from(f.max_entries);
-        f.reserve_entries(want)
+        let count = u64::try_from(f.header.index_count.max(1)).unwrap_or(1);
+        f.reserve_entries(count + need)
             .map_err(|e| StoreError::io(f.path(), e))?;
-        if want > max {
-            if self.next.is_none() {
-                self.next = Some(self.create_file()?);
+        need = need.saturating_sub(max.saturating_sub(count));
+        let mut i = 0;
+        while need > 0 {
+            if i == self.next.len() {
+                let n = self.create_file()?;
+                self.next.push_back(n);
             }
-            if let Some(n) = &self.next {
-                n.reserve_entries(1 + want - max)
-                    .map_err(|e| StoreError::io(n.path(), e))?;
-            }
+            let n = &self.next[i];
+            n.reserve_entries(1 + need)
+                .map_err(|e| StoreError::io(n.path(), e))?;
+            need = need.saturating_sub(max.saturating_sub(1));
+            i += 1;
         }
+        self.pending += keys as u64;
         Ok(())
+    }
+
+    /// Gives back what a send reserved and did not store.
+    pub fn unreserve(&mut self, keys: usize) {
+        self.pending = self.pending.saturating_sub(keys as u64);
     }
 
     /// Indexes `topic#key` → `phy_offset`.
@@ -371,6 +386,7 @@ impl IndexService {
         store_timestamp: i64,
     ) -> Result<()> {
         let full_key = format!("{topic}#{key}");
+        self.pending = self.pending.saturating_sub(1);
         loop {
             let f = self.writable()?;
             let path = f.path().to_path_buf();
@@ -491,8 +507,12 @@ mod tests {
     fn reserving_past_a_full_file_makes_the_next_one_first() {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = IndexService::open(dir.path(), 7, 10).unwrap();
-        idx.reserve_ahead(1).unwrap();
         let on_disk = || std::fs::read_dir(dir.path()).unwrap().count();
+        // 9 entries per file: 3 keys fit the first with the margin.
+        idx.reserve_ahead(3).unwrap();
+        assert_eq!(on_disk(), 1);
+        // 11 keys sent and not yet dispatched (and the margin) need the next file too.
+        idx.reserve_ahead(8).unwrap();
         assert_eq!(on_disk(), 2, "the next file was not made ahead");
         for i in 0..15i64 {
             idx.put("T", &format!("k{i}"), i, 1_000_000 + i).unwrap();

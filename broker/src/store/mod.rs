@@ -631,27 +631,38 @@ impl StoreInner {
             self.find_or_create_queue(&first.topic, first.queue_id)?
                 .reserve_ahead(msgs.len())?;
         }
-        if self.config.message_index_enable && t != format::sys_flag::TRANSACTION_ROLLBACK {
-            // So is the IndexFile space for their keys (a new IndexFile included).
-            let keys: usize = msgs
-                .iter()
-                .map(|m| {
-                    let named = dispatch::find_property(&m.properties, format::property::KEYS)
-                        .map_or(0, |k| k.split(' ').filter(|k| !k.is_empty()).count());
-                    named
-                        + usize::from(
-                            dispatch::find_property(&m.properties, format::property::UNIQ_KEY)
-                                .is_some(),
-                        )
-                })
-                .sum();
-            if keys > 0 {
-                lock(&self.index).reserve_ahead(keys)?;
-            }
-        }
-        let r = self
+        let index_keys =
+            if self.config.message_index_enable && t != format::sys_flag::TRANSACTION_ROLLBACK {
+                // So is the IndexFile space for their keys (a new IndexFile included).
+                let keys: usize = msgs
+                    .iter()
+                    .map(|m| {
+                        let named = dispatch::find_property(&m.properties, format::property::KEYS)
+                            .map_or(0, |k| k.split(' ').filter(|k| !k.is_empty()).count());
+                        named
+                            + usize::from(
+                                dispatch::find_property(&m.properties, format::property::UNIQ_KEY)
+                                    .is_some(),
+                            )
+                    })
+                    .sum();
+                if keys > 0 {
+                    lock(&self.index).reserve_ahead(keys)?;
+                }
+                keys
+            } else {
+                0
+            };
+        let r = match self
             .commitlog
-            .append(&first.topic, first.queue_id, &mut recs, assign)?;
+            .append(&first.topic, first.queue_id, &mut recs, assign)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                lock(&self.index).unreserve(index_keys);
+                return Err(e);
+            }
+        };
         self.wake_dispatcher();
         Ok(PutResult {
             physical_offsets: r.physical_offsets,
