@@ -2229,8 +2229,9 @@ fn a_full_disk_refuses_sends_it_cannot_serve_and_recovers_by_itself() {
         r.remark
     );
     // An existing queue has room reserved, but the IndexFile (20 entries here) fills
-    // and the next one cannot be created: dispatch stops, and sends are refused from
-    // then on, never acknowledged into a store that cannot serve them.
+    // and the next one cannot be made ahead of the send: sends are refused from then
+    // on with nothing stored — never acknowledged into a store that cannot serve them
+    // (before, they were acknowledged and dispatch then stalled on that file).
     let mut acked = 0;
     let refused = loop {
         let r = send("Before", &format!("b{acked}"));
@@ -2241,7 +2242,9 @@ fn a_full_disk_refuses_sends_it_cannot_serve_and_recovers_by_itself() {
         acked += 1;
         assert!(acked < 2000, "still acknowledging with the disk full");
     };
-    assert!(refused.contains("dispatch blocked"), "{refused}");
+    assert!(refused.contains("disk full"), "{refused}");
+    // Every acknowledged message is consumable while the disk is still full.
+    rt.block_on(wait_dispatched(&c, &b.addr, "Before", 0, 1 + acked));
     // Space comes back: writes are taken again without a restart.
     std::fs::remove_file(&filler).unwrap();
     ferrocket_testkit::wait_until("a send acknowledged again", T, || {
