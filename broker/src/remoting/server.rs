@@ -25,7 +25,8 @@
 //!   connection queues at most one for its turn, so the turns go round the connections
 //!   (RocketMQ gives admin requests their own small executor for the same reason): a
 //!   client flooding GET_BROKER_RUNTIME_INFO can take that share of the CPU, never the
-//!   data path's;
+//!   data path's; and while control requests queue, each turn is followed by as long
+//!   idle as it ran (at most half of one worker under a control flood);
 //! - responses queued on all connections together count against
 //!   `max_total_pending_response_bytes`; past it, every connection holding more than
 //!   its fair share (a sixteenth of its own budget) pauses its reads too;
@@ -347,6 +348,24 @@ pub struct ServerStats {
     last_warn_ms: AtomicU64,
     /// Connections closed since the allocator was last asked to return free memory.
     closed_since_trim: AtomicU64,
+    /// Control-plane requests waiting for their turn now.
+    control_waiting: AtomicUsize,
+}
+
+/// Counts one waiter for as long as it lives (a cancelled wait uncounts itself).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Connections that close between two requests to the allocator to give freed memory
@@ -678,20 +697,25 @@ async fn run_connection<H: RequestHandler>(
                                     } else {
                                         None
                                     };
-                                    let resp = match &control {
+                                    let (resp, held) = match &control {
                                         // One of this connection's control requests at a
                                         // time queues for the server's control turn, and
                                         // holds both until it first waits or ends.
                                         Some(server) => {
+                                            let waiting =
+                                                Waiting::new(&flow2.stats.control_waiting);
                                             let mine = flow2.control.acquire().await.ok();
                                             let turn = server.acquire().await.ok();
-                                            TurnUntilWait {
+                                            drop(waiting);
+                                            let started = std::time::Instant::now();
+                                            let mut w = TurnUntilWait {
                                                 turn: Some((mine, turn)),
                                                 work: handler.handle(conn2, cmd),
-                                            }
-                                            .await
+                                            };
+                                            let resp = (&mut w).await;
+                                            (resp, w.turn.take().map(|t| (t, started.elapsed())))
                                         }
-                                        None => handler.handle(conn2, cmd).await,
+                                        None => (handler.handle(conn2, cmd).await, None),
                                     };
                                     if let (false, Some(mut r)) = (oneway, resp) {
                                         r.opaque = opaque;
@@ -699,6 +723,17 @@ async fn run_connection<H: RequestHandler>(
                                         if let Err(e) = tx.send(flow2.admit(r)).await {
                                             flow2.drain(e.0.cost);
                                         }
+                                    }
+                                    // While other control requests wait, the control
+                                    // plane runs at most half the time: the turn stays
+                                    // idle as long as the request ran (its answer is
+                                    // already on its way). A lone admin client is
+                                    // never held back.
+                                    if let Some((turn, busy)) = held {
+                                        if flow2.stats.control_waiting.load(Ordering::Acquire) > 0 {
+                                            tokio::time::sleep(busy).await;
+                                        }
+                                        drop(turn);
                                     }
                                 }),
                             };
