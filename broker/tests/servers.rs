@@ -316,6 +316,33 @@ fn invalid_config_exits_non_zero_naming_the_key() {
     assert!(err.contains("listenPort"), "{err}");
 }
 
+/// Issue 15 (first step): a broker configured for RocketMQ's DLedger mode stops at
+/// start-up saying the mode is not built, instead of running as a plain master.
+#[test]
+fn a_dledger_configuration_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["broker", "--set", "enableDLegerCommitLog=true"])
+        .args([
+            "--set",
+            "dLegerGroup=RaftNode00",
+            "--set",
+            "dLegerSelfId=n0",
+        ])
+        .args([
+            "--set",
+            "dLegerPeers=n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913",
+        ])
+        .arg("--set")
+        .arg(format!("storePathRootDir={}", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("enableDLegerCommitLog"), "{err}");
+    assert!(err.contains("not built"), "{err}");
+}
+
 #[test]
 fn query_by_key_unique_key_and_offset_id() {
     let dir = tempfile::tempdir().unwrap();

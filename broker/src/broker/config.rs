@@ -269,6 +269,10 @@ pub struct BrokerConfig {
     pub which_broker_when_consume_slowly: i64,
     /// `accessMessageInMemoryMaxRatio` (40): % of RAM beyond which data counts as cold.
     pub access_message_in_memory_max_ratio: u64,
+    /// `enableDLegerCommitLog` (false) with its `dLeger*` keys: the Raft-replicated
+    /// CommitLog mode (issue 15). Parsed and checked; the mode itself is not built yet,
+    /// so a broker configured for it stops at start-up with that said.
+    pub dledger: DLedgerSettings,
     /// `timerWheelEnable` (true): 5.x timer messages are scheduled (else refused).
     pub timer_wheel_enable: bool,
     /// `timerPrecisionMs` (1000): delivery times are rounded up to multiples of it.
@@ -316,6 +320,7 @@ impl Default for BrokerConfig {
             slave_read_enable: false,
             which_broker_when_consume_slowly: 1,
             access_message_in_memory_max_ratio: 40,
+            dledger: DLedgerSettings::default(),
             namesrv_addr: Vec::new(),
             listen_port: 10911,
             ha_listen_port: 10912,
@@ -343,6 +348,61 @@ impl Default for BrokerConfig {
             store: StoreConfig::new(PathBuf::from(home).join("store")),
         }
     }
+}
+
+/// The Raft (DLedger) keys of a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DLedgerSettings {
+    /// `enableDLegerCommitLog`.
+    pub enabled: bool,
+    /// `dLegerGroup` (defaults to `brokerName`).
+    pub group: Option<String>,
+    /// `dLegerPeers`: `(id, host:port)` in the order given.
+    pub peers: Vec<(String, String)>,
+    /// `dLegerSelfId` (RocketMQ's default `n0`).
+    pub self_id: String,
+    /// `preferredLeaderId`.
+    pub preferred_leader_id: Option<String>,
+}
+
+impl Default for DLedgerSettings {
+    fn default() -> Self {
+        DLedgerSettings {
+            enabled: false,
+            group: None,
+            peers: Vec::new(),
+            self_id: "n0".into(),
+            preferred_leader_id: None,
+        }
+    }
+}
+
+/// Parses `dLegerPeers`: `id-host:port` entries joined by `;` (ids unique, ports valid).
+fn dledger_peers(key: &str, v: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let bad = |reason: String| ConfigError {
+        key: key.into(),
+        reason,
+    };
+    let mut peers: Vec<(String, String)> = Vec::new();
+    for entry in v.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((id, addr)) = entry.split_once('-') else {
+            return Err(bad(format!("`{entry}` is not id-host:port")));
+        };
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if id.is_empty() || !port_ok {
+            return Err(bad(format!("`{entry}` is not id-host:port")));
+        }
+        if peers.iter().any(|(seen, _)| seen == id) {
+            return Err(bad(format!("the id `{id}` appears twice")));
+        }
+        peers.push((id.to_owned(), addr.to_owned()));
+    }
+    if peers.is_empty() {
+        return Err(bad("no peers".into()));
+    }
+    Ok(peers)
 }
 
 /// Parses `key=value` lines (`#` and `!` comments, blank lines ignored).
@@ -538,6 +598,14 @@ impl BrokerConfig {
                 "accessMessageInMemoryMaxRatio" => {
                     c.access_message_in_memory_max_ratio = num(key, v)?
                 }
+                "enableDLegerCommitLog" => c.dledger.enabled = boolean(key, v)?,
+                "dLegerGroup" => c.dledger.group = Some(v.clone()).filter(|g| !g.is_empty()),
+                "dLegerPeers" => c.dledger.peers = dledger_peers(key, v)?,
+                "dLegerSelfId" => c.dledger.self_id = v.trim().to_owned(),
+                "preferredLeaderId" => {
+                    c.dledger.preferred_leader_id =
+                        Some(v.trim().to_owned()).filter(|p| !p.is_empty());
+                }
                 _ => warn!(key, "unknown configuration key ignored"),
             }
         }
@@ -575,6 +643,41 @@ impl BrokerConfig {
         }
         if self.broker_name.is_empty() {
             return bad("brokerName", "must not be empty".into());
+        }
+        if self.dledger.enabled {
+            let d = &self.dledger;
+            if d.peers.is_empty() {
+                return bad(
+                    "dLegerPeers",
+                    "required with enableDLegerCommitLog=true (e.g. n0-10.0.0.1:40911;n1-10.0.0.2:40911;n2-10.0.0.3:40911)".into(),
+                );
+            }
+            if !d.peers.iter().any(|(id, _)| *id == d.self_id) {
+                return bad(
+                    "dLegerSelfId",
+                    format!(
+                        "`{}` is not one of the ids in dLegerPeers ({})",
+                        d.self_id,
+                        d.peers
+                            .iter()
+                            .map(|(id, _)| id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+            if let Some(p) = &d.preferred_leader_id {
+                if !d.peers.iter().any(|(id, _)| id == p) {
+                    return bad(
+                        "preferredLeaderId",
+                        format!("`{p}` is not one of the ids in dLegerPeers"),
+                    );
+                }
+            }
+            return bad(
+                "enableDLegerCommitLog",
+                "the Raft-replicated CommitLog (RocketMQ's DLedger mode) is not built in this ferrocket version yet; use brokerRole SYNC_MASTER/ASYNC_MASTER with slaves (the on-disk entry format is in place: docs/raft.md)".into(),
+            );
         }
         self.store.validate().map_err(|e| match e {
             crate::store::StoreError::Config { key, reason } => ConfigError {
@@ -754,6 +857,57 @@ mod tests {
                 .key,
             "maxReconsumeTimes"
         );
+    }
+
+    /// Issue 15 (first step): the DLedger keys are read with RocketMQ's names and
+    /// checked — a bad peer list names its problem — and a broker configured for the
+    /// mode stops at start-up saying it is not built, instead of ignoring the keys and
+    /// running as a plain master.
+    #[test]
+    fn dledger_keys_are_checked_and_the_mode_is_refused_until_built() {
+        let conf = |extra: &str| {
+            BrokerConfig::from_properties(&parse_properties(&format!(
+                "brokerName=RaftNode00\nenableDLegerCommitLog=true\ndLegerGroup=RaftNode00\n{extra}"
+            )))
+        };
+        let peers = "dLegerPeers=n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913";
+        for (extra, key, says) in [
+            (String::new(), "dLegerPeers", "required"),
+            (
+                "dLegerPeers=n0-127.0.0.1".into(),
+                "dLegerPeers",
+                "id-host:port",
+            ),
+            (
+                "dLegerPeers=127.0.0.1:40911".into(),
+                "dLegerPeers",
+                "id-host:port",
+            ),
+            ("dLegerPeers=n0-a:1;n0-b:2".into(), "dLegerPeers", "twice"),
+            (format!("{peers}\ndLegerSelfId=n7"), "dLegerSelfId", "n7"),
+            (
+                format!("{peers}\ndLegerSelfId=n1\npreferredLeaderId=n9"),
+                "preferredLeaderId",
+                "n9",
+            ),
+            (
+                format!("{peers}\ndLegerSelfId=n1"),
+                "enableDLegerCommitLog",
+                "not built",
+            ),
+        ] {
+            let e = conf(&extra).unwrap_err();
+            assert_eq!(e.key, key, "{extra}: {e:?}");
+            assert!(e.reason.contains(says), "{extra}: {}", e.reason);
+        }
+        // Off (RocketMQ's default), the keys are read and nothing is refused.
+        let c = BrokerConfig::from_properties(&parse_properties(&format!(
+            "brokerName=b\nenableDLegerCommitLog=false\n{peers}"
+        )))
+        .unwrap();
+        assert_eq!(c.dledger.peers.len(), 3);
+        assert_eq!(c.dledger.peers[2], ("n2".into(), "127.0.0.1:40913".into()));
+        assert_eq!(c.dledger.self_id, "n0");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod commitlog;
 pub mod config;
 pub mod consume_queue;
 pub mod dispatch;
+pub mod dledger;
 pub mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
