@@ -16,6 +16,7 @@ pub mod ha;
 pub mod metrics;
 pub mod namesrv;
 pub mod protocol;
+pub mod raft;
 pub mod remoting;
 pub mod sql92;
 pub mod store;

@@ -1,0 +1,739 @@
+//! openraft's log storage over DLedger entry files (`store::dledger` has the layout).
+//!
+//! ```text
+//! <dir>/data/<20-digit offset>    entry segments (`seg_size` each, created sparse)
+//! <dir>/index/00000000000000000000 one 32-byte unit per Raft index, at index × 32
+//! <dir>/raftState.json             vote, committed log id, last purged log id
+//! ```
+//!
+//! - An entry's body is the application record (normal entries), nothing (openraft's
+//!   blank entries, written as DLedger no-ops) or the membership as JSON (DLedger's
+//!   config-change entries). DLedger's reserved `channel` field holds the node id of the
+//!   leader that wrote the entry (openraft's log ids name it; DLedger's files hold 0).
+//! - `append` writes the entries and their index units and calls back only after both
+//!   files are synced; `truncate` zeroes the cut entries and units (a restart can never
+//!   bring them back); `purge` records the purged log id and deletes whole segments
+//!   below the first entry kept.
+//! - On open, the index is read from the first unpurged index and each unit is checked
+//!   against the entry it points at (type, index, term, position, size, body CRC); the
+//!   log ends before the first that does not match (a torn append), and what follows is
+//!   zeroed.
+//!
+//! File I/O is done inline on the calling task (openraft calls storage from its own
+//! task); the Raft mode is not wired into the broker yet (issue 15, `docs/raft.md`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    AnyError, CommittedLeaderId, Entry, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader,
+    StorageError, StorageIOError, Vote,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Record, TypeConfig};
+use crate::store::dledger::{
+    body_crc, EntryHeader, EntryType, IndexUnit, BODY_OFFSET, INDEX_UNIT_SIZE, MIN_BLANK_LEN,
+};
+use crate::sync::lock;
+
+type NodeId = u64;
+type StoreResult<T> = Result<T, StorageError<NodeId>>;
+
+fn write_err(e: &io::Error) -> StorageError<NodeId> {
+    StorageIOError::write_logs(AnyError::new(e)).into()
+}
+
+fn read_err(e: &io::Error) -> StorageError<NodeId> {
+    StorageIOError::read_logs(AnyError::new(e)).into()
+}
+
+fn invalid(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// Where one entry lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    pos: u64,
+    size: u32,
+    term: u64,
+    node: u64,
+}
+
+/// `raftState.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct RaftState {
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+    last_purged: Option<LogId<NodeId>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    seg_size: u64,
+    segments: BTreeMap<u64, File>,
+    index: File,
+    /// Entries by Raft index. openraft appends them in order without gaps; its storage
+    /// suite also appends with gaps, which the index layout (a unit per index) allows.
+    slots: BTreeMap<u64, Slot>,
+    /// Where the next entry goes.
+    end: u64,
+    state: RaftState,
+}
+
+/// The Raft log of one node, in DLedger entry files.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn segment_name(start: u64) -> String {
+    format!("{start:020}")
+}
+
+impl Inner {
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("raftState.json")
+    }
+
+    fn persist_state(&self) -> io::Result<()> {
+        crate::store::metadata::persist(&self.state_path(), &self.state)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn segment_for(&self, pos: u64) -> io::Result<(u64, &File)> {
+        self.segments
+            .range(..=pos)
+            .next_back()
+            .filter(|(start, _)| pos < **start + self.seg_size)
+            .map(|(start, f)| (*start, f))
+            .ok_or_else(|| invalid(format!("no entry segment holds position {pos}")))
+    }
+
+    fn create_segment(&mut self, start: u64) -> io::Result<()> {
+        if self.segments.contains_key(&start) {
+            return Ok(());
+        }
+        let path = self.dir.join("data").join(segment_name(start));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        f.set_len(self.seg_size)?;
+        crate::store::mapped_file::sync_dir(&self.dir.join("data"))?;
+        self.segments.insert(start, f);
+        Ok(())
+    }
+
+    fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let (start, f) = self.segment_for(pos)?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, pos - start)?;
+        Ok(buf)
+    }
+
+    /// Zeroes `[from, to)` of the entry files.
+    fn zero(&self, from: u64, to: u64) -> io::Result<BTreeSet<u64>> {
+        let mut touched = BTreeSet::new();
+        let zeros = vec![0u8; 64 * 1024];
+        let mut at = from;
+        while at < to {
+            let Ok((start, f)) = self.segment_for(at) else {
+                break;
+            };
+            let seg_end = (start + self.seg_size).min(to);
+            while at < seg_end {
+                let n = ((seg_end - at) as usize).min(zeros.len());
+                f.write_all_at(&zeros[..n], at - start)?;
+                at += n as u64;
+            }
+            touched.insert(start);
+        }
+        Ok(touched)
+    }
+
+    fn sync(&self, segments: &BTreeSet<u64>) -> io::Result<()> {
+        for s in segments {
+            if let Some(f) = self.segments.get(s) {
+                f.sync_data()?;
+            }
+        }
+        self.index.sync_data()
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        self.slots.keys().next_back().copied()
+    }
+
+    fn log_id(&self, index: u64, slot: &Slot) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(slot.term, slot.node), index)
+    }
+
+    /// Reads and checks the entry of `index` (its slot known).
+    fn read_entry(&self, index: u64, slot: &Slot) -> io::Result<Entry<TypeConfig>> {
+        let bytes = self.read_at(slot.pos, slot.size as usize)?;
+        let h = EntryHeader::decode(&bytes, slot.pos).map_err(|e| invalid(e.to_string()))?;
+        let body = &bytes[BODY_OFFSET..];
+        if h.index != index as i64 || h.term != slot.term as i64 || h.pos != slot.pos as i64 {
+            return Err(invalid(format!(
+                "entry at {} is index {} term {}, expected index {index} term {}",
+                slot.pos, h.index, h.term, slot.term
+            )));
+        }
+        if h.body_crc != 0 && h.body_crc != body_crc(body) {
+            return Err(invalid(format!(
+                "entry {index} at {}: body CRC mismatch",
+                slot.pos
+            )));
+        }
+        let payload = match h.kind {
+            EntryType::Normal => EntryPayload::Normal(Record(body.to_vec())),
+            EntryType::Noop => EntryPayload::Blank,
+            EntryType::ConfigChange => EntryPayload::Membership(
+                serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?,
+            ),
+        };
+        Ok(Entry {
+            log_id: self.log_id(index, slot),
+            payload,
+        })
+    }
+
+    fn append_one(&mut self, e: Entry<TypeConfig>, touched: &mut BTreeSet<u64>) -> io::Result<()> {
+        let index = e.log_id.index;
+        if let Some(last) = self.last_index() {
+            if index <= last {
+                return Err(invalid(format!("append of index {index} after {last}")));
+            }
+        }
+        let (kind, body) = match e.payload {
+            EntryPayload::Blank => (EntryType::Noop, Vec::new()),
+            EntryPayload::Normal(Record(b)) => (EntryType::Normal, b),
+            EntryPayload::Membership(m) => (
+                EntryType::ConfigChange,
+                serde_json::to_vec(&m).map_err(|e| invalid(e.to_string()))?,
+            ),
+        };
+        let size = (BODY_OFFSET + body.len()) as u64;
+        if size > self.seg_size - MIN_BLANK_LEN as u64 {
+            return Err(invalid(format!(
+                "an entry of {size} bytes does not fit a {}-byte segment",
+                self.seg_size
+            )));
+        }
+        let seg_start = self.end - self.end % self.seg_size;
+        let room = seg_start + self.seg_size - self.end;
+        if size > room {
+            // The rest of this segment is a filler; the entry opens the next one.
+            if self.segments.contains_key(&seg_start) && room >= MIN_BLANK_LEN as u64 {
+                let (start, f) = self.segment_for(self.end)?;
+                f.write_all_at(
+                    &crate::store::dledger::filler(room as usize),
+                    self.end - start,
+                )?;
+                touched.insert(start);
+            }
+            self.end = seg_start + self.seg_size;
+        }
+        let start = self.end - self.end % self.seg_size;
+        self.create_segment(start)?;
+        let node = e.log_id.leader_id.node_id;
+        let h = EntryHeader {
+            kind,
+            size: size as i32,
+            index: index as i64,
+            term: e.log_id.leader_id.term as i64,
+            pos: self.end as i64,
+            channel: i32::try_from(node)
+                .map_err(|_| invalid(format!("node id {node} does not fit the channel field")))?,
+            chain_crc: 0,
+            body_crc: body_crc(&body),
+            body_len: body.len() as i32,
+        };
+        let mut bytes = Vec::with_capacity(size as usize);
+        bytes.extend_from_slice(&h.encode());
+        bytes.extend_from_slice(&body);
+        let (start, f) = self.segment_for(self.end)?;
+        f.write_all_at(&bytes, self.end - start)?;
+        touched.insert(start);
+        self.index
+            .write_all_at(&IndexUnit::of(&h).encode(), index * INDEX_UNIT_SIZE as u64)?;
+        self.slots.insert(
+            index,
+            Slot {
+                pos: self.end,
+                size: size as u32,
+                term: e.log_id.leader_id.term,
+                node,
+            },
+        );
+        self.end += size;
+        Ok(())
+    }
+
+    /// Rebuilds the slots from the index, checking each unit against its entry.
+    fn recover(&mut self) -> io::Result<()> {
+        // The log starts after what was purged, at the first entry the oldest segment
+        // holds (a log need not start at index 0).
+        let after_purge = self.state.last_purged.map_or(0, |l| l.index + 1);
+        let oldest = self.segments.keys().next().copied();
+        let data_first = oldest
+            .and_then(|s| self.read_at(s, BODY_OFFSET).ok().map(|h| (s, h)))
+            .and_then(|(s, h)| EntryHeader::decode(&h, s).ok())
+            .and_then(|h| u64::try_from(h.index).ok());
+        let mut unit = [0u8; INDEX_UNIT_SIZE];
+        let mut index = after_purge.max(data_first.unwrap_or(after_purge));
+        loop {
+            if self
+                .index
+                .read_exact_at(&mut unit, index * INDEX_UNIT_SIZE as u64)
+                .is_err()
+            {
+                break;
+            }
+            let Ok(u) = IndexUnit::decode(&unit, index * INDEX_UNIT_SIZE as u64) else {
+                break;
+            };
+            let (Ok(pos), Ok(size), Ok(term)) = (
+                u64::try_from(u.pos),
+                u32::try_from(u.size),
+                u64::try_from(u.term),
+            ) else {
+                break;
+            };
+            let Ok(head) = self.read_at(pos, BODY_OFFSET) else {
+                break;
+            };
+            let Ok(h) = EntryHeader::decode(&head, pos) else {
+                break;
+            };
+            let slot = Slot {
+                pos,
+                size,
+                term,
+                node: u64::try_from(h.channel).unwrap_or(0),
+            };
+            if u.index != index as i64 || self.read_entry(index, &slot).is_err() {
+                break;
+            }
+            self.slots.insert(index, slot);
+            index += 1;
+        }
+        self.end = match self.slots.values().next_back() {
+            Some(s) => s.pos + u64::from(s.size),
+            // Nothing kept: start a fresh segment after the last one.
+            None => self
+                .segments
+                .keys()
+                .next_back()
+                .map_or(0, |s| s + self.seg_size),
+        };
+        // What follows the log (a torn append) is cleared, entries and units.
+        let tail_end = self
+            .segments
+            .keys()
+            .next_back()
+            .map_or(self.end, |s| s + self.seg_size);
+        let touched = self.zero(self.end, tail_end)?;
+        let units_len = self.index.metadata()?.len();
+        let cut = index * INDEX_UNIT_SIZE as u64;
+        if units_len > cut {
+            self.index.set_len(cut)?;
+        }
+        self.sync(&touched)
+    }
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir` with entry segments of `seg_size` bytes
+    /// (DLedger's default is 1 GiB), recovering what a crash left.
+    ///
+    /// # Errors
+    /// I/O errors; an unreadable `raftState.json`.
+    pub fn open(dir: &Path, seg_size: u64) -> io::Result<Self> {
+        std::fs::create_dir_all(dir.join("data"))?;
+        std::fs::create_dir_all(dir.join("index"))?;
+        let state: RaftState = match std::fs::read(dir.join("raftState.json")) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| invalid(format!("{}: {e}", dir.join("raftState.json").display())))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => RaftState::default(),
+            Err(e) => return Err(e),
+        };
+        let mut segments = BTreeMap::new();
+        for e in std::fs::read_dir(dir.join("data"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(start) = name.parse::<u64>() else {
+                continue;
+            };
+            if name.len() != 20 || start % seg_size != 0 {
+                return Err(invalid(format!(
+                    "unexpected file {} in the Raft entry directory",
+                    e.path().display()
+                )));
+            }
+            let f = OpenOptions::new().read(true).write(true).open(e.path())?;
+            segments.insert(start, f);
+        }
+        let index = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("index").join(segment_name(0)))?;
+        let mut inner = Inner {
+            dir: dir.to_path_buf(),
+            seg_size,
+            segments,
+            index,
+            slots: BTreeMap::new(),
+            end: 0,
+            state,
+        };
+        inner.recover()?;
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StoreResult<Vec<Entry<TypeConfig>>> {
+        let inner = lock(&self.inner);
+        let Some(last) = inner.last_index() else {
+            return Ok(Vec::new());
+        };
+        let from = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => match i.checked_sub(1) {
+                Some(i) => i,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => last,
+        }
+        .min(last);
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for (index, slot) in inner.slots.range(from..=to) {
+            match inner.read_entry(*index, slot) {
+                Ok(e) => out.push(e),
+                Err(e) => return Err(read_err(&e)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StoreResult<LogState<TypeConfig>> {
+        let inner = lock(&self.inner);
+        let last_purged_log_id = inner.state.last_purged;
+        let last_log_id = match inner.slots.iter().next_back() {
+            Some((i, s)) => Some(inner.log_id(*i, s)),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
+        let mut inner = lock(&self.inner);
+        inner.state.vote = Some(*vote);
+        inner
+            .persist_state()
+            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
+    }
+
+    async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
+        Ok(lock(&self.inner).state.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
+        let mut inner = lock(&self.inner);
+        inner.state.committed = committed;
+        inner.persist_state().map_err(|e| write_err(&e))
+    }
+
+    async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
+        Ok(lock(&self.inner).state.committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StoreResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut inner = lock(&self.inner);
+        let mut touched = BTreeSet::new();
+        for e in entries {
+            if let Err(err) = inner.append_one(e, &mut touched) {
+                callback.log_io_completed(Err(io::Error::new(err.kind(), err.to_string())));
+                return Err(write_err(&err));
+            }
+        }
+        let synced = inner.sync(&touched);
+        match synced {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(err) => {
+                callback.log_io_completed(Err(io::Error::new(err.kind(), err.to_string())));
+                Err(write_err(&err))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
+        let mut inner = lock(&self.inner);
+        let from = log_id.index;
+        let Some(cut) = inner.slots.range(from..).next().map(|(_, s)| s.pos) else {
+            return Ok(());
+        };
+        let old_end = inner.end;
+        let run = || -> io::Result<()> {
+            let touched = inner.zero(cut, old_end)?;
+            inner.index.set_len(from * INDEX_UNIT_SIZE as u64)?;
+            inner.sync(&touched)
+        };
+        run().map_err(|e| write_err(&e))?;
+        inner.slots.split_off(&from);
+        inner.end = cut;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
+        let mut inner = lock(&self.inner);
+        if inner
+            .state
+            .last_purged
+            .is_some_and(|p| p.index >= log_id.index)
+        {
+            return Ok(());
+        }
+        inner.state.last_purged = Some(log_id);
+        inner.persist_state().map_err(|e| write_err(&e))?;
+        let kept = inner.slots.split_off(&(log_id.index + 1));
+        inner.slots = kept;
+        // Whole segments below the first entry kept (or below the write position).
+        let keep_from = inner.slots.values().next().map_or(inner.end, |s| s.pos);
+        let seg_size = inner.seg_size;
+        let dead: Vec<u64> = inner
+            .segments
+            .keys()
+            .copied()
+            .filter(|s| s + seg_size <= keep_from)
+            .collect();
+        for s in dead {
+            inner.segments.remove(&s);
+            let path = inner.dir.join("data").join(segment_name(s));
+            std::fs::remove_file(&path).map_err(|e| write_err(&e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::{BasicNode, StoredMembership};
+
+    /// The smallest state machine the suite needs: what was applied, the membership,
+    /// and snapshots of those two. (The broker's state machine will be the
+    /// dispatcher.)
+    type Kept = Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>;
+
+    #[derive(Debug, Default, Clone)]
+    struct Applied {
+        last: Option<LogId<NodeId>>,
+        membership: StoredMembership<NodeId, BasicNode>,
+        /// Shared with the snapshot builders it hands out.
+        snapshot: Arc<Mutex<Kept>>,
+    }
+
+    impl RaftSnapshotBuilder<TypeConfig> for Applied {
+        async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
+            let data = serde_json::to_vec(&(&self.last, &self.membership))
+                .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
+            let meta = SnapshotMeta {
+                last_log_id: self.last,
+                last_membership: self.membership.clone(),
+                snapshot_id: format!("{:?}", self.last),
+            };
+            *lock(&self.snapshot) = Some((meta.clone(), data.clone()));
+            Ok(Snapshot {
+                meta,
+                snapshot: Box::new(std::io::Cursor::new(data)),
+            })
+        }
+    }
+
+    impl RaftStateMachine<TypeConfig> for Applied {
+        type SnapshotBuilder = Applied;
+
+        async fn applied_state(
+            &mut self,
+        ) -> StoreResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+            Ok((self.last, self.membership.clone()))
+        }
+
+        async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<()>>
+        where
+            I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+            I::IntoIter: OptionalSend,
+        {
+            let mut out = Vec::new();
+            for e in entries {
+                self.last = Some(e.log_id);
+                if let EntryPayload::Membership(m) = e.payload {
+                    self.membership = StoredMembership::new(Some(e.log_id), m);
+                }
+                out.push(());
+            }
+            Ok(out)
+        }
+
+        async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+            self.clone()
+        }
+
+        async fn begin_receiving_snapshot(&mut self) -> StoreResult<Box<std::io::Cursor<Vec<u8>>>> {
+            Ok(Box::new(std::io::Cursor::new(Vec::new())))
+        }
+
+        async fn install_snapshot(
+            &mut self,
+            meta: &SnapshotMeta<NodeId, BasicNode>,
+            snapshot: Box<std::io::Cursor<Vec<u8>>>,
+        ) -> StoreResult<()> {
+            self.last = meta.last_log_id;
+            self.membership = meta.last_membership.clone();
+            *lock(&self.snapshot) = Some((meta.clone(), snapshot.into_inner()));
+            Ok(())
+        }
+
+        async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
+            Ok(lock(&self.snapshot).clone().map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: Box::new(std::io::Cursor::new(data)),
+            }))
+        }
+    }
+
+    struct Builder {
+        seg_size: u64,
+    }
+
+    impl StoreBuilder<TypeConfig, LogStore, Applied, tempfile::TempDir> for Builder {
+        async fn build(&self) -> StoreResult<(tempfile::TempDir, LogStore, Applied)> {
+            let dir = tempfile::tempdir().map_err(|e| write_err(&e))?;
+            let store = LogStore::open(dir.path(), self.seg_size).map_err(|e| write_err(&e))?;
+            Ok((dir, store, Applied::default()))
+        }
+    }
+
+    /// openraft's own storage suite, with segments small enough that its logs span
+    /// several (fillers, rolling, purging whole segments).
+    #[test]
+    fn passes_openrafts_storage_suite() {
+        Suite::test_all(Builder { seg_size: 256 }).unwrap();
+        Suite::test_all(Builder { seg_size: 1 << 20 }).unwrap();
+    }
+
+    fn normal(term: u64, node: u64, index: u64, body: &[u8]) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, node), index),
+            payload: EntryPayload::Normal(Record(body.to_vec())),
+        }
+    }
+
+    async fn append(store: &mut LogStore, entries: Vec<Entry<TypeConfig>>) {
+        use openraft::storage::RaftLogStorageExt;
+        store.blocking_append(entries).await.unwrap();
+    }
+
+    /// A restart keeps every synced entry; a torn last entry and what a truncation
+    /// cut never come back; the files are DLedger's layout.
+    #[tokio::test]
+    async fn a_restart_keeps_the_log_and_never_brings_back_a_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 4096;
+        {
+            let mut s = LogStore::open(dir.path(), seg).unwrap();
+            let entries = (1..=40).map(|i| normal(2, 1, i, &[i as u8; 150])).collect();
+            append(&mut s, entries).await;
+            s.truncate(LogId::new(CommittedLeaderId::new(2, 1), 31))
+                .await
+                .unwrap();
+            append(&mut s, vec![normal(3, 2, 31, b"new term")]).await;
+        }
+        let mut s = LogStore::open(dir.path(), seg).unwrap();
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(
+            st.last_log_id.map(|l| (l.index, l.leader_id.term)),
+            Some((31, 3))
+        );
+        let all = s.try_get_log_entries(..).await.unwrap();
+        assert_eq!(all.len(), 31);
+        assert!(matches!(&all[30].payload, EntryPayload::Normal(Record(b)) if b == b"new term"));
+        assert!(matches!(&all[0].payload, EntryPayload::Normal(Record(b)) if b == &vec![1u8; 150]));
+        // The segment files are full-size DLedger entry files.
+        let data: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .collect();
+        assert!(data.len() >= 2, "{} segments", data.len());
+        let first = std::fs::read(dir.path().join("data").join(segment_name(0))).unwrap();
+        assert_eq!(first.len() as u64, seg);
+        let (found, _) = crate::store::dledger::scan_segment(&first, 0, Some(0));
+        assert_eq!(found[0].index, 1);
+        assert_eq!(found[0].kind, EntryType::Normal);
+        drop(s);
+
+        // A torn last append: its entry's body damaged after the index was written.
+        let s = LogStore::open(dir.path(), seg).unwrap();
+        let last = *lock(&s.inner).slots.values().next_back().unwrap();
+        drop(s);
+        let path = dir
+            .path()
+            .join("data")
+            .join(segment_name(last.pos - last.pos % seg));
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"XX", last.pos % seg + BODY_OFFSET as u64)
+            .unwrap();
+        drop(f);
+        let mut s = LogStore::open(dir.path(), seg).unwrap();
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(30));
+    }
+}
