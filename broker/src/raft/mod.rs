@@ -7,6 +7,7 @@
 //! (`docs/raft.md`).
 
 pub mod log_store;
+pub mod machine;
 
 use serde::{Deserialize, Serialize};
 

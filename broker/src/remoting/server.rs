@@ -25,8 +25,9 @@
 //!   connection queues at most one for its turn, so the turns go round the connections
 //!   (RocketMQ gives admin requests their own small executor for the same reason): a
 //!   client flooding GET_BROKER_RUNTIME_INFO can take that share of the CPU, never the
-//!   data path's; and while control requests queue, each turn is followed by as long
-//!   idle as it ran (at most half of one worker under a control flood);
+//!   data path's; and while other connections' control requests wait, each turn is
+//!   followed by as long idle as it ran (at most half of one worker when several
+//!   connections flood; one connection alone is never held back);
 //! - responses queued on all connections together count against
 //!   `max_total_pending_response_bytes`; past it, every connection holding more than
 //!   its fair share (a sixteenth of its own budget) pauses its reads too;
@@ -348,7 +349,8 @@ pub struct ServerStats {
     last_warn_ms: AtomicU64,
     /// Connections closed since the allocator was last asked to return free memory.
     closed_since_trim: AtomicU64,
-    /// Control-plane requests waiting for their turn now.
+    /// Control-plane requests waiting for the server's control turn now (at most one
+    /// per connection).
     control_waiting: AtomicUsize,
 }
 
@@ -662,17 +664,40 @@ async fn run_connection<H: RequestHandler>(
                     let control = handler.is_control(code).then(|| Arc::clone(&control_turns));
                     // A connection with CONTROL_QUEUE control requests waiting is not
                     // read further until one ends (its flood stays in its socket).
+                    // Both waits also end when the server stops or the peer is gone (its
+                    // answers can no longer be written): the reader is not reading then.
                     let queued = match control {
-                        Some(_) => match Arc::clone(&control_queue).acquire_owned().await {
-                            Ok(p) => Some(p),
-                            Err(_) => break 'read,
+                        Some(_) => tokio::select! {
+                            p = Arc::clone(&control_queue).acquire_owned() => match p {
+                                Ok(p) => Some(p),
+                                Err(_) => break 'read,
+                            },
+                            _ = &mut writer_task => {
+                                writer_done = true;
+                                break 'read;
+                            }
+                            _ = stop.wait_for(|s| *s) => {
+                                graceful = true;
+                                break 'read;
+                            }
                         },
                         None => None,
                     };
                     // This connection's turn to run one more request (the semaphore is
                     // never closed; its permits come back as requests run or wait).
-                    let Ok(turn) = Arc::clone(&turns).acquire_owned().await else {
-                        break 'read;
+                    let turn = tokio::select! {
+                        p = Arc::clone(&turns).acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => break 'read,
+                        },
+                        _ = &mut writer_task => {
+                            writer_done = true;
+                            break 'read;
+                        }
+                        _ = stop.wait_for(|s| *s) => {
+                            graceful = true;
+                            break 'read;
+                        }
                     };
                     flow.in_flight.fetch_add(1, Ordering::AcqRel);
                     let guard = InFlight(Arc::clone(&flow));
@@ -702,9 +727,13 @@ async fn run_connection<H: RequestHandler>(
                                         // time queues for the server's control turn, and
                                         // holds both until it first waits or ends.
                                         Some(server) => {
+                                            let mine = flow2.control.acquire().await.ok();
+                                            // Counted while it waits for the server's
+                                            // turn: other connections' requests only
+                                            // (this connection's next one waits for
+                                            // `mine`).
                                             let waiting =
                                                 Waiting::new(&flow2.stats.control_waiting);
-                                            let mine = flow2.control.acquire().await.ok();
                                             let turn = server.acquire().await.ok();
                                             drop(waiting);
                                             let started = std::time::Instant::now();
@@ -724,10 +753,11 @@ async fn run_connection<H: RequestHandler>(
                                             flow2.drain(e.0.cost);
                                         }
                                     }
-                                    // While other control requests wait, the control
-                                    // plane runs at most half the time: the turn stays
-                                    // idle as long as the request ran (its answer is
-                                    // already on its way). A lone admin client is
+                                    // While other connections' control requests
+                                    // wait, the control plane runs at most half the
+                                    // time: the turn stays idle as long as the
+                                    // request ran (its answer is already on its way).
+                                    // One connection alone, pipelining or not, is
                                     // never held back.
                                     if let Some((turn, busy)) = held {
                                         if flow2.stats.control_waiting.load(Ordering::Acquire) > 0 {
