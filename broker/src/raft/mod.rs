@@ -6,6 +6,8 @@
 //! a broker configured with `enableDLegerCommitLog=true` refuses to start
 //! (`docs/raft.md`).
 
+#[cfg(test)]
+mod cluster_tests;
 pub mod log_store;
 pub mod machine;
 
