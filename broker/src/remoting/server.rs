@@ -663,41 +663,31 @@ async fn run_connection<H: RequestHandler>(
                     }
                     let control = handler.is_control(code).then(|| Arc::clone(&control_turns));
                     // A connection with CONTROL_QUEUE control requests waiting is not
-                    // read further until one ends (its flood stays in its socket).
-                    // Both waits also end when the server stops or the peer is gone (its
+                    // read further until one ends (its flood stays in its socket); then
+                    // it waits for its turn to run one more request (the semaphores are
+                    // never closed; their permits come back as requests run or wait).
+                    // The wait also ends when the server stops or the peer is gone (its
                     // answers can no longer be written): the reader is not reading then.
-                    let queued = match control {
-                        Some(_) => tokio::select! {
-                            p = Arc::clone(&control_queue).acquire_owned() => match p {
-                                Ok(p) => Some(p),
-                                Err(_) => break 'read,
-                            },
-                            _ = &mut writer_task => {
-                                writer_done = true;
-                                break 'read;
-                            }
-                            _ = stop.wait_for(|s| *s) => {
-                                graceful = true;
-                                break 'read;
-                            }
-                        },
-                        None => None,
-                    };
-                    // This connection's turn to run one more request (the semaphore is
-                    // never closed; its permits come back as requests run or wait).
-                    let turn = tokio::select! {
-                        p = Arc::clone(&turns).acquire_owned() => match p {
-                            Ok(p) => p,
-                            Err(_) => break 'read,
-                        },
+                    let waited = tokio::select! {
+                        p = async {
+                            let queued = match control {
+                                Some(_) => Some(Arc::clone(&control_queue).acquire_owned().await?),
+                                None => None,
+                            };
+                            let turn = Arc::clone(&turns).acquire_owned().await?;
+                            Ok::<_, tokio::sync::AcquireError>((queued, turn))
+                        } => p.ok(),
                         _ = &mut writer_task => {
                             writer_done = true;
-                            break 'read;
+                            None
                         }
                         _ = stop.wait_for(|s| *s) => {
                             graceful = true;
-                            break 'read;
+                            None
                         }
+                    };
+                    let Some((queued, turn)) = waited else {
+                        break 'read;
                     };
                     flow.in_flight.fetch_add(1, Ordering::AcqRel);
                     let guard = InFlight(Arc::clone(&flow));
