@@ -15,6 +15,17 @@ use crate::store::StoreError;
 
 pub use crate::protocol::topic::{validate_topic, PERM_RW, PERM_RWI, TBW102, TOPIC_MAX_LENGTH};
 
+/// A created topic's config: `queues` read and write queues, `perm`.
+fn new_topic(topic: &str, queues: i32, perm: i32) -> TopicConfig {
+    TopicConfig {
+        topic_name: topic.to_owned(),
+        read_queue_nums: queues,
+        write_queue_nums: queues,
+        perm,
+        ..TopicConfig::default()
+    }
+}
+
 /// Topic configurations (`topics.json`).
 #[derive(Debug)]
 pub struct TopicManager {
@@ -80,16 +91,8 @@ impl TopicManager {
             if t.topic_config_table.contains_key(topic) {
                 continue;
             }
-            t.topic_config_table.insert(
-                topic.clone(),
-                TopicConfig {
-                    topic_name: topic.clone(),
-                    read_queue_nums: *queues,
-                    write_queue_nums: *queues,
-                    perm,
-                    ..TopicConfig::default()
-                },
-            );
+            t.topic_config_table
+                .insert(topic.clone(), new_topic(topic, *queues, perm));
             created += 1;
         }
         if created > 0 {
@@ -105,13 +108,7 @@ impl TopicManager {
         if let Some(tc) = t.topic_config_table.get(topic) {
             return (tc.clone(), false);
         }
-        let tc = TopicConfig {
-            topic_name: topic.to_owned(),
-            read_queue_nums: queues,
-            write_queue_nums: queues,
-            perm,
-            ..TopicConfig::default()
-        };
+        let tc = new_topic(topic, queues, perm);
         t.topic_config_table.insert(topic.to_owned(), tc.clone());
         t.data_version.next_version();
         self.persist_locked(&t);
@@ -190,14 +187,6 @@ impl GroupManager {
             default_retry_max: retry_max,
             auto: Mutex::new(auto),
         })
-    }
-
-    /// A group's config.
-    pub fn get(&self, group: &str) -> Option<SubscriptionGroupConfig> {
-        lock(&self.table)
-            .subscription_group_table
-            .get(group)
-            .cloned()
     }
 
     /// The configs of `groups`; missing ones are created with defaults (and remembered

@@ -184,26 +184,20 @@ impl Flow {
     }
 }
 
-/// A request's work holding its connection's turn (see the module notes) until the
-/// first time it waits on something, or ends.
-struct TurnUntilWait<F, T> {
-    work: F,
-    turn: Option<T>,
-}
-
-impl<F: Future + Unpin, T: Unpin> Future for TurnUntilWait<F, T> {
-    type Output = F::Output;
-
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        let r = Pin::new(&mut self.work).poll(cx);
+/// Runs `work` holding `turn` (see the module notes) until the first time it waits on
+/// something; returns its output, and the turn if it never waited.
+async fn turn_until_wait<F: Future, T>(work: F, turn: T) -> (F::Output, Option<T>) {
+    let mut work = std::pin::pin!(work);
+    let mut turn = Some(turn);
+    let out = std::future::poll_fn(|cx| {
+        let r = work.as_mut().poll(cx);
         if r.is_pending() {
-            self.turn = None;
+            turn = None;
         }
         r
-    }
+    })
+    .await;
+    (out, turn)
 }
 
 /// Decrements the in-flight count when a request task ends, however it ends.
@@ -702,9 +696,8 @@ async fn run_connection<H: RequestHandler>(
                         async move {
                             let _guard = guard;
                             let _queued = queued;
-                            let work = TurnUntilWait {
-                                turn: Some(turn),
-                                work: Box::pin(async {
+                            let work = turn_until_wait(
+                                async {
                                     let _turn = if heavy {
                                         let turn = flow2.heavy.acquire().await.ok();
                                         flow2.under_budget().await;
@@ -727,12 +720,12 @@ async fn run_connection<H: RequestHandler>(
                                             let turn = server.acquire().await.ok();
                                             drop(waiting);
                                             let started = std::time::Instant::now();
-                                            let mut w = TurnUntilWait {
-                                                turn: Some((mine, turn)),
-                                                work: handler.handle(conn2, cmd),
-                                            };
-                                            let resp = (&mut w).await;
-                                            (resp, w.turn.take().map(|t| (t, started.elapsed())))
+                                            let (resp, held) = turn_until_wait(
+                                                handler.handle(conn2, cmd),
+                                                (mine, turn),
+                                            )
+                                            .await;
+                                            (resp, held.map(|t| (t, started.elapsed())))
                                         }
                                         None => (handler.handle(conn2, cmd).await, None),
                                     };
@@ -755,10 +748,11 @@ async fn run_connection<H: RequestHandler>(
                                         }
                                         drop(turn);
                                     }
-                                }),
-                            };
+                                },
+                                turn,
+                            );
                             tokio::select! {
-                                () = work => {}
+                                _ = work => {}
                                 _ = cancel.wait_for(|c| *c) => {}
                             }
                         }
