@@ -319,7 +319,7 @@ fn invalid_config_exits_non_zero_naming_the_key() {
 /// Issue 15 (first step): a broker configured for RocketMQ's DLedger mode stops at
 /// start-up saying the mode is not built, instead of running as a plain master.
 #[test]
-fn a_dledger_configuration_is_refused_at_start_up() {
+fn a_bad_dledger_peer_list_is_refused_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .args(["broker", "--set", "enableDLegerCommitLog=true"])
@@ -331,7 +331,7 @@ fn a_dledger_configuration_is_refused_at_start_up() {
         ])
         .args([
             "--set",
-            "dLegerPeers=n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913",
+            "dLegerPeers=n0-127.0.0.1:40911;n1-127.0.0.1;n2-127.0.0.1:40913",
         ])
         .arg("--set")
         .arg(format!("storePathRootDir={}", dir.path().display()))
@@ -339,8 +339,8 @@ fn a_dledger_configuration_is_refused_at_start_up() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("enableDLegerCommitLog"), "{err}");
-    assert!(err.contains("not built"), "{err}");
+    assert!(err.contains("dLegerPeers"), "{err}");
+    assert!(err.contains("is not id-host:port"), "{err}");
 }
 
 #[test]

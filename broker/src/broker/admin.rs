@@ -177,6 +177,20 @@ impl Broker {
                 .to_string(),
         );
         put("masterAddr", role.master_addr.clone().unwrap_or_default());
+        if let Some(node) = self.raft_node() {
+            put(
+                "dLegerGroup",
+                self.config
+                    .dledger
+                    .group
+                    .clone()
+                    .unwrap_or_else(|| self.config.broker_name.clone()),
+            );
+            put("dLegerSelfId", self.config.dledger.self_id.clone());
+            for (k, v) in node.status() {
+                put(k, v);
+            }
+        }
         put("haConnections", self.ha.slave_count().to_string());
         put(
             "haServerAddr",

@@ -363,6 +363,37 @@ pub struct DLedgerSettings {
     pub self_id: String,
     /// `preferredLeaderId`.
     pub preferred_leader_id: Option<String>,
+    /// `heartBeatTimeIntervalMs`: the leader's heartbeat period. DLedger's default is
+    /// 2000; ferrocket's is 500 so that a new leader is elected within about 2 s.
+    pub heartbeat_ms: u64,
+    /// `maxHeartBeatLeak` (3): heartbeats a follower misses before it stands for
+    /// election (election timeout = heartbeat × leak, plus up to `maxVoteIntervalMs`).
+    pub max_heartbeat_leak: u64,
+    /// `maxVoteIntervalMs` (1000): the random spread added to the election timeout.
+    pub max_vote_interval_ms: u64,
+}
+
+impl DLedgerSettings {
+    /// The Raft node id of `id`: its place in `dLegerPeers`.
+    #[must_use]
+    pub fn node_id(&self, id: &str) -> Option<u64> {
+        self.peers
+            .iter()
+            .position(|(p, _)| p == id)
+            .map(|i| i as u64)
+    }
+
+    /// This broker's Raft node id.
+    #[must_use]
+    pub fn self_node(&self) -> u64 {
+        self.node_id(&self.self_id).unwrap_or(0)
+    }
+
+    /// The brokerId a follower registers with: its node id + 1 (the leader is 0).
+    #[must_use]
+    pub fn follower_broker_id(&self) -> i64 {
+        self.self_node() as i64 + 1
+    }
 }
 
 impl Default for DLedgerSettings {
@@ -373,6 +404,9 @@ impl Default for DLedgerSettings {
             peers: Vec::new(),
             self_id: "n0".into(),
             preferred_leader_id: None,
+            heartbeat_ms: 500,
+            max_heartbeat_leak: 3,
+            max_vote_interval_ms: 1000,
         }
     }
 }
@@ -606,12 +640,16 @@ impl BrokerConfig {
                     c.dledger.preferred_leader_id =
                         Some(v.trim().to_owned()).filter(|p| !p.is_empty());
                 }
+                "heartBeatTimeIntervalMs" => c.dledger.heartbeat_ms = num(key, v)?,
+                "maxHeartBeatLeak" => c.dledger.max_heartbeat_leak = num(key, v)?,
+                "maxVoteIntervalMs" => c.dledger.max_vote_interval_ms = num(key, v)?,
                 _ => warn!(key, "unknown configuration key ignored"),
             }
         }
         if !ha_port_set {
             c.ha_listen_port = c.listen_port.saturating_add(1);
         }
+        c.store.dispatch_committed_only = c.dledger.enabled;
         if !master_role_set && c.broker_role != BrokerRole::Slave {
             c.master_role = c.broker_role;
         }
@@ -674,10 +712,24 @@ impl BrokerConfig {
                     );
                 }
             }
-            return bad(
-                "enableDLegerCommitLog",
-                "the Raft-replicated CommitLog (RocketMQ's DLedger mode) is not built in this ferrocket version yet; use brokerRole SYNC_MASTER/ASYNC_MASTER with slaves (the on-disk entry format is in place: docs/raft.md)".into(),
-            );
+            if !(10..=60_000).contains(&d.heartbeat_ms) {
+                return bad(
+                    "heartBeatTimeIntervalMs",
+                    format!("{} is outside 10..=60000", d.heartbeat_ms),
+                );
+            }
+            if !(2..=100).contains(&d.max_heartbeat_leak) {
+                return bad(
+                    "maxHeartBeatLeak",
+                    format!("{} is outside 2..=100", d.max_heartbeat_leak),
+                );
+            }
+            if !(1..=60_000).contains(&d.max_vote_interval_ms) {
+                return bad(
+                    "maxVoteIntervalMs",
+                    format!("{} is outside 1..=60000", d.max_vote_interval_ms),
+                );
+            }
         }
         self.store.validate().map_err(|e| match e {
             crate::store::StoreError::Config { key, reason } => ConfigError {
@@ -864,7 +916,7 @@ mod tests {
     /// mode stops at start-up saying it is not built, instead of ignoring the keys and
     /// running as a plain master.
     #[test]
-    fn dledger_keys_are_checked_and_the_mode_is_refused_until_built() {
+    fn dledger_keys_are_checked() {
         let conf = |extra: &str| {
             BrokerConfig::from_properties(&parse_properties(&format!(
                 "brokerName=RaftNode00\nenableDLegerCommitLog=true\ndLegerGroup=RaftNode00\n{extra}"
@@ -891,9 +943,9 @@ mod tests {
                 "n9",
             ),
             (
-                format!("{peers}\ndLegerSelfId=n1"),
-                "enableDLegerCommitLog",
-                "not built",
+                format!("{peers}\ndLegerSelfId=n1\nmaxHeartBeatLeak=1"),
+                "maxHeartBeatLeak",
+                "outside",
             ),
         ] {
             let e = conf(&extra).unwrap_err();
@@ -908,6 +960,16 @@ mod tests {
         assert_eq!(c.dledger.peers.len(), 3);
         assert_eq!(c.dledger.peers[2], ("n2".into(), "127.0.0.1:40913".into()));
         assert_eq!(c.dledger.self_id, "n0");
+        assert!(!c.store.dispatch_committed_only);
+        // On, with a valid peer list: node ids follow the list, followers register
+        // with id + 1, and the dispatcher follows the commit index.
+        let c = conf(&format!("{peers}\ndLegerSelfId=n2")).unwrap();
+        assert_eq!(
+            (c.dledger.self_node(), c.dledger.follower_broker_id()),
+            (2, 3)
+        );
+        assert!(c.store.dispatch_committed_only);
+        assert_eq!(c.dledger.heartbeat_ms, 500);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod meta;
 pub mod ops;
 mod pull;
 mod query;
+mod raft_mode;
 mod registration;
 mod reply;
 mod role;
@@ -108,6 +109,8 @@ pub struct Broker {
     pub role: Arc<crate::ha::RoleCell>,
     /// Replication (master side).
     pub ha: Arc<crate::ha::HaService>,
+    /// The Raft node (`enableDLegerCommitLog=true`), once started.
+    raft: std::sync::OnceLock<Arc<crate::raft::node::RaftNode>>,
     registered: std::sync::atomic::AtomicBool,
     /// The topic permission last registered (a read-only store registers without
     /// write, so routes steer producers away); -1 before the first registration.
@@ -186,17 +189,29 @@ impl Broker {
         }
         let epochs =
             crate::ha::epoch::EpochFile::load(&config.store.store_path_root_dir.join("epochFile"))?;
-        let configured = crate::ha::RoleState {
-            role: config.broker_role,
-            broker_id: config.broker_id,
-            epoch: config.role_epoch,
-            master_addr: None,
-            master_ha_addr: config.ha_master_address.clone(),
+        let configured = if config.dledger.enabled {
+            // The Raft group decides: a follower (no writes) until the node learns
+            // otherwise; the epoch is the Raft term.
+            crate::ha::RoleState {
+                role: BrokerRole::Slave,
+                broker_id: config.dledger.follower_broker_id(),
+                epoch: 0,
+                master_addr: None,
+                master_ha_addr: None,
+            }
+        } else {
+            crate::ha::RoleState {
+                role: config.broker_role,
+                broker_id: config.broker_id,
+                epoch: config.role_epoch,
+                master_addr: None,
+                master_ha_addr: config.ha_master_address.clone(),
+            }
         };
         // Epochs only move forward: a roles file older than the role this broker last
         // took (the kubelet had not refreshed it) does not move it back.
         let record_path = crate::ha::record::path_in(&config.store.store_path_root_dir);
-        let record = crate::ha::record::load(&record_path);
+        let record = crate::ha::record::load(&record_path).filter(|_| !config.dledger.enabled);
         let (state, from) = crate::ha::record::starting_role(&configured, record.as_ref());
         if from == crate::ha::record::StartFrom::Record {
             tracing::warn!(
@@ -221,6 +236,7 @@ impl Broker {
         Ok(Arc::new(Broker {
             role,
             ha,
+            raft: std::sync::OnceLock::new(),
             config,
             store,
             topics,
@@ -275,7 +291,7 @@ impl Broker {
             async move {
                 loop {
                     b.request_beat.beat();
-                    if b.role.is_master() {
+                    if b.role.is_master() && !b.config.dledger.enabled {
                         b.ha.check_sync_state_set();
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -321,11 +337,20 @@ impl Broker {
                     }
                 }
             }),
-            tokio::spawn(crate::ha::run_slave(
-                Arc::clone(&self.store),
-                Arc::clone(&self.role),
-                self.config.broker_addr(),
-            )),
+            tokio::spawn({
+                let (store, role, addr) = (
+                    Arc::clone(&self.store),
+                    Arc::clone(&self.role),
+                    self.config.broker_addr(),
+                );
+                let raft = self.config.dledger.enabled;
+                async move {
+                    // In Raft mode the group replicates; there is no HA follower.
+                    if !raft {
+                        crate::ha::run_slave(store, role, addr).await;
+                    }
+                }
+            }),
             tokio::spawn({
                 // A role change re-registers at once, so routes follow the new master.
                 let b = Arc::clone(&self);

@@ -147,6 +147,9 @@ impl Broker {
     /// The answer to a write this broker does not take: a slave's, or (RocketMQ's
     /// wording, so the client moves on to another broker) one without write permission.
     pub(super) fn refuse_writes(&self, req: &RemotingCommand) -> Option<RemotingCommand> {
+        if let Some(why) = self.raft_refusal() {
+            return Some(fail(req, response::SERVICE_NOT_AVAILABLE, why));
+        }
         if !self.is_master() {
             return Some(fail(
                 req,
@@ -350,8 +353,17 @@ impl Broker {
                 );
             }
         };
-        self.ha.notify_new_data();
+        self.data_appended();
         let code = match self.await_acknowledged(&msgs, &result).await {
+            // RocketMQ's answer when DLedger's quorum wait times out (OS_PAGECACHE_BUSY).
+            Ok(response::SYSTEM_ERROR) => {
+                return fail(
+                    req,
+                    response::SYSTEM_ERROR,
+                    "[PC_SYNCHRONIZED]broker busy: a majority of the DLedger group did not \
+                     confirm the message in time (it may still be stored); retry",
+                )
+            }
             Ok(code) => code,
             Err(e) => {
                 warn!(error = %e, "send not acknowledged");
@@ -411,6 +423,22 @@ impl Broker {
     ) -> Result<i32, StoreError> {
         let sync_master = self.role.role() == BrokerRole::SyncMaster;
         let timeout = Duration::from_millis(self.config.store.sync_flush_timeout_ms.max(1));
+        if let Some(committed) = self.wait_raft_commit(result.end_offset, timeout).await {
+            // Raft mode: committed means a majority holds it (each on disk under
+            // SYNC_FLUSH, as the entry log syncs before it acknowledges).
+            let flushed = self.store.await_durable(msgs, result).await;
+            if self.store.generation() != result.generation {
+                return Err(StoreError::NotMaster);
+            }
+            if !committed {
+                return Ok(response::SYSTEM_ERROR);
+            }
+            return match flushed {
+                Ok(()) => Ok(response::SUCCESS),
+                Err(StoreError::FlushTimeout { .. }) => Ok(response::FLUSH_DISK_TIMEOUT),
+                Err(e) => Err(e),
+            };
+        }
         let replicate = async {
             if sync_master && crate::store::wait_requested(msgs) {
                 self.ha

@@ -277,7 +277,7 @@ impl Broker {
             .map_or(i64::MAX, |((at, _), _)| *at);
         st.delivered_before = first.min(now + 1).max(st.delivered_before);
         if n > 0 {
-            self.ha.notify_new_data();
+            self.data_appended();
             self.timers
                 .counters
                 .delivered

@@ -638,7 +638,7 @@ impl Broker {
         self.ensure_topic(&msg.topic, msg.queue_id);
         let msgs = std::slice::from_ref(&msg);
         let r = self.store.append_messages(msgs).map_err(stored_error)?;
-        self.ha.notify_new_data();
+        self.data_appended();
         match self.await_acknowledged(msgs, &r).await {
             Ok(code) if code == response::SUCCESS => Ok(()),
             // The record is stored; only its flush or replication was not confirmed
@@ -778,7 +778,7 @@ impl Broker {
         let r = self
             .transactions
             .append_half(&self.store, std::slice::from_ref(&msg))?;
-        self.ha.notify_new_data();
+        self.data_appended();
         Ok(r.queue_offset)
     }
 

@@ -252,6 +252,10 @@ async fn start_broker(mut config: BrokerConfig) -> Result<(Arc<Broker>, Listener
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
         .context("cannot open the store")?;
+    broker
+        .start_raft()
+        .await
+        .context("cannot start the DLedger node")?;
     broker.register_all().await;
     Ok((broker, listeners))
 }

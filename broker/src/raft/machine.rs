@@ -18,10 +18,22 @@ use crate::sync::lock;
 type NodeId = u64;
 type Kept = Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>;
 
+/// What the broker does with a committed normal entry: its record bytes reach the
+/// CommitLog (a follower appends them; the leader has them already) and the dispatcher
+/// may go past them. An error stops this node's Raft (its store cannot follow the log).
+pub trait Apply: Send + Sync + 'static {
+    /// Applies the committed entry `index` carrying `data`.
+    ///
+    /// # Errors
+    /// What the store refused, as text.
+    fn apply(&self, index: u64, data: &[u8]) -> Result<(), String>;
+}
+
 /// What has been applied, and the latest snapshot (shared with the snapshot builders
 /// handed out).
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Applied {
+    applier: Option<Arc<dyn Apply>>,
     last: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     /// Normal entries applied, in order (their payload lengths): what the tests check.
@@ -29,7 +41,24 @@ pub struct Applied {
     snapshot: Arc<Mutex<Kept>>,
 }
 
+impl std::fmt::Debug for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applied")
+            .field("last", &self.last)
+            .field("membership", &self.membership)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Applied {
+    /// A state machine that hands each committed normal entry to `applier`.
+    pub fn with_applier(applier: Arc<dyn Apply>) -> Self {
+        Applied {
+            applier: Some(applier),
+            ..Applied::default()
+        }
+    }
+
     /// The indexes of the normal entries applied so far, in order.
     pub fn applied_normal(&self) -> Vec<u64> {
         lock(&self.applied_normal).clone()
@@ -77,7 +106,16 @@ impl RaftStateMachine<TypeConfig> for Applied {
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
                 }
-                EntryPayload::Normal(_) => lock(&self.applied_normal).push(e.log_id.index),
+                EntryPayload::Normal(r) => {
+                    if let Some(a) = &self.applier {
+                        if let Err(why) = a.apply(e.log_id.index, &r.0) {
+                            let err = std::io::Error::other(why);
+                            return Err(StorageIOError::apply(e.log_id, AnyError::new(&err)).into());
+                        }
+                    } else {
+                        lock(&self.applied_normal).push(e.log_id.index);
+                    }
+                }
                 EntryPayload::Blank => {}
             }
             out.push(());

@@ -1,15 +1,19 @@
 //! The Raft-replicated mode (RocketMQ's DLedger mode, issue 15), on openraft.
 //!
-//! Built so far: the Raft log storage over DLedger entry files ([`log_store`]), which
-//! passes openraft's own storage test suite. Not built yet: the state machine that
-//! dispatches committed records, the transport, the broker wiring and the operator;
-//! a broker configured with `enableDLegerCommitLog=true` refuses to start
-//! (`docs/raft.md`).
+//! - [`log_store`]: the Raft log storage over DLedger entry files (passes openraft's
+//!   own storage test suite);
+//! - [`machine`]: the state machine, handing committed entries to the broker's store;
+//! - [`net`]: the transport on the `dLegerPeers` ports;
+//! - [`node`]: a broker's node (the proposer, the commit waits, leadership changes).
+//!
+//! What is and is not built: `docs/raft.md`.
 
 #[cfg(test)]
 mod cluster_tests;
 pub mod log_store;
 pub mod machine;
+pub mod net;
+pub mod node;
 
 use serde::{Deserialize, Serialize};
 

@@ -93,6 +93,12 @@ impl MessageStore {
         self.inner.append_messages(msgs)
     }
 
+    /// Raft mode: the dispatcher may build ConsumeQueue and index entries up to
+    /// `offset` (the end of the committed entries); kept as the confirm offset.
+    pub fn set_dispatch_limit(&self, offset: u64) {
+        self.inner.set_dispatch_limit(offset)
+    }
+
     /// How far the dispatcher has built ConsumeQueue and index entries.
     pub fn dispatched_offset(&self) -> u64 {
         self.inner.dispatched_offset()

@@ -107,6 +107,11 @@ pub struct StoreConfig {
     /// `storeRepair` (ferrocket; `--repair`): damage that would stop the open (an
     /// unexpected or missing CommitLog file) is moved to `quarantine/` instead.
     pub repair: bool,
+    /// Raft mode (set by the broker with `enableDLegerCommitLog`): the dispatcher builds
+    /// ConsumeQueue and index entries only up to the committed offset
+    /// ([`super::MessageStore::set_dispatch_limit`]; at open, the checkpoint's confirm
+    /// offset), so consumers never see a record a majority does not hold.
+    pub dispatch_committed_only: bool,
 }
 
 impl StoreConfig {
@@ -133,6 +138,7 @@ impl StoreConfig {
             recovery_mode: RecoveryMode::TolerateTailCorruption,
             message_delay_level: DEFAULT_DELAY_LEVELS.into(),
             repair: false,
+            dispatch_committed_only: false,
         }
     }
 

@@ -181,7 +181,7 @@ impl super::StoreInner {
         loop {
             self.dispatch_beat.beat();
             let stop = self.shutdown.load(Ordering::Acquire);
-            let max = self.commitlog.max_offset();
+            let max = self.commitlog.max_offset().min(self.dispatch_limit());
             let mut st = lock(&self.dispatch);
             if st.reput_offset < max {
                 if let Err(e) = self.dispatch_range(&mut st, max) {
@@ -212,7 +212,7 @@ impl super::StoreInner {
             }
             self.dispatcher_idle.store(true, Ordering::Release);
             // Re-check after announcing idleness so an append between the two is seen.
-            if self.commitlog.max_offset() == st.reput_offset {
+            if self.commitlog.max_offset().min(self.dispatch_limit()) == st.reput_offset {
                 let _ = self
                     .dispatch_cv
                     .wait_timeout(st, Duration::from_millis(200))
@@ -220,6 +220,19 @@ impl super::StoreInner {
             }
             self.dispatcher_idle.store(false, Ordering::Release);
         }
+    }
+
+    /// How far the dispatcher may go (`u64::MAX` unless in Raft mode).
+    pub(super) fn dispatch_limit(&self) -> u64 {
+        self.dispatch_limit.load(Ordering::Acquire)
+    }
+
+    /// Raft mode: lets the dispatcher go up to `offset` (the end of the committed
+    /// entries), recorded as the confirm offset the checkpoint keeps.
+    pub(super) fn set_dispatch_limit(&self, offset: u64) {
+        self.dispatch_limit.store(offset, Ordering::Release);
+        self.set_confirm_offset(offset);
+        self.wake_dispatcher();
     }
 
     pub(super) fn wake_dispatcher(&self) {

@@ -244,6 +244,8 @@ struct StoreInner {
     listener: RwLock<Option<ArrivalListener>>,
     flush_observer: RwLock<Option<FlushObserver>>,
     confirm_offset: AtomicU64,
+    /// The dispatcher never passes this offset (`u64::MAX` unless in Raft mode).
+    dispatch_limit: AtomicU64,
     checkpoint: Mutex<Checkpoint>,
     recovery: RecoveryReport,
     delay_levels_ms: Vec<i64>,
@@ -399,6 +401,11 @@ impl MessageStore {
             listener: RwLock::new(None),
             flush_observer: RwLock::new(None),
             confirm_offset: AtomicU64::new(0),
+            dispatch_limit: AtomicU64::new(if config.dispatch_committed_only {
+                checkpoint.confirm_phy_offset.max(0) as u64
+            } else {
+                u64::MAX
+            }),
             checkpoint: Mutex::new(checkpoint),
             recovery: RecoveryReport {
                 abnormal,

@@ -143,7 +143,8 @@ impl StoreInner {
         {
             let mut st = lock(&self.dispatch);
             st.reput_offset = reput;
-            if let Err(e) = self.dispatch_range(&mut st, end) {
+            let to = end.min(self.dispatch_limit());
+            if let Err(e) = self.dispatch_range(&mut st, to) {
                 // The dispatch thread retries; reads of these records wait for it.
                 warn!(error = %e, offset = st.reput_offset, "dispatch during recovery failed");
             }

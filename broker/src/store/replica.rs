@@ -119,7 +119,10 @@ impl StoreInner {
         self.rebuild_queue_offsets(&mut tail);
         drop(tail);
         st.reput_offset = reput;
-        self.dispatch_range(&mut st, offset)?;
+        if self.dispatch_limit() != u64::MAX && self.dispatch_limit() > offset {
+            self.dispatch_limit.store(offset, Ordering::Release);
+        }
+        self.dispatch_range(&mut st, offset.min(self.dispatch_limit()))?;
         self.flushed_tx
             .send_modify(|s| s.offset = s.offset.min(offset));
         if self.confirm_offset() > offset {

@@ -1,0 +1,460 @@
+//! The Raft transport on the `dLegerPeers` ports: one TCP connection per peer and
+//! direction, one request at a time on it (openraft keeps one AppendEntries in flight
+//! per follower).
+//!
+//! ```text
+//! request:  [len:4][kind:1][json_len:4][json][entries]     kind 1 append, 2 vote,
+//!                                                          3 snapshot, 4 info
+//! entry:    [type:1][index:8][term:8][leader:8][len:4][payload]
+//!           type 1 normal (the record bytes), 2 blank, 3 membership (JSON)
+//! response: [len:4][status:1][json]                        status 0 ok, 1 Raft error
+//! ```
+//!
+//! AppendEntries carries its entries in binary (a JSON array of bytes would triple
+//! every message); everything else is JSON. A frame over [`MAX_FRAME`] ends the
+//! connection. `info` answers the node's broker address (followers register with it
+//! as their master's).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, Raft};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use super::{Record, TypeConfig};
+
+type NodeId = u64;
+
+/// The largest frame either side accepts.
+pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+const APPEND: u8 = 1;
+const VOTE: u8 = 2;
+const SNAPSHOT: u8 = 3;
+const INFO: u8 = 4;
+
+const NORMAL: u8 = 1;
+const BLANK: u8 = 2;
+const MEMBERSHIP: u8 = 3;
+
+/// A transport failure (the peer is unreachable, closed, or sent something invalid).
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Socket errors.
+    #[error("raft transport: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame that is not what the protocol says.
+    #[error("raft transport: bad frame: {0}")]
+    Frame(String),
+    /// The call did not finish in time.
+    #[error("raft transport: no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+fn bad(what: impl Into<String>) -> NetError {
+    NetError::Frame(what.into())
+}
+
+/// What a node says about itself (`info`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The Raft node id.
+    pub id: u64,
+    /// The broker's client address (`brokerIP1:listenPort`).
+    pub broker_addr: String,
+}
+
+/// AppendEntries without its entries (they travel in binary after the JSON).
+#[derive(Serialize, Deserialize)]
+struct AppendHead {
+    vote: openraft::Vote<NodeId>,
+    prev_log_id: Option<LogId<NodeId>>,
+    leader_commit: Option<LogId<NodeId>>,
+}
+
+fn encode_entries(entries: &[Entry<TypeConfig>], out: &mut Vec<u8>) -> Result<(), NetError> {
+    for e in entries {
+        let (kind, payload): (u8, std::borrow::Cow<'_, [u8]>) = match &e.payload {
+            EntryPayload::Normal(Record(b)) => (NORMAL, b.as_slice().into()),
+            EntryPayload::Blank => (BLANK, (&[][..]).into()),
+            EntryPayload::Membership(m) => (
+                MEMBERSHIP,
+                serde_json::to_vec(m)
+                    .map_err(|e| bad(e.to_string()))?
+                    .into(),
+            ),
+        };
+        out.push(kind);
+        out.extend_from_slice(&e.log_id.index.to_be_bytes());
+        out.extend_from_slice(&e.log_id.leader_id.term.to_be_bytes());
+        out.extend_from_slice(&e.log_id.leader_id.node_id.to_be_bytes());
+        let len = u32::try_from(payload.len()).map_err(|_| bad("entry over 4 GiB"))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&payload);
+    }
+    Ok(())
+}
+
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], NetError> {
+    if buf.len() < n {
+        return Err(bad("entry cut short"));
+    }
+    let (a, b) = buf.split_at(n);
+    *buf = b;
+    Ok(a)
+}
+
+fn u64_of(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    u64::from_be_bytes(a)
+}
+
+fn decode_entries(mut buf: &[u8]) -> Result<Vec<Entry<TypeConfig>>, NetError> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let kind = take(&mut buf, 1)?[0];
+        let index = u64_of(take(&mut buf, 8)?);
+        let term = u64_of(take(&mut buf, 8)?);
+        let node = u64_of(take(&mut buf, 8)?);
+        let len = u32::from_be_bytes(
+            take(&mut buf, 4)?
+                .try_into()
+                .map_err(|_| bad("length field"))?,
+        ) as usize;
+        let payload = take(&mut buf, len)?;
+        let payload = match kind {
+            NORMAL => EntryPayload::Normal(Record(payload.to_vec())),
+            BLANK => EntryPayload::Blank,
+            MEMBERSHIP => EntryPayload::Membership(
+                serde_json::from_slice::<Membership<NodeId, BasicNode>>(payload)
+                    .map_err(|e| bad(format!("membership entry: {e}")))?,
+            ),
+            other => return Err(bad(format!("unknown entry type {other}"))),
+        };
+        out.push(Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, node), index),
+            payload,
+        });
+    }
+    Ok(out)
+}
+
+async fn read_frame(s: &mut TcpStream) -> Result<Vec<u8>, NetError> {
+    let len = s.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(bad(format!("frame of {len} bytes (limit {MAX_FRAME})")));
+    }
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+fn request_frame(kind: u8, json: &[u8], tail: &[u8]) -> Result<Vec<u8>, NetError> {
+    let total = 1 + 4 + json.len() + tail.len();
+    if total > MAX_FRAME {
+        return Err(bad(format!("request of {total} bytes (limit {MAX_FRAME})")));
+    }
+    let mut f = Vec::with_capacity(4 + total);
+    f.extend_from_slice(&(total as u32).to_be_bytes());
+    f.push(kind);
+    f.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    f.extend_from_slice(json);
+    f.extend_from_slice(tail);
+    Ok(f)
+}
+
+fn response_frame(status: u8, json: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(5 + json.len());
+    f.extend_from_slice(&((1 + json.len()) as u32).to_be_bytes());
+    f.push(status);
+    f.extend_from_slice(json);
+    f
+}
+
+/// Serves the Raft RPCs of `raft` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, info: NodeInfo) {
+    let info = Arc::new(info);
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "raft listener accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let (raft, info) = (raft.clone(), Arc::clone(&info));
+        tokio::spawn(async move {
+            if let Err(e) = serve_conn(sock, raft, &info).await {
+                debug!(%peer, error = %e, "raft connection closed");
+            }
+        });
+    }
+}
+
+fn answer<T: Serialize, E: Serialize>(r: Result<T, E>) -> Vec<u8> {
+    let (status, json) = match r {
+        Ok(v) => (0, serde_json::to_vec(&v)),
+        Err(e) => (1, serde_json::to_vec(&e)),
+    };
+    match json {
+        Ok(j) => response_frame(status, &j),
+        Err(e) => response_frame(2, e.to_string().as_bytes()),
+    }
+}
+
+async fn serve_conn(
+    mut sock: TcpStream,
+    raft: Raft<TypeConfig>,
+    info: &NodeInfo,
+) -> Result<(), NetError> {
+    loop {
+        let frame = match read_frame(&mut sock).await {
+            Ok(f) => f,
+            Err(NetError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut rest = frame.as_slice();
+        let kind = take(&mut rest, 1)?[0];
+        let json_len = u32::from_be_bytes(
+            take(&mut rest, 4)?
+                .try_into()
+                .map_err(|_| bad("length field"))?,
+        ) as usize;
+        let json = take(&mut rest, json_len)?;
+        let parse = |what: &str| bad(format!("{what} request is not valid JSON"));
+        let resp = match kind {
+            APPEND => {
+                let head: AppendHead = serde_json::from_slice(json).map_err(|_| parse("append"))?;
+                let req = AppendEntriesRequest {
+                    vote: head.vote,
+                    prev_log_id: head.prev_log_id,
+                    leader_commit: head.leader_commit,
+                    entries: decode_entries(rest)?,
+                };
+                answer(raft.append_entries(req).await)
+            }
+            VOTE => {
+                let req: VoteRequest<NodeId> =
+                    serde_json::from_slice(json).map_err(|_| parse("vote"))?;
+                answer(raft.vote(req).await)
+            }
+            SNAPSHOT => {
+                let req: InstallSnapshotRequest<TypeConfig> =
+                    serde_json::from_slice(json).map_err(|_| parse("snapshot"))?;
+                answer(raft.install_snapshot(req).await)
+            }
+            INFO => answer::<_, ()>(Ok(info.clone())),
+            other => return Err(bad(format!("unknown request kind {other}"))),
+        };
+        sock.write_all(&resp).await?;
+    }
+}
+
+/// Connections to the peers (openraft asks for one per target).
+#[derive(Clone, Default)]
+pub struct Network;
+
+/// One peer's connection, opened on first use and again after a failure.
+pub struct Peer {
+    target: NodeId,
+    addr: String,
+    sock: Option<TcpStream>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        Peer {
+            target,
+            addr: node.addr.clone(),
+            sock: None,
+        }
+    }
+}
+
+/// The answer to a call: the value, or the peer's Raft error.
+enum Reply<T, E> {
+    Ok(T),
+    Raft(E),
+}
+
+impl Peer {
+    async fn call_inner<T: DeserializeOwned, E: DeserializeOwned>(
+        &mut self,
+        frame: &[u8],
+    ) -> Result<Reply<T, E>, NetError> {
+        if self.sock.is_none() {
+            let s = TcpStream::connect(&self.addr).await?;
+            let _ = s.set_nodelay(true);
+            self.sock = Some(s);
+        }
+        let Some(s) = self.sock.as_mut() else {
+            return Err(bad("no connection"));
+        };
+        s.write_all(frame).await?;
+        let resp = read_frame(s).await?;
+        let (status, json) = resp.split_first().ok_or_else(|| bad("empty response"))?;
+        match status {
+            0 => Ok(Reply::Ok(
+                serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?,
+            )),
+            1 => Ok(Reply::Raft(
+                serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?,
+            )),
+            _ => Err(bad(String::from_utf8_lossy(json).into_owned())),
+        }
+    }
+
+    /// One call with a deadline; any failure closes the connection.
+    async fn call<T: DeserializeOwned, E: DeserializeOwned>(
+        &mut self,
+        frame: Result<Vec<u8>, NetError>,
+        ttl: Duration,
+    ) -> Result<Reply<T, E>, NetError> {
+        let frame = frame?;
+        let r = match tokio::time::timeout(ttl, self.call_inner(&frame)).await {
+            Ok(r) => r,
+            Err(_) => Err(NetError::Timeout(ttl)),
+        };
+        if r.is_err() {
+            self.sock = None;
+        }
+        r
+    }
+
+    /// Asks the peer who it is (its broker address).
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn info(addr: &str, ttl: Duration) -> Result<NodeInfo, NetError> {
+        let mut p = Peer {
+            target: 0,
+            addr: addr.to_owned(),
+            sock: None,
+        };
+        match p
+            .call::<NodeInfo, ()>(request_frame(INFO, b"{}", &[]), ttl)
+            .await?
+        {
+            Reply::Ok(i) => Ok(i),
+            Reply::Raft(()) => Err(bad("info refused")),
+        }
+    }
+}
+
+fn rpc_err<E: std::error::Error>(
+    e: &NetError,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    RPCError::Network(NetworkError::new(e))
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let head = AppendHead {
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            leader_commit: rpc.leader_commit,
+        };
+        let frame = serde_json::to_vec(&head)
+            .map_err(|e| bad(e.to_string()))
+            .and_then(|json| {
+                let mut tail = Vec::new();
+                encode_entries(&rpc.entries, &mut tail)?;
+                request_frame(APPEND, &json, &tail)
+            });
+        match self.call(frame, option.hard_ttl()).await {
+            Ok(Reply::Ok(r)) => Ok(r),
+            Ok(Reply::Raft(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Err(e) => Err(rpc_err(&e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let frame = serde_json::to_vec(&rpc)
+            .map_err(|e| bad(e.to_string()))
+            .and_then(|json| request_frame(SNAPSHOT, &json, &[]));
+        match self.call(frame, option.hard_ttl()).await {
+            Ok(Reply::Ok(r)) => Ok(r),
+            Ok(Reply::Raft(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Err(e) => Err(rpc_err(&e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let frame = serde_json::to_vec(&rpc)
+            .map_err(|e| bad(e.to_string()))
+            .and_then(|json| request_frame(VOTE, &json, &[]));
+        match self.call(frame, option.hard_ttl()).await {
+            Ok(Reply::Ok(r)) => Ok(r),
+            Ok(Reply::Raft(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Err(e) => Err(rpc_err(&e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_in_binary() {
+        let members: std::collections::BTreeMap<u64, BasicNode> = (0..3)
+            .map(|i| (i, BasicNode::new(format!("h{i}:1"))))
+            .collect();
+        let entries = vec![
+            Entry::<TypeConfig> {
+                log_id: LogId::new(CommittedLeaderId::new(0, 0), 0),
+                payload: EntryPayload::Membership(Membership::new(
+                    vec![members.keys().copied().collect()],
+                    members,
+                )),
+            },
+            Entry {
+                log_id: LogId::new(CommittedLeaderId::new(3, 1), 1),
+                payload: EntryPayload::Blank,
+            },
+            Entry {
+                log_id: LogId::new(CommittedLeaderId::new(3, 1), 2),
+                payload: EntryPayload::Normal(Record(vec![7u8; 1000])),
+            },
+        ];
+        let mut buf = Vec::new();
+        encode_entries(&entries, &mut buf).unwrap();
+        assert_eq!(decode_entries(&buf).unwrap(), entries);
+        // A cut-short buffer is an error, never a panic or a wrong entry.
+        for cut in 0..buf.len() {
+            if let Ok(got) = decode_entries(&buf[..cut]) {
+                assert!(entries.starts_with(&got), "cut at {cut} decoded wrongly");
+            }
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! A broker's Raft node: openraft over the entry log ([`LogStore`]), the TCP transport
+//! ([`super::net`]) on this node's `dLegerPeers` port, and the glue to the message
+//! store.
+//!
+//! How a message becomes committed:
+//! 1. The leader appends it to its CommitLog as any master does (offsets assigned
+//!    under the append lock); the dispatcher does not pass the commit point, so
+//!    nobody sees it yet.
+//! 2. The proposer ([`RaftNode::propose`]) turns every byte range appended since the
+//!    last proposal into one log entry `[pos:8][bytes]` (many producers' records ride
+//!    one entry: group commit) and hands it to openraft without waiting, so entries
+//!    are pipelined.
+//! 3. Once a majority holds an entry, every node applies it ([`Glue`]): a follower
+//!    appends the bytes to its CommitLog at `pos` (the leader finds its own bytes
+//!    there), and the dispatch limit moves to the entry's end. The send waiting on
+//!    that offset is answered.
+//!
+//! A node that stops leading cuts its CommitLog back to what was applied (the
+//! CommitLog generation moves, so a send waiting on a cut record is never
+//! acknowledged); entries of it that a majority held come back when they are
+//! applied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use super::log_store::LogStore;
+use super::machine::{Applied, Apply};
+use super::net::{Network, NodeInfo, Peer};
+use super::{Record, TypeConfig};
+use crate::store::MessageStore;
+use crate::sync::lock;
+
+/// Starting a Raft node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftNodeError {
+    /// The entry log could not be opened, or the peer port bound.
+    #[error("DLedger: {0}")]
+    Io(#[from] std::io::Error),
+    /// openraft refused the configuration or stopped.
+    #[error("DLedger: {0}")]
+    Raft(String),
+}
+
+/// What the node is, as far as the broker is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    /// This node leads `term` and has applied everything before it: it takes writes.
+    Leader {
+        /// The Raft term (the broker's epoch).
+        term: u64,
+    },
+    /// `leader` leads `term`.
+    Follower {
+        /// The Raft term.
+        term: u64,
+        /// The leader's node id.
+        leader: u64,
+    },
+    /// No leader known (an election is running), or a new leader still applying.
+    Unknown {
+        /// The Raft term.
+        term: u64,
+    },
+}
+
+/// The state machine's side: applies committed entries to the message store.
+pub struct Glue {
+    store: Arc<MessageStore>,
+    /// End of the last applied entry (where the dispatcher may go).
+    applied: Mutex<u64>,
+    committed: watch::Sender<u64>,
+}
+
+fn chunk(data: &[u8]) -> Result<(u64, &[u8]), String> {
+    if data.len() < 8 {
+        return Err(format!("an entry of {} bytes has no position", data.len()));
+    }
+    let (pos, bytes) = data.split_at(8);
+    let mut a = [0u8; 8];
+    a.copy_from_slice(pos);
+    Ok((u64::from_be_bytes(a), bytes))
+}
+
+impl Glue {
+    /// The CommitLog bytes `[from, to)` (fewer when the log ends sooner).
+    fn read(&self, from: u64, to: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity((to - from) as usize);
+        let mut at = from;
+        while at < to {
+            let Some(b) = self.store.read_raw(at, (to - at) as usize) else {
+                break;
+            };
+            if b.is_empty() {
+                break;
+            }
+            at += b.len() as u64;
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    fn append(&self, pos: u64, bytes: &[u8]) -> Result<(), String> {
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let n = self
+                .store
+                .append_raw(pos + done as u64, &bytes[done..])
+                .map_err(|e| format!("appending a committed entry at {pos}: {e}"))?;
+            if n == 0 {
+                return Err(format!(
+                    "a committed entry at {pos} holds {} bytes that are not whole records",
+                    bytes.len() - done
+                ));
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Cuts the CommitLog back to the end of the applied entries (a node that stops
+    /// leading drops what no majority confirmed).
+    ///
+    /// # Errors
+    /// What the store refused.
+    pub fn cut_to_applied(&self) -> Result<(), String> {
+        let applied = lock(&self.applied);
+        if self.store.max_phy_offset() > *applied {
+            warn!(
+                keep = *applied,
+                from = self.store.max_phy_offset(),
+                "cutting the records no majority confirmed"
+            );
+            self.store.truncate(*applied).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// End of the applied entries.
+    pub fn applied(&self) -> u64 {
+        *lock(&self.applied)
+    }
+}
+
+impl Apply for Glue {
+    fn apply(&self, _index: u64, data: &[u8]) -> Result<(), String> {
+        let (pos, bytes) = chunk(data)?;
+        let to = pos + bytes.len() as u64;
+        let mut applied = lock(&self.applied);
+        if to <= *applied {
+            // Applied before a restart (the checkpoint's confirm offset is past it).
+            return Ok(());
+        }
+        let end = self.store.max_phy_offset();
+        if pos < end {
+            let have = self.read(pos, to.min(end));
+            if to > end || have != bytes {
+                // Records of an earlier term no majority held: the committed ones win.
+                self.store
+                    .truncate(pos)
+                    .map_err(|e| format!("cutting at {pos}: {e}"))?;
+                self.append(pos, bytes)?;
+            }
+        } else if pos == end {
+            self.append(pos, bytes)?;
+        } else {
+            return Err(format!(
+                "a committed entry starts at {pos} but the CommitLog ends at {end}"
+            ));
+        }
+        *applied = to;
+        self.store.set_dispatch_limit(to);
+        self.committed.send_replace(to);
+        Ok(())
+    }
+}
+
+/// A broker's Raft node.
+pub struct RaftNode {
+    raft: Raft<TypeConfig>,
+    id: u64,
+    glue: Arc<Glue>,
+    peers: BTreeMap<u64, String>,
+    /// The `dLegerPeers` ids by node id.
+    names: BTreeMap<u64, String>,
+    broker_addrs: Mutex<HashMap<u64, String>>,
+    appended: Notify,
+}
+
+impl RaftNode {
+    /// Opens the entry log under `dir`, starts openraft and serves the peer port of
+    /// `settings.self_id` (on all interfaces, as RocketMQ binds).
+    ///
+    /// # Errors
+    /// [`RaftNodeError`].
+    pub async fn start(
+        settings: &crate::broker::config::DLedgerSettings,
+        dir: &std::path::Path,
+        segment_size: u64,
+        store: Arc<MessageStore>,
+        broker_addr: String,
+    ) -> Result<Arc<Self>, RaftNodeError> {
+        let id = settings.self_node();
+        let peers: BTreeMap<u64, String> = settings
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, (_, a))| (i as u64, a.clone()))
+            .collect();
+        let port = peers
+            .get(&id)
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(|| RaftNodeError::Raft("no port for dLegerSelfId".into()))?;
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+        let election = settings.heartbeat_ms * settings.max_heartbeat_leak;
+        let config = Config {
+            cluster_name: settings.group.clone().unwrap_or_default(),
+            heartbeat_interval: settings.heartbeat_ms,
+            election_timeout_min: election,
+            election_timeout_max: election + settings.max_vote_interval_ms,
+            // The log is kept (retention is the CommitLog's); snapshots are not built.
+            snapshot_policy: SnapshotPolicy::Never,
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        let log = LogStore::open(dir, segment_size)?;
+        let applied = store.confirm_offset().min(store.max_phy_offset());
+        let glue = Arc::new(Glue {
+            store,
+            applied: Mutex::new(applied),
+            committed: watch::channel(applied).0,
+        });
+        let applier: Arc<dyn Apply> = glue.clone();
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            Network,
+            log,
+            Applied::with_applier(applier),
+        )
+        .await
+        .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        let members: BTreeMap<u64, BasicNode> = peers
+            .iter()
+            .map(|(i, a)| (*i, BasicNode::new(a.clone())))
+            .collect();
+        // Every member initializes with the same membership; on a node whose log is
+        // not empty this is refused, which is fine.
+        if let Err(e) = raft.initialize(members).await {
+            info!(reason = %e, "DLedger group already initialized");
+        }
+        tokio::spawn(super::net::serve(
+            listener,
+            raft.clone(),
+            NodeInfo { id, broker_addr },
+        ));
+        info!(id, port, applied, "DLedger node started");
+        Ok(Arc::new(RaftNode {
+            raft,
+            id,
+            glue,
+            peers,
+            names: settings
+                .peers
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| (i as u64, n.clone()))
+                .collect(),
+            broker_addrs: Mutex::new(HashMap::new()),
+            appended: Notify::new(),
+        }))
+    }
+
+    /// openraft's handle (metrics, membership, shutdown).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// The `dLegerPeers` id of node `id` (`n<id>` for a node not in the list).
+    pub fn name_of(&self, id: u64) -> String {
+        self.names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("n{id}"))
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The glue to the store.
+    pub fn glue(&self) -> &Glue {
+        &self.glue
+    }
+
+    /// What this node is now.
+    pub fn leadership(&self) -> Leadership {
+        let m = self.raft.metrics().borrow().clone();
+        let term = m.current_term;
+        match (m.state, m.current_leader) {
+            (ServerState::Leader, _)
+                if m.last_applied.is_some_and(|l| l.leader_id.term == term) =>
+            {
+                Leadership::Leader { term }
+            }
+            (ServerState::Follower | ServerState::Learner, Some(l)) if l != self.id => {
+                Leadership::Follower { term, leader: l }
+            }
+            _ => Leadership::Unknown { term },
+        }
+    }
+
+    /// The node's Raft state for runtime info: `dLegerState`, `dLegerTerm`,
+    /// `dLegerLeaderId`, `dLegerLastLogIndex`, `dLegerCommittedIndex` (applied),
+    /// `dLegerCommittedOffset` (the CommitLog end a majority holds), `dLegerMembers`
+    /// (`n0-host:port;...` of the committed membership).
+    pub fn status(&self) -> Vec<(&'static str, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let members = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| format!("{}-{}", self.name_of(*id), n.addr))
+            .collect::<Vec<_>>()
+            .join(";");
+        vec![
+            ("dLegerState", format!("{:?}", m.state)),
+            ("dLegerTerm", m.current_term.to_string()),
+            (
+                "dLegerLeaderId",
+                m.current_leader
+                    .map(|l| self.name_of(l))
+                    .unwrap_or_default(),
+            ),
+            (
+                "dLegerLastLogIndex",
+                m.last_log_index.map_or(-1, |i| i as i64).to_string(),
+            ),
+            (
+                "dLegerCommittedIndex",
+                m.last_applied.map_or(-1, |l| l.index as i64).to_string(),
+            ),
+            ("dLegerCommittedOffset", self.glue.applied().to_string()),
+            ("dLegerMembers", members),
+        ]
+    }
+
+    /// Waits until the entries up to `offset` are committed and applied; false after
+    /// `timeout`.
+    pub async fn wait_committed(&self, offset: u64, timeout: Duration) -> bool {
+        let mut rx = self.glue.committed.subscribe();
+        let r = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= offset)).await;
+        matches!(r, Ok(Ok(_)))
+    }
+
+    /// Wakes the proposer (called after an append).
+    pub fn notify_appended(&self) {
+        self.appended.notify_waiters();
+    }
+
+    /// The broker address of node `id`, asked of it once and remembered.
+    pub async fn broker_addr_of(&self, id: u64) -> Option<String> {
+        if let Some(a) = lock(&self.broker_addrs).get(&id) {
+            return Some(a.clone());
+        }
+        let peer = self.peers.get(&id)?;
+        match Peer::info(peer, Duration::from_secs(2)).await {
+            Ok(i) => {
+                lock(&self.broker_addrs).insert(id, i.broker_addr.clone());
+                Some(i.broker_addr)
+            }
+            Err(e) => {
+                warn!(node = id, error = %e, "could not learn the leader's broker address");
+                None
+            }
+        }
+    }
+
+    /// Follows this node's leadership until the task is dropped. On a change, in
+    /// order: a node that stops leading refuses appends and cuts its CommitLog back to
+    /// what was applied, then `on_change` runs (the broker re-registers as a slave); a
+    /// node that starts leading cuts the same way, `on_change` runs (it registers as
+    /// master), then it takes appends. While leading, every CommitLog range appended
+    /// since the last proposal becomes one entry, handed to openraft without waiting
+    /// (pipelined; many producers' records in one entry).
+    pub async fn run(self: Arc<Self>, on_change: OnChange) {
+        let mut metrics = self.raft.metrics();
+        let mut last: Option<Leadership> = None;
+        let mut proposed = 0u64;
+        loop {
+            let notified = self.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.leadership();
+            if last.as_ref() != Some(&now) {
+                let leading = matches!(now, Leadership::Leader { .. });
+                if !leading {
+                    self.glue.store.set_accept_appends(false);
+                }
+                if let Err(e) = self.glue.cut_to_applied() {
+                    warn!(error = %e, "could not cut the unconfirmed records; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                info!(?now, applied = self.glue.applied(), "DLedger role");
+                let taken = on_change(now.clone()).await;
+                if leading && taken {
+                    proposed = self.glue.applied();
+                    self.glue.store.set_accept_appends(true);
+                } else if leading {
+                    warn!(?now, "leading without the master role: no appends this term");
+                } else if !taken {
+                    // The leader's broker address is not known yet: ask again soon.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                last = Some(now.clone());
+            }
+            if matches!(now, Leadership::Leader { .. }) {
+                let end = self.glue.store.max_phy_offset();
+                if end > proposed {
+                    let mut data = Vec::with_capacity(8 + (end - proposed) as usize);
+                    data.extend_from_slice(&proposed.to_be_bytes());
+                    data.extend_from_slice(&self.glue.read(proposed, end));
+                    if data.len() as u64 - 8 == end - proposed {
+                        match self.raft.client_write_ff(Record(data)).await {
+                            Ok(_) => proposed = end,
+                            Err(e) => {
+                                warn!(error = %e, "DLedger stopped");
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    warn!(proposed, end, "CommitLog range not readable yet; retrying");
+                } else if end < proposed {
+                    // Cut under us: the next change of leadership starts again.
+                    warn!(proposed, end, "CommitLog shorter than proposed");
+                }
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                r = metrics.changed() => if r.is_err() { return },
+            }
+        }
+    }
+}
+
+/// What the broker does when this node's leadership changes: whether its role now
+/// matches (a leader takes appends only then; a follower's change is retried).
+pub type OnChange = Arc<
+    dyn Fn(Leadership) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;

@@ -1,0 +1,345 @@
+//! The Raft-replicated mode (`enableDLegerCommitLog=true`) with real `ferrocket`
+//! processes on loopback ports: three brokers elect a leader (registered as brokerId 0
+//! with the term as its epoch), a send is acknowledged once a majority holds it,
+//! `kill -9` of the leader under 32 producers loses no acknowledged message, and the
+//! killed node comes back, catches up and holds the same CommitLog byte for byte.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferrocket::client::acked::AckedLog;
+use ferrocket::client::role::{broker_state, BrokerState};
+use ferrocket::client::{split_records, Client, OutMessage, QueueAddr};
+use ferrocket::remoting::codes::response;
+use ferrocket::store::decode_record;
+use ferrocket_testkit::{free_port, wait_until, Kit, Proc};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferrocket");
+const GROUP: &str = "raft-a";
+const T: Duration = Duration::from_secs(5);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Three DLedger members of group `raft-a`, their peer ports chosen up front (the peer
+/// list is static configuration, as in RocketMQ).
+struct Group {
+    kit: Kit,
+    ns: String,
+    peers: String,
+    dirs: Vec<PathBuf>,
+    nodes: Vec<Option<Proc>>,
+}
+
+impl Group {
+    fn start(ns: &str, root: &Path) -> Group {
+        let kit = Kit::with_bin(BIN).defaults(&[
+            "brokerName=raft-a",
+            "mappedFileSizeCommitLog=2097152",
+            "maxMessageSize=1048576",
+            "registerNameServerPeriod=1000",
+            "enableDLegerCommitLog=true",
+            "dLegerGroup=raft-a",
+            "heartBeatTimeIntervalMs=300",
+        ]);
+        let peers = (0..3)
+            .map(|i| format!("n{i}-127.0.0.1:{}", free_port()))
+            .collect::<Vec<_>>()
+            .join(";");
+        let dirs: Vec<PathBuf> = (0..3).map(|i| root.join(format!("n{i}"))).collect();
+        let mut g = Group {
+            kit,
+            ns: ns.to_owned(),
+            peers,
+            dirs,
+            nodes: vec![None, None, None],
+        };
+        for i in 0..3 {
+            g.start_node(i);
+        }
+        g
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let extra = [
+            format!("dLegerPeers={}", self.peers),
+            format!("dLegerSelfId=n{i}"),
+        ];
+        self.nodes[i] = Some(self.kit.broker(&self.ns, &self.dirs[i], &extra));
+    }
+
+    fn node(&self, i: usize) -> &Proc {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Proc)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
+    }
+
+    /// The node every live member agrees leads, once they do: exactly one master, the
+    /// others slaves of the same epoch.
+    fn leader(&self, rt: &tokio::runtime::Runtime, c: &Client) -> Option<(usize, BrokerState)> {
+        let states: Vec<(usize, BrokerState)> = self
+            .live()
+            .map(|(i, p)| {
+                rt.block_on(broker_state(&c.remoting, &p.addr, T))
+                    .map(|s| (i, s))
+            })
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let masters: Vec<&(usize, BrokerState)> =
+            states.iter().filter(|(_, s)| s.broker_id == 0).collect();
+        let [(i, m)] = masters.as_slice() else {
+            return None;
+        };
+        states
+            .iter()
+            .all(|(_, s)| s.epoch == m.epoch)
+            .then(|| (*i, m.clone()))
+    }
+
+    fn wait_leader(&self, rt: &tokio::runtime::Runtime, c: &Client) -> (usize, BrokerState) {
+        let mut found = None;
+        wait_until("one DLedger leader", Duration::from_secs(20), || {
+            found = self.leader(rt, c);
+            found.is_some()
+        });
+        found.expect("leader")
+    }
+}
+
+fn q(addr: &str, queue_id: i32) -> QueueAddr {
+    QueueAddr {
+        broker_name: GROUP.into(),
+        addr: addr.into(),
+        queue_id,
+    }
+}
+
+fn msg(id: &str, size: usize) -> OutMessage {
+    let mut body = id.as_bytes().to_vec();
+    body.push(b'|');
+    body.resize(size.max(id.len() + 1), b'x');
+    OutMessage {
+        tag: None,
+        keys: Some(id.to_string()),
+        body: Bytes::from(body),
+    }
+}
+
+fn id_of(body: &[u8]) -> String {
+    let end = body.iter().position(|b| *b == b'|').unwrap_or(body.len());
+    String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
+/// Every message of `topic` on `addr`, per queue, by id.
+async fn consume_all(c: &Client, addr: &str, topic: &str, queues: i32) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for queue in 0..queues {
+        let mut ids = Vec::new();
+        let mut offset = 0i64;
+        loop {
+            let r = c
+                .pull(&q(addr, queue), topic, "checker", offset, 0)
+                .await
+                .unwrap();
+            if r.code != response::SUCCESS {
+                break;
+            }
+            let recs = split_records(r.body_bytes());
+            if recs.is_empty() {
+                break;
+            }
+            for rec in &recs {
+                ids.push(id_of(&decode_record(rec).unwrap().body));
+            }
+            offset = r.ext_num("nextBeginOffset").unwrap();
+        }
+        out.push(ids);
+    }
+    out
+}
+
+/// The CommitLog bytes of a store, `[0, len)`.
+fn commitlog(dir: &Path, len: u64) -> Vec<u8> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("commitlog"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let start: u64 = f.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        if start >= len {
+            break;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        let take = (len - start).min(bytes.len() as u64) as usize;
+        out.extend_from_slice(&bytes[..take]);
+    }
+    out
+}
+
+/// Within each queue, each producer's ids appear in the order it sent them.
+fn check_order(queues: &[Vec<String>]) {
+    for (qi, ids) in queues.iter().enumerate() {
+        let mut last: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for id in ids {
+            let Some((p, n)) = id.split_once('-') else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            if let Some(prev) = last.insert(p, n) {
+                // A duplicate (a retried send) may repeat an id; never go backwards past it.
+                assert!(n >= prev, "queue {qi}: {p} went from {prev} back to {n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn three_nodes_elect_a_leader_and_lose_nothing_acknowledged_when_it_is_killed() {
+    let rt = rt();
+    let kit = Kit::with_bin(BIN);
+    let ns = kit.namesrv();
+    let c = Client::new(&ns.addr);
+    let root = tempfile::tempdir().unwrap();
+    let mut g = Group::start(&ns.addr, root.path());
+    let (leader, st) = g.wait_leader(&rt, &c);
+    assert_eq!(st.role, "SYNC_MASTER");
+    assert!(st.epoch >= 1, "the epoch is the Raft term");
+    // Followers refuse writes with SERVICE_NOT_AVAILABLE (clients retry elsewhere).
+    let follower = (leader + 1) % 3;
+    let r = rt.block_on(c.send("RF", &q(&g.node(follower).addr, 0), &[msg("x", 10)]));
+    match r {
+        Err(ferrocket::client::ClientError::Refused { code, remark, .. }) => {
+            assert_eq!(code, response::SERVICE_NOT_AVAILABLE, "{remark}");
+            assert!(remark.contains("DLedger"), "{remark}");
+        }
+        other => panic!("a follower took a write: {other:?}"),
+    }
+    rt.block_on(c.create_topic("RF", 8)).unwrap();
+    // The followers know the topic (metadata sync from the leader) before it dies.
+    for (i, p) in g.live() {
+        if i == leader {
+            continue;
+        }
+        wait_until(
+            "topic synced to a follower",
+            Duration::from_secs(20),
+            || {
+                rt.block_on(c.pull(&q(&p.addr, 0), "RF", "g", 0, 0))
+                    .map(|r| {
+                        r.code != response::TOPIC_NOT_EXIST && r.code != response::SYSTEM_ERROR
+                    })
+                    .unwrap_or(false)
+            },
+        );
+    }
+
+    // 32 producers, 1 KiB messages, to the leader until it dies.
+    let log = Arc::new(AckedLog::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = g.node(leader).addr.clone();
+    let producers: Vec<_> = (0..32)
+        .map(|p| {
+            let (c, log, stop, addr) =
+                (c.clone(), Arc::clone(&log), Arc::clone(&stop), addr.clone());
+            rt.spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("p{p}-{i}");
+                    i += 1;
+                    log.attempted();
+                    match c.send("RF", &q(&addr, p % 8), &[msg(&id, 1024)]).await {
+                        Ok(r) if r.code == response::SUCCESS => log.acked(id),
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until("sends acknowledged", Duration::from_secs(20), || {
+        log.acked_count() > 500
+    });
+    g.nodes[leader].as_mut().unwrap().kill9();
+    let died = Instant::now();
+    g.nodes[leader] = None;
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        let _ = rt.block_on(p);
+    }
+
+    // The other two elect a leader that takes sends.
+    let (new, st2) = g.wait_leader(&rt, &c);
+    assert_ne!(new, leader);
+    assert!(
+        st2.epoch > st.epoch,
+        "a new term: {} then {}",
+        st.epoch,
+        st2.epoch
+    );
+    let new_addr = g.node(new).addr.clone();
+    wait_until(
+        "the new leader takes a send",
+        Duration::from_secs(10),
+        || {
+            matches!(rt.block_on(c.send("RF", &q(&new_addr, 0), &[msg("after", 1024)])),
+            Ok(r) if r.code == response::SUCCESS)
+        },
+    );
+    log.acked("after");
+    let elected_ms = died.elapsed().as_millis();
+
+    let queues = rt.block_on(consume_all(&c, &new_addr, "RF", 8));
+    check_order(&queues);
+    let report = log.check(queues.iter().flatten().map(String::as_str));
+    eprintln!(
+        "raft kill -9 of the leader under 32 producers: attempts {}, {report}, \
+         death to accepted send {elected_ms} ms",
+        log.attempts()
+    );
+    assert_eq!(
+        report.lost, 0,
+        "acknowledged messages lost: {:?}",
+        report.lost_sample
+    );
+
+    // The killed node restarts on its store, catches up, and holds the same bytes.
+    g.start_node(leader);
+    let target = rt
+        .block_on(broker_state(&c.remoting, &new_addr, T))
+        .unwrap()
+        .max_offset;
+    for (i, p) in g.live() {
+        wait_until(
+            "every member holds the leader's log",
+            Duration::from_secs(20),
+            || {
+                rt.block_on(broker_state(&c.remoting, &p.addr, T))
+                    .is_ok_and(|s| s.max_offset >= target)
+            },
+        );
+        assert!(
+            commitlog(&g.dirs[i], target) == commitlog(&g.dirs[new], target),
+            "node {i}'s CommitLog differs from the leader's"
+        );
+    }
+    let (_, st3) = g.wait_leader(&rt, &c);
+    assert_eq!(
+        st3.epoch, st2.epoch,
+        "the restarted node did not disturb the term"
+    );
+}
