@@ -88,7 +88,7 @@ impl Broker {
     async fn follow_leadership(&self, l: Leadership) -> bool {
         match l {
             Leadership::Leader { term } => {
-                let r = self.role.promote(
+                let r = self.role.lead_term(
                     BrokerRole::SyncMaster,
                     term as i64,
                     self.store.max_phy_offset(),

@@ -394,6 +394,43 @@ impl RoleCell {
         Ok(true)
     }
 
+    /// Raft mode: leads `epoch` (a Raft term, which has one leader). As
+    /// [`RoleCell::promote`], and also when this node's epoch history already begins
+    /// `epoch`: it led that term before a restart, and openraft resumes a leadership
+    /// whose vote was committed.
+    ///
+    /// # Errors
+    /// As [`RoleCell::promote`].
+    pub fn lead_term(
+        &self,
+        role: BrokerRole,
+        epoch: i64,
+        max_offset: u64,
+    ) -> Result<bool, RoleError> {
+        {
+            let mut st = write(&self.state);
+            if lock(&self.epochs).last_epoch() == epoch && st.epoch <= epoch && !st.is_master() {
+                let next = RoleState {
+                    role,
+                    broker_id: 0,
+                    epoch,
+                    master_addr: None,
+                    master_ha_addr: None,
+                };
+                self.persist(&next)?;
+                *st = next;
+                drop(st);
+                info!(
+                    epoch,
+                    "leading again the term this node led before a restart"
+                );
+                self.bump();
+                return Ok(true);
+            }
+        }
+        self.promote(role, epoch, max_offset)
+    }
+
     /// Becomes a slave of `master_addr` (HA at `master_ha_addr`) at `epoch`.
     ///
     /// # Errors

@@ -416,7 +416,10 @@ impl RaftNode {
                     proposed = self.glue.applied();
                     self.glue.store.set_accept_appends(true);
                 } else if leading {
-                    warn!(?now, "leading without the master role: no appends this term");
+                    warn!(
+                        ?now,
+                        "leading without the master role: no appends this term"
+                    );
                 } else if !taken {
                     // The leader's broker address is not known yet: ask again soon.
                     tokio::time::sleep(Duration::from_millis(200)).await;
