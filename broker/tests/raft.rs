@@ -15,7 +15,8 @@ use ferrocket::client::role::{broker_state, BrokerState};
 use ferrocket::client::{split_records, Client, OutMessage, QueueAddr};
 use ferrocket::remoting::codes::response;
 use ferrocket::store::decode_record;
-use ferrocket_testkit::{free_port, wait_until, Kit, Proc};
+use ferrocket_testkit::net::Bridge;
+use ferrocket_testkit::{free_port, skip, wait_until, Kit, Ports, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrocket");
 const GROUP: &str = "raft-a";
@@ -36,10 +37,17 @@ struct Group {
     peers: String,
     dirs: Vec<PathBuf>,
     nodes: Vec<Option<Proc>>,
+    /// Each member in its own network namespace on this bridge (partitions), when set.
+    netns: Option<Vec<(String, String)>>,
 }
 
 impl Group {
     fn start(ns: &str, root: &Path) -> Group {
+        Group::start_in(ns, root, None)
+    }
+
+    /// The group with member `i` in namespace `bridge.namespace(i)`, at `bridge.ns_ip(i)`.
+    fn start_in(ns: &str, root: &Path, bridge: Option<&Bridge>) -> Group {
         let kit = Kit::with_bin(BIN).defaults(&[
             "brokerName=raft-a",
             "mappedFileSizeCommitLog=2097152",
@@ -49,8 +57,18 @@ impl Group {
             "dLegerGroup=raft-a",
             "heartBeatTimeIntervalMs=300",
         ]);
+        let netns: Option<Vec<(String, String)>> = bridge.map(|b| {
+            (0..3)
+                .map(|i| (b.namespace(i).to_owned(), b.ns_ip(i)))
+                .collect()
+        });
+        let ip = |i: usize| {
+            netns
+                .as_ref()
+                .map_or_else(|| "127.0.0.1".to_owned(), |n| n[i].1.clone())
+        };
         let peers = (0..3)
-            .map(|i| format!("n{i}-127.0.0.1:{}", free_port()))
+            .map(|i| format!("n{i}-{}:{}", ip(i), free_port()))
             .collect::<Vec<_>>()
             .join(";");
         let dirs: Vec<PathBuf> = (0..3).map(|i| root.join(format!("n{i}"))).collect();
@@ -60,6 +78,7 @@ impl Group {
             peers,
             dirs,
             nodes: vec![None, None, None],
+            netns,
         };
         for i in 0..3 {
             g.start_node(i);
@@ -68,11 +87,21 @@ impl Group {
     }
 
     fn start_node(&mut self, i: usize) {
-        let extra = [
+        let mut extra = vec![
             format!("dLegerPeers={}", self.peers),
             format!("dLegerSelfId=n{i}"),
         ];
-        self.nodes[i] = Some(self.kit.broker(&self.ns, &self.dirs[i], &extra));
+        let netns = self.netns.as_ref().map(|n| n[i].clone());
+        if let Some((_, ip)) = &netns {
+            extra.push(format!("brokerIP1={ip}"));
+        }
+        self.nodes[i] = Some(self.kit.broker_in(
+            netns.as_ref().map(|(n, _)| n.as_str()),
+            &self.ns,
+            &self.dirs[i],
+            Ports::ANY,
+            &extra,
+        ));
     }
 
     fn node(&self, i: usize) -> &Proc {
@@ -89,10 +118,21 @@ impl Group {
     /// The node every live member agrees leads, once they do: exactly one master, the
     /// others slaves of the same epoch.
     fn leader(&self, rt: &tokio::runtime::Runtime, c: &Client) -> Option<(usize, BrokerState)> {
+        self.leader_among(rt, c, &[0, 1, 2])
+    }
+
+    /// As [`Group::leader`], asking only the live members in `among`.
+    fn leader_among(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        c: &Client,
+        among: &[usize],
+    ) -> Option<(usize, BrokerState)> {
         let states: Vec<(usize, BrokerState)> = self
             .live()
+            .filter(|(i, _)| among.contains(i))
             .map(|(i, p)| {
-                rt.block_on(broker_state(&c.remoting, &p.addr, T))
+                rt.block_on(broker_state(&c.remoting, &p.addr, Duration::from_secs(1)))
                     .map(|s| (i, s))
             })
             .collect::<Result<_, _>>()
@@ -458,4 +498,137 @@ fn a_stopped_follower_a_full_restart_and_a_wiped_follower_lose_nothing() {
             got >= 160
         },
     );
+}
+
+/// `ferrocket admin send --count` inside a namespace: a producer on the leader's side
+/// of a partition. Returns the child and a thread collecting the bodies it saw
+/// acknowledged (`SEND_OK ... body=<body>`).
+fn netns_producer(
+    netns: &str,
+    ns_addr: &str,
+    topic: &str,
+    body: &str,
+) -> (std::process::Child, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            BIN,
+            "admin",
+            "--namesrv",
+            ns_addr,
+            "send",
+        ])
+        .args(["--topic", topic, "--body", body, "--count", "1000000"])
+        .args(["--interval-ms", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with("SEND_OK"))
+            .filter_map(|l| l.split("body=").nth(1).map(str::to_owned))
+            .collect()
+    });
+    (child, reader)
+}
+
+#[test]
+fn a_leader_partitioned_into_a_minority_acknowledges_nothing_and_rejoins_equal() {
+    let bridge = match Bridge::create(3) {
+        Ok(b) => b,
+        Err(why) => {
+            skip(
+                "a_leader_partitioned_into_a_minority_acknowledges_nothing_and_rejoins_equal",
+                &format!("needs network namespaces: {why}"),
+            );
+            return;
+        }
+    };
+    let rt = rt();
+    let kit = Kit::with_bin(BIN);
+    let mut ns = kit.spawn(&["namesrv".into(), "--listen".into(), "0.0.0.0:0".into()]);
+    ns.addr = format!("{}:{}", bridge.host_ip, ns.port());
+    let c = Client::new(&ns.addr);
+    let root = tempfile::tempdir().unwrap();
+    let g = Group::start_in(&ns.addr, root.path(), Some(&bridge));
+    let (old, st) = g.wait_leader(&rt, &c);
+    rt.block_on(c.create_topic("RP", 4)).unwrap();
+    for (i, p) in g.live() {
+        wait_until("topic on every member", Duration::from_secs(20), || {
+            i == old
+                || rt
+                    .block_on(c.pull(&q(&p.addr, 0), "RP", "g", 0, 0))
+                    .is_ok_and(|r| r.code != response::TOPIC_NOT_EXIST)
+        });
+    }
+    // A producer on the leader's side keeps sending to it through the partition.
+    let (mut producer, acked_inside) =
+        netns_producer(&g.netns.as_ref().unwrap()[old].0, &ns.addr, "RP", "inside");
+    std::thread::sleep(Duration::from_millis(1000));
+
+    // The old leader is cut off: the other two elect a leader of a newer term that
+    // acknowledges sends.
+    bridge.set_link(old, false).unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let mut found = None;
+    wait_until("a leader in the majority", Duration::from_secs(20), || {
+        found = g.leader_among(&rt, &c, &others);
+        found.is_some()
+    });
+    let (new, st2) = found.unwrap();
+    assert!(st2.epoch > st.epoch);
+    let new_addr = g.node(new).addr.clone();
+    let outside: Vec<String> = (0..50).map(|i| format!("outside-{i}")).collect();
+    for (n, id) in outside.iter().enumerate() {
+        wait_until(
+            "the majority's leader takes a send",
+            Duration::from_secs(10),
+            || {
+                matches!(rt.block_on(c.send("RP", &q(&new_addr, (n % 4) as i32), &[msg(id, 256)])),
+                Ok(r) if r.code == response::SUCCESS)
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Heal: one leader again, the old one a follower whose log equals the leader's.
+    bridge.set_link(old, true).unwrap();
+    let (leader, _) = g.wait_leader(&rt, &c);
+    assert_ne!(
+        leader, old,
+        "the isolated node cannot win without the newer entries"
+    );
+    let _ = producer.kill();
+    let _ = producer.wait();
+    let inside = acked_inside.join().unwrap();
+    converge(&g, &rt, &c, leader);
+
+    // Everything either side acknowledged is there: the isolated leader acknowledged
+    // nothing it could not commit.
+    let consumed: Vec<String> = rt
+        .block_on(consume_all(&c, &g.node(leader).addr, "RP", 4))
+        .into_iter()
+        .flatten()
+        .collect();
+    let consumed: std::collections::HashSet<&str> = consumed.iter().map(String::as_str).collect();
+    let lost: Vec<&String> = inside
+        .iter()
+        .chain(outside.iter())
+        .filter(|b| !consumed.contains(b.as_str()))
+        .collect();
+    eprintln!(
+        "raft partition: {} acknowledged inside before the cut, {} outside, lost {}",
+        inside.len(),
+        outside.len(),
+        lost.len()
+    );
+    assert!(!inside.is_empty(), "the producer inside never sent");
+    assert!(lost.is_empty(), "acknowledged but missing: {lost:?}");
 }
