@@ -46,23 +46,30 @@ impl Bridge {
     /// # Errors
     /// The first `ip` command that failed.
     pub fn create(n: usize) -> Result<Bridge, String> {
-        let pid = std::process::id();
-        let prefix = format!("10.214.{}", pid % 250);
+        // Several bridges in one test process (tests run in parallel) get their own
+        // names and subnets.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+        let pid = std::process::id() % 100_000;
+        let tag = format!("{pid}{k}");
+        let prefix = format!("10.{}.{}", 214 + k, pid % 250);
+        let name = format!("frb{tag}");
+        // Made first: a bridge of that name that is not ours is never removed.
+        ip(&["link", "add", &name, "type", "bridge"])?;
+        // From here on, Drop removes whatever was made.
         let mut b = Bridge {
-            name: format!("frb{}", pid % 100_000),
+            name,
             host_ip: format!("{prefix}.1"),
             prefix,
             namespaces: Vec::new(),
             host_ends: Vec::new(),
         };
-        ip(&["link", "add", &b.name, "type", "bridge"])?;
-        // From here on, Drop removes whatever was made.
         ip(&["addr", "add", &format!("{}/24", b.host_ip), "dev", &b.name])?;
         ip(&["link", "set", &b.name, "up"])?;
         for i in 0..n {
-            let ns = format!("fr-{pid}-{i}");
-            let host_end = format!("frv{}x{i}", pid % 100_000);
-            let inner = format!("frp{}x{i}", pid % 100_000);
+            let ns = format!("fr-{tag}-{i}");
+            let host_end = format!("frv{tag}x{i}");
+            let inner = format!("frp{tag}x{i}");
             ip(&["netns", "add", &ns])?;
             b.namespaces.push(ns.clone());
             ip(&[

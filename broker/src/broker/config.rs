@@ -364,12 +364,15 @@ pub struct DLedgerSettings {
     /// `preferredLeaderId`.
     pub preferred_leader_id: Option<String>,
     /// `heartBeatTimeIntervalMs`: the leader's heartbeat period. DLedger's default is
-    /// 2000; ferrocket's is 500 so that a new leader is elected within about 2 s.
+    /// 2000; ferrocket's is 250 so that a new leader is elected within about 2 s.
     pub heartbeat_ms: u64,
     /// `maxHeartBeatLeak` (3): heartbeats a follower misses before it stands for
-    /// election (election timeout = heartbeat × leak, plus up to `maxVoteIntervalMs`).
+    /// election. The election timeout is heartbeat × leak plus a random part of up to
+    /// `maxVoteIntervalMs`; a follower that heard from its leader waits the longest
+    /// timeout plus a random one (openraft's leader lease) before it stands.
     pub max_heartbeat_leak: u64,
-    /// `maxVoteIntervalMs` (1000): the random spread added to the election timeout.
+    /// `maxVoteIntervalMs`: the random spread of the election timeout. DLedger's
+    /// default is 1000; ferrocket's is 300 (see `heartBeatTimeIntervalMs`).
     pub max_vote_interval_ms: u64,
 }
 
@@ -404,9 +407,9 @@ impl Default for DLedgerSettings {
             peers: Vec::new(),
             self_id: "n0".into(),
             preferred_leader_id: None,
-            heartbeat_ms: 500,
+            heartbeat_ms: 250,
             max_heartbeat_leak: 3,
-            max_vote_interval_ms: 1000,
+            max_vote_interval_ms: 300,
         }
     }
 }
@@ -969,7 +972,7 @@ mod tests {
             (2, 3)
         );
         assert!(c.store.dispatch_committed_only);
-        assert_eq!(c.dledger.heartbeat_ms, 500);
+        assert_eq!(c.dledger.heartbeat_ms, 250);
     }
 
     #[test]
