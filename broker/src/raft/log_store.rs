@@ -94,6 +94,41 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// Syncs appended entries off openraft's task, in order, many appends per fsync;
+    /// `None`: appends are reported once written (ASYNC_FLUSH: the page cache).
+    flusher: Option<std::sync::mpsc::Sender<Flush>>,
+}
+
+/// Files to sync, then the appends to report.
+type Flush = (Vec<File>, LogFlushed<TypeConfig>);
+
+/// The sync thread: takes every flush request waiting, syncs their files once, and
+/// reports them in the order they came.
+fn flusher() -> io::Result<std::sync::mpsc::Sender<Flush>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Flush>();
+    std::thread::Builder::new()
+        .name("ferrocket-raft-flush".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let mut result: io::Result<()> = Ok(());
+                for (files, _) in &batch {
+                    for f in files {
+                        if result.is_ok() {
+                            result = f.sync_data();
+                        }
+                    }
+                }
+                for (_, cb) in batch {
+                    cb.log_io_completed(match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    });
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 fn segment_name(start: u64) -> String {
@@ -362,6 +397,15 @@ impl LogStore {
     /// # Errors
     /// I/O errors; an unreadable `raftState.json`.
     pub fn open(dir: &Path, seg_size: u64) -> io::Result<Self> {
+        Self::open_with(dir, seg_size, true)
+    }
+
+    /// [`LogStore::open`]; with `durable`, an append is reported once synced (a sync
+    /// thread serves many appends per fsync), otherwise once written.
+    ///
+    /// # Errors
+    /// As [`LogStore::open`].
+    pub fn open_with(dir: &Path, seg_size: u64, durable: bool) -> io::Result<Self> {
         std::fs::create_dir_all(dir.join("data"))?;
         std::fs::create_dir_all(dir.join("index"))?;
         let state: RaftState = match std::fs::read(dir.join("raftState.json")) {
@@ -404,6 +448,7 @@ impl LogStore {
         inner.recover()?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
+            flusher: if durable { Some(flusher()?) } else { None },
         })
     }
 }
@@ -500,10 +545,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 return Err(write_err(&err));
             }
         }
-        let synced = inner.sync(&touched);
-        match synced {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
+        let Some(flusher) = &self.flusher else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let files = touched
+            .iter()
+            .filter_map(|s| inner.segments.get(s))
+            .chain(std::iter::once(&inner.index))
+            .map(File::try_clone)
+            .collect::<io::Result<Vec<File>>>();
+        match files {
+            Ok(files) => {
+                if let Err(std::sync::mpsc::SendError((_, cb))) = flusher.send((files, callback)) {
+                    let err = io::Error::other("the Raft log's sync thread stopped");
+                    cb.log_io_completed(Err(io::Error::other(err.to_string())));
+                    return Err(write_err(&err));
+                }
                 Ok(())
             }
             Err(err) => {

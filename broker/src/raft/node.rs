@@ -230,7 +230,10 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
-        let log = LogStore::open(dir, segment_size)?;
+        // A follower's acknowledgement follows its flush policy: under SYNC_FLUSH the
+        // entries are on disk, under ASYNC_FLUSH in the page cache.
+        let durable = store.config().flush_disk_type == crate::store::FlushDiskType::Sync;
+        let log = LogStore::open_with(dir, segment_size, durable)?;
         let applied = store.confirm_offset().min(store.max_phy_offset());
         let glue = Arc::new(Glue {
             store,
