@@ -88,6 +88,8 @@ struct Inner {
     /// Where the next entry goes.
     end: u64,
     state: RaftState,
+    /// When the committed log id was last written to `raftState.json`.
+    committed_persisted: Option<std::time::Instant>,
 }
 
 /// The Raft log of one node, in DLedger entry files.
@@ -444,6 +446,7 @@ impl LogStore {
             slots: BTreeMap::new(),
             end: 0,
             state,
+            committed_persisted: None,
         };
         inner.recover()?;
         Ok(LogStore {
@@ -523,9 +526,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
+        // openraft allows the committed id to be kept lazily (a restart learns the rest
+        // from the leader): written at most once a second, not on every commit, which
+        // would put two fsyncs on every send's path.
         let mut inner = lock(&self.inner);
         inner.state.committed = committed;
-        inner.persist_state().map_err(|e| write_err(&e))
+        let due = inner
+            .committed_persisted
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+        if due {
+            inner.committed_persisted = Some(std::time::Instant::now());
+            inner.persist_state().map_err(|e| write_err(&e))?;
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {

@@ -396,8 +396,12 @@ impl RaftNode {
     /// (pipelined; many producers' records in one entry).
     pub async fn run(self: Arc<Self>, on_change: OnChange) {
         let mut metrics = self.raft.metrics();
+        let mut committed = self.glue.committed.subscribe();
         let mut last: Option<Leadership> = None;
         let mut proposed = 0u64;
+        // Ends of the entries proposed and not yet applied: at most MAX_IN_FLIGHT, so
+        // that under load what arrives meanwhile rides the next entry (group commit).
+        let mut in_flight: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
         loop {
             let notified = self.appended.notified();
             tokio::pin!(notified);
@@ -417,6 +421,7 @@ impl RaftNode {
                 let taken = on_change(now.clone()).await;
                 if leading && taken {
                     proposed = self.glue.applied();
+                    in_flight.clear();
                     self.glue.store.set_accept_appends(true);
                 } else if leading {
                     warn!(
@@ -430,7 +435,11 @@ impl RaftNode {
                 }
                 last = Some(now.clone());
             }
-            if matches!(now, Leadership::Leader { .. }) {
+            let applied = self.glue.applied();
+            while in_flight.front().is_some_and(|e| *e <= applied) {
+                in_flight.pop_front();
+            }
+            if matches!(now, Leadership::Leader { .. }) && in_flight.len() < MAX_IN_FLIGHT {
                 let end = self.glue.store.max_phy_offset();
                 if end > proposed {
                     let mut data = Vec::with_capacity(8 + (end - proposed) as usize);
@@ -438,7 +447,10 @@ impl RaftNode {
                     data.extend_from_slice(&self.glue.read(proposed, end));
                     if data.len() as u64 - 8 == end - proposed {
                         match self.raft.client_write_ff(Record(data)).await {
-                            Ok(_) => proposed = end,
+                            Ok(_) => {
+                                proposed = end;
+                                in_flight.push_back(end);
+                            }
                             Err(e) => {
                                 warn!(error = %e, "DLedger stopped");
                                 return;
@@ -454,12 +466,16 @@ impl RaftNode {
             }
             tokio::select! {
                 _ = &mut notified => {}
+                _ = committed.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                 r = metrics.changed() => if r.is_err() { return },
             }
         }
     }
 }
+
+/// Entries a leader has proposed and not yet applied before it proposes the next.
+const MAX_IN_FLIGHT: usize = 2;
 
 /// What the broker does when this node's leadership changes: whether its role now
 /// matches (a leader takes appends only then; a follower's change is retried).
