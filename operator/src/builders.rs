@@ -32,6 +32,9 @@ pub const BROKER_PORT: i32 = 10911;
 pub const HA_PORT: i32 = BROKER_PORT + 1;
 /// Broker VIP channel (listenPort − 2).
 pub const VIP_PORT: i32 = BROKER_PORT - 2;
+/// The DLedger (Raft) peer port of `replication: Raft` groups (RocketMQ's usual
+/// `dLegerPeers` port).
+pub const DLEDGER_PORT: i32 = 40911;
 /// Name server metrics / probe port.
 pub const NAMESRV_METRICS_PORT: i32 = 9100;
 /// Where the store PVC is mounted.
@@ -64,6 +67,9 @@ pub const RESERVED_BROKER_KEYS: &[&str] = &[
     "metricsPort",
     "flushDiskType",
     "enableDLegerCommitLog",
+    "dLegerGroup",
+    "dLegerPeers",
+    "dLegerSelfId",
     "controlSecretFile",
     "controlAccessKey",
     "syncStateSetByController",
@@ -643,9 +649,9 @@ pub fn validate_broker_group(spec: &BrokerGroupSpec) -> Result<(), SpecError> {
             "set nameServerRef or nameServerAddress".into(),
         ));
     }
-    if spec.replication == Replication::Raft {
-        return Err(SpecError::Unsupported(
-            "replication Raft (enableDLegerCommitLog) is not supported by this ferrocket version; use SyncMaster or AsyncMaster".into(),
+    if spec.replication == Replication::Raft && (spec.replicas < 3 || spec.replicas % 2 == 0) {
+        return Err(SpecError::Invalid(
+            "Raft needs an odd replica count of at least 3".into(),
         ));
     }
     if spec.replication == Replication::SyncMaster && spec.replicas < 2 {
@@ -747,13 +753,16 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
     let s = &bg.spec;
     let role = match s.replication {
         Replication::SyncMaster => "SYNC_MASTER",
-        Replication::AsyncMaster | Replication::Raft => "ASYNC_MASTER",
+        Replication::AsyncMaster => "ASYNC_MASTER",
+        // The group elects its leader: the role follows the Raft term.
+        Replication::Raft => "",
     };
     let flush = match s.flush_disk_type {
         FlushDiskType::SyncFlush => "SYNC_FLUSH",
         FlushDiskType::AsyncFlush => "ASYNC_FLUSH",
     };
     let mut out = String::from("# Rendered by ferrocket-operator; edit the BrokerGroup instead.\n");
+    let raft = s.replication == Replication::Raft;
     for (k, v) in [
         ("brokerClusterName", s.cluster_name.clone()),
         ("brokerName", bg.name_any()),
@@ -765,9 +774,32 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
         ("storePathRootDir", format!("{STORE_MOUNT}/store")),
         ("metricsPort", s.metrics_port.to_string()),
         // The operator is the controller: in-sync members leave only once it recorded it.
-        ("syncStateSetByController", "true".to_string()),
+        (
+            "syncStateSetByController",
+            if raft { "" } else { "true" }.to_string(),
+        ),
     ] {
-        out.push_str(&format!("{k}={v}\n"));
+        if !v.is_empty() {
+            out.push_str(&format!("{k}={v}\n"));
+        }
+    }
+    if raft {
+        // The peers by pod DNS name (the headless Service publishes them before they
+        // are ready); each pod takes `dLegerSelfId=n<ordinal>` from its name.
+        let name = bg.name_any();
+        let peers: Vec<String> = (0..s.replicas)
+            .map(|i| {
+                format!(
+                    "n{i}-{name}-{i}.{}.{}.svc:{DLEDGER_PORT}",
+                    headless_name(&name),
+                    namespace_of(bg)
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "enableDLegerCommitLog=true\ndLegerGroup={name}\ndLegerPeers={}\n",
+            peers.join(";")
+        ));
     }
     if signed_control {
         out.push_str(&format!(
@@ -842,12 +874,23 @@ pub fn build_broker_group(
         ..ConfigMap::default()
     };
     let roles_cm = roles_config_map(bg, roles);
-    let svc_ports = vec![
+    let raft = s.replication == Replication::Raft;
+    let mut svc_ports = vec![
         port("remoting", BROKER_PORT),
         port("vip", VIP_PORT),
         port("ha", HA_PORT),
         port("metrics", s.metrics_port),
     ];
+    let mut container_ports = vec![
+        container_port("remoting", BROKER_PORT),
+        container_port("vip", VIP_PORT),
+        container_port("ha", HA_PORT),
+        container_port("metrics", s.metrics_port),
+    ];
+    if raft {
+        svc_ports.push(port("dledger", DLEDGER_PORT));
+        container_ports.push(container_port("dledger", DLEDGER_PORT));
+    }
     let headless = service(
         meta(bg, headless_name(&name), "broker"),
         sel.clone(),
@@ -885,12 +928,7 @@ pub fn build_broker_group(
             field_env("POD_IP", "status.podIP"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
         ]),
-        ports: Some(vec![
-            container_port("remoting", BROKER_PORT),
-            container_port("vip", VIP_PORT),
-            container_port("ha", HA_PORT),
-            container_port("metrics", s.metrics_port),
-        ]),
+        ports: Some(container_ports),
         // Recovery of a large store can take a while: the startup probe allows 10 minutes.
         startup_probe: Some(http_probe("/healthz", s.metrics_port, 5, 120)),
         readiness_probe: Some(http_probe("/readyz", s.metrics_port, 5, 2)),
@@ -1021,8 +1059,11 @@ pub fn build_broker_group(
             // The operator replaces pods itself (crate::upgrade): slaves first, then a
             // switchover, then the old master — never the StatefulSet controller's
             // reverse-ordinal roll, which may restart the master first.
+            // A Raft group elects its own leader: the StatefulSet controller rolls it,
+            // one pod at a time, each ready before the next (the group keeps a
+            // majority; a restarted leader costs one election).
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("OnDelete".into()),
+                type_: Some(if raft { "RollingUpdate" } else { "OnDelete" }.into()),
                 rolling_update: None,
             }),
             ..statefulset_spec(
@@ -1427,8 +1468,8 @@ mod tests {
                 "at least 2 replicas",
             ),
             (
-                "nameServerAddress: x:1\nreplicas: 3\nreplication: Raft\n",
-                "not supported",
+                "nameServerAddress: x:1\nreplicas: 4\nreplication: Raft\n",
+                "odd replica count",
             ),
             (
                 "nameServerAddress: x:1\nstorage: {size: lots}\n",
@@ -1447,14 +1488,10 @@ mod tests {
             let err = validate_broker_group(&group(yaml).spec).unwrap_err();
             assert!(err.to_string().contains(want), "{yaml}: {err}");
         }
-        assert_eq!(
-            validate_broker_group(
-                &group("nameServerAddress: x:1\nreplicas: 3\nreplication: Raft\n").spec
-            )
-            .unwrap_err()
-            .reason(),
-            "Unsupported"
-        );
+        assert!(validate_broker_group(
+            &group("nameServerAddress: x:1\nreplicas: 3\nreplication: Raft\n").spec
+        )
+        .is_ok());
         assert!(validate_broker_group(
             &group("nameServerAddress: x:1\nstorage: {size: 1.5Ti}\n").spec
         )

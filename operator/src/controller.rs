@@ -616,6 +616,29 @@ pub async fn reconcile_broker_group(
             });
         }
     };
+    // A Raft group's membership is in its log: a new replica count would render peers
+    // the group does not know. Refused until membership changes are built.
+    if bg.spec.replication == Replication::Raft {
+        let current = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&name)
+            .await?
+            .and_then(|s| s.spec)
+            .and_then(|s| s.replicas);
+        if let Some(n) = current.filter(|n| *n != bg.spec.replicas) {
+            let e = SpecError::Unsupported(format!(
+                "changing the replicas of a Raft group ({n} to {}) is a membership change, \
+                 which this ferrocket version does not support yet; set replicas back to {n}",
+                bg.spec.replicas
+            ));
+            let status = BrokerGroupStatus {
+                conditions: reject(&ctx, bg.as_ref(), &previous.conditions, &e, generation).await,
+                observed_generation: generation,
+                ..previous
+            };
+            replace_status_if_current(&ctx.client, bg.as_ref(), status).await?;
+            return Ok(Action::await_change());
+        }
+    }
     // The roles go into the status before any pod can read them: the status is the
     // source of truth, the ConfigMap a copy.
     let first = previous.master.is_none();
@@ -713,6 +736,19 @@ pub async fn reconcile_broker_group(
 
     let pods = list_pods(&ctx.client, &namespace, &name, "broker").await?;
     let members = observe_members(&ctx, &bg, &pods, &roles).await;
+    if bg.spec.replication == Replication::Raft {
+        // The group elects its own leader: no failover, switchover or in-sync set here;
+        // the status reports the leader and term the brokers say.
+        let status = raft_status(&ctx, bg.as_ref(), &previous, &pods, &members, generation).await;
+        if status != previous {
+            replace_status_if_current(&ctx.client, bg.as_ref(), status).await?;
+        }
+        if let Some(e) = apply_error {
+            return Err(e);
+        }
+        ctx.reset_backoff(&key_of(bg.as_ref()));
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
     // A broker claiming master at an epoch above the record holds a role the
     // operator gave it (role changes are signed); the record is behind (a stale read,
     // a lost status): adopt it before deciding anything.
@@ -1085,6 +1121,106 @@ pub async fn reconcile_broker_group(
     }
     ctx.reset_backoff(&key_of(bg.as_ref()));
     Ok(action)
+}
+
+/// The status of a Raft group: the leader (the member registered as master at the
+/// highest term) and its term, each pod's role as its broker reports it.
+async fn raft_status(
+    ctx: &Context,
+    bg: &BrokerGroup,
+    previous: &BrokerGroupStatus,
+    pods: &[Pod],
+    members: &[Member],
+    generation: Option<i64>,
+) -> BrokerGroupStatus {
+    let leader = members
+        .iter()
+        .filter(|m| m.broker.as_ref().is_some_and(|b| b.is_master))
+        .max_by_key(|m| m.broker.as_ref().map_or(0, |b| b.epoch));
+    let term = leader
+        .and_then(|m| m.broker.as_ref())
+        .map_or(previous.epoch, |b| b.epoch);
+    let brokers: Vec<BrokerMemberStatus> = members
+        .iter()
+        .filter(|m| pods.iter().any(|p| p.name_any() == m.pod))
+        .map(|m| {
+            let leads = leader.is_some_and(|l| l.pod == m.pod);
+            BrokerMemberStatus {
+                broker_id: if leads { 0 } else { m.slave_id },
+                role: if leads { "master" } else { "slave" }.into(),
+                ready: m.ready,
+                max_offset: m
+                    .broker
+                    .as_ref()
+                    .map_or(0, |b| i64::try_from(b.max_offset).unwrap_or(i64::MAX)),
+                pod: m.pod.clone(),
+            }
+        })
+        .collect();
+    let ready = i32::try_from(brokers.iter().filter(|b| b.ready).count()).unwrap_or(i32::MAX);
+    let want = bg.spec.replicas;
+    let leader_ready = leader.is_some_and(|l| l.ready);
+    let leader_pod = leader.map(|l| l.pod.clone());
+    if leader_pod.is_some() && leader_pod != previous.master {
+        ctx.event(
+            bg,
+            EventType::Normal,
+            "LeaderElected",
+            format!(
+                "{} leads term {term} (elected by the group)",
+                leader_pod.as_deref().unwrap_or_default()
+            ),
+        )
+        .await;
+    }
+    let conds = vec![
+        condition(
+            &previous.conditions,
+            "Available",
+            leader_ready,
+            if leader_ready {
+                "LeaderReady"
+            } else {
+                "NoLeader"
+            },
+            match &leader_pod {
+                Some(p) => format!("{p} leads term {term}"),
+                None => "no member reports leading a term".into(),
+            },
+            generation,
+        ),
+        condition(
+            &previous.conditions,
+            "Progressing",
+            ready != want,
+            if ready != want {
+                "RollingOut"
+            } else {
+                "Stable"
+            },
+            format!("{ready}/{want} brokers ready"),
+            generation,
+        ),
+        condition(
+            &previous.conditions,
+            "Degraded",
+            false,
+            "AsExpected",
+            String::new(),
+            generation,
+        ),
+    ];
+    BrokerGroupStatus {
+        master: leader_pod.or_else(|| previous.master.clone()),
+        epoch: term,
+        ready_replicas: ready,
+        brokers,
+        conditions: conds,
+        observed_generation: generation,
+        last_failover_time: previous.last_failover_time.clone(),
+        sync_state_set: None,
+        sync_state_set_epoch: 0,
+    }
 }
 
 /// Each pod as the failover decision sees it: readiness, since when unready, and what

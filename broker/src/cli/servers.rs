@@ -277,7 +277,21 @@ pub fn run_broker(args: BrokerArgs) -> Result<()> {
     if args.repair {
         props.insert("storeRepair".into(), "true".into());
     }
-    if let (Some(file), Some(pod)) = (&args.roles_file, &args.pod_name) {
+    let raft = props
+        .get("enableDLegerCommitLog")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if let (true, Some(pod)) = (raft, &args.pod_name) {
+        // A Raft group's pods take their DLedger id from their ordinal (`n<ordinal>`,
+        // the ids the operator renders in dLegerPeers); the group, not a roles file,
+        // decides who leads.
+        if !props.contains_key("dLegerSelfId") {
+            let ordinal: u32 = pod
+                .rsplit_once('-')
+                .and_then(|(_, n)| n.parse().ok())
+                .with_context(|| format!("pod name `{pod}` does not end in -<ordinal>"))?;
+            props.insert("dLegerSelfId".into(), format!("n{ordinal}"));
+        }
+    } else if let (Some(file), Some(pod)) = (&args.roles_file, &args.pod_name) {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read the roles file {}", file.display()))?;
         let epoch = apply_roles(&mut props, &text, pod)?;

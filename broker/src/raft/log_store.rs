@@ -8,8 +8,9 @@
 //!
 //! - An entry's body is the application record (normal entries), nothing (openraft's
 //!   blank entries, written as DLedger no-ops) or the membership as JSON (DLedger's
-//!   config-change entries). DLedger's reserved `channel` field holds the node id of the
-//!   leader that wrote the entry (openraft's log ids name it; DLedger's files hold 0).
+//!   config-change entries). DLedger's reserved `channel` field is 0, as DLedger writes
+//!   it: with one leader per term (openraft's `single-term-leader`), the term names the
+//!   leader.
 //! - `append` writes the entries and their index units and calls back only after both
 //!   files are synced; `truncate` zeroes the cut entries and units (a restart can never
 //!   bring them back); `purge` records the purged log id and deletes whole segments
@@ -285,7 +286,9 @@ impl Inner {
         }
         let start = self.end - self.end % self.seg_size;
         self.create_segment(start)?;
-        let node = e.log_id.leader_id.node_id;
+        // One leader per term (openraft's `single-term-leader`, standard Raft): the
+        // term names the leader, and DLedger's reserved channel stays 0.
+        let node = 0u64;
         let h = EntryHeader {
             kind,
             size: size as i32,

@@ -5,7 +5,7 @@
 //! ```text
 //! request:  [len:4][kind:1][json_len:4][json][entries]     kind 1 append, 2 vote,
 //!                                                          3 snapshot, 4 info
-//! entry:    [type:1][index:8][term:8][leader:8][len:4][payload]
+//! entry:    [type:1][index:8][term:8][0:8][len:4][payload]    (8 reserved bytes)
 //!           type 1 normal (the record bytes), 2 blank, 3 membership (JSON)
 //! response: [len:4][status:1][json]                        status 0 ok, 1 Raft error
 //! ```
@@ -97,7 +97,8 @@ fn encode_entries(entries: &[Entry<TypeConfig>], out: &mut Vec<u8>) -> Result<()
         out.push(kind);
         out.extend_from_slice(&e.log_id.index.to_be_bytes());
         out.extend_from_slice(&e.log_id.leader_id.term.to_be_bytes());
-        out.extend_from_slice(&e.log_id.leader_id.node_id.to_be_bytes());
+        // The leader's node id: not part of a log id with one leader per term.
+        out.extend_from_slice(&0u64.to_be_bytes());
         let len = u32::try_from(payload.len()).map_err(|_| bad("entry over 4 GiB"))?;
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&payload);

@@ -137,3 +137,152 @@ fn group_spec(ns: &str) -> BrokerGroupSpec {
         ..BrokerGroupSpec::default()
     }
 }
+
+/// A `replication: Raft` group of 3: the rendered `broker.conf` names the DLedger peers
+/// by pod DNS name with ids `n<ordinal>`, each pod takes its id from its name, and the
+/// three real brokers elect a leader that registers as brokerId 0 (followers as
+/// ordinal + 1) and takes sends. Only the peer addresses are moved to loopback ports
+/// (pod DNS names do not resolve here), as the fixed ports are.
+#[test]
+fn a_rendered_raft_group_elects_a_leader_that_takes_sends() {
+    let ns = Proc::spawn(&["namesrv".into(), "--listen".into(), "127.0.0.1:0".into()]);
+    let spec = BrokerGroupSpec {
+        replicas: 3,
+        replication: ferrocket_operator::crd::Replication::Raft,
+        ..group_spec(&ns.addr)
+    };
+    let mut bg = BrokerGroup::new("broker-r", spec);
+    bg.metadata.namespace = Some("mq".into());
+    let roles = Roles::initial("broker-r");
+    let objs = build_broker_group(&bg, &ns.addr, &roles, &BuildConfig::default()).unwrap();
+    let conf_text = objs.config.data.as_ref().unwrap()["broker.conf"].clone();
+    for want in [
+        "enableDLegerCommitLog=true\n",
+        "dLegerGroup=broker-r\n",
+        "dLegerPeers=n0-broker-r-0.broker-r-hs.mq.svc:40911;n1-broker-r-1.broker-r-hs.mq.svc:40911;n2-broker-r-2.broker-r-hs.mq.svc:40911\n",
+    ] {
+        assert!(conf_text.contains(want), "{want} missing from:\n{conf_text}");
+    }
+    assert!(!conf_text.contains("brokerRole="), "{conf_text}");
+    let sts = objs.statefulset.spec.as_ref().unwrap();
+    assert_eq!(
+        sts.update_strategy.as_ref().unwrap().type_.as_deref(),
+        Some("RollingUpdate")
+    );
+    let container = &sts.template.spec.as_ref().unwrap().containers[0];
+    assert!(container
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|p| p.container_port == 40911));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("broker.conf");
+    std::fs::write(&conf, &conf_text).unwrap();
+    let roles_file = dir.path().join("roles");
+    std::fs::write(&roles_file, &objs.roles.data.as_ref().unwrap()["roles"]).unwrap();
+    let peers = (0..3)
+        .map(|i| format!("n{i}-127.0.0.1:{}", free_port()))
+        .collect::<Vec<_>>()
+        .join(";");
+    let start = |pod: &str| {
+        let mut args: Vec<String> = container
+            .args
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|a| {
+                a.replace("/etc/ferrocket/broker.conf", conf.to_str().unwrap())
+                    .replace("/etc/ferrocket-roles/roles", roles_file.to_str().unwrap())
+                    .replace("$(POD_NAME)", pod)
+                    .replace("$(POD_IP)", "127.0.0.1")
+            })
+            .collect();
+        for kv in [
+            "listenPort=0".to_string(),
+            "haListenPort=0".to_string(),
+            format!("metricsPort={}", free_port()),
+            format!("storePathRootDir={}", dir.path().join(pod).display()),
+            "mappedFileSizeCommitLog=8388608".to_string(),
+            "diskSpaceCleanForciblyRatio=100".to_string(),
+            "diskSpaceWarningLevelRatio=100".to_string(),
+            format!("dLegerPeers={peers}"),
+        ] {
+            args.push("--set".into());
+            args.push(kv);
+        }
+        Proc::spawn(&args)
+    };
+    let brokers: Vec<Proc> = (0..3).map(|i| start(&format!("broker-r-{i}"))).collect();
+    // One leader registered as brokerId 0, the others as their ordinal + 1.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let table = loop {
+        let out = std::process::Command::new(ferrocket_interop::ferrocket_bin())
+            .args(["admin", "--namesrv", &ns.addr, "--json", "cluster"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let addrs = v["brokerAddrTable"]["broker-r"]["brokerAddrs"].clone();
+        if addrs
+            .as_object()
+            .is_some_and(|o| o.len() == 3 && o.contains_key("0"))
+        {
+            break addrs;
+        }
+        assert!(Instant::now() < deadline, "no leader registered: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let leader = brokers
+        .iter()
+        .position(|b| table["0"] == b.addr.as_str())
+        .expect("the leader is one of the three");
+    for (i, b) in brokers.iter().enumerate() {
+        if i != leader {
+            assert_eq!(table[(i + 1).to_string()], b.addr.as_str(), "{table}");
+        }
+    }
+    let out = std::process::Command::new(ferrocket_interop::ferrocket_bin())
+        .args([
+            "admin",
+            "--namesrv",
+            &ns.addr,
+            "topic",
+            "create",
+            "--topic",
+            "RT",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The leader takes a send (the route may still be settling: retried until it does).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new(ferrocket_interop::ferrocket_bin())
+            .args([
+                "admin",
+                "--namesrv",
+                &ns.addr,
+                "send",
+                "--topic",
+                "RT",
+                "--body",
+                "hi",
+            ])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        if said.contains("SEND_OK") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{said} {} {table}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
