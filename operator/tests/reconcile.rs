@@ -1627,3 +1627,63 @@ async fn the_in_sync_slaves_are_labelled_for_their_disruption_budget() {
     reconcile_with(&c, &admin).await;
     assert_eq!(labelled(c.clone()).await, ["broker-a-1"]);
 }
+
+/// `replication: Raft`: the group elects its own leader. The operator never promotes or
+/// re-points anyone (even with the recorded master unready past the grace); the status
+/// follows the member that reports leading the highest term; a replica change (a
+/// membership change) is refused and the StatefulSet keeps its size.
+#[tokio::test]
+async fn a_raft_group_reports_the_elected_leader_and_refuses_a_replica_change() {
+    let (c, admin) = three_ready(
+        "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: Raft\nfailover: {unreadyGraceSeconds: 1}\n",
+        [(false, 2, 1000), (true, 2, 1000), (false, 2, 1000)],
+    )
+    .await;
+    let bg = reconcile_with(&c, &admin).await;
+    let st = bg.status.clone().unwrap();
+    assert_eq!(st.master.as_deref(), Some("broker-a-1"));
+    assert_eq!(st.epoch, 2);
+    assert_eq!(condition(&bg, "Available").0, "True");
+    let roles: Vec<(String, i64)> = st
+        .brokers
+        .iter()
+        .map(|b| (b.role.clone(), b.broker_id))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("slave".into(), 1),
+            ("master".into(), 0),
+            ("slave".into(), 3)
+        ]
+    );
+    let conf: Api<ConfigMap> = Api::namespaced(c.clone(), NS);
+    let text = conf.get("broker-a-config").await.unwrap().data.unwrap()["broker.conf"].clone();
+    assert!(text.contains("enableDLegerCommitLog=true"), "{text}");
+    assert!(text.contains("dLegerPeers=n0-broker-a-0."), "{text}");
+    assert!(reasons(&c).await.contains(&"LeaderElected".to_string()));
+
+    // The leader dies and the other two elect n2 at term 3: reported, nothing sent.
+    set_pod(&c, "broker-a-1", false, 100).await;
+    admin.set("10.0.0.1:10911", false, 2, 1000);
+    admin.set("10.0.0.2:10911", true, 3, 1000);
+    let bg = reconcile_with(&c, &admin).await;
+    let st = bg.status.clone().unwrap();
+    assert_eq!((st.master.as_deref(), st.epoch), (Some("broker-a-2"), 3));
+    assert!(
+        admin.calls.lock().unwrap().is_empty(),
+        "the operator changed roles in a Raft group: {:?}",
+        admin.calls.lock().unwrap()
+    );
+
+    // Five replicas would be a membership change: refused, the StatefulSet keeps 3.
+    patch_spec(&c, serde_json::json!({"replicas": 5})).await;
+    let bg = reconcile_with(&c, &admin).await;
+    let (status, reason) = condition(&bg, "Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Unsupported"));
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), NS);
+    assert_eq!(
+        sts.get("broker-a").await.unwrap().spec.unwrap().replicas,
+        Some(3)
+    );
+}
