@@ -61,7 +61,7 @@ fn chart_lints_renders_and_validates_against_kubernetes_schemas() {
     let dir = tempfile::tempdir().unwrap();
     let perms = dir.path().join("permissions.json");
     std::fs::write(&perms, ferrocket_operator::rbac::permissions_json()).unwrap();
-    let samples: String = ["nameserver.yaml", "broker-group.yaml"]
+    let samples: String = ["nameserver.yaml", "broker-group.yaml", "broker-group-raft.yaml"]
         .iter()
         .map(|f| std::fs::read_to_string(root().join("samples").join(f)).unwrap())
         .collect();
