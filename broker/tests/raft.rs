@@ -257,6 +257,24 @@ fn three_nodes_elect_a_leader_and_lose_nothing_acknowledged_when_it_is_killed() 
     let (leader, st) = g.wait_leader(&rt, &c);
     assert_eq!(st.role, "SYNC_MASTER");
     assert!(st.epoch >= 1, "the epoch is the Raft term");
+    // `ferrocket admin raft status`: one leader, every member in its term.
+    let out = std::process::Command::new(BIN)
+        .args(["admin", "--namesrv", &ns.addr, "--json", "raft", "status"])
+        .args(["--broker-name", GROUP])
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let leaders: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["dLegerState"] == "Leader")
+        .collect();
+    assert_eq!(leaders.len(), 1, "{rows:?}");
+    assert_eq!(leaders[0]["dLegerSelfId"], format!("n{leader}").as_str());
+    assert!(rows
+        .iter()
+        .all(|r| r["dLegerTerm"] == st.epoch.to_string().as_str()));
     // Followers refuse writes with SERVICE_NOT_AVAILABLE (clients retry elsewhere).
     let follower = (leader + 1) % 3;
     let r = rt.block_on(c.send("RF", &q(&g.node(follower).addr, 0), &[msg("x", 10)]));

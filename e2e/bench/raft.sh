@@ -76,7 +76,7 @@ load() { # label
 
 stop_all() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  wait 2>/dev/null || true # (bash reports the killed jobs on stderr)
   pids=(); sleep 1
   rm -rf "$work"/m "$work"/s1 "$work"/s2 "$work"/n0 "$work"/n1 "$work"/n2
 }

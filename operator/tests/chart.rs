@@ -61,10 +61,14 @@ fn chart_lints_renders_and_validates_against_kubernetes_schemas() {
     let dir = tempfile::tempdir().unwrap();
     let perms = dir.path().join("permissions.json");
     std::fs::write(&perms, ferrocket_operator::rbac::permissions_json()).unwrap();
-    let samples: String = ["nameserver.yaml", "broker-group.yaml", "broker-group-raft.yaml"]
-        .iter()
-        .map(|f| std::fs::read_to_string(root().join("samples").join(f)).unwrap())
-        .collect();
+    let samples: String = [
+        "nameserver.yaml",
+        "broker-group.yaml",
+        "broker-group-raft.yaml",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(root().join("samples").join(f)).unwrap())
+    .collect();
     let rendered = ferrocket_operator::render::render(&samples, &BuildConfig::default()).unwrap();
     let rendered_file = dir.path().join("rendered.yaml");
     std::fs::write(&rendered_file, rendered).unwrap();
