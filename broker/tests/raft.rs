@@ -451,6 +451,29 @@ fn a_stopped_follower_a_full_restart_and_a_wiped_follower_lose_nothing() {
     let root = tempfile::tempdir().unwrap();
     let mut g = Group::start(&ns.addr, root.path());
     let (leader, _) = g.wait_leader(&rt, &c);
+    // Garbage on every member's Raft port (an unknown request kind, a frame longer than
+    // the limit, JSON that is not a request, a cut-short entry): each connection is
+    // dropped, nothing panics, and the group goes on (the sends below).
+    for peer in g.peers.split(';') {
+        let addr = peer.split_once('-').unwrap().1;
+        for bad in [
+            &[0, 0, 0, 6, 9, 0, 0, 0, 0, 0][..],
+            &[0x7f, 0xff, 0xff, 0xff, 1][..],
+            &[0, 0, 0, 9, 2, 0, 0, 0, 4, b'n', b'u', b'l', b'l'][..],
+            &[0, 0, 0, 12, 1, 0, 0, 0, 2, b'{', b'}', 1, 0, 0][..],
+        ] {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(bad).unwrap();
+            let mut buf = [0u8; 64];
+            // Closed without an answer (a read of 0 bytes, or a reset).
+            assert!(
+                matches!(s.read(&mut buf), Ok(0) | Err(_)),
+                "{bad:?} was answered"
+            );
+        }
+    }
     rt.block_on(c.create_topic("RS", 4)).unwrap();
     let ids =
         |from: usize, to: usize| -> Vec<String> { (from..to).map(|i| format!("m-{i}")).collect() };

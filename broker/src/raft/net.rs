@@ -35,8 +35,9 @@ use super::{Record, TypeConfig};
 
 type NodeId = u64;
 
-/// The largest frame either side accepts.
-pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// The largest frame either side accepts (an AppendEntries of 64 entries of a few
+/// MiB each fits).
+pub const MAX_FRAME: usize = 128 * 1024 * 1024;
 
 const APPEND: u8 = 1;
 const VOTE: u8 = 2;
