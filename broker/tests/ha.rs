@@ -16,6 +16,7 @@ use ferrocket::client::{split_records, Client, ClientError, OutMessage, QueueAdd
 use ferrocket::remoting::codes::response;
 use ferrocket::store::decode_record;
 use ferrocket_testkit::net::ip;
+use ferrocket_testkit::{commitlog_bytes as commitlog, id_of, tagged_message as msg};
 use ferrocket_testkit::{skip, wait_until, Kit, Ports, Proc, Replicas};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -143,26 +144,6 @@ fn broker_config(rt: &tokio::runtime::Runtime, c: &Client, addr: &str) -> String
     String::from_utf8_lossy(&cfg.body_bytes()).into_owned()
 }
 
-/// The CommitLog bytes of a store, `[0, len)`.
-fn commitlog(dir: &Path, len: u64) -> Vec<u8> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("commitlog"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let start: u64 = f.file_name().unwrap().to_str().unwrap().parse().unwrap();
-        if start >= len {
-            break;
-        }
-        let bytes = std::fs::read(&f).unwrap();
-        let take = (len - start).min(bytes.len() as u64) as usize;
-        out.extend_from_slice(&bytes[..take]);
-    }
-    out
-}
-
 /// Waits until `follower` holds `leader`'s whole CommitLog and checks they are equal byte
 /// for byte.
 fn converge(rt: &tokio::runtime::Runtime, c: &Client, leader: &Proc, follower: &Proc, what: &str) {
@@ -184,46 +165,11 @@ fn q(addr: &str, queue_id: i32) -> QueueAddr {
     }
 }
 
-fn msg(id: &str, size: usize) -> OutMessage {
-    let mut body = id.as_bytes().to_vec();
-    body.push(b'|');
-    body.resize(size.max(id.len() + 1), b'x');
-    OutMessage {
-        tag: None,
-        keys: Some(id.to_string()),
-        body: Bytes::from(body),
-    }
-}
-
-fn id_of(body: &[u8]) -> String {
-    let end = body.iter().position(|b| *b == b'|').unwrap_or(body.len());
-    String::from_utf8_lossy(&body[..end]).into_owned()
-}
-
 /// Every message of `topic` on `addr` (queues 0..queues), by id.
 async fn consume_all(c: &Client, addr: &str, topic: &str, queues: i32) -> Vec<String> {
-    let mut out = Vec::new();
-    for queue in 0..queues {
-        let mut offset = 0i64;
-        loop {
-            let r = c
-                .pull(&q(addr, queue), topic, "checker", offset, 0)
-                .await
-                .unwrap();
-            if r.code != response::SUCCESS {
-                break;
-            }
-            let recs = split_records(r.body_bytes());
-            if recs.is_empty() {
-                break;
-            }
-            for rec in &recs {
-                out.push(id_of(&decode_record(rec).unwrap().body));
-            }
-            offset = r.ext_num("nextBeginOffset").unwrap();
-        }
-    }
-    out
+    ferrocket_testkit::consume_ids(c, |i| q(addr, i), topic, queues)
+        .await
+        .concat()
 }
 
 fn create_topic(rt: &tokio::runtime::Runtime, c: &Client, topic: &str, queues: i32) {

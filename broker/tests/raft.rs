@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ferrocket::client::acked::AckedLog;
 use ferrocket::client::role::{broker_state, BrokerState};
-use ferrocket::client::{split_records, Client, OutMessage, QueueAddr};
+use ferrocket::client::{Client, QueueAddr};
 use ferrocket::remoting::codes::response;
-use ferrocket::store::decode_record;
 use ferrocket_testkit::net::Bridge;
+use ferrocket_testkit::{commitlog_bytes as commitlog, tagged_message as msg};
 use ferrocket_testkit::{free_port, skip, wait_until, Kit, Ports, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrocket");
@@ -165,68 +164,9 @@ fn q(addr: &str, queue_id: i32) -> QueueAddr {
     }
 }
 
-fn msg(id: &str, size: usize) -> OutMessage {
-    let mut body = id.as_bytes().to_vec();
-    body.push(b'|');
-    body.resize(size.max(id.len() + 1), b'x');
-    OutMessage {
-        tag: None,
-        keys: Some(id.to_string()),
-        body: Bytes::from(body),
-    }
-}
-
-fn id_of(body: &[u8]) -> String {
-    let end = body.iter().position(|b| *b == b'|').unwrap_or(body.len());
-    String::from_utf8_lossy(&body[..end]).into_owned()
-}
-
 /// Every message of `topic` on `addr`, per queue, by id.
 async fn consume_all(c: &Client, addr: &str, topic: &str, queues: i32) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    for queue in 0..queues {
-        let mut ids = Vec::new();
-        let mut offset = 0i64;
-        loop {
-            let r = c
-                .pull(&q(addr, queue), topic, "checker", offset, 0)
-                .await
-                .unwrap();
-            if r.code != response::SUCCESS {
-                break;
-            }
-            let recs = split_records(r.body_bytes());
-            if recs.is_empty() {
-                break;
-            }
-            for rec in &recs {
-                ids.push(id_of(&decode_record(rec).unwrap().body));
-            }
-            offset = r.ext_num("nextBeginOffset").unwrap();
-        }
-        out.push(ids);
-    }
-    out
-}
-
-/// The CommitLog bytes of a store, `[0, len)`.
-fn commitlog(dir: &Path, len: u64) -> Vec<u8> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("commitlog"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let start: u64 = f.file_name().unwrap().to_str().unwrap().parse().unwrap();
-        if start >= len {
-            break;
-        }
-        let bytes = std::fs::read(&f).unwrap();
-        let take = (len - start).min(bytes.len() as u64) as usize;
-        out.extend_from_slice(&bytes[..take]);
-    }
-    out
+    ferrocket_testkit::consume_ids(c, |i| q(addr, i), topic, queues).await
 }
 
 /// Within each queue, each producer's ids appear in the order it sent them.
@@ -246,20 +186,31 @@ fn check_order(queues: &[Vec<String>]) {
     }
 }
 
-#[test]
-fn three_nodes_elect_a_leader_and_lose_nothing_acknowledged_when_it_is_killed() {
-    let rt = rt();
-    let kit = Kit::with_bin(BIN);
-    let ns = kit.namesrv();
+/// A name server and a Raft group of three on loopback (the runtime, the name server,
+/// a client of it, the stores' root and the group).
+fn loopback_group() -> (
+    tokio::runtime::Runtime,
+    Proc,
+    Client,
+    tempfile::TempDir,
+    Group,
+) {
+    let ns = Kit::with_bin(BIN).namesrv();
     let c = Client::new(&ns.addr);
     let root = tempfile::tempdir().unwrap();
-    let mut g = Group::start(&ns.addr, root.path());
+    let g = Group::start(&ns.addr, root.path());
+    (rt(), ns, c, root, g)
+}
+
+#[test]
+fn three_nodes_elect_a_leader_and_lose_nothing_acknowledged_when_it_is_killed() {
+    let (rt, _ns, c, _root, mut g) = loopback_group();
     let (leader, st) = g.wait_leader(&rt, &c);
     assert_eq!(st.role, "SYNC_MASTER");
     assert!(st.epoch >= 1, "the epoch is the Raft term");
     // `ferrocket admin raft status`: one leader, every member in its term.
     let out = std::process::Command::new(BIN)
-        .args(["admin", "--namesrv", &ns.addr, "--json", "raft", "status"])
+        .args(["admin", "--namesrv", &g.ns, "--json", "raft", "status"])
         .args(["--broker-name", GROUP])
         .output()
         .unwrap();
@@ -444,12 +395,7 @@ fn converge(g: &Group, rt: &tokio::runtime::Runtime, c: &Client, leader: usize) 
 
 #[test]
 fn a_stopped_follower_a_full_restart_and_a_wiped_follower_lose_nothing() {
-    let rt = rt();
-    let kit = Kit::with_bin(BIN);
-    let ns = kit.namesrv();
-    let c = Client::new(&ns.addr);
-    let root = tempfile::tempdir().unwrap();
-    let mut g = Group::start(&ns.addr, root.path());
+    let (rt, _ns, c, _root, mut g) = loopback_group();
     let (leader, _) = g.wait_leader(&rt, &c);
     // Garbage on every member's Raft port (an unknown request kind, a frame longer than
     // the limit, JSON that is not a request, a cut-short entry): each connection is

@@ -297,6 +297,18 @@ pub fn condition(
     }
 }
 
+/// `Degraded=False`, reason `AsExpected`.
+fn not_degraded(previous: &[Condition], generation: Option<i64>) -> Condition {
+    condition(
+        previous,
+        "Degraded",
+        false,
+        "AsExpected",
+        String::new(),
+        generation,
+    )
+}
+
 fn condition_is(conds: &[Condition], type_: &str, status: bool) -> bool {
     let want = if status { "True" } else { "False" };
     conds.iter().any(|c| c.type_ == type_ && c.status == want)
@@ -454,14 +466,7 @@ pub async fn reconcile_nameserver(ns: Arc<NameServer>, ctx: Arc<Context>) -> Res
             format!("{ready}/{want} name servers ready"),
             generation,
         ),
-        condition(
-            &previous.conditions,
-            "Degraded",
-            false,
-            "AsExpected",
-            String::new(),
-            generation,
-        ),
+        not_degraded(&previous.conditions, generation),
     ];
     if ready > 0 && !condition_is(&previous.conditions, "Available", true) {
         ctx.event(
@@ -1054,14 +1059,7 @@ pub async fn reconcile_broker_group(
             generation,
         ),
         match &degraded {
-            None => condition(
-                &previous.conditions,
-                "Degraded",
-                false,
-                "AsExpected",
-                String::new(),
-                generation,
-            ),
+            None => not_degraded(&previous.conditions, generation),
             Some((reason, message)) => condition(
                 &previous.conditions,
                 "Degraded",
@@ -1201,14 +1199,7 @@ async fn raft_status(
             format!("{ready}/{want} brokers ready"),
             generation,
         ),
-        condition(
-            &previous.conditions,
-            "Degraded",
-            false,
-            "AsExpected",
-            String::new(),
-            generation,
-        ),
+        not_degraded(&previous.conditions, generation),
     ];
     BrokerGroupStatus {
         master: leader_pod.or_else(|| previous.master.clone()),

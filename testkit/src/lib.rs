@@ -52,6 +52,97 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// The CommitLog bytes of the store in `dir`, `[0, len)` (to compare replicas byte for
+/// byte).
+///
+/// # Panics
+/// When the CommitLog directory cannot be read.
+#[must_use]
+pub fn commitlog_bytes(dir: &Path, len: u64) -> Vec<u8> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("commitlog"))
+        .expect("a CommitLog directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let Some(start) = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if start >= len {
+            break;
+        }
+        let bytes = std::fs::read(&f).expect("a readable CommitLog segment");
+        let take = (len - start).min(bytes.len() as u64) as usize;
+        out.extend_from_slice(&bytes[..take]);
+    }
+    out
+}
+
+/// A message whose body is `<id>|` padded with `x` to `size` bytes, keyed `id` (the
+/// fault tests' acknowledged-message checker reads the id back with [`id_of`]).
+#[must_use]
+pub fn tagged_message(id: &str, size: usize) -> ferrocket::client::OutMessage {
+    let mut body = id.as_bytes().to_vec();
+    body.push(b'|');
+    body.resize(size.max(id.len() + 1), b'x');
+    ferrocket::client::OutMessage {
+        tag: None,
+        keys: Some(id.to_string()),
+        body: body.into(),
+    }
+}
+
+/// Every [`tagged_message`] id in queues `0..queues` of `topic`, per queue in queue
+/// order, pulled from offset 0 (group `checker`) from the broker `queue` names.
+///
+/// # Panics
+/// When a pull fails or a record does not decode.
+pub async fn consume_ids(
+    c: &ferrocket::client::Client,
+    queue: impl Fn(i32) -> ferrocket::client::QueueAddr,
+    topic: &str,
+    queues: i32,
+) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for q in 0..queues {
+        let mut ids = Vec::new();
+        let mut offset = 0i64;
+        loop {
+            let r = c
+                .pull(&queue(q), topic, "checker", offset, 0)
+                .await
+                .expect("pull");
+            if r.code != ferrocket::remoting::codes::response::SUCCESS {
+                break;
+            }
+            let recs = ferrocket::client::split_records(r.body_bytes());
+            if recs.is_empty() {
+                break;
+            }
+            for rec in &recs {
+                ids.push(id_of(
+                    &ferrocket::store::decode_record(rec).expect("a record").body,
+                ));
+            }
+            offset = r.ext_num("nextBeginOffset").expect("nextBeginOffset");
+        }
+        out.push(ids);
+    }
+    out
+}
+
+/// The id at the start of a [`tagged_message`] body.
+#[must_use]
+pub fn id_of(body: &[u8]) -> String {
+    let end = body.iter().position(|b| *b == b'|').unwrap_or(body.len());
+    String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
 /// Says, in the test output, that a test (or part of one) did not run and why. Written
 /// to the process's stderr directly, past the test harness's capture, so it shows in
 /// every run (CI's included), not only when the test fails.

@@ -88,6 +88,18 @@ pub struct RoleState {
 }
 
 impl RoleState {
+    /// A master (`role`, brokerId 0) at `epoch`.
+    #[must_use]
+    pub fn master(role: BrokerRole, epoch: i64) -> Self {
+        RoleState {
+            role,
+            broker_id: 0,
+            epoch,
+            master_addr: None,
+            master_ha_addr: None,
+        }
+    }
+
     /// Whether this broker takes writes.
     #[must_use]
     pub fn is_master(&self) -> bool {
@@ -376,13 +388,7 @@ impl RoleCell {
                 Err(RoleError::Conflict(epoch))
             };
         }
-        let next = RoleState {
-            role,
-            broker_id: 0,
-            epoch,
-            master_addr: None,
-            master_ha_addr: None,
-        };
+        let next = RoleState::master(role, epoch);
         self.persist(&next)?;
         lock(&self.epochs).begin(epoch, max_offset)?;
         self.term_start.store(max_offset, Ordering::Release);
@@ -410,13 +416,7 @@ impl RoleCell {
         {
             let mut st = write(&self.state);
             if lock(&self.epochs).last_epoch() == epoch && st.epoch <= epoch && !st.is_master() {
-                let next = RoleState {
-                    role,
-                    broker_id: 0,
-                    epoch,
-                    master_addr: None,
-                    master_ha_addr: None,
-                };
+                let next = RoleState::master(role, epoch);
                 self.persist(&next)?;
                 *st = next;
                 drop(st);

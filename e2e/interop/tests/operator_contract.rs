@@ -11,6 +11,47 @@ use ferrocket_interop::{free_port, Proc};
 use ferrocket_operator::builders::{broker_id, build_broker_group, BuildConfig, Roles};
 use ferrocket_operator::crd::{BrokerGroup, BrokerGroupSpec};
 
+/// The container's args as the kubelet would run them for `pod` (its name and IP
+/// substituted, the mounted files read from `dir`), with the fixed ports moved to free
+/// ones, a store under `dir`, small segments, then `extra` settings.
+fn pod_args(
+    container: &k8s_openapi::api::core::v1::Container,
+    dir: &std::path::Path,
+    pod: &str,
+    metrics: u16,
+    extra: &[String],
+) -> Vec<String> {
+    let (conf, roles) = (dir.join("broker.conf"), dir.join("roles"));
+    let mut args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|a| {
+            a.replace("/etc/ferrocket/broker.conf", conf.to_str().unwrap())
+                .replace("/etc/ferrocket-roles/roles", roles.to_str().unwrap())
+                .replace("$(POD_NAME)", pod)
+                .replace("$(POD_IP)", "127.0.0.1")
+        })
+        .collect();
+    for kv in [
+        "listenPort=0".to_string(),
+        "haListenPort=0".to_string(),
+        format!("metricsPort={metrics}"),
+        format!("storePathRootDir={}", dir.join(pod).display()),
+        "mappedFileSizeCommitLog=8388608".to_string(),
+        "diskSpaceCleanForciblyRatio=100".to_string(),
+        "diskSpaceWarningLevelRatio=100".to_string(),
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    {
+        args.push("--set".into());
+        args.push(kv);
+    }
+    args
+}
+
 fn http_status(port: u16, path: &str) -> u16 {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return 0;
@@ -54,31 +95,7 @@ fn rendered_config_and_roles_start_a_master_and_a_slave() {
         .containers[0];
     let start = |pod: &str| {
         let metrics = free_port();
-        let store = dir.path().join(pod);
-        let mut args: Vec<String> = container
-            .args
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|a| {
-                a.replace("/etc/ferrocket/broker.conf", conf.to_str().unwrap())
-                    .replace("/etc/ferrocket-roles/roles", roles_file.to_str().unwrap())
-                    .replace("$(POD_NAME)", pod)
-                    .replace("$(POD_IP)", "127.0.0.1")
-            })
-            .collect();
-        for kv in [
-            "listenPort=0".to_string(),
-            "haListenPort=0".to_string(),
-            format!("metricsPort={metrics}"),
-            format!("storePathRootDir={}", store.display()),
-            "mappedFileSizeCommitLog=8388608".to_string(),
-            "diskSpaceCleanForciblyRatio=100".to_string(),
-            "diskSpaceWarningLevelRatio=100".to_string(),
-        ] {
-            args.push("--set".into());
-            args.push(kv);
-        }
+        let args = pod_args(container, dir.path(), pod, metrics, &[]);
         (Proc::spawn(&args), metrics)
     };
     let (master, m_port) = start("broker-a-0");
@@ -186,32 +203,8 @@ fn a_rendered_raft_group_elects_a_leader_that_takes_sends() {
         .collect::<Vec<_>>()
         .join(";");
     let start = |pod: &str| {
-        let mut args: Vec<String> = container
-            .args
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|a| {
-                a.replace("/etc/ferrocket/broker.conf", conf.to_str().unwrap())
-                    .replace("/etc/ferrocket-roles/roles", roles_file.to_str().unwrap())
-                    .replace("$(POD_NAME)", pod)
-                    .replace("$(POD_IP)", "127.0.0.1")
-            })
-            .collect();
-        for kv in [
-            "listenPort=0".to_string(),
-            "haListenPort=0".to_string(),
-            format!("metricsPort={}", free_port()),
-            format!("storePathRootDir={}", dir.path().join(pod).display()),
-            "mappedFileSizeCommitLog=8388608".to_string(),
-            "diskSpaceCleanForciblyRatio=100".to_string(),
-            "diskSpaceWarningLevelRatio=100".to_string(),
-            format!("dLegerPeers={peers}"),
-        ] {
-            args.push("--set".into());
-            args.push(kv);
-        }
-        Proc::spawn(&args)
+        let peers = format!("dLegerPeers={peers}");
+        Proc::spawn(&pod_args(container, dir.path(), pod, free_port(), &[peers]))
     };
     let brokers: Vec<Proc> = (0..3).map(|i| start(&format!("broker-r-{i}"))).collect();
     // One leader registered as brokerId 0, the others as their ordinal + 1.
