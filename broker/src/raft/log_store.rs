@@ -67,6 +67,48 @@ struct Slot {
     size: u32,
     term: u64,
     node: u64,
+    /// A reference entry's bytes in the CommitLog: `(pos, len)`.
+    body: Option<(u64, u64)>,
+}
+
+/// Where normal entries' bytes live when the log keeps only references to them: the
+/// broker's CommitLog (the Raft log *is* the CommitLog; the entry files hold the
+/// headers, the references, blank and membership entries).
+pub trait Bodies: Send + Sync + std::fmt::Debug + 'static {
+    /// Makes `bytes` the content at `pos`: appended when the CommitLog ends at `pos`,
+    /// nothing when the same bytes are there (the leader wrote them), and otherwise
+    /// what differs from `pos` on is cut first.
+    ///
+    /// # Errors
+    /// A CommitLog that ends before `pos`, or what the store refused.
+    fn write(&self, pos: u64, bytes: &[u8]) -> io::Result<()>;
+    /// The `len` bytes at `pos`.
+    ///
+    /// # Errors
+    /// Fewer bytes there.
+    fn read(&self, pos: u64, len: u64) -> io::Result<Vec<u8>>;
+    /// Cuts everything from `pos` (the entries holding it were truncated).
+    ///
+    /// # Errors
+    /// What the store refused.
+    fn cut(&self, pos: u64) -> io::Result<()>;
+    /// Makes what was written durable (before an append is acknowledged under
+    /// SYNC_FLUSH).
+    ///
+    /// # Errors
+    /// A failed flush.
+    fn flush(&self) -> io::Result<()>;
+}
+
+/// `[pos:8][rest]` of a normal entry.
+fn split_pos(b: &[u8]) -> io::Result<(u64, &[u8])> {
+    if b.len() < 8 {
+        return Err(invalid(format!("a normal entry of {} bytes", b.len())));
+    }
+    let (p, rest) = b.split_at(8);
+    let mut a = [0u8; 8];
+    a.copy_from_slice(p);
+    Ok((u64::from_be_bytes(a), rest))
 }
 
 /// `raftState.json`.
@@ -91,6 +133,8 @@ struct Inner {
     state: RaftState,
     /// When the committed log id was last written to `raftState.json`.
     committed_persisted: Option<std::time::Instant>,
+    /// Where normal entries' bytes go (None: in the entry files).
+    bodies: Option<Arc<dyn Bodies>>,
 }
 
 /// The Raft log of one node, in DLedger entry files.
@@ -107,7 +151,7 @@ type Flush = (Vec<File>, LogFlushed<TypeConfig>);
 
 /// The sync thread: takes every flush request waiting, syncs their files once, and
 /// reports them in the order they came.
-fn flusher() -> io::Result<std::sync::mpsc::Sender<Flush>> {
+fn flusher(bodies: Option<Arc<dyn Bodies>>) -> io::Result<std::sync::mpsc::Sender<Flush>> {
     let (tx, rx) = std::sync::mpsc::channel::<Flush>();
     std::thread::Builder::new()
         .name("ferrocket-raft-flush".into())
@@ -116,6 +160,9 @@ fn flusher() -> io::Result<std::sync::mpsc::Sender<Flush>> {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
                 let mut result: io::Result<()> = Ok(());
+                if let Some(b) = &bodies {
+                    result = b.flush();
+                }
                 for (files, _) in &batch {
                     for f in files {
                         if result.is_ok() {
@@ -237,6 +284,19 @@ impl Inner {
         }
         let payload = match h.kind {
             EntryType::Normal => EntryPayload::Normal(Record(body.to_vec())),
+            EntryType::Reference => {
+                let (pos, rest) = split_pos(body)?;
+                let (len, _) = split_pos(rest)?;
+                let Some(bodies) = &self.bodies else {
+                    return Err(invalid(format!(
+                        "entry {index} refers to CommitLog bytes, and no CommitLog is open"
+                    )));
+                };
+                let mut data = Vec::with_capacity(8 + len as usize);
+                data.extend_from_slice(&pos.to_be_bytes());
+                data.extend_from_slice(&bodies.read(pos, len)?);
+                EntryPayload::Normal(Record(data))
+            }
             EntryType::Noop => EntryPayload::Blank,
             EntryType::ConfigChange => EntryPayload::Membership(
                 serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?,
@@ -255,9 +315,22 @@ impl Inner {
                 return Err(invalid(format!("append of index {index} after {last}")));
             }
         }
+        let mut body_at = None;
         let (kind, body) = match e.payload {
             EntryPayload::Blank => (EntryType::Noop, Vec::new()),
-            EntryPayload::Normal(Record(b)) => (EntryType::Normal, b),
+            EntryPayload::Normal(Record(b)) => match &self.bodies {
+                Some(bodies) => {
+                    let (pos, bytes) = split_pos(&b)?;
+                    bodies.write(pos, bytes)?;
+                    let len = bytes.len() as u64;
+                    body_at = Some((pos, len));
+                    let mut r = Vec::with_capacity(16);
+                    r.extend_from_slice(&pos.to_be_bytes());
+                    r.extend_from_slice(&len.to_be_bytes());
+                    (EntryType::Reference, r)
+                }
+                None => (EntryType::Normal, b),
+            },
             EntryPayload::Membership(m) => (
                 EntryType::ConfigChange,
                 serde_json::to_vec(&m).map_err(|e| invalid(e.to_string()))?,
@@ -316,6 +389,7 @@ impl Inner {
                 size: size as u32,
                 term: e.log_id.leader_id.term,
                 node,
+                body: body_at,
             },
         );
         self.end += size;
@@ -358,12 +432,25 @@ impl Inner {
             let Ok(h) = EntryHeader::decode(&head, pos) else {
                 break;
             };
-            let slot = Slot {
+            let mut slot = Slot {
                 pos,
                 size,
                 term,
                 node: u64::try_from(h.channel).unwrap_or(0),
+                body: None,
             };
+            if h.kind == EntryType::Reference {
+                // Where its bytes are; an entry whose bytes the CommitLog lost (a torn
+                // tail) ends the log (`read_entry` below fails).
+                let Ok(r) = self.read_at(pos + BODY_OFFSET as u64, 16) else {
+                    break;
+                };
+                let (Ok((p, rest)), true) = (split_pos(&r), r.len() == 16) else {
+                    break;
+                };
+                let Ok((len, _)) = split_pos(rest) else { break };
+                slot.body = Some((p, len));
+            }
             if u.index != index as i64 || self.read_entry(index, &slot).is_err() {
                 break;
             }
@@ -396,21 +483,49 @@ impl Inner {
 }
 
 impl LogStore {
+    /// With bodies: cuts what lies past the last normal entry's bytes (or past
+    /// `fallback` when the log holds none) — bytes a leader appended and never
+    /// proposed. Done under the log's lock, so no append lands in between. Returns
+    /// where the bodies now end.
+    ///
+    /// # Errors
+    /// What the bodies' store refused.
+    pub fn cut_unlogged(&self, fallback: u64) -> io::Result<u64> {
+        let inner = lock(&self.inner);
+        let end = inner
+            .slots
+            .values()
+            .rev()
+            .find_map(|s| s.body.map(|(p, l)| p + l))
+            .unwrap_or(fallback);
+        if let Some(b) = &inner.bodies {
+            b.cut(end)?;
+        }
+        Ok(end)
+    }
+
     /// Opens (or creates) the log in `dir` with entry segments of `seg_size` bytes
     /// (DLedger's default is 1 GiB), recovering what a crash left.
     ///
     /// # Errors
     /// I/O errors; an unreadable `raftState.json`.
     pub fn open(dir: &Path, seg_size: u64) -> io::Result<Self> {
-        Self::open_with(dir, seg_size, true)
+        Self::open_with(dir, seg_size, true, None)
     }
 
     /// [`LogStore::open`]; with `durable`, an append is reported once synced (a sync
-    /// thread serves many appends per fsync), otherwise once written.
+    /// thread serves many appends per fsync, flushing `bodies` too), otherwise once
+    /// written. With `bodies`, normal entries' bytes go there and the entry files keep
+    /// references ([`EntryType::Reference`]).
     ///
     /// # Errors
     /// As [`LogStore::open`].
-    pub fn open_with(dir: &Path, seg_size: u64, durable: bool) -> io::Result<Self> {
+    pub fn open_with(
+        dir: &Path,
+        seg_size: u64,
+        durable: bool,
+        bodies: Option<Arc<dyn Bodies>>,
+    ) -> io::Result<Self> {
         std::fs::create_dir_all(dir.join("data"))?;
         std::fs::create_dir_all(dir.join("index"))?;
         let state: RaftState = match std::fs::read(dir.join("raftState.json")) {
@@ -450,11 +565,16 @@ impl LogStore {
             end: 0,
             state,
             committed_persisted: None,
+            bodies: bodies.clone(),
         };
         inner.recover()?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
-            flusher: if durable { Some(flusher()?) } else { None },
+            flusher: if durable {
+                Some(flusher(bodies)?)
+            } else {
+                None
+            },
         })
     }
 }
@@ -594,6 +714,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         };
         let old_end = inner.end;
+        // The CommitLog bytes of the cut entries go too (the CommitLog generation moves,
+        // so no send waiting on them is acknowledged).
+        let first_body = inner.slots.range(from..).find_map(|(_, s)| s.body);
+        if let (Some((pos, _)), Some(bodies)) = (first_body, &inner.bodies) {
+            bodies.cut(pos).map_err(|e| write_err(&e))?;
+        }
         let run = || -> io::Result<()> {
             let touched = inner.zero(cut, old_end)?;
             inner.index.set_len(from * INDEX_UNIT_SIZE as u64)?;
@@ -726,5 +852,86 @@ mod tests {
         let mut s = LogStore::open(dir.path(), seg).unwrap();
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_log_id.map(|l| l.index), Some(30));
+    }
+
+    /// A CommitLog stand-in: bytes in memory, appended at the end only.
+    #[derive(Debug, Default)]
+    struct MemBodies(Mutex<Vec<u8>>);
+
+    impl Bodies for MemBodies {
+        fn write(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+            let mut v = lock(&self.0);
+            let pos = pos as usize;
+            if pos > v.len() {
+                return Err(invalid(format!("gap: {pos} after {}", v.len())));
+            }
+            if v.get(pos..pos + bytes.len()) != Some(bytes) {
+                v.truncate(pos);
+                v.extend_from_slice(bytes);
+            }
+            Ok(())
+        }
+        fn read(&self, pos: u64, len: u64) -> io::Result<Vec<u8>> {
+            lock(&self.0)
+                .get(pos as usize..(pos + len) as usize)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| invalid("short".into()))
+        }
+        fn cut(&self, pos: u64) -> io::Result<()> {
+            lock(&self.0).truncate(pos as usize);
+            Ok(())
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn at(pos: u64, bytes: &[u8]) -> Vec<u8> {
+        let mut v = pos.to_be_bytes().to_vec();
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    /// With bodies (the broker's mode), normal entries keep a 16-byte reference and
+    /// their bytes live in the bodies: read back whole, cut with a truncation, and an
+    /// entry whose bytes the bodies lost (a torn CommitLog tail) ends the log on open.
+    #[tokio::test]
+    async fn with_bodies_entries_refer_to_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let bodies = Arc::new(MemBodies::default());
+        let open = |b: &Arc<MemBodies>| {
+            let b: Arc<dyn Bodies> = b.clone();
+            LogStore::open_with(dir.path(), 4096, false, Some(b)).unwrap()
+        };
+        let mut s = open(&bodies);
+        let entries = (1..=10u64)
+            .map(|i| normal(1, 0, i, &at((i - 1) * 100, &[i as u8; 100])))
+            .collect();
+        append(&mut s, entries).await;
+        assert_eq!(lock(&bodies.0).len(), 1000);
+        let all = s.try_get_log_entries(..).await.unwrap();
+        assert!(
+            matches!(&all[4].payload, EntryPayload::Normal(Record(b)) if *b == at(400, &[5u8; 100]))
+        );
+        // Only references in the entry files: 10 × (48 + 16) bytes.
+        let first = std::fs::read(dir.path().join("data").join(segment_name(0))).unwrap();
+        let (found, _) = crate::store::dledger::scan_segment(&first, 0, Some(0));
+        assert_eq!(found.len(), 10);
+        assert!(found
+            .iter()
+            .all(|e| e.kind == EntryType::Reference && e.size as usize == BODY_OFFSET + 16));
+        // A truncation cuts the bytes of the cut entries; a new term writes over them.
+        s.truncate(LogId::new(CommittedLeaderId::new(1, 0), 8))
+            .await
+            .unwrap();
+        assert_eq!(lock(&bodies.0).len(), 700);
+        append(&mut s, vec![normal(2, 0, 8, &at(700, b"term two"))]).await;
+        assert_eq!(s.cut_unlogged(0).unwrap(), 708);
+        drop(s);
+        // The bytes of the last entry are lost: the log ends before it.
+        lock(&bodies.0).truncate(704);
+        let mut s = open(&bodies);
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(7));
     }
 }

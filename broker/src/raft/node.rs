@@ -6,19 +6,20 @@
 //! 1. The leader appends it to its CommitLog as any master does (offsets assigned
 //!    under the append lock); the dispatcher does not pass the commit point, so
 //!    nobody sees it yet.
-//! 2. The proposer ([`RaftNode::propose`]) turns every byte range appended since the
+//! 2. The proposer ([`RaftNode::run`]) turns every byte range appended since the
 //!    last proposal into one log entry `[pos:8][bytes]` (many producers' records ride
 //!    one entry: group commit) and hands it to openraft without waiting, so entries
 //!    are pipelined.
-//! 3. Once a majority holds an entry, every node applies it ([`Glue`]): a follower
-//!    appends the bytes to its CommitLog at `pos` (the leader finds its own bytes
-//!    there), and the dispatch limit moves to the entry's end. The send waiting on
-//!    that offset is answered.
+//! 3. **The Raft log is the CommitLog**: the log store keeps a 16-byte reference per
+//!    normal entry and writes its bytes through [`Glue`] (the [`Bodies`] of the log) —
+//!    a follower appends them to its CommitLog at `pos`, the leader finds its own
+//!    bytes there; a truncation of the log cuts the CommitLog (its generation moves,
+//!    so a send waiting on a cut record is never acknowledged).
+//! 4. Once a majority holds an entry, every node applies it: the dispatch limit moves
+//!    to the entry's end, and the send waiting on that offset is answered.
 //!
-//! A node that stops leading cuts its CommitLog back to what was applied (the
-//! CommitLog generation moves, so a send waiting on a cut record is never
-//! acknowledged); entries of it that a majority held come back when they are
-//! applied.
+//! On any change of leadership, the bytes past the log's last entry (appended by a
+//! leader, never proposed) are cut before the broker changes role.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,7 @@ use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use super::log_store::LogStore;
+use super::log_store::{Bodies, LogStore};
 use super::machine::{Applied, Apply};
 use super::net::{Network, NodeInfo, Peer};
 use super::{Record, TypeConfig};
@@ -122,54 +123,90 @@ impl Glue {
         Ok(())
     }
 
-    /// Cuts the CommitLog back to the end of the applied entries (a node that stops
-    /// leading drops what no majority confirmed).
-    ///
-    /// # Errors
-    /// What the store refused.
-    pub fn cut_to_applied(&self) -> Result<(), String> {
-        let applied = lock(&self.applied);
-        if self.store.max_phy_offset() > *applied {
-            warn!(
-                keep = *applied,
-                from = self.store.max_phy_offset(),
-                "cutting the records no majority confirmed"
-            );
-            self.store.truncate(*applied).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
     /// End of the applied entries.
     pub fn applied(&self) -> u64 {
         *lock(&self.applied)
     }
 }
 
+impl std::fmt::Debug for Glue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Glue")
+            .field("applied", &self.applied())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Raft log's normal entries live in the CommitLog: the log store writes, reads
+/// and cuts them here.
+impl Bodies for Glue {
+    fn write(&self, pos: u64, bytes: &[u8]) -> std::io::Result<()> {
+        let to = pos + bytes.len() as u64;
+        let end = self.store.max_phy_offset();
+        if pos < end {
+            let have = self.read(pos, to.min(end));
+            if to <= end && have == bytes {
+                // The leader's own records (or an entry written before a restart).
+                return Ok(());
+            }
+            // Records of an earlier term that the log does not hold: the log wins.
+            self.store
+                .truncate(pos)
+                .map_err(|e| std::io::Error::other(format!("cutting at {pos}: {e}")))?;
+        } else if pos > end {
+            return Err(std::io::Error::other(format!(
+                "an entry starts at {pos} but the CommitLog ends at {end}"
+            )));
+        }
+        self.append(pos, bytes).map_err(std::io::Error::other)
+    }
+
+    fn read(&self, pos: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        let b = Glue::read(self, pos, pos + len);
+        if b.len() as u64 != len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the CommitLog holds {} of the {len} bytes at {pos}",
+                    b.len()
+                ),
+            ));
+        }
+        Ok(b)
+    }
+
+    fn cut(&self, pos: u64) -> std::io::Result<()> {
+        if self.store.max_phy_offset() > pos {
+            self.store
+                .truncate(pos)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        self.store
+            .commitlog()
+            .flush()
+            .map(drop)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
 impl Apply for Glue {
     fn apply(&self, _index: u64, data: &[u8]) -> Result<(), String> {
+        // The entry's bytes are in the CommitLog already (the log store put them there
+        // when it appended the entry): applying lets the dispatcher past them.
         let (pos, bytes) = chunk(data)?;
         let to = pos + bytes.len() as u64;
         let mut applied = lock(&self.applied);
         if to <= *applied {
-            // Applied before a restart (the checkpoint's confirm offset is past it).
             return Ok(());
         }
         let end = self.store.max_phy_offset();
-        if pos < end {
-            let have = self.read(pos, to.min(end));
-            if to > end || have != bytes {
-                // Records of an earlier term no majority held: the committed ones win.
-                self.store
-                    .truncate(pos)
-                    .map_err(|e| format!("cutting at {pos}: {e}"))?;
-                self.append(pos, bytes)?;
-            }
-        } else if pos == end {
-            self.append(pos, bytes)?;
-        } else {
+        if end < to {
             return Err(format!(
-                "a committed entry starts at {pos} but the CommitLog ends at {end}"
+                "a committed entry ends at {to} but the CommitLog ends at {end}"
             ));
         }
         *applied = to;
@@ -184,6 +221,8 @@ pub struct RaftNode {
     raft: Raft<TypeConfig>,
     id: u64,
     glue: Arc<Glue>,
+    /// The entry log (where the last entry's bytes end).
+    log: LogStore,
     peers: BTreeMap<u64, String>,
     /// The `dLegerPeers` ids by node id.
     names: BTreeMap<u64, String>,
@@ -233,19 +272,22 @@ impl RaftNode {
         // A follower's acknowledgement follows its flush policy: under SYNC_FLUSH the
         // entries are on disk, under ASYNC_FLUSH in the page cache.
         let durable = store.config().flush_disk_type == crate::store::FlushDiskType::Sync;
-        let log = LogStore::open_with(dir, segment_size, durable)?;
         let applied = store.confirm_offset().min(store.max_phy_offset());
         let glue = Arc::new(Glue {
             store,
             applied: Mutex::new(applied),
             committed: watch::channel(applied).0,
         });
+        // The Raft log is the CommitLog: normal entries keep only a reference to their
+        // bytes, which the CommitLog holds.
+        let bodies: Arc<dyn Bodies> = glue.clone();
+        let log = LogStore::open_with(dir, segment_size, durable, Some(bodies))?;
         let applier: Arc<dyn Apply> = glue.clone();
         let raft = Raft::new(
             id,
             Arc::new(config),
             Network,
-            log,
+            log.clone(),
             Applied::with_applier(applier),
         )
         .await
@@ -269,6 +311,7 @@ impl RaftNode {
             raft,
             id,
             glue,
+            log,
             peers,
             names: settings
                 .peers
@@ -412,15 +455,19 @@ impl RaftNode {
                 if !leading {
                     self.glue.store.set_accept_appends(false);
                 }
-                if let Err(e) = self.glue.cut_to_applied() {
-                    warn!(error = %e, "could not cut the unconfirmed records; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+                // Records appended and never proposed go (no majority has them).
+                let log_end = match self.log.cut_unlogged(self.glue.applied()) {
+                    Ok(end) => end,
+                    Err(e) => {
+                        warn!(error = %e, "could not cut the records never proposed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 info!(?now, applied = self.glue.applied(), "DLedger role");
                 let taken = on_change(now.clone()).await;
                 if leading && taken {
-                    proposed = self.glue.applied();
+                    proposed = log_end;
                     in_flight.clear();
                     self.glue.store.set_accept_appends(true);
                 } else if leading {

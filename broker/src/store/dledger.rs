@@ -55,6 +55,9 @@ pub enum EntryType {
     Noop,
     /// A membership change.
     ConfigChange,
+    /// ferrocket: a normal entry whose bytes are in the CommitLog; the body is
+    /// `[pos:8][len:8]` (where and how long). Not a DLedger type.
+    Reference,
 }
 
 impl EntryType {
@@ -64,6 +67,7 @@ impl EntryType {
             EntryType::Normal => 1,
             EntryType::Noop => 2,
             EntryType::ConfigChange => 3,
+            EntryType::Reference => 4,
         }
     }
 
@@ -73,6 +77,7 @@ impl EntryType {
             1 => Some(EntryType::Normal),
             2 => Some(EntryType::Noop),
             3 => Some(EntryType::ConfigChange),
+            4 => Some(EntryType::Reference),
             _ => None,
         }
     }
