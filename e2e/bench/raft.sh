@@ -107,6 +107,7 @@ for mode in ${MODES-single SYNC_MASTER RAFT}; do
     l=$(raft_leader 0 1 2)
     "$bin" admin --namesrv "$NS" broker-status --broker "127.0.0.1:${rp[$l]}" 2>/dev/null \
       | awk '$1 ~ /^dLeger(LastLogIndex|CommittedOffset|Term)$/ {printf "%s=%s ", $1, $2} END{print ""}'
+    echo "disk of the leader: $(du -sh "$work/n$l/commitlog" | cut -f1) CommitLog, $(du -sh "$work/n$l/dledger" | cut -f1) entry log (dledger/)"
   fi
   stop_all
 done
