@@ -1723,3 +1723,180 @@ async fn admin_requests_are_relayed_to_a_stock_consumer() {
     c.shutdown().await;
     p.shutdown().await;
 }
+
+/// The registered master of broker name `name` (its address), from the name server.
+fn registered_master(ns: &str, name: &str) -> Option<String> {
+    let out = std::process::Command::new(ferrocket_interop::ferrocket_bin())
+        .args(["admin", "--namesrv", ns, "--json", "cluster"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["brokerAddrTable"][name]["brokerAddrs"]["0"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// A Raft group of three (`enableDLegerCommitLog=true`) under 32 senders of the stock
+/// client (4 producers × 8 tasks): `kill -9` of the leader; a producer started after
+/// it sends to the new leader within 5 s of the kill; every message the stock client
+/// saw acknowledged is consumed (by the stock push consumer) from the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_group_survives_the_leaders_kill_9_under_the_stock_client() {
+    let kit = ferrocket_interop::kit();
+    let ns = kit.namesrv();
+    let peers = (0..3)
+        .map(|i| format!("n{i}-127.0.0.1:{}", ferrocket_interop::free_port()))
+        .collect::<Vec<_>>()
+        .join(";");
+    let root = tempfile::tempdir().unwrap();
+    let mut brokers: Vec<ferrocket_interop::Proc> = (0..3)
+        .map(|i| {
+            kit.broker(
+                &ns.addr,
+                &root.path().join(format!("n{i}")),
+                &[
+                    "brokerName=raft-i".to_string(),
+                    "enableDLegerCommitLog=true".to_string(),
+                    format!("dLegerPeers={peers}"),
+                    format!("dLegerSelfId=n{i}"),
+                    "registerNameServerPeriod=1000".to_string(),
+                ],
+            )
+        })
+        .collect();
+    wait_for("a registered leader", Duration::from_secs(30), || {
+        registered_master(&ns.addr, "raft-i").is_some()
+    })
+    .await;
+    let leader = registered_master(&ns.addr, "raft-i").expect("a leader");
+    let out = std::process::Command::new(ferrocket_interop::ferrocket_bin())
+        .args([
+            "admin",
+            "--namesrv",
+            &ns.addr,
+            "topic",
+            "create",
+            "--topic",
+            "InteropRaft",
+        ])
+        .args(["--queues", "8"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The followers copy the topic from the leader (metadata sync) before it dies.
+    let fc = ferrocket::client::Client::new(&ns.addr);
+    for b in brokers.iter().filter(|b| b.addr != leader) {
+        let q = ferrocket::client::QueueAddr {
+            broker_name: "raft-i".into(),
+            addr: b.addr.clone(),
+            queue_id: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !fc
+            .pull(&q, "InteropRaft", "g", 0, 0)
+            .await
+            .is_ok_and(|r| r.code != ferrocket::remoting::codes::response::TOPIC_NOT_EXIST)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the topic never reached {}",
+                b.addr
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let rt = client_runtime("raft");
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut tasks = Vec::new();
+    for g in 0..4 {
+        let p = Arc::new(producer(&rt, &ns.addr, &format!("interop_pg_raft{g}")).await);
+        for t in 0..8 {
+            let (p, acked) = (p.clone(), acked.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let body = format!("g{g}t{t}-{i}");
+                    match p
+                        .send_with_timeout(message("InteropRaft", "R", &body), 3000)
+                        .await
+                    {
+                        Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk" => {
+                            acked.lock().unwrap().insert(body);
+                        }
+                        _ => return,
+                    }
+                }
+            }));
+        }
+    }
+    wait_for("acknowledged sends", Duration::from_secs(30), || {
+        acked.lock().unwrap().len() > 500
+    })
+    .await;
+    let victim = brokers.iter().position(|b| b.addr == leader).unwrap();
+    brokers[victim].kill9();
+    let killed = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    // A new leader registers; a producer started now sends to it.
+    wait_for("a new leader", Duration::from_secs(10), || {
+        registered_master(&ns.addr, "raft-i").is_some_and(|m| m != leader)
+    })
+    .await;
+    let p = producer(&rt, &ns.addr, "interop_pg_raft_after").await;
+    loop {
+        if let Ok(Some(r)) = p
+            .send_with_timeout(message("InteropRaft", "R", "after"), 3000)
+            .await
+        {
+            if format!("{:?}", r.send_status) == "SendOk" {
+                acked.lock().unwrap().insert("after".into());
+                break;
+            }
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "no send acknowledged after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let to_first_send = killed.elapsed();
+    let acked = acked.lock().unwrap().clone();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = push_consumer(
+        &rt,
+        &ns.addr,
+        "interop_cg_raft",
+        "InteropRaft",
+        "*",
+        got.clone(),
+    )
+    .await;
+    wait_for(
+        "every acknowledged message",
+        Duration::from_secs(90),
+        || {
+            let got: BTreeSet<String> =
+                got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+            acked.iter().all(|a| got.contains(a))
+        },
+    )
+    .await;
+    c.shutdown().await;
+    let n = got.lock().unwrap().len();
+    eprintln!(
+        "raft kill -9 of the leader under the stock client: {} acknowledged, {n} consumed \
+         ({} duplicates or unacknowledged), 0 lost, kill to the first acknowledged send {} ms",
+        acked.len(),
+        n.saturating_sub(acked.len()),
+        to_first_send.as_millis()
+    );
+    assert!(
+        to_first_send < Duration::from_secs(5),
+        "the new leader took {to_first_send:?} to take a send"
+    );
+}
