@@ -325,10 +325,26 @@ fn three_nodes_elect_a_leader_and_lose_nothing_acknowledged_when_it_is_killed() 
         report.lost_sample
     );
 
-    // The killed node restarts on its store, catches up (its uncommitted tail replaced
-    // by the new leader's entries), and holds the same bytes.
+    // The killed node restarts on its store, catches up, and holds the same bytes.
     g.start_node(leader);
-    converge(&g, &rt, &c, new);
+    let target = rt
+        .block_on(broker_state(&c.remoting, &new_addr, T))
+        .unwrap()
+        .max_offset;
+    for (i, p) in g.live() {
+        wait_until(
+            "every member holds the leader's log",
+            Duration::from_secs(20),
+            || {
+                rt.block_on(broker_state(&c.remoting, &p.addr, T))
+                    .is_ok_and(|s| s.max_offset >= target)
+            },
+        );
+        assert!(
+            commitlog(&g.dirs[i], target) == commitlog(&g.dirs[new], target),
+            "node {i}'s CommitLog differs from the leader's"
+        );
+    }
     let (_, st3) = g.wait_leader(&rt, &c);
     assert_eq!(
         st3.epoch, st2.epoch,

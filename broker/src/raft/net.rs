@@ -54,9 +54,6 @@ pub enum NetError {
     /// Socket errors.
     #[error("raft transport: {0}")]
     Io(#[from] std::io::Error),
-    /// The peer could not be connected to (down, or not listening yet).
-    #[error("raft transport: cannot connect: {0}")]
-    Connect(std::io::Error),
     /// A frame that is not what the protocol says.
     #[error("raft transport: bad frame: {0}")]
     Frame(String),
@@ -303,9 +300,7 @@ impl Peer {
         frame: &[u8],
     ) -> Result<Reply<T, E>, NetError> {
         if self.sock.is_none() {
-            let s = TcpStream::connect(&self.addr)
-                .await
-                .map_err(NetError::Connect)?;
+            let s = TcpStream::connect(&self.addr).await?;
             let _ = s.set_nodelay(true);
             self.sock = Some(s);
         }
