@@ -466,9 +466,15 @@ impl Broker {
     }
 
     /// What this broker can vouch for: the end of the CommitLog it holds (every byte
-    /// CRC-checked, on a slave as received from the master).
+    /// CRC-checked, on a slave as received from the master); in Raft mode, the end of
+    /// the committed entries it applied.
     pub fn confirmed_offset(&self) -> u64 {
-        self.store.max_phy_offset()
+        match self.raft_node() {
+            // Raft mode: what a majority holds and this member applied (its CommitLog
+            // may hold an uncommitted tail the leader's log will replace).
+            Some(n) => n.glue().applied(),
+            None => self.store.max_phy_offset(),
+        }
     }
 
     /// The routing table: one line per request code, to its family's processor.

@@ -65,7 +65,9 @@ enum BenchCommand {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERROCKET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // openraft narrates every vote and replication step at info: its warnings and
+        // errors are kept, the rest is ferrocket's own (`DLedger role` lines).
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

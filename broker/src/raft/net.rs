@@ -18,7 +18,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::Backoff;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -51,6 +54,9 @@ const MEMBERSHIP: u8 = 3;
 /// A transport failure (the peer is unreachable, closed, or sent something invalid).
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    /// The peer could not be reached (nothing listens there, no route).
+    #[error("raft transport: cannot connect: {0}")]
+    Connect(std::io::Error),
     /// Socket errors.
     #[error("raft transport: {0}")]
     Io(#[from] std::io::Error),
@@ -300,7 +306,9 @@ impl Peer {
         frame: &[u8],
     ) -> Result<Reply<T, E>, NetError> {
         if self.sock.is_none() {
-            let s = TcpStream::connect(&self.addr).await?;
+            let s = TcpStream::connect(&self.addr)
+                .await
+                .map_err(NetError::Connect)?;
             let _ = s.set_nodelay(true);
             self.sock = Some(s);
         }
@@ -358,13 +366,30 @@ impl Peer {
     }
 }
 
+/// A peer nobody listens for is `Unreachable`: openraft then backs off (see
+/// [`RaftNetwork::backoff`]) instead of retrying at once, which spun the leader at
+/// thousands of connection attempts a second while a member was down.
 fn rpc_err<E: std::error::Error>(
     e: &NetError,
 ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
-    RPCError::Network(NetworkError::new(e))
+    match e {
+        NetError::Connect(_) => RPCError::Unreachable(Unreachable::new(e)),
+        _ => RPCError::Network(NetworkError::new(e)),
+    }
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
+    /// After a refused connection: 50, 100, 200, 400 ms, then every 500 ms until a
+    /// call succeeds. A restarted member is found within half a second; a dead one
+    /// costs two connection attempts a second.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            (0..4)
+                .map(|i| Duration::from_millis(50 << i))
+                .chain(std::iter::repeat(Duration::from_millis(500))),
+        )
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

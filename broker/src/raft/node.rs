@@ -75,6 +75,10 @@ pub struct Glue {
     /// End of the last applied entry (where the dispatcher may go).
     applied: Mutex<u64>,
     committed: watch::Sender<u64>,
+    /// `(generation, end)`: this leader proposed the CommitLog's bytes below `end`
+    /// as they stood in that generation, so the log store need not read them back to
+    /// compare (a cut or a change of role moves the generation).
+    own: Mutex<(u64, u64)>,
 }
 
 fn chunk(data: &[u8]) -> Result<(u64, &[u8]), String> {
@@ -144,6 +148,11 @@ impl Bodies for Glue {
         let to = pos + bytes.len() as u64;
         let end = self.store.max_phy_offset();
         if pos < end {
+            let (generation, own_end) = *lock(&self.own);
+            if to <= own_end && generation == self.store.generation() {
+                // This leader's own records, proposed from this very CommitLog.
+                return Ok(());
+            }
             let have = self.read(pos, to.min(end));
             if to <= end && have == bytes {
                 // The leader's own records (or an entry written before a restart).
@@ -277,6 +286,7 @@ impl RaftNode {
             store,
             applied: Mutex::new(applied),
             committed: watch::channel(applied).0,
+            own: Mutex::new((u64::MAX, 0)),
         });
         // The Raft log is the CommitLog: normal entries keep only a reference to their
         // bytes, which the CommitLog holds.
@@ -352,8 +362,13 @@ impl RaftNode {
         let m = self.raft.metrics().borrow().clone();
         let term = m.current_term;
         match (m.state, m.current_leader) {
+            // A leader once its term's first entry is applied and a quorum has
+            // answered it in this process's life: a member restarted with a vote for
+            // itself resumes as leader in openraft, possibly of a term the others
+            // have left; it stays Unknown until a majority acknowledges it.
             (ServerState::Leader, _)
-                if m.last_applied.is_some_and(|l| l.leader_id.term == term) =>
+                if m.last_applied.is_some_and(|l| l.leader_id.term == term)
+                    && m.millis_since_quorum_ack.is_some() =>
             {
                 Leadership::Leader { term }
             }
@@ -491,7 +506,11 @@ impl RaftNode {
                 if end > proposed {
                     let mut data = Vec::with_capacity(8 + (end - proposed) as usize);
                     data.extend_from_slice(&proposed.to_be_bytes());
+                    let generation = self.glue.store.generation();
                     data.extend_from_slice(&self.glue.read(proposed, end));
+                    if self.glue.store.generation() == generation {
+                        *lock(&self.glue.own) = (generation, end);
+                    }
                     if data.len() as u64 - 8 == end - proposed {
                         match self.raft.client_write_ff(Record(data)).await {
                             Ok(_) => {
