@@ -47,14 +47,21 @@ impl Group {
 
     /// The group with member `i` in namespace `bridge.namespace(i)`, at `bridge.ns_ip(i)`.
     fn start_in(ns: &str, root: &Path, bridge: Option<&Bridge>) -> Group {
-        let kit = Kit::with_bin(BIN).defaults(&[
+        Group::start_with(ns, root, bridge, &[])
+    }
+
+    /// As [`Group::start_in`], with more `broker.conf` lines for every member.
+    fn start_with(ns: &str, root: &Path, bridge: Option<&Bridge>, extra: &[&str]) -> Group {
+        let mut conf = vec![
             "brokerName=raft-a",
             "mappedFileSizeCommitLog=2097152",
             "maxMessageSize=1048576",
             "registerNameServerPeriod=1000",
             "enableDLegerCommitLog=true",
             "dLegerGroup=raft-a",
-        ]);
+        ];
+        conf.extend_from_slice(extra);
+        let kit = Kit::with_bin(BIN).defaults(&conf);
         let netns: Option<Vec<(String, String)>> = bridge.map(|b| {
             (0..3)
                 .map(|i| (b.namespace(i).to_owned(), b.ns_ip(i)))
@@ -144,6 +151,19 @@ impl Group {
             .iter()
             .all(|(_, s)| s.epoch == m.epoch)
             .then(|| (*i, m.clone()))
+    }
+
+    /// Waits until every live member knows `topic` (the followers by metadata sync
+    /// from the leader).
+    fn wait_topic(&self, rt: &tokio::runtime::Runtime, c: &Client, topic: &str) {
+        for (_, p) in self.live() {
+            wait_until("topic on every member", Duration::from_secs(20), || {
+                rt.block_on(c.pull(&q(&p.addr, 0), topic, "g", 0, 0))
+                    .is_ok_and(|r| {
+                        r.code != response::TOPIC_NOT_EXIST && r.code != response::SYSTEM_ERROR
+                    })
+            });
+        }
     }
 
     /// Prints what every live member says of itself (for a failure's report).
@@ -257,22 +277,7 @@ fn three_nodes_elect_a_leader_and_lose_nothing_acknowledged_when_it_is_killed() 
     }
     rt.block_on(c.create_topic("RF", 8)).unwrap();
     // The followers know the topic (metadata sync from the leader) before it dies.
-    for (i, p) in g.live() {
-        if i == leader {
-            continue;
-        }
-        wait_until(
-            "topic synced to a follower",
-            Duration::from_secs(20),
-            || {
-                rt.block_on(c.pull(&q(&p.addr, 0), "RF", "g", 0, 0))
-                    .map(|r| {
-                        r.code != response::TOPIC_NOT_EXIST && r.code != response::SYSTEM_ERROR
-                    })
-                    .unwrap_or(false)
-            },
-        );
-    }
+    g.wait_topic(&rt, &c, "RF");
 
     // 32 producers, 1 KiB messages, to the leader until it dies.
     let log = Arc::new(AckedLog::new());
@@ -353,6 +358,72 @@ fn three_nodes_elect_a_leader_and_lose_nothing_acknowledged_when_it_is_killed() 
         st3.epoch, st2.epoch,
         "the restarted node did not disturb the term"
     );
+}
+
+/// Producers of 512-byte messages (`p<k>-<i>`, producer k to queue k % queues) that
+/// send wherever `target` points (the leader the test last saw), recording what was
+/// acknowledged.
+struct Load {
+    log: Arc<AckedLog>,
+    stop: Arc<AtomicBool>,
+    target: Arc<std::sync::RwLock<String>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        c: &Client,
+        topic: &str,
+        queues: i32,
+        leader: &str,
+    ) -> Load {
+        let log = Arc::new(AckedLog::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let target = Arc::new(std::sync::RwLock::new(leader.to_owned()));
+        let tasks = (0..8)
+            .map(|p| {
+                let (c, log, stop, target) = (
+                    c.clone(),
+                    Arc::clone(&log),
+                    Arc::clone(&stop),
+                    Arc::clone(&target),
+                );
+                let topic = topic.to_owned();
+                rt.spawn(async move {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let id = format!("p{p}-{i}");
+                        i += 1;
+                        log.attempted();
+                        let addr = target.read().unwrap().clone();
+                        let sent = tokio::time::timeout(
+                            Duration::from_secs(8),
+                            c.send(&topic, &q(&addr, p % queues), &[msg(&id, 512)]),
+                        )
+                        .await;
+                        match sent {
+                            Ok(Ok(r)) if r.code == response::SUCCESS => log.acked(id),
+                            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            log,
+            stop,
+            target,
+            tasks,
+        }
+    }
+
+    fn join(self, rt: &tokio::runtime::Runtime) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = rt.block_on(t);
+        }
+    }
 }
 
 fn signal(p: &Proc, sig: &str) {
@@ -549,14 +620,7 @@ fn a_leader_partitioned_into_a_minority_acknowledges_nothing_and_rejoins_equal()
     let g = Group::start_in(&ns.addr, root.path(), Some(&bridge));
     let (old, st) = g.wait_leader(&rt, &c);
     rt.block_on(c.create_topic("RP", 4)).unwrap();
-    for (i, p) in g.live() {
-        wait_until("topic on every member", Duration::from_secs(20), || {
-            i == old
-                || rt
-                    .block_on(c.pull(&q(&p.addr, 0), "RP", "g", 0, 0))
-                    .is_ok_and(|r| r.code != response::TOPIC_NOT_EXIST)
-        });
-    }
+    g.wait_topic(&rt, &c, "RP");
     // A producer on the leader's side keeps sending to it through the partition.
     let (mut producer, acked_inside) =
         netns_producer(&g.netns.as_ref().unwrap()[old].0, &ns.addr, "RP", "inside");
@@ -708,45 +772,11 @@ fn randomized_fault_campaign_loses_no_acknowledged_message() {
     let mut g = Group::start_in(&ns.addr, root.path(), bridge.as_ref());
     let (leader, _) = g.wait_leader(&rt, &c);
     rt.block_on(c.create_topic("RC", 4)).unwrap();
-    for (_, p) in g.live() {
-        wait_until("topic on every member", Duration::from_secs(20), || {
-            rt.block_on(c.pull(&q(&p.addr, 0), "RC", "g", 0, 0))
-                .is_ok_and(|r| r.code != response::TOPIC_NOT_EXIST)
-        });
-    }
+    g.wait_topic(&rt, &c, "RC");
 
     // 8 producers that follow the leader the test last saw.
-    let log = Arc::new(AckedLog::new());
-    let stop = Arc::new(AtomicBool::new(false));
-    let target = Arc::new(std::sync::RwLock::new(g.node(leader).addr.clone()));
-    let producers: Vec<_> = (0..8)
-        .map(|p| {
-            let (c, log, stop, target) = (
-                c.clone(),
-                Arc::clone(&log),
-                Arc::clone(&stop),
-                Arc::clone(&target),
-            );
-            rt.spawn(async move {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let id = format!("p{p}-{i}");
-                    i += 1;
-                    log.attempted();
-                    let addr = target.read().unwrap().clone();
-                    let sent = tokio::time::timeout(
-                        Duration::from_secs(8),
-                        c.send("RC", &q(&addr, p % 4), &[msg(&id, 512)]),
-                    )
-                    .await;
-                    match sent {
-                        Ok(Ok(r)) if r.code == response::SUCCESS => log.acked(id),
-                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(&rt, &c, "RC", 4, &g.node(leader).addr);
+    let (log, target) = (Arc::clone(&load.log), Arc::clone(&load.target));
 
     let mut terms = Terms::default();
     let mut worst = Duration::ZERO;
@@ -833,10 +863,7 @@ fn randomized_fault_campaign_loses_no_acknowledged_message() {
         );
         worst = worst.max(gap);
     }
-    stop.store(true, Ordering::Relaxed);
-    for p in producers {
-        let _ = rt.block_on(p);
-    }
+    load.join(&rt);
     let (leader, _) = g.wait_leader(&rt, &c);
     converge(&g, &rt, &c, leader);
     let consumed: Vec<String> = rt
@@ -858,4 +885,161 @@ fn randomized_fault_campaign_loses_no_acknowledged_message() {
         report.lost_sample
     );
     assert!(report.acked > 100, "too little load: {}", report.acked);
+}
+
+#[test]
+fn leadership_transfer_under_load_loses_nothing_and_takes_one_election() {
+    let (rt, _ns, c, _root, g) = loopback_group();
+    let (leader, st) = g.wait_leader(&rt, &c);
+    rt.block_on(c.create_topic("RT", 4)).unwrap();
+    g.wait_topic(&rt, &c, "RT");
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["admin", "--namesrv", &g.ns, "raft"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // Refusals: a member that is not in the group; a follower asked directly.
+    let (ok, out) = admin(&["transfer-leader", "--broker-name", GROUP, "--to", "n7"]);
+    assert!(!ok && out.contains("not a voting member"), "{out}");
+    let follower = (leader + 1) % 3;
+    let r = rt
+        .block_on(
+            c.remoting.invoke(
+                &g.node(follower).addr,
+                ferrocket::remoting::RemotingCommand::request(
+                    ferrocket::remoting::codes::request::RAFT_TRANSFER_LEADER,
+                )
+                .with_ext("targetId", format!("n{leader}")),
+                T,
+            ),
+        )
+        .unwrap();
+    assert_eq!(r.code, response::SYSTEM_ERROR);
+    assert!(
+        r.remark.as_deref().unwrap_or("").contains("does not lead"),
+        "{:?}",
+        r.remark
+    );
+
+    // Under 8 producers: hand over to the next member.
+    let load = Load::start(&rt, &c, "RT", 4, &g.node(leader).addr);
+    wait_until("sends acknowledged", Duration::from_secs(20), || {
+        load.log.acked_count() > 300
+    });
+    let to = (leader + 1) % 3;
+    let started = Instant::now();
+    let (ok, out) = admin(&[
+        "transfer-leader",
+        "--broker-name",
+        GROUP,
+        "--to",
+        &format!("n{to}"),
+    ]);
+    let took = started.elapsed();
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("n{to} leads term")), "{out}");
+    let (now, st2) = g.wait_leader(&rt, &c);
+    assert_eq!(now, to, "the target leads");
+    assert_eq!(
+        st2.epoch,
+        st.epoch + 1,
+        "one election: {} then {}",
+        st.epoch,
+        st2.epoch
+    );
+    *load.target.write().unwrap() = g.node(now).addr.clone();
+    let before = load.log.acked_count();
+    wait_until(
+        "the new leader takes sends",
+        Duration::from_secs(20),
+        || load.log.acked_count() > before + 300,
+    );
+    // Back again, to the first leader.
+    let (ok, out) = admin(&[
+        "transfer-leader",
+        "--broker-name",
+        GROUP,
+        "--to",
+        &format!("n{leader}"),
+    ]);
+    assert!(ok, "{out}");
+    let (back, st3) = g.wait_leader(&rt, &c);
+    assert_eq!(back, leader);
+    assert_eq!(st3.epoch, st2.epoch + 1);
+    *load.target.write().unwrap() = g.node(back).addr.clone();
+    let before = load.log.acked_count();
+    wait_until(
+        "the first leader takes sends again",
+        Duration::from_secs(20),
+        || load.log.acked_count() > before + 100,
+    );
+    // SIGTERM of the leader (a rolling upgrade): it hands over before it stops, so
+    // the next term comes from one election, not after an election timeout.
+    signal(g.node(back), "-TERM");
+    let termed = Instant::now();
+    let mut next = None;
+    wait_until("a successor after SIGTERM", Duration::from_secs(20), || {
+        next = g.leader_among(&rt, &c, &[(back + 1) % 3, (back + 2) % 3]);
+        next.as_ref().is_some_and(|(i, _)| *i != back)
+    });
+    let (next, st4) = next.expect("successor");
+    let handed_ms = termed.elapsed().as_millis();
+    assert_eq!(st4.epoch, st3.epoch + 1, "handed over in one election");
+    *load.target.write().unwrap() = g.node(next).addr.clone();
+    let before = load.log.acked_count();
+    wait_until("the successor takes sends", Duration::from_secs(20), || {
+        load.log.acked_count() > before + 100
+    });
+    let log = Arc::clone(&load.log);
+    load.join(&rt);
+    let mut g = g;
+    wait_until("the old leader exits", Duration::from_secs(20), || {
+        g.nodes[back].as_mut().unwrap().exited()
+    });
+    g.nodes[back] = None;
+    let queues = rt.block_on(consume_all(&c, &g.node(next).addr, "RT", 4));
+    check_order(&queues);
+    let report = log.check(queues.iter().flatten().map(String::as_str));
+    eprintln!(
+        "raft leadership transfer under 8 producers: attempts {}, {report}, transfer took {} ms \
+         (admin command), SIGTERM to a successor {handed_ms} ms",
+        log.attempts(),
+        took.as_millis()
+    );
+    assert_eq!(
+        report.lost, 0,
+        "acknowledged messages lost: {:?}",
+        report.lost_sample
+    );
+}
+
+#[test]
+fn a_preferred_leader_takes_over_once_it_holds_the_log() {
+    let ns = Kit::with_bin(BIN).namesrv();
+    let c = Client::new(&ns.addr);
+    let root = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let g = Group::start_with(&ns.addr, root.path(), None, &["preferredLeaderId=n2"]);
+    let mut found = None;
+    wait_until("n2 leads", Duration::from_secs(30), || {
+        found = g.leader(&rt, &c);
+        found.as_ref().is_some_and(|(i, _)| *i == 2)
+    });
+    let (_, st) = found.expect("leader");
+    rt.block_on(c.create_topic("RQ", 1)).unwrap();
+    let r = rt
+        .block_on(c.send("RQ", &q(&g.node(2).addr, 0), &[msg("x", 100)]))
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS);
+    assert!(st.epoch >= 1);
 }

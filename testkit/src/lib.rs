@@ -269,6 +269,11 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Whether it has exited (without waiting).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// SIGTERM and wait; whether it exited 0.
     pub fn terminate(&mut self) -> bool {
         let _ = Command::new("kill")

@@ -443,6 +443,7 @@ impl Broker {
             });
         }
         shutdown.await;
+        self.hand_over_on_shutdown().await;
         info!("shutting down: closing listeners, answering held pulls");
         let _ = stop_tx.send(true);
         self.hold.wake_all();
@@ -451,6 +452,10 @@ impl Broker {
             t.abort();
         }
         self.unregister_all().await;
+        if let Some(node) = self.raft.get() {
+            // No entry lands in the store once it closes.
+            let _ = node.raft().shutdown().await;
+        }
         let b = Arc::clone(&self);
         let _ = tokio::task::spawn_blocking(move || b.close()).await;
     }
@@ -516,6 +521,7 @@ impl Broker {
             }
             ROLE_CHANGE => self.role_change(&req),
             CONFIRM_SYNC_STATE_SET => self.confirm_sync_state_set(&req),
+            RAFT_TRANSFER_LEADER => self.raft_transfer_leader(&req).await,
             CHECK_CLIENT_CONFIG => self.check_client_config(&req),
             END_TRANSACTION => self.end_transaction(&req).await,
             GET_TOPIC_CONFIG

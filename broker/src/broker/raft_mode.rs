@@ -36,8 +36,37 @@ impl Broker {
             let b = Arc::clone(&b);
             Box::pin(async move { b.follow_leadership(l).await })
         });
+        if let Some(p) = &self.config.dledger.preferred_leader_id {
+            if let Some(id) = node.id_of(p) {
+                tokio::spawn(Arc::clone(&node).prefer_leader(id));
+            }
+        }
         tokio::spawn(node.run(on_change));
         Ok(())
+    }
+
+    /// On shutdown (SIGTERM: a rolling upgrade, a drained node), a leader hands its
+    /// group to the member that holds the most of its log before it stops, so the
+    /// group does not wait an election timeout and nothing acknowledged is refused
+    /// (up to 5 s; otherwise the others elect after it is gone).
+    pub(super) async fn hand_over_on_shutdown(&self) {
+        let Some(node) = self.raft.get() else {
+            return;
+        };
+        if !matches!(node.leadership(), Leadership::Leader { .. }) {
+            return;
+        }
+        let Some(to) = node.best_successor() else {
+            return;
+        };
+        match node.transfer_leader(to, Duration::from_secs(5)).await {
+            Ok(term) => {
+                info!(term, to = %node.name_of(to), "shutting down: leadership handed over")
+            }
+            Err(e) => {
+                warn!(error = %e, "shutting down: leadership not handed over; the others will elect")
+            }
+        }
     }
 
     /// The Raft node, in Raft mode.
@@ -62,6 +91,9 @@ impl Broker {
             return Some("the DLedger group is starting".into());
         };
         match node.leadership() {
+            Leadership::Leader { term } if node.transferring() => Some(format!(
+                "this DLedger leader (term {term}) is handing leadership over"
+            )),
             Leadership::Leader { .. } if self.store.takes_writes() => None,
             Leadership::Leader { term } => Some(format!(
                 "this DLedger leader (term {term}) is still taking office"
@@ -73,6 +105,58 @@ impl Broker {
             Leadership::Unknown { term } => {
                 Some(format!("the DLedger group has no leader yet (term {term})"))
             }
+        }
+    }
+
+    /// RAFT_TRANSFER_LEADER: hands this leader's group to `targetId` (see
+    /// [`RaftNode::transfer_leader`]); answered once this member follows the new
+    /// leader, with `term` and `leaderId`.
+    pub(super) async fn raft_transfer_leader(
+        &self,
+        req: &crate::remoting::RemotingCommand,
+    ) -> crate::remoting::RemotingCommand {
+        use crate::remoting::codes::response;
+        if let Err(refusal) = self.authorize_control(req, "leadership transfer") {
+            return refusal;
+        }
+        let Some(node) = self.raft.get() else {
+            return super::fail(
+                req,
+                response::SYSTEM_ERROR,
+                "leadership transfer refused: this broker is not in a DLedger group \
+                 (enableDLegerCommitLog=false)",
+            );
+        };
+        let Some(target) = req.ext("targetId").and_then(|t| node.id_of(t)) else {
+            return super::fail(
+                req,
+                response::SYSTEM_ERROR,
+                "leadership transfer refused: targetId (a dLegerPeers id such as n1) is required",
+            );
+        };
+        let timeout = Duration::from_millis(
+            req.ext_num("timeoutMillis")
+                .unwrap_or(10_000)
+                .clamp(100, 120_000),
+        );
+        match node.transfer_leader(target, timeout).await {
+            Ok(term) => {
+                let leader = match node.leadership() {
+                    Leadership::Follower { leader, .. } => node.name_of(leader),
+                    _ => node.name_of(node.id()),
+                };
+                crate::remoting::RemotingCommand::response_to(req, response::SUCCESS)
+                    .with_ext("term", term)
+                    .with_ext("leaderId", leader)
+            }
+            Err(e) => super::fail(
+                req,
+                response::SYSTEM_ERROR,
+                format!(
+                    "leadership transfer to {} failed: {e}",
+                    node.name_of(target)
+                ),
+            ),
         }
     }
 

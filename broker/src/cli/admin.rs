@@ -40,6 +40,20 @@ enum RaftCommand {
         #[arg(long)]
         broker_name: String,
     },
+    /// Hands a group's leadership to member `--to` (a dLegerPeers id such as n1)
+    /// without losing an acknowledged message: sends pause (refused, retryable) until
+    /// the member holds every entry and has taken over.
+    TransferLeader {
+        /// The group's broker name.
+        #[arg(long)]
+        broker_name: String,
+        /// The member to lead (`n1`).
+        #[arg(long)]
+        to: String,
+        /// How long the leader may take, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -57,8 +71,8 @@ enum AdminCommand {
         what: GroupCommand,
     },
     /// Raft (DLedger) groups: `raft status --broker-name NAME` shows each member's state,
-    /// term, leader, log index and committed offset. Membership changes and leadership
-    /// transfer are not built yet (docs/raft.md).
+    /// term, leader, log index and committed offset; `raft transfer-leader` hands
+    /// leadership over. Membership changes are not built yet (docs/raft.md).
     Raft {
         #[command(subcommand)]
         what: RaftCommand,
@@ -577,6 +591,30 @@ pub fn run(args: AdminArgs) -> Result<()> {
                     for g in all.values() {
                         println!("{:<32} {:>10} {:>8}", g.group_name, g.retry_max_times, g.consume_message_orderly);
                     }
+                }
+            }
+            AdminCommand::Raft { what: RaftCommand::TransferLeader { broker_name, to, timeout_ms } } => {
+                let info = c.cluster().await.context("cannot reach the name server")?;
+                let Some(leader) = info.broker_addr_table.get(&broker_name).and_then(|g| g.broker_addrs.get(&0)) else {
+                    bail!("no leader (brokerId 0) of {broker_name} is registered");
+                };
+                let q = RemotingCommand::request(request::RAFT_TRANSFER_LEADER)
+                    .with_ext("targetId", &to)
+                    .with_ext("timeoutMillis", timeout_ms);
+                let r = c
+                    .remoting
+                    .invoke(leader, q, c.timeout.max(Duration::from_millis(timeout_ms + 2_000)))
+                    .await
+                    .with_context(|| format!("broker {leader} unreachable"))?;
+                if r.code != response::SUCCESS {
+                    bail!("{leader} refused: {}", r.remark.unwrap_or_default());
+                }
+                let term = r.ext("term").unwrap_or("?");
+                let now = r.ext("leaderId").unwrap_or("?");
+                if args.json {
+                    println!("{}", serde_json::json!({"term": term, "leaderId": now}));
+                } else {
+                    println!("{broker_name}: {now} leads term {term}");
                 }
             }
             AdminCommand::Raft { what: RaftCommand::Status { broker_name } } => {

@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Record, TypeConfig};
 
@@ -46,6 +46,15 @@ const APPEND: u8 = 1;
 const VOTE: u8 = 2;
 const SNAPSHOT: u8 = 3;
 const INFO: u8 = 4;
+/// A leader handing over (a leadership transfer): campaign now, if still in `term`.
+const ELECT: u8 = 5;
+
+/// The body of an [`ELECT`] request.
+#[derive(Debug, Serialize, Deserialize)]
+struct ElectRequest {
+    /// The term the leader handing over leads; a member in another term ignores it.
+    term: u64,
+}
 
 const NORMAL: u8 = 1;
 const BLANK: u8 = 2;
@@ -265,6 +274,15 @@ async fn serve_conn(
                 answer(raft.install_snapshot(req).await)
             }
             INFO => answer::<_, ()>(Ok(info.clone())),
+            ELECT => {
+                let req: ElectRequest = serde_json::from_slice(json).map_err(|_| parse("elect"))?;
+                let term = raft.metrics().borrow().current_term;
+                let started = term == req.term && raft.trigger().elect().await.is_ok();
+                if started {
+                    info!(term, "DLedger leadership transfer: campaigning");
+                }
+                answer::<_, ()>(Ok(started))
+            }
             other => return Err(bad(format!("unknown request kind {other}"))),
         };
         sock.write_all(&resp).await?;
@@ -344,6 +362,27 @@ impl Peer {
             self.sock = None;
         }
         r
+    }
+
+    /// Asks the member at `addr` to campaign now if it is in `term` (the leader of
+    /// `term` handing over to it); whether it started.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn elect(addr: &str, term: u64, ttl: Duration) -> Result<bool, NetError> {
+        let mut p = Peer {
+            target: 0,
+            addr: addr.to_owned(),
+            sock: None,
+        };
+        let json = serde_json::to_vec(&ElectRequest { term }).map_err(|e| bad(e.to_string()))?;
+        match p
+            .call::<bool, ()>(request_frame(ELECT, &json, &[]), ttl)
+            .await?
+        {
+            Reply::Ok(started) => Ok(started),
+            Reply::Raft(()) => Err(bad("elect refused")),
+        }
     }
 
     /// Asks the peer who it is (its broker address).

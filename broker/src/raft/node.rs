@@ -237,6 +237,33 @@ pub struct RaftNode {
     names: BTreeMap<u64, String>,
     broker_addrs: Mutex<HashMap<u64, String>>,
     appended: Notify,
+    /// A leadership transfer is under way (appends are paused).
+    transferring: std::sync::atomic::AtomicBool,
+    /// When this node last took office, and its term.
+    led_since: Mutex<Option<(u64, tokio::time::Instant)>>,
+    /// openraft's leader lease (`election_timeout_max`): a member that heard from its
+    /// leader (or became leader) within it refuses to vote.
+    lease: Duration,
+}
+
+/// Why a leadership transfer did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// This node does not lead (or stopped leading during the transfer).
+    #[error("this member does not lead the DLedger group{0}")]
+    NotLeader(String),
+    /// The target is not a voting member of the group.
+    #[error("{0} is not a voting member of the DLedger group")]
+    UnknownTarget(String),
+    /// Another transfer is under way.
+    #[error("a leadership transfer is already under way")]
+    Busy,
+    /// The target did not hold every entry, or did not take over, in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// The target could not be asked to campaign.
+    #[error("asking {0} to campaign failed: {1}")]
+    Transport(String, String),
 }
 
 impl RaftNode {
@@ -331,6 +358,9 @@ impl RaftNode {
                 .collect(),
             broker_addrs: Mutex::new(HashMap::new()),
             appended: Notify::new(),
+            transferring: std::sync::atomic::AtomicBool::new(false),
+            led_since: Mutex::new(None),
+            lease: Duration::from_millis(election + settings.max_vote_interval_ms),
         }))
     }
 
@@ -345,6 +375,196 @@ impl RaftNode {
             .get(&id)
             .cloned()
             .unwrap_or_else(|| format!("n{id}"))
+    }
+
+    /// The node id of a `dLegerPeers` id (`n1`), or of its number.
+    pub fn id_of(&self, name: &str) -> Option<u64> {
+        self.names
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(i, _)| *i)
+            .or_else(|| name.trim_start_matches('n').parse().ok())
+    }
+
+    /// Whether a leadership transfer is under way (sends are refused meanwhile).
+    pub fn transferring(&self) -> bool {
+        self.transferring.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Hands leadership to voting member `target` without losing or refusing an
+    /// acknowledged record: client appends pause; once every appended record is
+    /// committed and `target` holds this leader's last entry, `target` is asked to
+    /// campaign (its log is as long as anyone's, and this leader grants its vote);
+    /// returns the new term once this node follows another leader. On any failure
+    /// while still leading, appends resume. Sends meanwhile get a retryable refusal.
+    ///
+    /// # Errors
+    /// [`TransferError`].
+    pub async fn transfer_leader(
+        &self,
+        target: u64,
+        timeout: Duration,
+    ) -> Result<u64, TransferError> {
+        use std::sync::atomic::Ordering;
+        let Leadership::Leader { term } = self.leadership() else {
+            return Err(TransferError::NotLeader(String::new()));
+        };
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if !membership.voter_ids().any(|v| v == target) {
+            return Err(TransferError::UnknownTarget(self.name_of(target)));
+        }
+        if target == self.id {
+            return Ok(term);
+        }
+        let Some(addr) = membership.get_node(&target).map(|n| n.addr.clone()) else {
+            return Err(TransferError::UnknownTarget(self.name_of(target)));
+        };
+        if self.transferring.swap(true, Ordering::AcqRel) {
+            return Err(TransferError::Busy);
+        }
+        self.glue.store.pause_appends(true);
+        info!(term, to = %self.name_of(target), "DLedger leadership transfer: appends paused");
+        let r = self.hand_over(term, target, &addr, timeout).await;
+        if let Err(e) = &r {
+            warn!(term, to = %self.name_of(target), error = %e, "DLedger leadership transfer failed");
+            if self.leadership() == (Leadership::Leader { term }) {
+                self.glue.store.pause_appends(false);
+            }
+        }
+        self.transferring.store(false, Ordering::Release);
+        r
+    }
+
+    /// The voting member (not this one) that holds the most of this leader's log.
+    pub fn best_successor(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        let matched = m.replication.unwrap_or_default();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|v| *v != self.id)
+            .max_by_key(|v| matched.get(v).cloned().flatten().map(|l| l.index))
+    }
+
+    /// DLedger's `preferredLeaderId`: while this node leads and `preferred` is a
+    /// voting member within 1000 entries of the leader's log, leadership is handed to
+    /// it (checked every second; after a failed transfer, 10 s later).
+    pub async fn prefer_leader(self: Arc<Self>, preferred: u64) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if preferred == self.id || !matches!(self.leadership(), Leadership::Leader { .. }) {
+                continue;
+            }
+            let m = self.raft.metrics().borrow().clone();
+            let has = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&preferred).cloned().flatten())
+                .map_or(0, |l| l.index);
+            if m.last_log_index.unwrap_or(0) > has + 1000 {
+                continue;
+            }
+            info!(to = %self.name_of(preferred), "DLedger: handing leadership to the preferred leader");
+            if self
+                .transfer_leader(preferred, Duration::from_secs(5))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+    }
+
+    async fn hand_over(
+        &self,
+        term: u64,
+        target: u64,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<u64, TransferError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut metrics = self.raft.metrics();
+        let name = self.name_of(target);
+        // 1. Everything appended is committed and the target holds the last entry.
+        loop {
+            let m = metrics.borrow_and_update().clone();
+            if m.current_term != term || m.state != ServerState::Leader {
+                return Err(TransferError::NotLeader(" any more".into()));
+            }
+            let last = m.last_log_index;
+            let target_has = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&target).cloned().flatten())
+                .map(|l| l.index);
+            let all_applied = self.glue.applied() >= self.glue.store.max_phy_offset()
+                && m.last_applied.map(|l| l.index) == last;
+            if all_applied && last.is_some() && target_has == last {
+                break;
+            }
+            tokio::select! {
+                _ = metrics.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(TransferError::Timeout(format!(
+                        "{name} did not hold every entry within {timeout:?} (it has {target_has:?} of {last:?})"
+                    )));
+                }
+            }
+        }
+        // 2. The target campaigns, once this leader's own lease is over (it refuses
+        // to vote within it, and with three members its vote is the one the target
+        // needs): one election, one new term.
+        let since = lock(&self.led_since)
+            .filter(|(t, _)| *t == term)
+            .map(|(_, at)| at);
+        if let Some(at) = since {
+            let ready = at + self.lease + Duration::from_millis(50);
+            if ready > deadline {
+                return Err(TransferError::Timeout(format!(
+                    "this leader took office too recently to hand over within {timeout:?}"
+                )));
+            }
+            tokio::time::sleep_until(ready).await;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match Peer::elect(addr, term, left.max(Duration::from_millis(500))).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(TransferError::Timeout(format!(
+                    "{name} is no longer in term {term}"
+                )))
+            }
+            Err(e) => return Err(TransferError::Transport(name, e.to_string())),
+        }
+        // 3. This node follows a new leader.
+        loop {
+            match self.leadership() {
+                Leadership::Follower { term: t, leader } if t > term => {
+                    if leader != target {
+                        warn!(to = %name, won = %self.name_of(leader), "DLedger leadership transfer: another member won");
+                    }
+                    info!(term = t, leader = %self.name_of(leader), "DLedger leadership transferred");
+                    return Ok(t);
+                }
+                Leadership::Leader { term: t } if t != term => {
+                    return Err(TransferError::Timeout(format!(
+                        "this member leads again (term {t})"
+                    )));
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = metrics.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(TransferError::Timeout(format!(
+                        "{name} did not take over within {timeout:?}"
+                    )));
+                }
+            }
+        }
     }
 
     /// This node's id.
@@ -479,6 +699,8 @@ impl RaftNode {
                         continue;
                     }
                 };
+                // A transfer's pause ends with the role it paused.
+                self.glue.store.pause_appends(false);
                 info!(?now, applied = self.glue.applied(), "DLedger role");
                 let taken = on_change(now.clone()).await;
                 if leading && taken {
@@ -494,6 +716,9 @@ impl RaftNode {
                     // The leader's broker address is not known yet: ask again soon.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
+                }
+                if let Leadership::Leader { term } = now {
+                    *lock(&self.led_since) = Some((term, tokio::time::Instant::now()));
                 }
                 last = Some(now.clone());
             }

@@ -76,6 +76,10 @@ pub mod request {
     /// ferrocket: the controller (operator) confirms the in-sync replica set it recorded
     /// (`epoch`, `members`), letting members that stopped catching up leave it.
     pub const CONFIRM_SYNC_STATE_SET: i32 = 60002;
+    /// ferrocket: a DLedger leader hands leadership to `targetId` (`n1`) without
+    /// losing an acknowledged record (`timeoutMillis`, default 10 000). Signed like a
+    /// role change when a control secret is configured.
+    pub const RAFT_TRANSFER_LEADER: i32 = 60003;
 }
 
 /// Response codes.

@@ -252,6 +252,12 @@ impl MessageStore {
         self.inner.truncate(offset)
     }
 
+    /// Holds client appends back (a Raft leadership transfer) or lets them in again,
+    /// without moving the generation: nothing written is replaced.
+    pub fn pause_appends(&self, paused: bool) {
+        self.inner.commitlog.pause_appends(paused);
+    }
+
     /// Allows (a master) or refuses (a slave, a master being demoted) client appends;
     /// replicated appends ([`MessageStore::append_raw`]) are not affected.
     pub fn set_accept_appends(&self, accept: bool) {

@@ -137,6 +137,9 @@ pub struct CommitLog {
     flush_micros: AtomicU64,
     /// Client appends allowed (a master's store); replicated bytes always are.
     accept_appends: AtomicBool,
+    /// Appends held back for a moment (a Raft leadership transfer): unlike a refusal,
+    /// nothing written is replaced, so the generation stays.
+    paused: AtomicBool,
     /// Moves whenever bytes already written may be replaced: appends are refused (a
     /// demotion) or the log is cut or repositioned. A wait for an offset started by an
     /// append of an earlier generation cannot tell its records from the bytes now there.
@@ -153,6 +156,14 @@ impl CommitLog {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
         self.accept_appends.store(accept, Ordering::Release);
+    }
+
+    /// Holds client appends back (`true`) or lets them in again, without moving the
+    /// generation: waits of earlier appends stay valid (their bytes stay). Taken under
+    /// the append lock, so no append is in progress once it returns.
+    pub fn pause_appends(&self, paused: bool) {
+        let _tail = lock(&self.tail);
+        self.paused.store(paused, Ordering::Release);
     }
 
     /// The current generation (see [`AppendResult::generation`]).
@@ -268,6 +279,7 @@ impl CommitLog {
             flushed_offset: AtomicU64::new(min),
             dir_dirty: AtomicBool::new(false),
             accept_appends: AtomicBool::new(true),
+            paused: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             flush_lock: Mutex::new(()),
             disk_warning_ratio: f64::from(disk_warning_ratio_percent) / 100.0,
@@ -386,7 +398,7 @@ impl CommitLog {
             }));
         }
         let mut tail = lock(&self.tail);
-        if !self.accept_appends.load(Ordering::Acquire) {
+        if !self.accept_appends.load(Ordering::Acquire) || self.paused.load(Ordering::Acquire) {
             return Err(StoreError::NotMaster);
         }
         let mut seg = self.segment_for_write(tail.write_offset)?;
