@@ -34,6 +34,8 @@ struct Group {
     kit: Kit,
     ns: String,
     peers: String,
+    /// The group's peers and the two joiners' (`n3`, `n4`): a joiner's `dLegerPeers`.
+    all_peers: String,
     dirs: Vec<PathBuf>,
     nodes: Vec<Option<Proc>>,
     /// Each member in its own network namespace on this bridge (partitions), when set.
@@ -72,17 +74,21 @@ impl Group {
                 .as_ref()
                 .map_or_else(|| "127.0.0.1".to_owned(), |n| n[i].1.clone())
         };
-        let peers = (0..3)
-            .map(|i| format!("n{i}-{}:{}", ip(i), free_port()))
-            .collect::<Vec<_>>()
-            .join(";");
-        let dirs: Vec<PathBuf> = (0..3).map(|i| root.join(format!("n{i}"))).collect();
+        // Five Raft ports: the group's three, and two for members that join it.
+        let entries: Vec<String> = (0..5)
+            .map(|i| {
+                let host = if i < 3 { ip(i) } else { "127.0.0.1".to_owned() };
+                format!("n{i}-{host}:{}", free_port())
+            })
+            .collect();
+        let dirs: Vec<PathBuf> = (0..5).map(|i| root.join(format!("n{i}"))).collect();
         let mut g = Group {
             kit,
             ns: ns.to_owned(),
-            peers,
+            peers: entries[..3].join(";"),
+            all_peers: entries.join(";"),
             dirs,
-            nodes: vec![None, None, None],
+            nodes: (0..5).map(|_| None).collect(),
             netns,
         };
         for i in 0..3 {
@@ -92,11 +98,9 @@ impl Group {
     }
 
     fn start_node(&mut self, i: usize) {
-        let mut extra = vec![
-            format!("dLegerPeers={}", self.peers),
-            format!("dLegerSelfId=n{i}"),
-        ];
-        let netns = self.netns.as_ref().map(|n| n[i].clone());
+        let peers = if i < 3 { &self.peers } else { &self.all_peers };
+        let mut extra = vec![format!("dLegerPeers={peers}"), format!("dLegerSelfId=n{i}")];
+        let netns = self.netns.as_ref().and_then(|n| n.get(i).cloned());
         if let Some((_, ip)) = &netns {
             extra.push(format!("brokerIP1={ip}"));
         }
@@ -123,7 +127,7 @@ impl Group {
     /// The node every live member agrees leads, once they do: exactly one master, the
     /// others slaves of the same epoch.
     fn leader(&self, rt: &tokio::runtime::Runtime, c: &Client) -> Option<(usize, BrokerState)> {
-        self.leader_among(rt, c, &[0, 1, 2])
+        self.leader_among(rt, c, &[0, 1, 2, 3, 4])
     }
 
     /// As [`Group::leader`], asking only the live members in `among`.
@@ -1042,4 +1046,134 @@ fn a_preferred_leader_takes_over_once_it_holds_the_log() {
         .unwrap();
     assert_eq!(r.code, response::SUCCESS);
     assert!(st.epoch >= 1);
+}
+
+/// `ferrocket admin raft ARGS` against the group's name server: success and output.
+fn raft_admin(g: &Group, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["admin", "--namesrv", &g.ns, "raft"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn membership_grows_to_five_and_back_to_three_under_load_losing_nothing() {
+    let (rt, _ns, c, _root, mut g) = loopback_group();
+    let (leader, _) = g.wait_leader(&rt, &c);
+    rt.block_on(c.create_topic("RM", 4)).unwrap();
+    g.wait_topic(&rt, &c, "RM");
+    let load = Load::start(&rt, &c, "RM", 4, &g.node(leader).addr);
+    wait_until("sends acknowledged", Duration::from_secs(20), || {
+        load.log.acked_count() > 300
+    });
+    // Two members join: started with the five peers, they wait for the leader's log
+    // (they do not initialize a group of their own), then are added one at a time.
+    let all = g.all_peers.clone();
+    let peer_of = |i: usize| {
+        all.split(';')
+            .nth(i)
+            .and_then(|p| p.split_once('-'))
+            .map(|(_, a)| a.to_owned())
+            .unwrap()
+    };
+    for i in [3, 4] {
+        g.start_node(i);
+        let (ok, out) = raft_admin(
+            &g,
+            &[
+                "add",
+                "--broker-name",
+                GROUP,
+                "--id",
+                &format!("n{i}"),
+                "--peer",
+                &peer_of(i),
+            ],
+        );
+        assert!(ok, "{out}");
+        assert!(out.contains(&format!("n{i}-")), "{out}");
+    }
+    let (l5, _) = g.wait_leader(&rt, &c);
+    let status = |g: &Group| {
+        let (ok, out) = raft_admin(g, &["status", "--broker-name", GROUP, "--json"]);
+        assert!(ok, "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    wait_until("five members report", Duration::from_secs(20), || {
+        status(&g).as_array().is_some_and(|rows| rows.len() == 5)
+    });
+    // Five voters: two of them down, the other three still commit.
+    let down: Vec<usize> = (0..5).filter(|i| *i != l5).take(2).collect();
+    for i in &down {
+        g.nodes[*i].as_mut().unwrap().kill9();
+        g.nodes[*i] = None;
+    }
+    *load.target.write().unwrap() = g.node(l5).addr.clone();
+    let before = load.log.acked_count();
+    wait_until("three of five commit", Duration::from_secs(20), || {
+        load.log.acked_count() > before + 200
+    });
+    for i in &down {
+        g.start_node(*i);
+    }
+    // Every one of the five (the joiners filled from the leader's log, the restarted
+    // ones caught up) holds the leader's CommitLog byte for byte.
+    let (mut l, _) = g.wait_leader(&rt, &c);
+    converge(&g, &rt, &c, l);
+    // Back to three: the joiners leave (transferring leadership away first when one
+    // of them leads).
+    if l >= 3 {
+        let (ok, out) = raft_admin(
+            &g,
+            &["transfer-leader", "--broker-name", GROUP, "--to", "n0"],
+        );
+        assert!(ok, "{out}");
+        l = g.wait_leader(&rt, &c).0;
+    }
+    *load.target.write().unwrap() = g.node(l).addr.clone();
+    for i in [3, 4] {
+        let (ok, out) = raft_admin(
+            &g,
+            &["remove", "--broker-name", GROUP, "--id", &format!("n{i}")],
+        );
+        assert!(ok, "{out}");
+        assert!(!out.contains(&format!("n{i}-")), "{out}");
+        g.nodes[i].as_mut().unwrap().kill9();
+        g.nodes[i] = None;
+    }
+    // The leader refuses to remove itself.
+    let (ok, out) = raft_admin(
+        &g,
+        &["remove", "--broker-name", GROUP, "--id", &format!("n{l}")],
+    );
+    assert!(!ok && out.contains("transfer leadership"), "{out}");
+    let before = load.log.acked_count();
+    wait_until("three commit again", Duration::from_secs(20), || {
+        load.log.acked_count() > before + 200
+    });
+    let log = Arc::clone(&load.log);
+    load.join(&rt);
+    let (l, _) = g.wait_leader(&rt, &c);
+    converge(&g, &rt, &c, l);
+    let queues = rt.block_on(consume_all(&c, &g.node(l).addr, "RM", 4));
+    check_order(&queues);
+    let report = log.check(queues.iter().flatten().map(String::as_str));
+    eprintln!(
+        "raft 3 -> 5 -> 3 under 8 producers: attempts {}, {report}",
+        log.attempts()
+    );
+    assert_eq!(
+        report.lost, 0,
+        "acknowledged messages lost: {:?}",
+        report.lost_sample
+    );
 }

@@ -522,6 +522,7 @@ impl Broker {
             ROLE_CHANGE => self.role_change(&req),
             CONFIRM_SYNC_STATE_SET => self.confirm_sync_state_set(&req),
             RAFT_TRANSFER_LEADER => self.raft_transfer_leader(&req).await,
+            RAFT_ADD_MEMBER | RAFT_REMOVE_MEMBER => self.raft_change_member(&req).await,
             CHECK_CLIENT_CONFIG => self.check_client_config(&req),
             END_TRANSACTION => self.end_transaction(&req).await,
             GET_TOPIC_CONFIG

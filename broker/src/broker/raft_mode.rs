@@ -160,6 +160,70 @@ impl Broker {
         }
     }
 
+    /// RAFT_ADD_MEMBER / RAFT_REMOVE_MEMBER on the leader (see
+    /// [`RaftNode::add_member`], [`RaftNode::remove_member`]); answered once the new
+    /// membership is committed, with `members` (`n0-host:port;…`).
+    pub(super) async fn raft_change_member(
+        &self,
+        req: &crate::remoting::RemotingCommand,
+    ) -> crate::remoting::RemotingCommand {
+        use crate::remoting::codes::{request, response};
+        let adding = req.code == request::RAFT_ADD_MEMBER;
+        let what = if adding {
+            "adding a member"
+        } else {
+            "removing a member"
+        };
+        if let Err(refusal) = self.authorize_control(req, what) {
+            return refusal;
+        }
+        let refuse = |why: String| {
+            super::fail(
+                req,
+                response::SYSTEM_ERROR,
+                format!("{what} refused: {why}"),
+            )
+        };
+        let Some(node) = self.raft.get() else {
+            return refuse(
+                "this broker is not in a DLedger group (enableDLegerCommitLog=false)".into(),
+            );
+        };
+        let Some(member) = req.ext("memberId").and_then(|t| node.id_of(t)) else {
+            return refuse("memberId (a dLegerPeers id such as n3) is required".into());
+        };
+        let timeout = Duration::from_millis(
+            req.ext_num("timeoutMillis")
+                .unwrap_or(60_000)
+                .clamp(100, 3_600_000),
+        );
+        let r = if adding {
+            let Some(addr) = req.ext("peerAddr").filter(|a| a.contains(':')) else {
+                return refuse("peerAddr (the member's Raft port, host:port) is required".into());
+            };
+            node.add_member(member, addr, timeout).await
+        } else {
+            node.remove_member(member, timeout).await
+        };
+        match r {
+            Ok(()) => {
+                let members = node
+                    .status()
+                    .into_iter()
+                    .find(|(k, _)| *k == "dLegerMembers")
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                crate::remoting::RemotingCommand::response_to(req, response::SUCCESS)
+                    .with_ext("members", members)
+            }
+            Err(e) => super::fail(
+                req,
+                response::SYSTEM_ERROR,
+                format!("{what} ({}) failed: {e}", node.name_of(member)),
+            ),
+        }
+    }
+
     /// Waits until a majority holds the records up to `end`: `Some(true)` committed,
     /// `Some(false)` not within `timeout`, `None` outside Raft mode.
     pub(super) async fn wait_raft_commit(&self, end: u64, timeout: Duration) -> Option<bool> {

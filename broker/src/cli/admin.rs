@@ -54,6 +54,34 @@ enum RaftCommand {
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
+    /// Adds a running member to the group: a learner until it holds the leader's log,
+    /// then a voter. Start it first with `dLegerPeers` listing the group and itself.
+    Add {
+        /// The group's broker name.
+        #[arg(long)]
+        broker_name: String,
+        /// Its dLegerPeers id (`n3`).
+        #[arg(long)]
+        id: String,
+        /// Its Raft port (`host:port`).
+        #[arg(long)]
+        peer: String,
+        /// How long it may take to catch up, in milliseconds.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+    /// Removes a member (not the leader: transfer leadership first).
+    Remove {
+        /// The group's broker name.
+        #[arg(long)]
+        broker_name: String,
+        /// Its dLegerPeers id (`n3`).
+        #[arg(long)]
+        id: String,
+        /// How long the change may take, in milliseconds.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -72,7 +100,7 @@ enum AdminCommand {
     },
     /// Raft (DLedger) groups: `raft status --broker-name NAME` shows each member's state,
     /// term, leader, log index and committed offset; `raft transfer-leader` hands
-    /// leadership over. Membership changes are not built yet (docs/raft.md).
+    /// leadership over; `raft add|remove` change the membership (docs/raft.md).
     Raft {
         #[command(subcommand)]
         what: RaftCommand,
@@ -304,6 +332,49 @@ async fn masters(c: &Client) -> Result<Vec<String>> {
         bail!("no master broker is registered with the name server");
     }
     Ok(m)
+}
+
+/// Sends a membership change to the group's leader and prints the new membership.
+async fn raft_membership(
+    c: &Client,
+    broker_name: &str,
+    q: RemotingCommand,
+    timeout_ms: u64,
+    json: bool,
+) -> Result<()> {
+    let leader = raft_leader(c, broker_name).await?;
+    let r = c
+        .remoting
+        .invoke(
+            &leader,
+            q,
+            c.timeout.max(Duration::from_millis(timeout_ms + 2_000)),
+        )
+        .await
+        .with_context(|| format!("broker {leader} unreachable"))?;
+    if r.code != response::SUCCESS {
+        bail!("{leader} refused: {}", r.remark.unwrap_or_default());
+    }
+    let members = r.ext("members").unwrap_or("?");
+    if json {
+        println!("{}", serde_json::json!({ "members": members }));
+    } else {
+        println!("{broker_name}: members {members}");
+    }
+    Ok(())
+}
+
+/// The address of a Raft group's leader (its brokerId 0 at the name server).
+async fn raft_leader(c: &Client, broker_name: &str) -> Result<String> {
+    let info = c.cluster().await.context("cannot reach the name server")?;
+    match info
+        .broker_addr_table
+        .get(broker_name)
+        .and_then(|g| g.broker_addrs.get(&0))
+    {
+        Some(a) => Ok(a.clone()),
+        None => bail!("no leader (brokerId 0) of {broker_name} is registered"),
+    }
 }
 
 async fn call(c: &Client, addr: &str, cmd: RemotingCommand) -> Result<RemotingCommand> {
@@ -593,11 +664,22 @@ pub fn run(args: AdminArgs) -> Result<()> {
                     }
                 }
             }
+            AdminCommand::Raft { what: RaftCommand::Add { broker_name, id, peer, timeout_ms } } => {
+                let q = RemotingCommand::request(request::RAFT_ADD_MEMBER)
+                    .with_ext("memberId", id)
+                    .with_ext("peerAddr", peer)
+                    .with_ext("timeoutMillis", timeout_ms);
+                raft_membership(&c, &broker_name, q, timeout_ms, args.json).await?;
+            }
+            AdminCommand::Raft { what: RaftCommand::Remove { broker_name, id, timeout_ms } } => {
+                let q = RemotingCommand::request(request::RAFT_REMOVE_MEMBER)
+                    .with_ext("memberId", id)
+                    .with_ext("timeoutMillis", timeout_ms);
+                raft_membership(&c, &broker_name, q, timeout_ms, args.json).await?;
+            }
             AdminCommand::Raft { what: RaftCommand::TransferLeader { broker_name, to, timeout_ms } } => {
-                let info = c.cluster().await.context("cannot reach the name server")?;
-                let Some(leader) = info.broker_addr_table.get(&broker_name).and_then(|g| g.broker_addrs.get(&0)) else {
-                    bail!("no leader (brokerId 0) of {broker_name} is registered");
-                };
+                let leader = raft_leader(&c, &broker_name).await?;
+                let leader = &leader;
                 let q = RemotingCommand::request(request::RAFT_TRANSFER_LEADER)
                     .with_ext("targetId", &to)
                     .with_ext("timeoutMillis", timeout_ms);

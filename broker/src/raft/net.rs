@@ -88,6 +88,9 @@ pub struct NodeInfo {
     pub id: u64,
     /// The broker's client address (`brokerIP1:listenPort`).
     pub broker_addr: String,
+    /// Whether its log holds anything (a group it belongs to was initialized).
+    #[serde(default)]
+    pub initialized: bool,
 }
 
 /// AppendEntries without its entries (they travel in binary after the JSON).
@@ -273,7 +276,11 @@ async fn serve_conn(
                     serde_json::from_slice(json).map_err(|_| parse("snapshot"))?;
                 answer(raft.install_snapshot(req).await)
             }
-            INFO => answer::<_, ()>(Ok(info.clone())),
+            INFO => {
+                let mut i = info.clone();
+                i.initialized = raft.metrics().borrow().last_log_index.is_some();
+                answer::<_, ()>(Ok(i))
+            }
             ELECT => {
                 let req: ElectRequest = serde_json::from_slice(json).map_err(|_| parse("elect"))?;
                 let term = raft.metrics().borrow().current_term;

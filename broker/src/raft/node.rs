@@ -246,7 +246,7 @@ pub struct RaftNode {
     lease: Duration,
 }
 
-/// Why a leadership transfer did not happen.
+/// Why a leadership transfer or a membership change did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     /// This node does not lead (or stopped leading during the transfer).
@@ -264,6 +264,9 @@ pub enum TransferError {
     /// The target could not be asked to campaign.
     #[error("asking {0} to campaign failed: {1}")]
     Transport(String, String),
+    /// openraft refused or failed the membership change.
+    #[error("membership change failed: {0}")]
+    Change(String),
 }
 
 impl RaftNode {
@@ -333,16 +336,36 @@ impl RaftNode {
             .iter()
             .map(|(i, a)| (*i, BasicNode::new(a.clone())))
             .collect();
-        // Every member initializes with the same membership; on a node whose log is
-        // not empty this is refused, which is fine.
-        if let Err(e) = raft.initialize(members).await {
-            info!(reason = %e, "DLedger group already initialized");
-        }
         tokio::spawn(super::net::serve(
             listener,
             raft.clone(),
-            NodeInfo { id, broker_addr },
+            NodeInfo {
+                id,
+                broker_addr,
+                initialized: false,
+            },
         ));
+        // A member with an empty log initializes the group from `dLegerPeers` (every
+        // member the same membership, so they agree) unless a peer already holds a
+        // log: then the group exists and this member is joining it (added with
+        // `admin raft add`) or rejoining after losing its store, and the leader's log,
+        // membership included, is what it must take.
+        if raft.metrics().borrow().last_log_index.is_none() {
+            let mut asks = tokio::task::JoinSet::new();
+            for (_, a) in peers.iter().filter(|(p, _)| **p != id) {
+                let a = a.clone();
+                asks.spawn(async move { Peer::info(&a, Duration::from_secs(1)).await });
+            }
+            let mut exists = false;
+            while let Some(r) = asks.join_next().await {
+                exists |= matches!(r, Ok(Ok(i)) if i.initialized);
+            }
+            if exists {
+                info!(id, "DLedger group exists: waiting for its leader's log");
+            } else if let Err(e) = raft.initialize(members).await {
+                info!(reason = %e, "DLedger group already initialized");
+            }
+        }
         info!(id, port, applied, "DLedger node started");
         Ok(Arc::new(RaftNode {
             raft,
@@ -434,6 +457,87 @@ impl RaftNode {
         }
         self.transferring.store(false, Ordering::Release);
         r
+    }
+
+    /// Adds member `target` (its Raft port at `addr`) as a voter: first as a learner
+    /// until it holds the leader's log (its CommitLog filled entry by entry), then by
+    /// joint consensus into the voters. The member must run already, started with a
+    /// `dLegerPeers` that lists the group and itself (it does not initialize a group
+    /// of its own when a peer holds a log).
+    ///
+    /// # Errors
+    /// [`TransferError`]: not the leader, a timeout, openraft's refusal.
+    pub async fn add_member(
+        &self,
+        target: u64,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<(), TransferError> {
+        let Leadership::Leader { term } = self.leadership() else {
+            return Err(TransferError::NotLeader(String::new()));
+        };
+        let name = self.name_of(target);
+        info!(term, member = %name, addr, "DLedger: adding a member (learner first)");
+        let learner = self.raft.add_learner(target, BasicNode::new(addr), true);
+        match tokio::time::timeout(timeout, learner).await {
+            Err(_) => {
+                return Err(TransferError::Timeout(format!(
+                    "{name} did not catch up within {timeout:?} (it stays a learner; remove it or add it again)"
+                )))
+            }
+            Ok(Err(e)) => return Err(TransferError::Change(e.to_string())),
+            Ok(Ok(_)) => {}
+        }
+        let change = openraft::ChangeMembers::AddVoterIds(std::iter::once(target).collect());
+        match tokio::time::timeout(timeout, self.raft.change_membership(change, false)).await {
+            Err(_) => Err(TransferError::Timeout(format!(
+                "the membership with {name} was not committed within {timeout:?}"
+            ))),
+            Ok(Err(e)) => Err(TransferError::Change(e.to_string())),
+            Ok(Ok(_)) => {
+                info!(member = %name, "DLedger: member added");
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes member `target` from the group by joint consensus. The leader itself
+    /// is not removed (transfer leadership first).
+    ///
+    /// # Errors
+    /// [`TransferError`].
+    pub async fn remove_member(&self, target: u64, timeout: Duration) -> Result<(), TransferError> {
+        let Leadership::Leader { .. } = self.leadership() else {
+            return Err(TransferError::NotLeader(String::new()));
+        };
+        let name = self.name_of(target);
+        if target == self.id {
+            return Err(TransferError::Change(format!(
+                "{name} leads: transfer leadership before removing it"
+            )));
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        if !voters.contains(&target) {
+            return Err(TransferError::UnknownTarget(name));
+        }
+        if voters.len() <= 1 {
+            return Err(TransferError::Change(
+                "the last member cannot be removed".into(),
+            ));
+        }
+        let change = openraft::ChangeMembers::RemoveVoters(std::iter::once(target).collect());
+        match tokio::time::timeout(timeout, self.raft.change_membership(change, false)).await {
+            Err(_) => Err(TransferError::Timeout(format!(
+                "the membership without {name} was not committed within {timeout:?}"
+            ))),
+            Ok(Err(e)) => Err(TransferError::Change(e.to_string())),
+            Ok(Ok(_)) => {
+                info!(member = %name, "DLedger: member removed");
+                Ok(())
+            }
+        }
     }
 
     /// The voting member (not this one) that holds the most of this leader's log.
@@ -652,8 +756,16 @@ impl RaftNode {
         if let Some(a) = lock(&self.broker_addrs).get(&id) {
             return Some(a.clone());
         }
-        let peer = self.peers.get(&id)?;
-        match Peer::info(peer, Duration::from_secs(2)).await {
+        let member = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone());
+        let peer = member.or_else(|| self.peers.get(&id).cloned())?;
+        match Peer::info(&peer, Duration::from_secs(2)).await {
             Ok(i) => {
                 lock(&self.broker_addrs).insert(id, i.broker_addr.clone());
                 Some(i.broker_addr)

@@ -80,6 +80,11 @@ pub mod request {
     /// losing an acknowledged record (`timeoutMillis`, default 10 000). Signed like a
     /// role change when a control secret is configured.
     pub const RAFT_TRANSFER_LEADER: i32 = 60003;
+    /// ferrocket: a DLedger leader adds member `memberId` (`n3`) whose Raft port is
+    /// `peerAddr` (learner until caught up, then voter; `timeoutMillis`, default 60 000).
+    pub const RAFT_ADD_MEMBER: i32 = 60004;
+    /// ferrocket: a DLedger leader removes member `memberId` (`timeoutMillis`).
+    pub const RAFT_REMOVE_MEMBER: i32 = 60005;
 }
 
 /// Response codes.
