@@ -622,6 +622,18 @@ pub fn broker_id(pod: &str, roles: &Roles) -> i64 {
     pod_ordinal(pod).map_or(-1, |o| o + 1)
 }
 
+/// The Raft address of ordinal `i` of a Raft group: its pod's DNS name under the
+/// headless Service, at the DLedger port.
+#[must_use]
+pub fn raft_peer(bg: &BrokerGroup, i: i64) -> String {
+    let name = bg.name_any();
+    format!(
+        "{name}-{i}.{}.{}.svc:{DLEDGER_PORT}",
+        headless_name(&name),
+        namespace_of(bg)
+    )
+}
+
 /// The ordinal of a StatefulSet pod name (`<set>-<ordinal>`).
 #[must_use]
 pub fn pod_ordinal(pod: &str) -> Option<i64> {
@@ -787,14 +799,8 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
         // The peers by pod DNS name (the headless Service publishes them before they
         // are ready); each pod takes `dLegerSelfId=n<ordinal>` from its name.
         let name = bg.name_any();
-        let peers: Vec<String> = (0..s.replicas)
-            .map(|i| {
-                format!(
-                    "n{i}-{name}-{i}.{}.{}.svc:{DLEDGER_PORT}",
-                    headless_name(&name),
-                    namespace_of(bg)
-                )
-            })
+        let peers: Vec<String> = (0..i64::from(s.replicas))
+            .map(|i| format!("n{i}-{}", raft_peer(bg, i)))
             .collect();
         out.push_str(&format!(
             "enableDLegerCommitLog=true\ndLegerGroup={name}\ndLegerPeers={}\n",

@@ -29,7 +29,8 @@ use crate::crd::{
     BrokerGroup, BrokerGroupStatus, BrokerMemberStatus, NameServer, NameServerStatus, Replication,
 };
 use crate::failover::{
-    decide, BrokerAdmin, Correction, Decision, Member, Observed, RemotingAdmin, SwitchoverPlan,
+    decide, BrokerAdmin, Correction, Decision, Member, Observed, RaftChange, RemotingAdmin,
+    SwitchoverPlan,
 };
 use crate::metrics::Metrics;
 use crate::storage::StorageState;
@@ -584,11 +585,14 @@ pub async fn reconcile_broker_group(
     let roles = Roles::of(&bg);
     let mut waiting_for_namesrv = false;
     let mut namesrv_addr = None;
+    // A Raft group shrinks only once its membership has: until then the StatefulSet
+    // (and every pod's dLegerPeers) keeps the current size.
+    let render = raft_render_size(&ctx, &bg, &roles).await?;
     let built = match builders::validate_broker_group(&bg.spec) {
         Err(e) => Err(e),
         Ok(()) => match resolve_namesrv(&ctx.client, &bg).await? {
             Some(addr) => {
-                let b = build_broker_group(&bg, &addr, &roles, &ctx.build);
+                let b = build_broker_group(&render, &addr, &roles, &ctx.build);
                 namesrv_addr = Some(addr);
                 b
             }
@@ -621,29 +625,6 @@ pub async fn reconcile_broker_group(
             });
         }
     };
-    // A Raft group's membership is in its log: a new replica count would render peers
-    // the group does not know. Refused until membership changes are built.
-    if bg.spec.replication == Replication::Raft {
-        let current = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&name)
-            .await?
-            .and_then(|s| s.spec)
-            .and_then(|s| s.replicas);
-        if let Some(n) = current.filter(|n| *n != bg.spec.replicas) {
-            let e = SpecError::Unsupported(format!(
-                "changing the replicas of a Raft group ({n} to {}) is a membership change, \
-                 which this ferrocket version does not support yet; set replicas back to {n}",
-                bg.spec.replicas
-            ));
-            let status = BrokerGroupStatus {
-                conditions: reject(&ctx, bg.as_ref(), &previous.conditions, &e, generation).await,
-                observed_generation: generation,
-                ..previous
-            };
-            replace_status_if_current(&ctx.client, bg.as_ref(), status).await?;
-            return Ok(Action::await_change());
-        }
-    }
     // The roles go into the status before any pod can read them: the status is the
     // source of truth, the ConfigMap a copy.
     let first = previous.master.is_none();
@@ -748,11 +729,17 @@ pub async fn reconcile_broker_group(
         if status != previous {
             replace_status_if_current(&ctx.client, bg.as_ref(), status).await?;
         }
+        // Membership follows `replicas` through the leader, one change at a time.
+        let changing = raft_membership(&ctx, bg.as_ref(), &members).await;
         if let Some(e) = apply_error {
             return Err(e);
         }
         ctx.reset_backoff(&key_of(bg.as_ref()));
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        return Ok(Action::requeue(Duration::from_secs(if changing {
+            2
+        } else {
+            10
+        })));
     }
     // A broker claiming master at an epoch above the record holds a role the
     // operator gave it (role changes are signed); the record is behind (a stale read,
@@ -1119,6 +1106,140 @@ pub async fn reconcile_broker_group(
     }
     ctx.reset_backoff(&key_of(bg.as_ref()));
     Ok(action)
+}
+
+/// The member that leads a Raft group: the one reporting master at the highest term.
+fn raft_leader(members: &[Member]) -> Option<&Member> {
+    members
+        .iter()
+        .filter(|m| m.broker.as_ref().is_some_and(|b| b.is_master))
+        .max_by_key(|m| m.broker.as_ref().map_or(0, |b| b.epoch))
+}
+
+/// The ordinals in a Raft group's committed membership (`n3` → 3), as its leader
+/// reports them; None when no leader reports one.
+fn raft_ordinals(members: &[Member]) -> Option<Vec<i64>> {
+    let b = raft_leader(members)?.broker.as_ref()?;
+    if b.raft_members.is_empty() {
+        return None;
+    }
+    Some(
+        b.raft_members
+            .iter()
+            .filter_map(|id| id.strip_prefix('n').and_then(|n| n.parse().ok()))
+            .collect(),
+    )
+}
+
+/// The group to render: `bg`, or (a Raft group whose `replicas` went down while its
+/// membership still holds the higher ordinals) `bg` at the StatefulSet's current size,
+/// so no member is stopped, and no pod's `dLegerPeers` loses itself, before the
+/// leader removed it.
+async fn raft_render_size(
+    ctx: &Context,
+    bg: &Arc<BrokerGroup>,
+    roles: &Roles,
+) -> Result<Arc<BrokerGroup>, Error> {
+    if bg.spec.replication != Replication::Raft {
+        return Ok(Arc::clone(bg));
+    }
+    let namespace = namespace_of(bg.as_ref());
+    let current = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&bg.name_any())
+        .await?
+        .and_then(|s| s.spec)
+        .and_then(|s| s.replicas);
+    let Some(current) = current.filter(|n| *n > bg.spec.replicas) else {
+        return Ok(Arc::clone(bg));
+    };
+    let pods = list_pods(&ctx.client, &namespace, &bg.name_any(), "broker").await?;
+    let members = observe_members(ctx, bg, &pods, roles).await;
+    let want = i64::from(bg.spec.replicas);
+    let done = raft_ordinals(&members).is_some_and(|ids| ids.iter().all(|i| *i < want));
+    if done {
+        return Ok(Arc::clone(bg));
+    }
+    let mut keep = (**bg).clone();
+    keep.spec.replicas = current;
+    Ok(Arc::new(keep))
+}
+
+/// One step of a Raft group's membership towards `replicas`, through its leader:
+/// a leader among the ordinals to go hands leadership to a staying member; then the
+/// highest ordinal to go is removed; then a running pod not yet a member is added
+/// (a learner until it holds the log, then a voter). Whether a change was made or is
+/// still needed.
+async fn raft_membership(ctx: &Context, bg: &BrokerGroup, members: &[Member]) -> bool {
+    let want = i64::from(bg.spec.replicas);
+    let (Some(leader), Some(ids)) = (raft_leader(members), raft_ordinals(members)) else {
+        return false;
+    };
+    let Some(leader_addr) = leader.addr.clone() else {
+        return false;
+    };
+    let leader_ordinal = leader.slave_id - 1;
+    let change = if let Some(&extra) = ids.iter().filter(|i| **i >= want).max() {
+        if leader_ordinal >= want {
+            let Some(to) = ids
+                .iter()
+                .filter(|i| **i < want)
+                .find(|i| members.iter().any(|m| m.slave_id == **i + 1 && m.ready))
+            else {
+                return true;
+            };
+            RaftChange::Transfer {
+                to: format!("n{to}"),
+            }
+        } else {
+            RaftChange::Remove {
+                id: format!("n{extra}"),
+            }
+        }
+    } else if let Some(i) = (0..want).find(|i| {
+        !ids.contains(i)
+            && members
+                .iter()
+                .any(|m| m.slave_id == *i + 1 && m.broker.is_some() && !m.terminating)
+    }) {
+        RaftChange::Add {
+            id: format!("n{i}"),
+            peer: builders::raft_peer(bg, i),
+        }
+    } else {
+        // Pods still to start (scaling up), or nothing to do.
+        return ids.len() as i64 != want;
+    };
+    let admin = ctx.admin_for(bg);
+    match admin.raft_change(&leader_addr, &change).await {
+        Ok(now) => {
+            let (reason, what) = match &change {
+                RaftChange::Add { id, .. } => ("MemberAdded", format!("{id} joined")),
+                RaftChange::Remove { id } => ("MemberRemoved", format!("{id} left")),
+                RaftChange::Transfer { to } => {
+                    ("LeaderTransferred", format!("leadership handed to {to}"))
+                }
+            };
+            info!(?change, members = ?now, "Raft membership change");
+            ctx.event(
+                bg,
+                EventType::Normal,
+                reason,
+                format!("{what}; members {}", now.join(",")),
+            )
+            .await;
+        }
+        Err(e) => {
+            warn!(?change, error = %e, "Raft membership change failed");
+            ctx.event(
+                bg,
+                EventType::Warning,
+                "MembershipChangeFailed",
+                format!("{change:?}: {e}"),
+            )
+            .await;
+        }
+    }
+    true
 }
 
 /// The status of a Raft group: the leader (the member registered as master at the

@@ -39,6 +39,8 @@ pub struct BrokerView {
     pub sync_set_epoch: i64,
     /// The name servers it registers with (`;`-separated).
     pub namesrv_addr: String,
+    /// In a Raft group, the committed membership's ids (`n0`, `n1`, …).
+    pub raft_members: Vec<String>,
 }
 
 /// One pod of the group as observed.
@@ -504,6 +506,28 @@ fn switchover(o: &Observed, now: Timestamp) -> Option<Decision> {
     }))
 }
 
+/// A change to a Raft group the operator asks its leader for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RaftChange {
+    /// Add member `id` (`n3`) whose Raft port is `peer`.
+    Add {
+        /// Its `dLegerPeers` id.
+        id: String,
+        /// Its Raft address (`host:port`).
+        peer: String,
+    },
+    /// Remove member `id`.
+    Remove {
+        /// Its `dLegerPeers` id.
+        id: String,
+    },
+    /// Hand leadership to member `to`.
+    Transfer {
+        /// Its `dLegerPeers` id.
+        to: String,
+    },
+}
+
 /// The broker calls the operator makes (remoting in production, a fake in tests).
 pub trait BrokerAdmin: Send + Sync {
     /// What a broker reports.
@@ -543,6 +567,17 @@ pub trait BrokerAdmin: Send + Sync {
     ) -> BoxFuture<'a, Result<(), String>> {
         let _ = (addr, epoch, members);
         Box::pin(async { Err("in-sync set confirmation not supported".to_string()) })
+    }
+
+    /// A Raft group's membership or leadership change, sent to its leader `leader`;
+    /// returns the membership afterwards (`dLegerPeers` ids).
+    fn raft_change<'a>(
+        &'a self,
+        leader: &'a str,
+        change: &'a RaftChange,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        let _ = (leader, change);
+        Box::pin(async { Err("Raft membership changes not supported".to_string()) })
     }
 
     /// Points broker `addr` at the name servers `namesrv_addr` while it runs.
@@ -620,10 +655,48 @@ fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {
         sync_set_epoch: s.sync_set_epoch,
         namesrv_addr: s.namesrv_addr,
         follow_problem: Some(s.follow_problem).filter(|p| !p.is_empty()),
+        raft_members: s.raft_members,
     }
 }
 
 impl BrokerAdmin for RemotingAdmin {
+    fn raft_change<'a>(
+        &'a self,
+        leader: &'a str,
+        change: &'a RaftChange,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        use ferrocket::remoting::codes::{request, response};
+        use ferrocket::remoting::RemotingCommand;
+        Box::pin(async move {
+            // A learner catches up from the leader's log: allow it time.
+            let wait = Duration::from_secs(60);
+            let cmd = match change {
+                RaftChange::Add { id, peer } => RemotingCommand::request(request::RAFT_ADD_MEMBER)
+                    .with_ext("memberId", id)
+                    .with_ext("peerAddr", peer),
+                RaftChange::Remove { id } => {
+                    RemotingCommand::request(request::RAFT_REMOVE_MEMBER).with_ext("memberId", id)
+                }
+                RaftChange::Transfer { to } => {
+                    RemotingCommand::request(request::RAFT_TRANSFER_LEADER).with_ext("targetId", to)
+                }
+            }
+            .with_ext("timeoutMillis", wait.as_millis());
+            let r = self
+                .client
+                .invoke(leader, cmd, wait + Duration::from_secs(2))
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.code != response::SUCCESS {
+                return Err(r.remark.unwrap_or_else(|| format!("code {}", r.code)));
+            }
+            let state = ferrocket::client::role::broker_state(&self.client, leader, self.timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(state.raft_members)
+        })
+    }
+
     fn set_namesrv_addr<'a>(
         &'a self,
         addr: &'a str,
@@ -784,6 +857,7 @@ mod tests {
                 in_sync_leaving: Vec::new(),
                 sync_set_epoch: 0,
                 namesrv_addr: String::new(),
+                raft_members: Vec::new(),
             }),
             slave_id: ordinal + 1,
             terminating: false,

@@ -585,8 +585,20 @@ impl FakeAdmin {
                 in_sync_leaving: Vec::new(),
                 sync_set_epoch: 0,
                 namesrv_addr: String::new(),
+                raft_members: Vec::new(),
             },
         );
+    }
+    fn set_raft_members(&self, ids: &[&str]) {
+        for v in self.views.lock().unwrap().values_mut() {
+            v.raft_members = ids.iter().map(|s| (*s).to_owned()).collect();
+        }
+    }
+    fn set_master(&self, addr: &str, is_master: bool, epoch: i64) {
+        if let Some(v) = self.views.lock().unwrap().get_mut(addr) {
+            v.is_master = is_master;
+            v.epoch = epoch;
+        }
     }
     fn set_problem(&self, addr: &str, problem: &str) {
         if let Some(v) = self.views.lock().unwrap().get_mut(addr) {
@@ -611,6 +623,40 @@ impl FakeAdmin {
 }
 
 impl ferrocket_operator::failover::BrokerAdmin for FakeAdmin {
+    /// A Raft group's leader at `leader`: members change in every view; a transfer
+    /// makes `n<k>` (at 10.0.0.k) master in the next term.
+    fn raft_change<'a>(
+        &'a self,
+        leader: &'a str,
+        change: &'a ferrocket_operator::failover::RaftChange,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<String>, String>> {
+        use ferrocket_operator::failover::RaftChange;
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("raft {leader} {change:?}"));
+        let mut views = self.views.lock().unwrap();
+        let mut members = views
+            .get(leader)
+            .map(|v| v.raft_members.clone())
+            .unwrap_or_default();
+        match change {
+            RaftChange::Add { id, .. } => members.push(id.clone()),
+            RaftChange::Remove { id } => members.retain(|m| m != id),
+            RaftChange::Transfer { to } => {
+                let term = views.get(leader).map_or(0, |v| v.epoch) + 1;
+                let to_addr = format!("10.0.0.{}:10911", to.trim_start_matches('n'));
+                for (addr, v) in views.iter_mut() {
+                    v.is_master = *addr == to_addr;
+                    v.epoch = term;
+                }
+            }
+        }
+        for v in views.values_mut() {
+            v.raft_members = members.clone();
+        }
+        Box::pin(async move { Ok(members) })
+    }
     fn set_namesrv_addr<'a>(
         &'a self,
         addr: &'a str,
@@ -1633,7 +1679,7 @@ async fn the_in_sync_slaves_are_labelled_for_their_disruption_budget() {
 /// follows the member that reports leading the highest term; a replica change (a
 /// membership change) is refused and the StatefulSet keeps its size.
 #[tokio::test]
-async fn a_raft_group_reports_the_elected_leader_and_refuses_a_replica_change() {
+async fn a_raft_group_reports_the_elected_leader_and_changes_membership_with_replicas() {
     let (c, admin) = three_ready(
         "nameServerRef: {name: namesrv}\nreplicas: 3\nreplication: Raft\nfailover: {unreadyGraceSeconds: 1}\n",
         [(false, 2, 1000), (true, 2, 1000), (false, 2, 1000)],
@@ -1676,14 +1722,60 @@ async fn a_raft_group_reports_the_elected_leader_and_refuses_a_replica_change() 
         admin.calls.lock().unwrap()
     );
 
-    // Five replicas would be a membership change: refused, the StatefulSet keeps 3.
+    // Five replicas: the StatefulSet grows, then each new running member is added
+    // through the leader, one per reconcile, with the peer address of its pod.
+    admin.set_raft_members(&["n0", "n1", "n2"]);
     patch_spec(&c, serde_json::json!({"replicas": 5})).await;
-    let bg = reconcile_with(&c, &admin).await;
-    let (status, reason) = condition(&bg, "Degraded");
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "Unsupported"));
+    reconcile_with(&c, &admin).await;
     let sts: Api<StatefulSet> = Api::namespaced(c.clone(), NS);
-    assert_eq!(
-        sts.get("broker-a").await.unwrap().spec.unwrap().replicas,
-        Some(3)
+    let size = || async { sts.get("broker-a").await.unwrap().spec.unwrap().replicas };
+    assert_eq!(size().await, Some(5));
+    assert!(admin.calls.lock().unwrap().is_empty(), "no pod to add yet");
+    let text = conf.get("broker-a-config").await.unwrap().data.unwrap()["broker.conf"].clone();
+    assert!(text.contains(";n4-broker-a-4.broker-a-hs."), "{text}");
+    for i in [3, 4] {
+        admin.set(&format!("10.0.0.{i}:10911"), false, 3, 1000);
+        set_pod(&c, &format!("broker-a-{i}"), true, 100).await;
+    }
+    reconcile_with(&c, &admin).await;
+    reconcile_with(&c, &admin).await;
+    reconcile_with(&c, &admin).await;
+    let calls = admin.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].contains(r#"Add { id: "n3", peer: "broker-a-3.broker-a-hs."#),
+        "{calls:?}"
     );
+    assert!(
+        calls[0].starts_with("raft 10.0.0.2:10911 "),
+        "sent to the leader: {calls:?}"
+    );
+    assert!(calls[1].contains(r#"Add { id: "n4""#), "{calls:?}");
+    assert!(reasons(&c).await.contains(&"MemberAdded".to_string()));
+
+    // Back to three while n4 leads: leadership moves to a staying member first, then
+    // n4 and n3 leave; only then does the StatefulSet shrink.
+    admin.calls.lock().unwrap().clear();
+    for i in 0..5 {
+        admin.set_master(&format!("10.0.0.{i}:10911"), i == 4, 4);
+    }
+    patch_spec(&c, serde_json::json!({"replicas": 3})).await;
+    reconcile_with(&c, &admin).await;
+    assert_eq!(
+        size().await,
+        Some(5),
+        "members still in the group keep their pods"
+    );
+    reconcile_with(&c, &admin).await;
+    assert_eq!(size().await, Some(5));
+    reconcile_with(&c, &admin).await;
+    reconcile_with(&c, &admin).await;
+    let calls = admin.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls[0].contains(r#"Transfer { to: "n0" }"#), "{calls:?}");
+    assert!(calls[1].contains(r#"Remove { id: "n4" }"#), "{calls:?}");
+    assert!(calls[2].contains(r#"Remove { id: "n3" }"#), "{calls:?}");
+    assert_eq!(size().await, Some(3), "shrunk once the membership had");
+    let text = conf.get("broker-a-config").await.unwrap().data.unwrap()["broker.conf"].clone();
+    assert!(!text.contains("n3-"), "{text}");
 }

@@ -47,6 +47,8 @@ pub struct BrokerState {
     pub namesrv_addr: String,
     /// Why a master takes no writes (a newer master exists), empty otherwise.
     pub fenced: String,
+    /// In a Raft group, the committed membership's `dLegerPeers` ids (`n0`, `n1`, …).
+    pub raft_members: Vec<String>,
 }
 
 impl BrokerState {
@@ -132,6 +134,12 @@ pub async fn broker_state(
             .as_str()
             .and_then(|x| x.parse().ok())
             .unwrap_or(0),
+        raft_members: t["dLegerMembers"]
+            .as_str()
+            .unwrap_or("")
+            .split(';')
+            .filter_map(|m| m.split_once('-').map(|(id, _)| id.to_owned()))
+            .collect(),
     })
 }
 
