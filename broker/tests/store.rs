@@ -495,6 +495,34 @@ fn tag_filter_and_pull_statuses() {
 }
 
 #[test]
+fn raft_mode_retention_keeps_every_commitlog_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut cfg = small_config(dir.path(), FlushDiskType::Async);
+    cfg.file_reserved_time_hours = 0;
+    cfg.keep_commitlog = true;
+    let store = MessageStore::open(cfg).unwrap();
+    let pad = "y".repeat(2000);
+    for i in 0..100 {
+        rt.block_on(store.put_message(msg("Ret", 0, &format!("{i:03}{pad}"), "", "")))
+            .unwrap();
+    }
+    wait_dispatched(&store);
+    // Expired, and under disk pressure: nothing goes (the Raft log refers to it).
+    for pressure in [false, true] {
+        let report = store.delete_expired_files(ferrocket::store::now_ms() + 1000, pressure);
+        assert_eq!(report.commitlog_segments, 0, "{report:?}");
+    }
+    assert!(dir
+        .path()
+        .join("commitlog")
+        .join(segment_file_name(0))
+        .exists());
+    assert_eq!(store.min_phy_offset(), 0);
+    assert_eq!(store.min_offset_in_queue("Ret", 0), 0);
+}
+
+#[test]
 fn retention_deletes_old_segments_under_a_live_reader() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();

@@ -653,6 +653,7 @@ impl BrokerConfig {
             c.ha_listen_port = c.listen_port.saturating_add(1);
         }
         c.store.dispatch_committed_only = c.dledger.enabled;
+        c.store.keep_commitlog = c.dledger.enabled;
         if !master_role_set && c.broker_role != BrokerRole::Slave {
             c.master_role = c.broker_role;
         }
@@ -972,6 +973,7 @@ mod tests {
             (2, 3)
         );
         assert!(c.store.dispatch_committed_only);
+        assert!(c.store.keep_commitlog);
         assert_eq!(c.dledger.heartbeat_ms, 250);
     }
 

@@ -112,6 +112,11 @@ pub struct StoreConfig {
     /// ([`super::MessageStore::set_dispatch_limit`]; at open, the checkpoint's confirm
     /// offset), so consumers never see a record a majority does not hold.
     pub dispatch_committed_only: bool,
+    /// Raft mode: the Raft log refers to every CommitLog byte (a member that joins or
+    /// lost its store is sent the log from its first entry) and there are no
+    /// snapshots yet, so retention deletes no CommitLog segment; it warns instead.
+    /// Past the disk, sends fail with a disk-full error and nothing is lost.
+    pub keep_commitlog: bool,
 }
 
 impl StoreConfig {
@@ -139,6 +144,7 @@ impl StoreConfig {
             message_delay_level: DEFAULT_DELAY_LEVELS.into(),
             repair: false,
             dispatch_committed_only: false,
+            keep_commitlog: false,
         }
     }
 

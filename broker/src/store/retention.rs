@@ -67,6 +67,8 @@ impl StoreInner {
     pub(super) fn delete_expired_files(&self, now_ms: i64, disk_pressure: bool) -> RetentionReport {
         let reserved_ms = self.config.file_reserved_time_hours as i64 * 3_600_000;
         let mut forced = disk_pressure;
+        let keep = self.config.keep_commitlog;
+        let mut kept = false;
         let n = self.commitlog.delete_segments(|seg| {
             let age_ms = seg
                 .modified()
@@ -74,11 +76,19 @@ impl StoreInner {
                 .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| now_ms - d.as_millis() as i64)
                 .unwrap_or(0);
-            if age_ms >= reserved_ms {
-                return true;
+            let expired = age_ms >= reserved_ms || std::mem::replace(&mut forced, false);
+            if expired && keep {
+                kept = true;
+                return false;
             }
-            std::mem::replace(&mut forced, false)
+            expired
         });
+        if kept {
+            warn!(
+                "retention suspended in DLedger mode: expired CommitLog segments are kept \
+                 (the Raft log refers to them; no snapshots yet, docs/raft.md)"
+            );
+        }
         let min_phys = self.commitlog.min_offset();
         let mut report = RetentionReport {
             commitlog_segments: n,
