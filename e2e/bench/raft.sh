@@ -6,6 +6,7 @@
 # leader acknowledges (RUNS times, median printed).
 #   e2e/bench/raft.sh [seconds per run]      FLUSH=ASYNC_FLUSH|SYNC_FLUSH  RUNS=5
 #   MODES="single SYNC_MASTER RAFT"  SPECS="32,1 8,32" (concurrency,batch)  ELECTION=1
+#   HANDOVER=1: also time `admin raft transfer-leader` and SIGTERM of the leader
 set -euo pipefail
 secs=${1:-15}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -112,7 +113,7 @@ for mode in ${MODES-single SYNC_MASTER RAFT}; do
   stop_all
 done
 
-[ "${ELECTION:-1}" = 1 ] || exit 0
+if [ "${ELECTION:-1}" = 1 ]; then
 times=()
 for run in $(seq "${RUNS:-5}"); do
   start_ns
@@ -134,3 +135,37 @@ for run in $(seq "${RUNS:-5}"); do
   stop_all
 done
 printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END{print "election: median kill -9 to acknowledged send " a[int((NR+1)/2)] " ms over " NR " runs"}'
+fi
+
+# Leadership moved on purpose: `admin raft transfer-leader` and SIGTERM of the leader
+# (it hands over before it stops), each timed to the first send the new leader
+# acknowledges; compare with the kill -9 figure above.
+[ "${HANDOVER:-1}" = 1 ] || exit 0
+first_ack() { # t0 (ns): ms from t0 to the first SEND_OK
+  until "$bin" admin --namesrv "$NS" send --topic Fail --body after 2>/dev/null | grep -q SEND_OK; do
+    sleep 0.02
+  done
+  echo $(( ($(date +%s%N) - $1) / 1000000 ))
+}
+tt=(); st=()
+for run in $(seq "${RUNS:-5}"); do
+  start_ns
+  raft_group
+  l=$(raft_leader 0 1 2)
+  "$bin" admin --namesrv "$NS" topic create --topic Fail --queues 4 >/dev/null 2>&1 || true
+  sleep 4
+  to=$(( (l + 1) % 3 ))
+  t0=$(date +%s%N)
+  "$bin" admin --namesrv "$NS" raft transfer-leader --broker-name bench-a --to "n$to" >/dev/null
+  tt+=($(first_ack "$t0"))
+  sleep 2 # past the new leader's lease
+  l=$(raft_leader 0 1 2)
+  t0=$(date +%s%N)
+  kill -TERM "${rpid[$l]}"
+  st+=($(first_ack "$t0"))
+  echo "handover run $run: transfer-leader -> first acknowledged send ${tt[-1]} ms; SIGTERM of the leader -> ${st[-1]} ms"
+  stop_all
+done
+med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+echo "handover: median transfer-leader to acknowledged send $(med "${tt[@]}") ms, SIGTERM of the leader to acknowledged send $(med "${st[@]}") ms over ${#tt[@]} runs"
+

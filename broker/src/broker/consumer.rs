@@ -183,8 +183,9 @@ impl Broker {
             if retry_holds || dlq || !self.offsets.group_offsets(&g).is_empty() {
                 continue;
             }
-            self.groups.delete(&g);
+            // The retry topic first: whoever sees the group gone sees its topic gone.
             self.remove_topic(&retry);
+            self.groups.delete(&g);
             idle_since.remove(&g);
             info!(group = %g, idle_secs = expiry.as_secs(), "auto-created subscription group expired with its retry topic (no consumer, no offsets, no retried messages)");
             expired.push(g);
