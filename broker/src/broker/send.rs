@@ -424,20 +424,19 @@ impl Broker {
         let sync_master = self.role.role() == BrokerRole::SyncMaster;
         let timeout = Duration::from_millis(self.config.store.sync_flush_timeout_ms.max(1));
         if let Some(committed) = self.wait_raft_commit(result.end_offset, timeout).await {
-            // Raft mode: committed means a majority holds it (each on disk under
-            // SYNC_FLUSH, as the entry log syncs before it acknowledges).
-            let flushed = self.store.await_durable(msgs, result).await;
+            // Raft mode: committed means a majority holds it, each member on disk under
+            // SYNC_FLUSH (its log store syncs the CommitLog and the entry files before
+            // it acknowledges, the leader's own acknowledgement included), so the send
+            // waits on the quorum only, as in RocketMQ's DLedger mode; a separate
+            // flush of the leader's CommitLog would sync the same bytes again.
             if self.store.generation() != result.generation {
                 return Err(StoreError::NotMaster);
             }
-            if !committed {
-                return Ok(response::SYSTEM_ERROR);
-            }
-            return match flushed {
-                Ok(()) => Ok(response::SUCCESS),
-                Err(StoreError::FlushTimeout { .. }) => Ok(response::FLUSH_DISK_TIMEOUT),
-                Err(e) => Err(e),
-            };
+            return Ok(if committed {
+                response::SUCCESS
+            } else {
+                response::SYSTEM_ERROR
+            });
         }
         let replicate = async {
             if sync_master && crate::store::wait_requested(msgs) {
