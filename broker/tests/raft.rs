@@ -897,21 +897,7 @@ fn leadership_transfer_under_load_loses_nothing_and_takes_one_election() {
     let (leader, st) = g.wait_leader(&rt, &c);
     rt.block_on(c.create_topic("RT", 4)).unwrap();
     g.wait_topic(&rt, &c, "RT");
-    let admin = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(["admin", "--namesrv", &g.ns, "raft"])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    };
+    let admin = |args: &[&str]| raft_admin(&g, args);
     // Refusals: a member that is not in the group; a follower asked directly.
     let (ok, out) = admin(&["transfer-leader", "--broker-name", GROUP, "--to", "n7"]);
     assert!(!ok && out.contains("not a voting member"), "{out}");

@@ -494,13 +494,13 @@ fn tag_filter_and_pull_statuses() {
     assert_eq!(one.next_begin_offset, 1);
 }
 
-#[test]
-fn raft_mode_retention_keeps_every_commitlog_segment() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store in `dir` with every file expired at once (`fileReservedTime=0`), holding 100
+/// 2 KB messages of topic `Ret` over several segments, dispatched.
+fn expired_store(dir: &std::path::Path, keep_commitlog: bool) -> std::sync::Arc<MessageStore> {
     let rt = runtime();
-    let mut cfg = small_config(dir.path(), FlushDiskType::Async);
+    let mut cfg = small_config(dir, FlushDiskType::Async);
     cfg.file_reserved_time_hours = 0;
-    cfg.keep_commitlog = true;
+    cfg.keep_commitlog = keep_commitlog;
     let store = MessageStore::open(cfg).unwrap();
     let pad = "y".repeat(2000);
     for i in 0..100 {
@@ -508,6 +508,13 @@ fn raft_mode_retention_keeps_every_commitlog_segment() {
             .unwrap();
     }
     wait_dispatched(&store);
+    store
+}
+
+#[test]
+fn raft_mode_retention_keeps_every_commitlog_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = expired_store(dir.path(), true);
     // Expired, and under disk pressure: nothing goes (the Raft log refers to it).
     for pressure in [false, true] {
         let report = store.delete_expired_files(ferrocket::store::now_ms() + 1000, pressure);
@@ -525,16 +532,7 @@ fn raft_mode_retention_keeps_every_commitlog_segment() {
 #[test]
 fn retention_deletes_old_segments_under_a_live_reader() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let mut cfg = small_config(dir.path(), FlushDiskType::Async);
-    cfg.file_reserved_time_hours = 0;
-    let store = MessageStore::open(cfg).unwrap();
-    let pad = "y".repeat(2000);
-    for i in 0..100 {
-        rt.block_on(store.put_message(msg("Ret", 0, &format!("{i:03}{pad}"), "", "")))
-            .unwrap();
-    }
-    wait_dispatched(&store);
+    let store = expired_store(dir.path(), false);
     let held = store
         .get_messages("Ret", 0, 0, 1, 1 << 20, |_| true)
         .messages;

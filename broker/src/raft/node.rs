@@ -489,15 +489,26 @@ impl RaftNode {
             Ok(Ok(_)) => {}
         }
         let change = openraft::ChangeMembers::AddVoterIds(std::iter::once(target).collect());
+        self.commit_membership(change, timeout, &format!("with {name}"))
+            .await?;
+        info!(member = %name, "DLedger: member added");
+        Ok(())
+    }
+
+    /// Commits a membership change by joint consensus within `timeout` (`what` names
+    /// the new membership in the error).
+    async fn commit_membership(
+        &self,
+        change: openraft::ChangeMembers<u64, BasicNode>,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(), TransferError> {
         match tokio::time::timeout(timeout, self.raft.change_membership(change, false)).await {
             Err(_) => Err(TransferError::Timeout(format!(
-                "the membership with {name} was not committed within {timeout:?}"
+                "the membership {what} was not committed within {timeout:?}"
             ))),
             Ok(Err(e)) => Err(TransferError::Change(e.to_string())),
-            Ok(Ok(_)) => {
-                info!(member = %name, "DLedger: member added");
-                Ok(())
-            }
+            Ok(Ok(_)) => Ok(()),
         }
     }
 
@@ -528,16 +539,10 @@ impl RaftNode {
             ));
         }
         let change = openraft::ChangeMembers::RemoveVoters(std::iter::once(target).collect());
-        match tokio::time::timeout(timeout, self.raft.change_membership(change, false)).await {
-            Err(_) => Err(TransferError::Timeout(format!(
-                "the membership without {name} was not committed within {timeout:?}"
-            ))),
-            Ok(Err(e)) => Err(TransferError::Change(e.to_string())),
-            Ok(Ok(_)) => {
-                info!(member = %name, "DLedger: member removed");
-                Ok(())
-            }
-        }
+        self.commit_membership(change, timeout, &format!("without {name}"))
+            .await?;
+        info!(member = %name, "DLedger: member removed");
+        Ok(())
     }
 
     /// The voting member (not this one) that holds the most of this leader's log.
