@@ -284,28 +284,8 @@ fn three_nodes_elect_a_leader_and_lose_nothing_acknowledged_when_it_is_killed() 
     g.wait_topic(&rt, &c, "RF");
 
     // 32 producers, 1 KiB messages, to the leader until it dies.
-    let log = Arc::new(AckedLog::new());
-    let stop = Arc::new(AtomicBool::new(false));
-    let addr = g.node(leader).addr.clone();
-    let producers: Vec<_> = (0..32)
-        .map(|p| {
-            let (c, log, stop, addr) =
-                (c.clone(), Arc::clone(&log), Arc::clone(&stop), addr.clone());
-            rt.spawn(async move {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let id = format!("p{p}-{i}");
-                    i += 1;
-                    log.attempted();
-                    match c.send("RF", &q(&addr, p % 8), &[msg(&id, 1024)]).await {
-                        Ok(r) if r.code == response::SUCCESS => log.acked(id),
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start_with(&rt, &c, "RF", 8, &g.node(leader).addr, 32, 1024);
+    let log = Arc::clone(&load.log);
     wait_until("sends acknowledged", Duration::from_secs(20), || {
         log.acked_count() > 500
     });
@@ -313,10 +293,7 @@ fn three_nodes_elect_a_leader_and_lose_nothing_acknowledged_when_it_is_killed() 
     let died = Instant::now();
     g.nodes[leader] = None;
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    for p in producers {
-        let _ = rt.block_on(p);
-    }
+    load.join(&rt);
 
     // The other two elect a leader that takes sends.
     let (new, st2) = g.wait_leader(&rt, &c);
@@ -364,7 +341,7 @@ fn three_nodes_elect_a_leader_and_lose_nothing_acknowledged_when_it_is_killed() 
     );
 }
 
-/// Producers of 512-byte messages (`p<k>-<i>`, producer k to queue k % queues) that
+/// Producers (8 of 512-byte messages unless told) (`p<k>-<i>`, producer k to queue k % queues) that
 /// send wherever `target` points (the leader the test last saw), recording what was
 /// acknowledged.
 struct Load {
@@ -382,10 +359,23 @@ impl Load {
         queues: i32,
         leader: &str,
     ) -> Load {
+        Load::start_with(rt, c, topic, queues, leader, 8, 512)
+    }
+
+    /// `producers` producers of `size`-byte messages.
+    fn start_with(
+        rt: &tokio::runtime::Runtime,
+        c: &Client,
+        topic: &str,
+        queues: i32,
+        leader: &str,
+        producers: i32,
+        size: usize,
+    ) -> Load {
         let log = Arc::new(AckedLog::new());
         let stop = Arc::new(AtomicBool::new(false));
         let target = Arc::new(std::sync::RwLock::new(leader.to_owned()));
-        let tasks = (0..8)
+        let tasks = (0..producers)
             .map(|p| {
                 let (c, log, stop, target) = (
                     c.clone(),
@@ -403,7 +393,7 @@ impl Load {
                         let addr = target.read().unwrap().clone();
                         let sent = tokio::time::timeout(
                             Duration::from_secs(8),
-                            c.send(&topic, &q(&addr, p % queues), &[msg(&id, 512)]),
+                            c.send(&topic, &q(&addr, p % queues), &[msg(&id, size)]),
                         )
                         .await;
                         match sent {

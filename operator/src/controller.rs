@@ -1252,10 +1252,7 @@ async fn raft_status(
     members: &[Member],
     generation: Option<i64>,
 ) -> BrokerGroupStatus {
-    let leader = members
-        .iter()
-        .filter(|m| m.broker.as_ref().is_some_and(|b| b.is_master))
-        .max_by_key(|m| m.broker.as_ref().map_or(0, |b| b.epoch));
+    let leader = raft_leader(members);
     let term = leader
         .and_then(|m| m.broker.as_ref())
         .map_or(previous.epoch, |b| b.epoch);

@@ -134,11 +134,7 @@ impl Broker {
                 "leadership transfer refused: targetId (a dLegerPeers id such as n1) is required",
             );
         };
-        let timeout = Duration::from_millis(
-            req.ext_num("timeoutMillis")
-                .unwrap_or(10_000)
-                .clamp(100, 120_000),
-        );
+        let timeout = timeout_of(req, 10_000, 120_000);
         match node.transfer_leader(target, timeout).await {
             Ok(term) => {
                 let leader = match node.leadership() {
@@ -192,11 +188,7 @@ impl Broker {
         let Some(member) = req.ext("memberId").and_then(|t| node.id_of(t)) else {
             return refuse("memberId (a dLegerPeers id such as n3) is required".into());
         };
-        let timeout = Duration::from_millis(
-            req.ext_num("timeoutMillis")
-                .unwrap_or(60_000)
-                .clamp(100, 3_600_000),
-        );
+        let timeout = timeout_of(req, 60_000, 3_600_000);
         let r = if adding {
             let Some(addr) = req.ext("peerAddr").filter(|a| a.contains(':')) else {
                 return refuse("peerAddr (the member's Raft port, host:port) is required".into());
@@ -206,16 +198,8 @@ impl Broker {
             node.remove_member(member, timeout).await
         };
         match r {
-            Ok(()) => {
-                let members = node
-                    .status()
-                    .into_iter()
-                    .find(|(k, _)| *k == "dLegerMembers")
-                    .map(|(_, v)| v)
-                    .unwrap_or_default();
-                crate::remoting::RemotingCommand::response_to(req, response::SUCCESS)
-                    .with_ext("members", members)
-            }
+            Ok(()) => crate::remoting::RemotingCommand::response_to(req, response::SUCCESS)
+                .with_ext("members", node.members()),
             Err(e) => super::fail(
                 req,
                 response::SYSTEM_ERROR,
@@ -273,4 +257,14 @@ impl Broker {
         self.topics_changed();
         true
     }
+}
+
+/// A request's `timeoutMillis` (`default` when absent or not a number), kept within
+/// 100 ms and `max` ms.
+fn timeout_of(req: &crate::remoting::RemotingCommand, default: u64, max: u64) -> Duration {
+    Duration::from_millis(
+        req.ext_num("timeoutMillis")
+            .unwrap_or(default)
+            .clamp(100, max),
+    )
 }

@@ -334,14 +334,14 @@ async fn masters(c: &Client) -> Result<Vec<String>> {
     Ok(m)
 }
 
-/// Sends a membership change to the group's leader and prints the new membership.
-async fn raft_membership(
+/// Sends `q` to the group's leader, waiting as long as the leader may take
+/// (`timeout_ms`, plus a margin); its answer when it succeeded.
+async fn raft_call(
     c: &Client,
     broker_name: &str,
     q: RemotingCommand,
     timeout_ms: u64,
-    json: bool,
-) -> Result<()> {
+) -> Result<RemotingCommand> {
     let leader = raft_leader(c, broker_name).await?;
     let r = c
         .remoting
@@ -355,6 +355,18 @@ async fn raft_membership(
     if r.code != response::SUCCESS {
         bail!("{leader} refused: {}", r.remark.unwrap_or_default());
     }
+    Ok(r)
+}
+
+/// Sends a membership change to the group's leader and prints the new membership.
+async fn raft_membership(
+    c: &Client,
+    broker_name: &str,
+    q: RemotingCommand,
+    timeout_ms: u64,
+    json: bool,
+) -> Result<()> {
+    let r = raft_call(c, broker_name, q, timeout_ms).await?;
     let members = r.ext("members").unwrap_or("?");
     if json {
         println!("{}", serde_json::json!({ "members": members }));
@@ -678,19 +690,10 @@ pub fn run(args: AdminArgs) -> Result<()> {
                 raft_membership(&c, &broker_name, q, timeout_ms, args.json).await?;
             }
             AdminCommand::Raft { what: RaftCommand::TransferLeader { broker_name, to, timeout_ms } } => {
-                let leader = raft_leader(&c, &broker_name).await?;
-                let leader = &leader;
                 let q = RemotingCommand::request(request::RAFT_TRANSFER_LEADER)
                     .with_ext("targetId", &to)
                     .with_ext("timeoutMillis", timeout_ms);
-                let r = c
-                    .remoting
-                    .invoke(leader, q, c.timeout.max(Duration::from_millis(timeout_ms + 2_000)))
-                    .await
-                    .with_context(|| format!("broker {leader} unreachable"))?;
-                if r.code != response::SUCCESS {
-                    bail!("{leader} refused: {}", r.remark.unwrap_or_default());
-                }
+                let r = raft_call(&c, &broker_name, q, timeout_ms).await?;
                 let term = r.ext("term").unwrap_or("?");
                 let now = r.ext("leaderId").unwrap_or("?");
                 if args.json {

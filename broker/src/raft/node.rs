@@ -241,9 +241,14 @@ pub struct RaftNode {
     transferring: std::sync::atomic::AtomicBool,
     /// When this node last took office, and its term.
     led_since: Mutex<Option<(u64, tokio::time::Instant)>>,
-    /// openraft's leader lease (`election_timeout_max`): a member that heard from its
-    /// leader (or became leader) within it refuses to vote.
-    lease: Duration,
+}
+
+/// The last log index member `id` holds, as this leader's replication reports it.
+fn matched(m: &openraft::RaftMetrics<u64, BasicNode>, id: u64) -> Option<u64> {
+    m.replication
+        .as_ref()
+        .and_then(|r| r.get(&id).cloned().flatten())
+        .map(|l| l.index)
 }
 
 /// Why a leadership transfer or a membership change did not happen.
@@ -383,7 +388,6 @@ impl RaftNode {
             appended: Notify::new(),
             transferring: std::sync::atomic::AtomicBool::new(false),
             led_since: Mutex::new(None),
-            lease: Duration::from_millis(election + settings.max_vote_interval_ms),
         }))
     }
 
@@ -548,12 +552,11 @@ impl RaftNode {
     /// The voting member (not this one) that holds the most of this leader's log.
     pub fn best_successor(&self) -> Option<u64> {
         let m = self.raft.metrics().borrow().clone();
-        let matched = m.replication.unwrap_or_default();
         m.membership_config
             .membership()
             .voter_ids()
             .filter(|v| *v != self.id)
-            .max_by_key(|v| matched.get(v).cloned().flatten().map(|l| l.index))
+            .max_by_key(|v| matched(&m, *v))
     }
 
     /// DLedger's `preferredLeaderId`: while this node leads and `preferred` is a
@@ -566,11 +569,7 @@ impl RaftNode {
                 continue;
             }
             let m = self.raft.metrics().borrow().clone();
-            let has = m
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(&preferred).cloned().flatten())
-                .map_or(0, |l| l.index);
+            let has = matched(&m, preferred).unwrap_or(0);
             if m.last_log_index.unwrap_or(0) > has + 1000 {
                 continue;
             }
@@ -602,11 +601,7 @@ impl RaftNode {
                 return Err(TransferError::NotLeader(" any more".into()));
             }
             let last = m.last_log_index;
-            let target_has = m
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(&target).cloned().flatten())
-                .map(|l| l.index);
+            let target_has = matched(&m, target);
             let all_applied = self.glue.applied() >= self.glue.store.max_phy_offset()
                 && m.last_applied.map(|l| l.index) == last;
             if all_applied && last.is_some() && target_has == last {
@@ -629,7 +624,9 @@ impl RaftNode {
             .filter(|(t, _)| *t == term)
             .map(|(_, at)| at);
         if let Some(at) = since {
-            let ready = at + self.lease + Duration::from_millis(50);
+            // openraft's leader lease is `election_timeout_max`.
+            let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+            let ready = at + lease + Duration::from_millis(50);
             if ready > deadline {
                 return Err(TransferError::Timeout(format!(
                     "this leader took office too recently to hand over within {timeout:?}"
@@ -708,19 +705,26 @@ impl RaftNode {
         }
     }
 
+    /// The committed membership as `dLegerPeers` (`n0-host:port;...`).
+    pub fn members(&self) -> String {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| format!("{}-{}", self.name_of(*id), n.addr))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
     /// The node's Raft state for runtime info: `dLegerState`, `dLegerTerm`,
     /// `dLegerLeaderId`, `dLegerLastLogIndex`, `dLegerCommittedIndex` (applied),
     /// `dLegerCommittedOffset` (the CommitLog end a majority holds), `dLegerMembers`
     /// (`n0-host:port;...` of the committed membership).
     pub fn status(&self) -> Vec<(&'static str, String)> {
         let m = self.raft.metrics().borrow().clone();
-        let members = m
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, n)| format!("{}-{}", self.name_of(*id), n.addr))
-            .collect::<Vec<_>>()
-            .join(";");
+        let members = self.members();
         vec![
             ("dLegerState", format!("{:?}", m.state)),
             ("dLegerTerm", m.current_term.to_string()),
