@@ -1153,3 +1153,209 @@ fn membership_grows_to_five_and_back_to_three_under_load_losing_nothing() {
         report.lost_sample
     );
 }
+
+/// The CommitLog bytes `[from, to)` of the store in `dir` (its segments named by their
+/// start offsets; a store that started over at a later offset has no older ones).
+fn commitlog_range(dir: &Path, from: u64, to: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join("commitlog"))
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            Some((p.file_name()?.to_str()?.parse().ok()?, p))
+        })
+        .collect();
+    files.sort();
+    for (start, f) in files {
+        let bytes = std::fs::read(&f).unwrap();
+        let end = start + bytes.len() as u64;
+        if end <= from || start >= to {
+            continue;
+        }
+        let a = from.max(start) - start;
+        let b = to.min(end) - start;
+        out.extend_from_slice(&bytes[a as usize..b as usize]);
+    }
+    out
+}
+
+/// The oldest CommitLog segment of the store in `dir` (where it begins).
+fn oldest_segment(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("commitlog"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .min()
+        .unwrap_or(0)
+}
+
+/// The last Raft index purged from the entry log in `dir` (`raftState.json`).
+fn last_purged(dir: &Path) -> Option<u64> {
+    let b = std::fs::read(dir.join("dledger/raftState.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
+    v["last_purged"]["index"].as_u64()
+}
+
+/// Entries the entry log in `dir` holds index units for (its last index + 1).
+fn index_units(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("dledger/index/00000000000000000000")).map_or(0, |m| m.len() / 32)
+}
+
+#[test]
+fn members_behind_the_purged_log_rejoin_by_snapshot_and_retention_follows_the_log() {
+    let ns = Kit::with_bin(BIN).namesrv();
+    let c = Client::new(&ns.addr);
+    let root = tempfile::tempdir().unwrap();
+    // A snapshot every 10 entries with 10 kept behind it, and retention that deletes
+    // every sealed segment it may (disk use is always past 1 %, nothing is young
+    // enough to keep): only the Raft log's floor holds segments back.
+    let mut g = Group::start_with(
+        &ns.addr,
+        root.path(),
+        None,
+        &[
+            "snapshotThreshold=10",
+            "diskMaxUsedSpaceRatio=1",
+            "fileReservedTime=0",
+        ],
+    );
+    let rt = rt();
+    let (leader, _) = g.wait_leader(&rt, &c);
+    let addr = g.node(leader).addr.clone();
+    rt.block_on(c.create_topic("RS", 4)).unwrap();
+    g.wait_topic(&rt, &c, "RS");
+    let ids =
+        |from: usize, to: usize| -> Vec<String> { (from..to).map(|i| format!("m-{i}")).collect() };
+    send_all(&rt, &c, &addr, &ids(0, 30));
+
+    // 1. A follower down while the leader purges the entries it lacks, but not their
+    //    bytes: it comes back, is sent the snapshot and fetches what follows its own
+    //    committed end.
+    let a = (leader + 1) % 3;
+    g.nodes[a].as_mut().unwrap().kill9();
+    g.nodes[a] = None;
+    let had = index_units(&g.dirs[a]);
+    send_all(&rt, &c, &addr, &ids(30, 130));
+    wait_until(
+        "the leader purges its log past what the follower holds",
+        Duration::from_secs(30),
+        || last_purged(&g.dirs[leader]).is_some_and(|p| p >= had),
+    );
+    g.start_node(a);
+    converge(&g, &rt, &c, leader);
+
+    // 2. A follower down while the leader's retention deletes the segments after its
+    //    end: it comes back, empties its store and starts over at the leader's oldest
+    //    segment (segment transfer), then follows the log.
+    let b = (leader + 2) % 3;
+    g.nodes[b].as_mut().unwrap().kill9();
+    g.nodes[b] = None;
+    let b_end = rt
+        .block_on(broker_state(&c.remoting, &addr, T))
+        .unwrap()
+        .max_offset;
+    let load = Load::start_with(&rt, &c, "RS", 4, &addr, 8, 8192);
+    wait_until(
+        "the leader's retention deletes past the stopped follower's end",
+        Duration::from_secs(120),
+        || oldest_segment(&g.dirs[leader]) > b_end,
+    );
+    let acked = load.log.acked_count();
+    load.join(&rt);
+    assert!(acked > 0, "no send acknowledged with a member down");
+    g.start_node(b);
+    let target = rt
+        .block_on(broker_state(&c.remoting, &addr, T))
+        .unwrap()
+        .max_offset;
+    wait_until(
+        "the rejoined member holds the leader's log",
+        Duration::from_secs(60),
+        || {
+            rt.block_on(broker_state(&c.remoting, &g.node(b).addr, T))
+                .is_ok_and(|s| s.max_offset >= target && s.confirm_offset >= target)
+        },
+    );
+    let base = oldest_segment(&g.dirs[b]);
+    assert!(
+        base > b_end,
+        "the member kept its old segments (starts at {base}, ended at {b_end})"
+    );
+    assert!(
+        commitlog_range(&g.dirs[b], base, target) == commitlog_range(&g.dirs[leader], base, target),
+        "the rejoined member's CommitLog differs from the leader's"
+    );
+    // It serves what it holds (slave reads) and takes part: with the other follower
+    // stopped, the leader commits only with it.
+    let frozen = a;
+    signal(g.node(frozen), "-STOP");
+    send_all(&rt, &c, &addr, &ids(130, 140));
+    signal(g.node(frozen), "-CONT");
+    let rejoined = g.node(b).addr.clone();
+    wait_until(
+        "the rejoined member serves the last messages",
+        Duration::from_secs(30),
+        || {
+            let got: Vec<String> = rt
+                .block_on(consume_all(&c, &rejoined, "RS", 4))
+                .into_iter()
+                .flatten()
+                .collect();
+            ids(130, 140).iter().all(|i| got.contains(i))
+        },
+    );
+
+    // 3. Every member restarted at once over purged logs (each from its own
+    //    snapshot.json): a leader again, and every message the leader still holds is
+    //    there.
+    for i in 0..3 {
+        g.nodes[i].as_mut().unwrap().kill9();
+        g.nodes[i] = None;
+    }
+    for i in 0..3 {
+        g.start_node(i);
+    }
+    let (leader, _) = g.wait_leader(&rt, &c);
+    let addr = g.node(leader).addr.clone();
+    send_all(&rt, &c, &addr, &ids(140, 150));
+    converge_from(&g, &rt, &c, leader);
+    let got: Vec<String> = rt
+        .block_on(consume_all(&c, &addr, "RS", 4))
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(
+        ids(130, 150).iter().all(|i| got.contains(i)),
+        "messages missing after the restart"
+    );
+}
+
+/// [`converge`] for members whose stores may start at different offsets: from the
+/// newest start on, every live member holds the leader's CommitLog byte for byte.
+fn converge_from(g: &Group, rt: &tokio::runtime::Runtime, c: &Client, leader: usize) {
+    let target = rt
+        .block_on(broker_state(&c.remoting, &g.node(leader).addr, T))
+        .unwrap()
+        .max_offset;
+    for (_, p) in g.live() {
+        wait_until(
+            "every member holds the leader's log",
+            Duration::from_secs(30),
+            || {
+                rt.block_on(broker_state(&c.remoting, &p.addr, T))
+                    .is_ok_and(|s| s.max_offset >= target && s.confirm_offset >= target)
+            },
+        );
+    }
+    let from = g
+        .live()
+        .map(|(i, _)| oldest_segment(&g.dirs[i]))
+        .max()
+        .unwrap_or(0);
+    for (i, _) in g.live() {
+        assert!(
+            commitlog_range(&g.dirs[i], from, target)
+                == commitlog_range(&g.dirs[leader], from, target),
+            "node {i}'s CommitLog differs from the leader's"
+        );
+    }
+}

@@ -118,7 +118,15 @@ pub async fn consume_ids(
                 .await
                 .expect("pull");
             if r.code != ferrocket::remoting::codes::response::SUCCESS {
-                break;
+                // Below the queue's oldest entry (retention deleted the start): on from
+                // where the broker says it begins.
+                match r.ext_num::<i64>("nextBeginOffset") {
+                    Ok(next) if next > offset => {
+                        offset = next;
+                        continue;
+                    }
+                    _ => break,
+                }
             }
             let recs = ferrocket::client::split_records(r.body_bytes());
             if recs.is_empty() {

@@ -374,6 +374,12 @@ pub struct DLedgerSettings {
     /// `maxVoteIntervalMs`: the random spread of the election timeout. DLedger's
     /// default is 1000; ferrocket's is 300 (see `heartBeatTimeIntervalMs`).
     pub max_vote_interval_ms: u64,
+    /// `snapshotThreshold` (DLedger's name and default, 1000): applied entries between
+    /// two snapshots. A snapshot is the CommitLog itself (nothing is copied); the log
+    /// keeps as many entries again behind it, then is purged, and retention may
+    /// delete CommitLog segments the log no longer refers to. A member that needs a
+    /// purged entry rejoins by the snapshot (`docs/raft.md`).
+    pub snapshot_threshold: u64,
 }
 
 impl DLedgerSettings {
@@ -410,6 +416,7 @@ impl Default for DLedgerSettings {
             heartbeat_ms: 250,
             max_heartbeat_leak: 3,
             max_vote_interval_ms: 300,
+            snapshot_threshold: 1000,
         }
     }
 }
@@ -646,6 +653,7 @@ impl BrokerConfig {
                 "heartBeatTimeIntervalMs" => c.dledger.heartbeat_ms = num(key, v)?,
                 "maxHeartBeatLeak" => c.dledger.max_heartbeat_leak = num(key, v)?,
                 "maxVoteIntervalMs" => c.dledger.max_vote_interval_ms = num(key, v)?,
+                "snapshotThreshold" => c.dledger.snapshot_threshold = num(key, v)?,
                 _ => warn!(key, "unknown configuration key ignored"),
             }
         }
@@ -732,6 +740,12 @@ impl BrokerConfig {
                 return bad(
                     "maxVoteIntervalMs",
                     format!("{} is outside 1..=60000", d.max_vote_interval_ms),
+                );
+            }
+            if !(10..=100_000_000).contains(&d.snapshot_threshold) {
+                return bad(
+                    "snapshotThreshold",
+                    format!("{} is outside 10..=100000000", d.snapshot_threshold),
                 );
             }
         }

@@ -98,6 +98,9 @@ pub trait Bodies: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// A failed flush.
     fn flush(&self) -> io::Result<()>;
+    /// The log refers to no byte below `pos` any more (it was purged behind a
+    /// snapshot): retention may delete what lies wholly below it.
+    fn floor(&self, _pos: u64) {}
 }
 
 /// `[pos:8][rest]` of a normal entry.
@@ -482,6 +485,14 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Where the first normal entry the log still holds has its bytes (`None`: it
+    /// holds none).
+    fn body_floor(&self) -> Option<u64> {
+        self.slots.values().find_map(|s| s.body.map(|(p, _)| p))
+    }
+}
+
 impl LogStore {
     /// With bodies: cuts what lies past the last normal entry's bytes (or past
     /// `fallback` when the log holds none) — bytes a leader appended and never
@@ -568,6 +579,9 @@ impl LogStore {
             bodies: bodies.clone(),
         };
         inner.recover()?;
+        if let (Some(b), Some(floor)) = (&inner.bodies, inner.body_floor()) {
+            b.floor(floor);
+        }
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             flusher: if durable {
@@ -743,7 +757,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         inner.state.last_purged = Some(log_id);
         inner.persist_state().map_err(|e| write_err(&e))?;
         let kept = inner.slots.split_off(&(log_id.index + 1));
+        let purged_end = inner
+            .slots
+            .values()
+            .filter_map(|s| s.body.map(|(p, l)| p + l))
+            .max();
         inner.slots = kept;
+        if let Some(b) = &inner.bodies {
+            if let Some(floor) = inner.body_floor().or(purged_end) {
+                b.floor(floor);
+            }
+        }
         // Whole segments below the first entry kept (or below the write position).
         let keep_from = inner.slots.values().next().map_or(inner.end, |s| s.pos);
         let seg_size = inner.seg_size;

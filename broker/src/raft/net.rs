@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! request:  [len:4][kind:1][json_len:4][json][entries]     kind 1 append, 2 vote,
-//!                                                          3 snapshot, 4 info
+//!                                                          3 snapshot, 4 info,
+//!                                                          5 elect, 6 fetch
 //! entry:    [type:1][index:8][term:8][0:8][len:4][payload]    (8 reserved bytes)
 //!           type 1 normal (the record bytes), 2 blank, 3 membership (JSON)
 //! response: [len:4][status:1][json]                        status 0 ok, 1 Raft error
+//! fetch:    [len:4][0:1][head_len:4][head json][bytes]     committed CommitLog bytes
 //! ```
 //!
 //! AppendEntries carries its entries in binary (a JSON array of bytes would triple
@@ -48,6 +50,36 @@ const SNAPSHOT: u8 = 3;
 const INFO: u8 = 4;
 /// A leader handing over (a leadership transfer): campaign now, if still in `term`.
 const ELECT: u8 = 5;
+
+/// Committed CommitLog bytes from an offset (a member installing a snapshot fetches
+/// what it lacks).
+const FETCH: u8 = 6;
+
+/// The largest answer to a [`FETCH`].
+pub const MAX_FETCH: usize = 4 * 1024 * 1024;
+
+/// The body of a [`FETCH`] request.
+#[derive(Debug, Serialize, Deserialize)]
+struct FetchRequest {
+    from: u64,
+    max: usize,
+}
+
+/// What a [`FETCH`] answers before its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchHead {
+    /// The oldest CommitLog byte the member holds.
+    pub min: u64,
+    /// The end of what it has applied (committed): nothing past it is served.
+    pub end: u64,
+}
+
+/// Where a member's committed CommitLog bytes are read for [`FETCH`].
+pub trait Source: Send + Sync + 'static {
+    /// The committed bytes from `from` (at most `max`; none when `from` is outside
+    /// what the member holds), with its bounds.
+    fn fetch(&self, from: u64, max: usize) -> (FetchHead, Vec<u8>);
+}
 
 /// The body of an [`ELECT`] request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -203,7 +235,12 @@ fn response_frame(status: u8, json: &[u8]) -> Vec<u8> {
 }
 
 /// Serves the Raft RPCs of `raft` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, info: NodeInfo) {
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    info: NodeInfo,
+    source: Option<Arc<dyn Source>>,
+) {
     let info = Arc::new(info);
     loop {
         let (sock, peer) = match listener.accept().await {
@@ -215,9 +252,9 @@ pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, info: NodeInfo
             }
         };
         let _ = sock.set_nodelay(true);
-        let (raft, info) = (raft.clone(), Arc::clone(&info));
+        let (raft, info, source) = (raft.clone(), Arc::clone(&info), source.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(sock, raft, &info).await {
+            if let Err(e) = serve_conn(sock, raft, &info, source.as_deref()).await {
                 debug!(%peer, error = %e, "raft connection closed");
             }
         });
@@ -239,6 +276,7 @@ async fn serve_conn(
     mut sock: TcpStream,
     raft: Raft<TypeConfig>,
     info: &NodeInfo,
+    source: Option<&dyn Source>,
 ) -> Result<(), NetError> {
     loop {
         let frame = match read_frame(&mut sock).await {
@@ -289,6 +327,22 @@ async fn serve_conn(
                     info!(term, "DLedger leadership transfer: campaigning");
                 }
                 answer::<_, ()>(Ok(started))
+            }
+            FETCH => {
+                let req: FetchRequest = serde_json::from_slice(json).map_err(|_| parse("fetch"))?;
+                let Some(source) = source else {
+                    return Err(bad("fetch: this member serves no CommitLog"));
+                };
+                let (head, bytes) = source.fetch(req.from, req.max.min(MAX_FETCH));
+                let head = serde_json::to_vec(&head).map_err(|e| bad(e.to_string()))?;
+                let total = 1 + 4 + head.len() + bytes.len();
+                let mut f = Vec::with_capacity(4 + total);
+                f.extend_from_slice(&(total as u32).to_be_bytes());
+                f.push(0);
+                f.extend_from_slice(&(head.len() as u32).to_be_bytes());
+                f.extend_from_slice(&head);
+                f.extend_from_slice(&bytes);
+                f
             }
             other => return Err(bad(format!("unknown request kind {other}"))),
         };
@@ -390,6 +444,65 @@ impl Peer {
             Reply::Ok(started) => Ok(started),
             Reply::Raft(()) => Err(bad("elect refused")),
         }
+    }
+
+    /// A connection to the member at `addr` for [`Peer::fetch`] (opened on first use).
+    pub fn to(addr: &str) -> Peer {
+        Peer {
+            target: 0,
+            addr: addr.to_owned(),
+            sock: None,
+        }
+    }
+
+    /// The member's committed CommitLog bytes from `from` (at most `max`), with its
+    /// bounds.
+    ///
+    /// # Errors
+    /// Transport failures; any closes the connection.
+    pub async fn fetch(
+        &mut self,
+        from: u64,
+        max: usize,
+        ttl: Duration,
+    ) -> Result<(FetchHead, Vec<u8>), NetError> {
+        let json =
+            serde_json::to_vec(&FetchRequest { from, max }).map_err(|e| bad(e.to_string()))?;
+        let frame = request_frame(FETCH, &json, &[])?;
+        let call = async {
+            if self.sock.is_none() {
+                let s = TcpStream::connect(&self.addr)
+                    .await
+                    .map_err(NetError::Connect)?;
+                let _ = s.set_nodelay(true);
+                self.sock = Some(s);
+            }
+            let Some(s) = self.sock.as_mut() else {
+                return Err(bad("no connection"));
+            };
+            s.write_all(&frame).await?;
+            let resp = read_frame(s).await?;
+            let mut rest = resp.as_slice();
+            if take(&mut rest, 1)?[0] != 0 {
+                return Err(bad(String::from_utf8_lossy(rest).into_owned()));
+            }
+            let head_len = u32::from_be_bytes(
+                take(&mut rest, 4)?
+                    .try_into()
+                    .map_err(|_| bad("length field"))?,
+            ) as usize;
+            let head: FetchHead = serde_json::from_slice(take(&mut rest, head_len)?)
+                .map_err(|e| bad(format!("fetch answer: {e}")))?;
+            Ok((head, rest.to_vec()))
+        };
+        let r = match tokio::time::timeout(ttl, call).await {
+            Ok(r) => r,
+            Err(_) => Err(NetError::Timeout(ttl)),
+        };
+        if r.is_err() {
+            self.sock = None;
+        }
+        r
     }
 
     /// Asks the peer who it is (its broker address).

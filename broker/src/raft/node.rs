@@ -30,8 +30,8 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use super::log_store::{Bodies, LogStore};
-use super::machine::{Applied, Apply};
-use super::net::{Network, NodeInfo, Peer};
+use super::machine::{Applied, Apply, Installing, SnapshotDesc};
+use super::net::{FetchHead, Network, NodeInfo, Peer, Source, MAX_FETCH};
 use super::{Record, TypeConfig};
 use crate::store::MessageStore;
 use crate::sync::lock;
@@ -79,6 +79,8 @@ pub struct Glue {
     /// as they stood in that generation, so the log store need not read them back to
     /// compare (a cut or a change of role moves the generation).
     own: Mutex<(u64, u64)>,
+    /// This node's Raft address (a snapshot names where its bytes can be fetched).
+    self_addr: String,
 }
 
 fn chunk(data: &[u8]) -> Result<(u64, &[u8]), String> {
@@ -200,6 +202,113 @@ impl Bodies for Glue {
             .map(drop)
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
+
+    fn floor(&self, pos: u64) {
+        self.store.raise_retention_floor(pos);
+    }
+}
+
+/// A member's committed CommitLog bytes, for another member installing a snapshot.
+impl Source for Glue {
+    fn fetch(&self, from: u64, max: usize) -> (FetchHead, Vec<u8>) {
+        let head = FetchHead {
+            min: self.store.min_phy_offset(),
+            end: self.applied(),
+        };
+        if from < head.min || from >= head.end {
+            return (head, Vec::new());
+        }
+        let to = head.end.min(from.saturating_add(max as u64));
+        (head, Glue::read(self, from, to))
+    }
+}
+
+impl Glue {
+    /// Makes the CommitLog hold the committed bytes up to `desc.end` from the member
+    /// at `src` (see [`Apply::install`]).
+    async fn install_from(&self, src: &str, desc: &SnapshotDesc) -> Result<(), String> {
+        let ttl = Duration::from_secs(30);
+        let mut peer = Peer::to(src);
+        let (head, _) = peer.fetch(0, 0, ttl).await.map_err(|e| e.to_string())?;
+        if head.end < desc.end {
+            return Err(format!(
+                "it has applied up to {} only, the snapshot reaches {}",
+                head.end, desc.end
+            ));
+        }
+        let applied = self.applied();
+        let mut at = applied;
+        if applied < head.min {
+            // What follows this member's committed bytes is gone on the others too
+            // (their retention deleted it): start over at their oldest file.
+            if head.min > desc.end {
+                return Err(format!(
+                    "it no longer holds the snapshot's bytes (its oldest is {})",
+                    head.min
+                ));
+            }
+            warn!(applied, oldest = head.min, source = src,
+                  "DLedger snapshot: the bytes after this member's own are deleted everywhere; emptying the store");
+            self.store.reset_to(head.min).map_err(|e| e.to_string())?;
+            at = head.min;
+        } else {
+            // Bytes past the applied end: kept when the source holds the same
+            // (committed by now), cut otherwise.
+            let local_end = self.store.max_phy_offset();
+            let check_to = local_end.min(desc.end);
+            let mut p = at;
+            let mut same = true;
+            while p < check_to {
+                let want = ((check_to - p) as usize).min(MAX_FETCH);
+                let (_, b) = peer.fetch(p, want, ttl).await.map_err(|e| e.to_string())?;
+                if b.is_empty() || Glue::read(self, p, p + b.len() as u64) != b {
+                    same = false;
+                    break;
+                }
+                p += b.len() as u64;
+            }
+            if same {
+                at = at.max(check_to);
+            } else {
+                self.store.truncate(at).map_err(|e| e.to_string())?;
+            }
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while at < desc.end {
+            let next = at + buf.len() as u64;
+            if next < desc.end {
+                let want = ((desc.end - next) as usize).min(MAX_FETCH);
+                let (_, b) = peer
+                    .fetch(next, want, ttl)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if b.is_empty() {
+                    return Err(format!("it sent nothing at {next}"));
+                }
+                buf.extend_from_slice(&b);
+            }
+            let n = self
+                .store
+                .append_raw(at, &buf)
+                .map_err(|e| format!("appending at {at}: {e}"))?;
+            if n == 0 && next >= desc.end {
+                return Err(format!("the bytes at {at} are not whole records"));
+            }
+            buf.drain(..n);
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// What a snapshot up to `end` covers is applied: the dispatcher may go there.
+    fn applied_to(&self, end: u64) {
+        let mut applied = lock(&self.applied);
+        if end > *applied {
+            *applied = end;
+            self.store.set_dispatch_limit(end);
+            self.committed.send_replace(end);
+        }
+    }
 }
 
 impl Apply for Glue {
@@ -222,6 +331,56 @@ impl Apply for Glue {
         self.store.set_dispatch_limit(to);
         self.committed.send_replace(to);
         Ok(())
+    }
+
+    fn snapshot_point(&self, end: u64) -> Result<(u64, String), String> {
+        Bodies::flush(self).map_err(|e| format!("flushing the CommitLog: {e}"))?;
+        if self.store.flushed_phy_offset() < end {
+            return Err(format!(
+                "the CommitLog is flushed up to {} only, the snapshot reaches {end}",
+                self.store.flushed_phy_offset()
+            ));
+        }
+        Ok((self.store.min_phy_offset(), self.self_addr.clone()))
+    }
+
+    fn install<'a>(&'a self, desc: &'a SnapshotDesc, sources: Vec<String>) -> Installing<'a> {
+        Box::pin(async move {
+            let mut delay = Duration::from_millis(100);
+            while self.applied() < desc.end {
+                for src in sources.iter().filter(|s| **s != self.self_addr) {
+                    match self.install_from(src, desc).await {
+                        Ok(()) => {
+                            Bodies::flush(self)
+                                .map_err(|e| format!("flushing the CommitLog: {e}"))?;
+                            self.applied_to(desc.end);
+                            // The log is purged up to the snapshot next; what it keeps
+                            // lies past its end.
+                            Bodies::floor(self, desc.end);
+                            return Ok(());
+                        }
+                        Err(e) => warn!(source = %src, error = %e,
+                            "DLedger snapshot: fetching its CommitLog bytes failed; trying another member"),
+                    }
+                }
+                // Nobody could serve them now: the install waits (this member can do
+                // nothing else meanwhile) and tries again.
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Ok(())
+        })
+    }
+
+    fn restored(&self, end: u64) {
+        let have = self.store.max_phy_offset();
+        if have < end {
+            warn!(
+                end,
+                have, "DLedger snapshot reaches past the CommitLog's end"
+            );
+        }
+        self.applied_to(end.min(have));
     }
 }
 
@@ -306,8 +465,15 @@ impl RaftNode {
             heartbeat_interval: settings.heartbeat_ms,
             election_timeout_min: election,
             election_timeout_max: election + settings.max_vote_interval_ms,
-            // The log is kept (retention is the CommitLog's); snapshots are not built.
-            snapshot_policy: SnapshotPolicy::Never,
+            // A snapshot is the CommitLog up to the last applied entry (building one
+            // copies nothing); as many entries again stay behind it for members a
+            // little behind, the rest is purged.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_threshold),
+            max_in_snapshot_log_to_keep: settings.snapshot_threshold,
+            replication_lag_threshold: (settings.snapshot_threshold * 2).max(5000),
+            // Installing one fetches the CommitLog bytes a member lacks before it
+            // answers.
+            install_snapshot_timeout: 600_000,
             max_payload_entries: 64,
             ..Default::default()
         }
@@ -322,21 +488,17 @@ impl RaftNode {
             applied: Mutex::new(applied),
             committed: watch::channel(applied).0,
             own: Mutex::new((u64::MAX, 0)),
+            self_addr: peers.get(&id).cloned().unwrap_or_default(),
         });
         // The Raft log is the CommitLog: normal entries keep only a reference to their
         // bytes, which the CommitLog holds.
         let bodies: Arc<dyn Bodies> = glue.clone();
         let log = LogStore::open_with(dir, segment_size, durable, Some(bodies))?;
         let applier: Arc<dyn Apply> = glue.clone();
-        let raft = Raft::new(
-            id,
-            Arc::new(config),
-            Network,
-            log.clone(),
-            Applied::with_applier(applier),
-        )
-        .await
-        .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        let machine = Applied::with_applier(applier, dir)?;
+        let raft = Raft::new(id, Arc::new(config), Network, log.clone(), machine)
+            .await
+            .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         let members: BTreeMap<u64, BasicNode> = peers
             .iter()
             .map(|(i, a)| (*i, BasicNode::new(a.clone())))
@@ -349,6 +511,7 @@ impl RaftNode {
                 broker_addr,
                 initialized: false,
             },
+            Some(glue.clone() as Arc<dyn Source>),
         ));
         // A member with an empty log initializes the group from `dLegerPeers` (every
         // member the same membership, so they agree) unless a peer already holds a

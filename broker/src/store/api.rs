@@ -243,6 +243,22 @@ impl MessageStore {
         self.inner.start_at(offset)
     }
 
+    /// Empties the store and makes it begin at `offset` (a CommitLog segment boundary).
+    ///
+    /// # Errors
+    /// [`StoreError::CannotStartAt`] when `offset` is not a segment boundary; I/O errors.
+    pub fn reset_to(&self, offset: u64) -> Result<()> {
+        self.inner.reset_to(offset)
+    }
+
+    /// Raft mode: retention deletes no CommitLog segment reaching past `offset` (the
+    /// first byte the Raft log still refers to). The floor only rises.
+    pub fn raise_retention_floor(&self, offset: u64) {
+        self.inner
+            .retention_floor
+            .fetch_max(offset, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Drops everything at and after `offset`: CommitLog, ConsumeQueue entries and the
     /// IndexFiles that reach past it (re-indexed from the CommitLog).
     ///

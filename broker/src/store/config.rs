@@ -112,10 +112,12 @@ pub struct StoreConfig {
     /// ([`super::MessageStore::set_dispatch_limit`]; at open, the checkpoint's confirm
     /// offset), so consumers never see a record a majority does not hold.
     pub dispatch_committed_only: bool,
-    /// Raft mode: the Raft log refers to every CommitLog byte (a member that joins or
-    /// lost its store is sent the log from its first entry) and there are no
-    /// snapshots yet, so retention deletes no CommitLog segment; it warns instead.
-    /// Past the disk, sends fail with a disk-full error and nothing is lost.
+    /// Raft mode: the Raft log refers to CommitLog bytes, so retention deletes only
+    /// segments wholly below the floor the Raft node reports
+    /// ([`super::MessageStore::set_retention_floor`]: the bytes of the first entry
+    /// its log still holds; older ones are in its snapshot). Until it reports, no
+    /// segment is deleted. Past the disk, sends fail with a disk-full error and
+    /// nothing is lost.
     pub keep_commitlog: bool,
 }
 

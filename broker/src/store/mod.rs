@@ -246,6 +246,9 @@ struct StoreInner {
     confirm_offset: AtomicU64,
     /// The dispatcher never passes this offset (`u64::MAX` unless in Raft mode).
     dispatch_limit: AtomicU64,
+    /// Retention deletes no CommitLog segment reaching past this offset (Raft mode:
+    /// what the Raft log still refers to; `u64::MAX` otherwise).
+    retention_floor: AtomicU64,
     checkpoint: Mutex<Checkpoint>,
     recovery: RecoveryReport,
     delay_levels_ms: Vec<i64>,
@@ -401,6 +404,7 @@ impl MessageStore {
             listener: RwLock::new(None),
             flush_observer: RwLock::new(None),
             confirm_offset: AtomicU64::new(0),
+            retention_floor: AtomicU64::new(if config.keep_commitlog { 0 } else { u64::MAX }),
             dispatch_limit: AtomicU64::new(if config.dispatch_committed_only {
                 checkpoint.confirm_phy_offset.max(0) as u64
             } else {

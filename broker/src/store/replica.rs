@@ -94,6 +94,51 @@ impl StoreInner {
         Ok(())
     }
 
+    /// Empties the store and makes it begin at `offset` (a CommitLog segment
+    /// boundary): every CommitLog segment, ConsumeQueue and IndexFile goes. A Raft
+    /// member installing a snapshot whose oldest bytes it no longer holds on either
+    /// side (the leader's retention deleted what follows its own end) starts over at
+    /// the leader's oldest file, as a new member would.
+    ///
+    /// # Errors
+    /// [`StoreError::CannotStartAt`] when `offset` is not a segment boundary; I/O errors.
+    pub(super) fn reset_to(&self, offset: u64) -> Result<()> {
+        if !offset.is_multiple_of(self.commitlog.segment_size()) {
+            return Err(StoreError::CannotStartAt {
+                offset,
+                reason: format!(
+                    "not a boundary of {}-byte segments (mappedFileSizeCommitLog must match the group's)",
+                    self.commitlog.segment_size()
+                ),
+            });
+        }
+        let mut st = lock(&self.dispatch);
+        let mut tail = self.commitlog.lock_tail();
+        info!(
+            offset,
+            from = tail.write_offset,
+            "emptying the store: it starts over at {offset}"
+        );
+        let lowest = self.commitlog.min_offset().min(tail.write_offset);
+        self.commitlog
+            .truncate_locked(&mut tail, lowest, commitlog::Truncation::InPlace)?;
+        for cq in self.all_queues() {
+            cq.destroy();
+        }
+        lock(&self.index).drop_from_phys(0);
+        self.rebuild_queue_offsets(&mut tail);
+        let ts = tail.last_store_timestamp;
+        self.commitlog.set_recovered_end(&mut tail, offset, ts);
+        drop(tail);
+        st.reput_offset = offset;
+        if self.dispatch_limit() != u64::MAX {
+            self.dispatch_limit.store(offset, Ordering::Release);
+        }
+        self.flushed_tx.send_modify(|s| s.offset = offset);
+        self.set_confirm_offset(offset);
+        Ok(())
+    }
+
     /// Drops everything at and after `offset`: CommitLog, ConsumeQueue entries and the
     /// IndexFiles that reach past it (re-indexed from the CommitLog).
     ///

@@ -67,7 +67,9 @@ impl StoreInner {
     pub(super) fn delete_expired_files(&self, now_ms: i64, disk_pressure: bool) -> RetentionReport {
         let reserved_ms = self.config.file_reserved_time_hours as i64 * 3_600_000;
         let mut forced = disk_pressure;
-        let keep = self.config.keep_commitlog;
+        let floor = self
+            .retention_floor
+            .load(std::sync::atomic::Ordering::Acquire);
         let mut kept = false;
         let n = self.commitlog.delete_segments(|seg| {
             let age_ms = seg
@@ -77,7 +79,7 @@ impl StoreInner {
                 .map(|d| now_ms - d.as_millis() as i64)
                 .unwrap_or(0);
             let expired = age_ms >= reserved_ms || std::mem::replace(&mut forced, false);
-            if expired && keep {
+            if expired && seg.end_offset() > floor {
                 kept = true;
                 return false;
             }
@@ -85,8 +87,9 @@ impl StoreInner {
         });
         if kept {
             warn!(
-                "retention suspended in DLedger mode: expired CommitLog segments are kept \
-                 (the Raft log refers to them; no snapshots yet, docs/raft.md)"
+                floor,
+                "DLedger mode: expired CommitLog segments are kept while the Raft log \
+                 refers to them (until a snapshot covers them, docs/raft.md)"
             );
         }
         let min_phys = self.commitlog.min_offset();
