@@ -512,10 +512,11 @@ fn expired_store(dir: &std::path::Path, keep_commitlog: bool) -> std::sync::Arc<
 }
 
 #[test]
-fn raft_mode_retention_keeps_every_commitlog_segment() {
+fn raft_mode_retention_deletes_only_below_the_raft_logs_floor() {
     let dir = tempfile::tempdir().unwrap();
     let store = expired_store(dir.path(), true);
-    // Expired, and under disk pressure: nothing goes (the Raft log refers to it).
+    // Expired, and under disk pressure: nothing goes before the Raft node reports a
+    // floor (the log may refer to any byte).
     for pressure in [false, true] {
         let report = store.delete_expired_files(ferrocket::store::now_ms() + 1000, pressure);
         assert_eq!(report.commitlog_segments, 0, "{report:?}");
@@ -527,6 +528,37 @@ fn raft_mode_retention_keeps_every_commitlog_segment() {
         .exists());
     assert_eq!(store.min_phy_offset(), 0);
     assert_eq!(store.min_offset_in_queue("Ret", 0), 0);
+    // The log refers to nothing before the middle of the second segment: the first
+    // goes, the second stays; a lower floor later does not bring the hold back.
+    let seg = store.config().mapped_file_size_commit_log;
+    store.raise_retention_floor(seg + seg / 2);
+    store.raise_retention_floor(1);
+    let report = store.delete_expired_files(ferrocket::store::now_ms() + 1000, false);
+    assert_eq!(report.commitlog_segments, 1, "{report:?}");
+    assert_eq!(store.min_phy_offset(), seg);
+    assert!(store.min_offset_in_queue("Ret", 0) > 0);
+
+    // Starting over (a member installing a snapshot whose bytes nobody keeps): only
+    // at a segment boundary; then the store is empty there and takes records again.
+    let end = store.max_phy_offset();
+    let at = (end / seg + 3) * seg;
+    assert!(store.reset_to(at + 1).is_err());
+    store.reset_to(at).unwrap();
+    assert_eq!((store.min_phy_offset(), store.max_phy_offset()), (at, at));
+    assert!(!dir
+        .path()
+        .join("commitlog")
+        .join(segment_file_name(seg))
+        .exists());
+    assert!(store
+        .get_messages("Ret", 0, 0, 32, 1 << 20, |_| true)
+        .messages
+        .is_empty());
+    let rt = runtime();
+    let r = rt
+        .block_on(store.put_message(msg("Ret", 0, "after", "", "")))
+        .unwrap();
+    assert_eq!(r.physical_offsets, vec![at]);
 }
 
 #[test]
