@@ -1222,10 +1222,20 @@ fn members_behind_the_purged_log_rejoin_by_snapshot_and_retention_follows_the_lo
     let (leader, _) = g.wait_leader(&rt, &c);
     let addr = g.node(leader).addr.clone();
     rt.block_on(c.create_topic("RS", 4)).unwrap();
+    rt.block_on(c.create_topic("RI", 2)).unwrap();
     g.wait_topic(&rt, &c, "RS");
+    g.wait_topic(&rt, &c, "RI");
     let ids =
         |from: usize, to: usize| -> Vec<String> { (from..to).map(|i| format!("m-{i}")).collect() };
     send_all(&rt, &c, &addr, &ids(0, 30));
+    // A queue that then stays idle: its five messages end up below every member's
+    // oldest segment.
+    for i in 0..5 {
+        let r = rt
+            .block_on(c.send("RI", &q(&addr, 1), &[msg(&format!("idle-{i}"), 512)]))
+            .unwrap();
+        assert_eq!(r.code, response::SUCCESS);
+    }
 
     // 1. A follower down while the leader purges the entries it lacks, but not their
     //    bytes: it comes back, is sent the snapshot and fetches what follows its own
@@ -1304,6 +1314,34 @@ fn members_behind_the_purged_log_rejoin_by_snapshot_and_retention_follows_the_lo
         },
     );
 
+    // A queue idle since before the rejoined member's oldest byte keeps its queue
+    // offsets there, across a restart of that member and once it leads: the next
+    // message is offset 5, as on every other member (never 0 again).
+    g.nodes[b].as_mut().unwrap().kill9();
+    g.nodes[b] = None;
+    g.start_node(b);
+    converge_from(&g, &rt, &c, leader);
+    let (ok, out) = raft_admin(
+        &g,
+        &[
+            "transfer-leader",
+            "--broker-name",
+            GROUP,
+            "--to",
+            &format!("n{b}"),
+        ],
+    );
+    assert!(ok, "{out}");
+    let (now, _) = g.wait_leader(&rt, &c);
+    assert_eq!(now, b);
+    let r = rt
+        .block_on(c.send("RI", &q(&g.node(b).addr, 1), &[msg("idle-5", 512)]))
+        .unwrap();
+    assert_eq!(r.code, response::SUCCESS);
+    assert_eq!(r.queue_offset, 5, "the idle queue restarted its offsets");
+    let addr = g.node(b).addr.clone();
+    let leader = b;
+
     // 3. Every member restarted at once over purged logs (each from its own
     //    snapshot.json): a leader again, and every message the leader still holds is
     //    there.
@@ -1314,6 +1352,7 @@ fn members_behind_the_purged_log_rejoin_by_snapshot_and_retention_follows_the_lo
     for i in 0..3 {
         g.start_node(i);
     }
+    let _ = (leader, addr);
     let (leader, _) = g.wait_leader(&rt, &c);
     let addr = g.node(leader).addr.clone();
     send_all(&rt, &c, &addr, &ids(140, 150));

@@ -63,22 +63,30 @@ pub const MAX_FETCH: usize = 4 * 1024 * 1024;
 struct FetchRequest {
     from: u64,
     max: usize,
+    /// Answer the queue offsets assigned before the member's oldest byte too.
+    #[serde(default)]
+    queues: bool,
 }
 
 /// What a [`FETCH`] answers before its bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchHead {
     /// The oldest CommitLog byte the member holds.
     pub min: u64,
     /// The end of what it has applied (committed): nothing past it is served.
     pub end: u64,
+    /// When asked: every queue's next queue offset counting only its records below
+    /// `min` (`topic`, queue id, next).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<(String, i32, i64)>,
 }
 
 /// Where a member's committed CommitLog bytes are read for [`FETCH`].
 pub trait Source: Send + Sync + 'static {
     /// The committed bytes from `from` (at most `max`; none when `from` is outside
-    /// what the member holds), with its bounds.
-    fn fetch(&self, from: u64, max: usize) -> (FetchHead, Vec<u8>);
+    /// what the member holds), with its bounds (and, with `queues`, its queue offsets
+    /// before its oldest byte).
+    fn fetch(&self, from: u64, max: usize, queues: bool) -> (FetchHead, Vec<u8>);
 }
 
 /// The body of an [`ELECT`] request.
@@ -333,7 +341,7 @@ async fn serve_conn(
                 let Some(source) = source else {
                     return Err(bad("fetch: this member serves no CommitLog"));
                 };
-                let (head, bytes) = source.fetch(req.from, req.max.min(MAX_FETCH));
+                let (head, bytes) = source.fetch(req.from, req.max.min(MAX_FETCH), req.queues);
                 let head = serde_json::to_vec(&head).map_err(|e| bad(e.to_string()))?;
                 let total = 1 + 4 + head.len() + bytes.len();
                 let mut f = Vec::with_capacity(4 + total);
@@ -464,10 +472,11 @@ impl Peer {
         &mut self,
         from: u64,
         max: usize,
+        queues: bool,
         ttl: Duration,
     ) -> Result<(FetchHead, Vec<u8>), NetError> {
-        let json =
-            serde_json::to_vec(&FetchRequest { from, max }).map_err(|e| bad(e.to_string()))?;
+        let json = serde_json::to_vec(&FetchRequest { from, max, queues })
+            .map_err(|e| bad(e.to_string()))?;
         let frame = request_frame(FETCH, &json, &[])?;
         let call = async {
             if self.sock.is_none() {

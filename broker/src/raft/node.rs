@@ -81,7 +81,13 @@ pub struct Glue {
     own: Mutex<(u64, u64)>,
     /// This node's Raft address (a snapshot names where its bytes can be fetched).
     self_addr: String,
+    /// The entry log's directory.
+    dir: std::path::PathBuf,
 }
+
+/// In the entry log's directory: the queue offsets a store that started over must not
+/// assign again (see [`Glue::install_from`]).
+const QUEUE_OFFSETS: &str = "queueOffsets.json";
 
 fn chunk(data: &[u8]) -> Result<(u64, &[u8]), String> {
     if data.len() < 8 {
@@ -210,10 +216,16 @@ impl Bodies for Glue {
 
 /// A member's committed CommitLog bytes, for another member installing a snapshot.
 impl Source for Glue {
-    fn fetch(&self, from: u64, max: usize) -> (FetchHead, Vec<u8>) {
+    fn fetch(&self, from: u64, max: usize, queues: bool) -> (FetchHead, Vec<u8>) {
+        let min = self.store.min_phy_offset();
         let head = FetchHead {
-            min: self.store.min_phy_offset(),
+            min,
             end: self.applied(),
+            queues: if queues {
+                self.store.queue_offsets_before(min)
+            } else {
+                Vec::new()
+            },
         };
         if from < head.min || from >= head.end {
             return (head, Vec::new());
@@ -229,7 +241,10 @@ impl Glue {
     async fn install_from(&self, src: &str, desc: &SnapshotDesc) -> Result<(), String> {
         let ttl = Duration::from_secs(30);
         let mut peer = Peer::to(src);
-        let (head, _) = peer.fetch(0, 0, ttl).await.map_err(|e| e.to_string())?;
+        let (head, _) = peer
+            .fetch(0, 0, true, ttl)
+            .await
+            .map_err(|e| e.to_string())?;
         if head.end < desc.end {
             return Err(format!(
                 "it has applied up to {} only, the snapshot reaches {}",
@@ -250,6 +265,12 @@ impl Glue {
             warn!(applied, oldest = head.min, source = src,
                   "DLedger snapshot: the bytes after this member's own are deleted everywhere; emptying the store");
             self.store.reset_to(head.min).map_err(|e| e.to_string())?;
+            // Queue offsets the group assigned before that file are never assigned
+            // again by this member (a queue idle since then would restart at 0):
+            // kept across restarts in `dledger/queueOffsets.json`.
+            crate::store::metadata::persist(&self.dir.join(QUEUE_OFFSETS), &head.queues)
+                .map_err(|e| e.to_string())?;
+            self.store.raise_queue_offsets(&head.queues);
             at = head.min;
         } else {
             // Bytes past the applied end: kept when the source holds the same
@@ -260,7 +281,10 @@ impl Glue {
             let mut same = true;
             while p < check_to {
                 let want = ((check_to - p) as usize).min(MAX_FETCH);
-                let (_, b) = peer.fetch(p, want, ttl).await.map_err(|e| e.to_string())?;
+                let (_, b) = peer
+                    .fetch(p, want, false, ttl)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if b.is_empty() || Glue::read(self, p, p + b.len() as u64) != b {
                     same = false;
                     break;
@@ -279,7 +303,7 @@ impl Glue {
             if next < desc.end {
                 let want = ((desc.end - next) as usize).min(MAX_FETCH);
                 let (_, b) = peer
-                    .fetch(next, want, ttl)
+                    .fetch(next, want, false, ttl)
                     .await
                     .map_err(|e| e.to_string())?;
                 if b.is_empty() {
@@ -489,7 +513,18 @@ impl RaftNode {
             committed: watch::channel(applied).0,
             own: Mutex::new((u64::MAX, 0)),
             self_addr: peers.get(&id).cloned().unwrap_or_default(),
+            dir: dir.to_path_buf(),
         });
+        match std::fs::read(dir.join(QUEUE_OFFSETS)) {
+            Ok(b) => {
+                let next: Vec<(String, i32, i64)> = serde_json::from_slice(&b).map_err(|e| {
+                    RaftNodeError::Raft(format!("{}: {e}", dir.join(QUEUE_OFFSETS).display()))
+                })?;
+                glue.store.raise_queue_offsets(&next);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         // The Raft log is the CommitLog: normal entries keep only a reference to their
         // bytes, which the CommitLog holds.
         let bodies: Arc<dyn Bodies> = glue.clone();

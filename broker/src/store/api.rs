@@ -251,6 +251,35 @@ impl MessageStore {
         self.inner.reset_to(offset)
     }
 
+    /// Every queue's next queue offset counting only its records below `phys` (those
+    /// with none there left out): what a member starting over at `phys` must not
+    /// assign again.
+    pub fn queue_offsets_before(&self, phys: u64) -> Vec<(String, i32, i64)> {
+        let mut out = Vec::new();
+        for cq in self.inner.all_queues() {
+            let mut k = cq.max_offset();
+            while k > cq.min_offset() {
+                match cq.get(k - 1) {
+                    Some(e) if e.is_valid() && e.commitlog_offset as u64 >= phys => k -= 1,
+                    _ => break,
+                }
+            }
+            if k > 0 {
+                out.push((cq.topic().to_owned(), cq.queue_id(), k));
+            }
+        }
+        out
+    }
+
+    /// Raises queues' next queue offsets (a store that started over: queue offsets its
+    /// group already assigned before its oldest byte are never assigned again).
+    pub fn raise_queue_offsets(&self, next: &[(String, i32, i64)]) {
+        let mut tail = self.inner.commitlog.lock_tail();
+        for (topic, q, n) in next {
+            super::commitlog::raise_queue_offset(&mut tail.queue_offsets, topic, *q, *n);
+        }
+    }
+
     /// Raft mode: retention deletes no CommitLog segment reaching past `offset` (the
     /// first byte the Raft log still refers to). The floor only rises.
     pub fn raise_retention_floor(&self, offset: u64) {
