@@ -83,6 +83,9 @@ pub struct Glue {
     self_addr: String,
     /// The entry log's directory.
     dir: std::path::PathBuf,
+    /// Held while a snapshot is installed: the bytes it fetches lie past the applied
+    /// end until it is done, so a change of role must not cut them meanwhile.
+    installing: tokio::sync::Mutex<()>,
 }
 
 /// In the entry log's directory: the queue offsets a store that started over must not
@@ -370,6 +373,7 @@ impl Apply for Glue {
 
     fn install<'a>(&'a self, desc: &'a SnapshotDesc, sources: Vec<String>) -> Installing<'a> {
         Box::pin(async move {
+            let _installing = self.installing.lock().await;
             let mut delay = Duration::from_millis(100);
             while self.applied() < desc.end {
                 for src in sources.iter().filter(|s| **s != self.self_addr) {
@@ -514,6 +518,7 @@ impl RaftNode {
             own: Mutex::new((u64::MAX, 0)),
             self_addr: peers.get(&id).cloned().unwrap_or_default(),
             dir: dir.to_path_buf(),
+            installing: tokio::sync::Mutex::new(()),
         });
         match std::fs::read(dir.join(QUEUE_OFFSETS)) {
             Ok(b) => {
@@ -1009,8 +1014,12 @@ impl RaftNode {
                 if !leading {
                     self.glue.store.set_accept_appends(false);
                 }
-                // Records appended and never proposed go (no majority has them).
-                let log_end = match self.log.cut_unlogged(self.glue.applied()) {
+                // Records appended and never proposed go (no majority has them);
+                // not while a snapshot's bytes are being fetched (it waits).
+                let installing = self.glue.installing.lock().await;
+                let cut = self.log.cut_unlogged(self.glue.applied());
+                drop(installing);
+                let log_end = match cut {
                     Ok(end) => end,
                     Err(e) => {
                         warn!(error = %e, "could not cut the records never proposed; retrying");
