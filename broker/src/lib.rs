@@ -8,6 +8,7 @@
 //! - [`auth`]: request signatures (RocketMQ ACL 1.0's HMAC-SHA1), for the control plane.
 //! - [`cli`]: the `ferrocket` command line (thin wrappers live in `src/bin/`).
 
+pub mod acl;
 pub mod auth;
 pub mod broker;
 pub mod cli;

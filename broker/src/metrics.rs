@@ -64,6 +64,8 @@ pub struct BrokerMetrics {
     pub is_master: Gauge,
     /// Control-plane requests refused (unsigned, badly signed, epoch jumps).
     pub control_refused: Counter,
+    /// Requests the ACL refused (`aclEnable`).
+    pub acl_refused: Counter,
     /// 1 while the store refuses writes after a failed CommitLog flush.
     pub store_read_only: Gauge,
     /// Times each connection limit acted since start (`limit`: connections, idle,
@@ -100,6 +102,7 @@ impl Default for BrokerMetrics {
             role_epoch: Gauge::default(),
             is_master: Gauge::default(),
             control_refused: Counter::default(),
+            acl_refused: Counter::default(),
             store_read_only: Gauge::default(),
             server_limits: Family::default(),
             server_pending_response_bytes: Gauge::default(),
@@ -123,6 +126,11 @@ impl Default for BrokerMetrics {
             "control_refused",
             "Role and permission changes refused (unsigned, badly signed, or jumping epochs)",
             m.control_refused.clone(),
+        );
+        registry.register(
+            "acl_refused",
+            "Requests the ACL refused (NO_PERMISSION: unsigned, unknown account, bad signature, missing permission)",
+            m.acl_refused.clone(),
         );
         registry.register(
             "store_read_only",

@@ -246,6 +246,11 @@ pub struct BrokerConfig {
     /// `controlAccessKey` (ferrocket, default `ferrocket-operator`): the access key those
     /// signatures carry.
     pub control_access_key: String,
+    /// `aclEnable` (false): RocketMQ's plain ACL on every request (`docs/security.md`).
+    pub acl_enable: bool,
+    /// `aclFile`: the ACL file; unset, `$ROCKETMQ_HOME/conf/plain_acl.yml` as RocketMQ
+    /// 4.x finds it.
+    pub acl_file: Option<std::path::PathBuf>,
     /// The in-sync replica set's rules: `allAckInSyncStateSet`, `minInSyncReplicas`,
     /// `haMaxTimeSlaveNotCatchup`, `syncStateSetByController`.
     pub sync_policy: crate::ha::SyncPolicy,
@@ -312,6 +317,8 @@ impl Default for BrokerConfig {
             slave_broker_id: 0,
             ha_master_address: None,
             control_secret_file: None,
+            acl_enable: false,
+            acl_file: None,
             control_access_key: crate::auth::DEFAULT_CONTROL_ACCESS_KEY.to_owned(),
             sync_policy: crate::ha::SyncPolicy::default(),
             server: crate::remoting::server::ServerConfig::default(),
@@ -609,6 +616,8 @@ impl BrokerConfig {
                     c.control_secret_file = Some(v).filter(|v| !v.is_empty()).map(Into::into);
                 }
                 "controlAccessKey" => c.control_access_key.clone_from(v),
+                "aclEnable" => c.acl_enable = boolean(key, v)?,
+                "aclFile" => c.acl_file = Some(v).filter(|v| !v.is_empty()).map(Into::into),
                 "allAckInSyncStateSet" => c.sync_policy.all_ack = boolean(key, v)?,
                 "minInSyncReplicas" => c.sync_policy.min_in_sync_replicas = num(key, v)?,
                 "haMaxTimeSlaveNotCatchup" => {
@@ -820,6 +829,7 @@ impl BrokerConfig {
             ),
             ("maxMessageSize", s.max_message_size.to_string()),
             ("fileReservedTime", s.file_reserved_time_hours.to_string()),
+            ("aclEnable", self.acl_enable.to_string()),
             ("deleteWhen", s.delete_when.clone()),
             (
                 "diskMaxUsedSpaceRatio",
@@ -883,6 +893,19 @@ impl BrokerConfig {
     /// `brokerIP1:listenPort`.
     pub fn broker_addr(&self) -> String {
         format!("{}:{}", self.broker_ip1, self.listen_port)
+    }
+
+    /// The ACL file when `aclEnable` is on: `aclFile`, else
+    /// `$ROCKETMQ_HOME/conf/plain_acl.yml`; `None` when neither is set.
+    #[must_use]
+    pub fn acl_path(&self) -> Option<std::path::PathBuf> {
+        self.acl_file.clone().or_else(|| {
+            std::env::var_os("ROCKETMQ_HOME").map(|h| {
+                std::path::PathBuf::from(h)
+                    .join("conf")
+                    .join("plain_acl.yml")
+            })
+        })
     }
 }
 

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::remoting::codes::{request, response};
 use crate::remoting::{
@@ -71,6 +71,9 @@ pub enum BrokerError {
     /// The role cannot start.
     #[error(transparent)]
     Role(#[from] crate::ha::RoleError),
+    /// `aclEnable=true` and the ACL file cannot be used.
+    #[error("aclEnable=true: {0}")]
+    Acl(String),
 }
 
 /// The broker.
@@ -111,6 +114,8 @@ pub struct Broker {
     pub ha: Arc<crate::ha::HaService>,
     /// The Raft node (`enableDLegerCommitLog=true`), once started.
     raft: std::sync::OnceLock<Arc<crate::raft::node::RaftNode>>,
+    /// RocketMQ's plain ACL (`aclEnable=true`).
+    acl: Option<Arc<crate::acl::Acl>>,
     registered: std::sync::atomic::AtomicBool,
     /// The topic permission last registered (a read-only store registers without
     /// write, so routes steer producers away); -1 before the first registration.
@@ -151,6 +156,18 @@ impl Broker {
             .parse()
             .map_err(|_| BrokerError::BadAddress(config.broker_ip1.clone()))?;
         let store_host = SocketAddr::new(ip, config.listen_port);
+        let acl = if config.acl_enable {
+            let path = config.acl_path().ok_or_else(|| {
+                BrokerError::Acl(
+                    "no ACL file: set aclFile, or ROCKETMQ_HOME (conf/plain_acl.yml)".into(),
+                )
+            })?;
+            let acl = crate::acl::Acl::load(&path).map_err(|e| BrokerError::Acl(e.to_string()))?;
+            tracing::info!(file = %path.display(), accounts = acl.current().accounts().len(), "ACL on");
+            Some(Arc::new(acl))
+        } else {
+            None
+        };
         let store = MessageStore::open(config.store.clone())?;
         let cfg_dir = config.store.config_dir();
         let repair = config.store.repair;
@@ -237,6 +254,7 @@ impl Broker {
             role,
             ha,
             raft: std::sync::OnceLock::new(),
+            acl,
             config,
             store,
             topics,
@@ -266,6 +284,59 @@ impl Broker {
         }))
     }
 
+    /// With `aclEnable`, the NO_PERMISSION answer to a request the ACL refuses (logged
+    /// and counted in `ferrocket_acl_refused`).
+    fn acl_refusal(&self, conn: &Connection, req: &RemotingCommand) -> Option<RemotingCommand> {
+        let acl = self.acl.as_ref()?;
+        let e = acl.current().validate(req, conn.peer.ip()).err()?;
+        warn!(request = req.code, peer = %conn.peer, access_key = req.ext(crate::auth::ACCESS_KEY).unwrap_or(""), error = %e, "ACL refused a request");
+        self.metrics.acl_refused.inc();
+        Some(fail(req, response::NO_PERMISSION, e))
+    }
+
+    /// The ACL admin requests (50–54): not built yet, refused with a clear answer
+    /// (edit `plain_acl.yml`; it is re-read within a second).
+    fn acl_admin(&self, req: &RemotingCommand) -> RemotingCommand {
+        fail(
+            req,
+            response::REQUEST_CODE_NOT_SUPPORTED,
+            format!(
+                "ACL admin request {} is not supported by this ferrocket version: edit the ACL file{} (it is re-read within a second)",
+                req.code,
+                self.acl
+                    .as_ref()
+                    .map(|a| format!(" {}", a.path().display()))
+                    .unwrap_or_default()
+            ),
+        )
+    }
+
+    /// Re-reads the ACL file every 500 ms; a changed file takes effect at once (on
+    /// connections already open too), an invalid one is refused and the old one stays.
+    async fn watch_acl(self: Arc<Self>) {
+        let Some(acl) = self.acl.clone() else {
+            return;
+        };
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match acl.reload_if_changed() {
+                Ok(true) => {
+                    last_error.clear();
+                    tracing::info!(file = %acl.path().display(), accounts = acl.current().accounts().len(), "ACL file changed: reloaded");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    if text != last_error {
+                        warn!(error = %text, "ACL file changed but cannot be used; the previous version stays in force");
+                        last_error = text;
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether this broker takes writes.
     pub fn is_master(&self) -> bool {
         self.role.is_master()
@@ -284,6 +355,7 @@ impl Broker {
     /// closed. Nothing it started outlives it.
     pub async fn run(self: Arc<Self>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let mut tasks = schedule::spawn(&self);
+        tasks.push(tokio::spawn(Arc::clone(&self).watch_acl()));
         // The request runtime's heartbeat: a task that cannot run for 30 s means every
         // worker is stuck.
         tasks.push(tokio::spawn({
@@ -489,6 +561,9 @@ impl Broker {
         req: RemotingCommand,
     ) -> RemotingCommand {
         use request::*;
+        if let Some(refusal) = self.acl_refusal(&conn, &req) {
+            return refusal;
+        }
         match req.code {
             SEND_MESSAGE | SEND_MESSAGE_V2 | SEND_BATCH_MESSAGE => self.send(&conn, &req).await,
             SEND_REPLY_MESSAGE | SEND_REPLY_MESSAGE_V2 => self.send_reply(&conn, &req).await,
@@ -524,6 +599,11 @@ impl Broker {
             RAFT_TRANSFER_LEADER => self.raft_transfer_leader(&req).await,
             RAFT_ADD_MEMBER | RAFT_REMOVE_MEMBER => self.raft_change_member(&req).await,
             CHECK_CLIENT_CONFIG => self.check_client_config(&req),
+            UPDATE_AND_CREATE_ACL_CONFIG
+            | DELETE_ACL_CONFIG
+            | GET_BROKER_CLUSTER_ACL_INFO
+            | UPDATE_GLOBAL_WHITE_ADDRS_CONFIG
+            | GET_BROKER_CLUSTER_ACL_CONFIG => self.acl_admin(&req),
             END_TRANSACTION => self.end_transaction(&req).await,
             GET_TOPIC_CONFIG
             | QUERY_TOPIC_CONSUME_BY_WHO

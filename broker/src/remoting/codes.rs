@@ -68,6 +68,11 @@ pub mod request {
     pub const SEND_REPLY_MESSAGE_V2: i32 = 325;
     pub const PUSH_REPLY_MESSAGE_TO_CLIENT: i32 = 326;
     pub const SEND_BATCH_MESSAGE: i32 = 320;
+    pub const UPDATE_AND_CREATE_ACL_CONFIG: i32 = 50;
+    pub const DELETE_ACL_CONFIG: i32 = 51;
+    pub const GET_BROKER_CLUSTER_ACL_INFO: i32 = 52;
+    pub const UPDATE_GLOBAL_WHITE_ADDRS_CONFIG: i32 = 53;
+    pub const GET_BROKER_CLUSTER_ACL_CONFIG: i32 = 54;
     pub const QUERY_DATA_VERSION: i32 = 322;
     pub const LITE_PULL_MESSAGE: i32 = 361;
     /// ferrocket: change a running broker's role (`role`, `epoch`, `masterAddr`).
