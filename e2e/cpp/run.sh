@@ -47,3 +47,37 @@ if ! "$VENV/bin/python" "$ROOT/e2e/cpp/cpp_client.py" "$ns"; then
   echo "--- broker log"; tail -n 30 "$work/broker.err"
   exit 1
 fi
+
+# A second name server and broker with RocketMQ's plain ACL on (e2e/cpp/cpp_acl.py).
+cat > "$work/plain_acl.yml" <<'YML'
+accounts:
+  - accessKey: admin-account
+    secretKey: admin-secret-1
+    admin: true
+  - accessKey: app-account
+    secretKey: app-secret-1
+    defaultTopicPerm: DENY
+    defaultGroupPerm: SUB
+    topicPerms:
+      - AclTopic=PUB|SUB
+      - ReadOnly=SUB
+YML
+printf 'admin-secret-1' > "$work/admin.secret"
+FERROCKET_LOG=warn "$BIN" namesrv --listen 127.0.0.1:0 > "$work/ns2.out" 2> "$work/ns2.err" & pids+=($!)
+for _ in $(seq 100); do grep -q '^ready' "$work/ns2.out" 2>/dev/null && break; sleep 0.1; done
+ns2=$(awk '/^ready/ {print $3; exit}' "$work/ns2.out")
+FERROCKET_LOG=warn "$BIN" broker --set "namesrvAddr=$ns2" --set listenPort=0 \
+  --set brokerIP1=127.0.0.1 --set "storePathRootDir=$work/store-acl" \
+  --set aclEnable=true --set "aclFile=$work/plain_acl.yml" \
+  --set diskSpaceCleanForciblyRatio=100 --set diskSpaceWarningLevelRatio=100 \
+  > "$work/broker2.out" 2> "$work/broker2.err" & pids+=($!)
+for _ in $(seq 100); do grep -q '^ready' "$work/broker2.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '^ready' "$work/broker2.out" || { echo "e2e/cpp: the ACL broker did not start"; cat "$work/broker2.err"; exit 1; }
+admin() { "$BIN" admin --namesrv "$ns2" --access-key admin-account --secret-file "$work/admin.secret" "$@"; }
+for _ in $(seq 100); do admin cluster >/dev/null 2>&1 && admin cluster 2>/dev/null | grep -q 127.0.0.1 && break; sleep 0.1; done
+admin topic create --topic AclTopic --queues 4 >/dev/null
+admin topic create --topic ReadOnly --queues 4 >/dev/null
+if ! "$VENV/bin/python" "$ROOT/e2e/cpp/cpp_acl.py" "$ns2"; then
+  echo "--- ACL broker log"; tail -n 30 "$work/broker2.err"
+  exit 1
+fi
