@@ -1903,3 +1903,108 @@ async fn raft_group_survives_the_leaders_kill_9_under_the_stock_client() {
         "the new leader took {to_first_send:?} to take a send"
     );
 }
+
+/// Plain ACL (`aclEnable=true`) with the stock client's own `AclClientRPCHook`: the
+/// right secret sends and consumes, a wrong secret and a topic with SUB only are
+/// refused, and the consumer receives exactly what was accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acl_signed_stock_client_sends_and_consumes_and_strangers_are_refused() {
+    use rocketmq_client_rust::{AclClientRPCHook, SessionCredentials};
+    let acl_dir = tempfile::tempdir().expect("temp dir");
+    let file = acl_dir.path().join("plain_acl.yml");
+    std::fs::write(
+        &file,
+        "accounts:\n  - accessKey: admin-account\n    secretKey: admin-secret-1\n    admin: true\n  \
+         - accessKey: app-account\n    secretKey: app-secret-1\n    defaultTopicPerm: DENY\n    \
+         defaultGroupPerm: SUB\n    topicPerms:\n      - AclOrders=PUB|SUB\n      - AclAudit=SUB\n",
+    )
+    .expect("acl file");
+    let cluster = Cluster::start(&["aclEnable=true", &format!("aclFile={}", file.display())]);
+    let ns = cluster.namesrv.addr.clone();
+    // Topics, by the admin account (ferrocket's own client, signing).
+    let mut admin = ferrocket::client::Client::new(&ns);
+    admin.remoting = Arc::new(ferrocket::remoting::RemotingClient::signing(
+        ferrocket::auth::Credentials::new("admin-account", b"admin-secret-1").expect("creds"),
+    ));
+    wait_for_async_topic(&admin, "AclOrders").await;
+    admin
+        .create_topic("AclAudit", 4)
+        .await
+        .expect("create AclAudit");
+
+    let hook = |secret: &str| {
+        Arc::new(AclClientRPCHook::new(SessionCredentials::with_keys(
+            "app-account",
+            secret.to_string(),
+        )))
+    };
+    let rt = client_runtime("acl");
+    let mut p = DefaultMQProducer::builder(rt.clone())
+        .producer_group("acl_pg".to_string())
+        .name_server_addr(ns.clone())
+        .rpc_hook(hook("app-secret-1"))
+        .build();
+    p.start().await.expect("producer start");
+    for i in 0..5 {
+        let r = p
+            .send_with_timeout(message("AclOrders", "T", &format!("ok-{i}")), 5000)
+            .await
+            .expect("a signed send")
+            .expect("a send result");
+        assert_eq!(format!("{:?}", r.send_status), "SendOk");
+    }
+    let denied = p
+        .send_with_timeout(message("AclAudit", "T", "refused-topic"), 3000)
+        .await;
+    assert!(
+        !matches!(&denied, Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk"),
+        "a send to a SUB-only topic was accepted: {denied:?}"
+    );
+    p.shutdown().await;
+    let mut wrong = DefaultMQProducer::builder(rt.clone())
+        .producer_group("acl_pg_wrong".to_string())
+        .name_server_addr(ns.clone())
+        .rpc_hook(hook("not-the-secret"))
+        .build();
+    wrong.start().await.expect("producer start");
+    let refused = wrong
+        .send_with_timeout(message("AclOrders", "T", "refused-secret"), 3000)
+        .await;
+    assert!(
+        !matches!(&refused, Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk"),
+        "a send with a wrong secret was accepted: {refused:?}"
+    );
+    wrong.shutdown().await;
+
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group("acl_cg".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .rpc_hook(Some(hook("app-secret-1")))
+        .build();
+    c.subscribe("AclOrders", "*").await.expect("subscribe");
+    c.register_message_listener_concurrently(Collect(got.clone()));
+    c.start().await.expect("consumer start");
+    wait_for("5 messages", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.shutdown().await;
+    let bodies: BTreeSet<String> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+    let want: BTreeSet<String> = (0..5).map(|i| format!("ok-{i}")).collect();
+    assert_eq!(bodies, want, "exactly the accepted messages");
+}
+
+/// Creates `topic` (4 queues) once the broker has registered.
+async fn wait_for_async_topic(admin: &ferrocket::client::Client, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match admin.create_topic(topic, 4).await {
+            Ok(_) => return,
+            Err(e) => assert!(Instant::now() < deadline, "creating {topic}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
