@@ -348,6 +348,11 @@ impl PlainAcl {
         if needs_admin(req.code) && !account.admin {
             return Err(AclError::NeedAdmin(req.code, ak.to_owned()));
         }
+        // As RocketMQ: an admin account that lists no topic or group permissions may
+        // use every resource.
+        if account.admin && account.perms.is_empty() {
+            return Ok(Some(account));
+        }
         for (resource, needed) in resources(req)? {
             let group = resource.starts_with(RETRY_PREFIX);
             let owned = account.perms.get(&resource).copied().unwrap_or(if group {
@@ -640,6 +645,10 @@ accounts:
             .validate(&signed("rocketmq2", b"12345678", create.clone()), me)
             .is_ok());
         // The account's white address skips the signature.
+        // An admin account listing no permissions may use every resource.
+        assert!(acl
+            .validate(&signed("rocketmq2", b"12345678", send_v2("topicA")), me)
+            .is_ok());
         let unsigned = create.with_ext(crate::auth::ACCESS_KEY, "rocketmq2");
         assert!(acl.validate(&unsigned, ip("192.168.1.9")).is_ok());
         assert!(acl.validate(&unsigned, me).is_err());

@@ -61,6 +61,29 @@ pub struct NetBenchArgs {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Sign every request as this ACL account (with `--secret-file`), as RocketMQ's
+    /// `AclClientRPCHook` does.
+    #[arg(long)]
+    pub access_key: Option<String>,
+    /// The file holding `--access-key`'s secret key.
+    #[arg(long)]
+    pub secret_file: Option<std::path::PathBuf>,
+}
+
+impl NetBenchArgs {
+    /// The client, signing when an account is given.
+    fn client(&self, namesrv: &str) -> Result<Client> {
+        let mut c = Client::new(namesrv);
+        match (&self.access_key, &self.secret_file) {
+            (Some(ak), Some(f)) => {
+                let creds = crate::auth::Credentials::from_file(ak, f)?;
+                c.remoting = std::sync::Arc::new(crate::remoting::RemotingClient::signing(creds));
+            }
+            (None, None) => {}
+            _ => bail!("--access-key and --secret-file go together"),
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -197,7 +220,7 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let c = Client::new(namesrv);
+        let c = args.client(namesrv)?;
         let route = match c.route(&args.topic).await? {
             Some(r) => r,
             None => c.create_topic(&args.topic, args.queues).await?,
@@ -358,7 +381,7 @@ pub fn consume(namesrv: &str, args: NetBenchArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let c = Client::new(namesrv);
+        let c = args.client(namesrv)?;
         let Some(route) = c.route(&args.topic).await? else {
             bail!("unknown topic `{}`", args.topic);
         };
