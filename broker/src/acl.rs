@@ -395,6 +395,7 @@ pub fn needs_admin(code: i32) -> bool {
             | UPDATE_AND_CREATE_ACL_CONFIG
             | DELETE_ACL_CONFIG
             | UPDATE_GLOBAL_WHITE_ADDRS_CONFIG
+            | GET_BROKER_CLUSTER_ACL_CONFIG
     )
 }
 
@@ -461,11 +462,60 @@ pub fn resources(req: &RemotingCommand) -> Result<Vec<(String, u8)>, AclError> {
         .collect())
 }
 
+/// An account as the ACL admin requests carry it (`UPDATE_AND_CREATE_ACL_CONFIG`'s
+/// header, `GET_BROKER_CLUSTER_ACL_CONFIG`'s body: RocketMQ's `PlainAccessConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountConfig {
+    /// The access key.
+    pub access_key: String,
+    /// The secret key (kept when empty on an update).
+    pub secret_key: String,
+    /// The account's white address (kept when empty).
+    pub white_remote_address: String,
+    /// Admin.
+    pub admin: bool,
+    /// `PUB`, `SUB`, `PUB|SUB`, `DENY` (kept when empty).
+    pub default_topic_perm: String,
+    /// As `default_topic_perm`.
+    pub default_group_perm: String,
+    /// `name=PERM` entries (kept when empty).
+    pub topic_perms: Vec<String>,
+    /// `name=PERM` entries (kept when empty).
+    pub group_perms: Vec<String>,
+}
+
+/// The whole file as `GET_BROKER_CLUSTER_ACL_CONFIG` answers it (RocketMQ's
+/// `AclConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AclConfig {
+    /// `globalWhiteRemoteAddresses`.
+    pub global_white_addrs: Vec<String>,
+    /// The accounts.
+    pub plain_access_configs: Vec<AccountConfig>,
+}
+
 /// The broker's ACL: the file, re-read when it changes (RocketMQ watches it too).
 #[derive(Debug)]
 pub struct Acl {
     path: PathBuf,
     current: RwLock<(Vec<u8>, Arc<PlainAcl>)>,
+    /// `(counter, timestamp ms)`: moves on every version taken into force
+    /// (RocketMQ's `DataVersion` of the ACL).
+    version: RwLock<(u64, i64)>,
+    /// Serialises the admin requests' edits of the file.
+    editing: std::sync::Mutex<()>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn yaml_key(k: &str) -> serde_yaml::Value {
+    serde_yaml::Value::String(k.to_owned())
 }
 
 impl Acl {
@@ -478,6 +528,191 @@ impl Acl {
         Ok(Acl {
             path: path.to_path_buf(),
             current: RwLock::new((bytes, Arc::new(acl))),
+            version: RwLock::new((0, now_ms())),
+            editing: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// The version in force, as RocketMQ's `DataVersion` JSON.
+    #[must_use]
+    pub fn version_json(&self) -> String {
+        let (counter, ts) = *self.version.read().unwrap_or_else(|p| p.into_inner());
+        serde_json::json!({"counter": counter, "timestamp": ts}).to_string()
+    }
+
+    fn config_err(&self, reason: impl Into<String>) -> AclError {
+        AclError::Config {
+            path: self.path.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Applies `edit` to the file's YAML, checks the result is a valid ACL, writes it
+    /// (a temporary file, synced, renamed over the old one) and puts it in force.
+    fn edit(
+        &self,
+        edit: impl FnOnce(&mut serde_yaml::Mapping) -> Result<(), String>,
+    ) -> Result<(), AclError> {
+        let _g = self.editing.lock().unwrap_or_else(|p| p.into_inner());
+        let text =
+            std::fs::read_to_string(&self.path).map_err(|e| self.config_err(e.to_string()))?;
+        let mut doc: serde_yaml::Value =
+            serde_yaml::from_str(&text).map_err(|e| self.config_err(e.to_string()))?;
+        if doc.is_null() {
+            doc = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
+        }
+        let map = doc
+            .as_mapping_mut()
+            .ok_or_else(|| self.config_err("the file is not a YAML mapping"))?;
+        edit(map).map_err(|e| self.config_err(e))?;
+        let out = serde_yaml::to_string(&doc).map_err(|e| self.config_err(e.to_string()))?;
+        PlainAcl::parse(&out).map_err(|e| self.config_err(e))?;
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(out.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| self.config_err(e.to_string()))?;
+        self.reload_if_changed().map(drop)
+    }
+
+    /// UPDATE_AND_CREATE_ACL_CONFIG: creates the account, or updates the fields given
+    /// (empty ones are kept), as RocketMQ does.
+    ///
+    /// # Errors
+    /// Keys of 6 characters or fewer, a file that cannot be edited, or a result that
+    /// is not a valid ACL (nothing is written then).
+    pub fn update_account(&self, a: &AccountConfig) -> Result<(), AclError> {
+        if a.access_key.len() <= 6 {
+            return Err(self.config_err(format!(
+                "The accessKey={} cannot be null and length should longer than 6",
+                a.access_key
+            )));
+        }
+        if !a.secret_key.is_empty() && a.secret_key.len() <= 6 {
+            return Err(
+                self.config_err("The secretKey value length should longer than 6".to_owned())
+            );
+        }
+        self.edit(|map| {
+            let accounts = map
+                .entry(yaml_key("accounts"))
+                .or_insert_with(|| serde_yaml::Value::Sequence(Vec::new()));
+            if accounts.is_null() {
+                *accounts = serde_yaml::Value::Sequence(Vec::new());
+            }
+            let list = accounts.as_sequence_mut().ok_or("accounts is not a list")?;
+            let i = match list
+                .iter()
+                .position(|v| v.get("accessKey").and_then(scalar).as_deref() == Some(&a.access_key))
+            {
+                Some(i) => i,
+                None => {
+                    list.push(serde_yaml::Value::Mapping(serde_yaml::Mapping::new()));
+                    list.len() - 1
+                }
+            };
+            let m = list[i]
+                .as_mapping_mut()
+                .ok_or("an account is not a mapping")?;
+            let mut set = |k: &str, v: serde_yaml::Value| {
+                m.insert(yaml_key(k), v);
+            };
+            set("accessKey", yaml_key(&a.access_key));
+            let text = |k: &str, v: &str, set: &mut dyn FnMut(&str, serde_yaml::Value)| {
+                if !v.is_empty() {
+                    set(k, yaml_key(v));
+                }
+            };
+            text("secretKey", &a.secret_key, &mut set);
+            text("whiteRemoteAddress", &a.white_remote_address, &mut set);
+            set("admin", serde_yaml::Value::Bool(a.admin));
+            text("defaultTopicPerm", &a.default_topic_perm, &mut set);
+            text("defaultGroupPerm", &a.default_group_perm, &mut set);
+            for (k, v) in [
+                ("topicPerms", &a.topic_perms),
+                ("groupPerms", &a.group_perms),
+            ] {
+                if !v.is_empty() {
+                    set(
+                        k,
+                        serde_yaml::Value::Sequence(v.iter().map(|p| yaml_key(p)).collect()),
+                    );
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// DELETE_ACL_CONFIG: removes the account.
+    ///
+    /// # Errors
+    /// No such account; a file that cannot be edited.
+    pub fn delete_account(&self, access_key: &str) -> Result<(), AclError> {
+        self.edit(|map| {
+            let list = map
+                .get_mut("accounts")
+                .and_then(serde_yaml::Value::as_sequence_mut)
+                .ok_or("the file has no accounts")?;
+            let before = list.len();
+            list.retain(|v| v.get("accessKey").and_then(scalar).as_deref() != Some(access_key));
+            if list.len() == before {
+                return Err(format!("no account {access_key}"));
+            }
+            Ok(())
+        })
+    }
+
+    /// UPDATE_GLOBAL_WHITE_ADDRS_CONFIG: replaces `globalWhiteRemoteAddresses`.
+    ///
+    /// # Errors
+    /// An invalid pattern; a file that cannot be edited.
+    pub fn update_global_white(&self, addrs: &[String]) -> Result<(), AclError> {
+        self.edit(|map| {
+            map.insert(
+                yaml_key("globalWhiteRemoteAddresses"),
+                serde_yaml::Value::Sequence(addrs.iter().map(|a| yaml_key(a)).collect()),
+            );
+            Ok(())
+        })
+    }
+
+    /// GET_BROKER_CLUSTER_ACL_CONFIG: the file as RocketMQ's `AclConfig` (secrets
+    /// included; admin accounts only).
+    ///
+    /// # Errors
+    /// An unreadable file.
+    pub fn config(&self) -> Result<AclConfig, AclError> {
+        let text =
+            std::fs::read_to_string(&self.path).map_err(|e| self.config_err(e.to_string()))?;
+        let raw: RawFile =
+            serde_yaml::from_str(&text).map_err(|e| self.config_err(e.to_string()))?;
+        Ok(AclConfig {
+            global_white_addrs: raw.global_white_remote_addresses.unwrap_or_default(),
+            plain_access_configs: raw
+                .accounts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| AccountConfig {
+                    access_key: a.access_key.unwrap_or_default(),
+                    secret_key: a.secret_key.as_ref().and_then(scalar).unwrap_or_default(),
+                    white_remote_address: a.white_remote_address.unwrap_or_default(),
+                    admin: a
+                        .admin
+                        .as_ref()
+                        .and_then(scalar)
+                        .is_some_and(|s| s == "true"),
+                    default_topic_perm: a.default_topic_perm.unwrap_or_default(),
+                    default_group_perm: a.default_group_perm.unwrap_or_default(),
+                    topic_perms: a.topic_perms.unwrap_or_default(),
+                    group_perms: a.group_perms.unwrap_or_default(),
+                })
+                .collect(),
         })
     }
 
@@ -522,6 +757,8 @@ impl Acl {
         }
         let (bytes, acl) = Self::read(&self.path)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = (bytes, Arc::new(acl));
+        let mut v = self.version.write().unwrap_or_else(|p| p.into_inner());
+        *v = (v.0 + 1, now_ms());
         Ok(true)
     }
 }
@@ -740,6 +977,64 @@ accounts:
             .current()
             .validate(&signed("RocketMQ", b"12345678", send_v2("topicC")), me)
             .is_ok());
+        // The admin requests' edits: create, update (empty fields kept), white
+        // addresses, delete; an edit that would make the file invalid writes nothing.
+        let v0 = acl.version_json();
+        let new = AccountConfig {
+            access_key: "newcomer".into(),
+            secret_key: "newcomer-secret".into(),
+            default_topic_perm: "PUB".into(),
+            topic_perms: vec!["topicA=SUB".into()],
+            ..AccountConfig::default()
+        };
+        acl.update_account(&new).unwrap();
+        assert_ne!(acl.version_json(), v0);
+        let send = |ak: &str, sk: &[u8], t: &str| {
+            acl.current()
+                .validate(&signed(ak, sk, send_v2(t)), me)
+                .map(drop)
+        };
+        assert!(send("newcomer", b"newcomer-secret", "anything").is_ok());
+        assert!(send("newcomer", b"newcomer-secret", "topicA").is_err());
+        acl.update_account(&AccountConfig {
+            access_key: "newcomer".into(),
+            default_topic_perm: "DENY".into(),
+            ..AccountConfig::default()
+        })
+        .unwrap();
+        assert!(send("newcomer", b"newcomer-secret", "anything").is_err());
+        let cfg = acl.config().unwrap();
+        let n = cfg
+            .plain_access_configs
+            .iter()
+            .find(|a| a.access_key == "newcomer")
+            .unwrap();
+        assert_eq!(
+            (n.secret_key.as_str(), n.topic_perms.clone()),
+            ("newcomer-secret", vec!["topicA=SUB".to_owned()])
+        );
+        assert!(acl
+            .update_account(&AccountConfig {
+                access_key: "short".into(),
+                ..AccountConfig::default()
+            })
+            .is_err());
+        assert!(acl
+            .update_account(&AccountConfig {
+                access_key: "newcomer".into(),
+                topic_perms: vec!["noequals".into()],
+                ..AccountConfig::default()
+            })
+            .is_err());
+        acl.update_global_white(&["127.0.0.*".into()]).unwrap();
+        assert!(acl.current().validate(&send_v2("topicA"), me).is_ok());
+        assert!(acl.update_global_white(&["1.2".into()]).is_err());
+        acl.delete_account("newcomer").unwrap();
+        assert!(acl.delete_account("newcomer").is_err());
+        acl.update_global_white(&[]).unwrap();
+        assert!(send("newcomer", b"newcomer-secret", "topicB").is_err());
+        assert_eq!(acl.config().unwrap().plain_access_configs.len(), 2);
+
         std::fs::write(&p, "accounts: [").unwrap();
         assert!(acl.reload_if_changed().is_err());
         assert!(acl

@@ -251,3 +251,181 @@ fn a_broker_with_acl_on_and_no_file_does_not_start() {
         "{err}"
     );
 }
+
+/// `ferrocket admin ...` signed as `ak` with the secret in `secret_file`.
+fn admin_cli(ns: &str, ak: &str, secret_file: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "admin",
+            "--namesrv",
+            ns,
+            "--access-key",
+            ak,
+            "--secret-file",
+        ])
+        .arg(secret_file)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn acl_admin_requests_edit_the_file_and_take_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain_acl.yml");
+    std::fs::write(&file, ACL).unwrap();
+    let admin_secret = dir.path().join("admin.secret");
+    std::fs::write(&admin_secret, "admin-secret-1").unwrap();
+    let app_secret = dir.path().join("app.secret");
+    std::fs::write(&app_secret, "app-secret-1").unwrap();
+    let kit = Kit::with_bin(BIN);
+    let ns = kit.namesrv();
+    let broker = kit.broker(
+        &ns.addr,
+        &dir.path().join("store"),
+        &[
+            "aclEnable=true".into(),
+            format!("aclFile={}", file.display()),
+        ],
+    );
+    let rt = rt();
+    let admin = client(&ns.addr, Some(("admin-account", b"admin-secret-1")));
+    wait_until("the broker registers", Duration::from_secs(10), || {
+        rt.block_on(admin.cluster())
+            .is_ok_and(|c| !c.broker_addr_table.is_empty())
+    });
+    rt.block_on(admin.create_topic("Orders", 4)).unwrap();
+    let cli =
+        |ak: &str, secret: &std::path::Path, args: &[&str]| admin_cli(&ns.addr, ak, secret, args);
+
+    // A non-admin account may not change the ACL.
+    let (ok, out) = cli(
+        "app-account",
+        &app_secret,
+        &[
+            "acl",
+            "update",
+            "--account",
+            "newcomer-1",
+            "--secret",
+            "newcomer-secret",
+        ],
+    );
+    assert!(
+        !ok && out.contains("Need admin permission for request code=50"),
+        "{out}"
+    );
+
+    // Created by the admin: the new account sends at once.
+    let (ok, out) = cli(
+        "admin-account",
+        &admin_secret,
+        &[
+            "acl",
+            "update",
+            "--account",
+            "newcomer-1",
+            "--secret",
+            "newcomer-secret",
+            "--default-topic-perm",
+            "PUB",
+        ],
+    );
+    assert!(ok, "{out}");
+    let newcomer = client(&ns.addr, Some(("newcomer-1", b"newcomer-secret")));
+    let sent = rt
+        .block_on(newcomer.send("Orders", &q(&broker.addr, 0), &[msg("n-1", 128)]))
+        .unwrap();
+    assert_eq!(sent.code, response::SUCCESS);
+    // Updated (the secret kept): denied.
+    let (ok, out) = cli(
+        "admin-account",
+        &admin_secret,
+        &[
+            "acl",
+            "update",
+            "--account",
+            "newcomer-1",
+            "--default-topic-perm",
+            "DENY",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        refusal(rt.block_on(newcomer.send("Orders", &q(&broker.addr, 0), &[msg("n-2", 128)]))),
+        (
+            response::NO_PERMISSION,
+            "No default permission for topic:Orders".into()
+        )
+    );
+    // An invalid change is refused and writes nothing.
+    let (ok, out) = cli(
+        "admin-account",
+        &admin_secret,
+        &[
+            "acl",
+            "update",
+            "--account",
+            "newcomer-1",
+            "--topic-perms",
+            "noequals",
+        ],
+    );
+    assert!(
+        !ok && out.contains("Parse resource permission failed"),
+        "{out}"
+    );
+    let (ok, out) = cli("admin-account", &admin_secret, &["acl", "version"]);
+    assert!(ok && out.contains("\"counter\":2"), "{out}");
+    let (ok, out) = cli("admin-account", &admin_secret, &["--json", "acl", "show"]);
+    assert!(
+        ok && out.contains("newcomer-1") && out.contains("admin-account"),
+        "{out}"
+    );
+    let (ok, out) = cli("app-account", &app_secret, &["acl", "show"]);
+    assert!(!ok && out.contains("Need admin permission"), "{out}");
+    // Deleted: unknown.
+    let (ok, out) = cli(
+        "admin-account",
+        &admin_secret,
+        &["acl", "delete", "--account", "newcomer-1"],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        refusal(rt.block_on(newcomer.send("Orders", &q(&broker.addr, 0), &[msg("n-3", 128)]))),
+        (
+            response::NO_PERMISSION,
+            "No acl config for newcomer-1".into()
+        )
+    );
+    // Global white addresses: loopback let through unsigned, then not.
+    let stranger = client(&ns.addr, None);
+    let (ok, out) = cli(
+        "admin-account",
+        &admin_secret,
+        &["acl", "white-addrs", "--addrs", "127.0.0.*"],
+    );
+    assert!(ok, "{out}");
+    let sent = rt
+        .block_on(stranger.send("Orders", &q(&broker.addr, 0), &[msg("s-1", 128)]))
+        .unwrap();
+    assert_eq!(sent.code, response::SUCCESS);
+    let (ok, out) = cli(
+        "admin-account",
+        &admin_secret,
+        &["acl", "white-addrs", "--addrs", ""],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        refusal(rt.block_on(stranger.send("Orders", &q(&broker.addr, 0), &[msg("s-2", 128)]))).0,
+        response::NO_PERMISSION
+    );
+}

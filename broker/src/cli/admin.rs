@@ -33,6 +33,87 @@ pub struct AdminArgs {
 }
 
 #[derive(Debug, clap::Subcommand)]
+enum AclCommand {
+    /// Creates an account, or updates the fields given.
+    Update {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+        /// The account's access key (more than 6 characters).
+        #[arg(long)]
+        account: String,
+        /// Its secret key (more than 6 characters; kept when absent on an update).
+        #[arg(long, default_value = "")]
+        secret: String,
+        /// An admin account.
+        #[arg(long)]
+        admin: bool,
+        /// Addresses let through unsigned for this account (`192.168.0.*`).
+        #[arg(long, default_value = "")]
+        white_address: String,
+        /// PUB, SUB, PUB|SUB or DENY.
+        #[arg(long, default_value = "")]
+        default_topic_perm: String,
+        /// PUB, SUB, PUB|SUB or DENY.
+        #[arg(long, default_value = "")]
+        default_group_perm: String,
+        /// `topic=PERM` entries, comma separated.
+        #[arg(long, default_value = "")]
+        topic_perms: String,
+        /// `group=PERM` entries, comma separated.
+        #[arg(long, default_value = "")]
+        group_perms: String,
+    },
+    /// Deletes an account.
+    Delete {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+        /// The account's access key.
+        #[arg(long)]
+        account: String,
+    },
+    /// Replaces the global white addresses (comma separated; empty: none).
+    WhiteAddrs {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+        /// The addresses.
+        #[arg(long, default_value = "")]
+        addrs: String,
+    },
+    /// The version of each broker's ACL file.
+    Version {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+    },
+    /// Each broker's ACL file (secret keys included).
+    Show {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+    },
+}
+
+/// `broker`, or every broker address registered with the name server.
+async fn brokers_or_all(c: &Client, broker: Option<String>) -> Result<Vec<String>> {
+    if let Some(b) = broker {
+        return Ok(vec![b]);
+    }
+    let info = c.cluster().await?;
+    let all: Vec<String> = info
+        .broker_addr_table
+        .values()
+        .flat_map(|d| d.broker_addrs.values().cloned())
+        .collect();
+    if all.is_empty() {
+        bail!("no broker is registered with the name server");
+    }
+    Ok(all)
+}
+
+#[derive(Debug, clap::Subcommand)]
 enum RaftCommand {
     /// Each member of a Raft group as it reports itself.
     Status {
@@ -104,6 +185,14 @@ enum AdminCommand {
     Raft {
         #[command(subcommand)]
         what: RaftCommand,
+    },
+    /// Plain ACL on brokers with `aclEnable=true` (RocketMQ's updateAclConfig,
+    /// deleteAclConfig, updateGlobalWhiteAddr, getAclConfigVersion, getAclConfig):
+    /// each broker edits its own ACL file. Sign as an admin account (`--access-key`,
+    /// `--secret-file`). Without `--broker`, every broker registered.
+    Acl {
+        #[command(subcommand)]
+        what: AclCommand,
     },
     /// A broker's runtime information.
     BrokerStatus {
@@ -387,6 +476,89 @@ async fn raft_leader(c: &Client, broker_name: &str) -> Result<String> {
         Some(a) => Ok(a.clone()),
         None => bail!("no leader (brokerId 0) of {broker_name} is registered"),
     }
+}
+
+async fn acl_command(c: &Client, what: AclCommand, json: bool) -> Result<()> {
+    let (broker, q) = match what {
+        AclCommand::Update {
+            broker,
+            account,
+            secret,
+            admin,
+            white_address,
+            default_topic_perm,
+            default_group_perm,
+            topic_perms,
+            group_perms,
+        } => {
+            let mut q = RemotingCommand::request(request::UPDATE_AND_CREATE_ACL_CONFIG)
+                .with_ext("accessKey", account)
+                .with_ext("admin", admin);
+            for (k, v) in [
+                ("secretKey", secret),
+                ("whiteRemoteAddress", white_address),
+                ("defaultTopicPerm", default_topic_perm),
+                ("defaultGroupPerm", default_group_perm),
+                ("topicPerms", topic_perms),
+                ("groupPerms", group_perms),
+            ] {
+                if !v.is_empty() {
+                    q = q.with_ext(k, v);
+                }
+            }
+            (broker, q)
+        }
+        AclCommand::Delete { broker, account } => (
+            broker,
+            RemotingCommand::request(request::DELETE_ACL_CONFIG).with_ext("accessKey", account),
+        ),
+        AclCommand::WhiteAddrs { broker, addrs } => (
+            broker,
+            RemotingCommand::request(request::UPDATE_GLOBAL_WHITE_ADDRS_CONFIG)
+                .with_ext("globalWhiteAddrs", addrs),
+        ),
+        AclCommand::Version { broker } => (
+            broker,
+            RemotingCommand::request(request::GET_BROKER_CLUSTER_ACL_INFO),
+        ),
+        AclCommand::Show { broker } => (
+            broker,
+            RemotingCommand::request(request::GET_BROKER_CLUSTER_ACL_CONFIG),
+        ),
+    };
+    let mut failed = 0;
+    for addr in brokers_or_all(c, broker).await? {
+        match call(c, &addr, q.clone()).await {
+            Ok(r) => match q.code {
+                request::GET_BROKER_CLUSTER_ACL_INFO => {
+                    println!("{addr}: version {}", r.ext("version").unwrap_or(""))
+                }
+                request::GET_BROKER_CLUSTER_ACL_CONFIG => {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&r.body_bytes()).context("bad ACL config body")?;
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(
+                                &serde_json::json!({"broker": addr, "config": v})
+                            )?
+                        );
+                    } else {
+                        println!("{addr}: {v}");
+                    }
+                }
+                _ => println!("{addr}: ok"),
+            },
+            Err(e) => {
+                failed += 1;
+                eprintln!("{e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} broker(s) refused");
+    }
+    Ok(())
 }
 
 async fn call(c: &Client, addr: &str, cmd: RemotingCommand) -> Result<RemotingCommand> {
@@ -676,6 +848,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
                     }
                 }
             }
+            AdminCommand::Acl { what } => acl_command(&c, what, args.json).await?,
             AdminCommand::Raft { what: RaftCommand::Add { broker_name, id, peer, timeout_ms } } => {
                 let q = RemotingCommand::request(request::RAFT_ADD_MEMBER)
                     .with_ext("memberId", id)
