@@ -288,12 +288,15 @@ fn acl_admin_requests_edit_the_file_and_take_effect_at_once() {
     std::fs::write(&app_secret, "app-secret-1").unwrap();
     let kit = Kit::with_bin(BIN);
     let ns = kit.namesrv();
+    let control = dir.path().join("control.secret");
+    std::fs::write(&control, "control-secret-1").unwrap();
     let broker = kit.broker(
         &ns.addr,
         &dir.path().join("store"),
         &[
             "aclEnable=true".into(),
             format!("aclFile={}", file.display()),
+            format!("controlSecretFile={}", control.display()),
         ],
     );
     let rt = rt();
@@ -392,6 +395,17 @@ fn acl_admin_requests_edit_the_file_and_take_effect_at_once() {
     );
     let (ok, out) = cli("app-account", &app_secret, &["acl", "show"]);
     assert!(!ok && out.contains("Need admin permission"), "{out}");
+    // The control plane's account (the operator's, signing with the control secret)
+    // is an admin whatever the file says; the same key with another secret is not.
+    let wrong_control = dir.path().join("wrong.secret");
+    std::fs::write(&wrong_control, "not-the-control-secret").unwrap();
+    let (ok, out) = cli("ferrocket-operator", &control, &["acl", "version"]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli("ferrocket-operator", &wrong_control, &["acl", "version"]);
+    assert!(
+        !ok && out.contains("No acl config for ferrocket-operator"),
+        "{out}"
+    );
     // Deleted: unknown.
     let (ok, out) = cli(
         "admin-account",

@@ -288,6 +288,17 @@ impl Broker {
     /// and counted in `ferrocket_acl_refused`).
     fn acl_refusal(&self, conn: &Connection, req: &RemotingCommand) -> Option<RemotingCommand> {
         let acl = self.acl.as_ref()?;
+        // The control plane's account (the operator signing with the group's control
+        // secret, `controlSecretFile`) is an admin account whatever the ACL file says.
+        if let Some(path) = &self.config.control_secret_file {
+            if req.ext(crate::auth::ACCESS_KEY) == Some(self.config.control_access_key.as_str())
+                && crate::auth::Credentials::from_file(&self.config.control_access_key, path)
+                    .and_then(|c| c.verify(req))
+                    .is_ok()
+            {
+                return None;
+            }
+        }
         let e = acl.current().validate(req, conn.peer.ip()).err()?;
         warn!(request = req.code, peer = %conn.peer, access_key = req.ext(crate::auth::ACCESS_KEY).unwrap_or(""), error = %e, "ACL refused a request");
         self.metrics.acl_refused.inc();
