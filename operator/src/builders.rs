@@ -73,6 +73,8 @@ pub const RESERVED_BROKER_KEYS: &[&str] = &[
     "controlSecretFile",
     "controlAccessKey",
     "syncStateSetByController",
+    "aclEnable",
+    "aclFile",
 ];
 
 /// Operator-wide settings the builders need.
@@ -128,6 +130,8 @@ impl ControlKey {
 
 /// Where brokers find their control secret.
 pub const CONTROL_MOUNT: &str = "/etc/ferrocket-control";
+/// Where a group's ACL Secret is mounted (`spec.acl`).
+pub const ACL_MOUNT: &str = "/etc/ferrocket-acl";
 /// The key of the control Secret holding the secret key.
 pub const CONTROL_SECRET_KEY: &str = "secretKey";
 
@@ -812,6 +816,12 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
             "controlSecretFile={CONTROL_MOUNT}/{CONTROL_SECRET_KEY}\n"
         ));
     }
+    if let Some(acl) = &s.acl {
+        out.push_str(&format!(
+            "aclEnable=true\naclFile={ACL_MOUNT}/{}\n",
+            acl.key
+        ));
+    }
     if s.replicas >= 3 && s.replication != Replication::Raft {
         // The master lease: a master that hears from fewer slaves than make a majority
         // with it stops taking writes within 5 s — well before the operator can promote
@@ -980,6 +990,18 @@ pub fn build_broker_group(
         ]),
         ..Container::default()
     };
+    let mut container = container;
+    if s.acl.is_some() {
+        // The directory, not a subPath: the kubelet updates a changed Secret in it.
+        if let Some(m) = container.volume_mounts.as_mut() {
+            m.push(VolumeMount {
+                name: "acl".into(),
+                mount_path: ACL_MOUNT.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        }
+    }
     let cm_volume = |vol: &str, cm: String| Volume {
         name: vol.into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -1010,6 +1032,17 @@ pub fn build_broker_group(
         termination_grace_period_seconds: Some(60),
         ..PodSpec::default()
     };
+    if let (Some(acl), Some(v)) = (&s.acl, pod.volumes.as_mut()) {
+        v.push(Volume {
+            name: "acl".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(acl.secret_name.clone()),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     apply_placement(&mut pod, &s.placement);
     if pod.affinity.is_none() {
         // Brokers of one group on different nodes where the scheduler can: one node
@@ -1293,6 +1326,63 @@ mod tests {
         );
         let ports: Vec<i32> = hs.ports.as_ref().unwrap().iter().map(|p| p.port).collect();
         assert_eq!(ports, [BROKER_PORT, VIP_PORT, HA_PORT, 9300]);
+    }
+
+    #[test]
+    fn an_acl_group_mounts_its_secret_and_turns_acl_on() {
+        let bg = group("nameServerRef: {name: ns}\nreplicas: 2\nacl: {secretName: broker-a-acl}\nbrokerConfig: {aclEnable: 'false'}\n");
+        assert!(
+            validate_broker_group(&bg.spec).is_err(),
+            "aclEnable is the operator's to set"
+        );
+        let bg = group("nameServerRef: {name: ns}\nreplicas: 2\nacl: {secretName: broker-a-acl}\n");
+        assert_eq!(bg.spec.acl.as_ref().unwrap().key, "plain_acl.yml");
+        let conf = broker_conf(&bg, "ns:9876", true);
+        assert!(
+            conf.contains("aclEnable=true\naclFile=/etc/ferrocket-acl/plain_acl.yml\n"),
+            "{conf}"
+        );
+        let o = build_broker_group(
+            &bg,
+            "ns:9876",
+            &Roles::initial("broker-a"),
+            &BuildConfig::default(),
+        )
+        .unwrap();
+        let pod = o
+            .statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        let vol = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "acl")
+            .unwrap();
+        assert_eq!(
+            vol.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("broker-a-acl")
+        );
+        let m = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "acl")
+            .unwrap();
+        assert_eq!(
+            (m.mount_path.as_str(), m.read_only, m.sub_path.as_deref()),
+            (ACL_MOUNT, Some(true), None)
+        );
+        // Without spec.acl: neither.
+        let plain = group("nameServerRef: {name: ns}\nreplicas: 2\n");
+        assert!(!broker_conf(&plain, "ns:9876", true).contains("aclEnable"));
     }
 
     #[test]

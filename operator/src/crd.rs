@@ -289,6 +289,28 @@ pub struct BrokerGroupSpec {
     /// Pod placement.
     #[serde(default, flatten)]
     pub placement: Placement,
+    /// RocketMQ's plain ACL (ACL 1.0) on every broker of the group: the `plain_acl.yml`
+    /// in a Secret, mounted into the pods (`aclEnable=true`, `aclFile`); a changed
+    /// Secret is in force once the kubelet has updated the mounted file (the broker
+    /// re-reads it every 500 ms). The operator signs with the group's control key,
+    /// which brokers treat as an admin account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<AclSpec>,
+}
+
+/// Where a group's `plain_acl.yml` is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AclSpec {
+    /// The Secret (in the group's namespace) holding the file.
+    pub secret_name: String,
+    /// Its key in the Secret.
+    #[serde(default = "default_acl_key")]
+    pub key: String,
+}
+
+fn default_acl_key() -> String {
+    "plain_acl.yml".into()
 }
 
 impl Default for BrokerGroupSpec {
@@ -308,6 +330,7 @@ impl Default for BrokerGroupSpec {
             failover: Failover::default(),
             preferred_master: None,
             placement: Placement::default(),
+            acl: None,
         }
     }
 }

@@ -65,6 +65,7 @@ fn chart_lints_renders_and_validates_against_kubernetes_schemas() {
         "nameserver.yaml",
         "broker-group.yaml",
         "broker-group-raft.yaml",
+        "broker-group-acl.yaml",
     ]
     .iter()
     .map(|f| std::fs::read_to_string(root().join("samples").join(f)).unwrap())
