@@ -131,6 +131,25 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// The signature of `content` (base64 HMAC-SHA1 with the secret key).
+    #[must_use]
+    pub fn sign_bytes(&self, content: &[u8]) -> String {
+        signature(content, &self.secret_key)
+    }
+
+    /// Whether `sig` is the signature of `content` (compared in constant time).
+    #[must_use]
+    pub fn verify_bytes(&self, content: &[u8], sig: &str) -> bool {
+        let Ok(given) = base64::engine::general_purpose::STANDARD.decode(sig) else {
+            return false;
+        };
+        let mut mac = hmac_of(&self.secret_key);
+        mac.update(content);
+        mac.verify_slice(&given).is_ok()
+    }
+}
+
 fn hmac_of(key: &[u8]) -> Hmac<Sha1> {
     #[allow(clippy::expect_used)]
     <Hmac<Sha1> as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length")

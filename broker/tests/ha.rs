@@ -2231,3 +2231,94 @@ fn a_master_cut_off_from_its_slaves_stops_taking_writes_within_its_lease() {
         send("healed") == response::SUCCESS
     });
 }
+
+/// `haRequireSignature=true`: the group's slaves answer the master's challenge with the
+/// control secret and replicate; a stranger on the HA port (asking for offset 0, or
+/// answering with a wrong secret) gets the challenge and nothing of the CommitLog.
+#[test]
+fn with_ha_signatures_only_the_groups_slaves_receive_the_commitlog() {
+    use std::io::{Read, Write};
+    let rt = rt();
+    let ns = namesrv();
+    let root = tempfile::tempdir().unwrap();
+    let secret = secret_file(root.path());
+    let signed = [
+        "haRequireSignature=true".to_owned(),
+        format!("controlSecretFile={}", secret.display()),
+    ];
+    let kit = kit().defaults(&signed.iter().map(String::as_str).collect::<Vec<_>>());
+    let g = kit.replicas(
+        &ns.addr,
+        root.path(),
+        "SYNC_MASTER",
+        1,
+        &["syncFlushTimeout=3000".into()],
+    );
+    let c = signing_client(&ns.addr, &secret);
+    create_topic(&rt, &c, "HS", 1);
+    for i in 0..20 {
+        assert_eq!(
+            send_code(&rt, &c, "HS", &g.master.addr, &format!("h-{i}")),
+            response::SUCCESS
+        );
+    }
+    let end = state(&rt, &c, &g.master.addr).max_offset;
+    converge(
+        &rt,
+        &c,
+        &g.master,
+        &g.slaves[0],
+        "the signed slave holds the master's log",
+    );
+    assert_eq!(state(&rt, &c, &g.slaves[0].addr).max_offset, end);
+
+    // A stranger: reads the challenge (12-byte head + 16-byte nonce), asks for offset 0
+    // instead of answering, and is closed without a byte of the CommitLog.
+    let read_all = |s: &mut std::net::TcpStream| {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        got
+    };
+    let mut stranger = std::net::TcpStream::connect(("127.0.0.1", g.master.ha_port())).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // (Twice: a whole frame head, so the master need not wait for the rest.)
+    stranger.write_all(&[0u8; 16]).unwrap();
+    let got = read_all(&mut stranger);
+    assert_eq!(
+        got.len(),
+        12 + 16,
+        "a stranger received more than the challenge: {} bytes",
+        got.len()
+    );
+    assert_eq!(i64::from_be_bytes(got[..8].try_into().unwrap()), -3);
+    // An answer signed with another secret: the same.
+    let mut wrong = std::net::TcpStream::connect(("127.0.0.1", g.master.ha_port())).unwrap();
+    wrong
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = [0u8; 28];
+    wrong.read_exact(&mut head).unwrap();
+    let creds = ferrocket::auth::Credentials::new("ferrocket-operator", b"not-the-secret").unwrap();
+    let mut content = b"ferrocket-ha:".to_vec();
+    content.extend_from_slice(&head[12..]);
+    let sig = creds.sign_bytes(&content);
+    let mut answer = (-4i64).to_be_bytes().to_vec();
+    answer.extend_from_slice(&(sig.len() as i32).to_be_bytes());
+    answer.extend_from_slice(sig.as_bytes());
+    answer.extend_from_slice(&(-1i64).to_be_bytes());
+    wrong.write_all(&answer).unwrap();
+    assert!(
+        read_all(&mut wrong).is_empty(),
+        "a wrong secret received something"
+    );
+    // The slave is still connected and in sync.
+    g.wait_connected(Duration::from_secs(10));
+}

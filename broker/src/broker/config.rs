@@ -248,6 +248,10 @@ pub struct BrokerConfig {
     pub control_access_key: String,
     /// `aclEnable` (false): RocketMQ's plain ACL on every request (`docs/security.md`).
     pub acl_enable: bool,
+    /// `haRequireSignature` (ferrocket, false): the HA port serves only connections
+    /// that answer a challenge with the group's control secret (`controlSecretFile`,
+    /// required then); a slave answers it. Every member of the group must set it.
+    pub ha_require_signature: bool,
     /// `aclFile`: the ACL file; unset, `$ROCKETMQ_HOME/conf/plain_acl.yml` as RocketMQ
     /// 4.x finds it.
     pub acl_file: Option<std::path::PathBuf>,
@@ -319,6 +323,7 @@ impl Default for BrokerConfig {
             control_secret_file: None,
             acl_enable: false,
             acl_file: None,
+            ha_require_signature: false,
             control_access_key: crate::auth::DEFAULT_CONTROL_ACCESS_KEY.to_owned(),
             sync_policy: crate::ha::SyncPolicy::default(),
             server: crate::remoting::server::ServerConfig::default(),
@@ -617,6 +622,7 @@ impl BrokerConfig {
                 }
                 "controlAccessKey" => c.control_access_key.clone_from(v),
                 "aclEnable" => c.acl_enable = boolean(key, v)?,
+                "haRequireSignature" => c.ha_require_signature = boolean(key, v)?,
                 "aclFile" => c.acl_file = Some(v).filter(|v| !v.is_empty()).map(Into::into),
                 "allAckInSyncStateSet" => c.sync_policy.all_ack = boolean(key, v)?,
                 "minInSyncReplicas" => c.sync_policy.min_in_sync_replicas = num(key, v)?,
@@ -688,6 +694,13 @@ impl BrokerConfig {
                 reason,
             })
         };
+        if self.ha_require_signature && self.control_secret_file.is_none() {
+            return bad(
+                "haRequireSignature",
+                "needs controlSecretFile (the group's secret the HA challenge is signed with)"
+                    .into(),
+            );
+        }
         if self.broker_role == BrokerRole::Slave && self.broker_id <= 0 {
             return bad("brokerId", "a SLAVE needs a brokerId above 0".into());
         }
@@ -830,6 +843,7 @@ impl BrokerConfig {
             ("maxMessageSize", s.max_message_size.to_string()),
             ("fileReservedTime", s.file_reserved_time_hours.to_string()),
             ("aclEnable", self.acl_enable.to_string()),
+            ("haRequireSignature", self.ha_require_signature.to_string()),
             ("deleteWhen", s.delete_when.clone()),
             (
                 "diskMaxUsedSpaceRatio",

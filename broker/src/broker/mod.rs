@@ -250,6 +250,9 @@ impl Broker {
             Arc::clone(&role),
             config.sync_policy,
         );
+        if let (true, Some(p)) = (config.ha_require_signature, &config.control_secret_file) {
+            ha.require_signature(config.control_access_key.clone(), p.clone());
+        }
         Ok(Arc::new(Broker {
             role,
             ha,
@@ -394,6 +397,18 @@ impl Broker {
         }
     }
 
+    /// `haRequireSignature`: the control account and secret file the HA challenge is
+    /// answered (slave) and checked (master) with.
+    fn ha_auth(&self) -> crate::ha::HaAuth {
+        if !self.config.ha_require_signature {
+            return None;
+        }
+        self.config
+            .control_secret_file
+            .clone()
+            .map(|p| (self.config.control_access_key.clone(), p))
+    }
+
     /// Whether this broker takes writes.
     pub fn is_master(&self) -> bool {
         self.role.is_master()
@@ -473,10 +488,11 @@ impl Broker {
                     self.config.broker_addr(),
                 );
                 let raft = self.config.dledger.enabled;
+                let auth = self.ha_auth();
                 async move {
                     // In Raft mode the group replicates; there is no HA follower.
                     if !raft {
-                        crate::ha::run_slave(store, role, addr).await;
+                        crate::ha::run_slave(store, role, addr, auth).await;
                     }
                 }
             }),

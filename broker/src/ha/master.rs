@@ -26,6 +26,26 @@ const MAX_HA_CONNECTIONS: usize = 64;
 /// Idle time before the master sends a heartbeat frame.
 const MASTER_HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// 16 unpredictable bytes for a challenge (std's per-process random hash keys over a
+/// counter and the clock).
+fn nonce() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut out = [0u8; 16];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+        h.write_usize(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    out
+}
+
 /// Reads one 8-byte offset report, waiting at most [`HOUSEKEEPING`].
 async fn read_offset(rd: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<i64> {
     tokio::time::timeout(HOUSEKEEPING, wire::read_offset(rd))
@@ -135,6 +155,10 @@ pub struct HaService {
     /// hear from its slaves.
     term_started: Mutex<Instant>,
     lease_lapsed: std::sync::atomic::AtomicBool,
+    /// `haRequireSignature`: the control account and its secret file.
+    auth: std::sync::OnceLock<(String, std::path::PathBuf)>,
+    /// Connections refused by the challenge.
+    refused: AtomicU64,
 }
 
 impl HaService {
@@ -166,7 +190,64 @@ impl HaService {
             sync: Mutex::new(SyncStateSet::default()),
             term_started: Mutex::new(Instant::now()),
             lease_lapsed: std::sync::atomic::AtomicBool::new(false),
+            auth: std::sync::OnceLock::new(),
+            refused: AtomicU64::new(0),
         })
+    }
+
+    /// `haRequireSignature`: every connection must first answer a challenge signed
+    /// with the group's control secret (`access_key`, the file at `secret`, read on
+    /// each connection so a rotated Secret applies); anyone else gets the challenge
+    /// and nothing more.
+    pub fn require_signature(&self, access_key: String, secret: std::path::PathBuf) {
+        let _ = self.auth.set((access_key, secret));
+    }
+
+    /// HA connections refused for a missing or wrong answer to the challenge.
+    #[must_use]
+    pub fn refused_connections(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// With `haRequireSignature`: sends the challenge and checks the answer.
+    async fn challenge(
+        &self,
+        rd: &mut (impl tokio::io::AsyncRead + Unpin),
+        wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+        peer: &str,
+    ) -> std::io::Result<()> {
+        let Some((ak, path)) = self.auth.get() else {
+            return Ok(());
+        };
+        let nonce = nonce();
+        wr.write_all(&wire::encode_small(wire::CHALLENGE, &nonce))
+            .await?;
+        let answer =
+            tokio::time::timeout(HOUSEKEEPING, wire::read_small(rd, wire::CHALLENGE_ANSWER))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer to the challenge")
+                });
+        let ok = match answer {
+            Ok(Ok(sig)) => crate::auth::Credentials::from_file(ak, path)
+                .map(|c| {
+                    c.verify_bytes(
+                        &wire::challenge_content(&nonce),
+                        &String::from_utf8_lossy(&sig),
+                    )
+                })
+                .unwrap_or(false),
+            _ => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        warn!(%peer, "HA connection refused: the challenge was not answered with the group's control secret (haRequireSignature)");
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "HA challenge not answered with the group's secret",
+        ))
     }
 
     /// The in-sync replica set.
@@ -546,6 +627,7 @@ impl HaService {
     async fn stream_to(self: Arc<Self>, stream: TcpStream, peer: String) -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
+        self.challenge(&mut rd, &mut wr, &peer).await?;
         let st = self.role.get();
         let mut first = read_offset(&mut rd).await?;
         // Who this slave is: its remoting address when it says so, else the connection.

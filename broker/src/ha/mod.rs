@@ -37,7 +37,7 @@ use std::time::Duration;
 
 pub use master::{HaService, SyncError, SyncPolicy, SyncStateSet};
 pub use role::{default_ha_addr, BrokerRole, FollowProblemKind, RoleCell, RoleError, RoleState};
-pub use slave::{decide_follow, run_slave, FollowPlan, LocalLog, SlaveError};
+pub use slave::{decide_follow, run_slave, FollowPlan, HaAuth, LocalLog, SlaveError};
 pub use wire::{Hello, HELLO_REQUEST, TRANSFER_BATCH};
 
 /// Either side drops a connection silent this long (`haHousekeepingInterval`).

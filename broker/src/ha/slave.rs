@@ -184,8 +184,12 @@ async fn truncate_store(store: &Arc<MessageStore>, at: u64) -> Result<(), SlaveE
     Ok(())
 }
 
+/// How a slave answers a master's challenge (`haRequireSignature`): the control
+/// account and the file holding its secret (read on each connection).
+pub type HaAuth = Option<(String, std::path::PathBuf)>;
+
 /// The slave side: follows the master named in the role, forever.
-pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>, me: String) {
+pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>, me: String, auth: HaAuth) {
     let mut changes = role.subscribe();
     // Masters that closed the connection on our identity (a ferrocket from before it):
     // they get the plain hello.
@@ -203,7 +207,7 @@ pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>, me: String
             addr: me.clone(),
             broker_id: st.broker_id,
         });
-        let session = follow(&store, &role, &addr, st.epoch, identity.as_ref());
+        let session = follow(&store, &role, &addr, st.epoch, identity.as_ref(), &auth);
         let outcome = tokio::select! {
             r = session => r,
             _ = changes.changed() => Err(SlaveError::RoleChanged),
@@ -242,6 +246,7 @@ async fn follow(
     addr: &str,
     my_epoch: i64,
     identity: Option<&wire::SlaveIdentity>,
+    auth: &HaAuth,
 ) -> Result<(), SlaveError> {
     if let Some(at) = role.take_rejoin_at() {
         if at < store.max_phy_offset() {
@@ -259,6 +264,21 @@ async fn follow(
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut rd = tokio::io::BufReader::with_capacity(1 << 20, rd);
+    if let Some((ak, path)) = auth {
+        let nonce = tokio::time::timeout(HOUSEKEEPING, wire::read_small(&mut rd, wire::CHALLENGE))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no challenge (haRequireSignature)",
+                )
+            })??;
+        let creds = crate::auth::Credentials::from_file(ak, path)
+            .map_err(|e| SlaveError::Protocol(format!("HA challenge: {e}")))?;
+        let sig = creds.sign_bytes(&wire::challenge_content(&nonce));
+        wr.write_all(&wire::encode_small(wire::CHALLENGE_ANSWER, sig.as_bytes()))
+            .await?;
+    }
     match identity {
         Some(id) => wr.write_all(&wire::encode_identity(id)?).await?,
         None => wr.write_all(&HELLO_REQUEST.to_be_bytes()).await?,
@@ -577,7 +597,12 @@ mod tests {
                 }
             }
         };
-        let slave = run_slave(Arc::clone(&store), Arc::clone(&role), "127.0.0.1:1".into());
+        let slave = run_slave(
+            Arc::clone(&store),
+            Arc::clone(&role),
+            "127.0.0.1:1".into(),
+            None,
+        );
         let acked = tokio::time::timeout(Duration::from_secs(20), async {
             tokio::select! {
                 s = master => s,

@@ -9,6 +9,9 @@
 //!                  [offset:8][0:4]                 heartbeat (size 0)
 //!                  [−1:8][size:4][json:size]       hello (only after a HELLO_REQUEST):
 //!                  {"epoch":E,"epochs":[{"epoch":..,"startOffset":..}],"maxOffset":M,"minOffset":m}
+//! with haRequireSignature, before anything else:
+//! master → slave   [−3:8][size:4][nonce]           challenge
+//! slave → master   [−4:8][size:4][signature]       base64 HMAC-SHA1("ferrocket-ha:" + nonce)
 //! ```
 //!
 //! Offsets and sizes are Java's signed big-endian longs and ints, as RocketMQ's
@@ -29,6 +32,60 @@ pub const HELLO_REQUEST: i64 = -1;
 pub const HELLO_WITH_ID: i64 = -2;
 /// Largest slave identity accepted.
 pub const MAX_IDENTITY: usize = 4096;
+/// With `haRequireSignature`: the master's first frame, `[−3:8][size:4][nonce]`.
+pub const CHALLENGE: i64 = -3;
+/// With `haRequireSignature`: the slave's answer, `[−4:8][size:4][signature]` — base64
+/// HMAC-SHA1 of `ferrocket-ha:` + the nonce with the group's control secret.
+pub const CHALLENGE_ANSWER: i64 = -4;
+/// Largest challenge or answer body.
+pub const MAX_CHALLENGE: usize = 256;
+
+/// What a challenge's answer signs.
+#[must_use]
+pub fn challenge_content(nonce: &[u8]) -> Vec<u8> {
+    let mut c = b"ferrocket-ha:".to_vec();
+    c.extend_from_slice(nonce);
+    c
+}
+
+/// `[offset:8][size:4][body]` with a small body (a challenge or its answer).
+#[must_use]
+pub fn encode_small(offset: i64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FRAME_HEAD + body.len());
+    out.extend_from_slice(&encode_frame_head(offset, body.len()));
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads a `[kind:8][size:4][body]` frame whose kind must be `kind` and body at most
+/// [`MAX_CHALLENGE`] bytes.
+///
+/// # Errors
+/// I/O errors; another kind or a larger body as `InvalidData`.
+pub async fn read_small(rd: &mut (impl AsyncRead + Unpin), kind: i64) -> std::io::Result<Vec<u8>> {
+    let mut head = [0u8; FRAME_HEAD];
+    rd.read_exact(&mut head).await?;
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&head[..8]);
+    let got = i64::from_be_bytes(k);
+    let mut sz = [0u8; 4];
+    sz.copy_from_slice(&head[8..]);
+    let size = i32::from_be_bytes(sz);
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|s| got == kind && *s <= MAX_CHALLENGE)
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "expected frame {kind} of at most {MAX_CHALLENGE} bytes, got {got} of {size}"
+                ),
+            )
+        })?;
+    let mut body = vec![0u8; size];
+    rd.read_exact(&mut body).await?;
+    Ok(body)
+}
 
 /// Who a slave is (after [`HELLO_WITH_ID`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
