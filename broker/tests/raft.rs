@@ -1398,3 +1398,72 @@ fn converge_from(g: &Group, rt: &tokio::runtime::Runtime, c: &Client, leader: us
         );
     }
 }
+
+#[test]
+fn with_signatures_the_raft_port_serves_only_the_group() {
+    use std::io::{Read, Write};
+    let ns = Kit::with_bin(BIN).namesrv();
+    let c = Client::new(&ns.addr);
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("control-secret");
+    std::fs::write(&secret, "raft-group-secret\n").unwrap();
+    let extra = [
+        "haRequireSignature=true".to_owned(),
+        format!("controlSecretFile={}", secret.display()),
+    ];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut g = Group::start_with(&ns.addr, root.path(), None, &extra);
+    let rt = rt();
+    let admin = {
+        let mut a = Client::new(&ns.addr);
+        a.remoting = Arc::new(ferrocket::remoting::RemotingClient::signing(
+            ferrocket::auth::Credentials::from_file("ferrocket-operator", &secret).unwrap(),
+        ));
+        a
+    };
+    let (leader, _) = g.wait_leader(&rt, &c);
+    rt.block_on(admin.create_topic("RS", 4)).unwrap();
+    g.wait_topic(&rt, &c, "RS");
+    let ids: Vec<String> = (0..20).map(|i| format!("m-{i}")).collect();
+    send_all(&rt, &c, &g.node(leader).addr, &ids);
+    // A follower restarted catches up over signed connections.
+    let f = (leader + 1) % 3;
+    g.nodes[f].as_mut().unwrap().kill9();
+    g.nodes[f] = None;
+    g.start_node(f);
+    converge(&g, &rt, &c, leader);
+
+    // A stranger on every member's Raft port: the 21-byte challenge, then closed when
+    // it asks for the CommitLog (FETCH from 0) or for the member's info instead of
+    // answering; nothing else.
+    for peer in g.peers.split(';') {
+        let addr = peer.split_once('-').unwrap().1;
+        for (kind, json) in [
+            (6u8, &b"{\"from\":0,\"max\":4194304}"[..]),
+            (4u8, &b"{}"[..]),
+        ] {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut frame = ((1 + 4 + json.len()) as u32).to_be_bytes().to_vec();
+            frame.push(kind);
+            frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+            frame.extend_from_slice(json);
+            s.write_all(&frame).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            assert_eq!(
+                got.len(),
+                4 + 1 + 16,
+                "{addr} kind {kind}: {} bytes",
+                got.len()
+            );
+            assert_eq!(got[4], 3, "a challenge");
+        }
+    }
+}

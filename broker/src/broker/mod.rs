@@ -399,7 +399,7 @@ impl Broker {
 
     /// `haRequireSignature`: the control account and secret file the HA challenge is
     /// answered (slave) and checked (master) with.
-    fn ha_auth(&self) -> crate::ha::HaAuth {
+    pub(super) fn ha_auth(&self) -> crate::ha::HaAuth {
         if !self.config.ha_require_signature {
             return None;
         }

@@ -28,6 +28,7 @@ impl Broker {
             self.config.store.mapped_file_size_commit_log,
             Arc::clone(&self.store),
             self.config.broker_addr(),
+            self.ha_auth(),
         )
         .await?;
         let _ = self.raft.set(Arc::clone(&node));

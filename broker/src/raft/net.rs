@@ -10,6 +10,10 @@
 //!           type 1 normal (the record bytes), 2 blank, 3 membership (JSON)
 //! response: [len:4][status:1][json]                        status 0 ok, 1 Raft error
 //! fetch:    [len:4][0:1][head_len:4][head json][bytes]     committed CommitLog bytes
+//! with haRequireSignature, first on every connection:
+//! server:   [len:4][3:1][nonce]                            challenge (16 bytes)
+//! client:   request kind 7, JSON {"signature": base64 HMAC-SHA1("ferrocket-raft:" + nonce)}
+//! server:   [len:4][0:1][true]                             then requests as above
 //! ```
 //!
 //! AppendEntries carries its entries in binary (a JSON array of bytes would triple
@@ -57,6 +61,109 @@ const FETCH: u8 = 6;
 
 /// The largest answer to a [`FETCH`].
 pub const MAX_FETCH: usize = 4 * 1024 * 1024;
+
+/// The answer to the challenge (`haRequireSignature`).
+const ANSWER: u8 = 7;
+/// A response frame's status for the challenge.
+const CHALLENGE: u8 = 3;
+
+/// `haRequireSignature` on the DLedger port: the control account and the file
+/// holding the group's secret (read on each connection, so a rotated Secret applies).
+pub type Auth = Option<(String, std::path::PathBuf)>;
+
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    signature: String,
+}
+
+fn challenge_content(nonce: &[u8]) -> Vec<u8> {
+    let mut c = b"ferrocket-raft:".to_vec();
+    c.extend_from_slice(nonce);
+    c
+}
+
+/// 16 unpredictable bytes (std's per-process random hash keys over a counter and the
+/// clock).
+fn nonce() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut out = [0u8; 16];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.write_usize(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    out
+}
+
+/// Server side: challenges a new connection; `Err` closes it.
+async fn challenge(sock: &mut TcpStream, auth: &Auth) -> Result<(), NetError> {
+    let Some((ak, path)) = auth else {
+        return Ok(());
+    };
+    let nonce = nonce();
+    sock.write_all(&response_frame(CHALLENGE, &nonce)).await?;
+    let frame = tokio::time::timeout(Duration::from_secs(5), read_frame(sock))
+        .await
+        .map_err(|_| NetError::Timeout(Duration::from_secs(5)))??;
+    let mut rest = frame.as_slice();
+    let kind = take(&mut rest, 1)?[0];
+    let json_len = u32::from_be_bytes(
+        take(&mut rest, 4)?
+            .try_into()
+            .map_err(|_| bad("length field"))?,
+    ) as usize;
+    let json = take(&mut rest, json_len)?;
+    let answer: Option<Answer> = (kind == ANSWER)
+        .then(|| serde_json::from_slice(json).ok())
+        .flatten();
+    let ok = answer.is_some_and(|a| {
+        crate::auth::Credentials::from_file(ak, path)
+            .is_ok_and(|c| c.verify_bytes(&challenge_content(&nonce), &a.signature))
+    });
+    if !ok {
+        return Err(bad(
+            "the challenge was not answered with the group's secret (haRequireSignature)",
+        ));
+    }
+    sock.write_all(&answer_frame()?).await?;
+    Ok(())
+}
+
+fn answer_frame() -> Result<Vec<u8>, NetError> {
+    Ok(response_frame(0, b"true"))
+}
+
+/// Client side: answers a new connection's challenge.
+async fn answer_challenge(sock: &mut TcpStream, auth: &Auth) -> Result<(), NetError> {
+    let Some((ak, path)) = auth else {
+        return Ok(());
+    };
+    let frame = read_frame(sock).await?;
+    let (status, nonce) = frame.split_first().ok_or_else(|| bad("empty challenge"))?;
+    if *status != CHALLENGE {
+        return Err(bad(
+            "the member sent no challenge (is haRequireSignature set on every member?)",
+        ));
+    }
+    let creds = crate::auth::Credentials::from_file(ak, path).map_err(|e| bad(e.to_string()))?;
+    let json = serde_json::to_vec(&Answer {
+        signature: creds.sign_bytes(&challenge_content(nonce)),
+    })
+    .map_err(|e| bad(e.to_string()))?;
+    sock.write_all(&request_frame(ANSWER, &json, &[])?).await?;
+    let ok = read_frame(sock).await?;
+    if ok.first() != Some(&0) {
+        return Err(bad("the challenge answer was refused"));
+    }
+    Ok(())
+}
 
 /// The body of a [`FETCH`] request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -248,8 +355,10 @@ pub async fn serve(
     raft: Raft<TypeConfig>,
     info: NodeInfo,
     source: Option<Arc<dyn Source>>,
+    auth: Auth,
 ) {
     let info = Arc::new(info);
+    let auth = Arc::new(auth);
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -260,8 +369,18 @@ pub async fn serve(
             }
         };
         let _ = sock.set_nodelay(true);
-        let (raft, info, source) = (raft.clone(), Arc::clone(&info), source.clone());
+        let (raft, info, source, auth) = (
+            raft.clone(),
+            Arc::clone(&info),
+            source.clone(),
+            Arc::clone(&auth),
+        );
         tokio::spawn(async move {
+            let mut sock = sock;
+            if let Err(e) = challenge(&mut sock, &auth).await {
+                warn!(%peer, error = %e, "DLedger connection refused");
+                return;
+            }
             if let Err(e) = serve_conn(sock, raft, &info, source.as_deref()).await {
                 debug!(%peer, error = %e, "raft connection closed");
             }
@@ -360,13 +479,17 @@ async fn serve_conn(
 
 /// Connections to the peers (openraft asks for one per target).
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    /// How connections answer a challenge (`haRequireSignature`).
+    pub auth: Auth,
+}
 
 /// One peer's connection, opened on first use and again after a failure.
 pub struct Peer {
     target: NodeId,
     addr: String,
     sock: Option<TcpStream>,
+    auth: Auth,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -377,6 +500,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             sock: None,
+            auth: self.auth.clone(),
         }
     }
 }
@@ -393,10 +517,11 @@ impl Peer {
         frame: &[u8],
     ) -> Result<Reply<T, E>, NetError> {
         if self.sock.is_none() {
-            let s = TcpStream::connect(&self.addr)
+            let mut s = TcpStream::connect(&self.addr)
                 .await
                 .map_err(NetError::Connect)?;
             let _ = s.set_nodelay(true);
+            answer_challenge(&mut s, &self.auth).await?;
             self.sock = Some(s);
         }
         let Some(s) = self.sock.as_mut() else {
@@ -438,12 +563,13 @@ impl Peer {
     ///
     /// # Errors
     /// Transport failures.
-    pub async fn elect(addr: &str, term: u64, ttl: Duration) -> Result<bool, NetError> {
-        let mut p = Peer {
-            target: 0,
-            addr: addr.to_owned(),
-            sock: None,
-        };
+    pub async fn elect(
+        addr: &str,
+        term: u64,
+        ttl: Duration,
+        auth: &Auth,
+    ) -> Result<bool, NetError> {
+        let mut p = Peer::to(addr, auth);
         let json = serde_json::to_vec(&ElectRequest { term }).map_err(|e| bad(e.to_string()))?;
         match p
             .call::<bool, ()>(request_frame(ELECT, &json, &[]), ttl)
@@ -455,11 +581,12 @@ impl Peer {
     }
 
     /// A connection to the member at `addr` for [`Peer::fetch`] (opened on first use).
-    pub fn to(addr: &str) -> Peer {
+    pub fn to(addr: &str, auth: &Auth) -> Peer {
         Peer {
             target: 0,
             addr: addr.to_owned(),
             sock: None,
+            auth: auth.clone(),
         }
     }
 
@@ -480,10 +607,11 @@ impl Peer {
         let frame = request_frame(FETCH, &json, &[])?;
         let call = async {
             if self.sock.is_none() {
-                let s = TcpStream::connect(&self.addr)
+                let mut s = TcpStream::connect(&self.addr)
                     .await
                     .map_err(NetError::Connect)?;
                 let _ = s.set_nodelay(true);
+                answer_challenge(&mut s, &self.auth).await?;
                 self.sock = Some(s);
             }
             let Some(s) = self.sock.as_mut() else {
@@ -518,12 +646,8 @@ impl Peer {
     ///
     /// # Errors
     /// Transport failures.
-    pub async fn info(addr: &str, ttl: Duration) -> Result<NodeInfo, NetError> {
-        let mut p = Peer {
-            target: 0,
-            addr: addr.to_owned(),
-            sock: None,
-        };
+    pub async fn info(addr: &str, ttl: Duration, auth: &Auth) -> Result<NodeInfo, NetError> {
+        let mut p = Peer::to(addr, auth);
         match p
             .call::<NodeInfo, ()>(request_frame(INFO, b"{}", &[]), ttl)
             .await?

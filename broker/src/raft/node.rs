@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use super::log_store::{Bodies, LogStore};
 use super::machine::{Applied, Apply, Installing, SnapshotDesc};
-use super::net::{FetchHead, Network, NodeInfo, Peer, Source, MAX_FETCH};
+use super::net::{Auth, FetchHead, Network, NodeInfo, Peer, Source, MAX_FETCH};
 use super::{Record, TypeConfig};
 use crate::store::MessageStore;
 use crate::sync::lock;
@@ -86,6 +86,8 @@ pub struct Glue {
     /// Held while a snapshot is installed: the bytes it fetches lie past the applied
     /// end until it is done, so a change of role must not cut them meanwhile.
     installing: tokio::sync::Mutex<()>,
+    /// How connections to other members answer their challenge.
+    auth: Auth,
 }
 
 /// In the entry log's directory: the queue offsets a store that started over must not
@@ -243,7 +245,7 @@ impl Glue {
     /// at `src` (see [`Apply::install`]).
     async fn install_from(&self, src: &str, desc: &SnapshotDesc) -> Result<(), String> {
         let ttl = Duration::from_secs(30);
-        let mut peer = Peer::to(src);
+        let mut peer = Peer::to(src, &self.auth);
         let (head, _) = peer
             .fetch(0, 0, true, ttl)
             .await
@@ -473,6 +475,7 @@ impl RaftNode {
         segment_size: u64,
         store: Arc<MessageStore>,
         broker_addr: String,
+        auth: Auth,
     ) -> Result<Arc<Self>, RaftNodeError> {
         let id = settings.self_node();
         let peers: BTreeMap<u64, String> = settings
@@ -519,6 +522,7 @@ impl RaftNode {
             self_addr: peers.get(&id).cloned().unwrap_or_default(),
             dir: dir.to_path_buf(),
             installing: tokio::sync::Mutex::new(()),
+            auth: auth.clone(),
         });
         match std::fs::read(dir.join(QUEUE_OFFSETS)) {
             Ok(b) => {
@@ -536,7 +540,8 @@ impl RaftNode {
         let log = LogStore::open_with(dir, segment_size, durable, Some(bodies))?;
         let applier: Arc<dyn Apply> = glue.clone();
         let machine = Applied::with_applier(applier, dir)?;
-        let raft = Raft::new(id, Arc::new(config), Network, log.clone(), machine)
+        let network = Network { auth: auth.clone() };
+        let raft = Raft::new(id, Arc::new(config), network, log.clone(), machine)
             .await
             .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         let members: BTreeMap<u64, BasicNode> = peers
@@ -552,6 +557,7 @@ impl RaftNode {
                 initialized: false,
             },
             Some(glue.clone() as Arc<dyn Source>),
+            auth.clone(),
         ));
         // A member with an empty log initializes the group from `dLegerPeers` (every
         // member the same membership, so they agree) unless a peer already holds a
@@ -561,8 +567,8 @@ impl RaftNode {
         if raft.metrics().borrow().last_log_index.is_none() {
             let mut asks = tokio::task::JoinSet::new();
             for (_, a) in peers.iter().filter(|(p, _)| **p != id) {
-                let a = a.clone();
-                asks.spawn(async move { Peer::info(&a, Duration::from_secs(1)).await });
+                let (a, auth) = (a.clone(), auth.clone());
+                asks.spawn(async move { Peer::info(&a, Duration::from_secs(1), &auth).await });
             }
             let mut exists = false;
             while let Some(r) = asks.join_next().await {
@@ -838,7 +844,14 @@ impl RaftNode {
             tokio::time::sleep_until(ready).await;
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match Peer::elect(addr, term, left.max(Duration::from_millis(500))).await {
+        match Peer::elect(
+            addr,
+            term,
+            left.max(Duration::from_millis(500)),
+            &self.glue.auth,
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 return Err(TransferError::Timeout(format!(
@@ -977,7 +990,7 @@ impl RaftNode {
             .get_node(&id)
             .map(|n| n.addr.clone());
         let peer = member.or_else(|| self.peers.get(&id).cloned())?;
-        match Peer::info(&peer, Duration::from_secs(2)).await {
+        match Peer::info(&peer, Duration::from_secs(2), &self.glue.auth).await {
             Ok(i) => {
                 lock(&self.broker_addrs).insert(id, i.broker_addr.clone());
                 Some(i.broker_addr)
