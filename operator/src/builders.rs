@@ -14,6 +14,10 @@ use k8s_openapi::api::core::v1::{
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -575,6 +579,48 @@ pub struct BrokerGroupObjects {
     pub in_sync_pdb: PodDisruptionBudget,
     /// The group's control Secret (only when the operator has a control key).
     pub control: Option<Secret>,
+    /// `<group>-ports` (`spec.networkPolicy`).
+    pub network_policy: Option<NetworkPolicy>,
+}
+
+/// `<group>-ports`: the HA and DLedger ports from the group's own pods only; the
+/// client, VIP and metrics ports from `clientFrom` (everyone when empty).
+fn network_policy(bg: &BrokerGroup, sel: &BTreeMap<String, String>) -> Option<NetworkPolicy> {
+    let np = bg.spec.network_policy.as_ref()?;
+    let tcp = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    let selector = LabelSelector {
+        match_labels: Some(sel.clone()),
+        ..LabelSelector::default()
+    };
+    Some(NetworkPolicy {
+        metadata: meta(bg, format!("{}-ports", bg.name_any()), "broker"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(selector.clone()),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(selector),
+                        ..NetworkPolicyPeer::default()
+                    }]),
+                    ports: Some(vec![tcp(HA_PORT), tcp(DLEDGER_PORT)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: (!np.client_from.is_empty()).then(|| np.client_from.clone()),
+                    ports: Some(vec![
+                        tcp(BROKER_PORT),
+                        tcp(VIP_PORT),
+                        tcp(bg.spec.metrics_port),
+                    ]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
+    })
 }
 
 /// Who is master, at which epoch.
@@ -1131,6 +1177,7 @@ pub fn build_broker_group(
             ..Secret::default()
         }),
         in_sync_pdb: in_sync_pdb(meta(bg, format!("{name}-in-sync"), "broker"), sel.clone()),
+        network_policy: network_policy(bg, &sel),
         pdb: pdb(meta(bg, name, "broker"), sel),
     })
 }
@@ -1383,6 +1430,74 @@ mod tests {
         // Without spec.acl: neither.
         let plain = group("nameServerRef: {name: ns}\nreplicas: 2\n");
         assert!(!broker_conf(&plain, "ns:9876", true).contains("aclEnable"));
+    }
+
+    #[test]
+    fn a_network_policy_keeps_replication_ports_to_the_group() {
+        let bg = group("nameServerRef: {name: ns}\nreplicas: 3\nnetworkPolicy: {clientFrom: [{podSelector: {matchLabels: {app: orders}}}]}\n");
+        let o = build_broker_group(
+            &bg,
+            "ns:9876",
+            &Roles::initial("broker-a"),
+            &BuildConfig::default(),
+        )
+        .unwrap();
+        let np = o.network_policy.unwrap();
+        assert_eq!(np.metadata.name.as_deref(), Some("broker-a-ports"));
+        let spec = np.spec.unwrap();
+        let sel = spec.pod_selector.unwrap().match_labels.unwrap();
+        let rules = spec.ingress.unwrap();
+        let ports = |r: &NetworkPolicyIngressRule| -> Vec<i32> {
+            r.ports
+                .iter()
+                .flatten()
+                .filter_map(|p| match p.port {
+                    Some(IntOrString::Int(n)) => Some(n),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(ports(&rules[0]), [HA_PORT, DLEDGER_PORT]);
+        let from = rules[0].from.as_ref().unwrap();
+        assert_eq!(
+            from[0].pod_selector.as_ref().unwrap().match_labels.as_ref(),
+            Some(&sel)
+        );
+        assert_eq!(
+            ports(&rules[1]),
+            [BROKER_PORT, VIP_PORT, bg.spec.metrics_port]
+        );
+        assert_eq!(
+            rules[1].from.as_ref().unwrap()[0]
+                .pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["app"],
+            "orders"
+        );
+        // Empty clientFrom: the client ports from everyone; none without the field.
+        let open = group("nameServerRef: {name: ns}\nreplicas: 1\nnetworkPolicy: {}\n");
+        let o = build_broker_group(
+            &open,
+            "ns:9876",
+            &Roles::initial("broker-a"),
+            &BuildConfig::default(),
+        )
+        .unwrap();
+        assert!(o.network_policy.unwrap().spec.unwrap().ingress.unwrap()[1]
+            .from
+            .is_none());
+        let none = group("nameServerRef: {name: ns}\nreplicas: 1\n");
+        let o = build_broker_group(
+            &none,
+            "ns:9876",
+            &Roles::initial("broker-a"),
+            &BuildConfig::default(),
+        )
+        .unwrap();
+        assert!(o.network_policy.is_none());
     }
 
     #[test]

@@ -719,6 +719,22 @@ pub async fn reconcile_broker_group(
             .await
             .map(drop),
     );
+    match &objects.network_policy {
+        Some(np) => keep(apply(&ctx.client, &namespace, np).await.map(drop)),
+        None => {
+            // `spec.networkPolicy` removed (or never set): no `<group>-ports`.
+            let api: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+                Api::namespaced(ctx.client.clone(), &namespace);
+            match api
+                .delete(&format!("{name}-ports"), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => info!(group = %name, "NetworkPolicy removed (spec.networkPolicy is gone)"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => keep(Err(e.into())),
+            }
+        }
+    }
 
     let pods = list_pods(&ctx.client, &namespace, &name, "broker").await?;
     let members = observe_members(&ctx, &bg, &pods, &roles).await;

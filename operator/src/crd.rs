@@ -296,6 +296,22 @@ pub struct BrokerGroupSpec {
     /// which brokers treat as an admin account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<AclSpec>,
+    /// A NetworkPolicy `<group>-ports` for the group's pods: the HA and DLedger ports
+    /// from the group's own pods only, the client, VIP and metrics ports from
+    /// `clientFrom` (everyone when empty). Absent: no policy (removed if there was
+    /// one). Needs a CNI that enforces NetworkPolicies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<GroupNetworkPolicy>,
+}
+
+/// `spec.networkPolicy`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupNetworkPolicy {
+    /// Who may reach the client, VIP and metrics ports (NetworkPolicy peers; include the
+    /// operator's pod and the clients). Empty: everyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
 }
 
 /// Where a group's `plain_acl.yml` is.
@@ -331,6 +347,7 @@ impl Default for BrokerGroupSpec {
             preferred_master: None,
             placement: Placement::default(),
             acl: None,
+            network_policy: None,
         }
     }
 }

@@ -68,6 +68,12 @@ pub const PERMISSIONS: &[Permission] = &[
         &["get", "create", "patch"],
     ),
     p("events.k8s.io", "events", &["create", "patch"]),
+    // `spec.networkPolicy`: `<group>-ports`, applied by name, deleted when the field goes.
+    p(
+        "networking.k8s.io",
+        "networkpolicies",
+        &["get", "create", "patch", "delete"],
+    ),
     Permission {
         group: "coordination.k8s.io",
         resource: "leases",

@@ -73,6 +73,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# spec.networkPolicy: <group>-ports, applied by name, deleted when the field goes.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end -}}
 
 {{/* The Secret holding the operator's control key. */}}
