@@ -443,3 +443,88 @@ fn acl_admin_requests_edit_the_file_and_take_effect_at_once() {
         response::NO_PERMISSION
     );
 }
+
+#[test]
+fn a_name_server_with_an_acl_file_takes_registrations_only_from_an_admin_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain_acl.yml");
+    std::fs::write(&file, ACL).unwrap();
+    let admin_secret = dir.path().join("admin.secret");
+    std::fs::write(&admin_secret, "admin-secret-1").unwrap();
+    let kit = Kit::with_bin(BIN);
+    let ns = kit.spawn(&[
+        "namesrv".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--acl-file".into(),
+        file.display().to_string(),
+    ]);
+    // A broker signing as the admin account registers.
+    let broker = kit.broker(
+        &ns.addr,
+        &dir.path().join("store"),
+        &[
+            "namesrvAccessKey=admin-account".into(),
+            format!("namesrvSecretFile={}", admin_secret.display()),
+        ],
+    );
+    let rt = rt();
+    let reader = client(&ns.addr, None);
+    wait_until(
+        "the signed broker registers",
+        Duration::from_secs(10),
+        || {
+            rt.block_on(reader.cluster()).is_ok_and(|c| {
+                c.broker_addr_table
+                    .values()
+                    .any(|b| b.broker_addrs.values().any(|a| *a == broker.addr))
+            })
+        },
+    );
+    // Route reads stay open; writes from a stranger or a non-admin account do not.
+    let register = |c: &Client| {
+        let req = RemotingCommand::request(request::REGISTER_BROKER)
+            .with_ext("brokerName", "broker-a")
+            .with_ext("brokerAddr", "127.0.0.1:1")
+            .with_ext("clusterName", "DefaultCluster")
+            .with_ext("haServerAddr", "127.0.0.1:2")
+            .with_ext("brokerId", 0)
+            .with_ext("epoch", 999)
+            .with_body(bytes::Bytes::from_static(
+                b"{\"topicConfigSerializeWrapper\":{\"topicConfigTable\":{}}}",
+            ));
+        rt.block_on(c.remoting.invoke(&ns.addr, req, T)).unwrap()
+    };
+    let r = register(&reader);
+    assert_eq!(
+        (r.code, r.remark.as_deref()),
+        (response::NO_PERMISSION, Some("No accessKey is configured"))
+    );
+    let app = client(&ns.addr, Some(("app-account", b"app-secret-1")));
+    let r = register(&app);
+    assert_eq!(r.code, response::NO_PERMISSION);
+    assert_eq!(
+        r.remark.as_deref(),
+        Some(
+            format!(
+                "Need admin permission for request code={}, but accessKey=app-account is not",
+                request::REGISTER_BROKER
+            )
+            .as_str()
+        )
+    );
+    let wipe = RemotingCommand::request(request::WIPE_WRITE_PERM_OF_BROKER)
+        .with_ext("brokerName", "broker-a");
+    let r = rt
+        .block_on(reader.remoting.invoke(&ns.addr, wipe, T))
+        .unwrap();
+    assert_eq!(r.code, response::NO_PERMISSION);
+    // Nothing changed: the real broker is still the only one, and writable.
+    let info = rt.block_on(reader.cluster()).unwrap();
+    let addrs: Vec<&String> = info
+        .broker_addr_table
+        .values()
+        .flat_map(|b| b.broker_addrs.values())
+        .collect();
+    assert_eq!(addrs, [&broker.addr]);
+}

@@ -252,6 +252,10 @@ pub struct BrokerConfig {
     /// that answer a challenge with the group's control secret (`controlSecretFile`,
     /// required then); a slave answers it. Every member of the group must set it.
     pub ha_require_signature: bool,
+    /// `namesrvAccessKey` and `namesrvSecretFile` (ferrocket): sign every request to
+    /// the name servers as this account (a name server with `--acl-file` takes
+    /// registrations only from an admin account). The file is read at start.
+    pub namesrv_credentials: Option<(String, std::path::PathBuf)>,
     /// `aclFile`: the ACL file; unset, `$ROCKETMQ_HOME/conf/plain_acl.yml` as RocketMQ
     /// 4.x finds it.
     pub acl_file: Option<std::path::PathBuf>,
@@ -324,6 +328,7 @@ impl Default for BrokerConfig {
             acl_enable: false,
             acl_file: None,
             ha_require_signature: false,
+            namesrv_credentials: None,
             control_access_key: crate::auth::DEFAULT_CONTROL_ACCESS_KEY.to_owned(),
             sync_policy: crate::ha::SyncPolicy::default(),
             server: crate::remoting::server::ServerConfig::default(),
@@ -623,6 +628,22 @@ impl BrokerConfig {
                 "controlAccessKey" => c.control_access_key.clone_from(v),
                 "aclEnable" => c.acl_enable = boolean(key, v)?,
                 "haRequireSignature" => c.ha_require_signature = boolean(key, v)?,
+                "namesrvAccessKey" => {
+                    let file = c
+                        .namesrv_credentials
+                        .take()
+                        .map(|(_, f)| f)
+                        .unwrap_or_default();
+                    c.namesrv_credentials = Some((v.trim().to_owned(), file));
+                }
+                "namesrvSecretFile" => {
+                    let ak = c
+                        .namesrv_credentials
+                        .take()
+                        .map(|(a, _)| a)
+                        .unwrap_or_default();
+                    c.namesrv_credentials = Some((ak, v.trim().into()));
+                }
                 "aclFile" => c.acl_file = Some(v).filter(|v| !v.is_empty()).map(Into::into),
                 "allAckInSyncStateSet" => c.sync_policy.all_ack = boolean(key, v)?,
                 "minInSyncReplicas" => c.sync_policy.min_in_sync_replicas = num(key, v)?,
@@ -694,6 +715,14 @@ impl BrokerConfig {
                 reason,
             })
         };
+        if let Some((ak, f)) = &self.namesrv_credentials {
+            if ak.is_empty() || f.as_os_str().is_empty() {
+                return bad(
+                    "namesrvAccessKey",
+                    "namesrvAccessKey and namesrvSecretFile go together".into(),
+                );
+            }
+        }
         if self.ha_require_signature && self.control_secret_file.is_none() {
             return bad(
                 "haRequireSignature",

@@ -74,6 +74,9 @@ pub enum BrokerError {
     /// `aclEnable=true` and the ACL file cannot be used.
     #[error("aclEnable=true: {0}")]
     Acl(String),
+    /// `namesrvSecretFile` cannot be read.
+    #[error("namesrvSecretFile: {0}")]
+    NamesrvCredentials(String),
 }
 
 /// The broker.
@@ -167,6 +170,13 @@ impl Broker {
             Some(Arc::new(acl))
         } else {
             None
+        };
+        let namesrv = match &config.namesrv_credentials {
+            None => RemotingClient::new(),
+            Some((ak, f)) => RemotingClient::signing(
+                crate::auth::Credentials::from_file(ak, f)
+                    .map_err(|e| BrokerError::NamesrvCredentials(e.to_string()))?,
+            ),
         };
         let store = MessageStore::open(config.store.clone())?;
         let cfg_dir = config.store.config_dir();
@@ -280,7 +290,7 @@ impl Broker {
                 Duration::from_secs(30),
             ),
             oneway_log: unsupported::OnewayLog::default(),
-            namesrv: RemotingClient::new(),
+            namesrv,
             topics_changed: tokio::sync::Notify::new(),
             store_host,
             queue_picker: AtomicU64::new(0),

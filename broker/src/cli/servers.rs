@@ -35,6 +35,11 @@ pub struct NamesrvArgs {
     /// loopback), so a stranger cannot replace or remove a live broker's route.
     #[arg(long)]
     pub trust_any_broker_address: bool,
+    /// A plain ACL file (RocketMQ's `plain_acl.yml` format): broker registration and
+    /// every other write to the name server then need an admin account of it (or a
+    /// global white address); route reads stay open. Re-read every 500 ms.
+    #[arg(long)]
+    pub acl_file: Option<PathBuf>,
 }
 
 /// `ferrocket broker`.
@@ -174,6 +179,7 @@ async fn start_namesrv(
     listen: &str,
     kv_config_path: PathBuf,
     trust_any_broker_address: bool,
+    acl: Option<Arc<crate::acl::Acl>>,
 ) -> Result<(Arc<NameServer>, TcpListener, String)> {
     let listener = TcpListener::bind(listen)
         .await
@@ -182,10 +188,34 @@ async fn start_namesrv(
     let ns = Arc::new(NameServer {
         kv: crate::namesrv::KvConfig::load(Some(kv_config_path)),
         trust_any_broker_address,
+        acl,
         ..NameServer::default()
     });
     ns.spawn_expiry();
     Ok((ns, listener, addr))
+}
+
+/// Re-reads the name server's ACL file every 500 ms (an invalid new version keeps the
+/// old one).
+async fn watch_acl(acl: Arc<crate::acl::Acl>) {
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        match acl.reload_if_changed() {
+            Ok(true) => {
+                last.clear();
+                tracing::info!(file = %acl.path().display(), "name server ACL file changed: reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let t = e.to_string();
+                if t != last {
+                    tracing::warn!(error = %t, "ACL file changed but cannot be used; the previous version stays in force");
+                    last = t;
+                }
+            }
+        }
+    }
 }
 
 /// Runs `ferrocket namesrv`.
@@ -199,8 +229,18 @@ pub fn run_namesrv(args: NamesrvArgs) -> Result<()> {
                 .join("namesrv")
                 .join("kvConfig.json")
         });
+        let acl = match &args.acl_file {
+            None => None,
+            Some(f) => {
+                let acl = Arc::new(
+                    crate::acl::Acl::load(f).map_err(|e| anyhow::anyhow!("--acl-file: {e}"))?,
+                );
+                tokio::spawn(watch_acl(Arc::clone(&acl)));
+                Some(acl)
+            }
+        };
         let (ns, listener, addr) =
-            start_namesrv(&args.listen, kv, args.trust_any_broker_address).await?;
+            start_namesrv(&args.listen, kv, args.trust_any_broker_address, acl).await?;
         // Both listeners stop on the one shutdown signal.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = if args.metrics_port == 0 {
@@ -316,6 +356,7 @@ pub fn run_dev(args: DevArgs) -> Result<()> {
             &format!("127.0.0.1:{}", args.namesrv_port),
             args.data_dir.join("namesrv").join("kvConfig.json"),
             false,
+            None,
         )
         .await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -385,6 +385,26 @@ pub struct NameServer {
     /// --trust-any-broker-address`). Off by default: a broker may (un)register only the
     /// address it connects from, or any address over loopback.
     pub trust_any_broker_address: bool,
+    /// `namesrv --acl-file`: route and configuration writes (broker registration,
+    /// KV config, write permissions, topic deletion, name server config) need an admin
+    /// account of this plain ACL file (or a global white address); reads stay open.
+    pub acl: Option<std::sync::Arc<crate::acl::Acl>>,
+}
+
+/// The name server's writes (what `--acl-file` guards).
+#[must_use]
+pub fn is_write(code: i32) -> bool {
+    matches!(
+        code,
+        request::REGISTER_BROKER
+            | request::UNREGISTER_BROKER
+            | request::PUT_KV_CONFIG
+            | request::DELETE_KV_CONFIG
+            | request::WIPE_WRITE_PERM_OF_BROKER
+            | request::ADD_WRITE_PERM_OF_BROKER
+            | request::UPDATE_NAMESRV_CONFIG
+            | request::DELETE_TOPIC_IN_NAMESRV
+    )
 }
 
 /// Whether a connection from `peer` may register or unregister `broker_addr`: the
@@ -455,6 +475,22 @@ impl NameServer {
         let err = |r: &RemotingCommand, code: i32, e: &dyn std::fmt::Display| {
             RemotingCommand::response_to(r, code).with_remark(e.to_string())
         };
+        if let (Some(acl), true) = (&self.acl, is_write(req.code)) {
+            let refusal = match acl.current().validate(req, peer) {
+                Ok(None) => None,
+                Ok(Some(a)) if a.admin => None,
+                Ok(Some(a)) => Some(crate::acl::AclError::NeedAdmin(
+                    req.code,
+                    a.access_key.clone(),
+                )),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = refusal {
+                self.metrics.registrations_refused.inc();
+                tracing::warn!(%peer, code = req.code, access_key = req.ext(crate::auth::ACCESS_KEY).unwrap_or(""), error = %e, "name server write refused by the ACL");
+                return err(req, response::NO_PERMISSION, &e);
+            }
+        }
         if matches!(
             req.code,
             request::REGISTER_BROKER | request::UNREGISTER_BROKER
