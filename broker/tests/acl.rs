@@ -254,27 +254,18 @@ fn a_broker_with_acl_on_and_no_file_does_not_start() {
 
 /// `ferrocket admin ...` signed as `ak` with the secret in `secret_file`.
 fn admin_cli(ns: &str, ak: &str, secret_file: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(BIN)
-        .args([
-            "admin",
-            "--namesrv",
-            ns,
-            "--access-key",
-            ak,
-            "--secret-file",
-        ])
-        .arg(secret_file)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let secret = secret_file.display().to_string();
+    let mut all = vec![
+        "admin",
+        "--namesrv",
+        ns,
+        "--access-key",
+        ak,
+        "--secret-file",
+        &secret,
+    ];
+    all.extend_from_slice(args);
+    ferrocket_testkit::run_cli(BIN, &all)
 }
 
 #[test]

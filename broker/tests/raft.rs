@@ -14,7 +14,7 @@ use ferrocket::client::role::{broker_state, BrokerState};
 use ferrocket::client::{Client, QueueAddr};
 use ferrocket::remoting::codes::response;
 use ferrocket_testkit::net::Bridge;
-use ferrocket_testkit::{commitlog_bytes as commitlog, tagged_message as msg};
+use ferrocket_testkit::tagged_message as msg;
 use ferrocket_testkit::{free_port, skip, wait_until, Kit, Ports, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrocket");
@@ -436,28 +436,6 @@ fn send_all(rt: &tokio::runtime::Runtime, c: &Client, addr: &str, ids: &[String]
             .block_on(c.send("RS", &q(addr, (n % 4) as i32), &[msg(id, 512)]))
             .unwrap();
         assert_eq!(r.code, response::SUCCESS, "{id}");
-    }
-}
-
-/// Every live member holds the leader's CommitLog, byte for byte.
-fn converge(g: &Group, rt: &tokio::runtime::Runtime, c: &Client, leader: usize) {
-    let target = rt
-        .block_on(broker_state(&c.remoting, &g.node(leader).addr, T))
-        .unwrap()
-        .max_offset;
-    for (i, p) in g.live() {
-        wait_until(
-            "every member holds the leader's log",
-            Duration::from_secs(30),
-            || {
-                rt.block_on(broker_state(&c.remoting, &p.addr, T))
-                    .is_ok_and(|s| s.max_offset >= target && s.confirm_offset >= target)
-            },
-        );
-        assert!(
-            commitlog(&g.dirs[i], target) == commitlog(&g.dirs[leader], target),
-            "node {i}'s CommitLog differs from the leader's"
-        );
     }
 }
 
@@ -1026,19 +1004,9 @@ fn a_preferred_leader_takes_over_once_it_holds_the_log() {
 
 /// `ferrocket admin raft ARGS` against the group's name server: success and output.
 fn raft_admin(g: &Group, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(BIN)
-        .args(["admin", "--namesrv", &g.ns, "raft"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut all = vec!["admin", "--namesrv", &g.ns, "raft"];
+    all.extend_from_slice(args);
+    ferrocket_testkit::run_cli(BIN, &all)
 }
 
 #[test]
@@ -1320,7 +1288,7 @@ fn members_behind_the_purged_log_rejoin_by_snapshot_and_retention_follows_the_lo
     g.nodes[b].as_mut().unwrap().kill9();
     g.nodes[b] = None;
     g.start_node(b);
-    converge_from(&g, &rt, &c, leader);
+    converge(&g, &rt, &c, leader);
     let (ok, out) = raft_admin(
         &g,
         &[
@@ -1356,7 +1324,7 @@ fn members_behind_the_purged_log_rejoin_by_snapshot_and_retention_follows_the_lo
     let (leader, _) = g.wait_leader(&rt, &c);
     let addr = g.node(leader).addr.clone();
     send_all(&rt, &c, &addr, &ids(140, 150));
-    converge_from(&g, &rt, &c, leader);
+    converge(&g, &rt, &c, leader);
     let got: Vec<String> = rt
         .block_on(consume_all(&c, &addr, "RS", 4))
         .into_iter()
@@ -1368,9 +1336,9 @@ fn members_behind_the_purged_log_rejoin_by_snapshot_and_retention_follows_the_lo
     );
 }
 
-/// [`converge`] for members whose stores may start at different offsets: from the
-/// newest start on, every live member holds the leader's CommitLog byte for byte.
-fn converge_from(g: &Group, rt: &tokio::runtime::Runtime, c: &Client, leader: usize) {
+/// Every live member holds the leader's CommitLog byte for byte, from the newest
+/// oldest segment among them on (stores that started over begin later).
+fn converge(g: &Group, rt: &tokio::runtime::Runtime, c: &Client, leader: usize) {
     let target = rt
         .block_on(broker_state(&c.remoting, &g.node(leader).addr, T))
         .unwrap()

@@ -6,18 +6,7 @@
 #   e2e/bench/acl.sh [seconds per run]      FLUSH=ASYNC_FLUSH|SYNC_FLUSH  SPECS="32,1 8,32"
 set -euo pipefail
 secs=${1:-10}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$root/target/release/ferrocket
-cargo build --release -q -p ferrocket --manifest-path "$root/Cargo.toml"
-work=$(mktemp -d "${TMPDIR:-/tmp}/ferrocket-acl.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-. "$(dirname "$0")/ports.sh"
-export FERROCKET_LOG=warn
+. "$(dirname "$0")/lib.sh" acl
 flush=${FLUSH:-ASYNC_FLUSH}
 cat > "$work/plain_acl.yml" <<'YML'
 accounts:

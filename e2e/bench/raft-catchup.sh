@@ -9,18 +9,7 @@
 #   e2e/bench/raft-catchup.sh [seconds of load]      MODES="log snapshot"
 set -euo pipefail
 secs=${1:-10}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$root/target/release/ferrocket
-cargo build --release -q -p ferrocket --manifest-path "$root/Cargo.toml"
-work=$(mktemp -d "${TMPDIR:-/tmp}/ferrocket-catchup.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-. "$(dirname "$0")/ports.sh"
-export FERROCKET_LOG=warn
+. "$(dirname "$0")/lib.sh" catchup
 
 fr_broker() { # dir port [extra --set ...]
   local dir=$1 port=$2; shift 2

@@ -9,18 +9,7 @@
 #   HANDOVER=1: also time `admin raft transfer-leader` and SIGTERM of the leader
 set -euo pipefail
 secs=${1:-15}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=$root/target/release/ferrocket
-cargo build --release -q -p ferrocket --manifest-path "$root/Cargo.toml"
-work=$(mktemp -d "${TMPDIR:-/tmp}/ferrocket-raft.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-. "$(dirname "$0")/ports.sh"
-export FERROCKET_LOG=warn
+. "$(dirname "$0")/lib.sh" raft
 flush=${FLUSH:-ASYNC_FLUSH}
 
 fr_broker() { # dir port [extra --set ...]; the pid is the last of `pids`

@@ -144,6 +144,27 @@ pub async fn consume_ids(
     out
 }
 
+/// Runs `bin` with `args` to its end: whether it succeeded, and its stdout then
+/// stderr (a CLI call in a test).
+///
+/// # Panics
+/// When `bin` cannot be started.
+#[must_use]
+pub fn run_cli<S: AsRef<std::ffi::OsStr>>(bin: &str, args: &[S]) -> (bool, String) {
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .output()
+        .expect("the binary starts");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// The id at the start of a [`tagged_message`] body.
 #[must_use]
 pub fn id_of(body: &[u8]) -> String {

@@ -512,10 +512,8 @@ enum Reply<T, E> {
 }
 
 impl Peer {
-    async fn call_inner<T: DeserializeOwned, E: DeserializeOwned>(
-        &mut self,
-        frame: &[u8],
-    ) -> Result<Reply<T, E>, NetError> {
+    /// The connection, opened (and the challenge answered) on first use.
+    async fn connected(&mut self) -> Result<&mut TcpStream, NetError> {
         if self.sock.is_none() {
             let mut s = TcpStream::connect(&self.addr)
                 .await
@@ -524,9 +522,14 @@ impl Peer {
             answer_challenge(&mut s, &self.auth).await?;
             self.sock = Some(s);
         }
-        let Some(s) = self.sock.as_mut() else {
-            return Err(bad("no connection"));
-        };
+        self.sock.as_mut().ok_or_else(|| bad("no connection"))
+    }
+
+    async fn call_inner<T: DeserializeOwned, E: DeserializeOwned>(
+        &mut self,
+        frame: &[u8],
+    ) -> Result<Reply<T, E>, NetError> {
+        let s = self.connected().await?;
         s.write_all(frame).await?;
         let resp = read_frame(s).await?;
         let (status, json) = resp.split_first().ok_or_else(|| bad("empty response"))?;
@@ -606,17 +609,7 @@ impl Peer {
             .map_err(|e| bad(e.to_string()))?;
         let frame = request_frame(FETCH, &json, &[])?;
         let call = async {
-            if self.sock.is_none() {
-                let mut s = TcpStream::connect(&self.addr)
-                    .await
-                    .map_err(NetError::Connect)?;
-                let _ = s.set_nodelay(true);
-                answer_challenge(&mut s, &self.auth).await?;
-                self.sock = Some(s);
-            }
-            let Some(s) = self.sock.as_mut() else {
-                return Err(bad("no connection"));
-            };
+            let s = self.connected().await?;
             s.write_all(&frame).await?;
             let resp = read_frame(s).await?;
             let mut rest = resp.as_slice();
