@@ -1302,10 +1302,20 @@ fn members_behind_the_purged_log_rejoin_by_snapshot_and_retention_follows_the_lo
     assert!(ok, "{out}");
     let (now, _) = g.wait_leader(&rt, &c);
     assert_eq!(now, b);
-    let r = rt
-        .block_on(c.send("RI", &q(&g.node(b).addr, 1), &[msg("idle-5", 512)]))
-        .unwrap();
-    assert_eq!(r.code, response::SUCCESS);
+    // (Retried while the new leader is still taking office: a retryable refusal.)
+    let mut sent = None;
+    wait_until(
+        "the new leader takes a send",
+        Duration::from_secs(20),
+        || {
+            sent = rt
+                .block_on(c.send("RI", &q(&g.node(b).addr, 1), &[msg("idle-5", 512)]))
+                .ok()
+                .filter(|r| r.code == response::SUCCESS);
+            sent.is_some()
+        },
+    );
+    let r = sent.expect("a send result");
     assert_eq!(r.queue_offset, 5, "the idle queue restarted its offsets");
     let addr = g.node(b).addr.clone();
     let leader = b;
