@@ -256,6 +256,8 @@ pub struct BrokerConfig {
     /// the name servers as this account (a name server with `--acl-file` takes
     /// registrations only from an admin account). The file is read at start.
     pub namesrv_credentials: Option<(String, std::path::PathBuf)>,
+    /// TLS, under RocketMQ's `tls.*` names (`docs/security.md`).
+    pub tls: TlsSettings,
     /// `aclFile`: the ACL file; unset, `$ROCKETMQ_HOME/conf/plain_acl.yml` as RocketMQ
     /// 4.x finds it.
     pub acl_file: Option<std::path::PathBuf>,
@@ -329,6 +331,7 @@ impl Default for BrokerConfig {
             acl_file: None,
             ha_require_signature: false,
             namesrv_credentials: None,
+            tls: TlsSettings::default(),
             control_access_key: crate::auth::DEFAULT_CONTROL_ACCESS_KEY.to_owned(),
             sync_policy: crate::ha::SyncPolicy::default(),
             server: crate::remoting::server::ServerConfig::default(),
@@ -364,6 +367,93 @@ impl Default for BrokerConfig {
             transaction_check_interval_ms: 30_000,
             store: StoreConfig::new(PathBuf::from(home).join("store")),
         }
+    }
+}
+
+/// An optional path setting (empty: unset).
+fn path(v: &str) -> Option<std::path::PathBuf> {
+    Some(v.trim()).filter(|v| !v.is_empty()).map(Into::into)
+}
+
+/// TLS settings (RocketMQ's `tls.*` names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `tls.server.mode` (`tlsMode`): disabled (default), permissive, enforcing — on
+    /// the client and VIP ports.
+    pub server_mode: crate::remoting::tls::TlsMode,
+    /// `tls.server.certPath` (PEM chain).
+    pub server_cert: Option<std::path::PathBuf>,
+    /// `tls.server.keyPath` (PEM key).
+    pub server_key: Option<std::path::PathBuf>,
+    /// `tls.server.authClient`: require client certificates signed by
+    /// `tls.server.trustCertPath` (mutual TLS).
+    pub server_auth_client: bool,
+    /// `tls.server.trustCertPath`.
+    pub server_trust: Option<std::path::PathBuf>,
+    /// `tls.enable` (`tlsEnable`): this broker's own connections (to the name servers)
+    /// use TLS, trusting `tls.client.trustCertPath`.
+    pub client_enable: bool,
+    /// `tls.client.trustCertPath`.
+    pub client_trust: Option<std::path::PathBuf>,
+    /// `tls.client.certPath` (mutual TLS).
+    pub client_cert: Option<std::path::PathBuf>,
+    /// `tls.client.keyPath`.
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl TlsSettings {
+    /// The server side, when `tls.server.mode` is not disabled.
+    ///
+    /// # Errors
+    /// Missing or unusable files.
+    pub fn server(&self) -> Result<Option<crate::remoting::tls::TlsServer>, String> {
+        if self.server_mode == crate::remoting::tls::TlsMode::Disabled {
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (&self.server_cert, &self.server_key) else {
+            return Err("tls.server.mode needs tls.server.certPath and tls.server.keyPath".into());
+        };
+        let client_ca = if self.server_auth_client {
+            Some(
+                self.server_trust
+                    .clone()
+                    .ok_or("tls.server.authClient needs tls.server.trustCertPath")?,
+            )
+        } else {
+            None
+        };
+        crate::remoting::tls::TlsServer::load(
+            self.server_mode,
+            crate::remoting::tls::ServerFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca,
+            },
+        )
+        .map(Some)
+        .map_err(|e| e.to_string())
+    }
+
+    /// The client side, when `tls.enable` is on.
+    ///
+    /// # Errors
+    /// Missing or unusable files.
+    pub fn client(&self) -> Result<Option<crate::remoting::tls::TlsClient>, String> {
+        if !self.client_enable {
+            return Ok(None);
+        }
+        let trust = self
+            .client_trust
+            .as_ref()
+            .ok_or("tls.enable needs tls.client.trustCertPath")?;
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err("tls.client.certPath and tls.client.keyPath go together".into()),
+        };
+        crate::remoting::tls::TlsClient::load(trust, identity)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -628,6 +718,20 @@ impl BrokerConfig {
                 "controlAccessKey" => c.control_access_key.clone_from(v),
                 "aclEnable" => c.acl_enable = boolean(key, v)?,
                 "haRequireSignature" => c.ha_require_signature = boolean(key, v)?,
+                "tls.server.mode" | "tlsMode" => {
+                    c.tls.server_mode = v.parse().map_err(|reason| ConfigError {
+                        key: key.into(),
+                        reason,
+                    })?;
+                }
+                "tls.server.certPath" => c.tls.server_cert = path(v),
+                "tls.server.keyPath" => c.tls.server_key = path(v),
+                "tls.server.authClient" => c.tls.server_auth_client = boolean(key, v)?,
+                "tls.server.trustCertPath" => c.tls.server_trust = path(v),
+                "tls.enable" | "tlsEnable" => c.tls.client_enable = boolean(key, v)?,
+                "tls.client.trustCertPath" => c.tls.client_trust = path(v),
+                "tls.client.certPath" => c.tls.client_cert = path(v),
+                "tls.client.keyPath" => c.tls.client_key = path(v),
                 "namesrvAccessKey" => {
                     let file = c
                         .namesrv_credentials

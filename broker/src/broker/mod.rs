@@ -77,6 +77,9 @@ pub enum BrokerError {
     /// `namesrvSecretFile` cannot be read.
     #[error("namesrvSecretFile: {0}")]
     NamesrvCredentials(String),
+    /// The TLS settings cannot be used.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// The broker.
@@ -153,7 +156,12 @@ impl Broker {
     ///
     /// # Errors
     /// Store failures; a `brokerIP1` that is not an IP address.
-    pub fn open(config: BrokerConfig) -> Result<Arc<Self>, BrokerError> {
+    pub fn open(mut config: BrokerConfig) -> Result<Arc<Self>, BrokerError> {
+        if let Some(t) = config.tls.server().map_err(BrokerError::Tls)? {
+            tracing::info!(mode = ?t.mode(), "TLS on the client and VIP ports");
+            config.server.tls = Some(Arc::new(t));
+        }
+        let namesrv_tls = config.tls.client().map_err(BrokerError::Tls)?;
         let ip: std::net::IpAddr = config
             .broker_ip1
             .parse()
@@ -177,6 +185,10 @@ impl Broker {
                 crate::auth::Credentials::from_file(ak, f)
                     .map_err(|e| BrokerError::NamesrvCredentials(e.to_string()))?,
             ),
+        };
+        let namesrv = match namesrv_tls {
+            Some(t) => namesrv.with_tls(t),
+            None => namesrv,
         };
         let store = MessageStore::open(config.store.clone())?;
         let cfg_dir = config.store.config_dir();

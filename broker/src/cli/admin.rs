@@ -28,6 +28,10 @@ pub struct AdminArgs {
     /// The access key signatures carry.
     #[arg(long, global = true, default_value = crate::auth::DEFAULT_CONTROL_ACCESS_KEY)]
     pub access_key: String,
+    /// Speak TLS to the name server and brokers, trusting the CAs in this PEM file
+    /// (RocketMQ's `tls.enable` with `tls.client.trustCertPath`).
+    #[arg(long, global = true)]
+    pub tls_trust: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -728,10 +732,16 @@ pub fn run(args: AdminArgs) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let mut c = Client::new(&args.namesrv);
-        if let Some(f) = &args.secret_file {
-            let creds = crate::auth::Credentials::from_file(&args.access_key, f)?;
-            c.remoting = std::sync::Arc::new(crate::remoting::RemotingClient::signing(creds));
+        let mut remoting = match &args.secret_file {
+            Some(f) => crate::remoting::RemotingClient::signing(
+                crate::auth::Credentials::from_file(&args.access_key, f)?,
+            ),
+            None => crate::remoting::RemotingClient::new(),
+        };
+        if let Some(t) = &args.tls_trust {
+            remoting = remoting.with_tls(crate::remoting::tls::TlsClient::load(t, None)?);
         }
+        c.remoting = std::sync::Arc::new(remoting);
         match args.command {
             AdminCommand::Topic {
                 what: TopicCommand::Create { topic, queues },

@@ -40,6 +40,16 @@ pub struct NamesrvArgs {
     /// global white address); route reads stay open. Re-read every 500 ms.
     #[arg(long)]
     pub acl_file: Option<PathBuf>,
+    /// TLS on the name server's port (RocketMQ's `tls.server.mode`): disabled,
+    /// permissive (TLS and plain) or enforcing (TLS only).
+    #[arg(long, default_value = "disabled")]
+    pub tls_mode: String,
+    /// The certificate chain (PEM), with `--tls-mode`.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `ferrocket broker`.
@@ -255,7 +265,22 @@ pub fn run_namesrv(args: NamesrvArgs) -> Result<()> {
             }))
         };
         ready("namesrv", &addr);
-        serve(listener, ns, ServerConfig::default(), shutdown_signal()).await;
+        let tls = crate::broker::config::TlsSettings {
+            server_mode: args
+                .tls_mode
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--tls-mode: {e}"))?,
+            server_cert: args.tls_cert.clone(),
+            server_key: args.tls_key.clone(),
+            ..Default::default()
+        }
+        .server()
+        .map_err(anyhow::Error::msg)?;
+        let server = ServerConfig {
+            tls: tls.map(Arc::new),
+            ..ServerConfig::default()
+        };
+        serve(listener, ns, server, shutdown_signal()).await;
         let _ = stop_tx.send(true);
         if let Some(m) = metrics {
             let _ = m.await;

@@ -33,6 +33,7 @@ pub struct RemotingClient {
     conns: Mutex<HashMap<String, Arc<ClientConn>>>,
     next_opaque: AtomicI32,
     signer: Option<crate::auth::Credentials>,
+    tls: Option<super::tls::TlsClient>,
 }
 
 impl RemotingClient {
@@ -50,6 +51,13 @@ impl RemotingClient {
         }
     }
 
+    /// This client, speaking TLS (`tls.enable`) to every server.
+    #[must_use]
+    pub fn with_tls(mut self, tls: super::tls::TlsClient) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     async fn conn(&self, addr: &str) -> Result<Arc<ClientConn>, RemotingError> {
         if let Some(c) = lock(&self.conns).get(addr) {
             if !c.closed.load(Ordering::Acquire) {
@@ -60,7 +68,31 @@ impl RemotingClient {
             .await
             .map_err(|_| RemotingError::Timeout(3000))??;
         let _ = stream.set_nodelay(true);
-        let (mut r, mut w) = stream.into_split();
+        let c = match &self.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                spawn_io(r, w, addr)
+            }
+            Some(tls) => {
+                let s = tokio::time::timeout(Duration::from_secs(3), tls.connect(addr, stream))
+                    .await
+                    .map_err(|_| RemotingError::Timeout(3000))??;
+                let (r, w) = tokio::io::split(s);
+                spawn_io(r, w, addr)
+            }
+        };
+        lock(&self.conns).insert(addr.to_owned(), Arc::clone(&c));
+        Ok(c)
+    }
+}
+
+/// The connection's writer and reader tasks over `r` and `w`.
+fn spawn_io<R, W>(mut r: R, mut w: W, addr: &str) -> Arc<ClientConn>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    {
         let (tx, mut rx) = mpsc::channel::<RemotingCommand>(1024);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
@@ -111,15 +143,15 @@ impl RemotingClient {
                 lock(&pending).clear();
             });
         }
-        let c = Arc::new(ClientConn {
+        Arc::new(ClientConn {
             tx,
             pending,
             closed,
-        });
-        lock(&self.conns).insert(addr.to_owned(), Arc::clone(&c));
-        Ok(c)
+        })
     }
+}
 
+impl RemotingClient {
     /// Sends a request and waits for its response.
     ///
     /// # Errors

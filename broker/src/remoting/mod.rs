@@ -6,6 +6,7 @@ pub mod codec;
 pub mod codes;
 pub mod command;
 pub mod server;
+pub mod tls;
 
 pub use client::RemotingClient;
 pub use codec::{decode_frame, encode_frame, encode_head, DEFAULT_MAX_FRAME};

@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, warn, Instrument};
@@ -325,6 +325,8 @@ pub struct ServerConfig {
     pub frame_deadline: Duration,
     /// What the limits did (shared by every connection of this server).
     pub stats: Arc<ServerStats>,
+    /// TLS on this port (`tls.server.mode` and its files); `None`: plain only.
+    pub tls: Option<Arc<super::tls::TlsServer>>,
 }
 
 /// Counts of what the server's limits did, for metrics.
@@ -428,6 +430,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             frame_deadline: Duration::from_secs(60),
             stats: Arc::default(),
+            tls: None,
         }
     }
 }
@@ -544,7 +547,26 @@ pub async fn serve<H: RequestHandler>(
                 let control = Arc::clone(&control_turns);
                 connections.spawn(
                     async move {
-                        run_connection(stream, peer, id, handler, &limits, control, stop).await;
+                        let tls = match &limits.tls {
+                            Some(t) if t.wants_tls(&stream, limits.frame_deadline).await => Some(t.acceptor()),
+                            _ => None,
+                        };
+                        match tls {
+                            None => {
+                                let (r, w) = stream.into_split();
+                                run_connection(r, w, peer, id, handler, &limits, control, stop).await;
+                            }
+                            Some(acceptor) => {
+                                match tokio::time::timeout(limits.frame_deadline, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => {
+                                        let (r, w) = tokio::io::split(s);
+                                        run_connection(r, w, peer, id, handler, &limits, control, stop).await;
+                                    }
+                                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed; connection closed"),
+                                    Err(_) => debug!(%peer, "no TLS handshake in time; connection closed"),
+                                }
+                            }
+                        }
                         drop(permit);
                         {
                             let mut m = per_address.lock().unwrap_or_else(|p| p.into_inner());
@@ -582,16 +604,20 @@ pub async fn serve<H: RequestHandler>(
     }
 }
 
-async fn run_connection<H: RequestHandler>(
-    stream: TcpStream,
+#[allow(clippy::too_many_arguments)]
+async fn run_connection<H: RequestHandler, R, W>(
+    mut reader: R,
+    writer: W,
     peer: SocketAddr,
     id: u64,
     handler: Arc<H>,
     limits: &ServerConfig,
     control_turns: Arc<Semaphore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let (mut reader, writer) = stream.into_split();
+) where
+    R: tokio::io::AsyncRead + Unpin + Send,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::channel::<Queued>(4096);
     let flow = Arc::new(Flow {
         pending: AtomicUsize::new(0),
@@ -862,7 +888,7 @@ const COALESCE_BODY: usize = 16 * 1024;
 /// Writes queued commands until every sender is gone, or until `finish` fires and the
 /// queue is empty (shutdown: other holders of the connection may keep a sender).
 async fn write_loop(
-    mut w: tokio::net::tcp::OwnedWriteHalf,
+    mut w: impl tokio::io::AsyncWrite + Unpin,
     mut rx: mpsc::Receiver<Queued>,
     flow: Arc<Flow>,
     mut finish: tokio::sync::oneshot::Receiver<()>,
@@ -939,6 +965,7 @@ async fn write_loop(
 mod tests {
     use super::*;
     use crate::remoting::codec::encode_frame;
+    use tokio::net::TcpStream;
 
     /// Answers code 1 at once, and never answers code 2 (until cancelled): it counts
     /// started and dropped (finished or cancelled) requests.

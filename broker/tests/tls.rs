@@ -1,0 +1,177 @@
+//! TLS on the remoting ports with real processes on loopback: in `enforcing` mode a
+//! name server and a broker (registering over TLS) serve TLS clients and close plain
+//! ones; in `permissive` mode both kinds are served on one port; an expired certificate
+//! is refused by the client. Certificates are made here (rcgen).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrocket::client::{Client, QueueAddr};
+use ferrocket::remoting::codes::{request, response};
+use ferrocket::remoting::tls::TlsClient;
+use ferrocket::remoting::{RemotingClient, RemotingCommand};
+use ferrocket_testkit::{tagged_message as msg, wait_until, Kit, Proc};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferrocket");
+const T: Duration = Duration::from_secs(5);
+
+/// A CA, and a certificate for 127.0.0.1 it signed (valid now, or expired in 2020).
+struct Certs {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn certs(dir: &Path, name: &str, expired: bool) -> Certs {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    if expired {
+        p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    }
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let c = Certs {
+        ca: dir.join(format!("{name}-ca.pem")),
+        cert: dir.join(format!("{name}-cert.pem")),
+        key: dir.join(format!("{name}-key.pem")),
+    };
+    std::fs::write(&c.ca, ca.pem()).unwrap();
+    std::fs::write(&c.cert, cert.pem()).unwrap();
+    std::fs::write(&c.key, key.serialize_pem()).unwrap();
+    c
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn namesrv(kit: &Kit, mode: &str, c: &Certs) -> Proc {
+    kit.spawn(&[
+        "namesrv".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--tls-mode".into(),
+        mode.into(),
+        "--tls-cert".into(),
+        c.cert.display().to_string(),
+        "--tls-key".into(),
+        c.key.display().to_string(),
+    ])
+}
+
+fn tls_conf(mode: &str, c: &Certs) -> Vec<String> {
+    vec![
+        format!("tls.server.mode={mode}"),
+        format!("tls.server.certPath={}", c.cert.display()),
+        format!("tls.server.keyPath={}", c.key.display()),
+        "tls.enable=true".into(),
+        format!("tls.client.trustCertPath={}", c.ca.display()),
+    ]
+}
+
+fn tls_client(ns: &str, c: &Certs) -> Client {
+    let mut client = Client::new(ns);
+    client.remoting =
+        Arc::new(RemotingClient::new().with_tls(TlsClient::load(&c.ca, None).unwrap()));
+    client
+}
+
+fn q(addr: &str) -> QueueAddr {
+    QueueAddr {
+        broker_name: "broker-a".into(),
+        addr: addr.into(),
+        queue_id: 0,
+    }
+}
+
+fn runtime_info(r: &RemotingClient, rt: &tokio::runtime::Runtime, addr: &str) -> bool {
+    rt.block_on(r.invoke(
+        addr,
+        RemotingCommand::request(request::GET_BROKER_RUNTIME_INFO),
+        T,
+    ))
+    .is_ok_and(|r| r.code == response::SUCCESS)
+}
+
+#[test]
+fn enforcing_serves_tls_clients_and_closes_plain_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path(), "good", false);
+    let kit = Kit::with_bin(BIN);
+    let ns = namesrv(&kit, "enforcing", &c);
+    // The broker registers with the name server over TLS (tls.enable).
+    let broker = kit.broker(
+        &ns.addr,
+        &dir.path().join("store"),
+        &tls_conf("enforcing", &c),
+    );
+    let rt = rt();
+    let tls = tls_client(&ns.addr, &c);
+    wait_until(
+        "the broker registers over TLS",
+        Duration::from_secs(20),
+        || {
+            rt.block_on(tls.cluster())
+                .is_ok_and(|i| !i.broker_addr_table.is_empty())
+        },
+    );
+    rt.block_on(tls.create_topic("Tls", 1)).unwrap();
+    let sent = rt
+        .block_on(tls.send("Tls", &q(&broker.addr), &[msg("t-1", 256)]))
+        .unwrap();
+    assert_eq!(sent.code, response::SUCCESS);
+    wait_until(
+        "the message is pulled over TLS",
+        Duration::from_secs(10),
+        || {
+            rt.block_on(tls.pull(&q(&broker.addr), "Tls", "g", 0, 0))
+                .is_ok_and(|r| r.code == response::SUCCESS)
+        },
+    );
+    // A plain client gets nothing from either.
+    let plain = Client::new(&ns.addr);
+    assert!(rt.block_on(plain.cluster()).is_err());
+    assert!(!runtime_info(&plain.remoting, &rt, &broker.addr));
+    assert!(runtime_info(&tls.remoting, &rt, &broker.addr));
+    // A client trusting another CA refuses the server.
+    let other = certs(dir.path(), "other", false);
+    let stranger = RemotingClient::new().with_tls(TlsClient::load(&other.ca, None).unwrap());
+    assert!(!runtime_info(&stranger, &rt, &broker.addr));
+}
+
+#[test]
+fn permissive_serves_both_and_an_expired_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path(), "good", false);
+    let kit = Kit::with_bin(BIN);
+    let ns = namesrv(&kit, "permissive", &c);
+    let mut conf = tls_conf("permissive", &c);
+    conf.retain(|l| !l.starts_with("tls.enable") && !l.starts_with("tls.client"));
+    let broker = kit.broker(&ns.addr, &dir.path().join("store"), &conf);
+    let rt = rt();
+    let plain = RemotingClient::new();
+    let tls = RemotingClient::new().with_tls(TlsClient::load(&c.ca, None).unwrap());
+    assert!(runtime_info(&plain, &rt, &broker.addr));
+    assert!(runtime_info(&tls, &rt, &broker.addr));
+    assert!(rt.block_on(Client::new(&ns.addr).cluster()).is_ok());
+    assert!(rt.block_on(tls_client(&ns.addr, &c).cluster()).is_ok());
+
+    // An expired server certificate: the TLS client refuses it.
+    let old = certs(dir.path(), "expired", true);
+    let expired = kit.broker(
+        &ns.addr,
+        &dir.path().join("store2"),
+        &tls_conf("enforcing", &old)[..3],
+    );
+    let trusting = RemotingClient::new().with_tls(TlsClient::load(&old.ca, None).unwrap());
+    assert!(!runtime_info(&trusting, &rt, &expired.addr));
+}
