@@ -175,3 +175,53 @@ fn permissive_serves_both_and_an_expired_certificate_is_refused() {
     let trusting = RemotingClient::new().with_tls(TlsClient::load(&old.ca, None).unwrap());
     assert!(!runtime_info(&trusting, &rt, &expired.addr));
 }
+
+/// A certificate for a client, signed by the CA of `ca` (its key in `ca_key`).
+fn client_identity(
+    dir: &Path,
+    ca: &rcgen::Certificate,
+    ca_key: &rcgen::KeyPair,
+) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let p = rcgen::CertificateParams::new(vec!["ferrocket-client".to_owned()]).unwrap();
+    let cert = p.signed_by(&key, ca, ca_key).unwrap();
+    let (c, k) = (dir.join("client-cert.pem"), dir.join("client-key.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+#[test]
+fn mutual_tls_takes_only_clients_with_a_certificate_of_the_trusted_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = certs(dir.path(), "server", false);
+    // The CA clients' certificates must come from.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let client_ca = ca_params.self_signed(&ca_key).unwrap();
+    let client_ca_file = dir.path().join("client-ca.pem");
+    std::fs::write(&client_ca_file, client_ca.pem()).unwrap();
+    let (cert, key) = client_identity(dir.path(), &client_ca, &ca_key);
+
+    let kit = Kit::with_bin(BIN);
+    let ns = kit.namesrv();
+    let mut conf = tls_conf("enforcing", &server)[..3].to_vec();
+    conf.push("tls.server.authClient=true".into());
+    conf.push(format!(
+        "tls.server.trustCertPath={}",
+        client_ca_file.display()
+    ));
+    let broker = kit.broker(&ns.addr, &dir.path().join("store"), &conf);
+    let rt = rt();
+    let anonymous = RemotingClient::new().with_tls(TlsClient::load(&server.ca, None).unwrap());
+    assert!(!runtime_info(&anonymous, &rt, &broker.addr));
+    let known =
+        RemotingClient::new().with_tls(TlsClient::load(&server.ca, Some((&cert, &key))).unwrap());
+    assert!(runtime_info(&known, &rt, &broker.addr));
+    // A client certificate from another CA is refused too.
+    let other = certs(dir.path(), "other", false);
+    let foreign = RemotingClient::new()
+        .with_tls(TlsClient::load(&server.ca, Some((&other.cert, &other.key))).unwrap());
+    assert!(!runtime_info(&foreign, &rt, &broker.addr));
+}

@@ -68,20 +68,26 @@ pub struct NetBenchArgs {
     /// The file holding `--access-key`'s secret key.
     #[arg(long)]
     pub secret_file: Option<std::path::PathBuf>,
+    /// Speak TLS, trusting the CAs in this PEM file.
+    #[arg(long)]
+    pub tls_trust: Option<std::path::PathBuf>,
 }
 
 impl NetBenchArgs {
     /// The client, signing when an account is given.
     fn client(&self, namesrv: &str) -> Result<Client> {
         let mut c = Client::new(namesrv);
-        match (&self.access_key, &self.secret_file) {
-            (Some(ak), Some(f)) => {
-                let creds = crate::auth::Credentials::from_file(ak, f)?;
-                c.remoting = std::sync::Arc::new(crate::remoting::RemotingClient::signing(creds));
-            }
-            (None, None) => {}
+        let mut remoting = match (&self.access_key, &self.secret_file) {
+            (Some(ak), Some(f)) => crate::remoting::RemotingClient::signing(
+                crate::auth::Credentials::from_file(ak, f)?,
+            ),
+            (None, None) => crate::remoting::RemotingClient::new(),
             _ => bail!("--access-key and --secret-file go together"),
+        };
+        if let Some(t) = &self.tls_trust {
+            remoting = remoting.with_tls(crate::remoting::tls::TlsClient::load(t, None)?);
         }
+        c.remoting = std::sync::Arc::new(remoting);
         Ok(c)
     }
 }
