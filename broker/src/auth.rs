@@ -150,6 +150,27 @@ impl Credentials {
     }
 }
 
+/// 16 unpredictable bytes for a connection challenge (`haRequireSignature`): std's
+/// per-process random hash keys over a counter and the clock.
+#[must_use]
+pub fn nonce() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut out = [0u8; 16];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.write_usize(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    out
+}
+
 fn hmac_of(key: &[u8]) -> Hmac<Sha1> {
     #[allow(clippy::expect_used)]
     <Hmac<Sha1> as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length")

@@ -26,26 +26,6 @@ const MAX_HA_CONNECTIONS: usize = 64;
 /// Idle time before the master sends a heartbeat frame.
 const MASTER_HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// 16 unpredictable bytes for a challenge (std's per-process random hash keys over a
-/// counter and the clock).
-fn nonce() -> [u8; 16] {
-    use std::hash::{BuildHasher, Hasher};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let mut out = [0u8; 16];
-    for (i, chunk) in out.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(N.fetch_add(1, Ordering::Relaxed));
-        h.write_usize(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        chunk.copy_from_slice(&h.finish().to_be_bytes());
-    }
-    out
-}
-
 /// Reads one 8-byte offset report, waiting at most [`HOUSEKEEPING`].
 async fn read_offset(rd: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<i64> {
     tokio::time::timeout(HOUSEKEEPING, wire::read_offset(rd))
@@ -219,7 +199,7 @@ impl HaService {
         let Some((ak, path)) = self.auth.get() else {
             return Ok(());
         };
-        let nonce = nonce();
+        let nonce = crate::auth::nonce();
         wr.write_all(&wire::encode_small(wire::CHALLENGE, &nonce))
             .await?;
         let answer =

@@ -82,44 +82,17 @@ fn challenge_content(nonce: &[u8]) -> Vec<u8> {
     c
 }
 
-/// 16 unpredictable bytes (std's per-process random hash keys over a counter and the
-/// clock).
-fn nonce() -> [u8; 16] {
-    use std::hash::{BuildHasher, Hasher};
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut out = [0u8; 16];
-    for (i, chunk) in out.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        h.write_usize(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        chunk.copy_from_slice(&h.finish().to_be_bytes());
-    }
-    out
-}
-
 /// Server side: challenges a new connection; `Err` closes it.
 async fn challenge(sock: &mut TcpStream, auth: &Auth) -> Result<(), NetError> {
     let Some((ak, path)) = auth else {
         return Ok(());
     };
-    let nonce = nonce();
+    let nonce = crate::auth::nonce();
     sock.write_all(&response_frame(CHALLENGE, &nonce)).await?;
     let frame = tokio::time::timeout(Duration::from_secs(5), read_frame(sock))
         .await
         .map_err(|_| NetError::Timeout(Duration::from_secs(5)))??;
-    let mut rest = frame.as_slice();
-    let kind = take(&mut rest, 1)?[0];
-    let json_len = u32::from_be_bytes(
-        take(&mut rest, 4)?
-            .try_into()
-            .map_err(|_| bad("length field"))?,
-    ) as usize;
-    let json = take(&mut rest, json_len)?;
+    let (kind, json, _) = split_request(&frame)?;
     let answer: Option<Answer> = (kind == ANSWER)
         .then(|| serde_json::from_slice(json).ok())
         .flatten();
@@ -327,6 +300,19 @@ async fn read_frame(s: &mut TcpStream) -> Result<Vec<u8>, NetError> {
     Ok(buf)
 }
 
+/// A request frame's `(kind, json, tail)` (the frame without its length).
+fn split_request(frame: &[u8]) -> Result<(u8, &[u8], &[u8]), NetError> {
+    let mut rest = frame;
+    let kind = take(&mut rest, 1)?[0];
+    let json_len = u32::from_be_bytes(
+        take(&mut rest, 4)?
+            .try_into()
+            .map_err(|_| bad("length field"))?,
+    ) as usize;
+    let json = take(&mut rest, json_len)?;
+    Ok((kind, json, rest))
+}
+
 fn request_frame(kind: u8, json: &[u8], tail: &[u8]) -> Result<Vec<u8>, NetError> {
     let total = 1 + 4 + json.len() + tail.len();
     if total > MAX_FRAME {
@@ -411,14 +397,7 @@ async fn serve_conn(
             Err(NetError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut rest = frame.as_slice();
-        let kind = take(&mut rest, 1)?[0];
-        let json_len = u32::from_be_bytes(
-            take(&mut rest, 4)?
-                .try_into()
-                .map_err(|_| bad("length field"))?,
-        ) as usize;
-        let json = take(&mut rest, json_len)?;
+        let (kind, json, rest) = split_request(&frame)?;
         let parse = |what: &str| bad(format!("{what} request is not valid JSON"));
         let resp = match kind {
             APPEND => {
