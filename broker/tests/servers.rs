@@ -316,6 +316,35 @@ fn invalid_config_exits_non_zero_naming_the_key() {
     assert!(err.contains("listenPort"), "{err}");
 }
 
+/// `bindAddress` and `haBindAddress`: each port listens on its own address only (on
+/// Linux every 127.x address is loopback); an address that is not an IP address stops
+/// the broker naming the key.
+#[test]
+fn each_port_listens_on_its_bind_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv();
+    let b = broker(
+        &ns.addr,
+        dir.path(),
+        &["bindAddress=127.0.0.1", "haBindAddress=127.0.0.2"],
+    );
+    let reachable = |ip: &str, port: u16| TcpStream::connect((ip, port)).is_ok();
+    assert!(reachable("127.0.0.1", b.port()));
+    assert!(
+        !reachable("127.0.0.2", b.port()),
+        "client port on 127.0.0.2"
+    );
+    assert!(reachable("127.0.0.2", b.ha_port()));
+    assert!(!reachable("127.0.0.1", b.ha_port()), "HA port on 127.0.0.1");
+    let out = Command::new(BIN)
+        .args(["broker", "--set", "haBindAddress=somewhere"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("haBindAddress"), "{err}");
+}
+
 /// Issue 15 (first step): a broker configured for RocketMQ's DLedger mode stops at
 /// start-up saying the mode is not built, instead of running as a plain master.
 #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrocket::client::role::broker_state;
 use ferrocket::client::{Client, QueueAddr};
 use ferrocket::remoting::codes::{request, response};
 use ferrocket::remoting::tls::TlsClient;
@@ -224,4 +225,172 @@ fn mutual_tls_takes_only_clients_with_a_certificate_of_the_trusted_ca() {
     let foreign = RemotingClient::new()
         .with_tls(TlsClient::load(&server.ca, Some((&other.cert, &other.key))).unwrap());
     assert!(!runtime_info(&foreign, &rt, &broker.addr));
+}
+
+/// What a plain peer receives from a TLS-only port after sending `hello`: at most a
+/// TLS alert (the server closes the failed handshake), never a frame of the port's
+/// own protocol.
+fn plain_peer_receives(port: u16, hello: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(hello);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+fn assert_nothing_but_an_alert(what: &str, got: &[u8]) {
+    assert!(
+        got.is_empty() || (got[0] == 0x15 && got.len() <= 7),
+        "a plain peer on the {what} received {} bytes: {:?}",
+        got.len(),
+        &got[..got.len().min(16)]
+    );
+}
+
+/// `enforcing` on the replication ports: a SYNC_MASTER's slave and the members of a
+/// Raft group reach each other over TLS (`tls.enable`) and acknowledge sends; a plain
+/// peer on the HA or DLedger port gets nothing but a TLS alert.
+#[test]
+fn replication_ports_speak_tls_and_plain_peers_get_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path(), "good", false);
+    let kit = Kit::with_bin(BIN);
+    let ns = namesrv(&kit, "enforcing", &c);
+    let rt = rt();
+    let tls = RemotingClient::new().with_tls(TlsClient::load(&c.ca, None).unwrap());
+    let state = |addr: &str| rt.block_on(broker_state(&tls, addr, T)).ok();
+    let client = tls_client(&ns.addr, &c);
+
+    // Master and slave.
+    let with = |extra: &[String]| {
+        let mut conf = tls_conf("enforcing", &c);
+        conf.extend_from_slice(extra);
+        conf
+    };
+    let master = kit.broker(
+        &ns.addr,
+        &dir.path().join("m"),
+        &with(&[
+            "brokerRole=SYNC_MASTER".into(),
+            "brokerId=0".into(),
+            "roleEpoch=1".into(),
+        ]),
+    );
+    let ha = master.ha_addr.clone().unwrap();
+    let slave = kit.broker(
+        &ns.addr,
+        &dir.path().join("s"),
+        &with(&[
+            "brokerRole=SLAVE".into(),
+            "brokerId=1".into(),
+            "roleEpoch=1".into(),
+            format!("haMasterAddress={ha}"),
+        ]),
+    );
+    wait_until(
+        "the slave connects to the HA port over TLS",
+        Duration::from_secs(20),
+        || state(&master.addr).is_some_and(|s| s.ha_connections == 1 && s.in_sync.len() == 1),
+    );
+    wait_until(
+        "the master registers over TLS",
+        Duration::from_secs(20),
+        || rt.block_on(client.create_topic("TlsHa", 1)).is_ok(),
+    );
+    for i in 0..10 {
+        // SYNC_MASTER: SEND_OK once the slave holds the message.
+        let sent = rt
+            .block_on(client.send("TlsHa", &q(&master.addr), &[msg(&format!("ha-{i}"), 512)]))
+            .unwrap();
+        assert_eq!(sent.code, response::SUCCESS);
+    }
+    let end = state(&master.addr).unwrap().max_offset;
+    wait_until(
+        "the slave holds the master's log",
+        Duration::from_secs(10),
+        || state(&slave.addr).is_some_and(|s| s.max_offset == end),
+    );
+    // A plain peer asking for the log from offset 0.
+    assert_nothing_but_an_alert(
+        "HA port",
+        &plain_peer_receives(master.ha_port(), &0i64.to_be_bytes()),
+    );
+
+    // A Raft group.
+    let peers: Vec<String> = (0..3)
+        .map(|i| format!("n{i}-127.0.0.1:{}", ferrocket_testkit::free_port()))
+        .collect();
+    let raft_port = |i: usize| -> u16 {
+        peers[i]
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap()
+    };
+    let members: Vec<Proc> = (0..3)
+        .map(|i| {
+            kit.broker(
+                &ns.addr,
+                &dir.path().join(format!("n{i}")),
+                &with(&[
+                    "brokerName=raft-tls".into(),
+                    "enableDLegerCommitLog=true".into(),
+                    "dLegerGroup=raft-tls".into(),
+                    format!("dLegerPeers={}", peers.join(";")),
+                    format!("dLegerSelfId=n{i}"),
+                ]),
+            )
+        })
+        .collect();
+    let mut leader = String::new();
+    wait_until(
+        "the members elect a leader over TLS",
+        Duration::from_secs(30),
+        || {
+            let masters: Vec<&Proc> = members
+                .iter()
+                .filter(|m| state(&m.addr).is_some_and(|s| s.is_master()))
+                .collect();
+            if let [m] = masters[..] {
+                leader = m.addr.clone();
+                true
+            } else {
+                false
+            }
+        },
+    );
+    let lq = QueueAddr {
+        broker_name: "raft-tls".into(),
+        addr: leader.clone(),
+        queue_id: 0,
+    };
+    wait_until("the leader takes a topic", Duration::from_secs(20), || {
+        rt.block_on(client.create_topic("TlsRaft", 1)).is_ok()
+            && state(&leader).is_some_and(|s| s.is_master())
+    });
+    let mut acked = 0;
+    wait_until(
+        "sends are committed by a majority over TLS",
+        Duration::from_secs(20),
+        || {
+            let r = rt.block_on(client.send("TlsRaft", &lq, &[msg("raft-1", 512)]));
+            if r.is_ok_and(|r| r.code == response::SUCCESS) {
+                acked += 1;
+            }
+            acked >= 3
+        },
+    );
+    // A plain peer asking a member who it is (an INFO request: length, kind 4, `{}`).
+    let mut info = 7u32.to_be_bytes().to_vec();
+    info.push(4);
+    info.extend_from_slice(&2u32.to_be_bytes());
+    info.extend_from_slice(b"{}");
+    assert_nothing_but_an_alert("DLedger port", &plain_peer_receives(raft_port(0), &info));
 }

@@ -206,6 +206,13 @@ pub struct BrokerConfig {
     pub listen_port: u16,
     /// `haListenPort` (listenPort + 1).
     pub ha_listen_port: u16,
+    /// `bindAddress` (RocketMQ 5's name; `0.0.0.0`): where the client and VIP ports
+    /// listen. `brokerIP1` stays the address clients are told.
+    pub bind_address: std::net::IpAddr,
+    /// `haBindAddress` (ferrocket; defaults to `bindAddress`): where the HA port listens.
+    pub ha_bind_address: Option<std::net::IpAddr>,
+    /// `metricsBindAddress` (ferrocket; defaults to `bindAddress`).
+    pub metrics_bind_address: Option<std::net::IpAddr>,
     /// `brokerIP1`: the address clients are told.
     pub broker_ip1: String,
     /// `autoCreateTopicEnable`.
@@ -344,6 +351,9 @@ impl Default for BrokerConfig {
             namesrv_addr: Vec::new(),
             listen_port: 10911,
             ha_listen_port: 10912,
+            bind_address: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            ha_bind_address: None,
+            metrics_bind_address: None,
             broker_ip1: "127.0.0.1".into(),
             auto_create_topic_enable: true,
             auto_create_subscription_group: true,
@@ -487,6 +497,9 @@ pub struct DLedgerSettings {
     /// delete CommitLog segments the log no longer refers to. A member that needs a
     /// purged entry rejoins by the snapshot (`docs/raft.md`).
     pub snapshot_threshold: u64,
+    /// `dLegerBindAddress` (ferrocket; defaults to `bindAddress`): where the DLedger
+    /// port (the port of this member in `dLegerPeers`) listens.
+    pub bind_address: Option<std::net::IpAddr>,
 }
 
 impl DLedgerSettings {
@@ -524,6 +537,7 @@ impl Default for DLedgerSettings {
             max_heartbeat_leak: 3,
             max_vote_interval_ms: 300,
             snapshot_threshold: 1000,
+            bind_address: None,
         }
     }
 }
@@ -572,6 +586,14 @@ fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
     v.parse().map_err(|_| ConfigError {
         key: key.into(),
         reason: format!("`{v}` is not a valid number"),
+    })
+}
+
+/// An address to listen on: an IP address (`0.0.0.0` = every interface).
+fn ip(key: &str, v: &str) -> Result<std::net::IpAddr, ConfigError> {
+    v.trim().parse().map_err(|_| ConfigError {
+        key: key.into(),
+        reason: format!("`{v}` is not an IP address to listen on"),
     })
 }
 
@@ -694,6 +716,10 @@ impl BrokerConfig {
                 "registerNameServerPeriod" => c.register_name_server_period_ms = num(key, v)?,
                 "flushConsumerOffsetInterval" => c.flush_consumer_offset_interval_ms = num(key, v)?,
                 "metricsPort" => c.metrics_port = num(key, v)?,
+                "bindAddress" => c.bind_address = ip(key, v)?,
+                "haBindAddress" => c.ha_bind_address = Some(ip(key, v)?),
+                "metricsBindAddress" => c.metrics_bind_address = Some(ip(key, v)?),
+                "dLegerBindAddress" => c.dledger.bind_address = Some(ip(key, v)?),
                 "messageDelayLevel" => c.store.message_delay_level = v.clone(),
                 "maxReconsumeTimes" => c.max_reconsume_times = num(key, v)?,
                 "brokerPermission" => c.broker_permission = permission(key, v)?,
@@ -799,6 +825,9 @@ impl BrokerConfig {
         }
         if !ha_port_set {
             c.ha_listen_port = c.listen_port.saturating_add(1);
+        }
+        if c.dledger.bind_address.is_none() {
+            c.dledger.bind_address = Some(c.bind_address);
         }
         c.store.dispatch_committed_only = c.dledger.enabled;
         c.store.keep_commitlog = c.dledger.enabled;
@@ -1015,6 +1044,19 @@ impl BrokerConfig {
             ("maxReconsumeTimes", self.max_reconsume_times.to_string()),
             ("brokerPermission", self.broker_permission.to_string()),
             ("metricsPort", self.metrics_port.to_string()),
+            ("bindAddress", self.bind_address.to_string()),
+            (
+                "haBindAddress",
+                self.ha_bind_address
+                    .unwrap_or(self.bind_address)
+                    .to_string(),
+            ),
+            (
+                "metricsBindAddress",
+                self.metrics_bind_address
+                    .unwrap_or(self.bind_address)
+                    .to_string(),
+            ),
             (
                 "rejectTransactionMessage",
                 self.reject_transaction_message.to_string(),
@@ -1124,6 +1166,12 @@ mod tests {
                 "id-host:port",
             ),
             ("dLegerPeers=n0-a:1;n0-b:2".into(), "dLegerPeers", "twice"),
+            ("bindAddress=any".into(), "bindAddress", "not an IP address"),
+            (
+                "dLegerBindAddress=::x".into(),
+                "dLegerBindAddress",
+                "not an IP address",
+            ),
             (format!("{peers}\ndLegerSelfId=n7"), "dLegerSelfId", "n7"),
             (
                 format!("{peers}\ndLegerSelfId=n1\npreferredLeaderId=n9"),

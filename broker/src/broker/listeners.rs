@@ -32,7 +32,8 @@ impl Listeners {
         let named = |what: &str, port: u16, e: std::io::Error| {
             std::io::Error::new(e.kind(), format!("cannot listen on {what} {port}: {e}"))
         };
-        let client = TcpListener::bind(("0.0.0.0", config.listen_port))
+        let at = config.bind_address;
+        let client = TcpListener::bind((at, config.listen_port))
             .await
             .map_err(|e| named("listenPort", config.listen_port, e))?;
         // A port picked by the OS gets no VIP channel: `port − 2` would be arbitrary.
@@ -48,12 +49,12 @@ impl Listeners {
         if config.listen_port == 0 {
             config.listen_port = client.local_addr()?.port();
         }
-        let ha = TcpListener::bind(("0.0.0.0", ha_port))
+        let ha = TcpListener::bind((config.ha_bind_address.unwrap_or(at), ha_port))
             .await
             .map_err(|e| named("haListenPort", ha_port, e))?;
         config.ha_listen_port = ha.local_addr()?.port();
         let vip = match vip_port {
-            Some(p) => match TcpListener::bind(("0.0.0.0", p)).await {
+            Some(p) => match TcpListener::bind((at, p)).await {
                 Ok(l) => Some(l),
                 Err(e) => {
                     tracing::warn!(port = p, error = %e, "VIP channel (listenPort - 2) not available");
@@ -65,7 +66,7 @@ impl Listeners {
         let metrics = match config.metrics_port {
             0 => None,
             p => Some(
-                TcpListener::bind(("0.0.0.0", p))
+                TcpListener::bind((config.metrics_bind_address.unwrap_or(at), p))
                     .await
                     .map_err(|e| named("metricsPort", p, e))?,
             ),

@@ -130,6 +130,8 @@ pub struct Broker {
     request_beat: crate::watchdog::Heartbeat,
     oneway_log: unsupported::OnewayLog,
     namesrv: RemotingClient,
+    /// `tls.enable`: TLS to the name servers, the master's HA port and Raft peers.
+    peer_tls: Option<crate::remoting::tls::TlsClient>,
     topics_changed: tokio::sync::Notify,
     store_host: SocketAddr,
     queue_picker: AtomicU64,
@@ -186,6 +188,7 @@ impl Broker {
                     .map_err(|e| BrokerError::NamesrvCredentials(e.to_string()))?,
             ),
         };
+        let peer_tls = namesrv_tls.clone();
         let namesrv = match namesrv_tls {
             Some(t) => namesrv.with_tls(t),
             None => namesrv,
@@ -275,6 +278,9 @@ impl Broker {
         if let (true, Some(p)) = (config.ha_require_signature, &config.control_secret_file) {
             ha.require_signature(config.control_access_key.clone(), p.clone());
         }
+        if let Some(t) = &config.server.tls {
+            ha.use_tls(Arc::clone(t));
+        }
         Ok(Arc::new(Broker {
             role,
             ha,
@@ -303,6 +309,7 @@ impl Broker {
             ),
             oneway_log: unsupported::OnewayLog::default(),
             namesrv,
+            peer_tls,
             topics_changed: tokio::sync::Notify::new(),
             store_host,
             queue_picker: AtomicU64::new(0),
@@ -421,14 +428,18 @@ impl Broker {
 
     /// `haRequireSignature`: the control account and secret file the HA challenge is
     /// answered (slave) and checked (master) with.
+    /// With `tls.enable`, the TLS the slave (and a Raft member) reaches its peers with.
     pub(super) fn ha_auth(&self) -> crate::ha::HaAuth {
-        if !self.config.ha_require_signature {
-            return None;
+        crate::ha::HaAuth {
+            signature: self
+                .config
+                .control_secret_file
+                .clone()
+                .filter(|_| self.config.ha_require_signature)
+                .map(|p| (self.config.control_access_key.clone(), p)),
+            tls: self.peer_tls.clone(),
+            tls_server: self.config.server.tls.clone(),
         }
-        self.config
-            .control_secret_file
-            .clone()
-            .map(|p| (self.config.control_access_key.clone(), p))
     }
 
     /// Whether this broker takes writes.

@@ -23,11 +23,13 @@ use crate::sync::lock;
 const FRAMES_PER_ROUND: usize = 32;
 /// HA connections served at once (slaves and anything else that connects).
 const MAX_HA_CONNECTIONS: usize = 64;
+/// How long a permissive HA port waits for a TLS handshake from a silent connection.
+const PLAIN_AFTER: Duration = Duration::from_millis(500);
 /// Idle time before the master sends a heartbeat frame.
 const MASTER_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Reads one 8-byte offset report, waiting at most [`HOUSEKEEPING`].
-async fn read_offset(rd: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<i64> {
+async fn read_offset(rd: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<i64> {
     tokio::time::timeout(HOUSEKEEPING, wire::read_offset(rd))
         .await
         .map_err(|_| {
@@ -139,6 +141,8 @@ pub struct HaService {
     auth: std::sync::OnceLock<(String, std::path::PathBuf)>,
     /// Connections refused by the challenge.
     refused: AtomicU64,
+    /// TLS on the HA port (`tls.server.mode`, the client port's certificate).
+    tls: std::sync::OnceLock<Arc<crate::remoting::tls::TlsServer>>,
 }
 
 impl HaService {
@@ -172,6 +176,7 @@ impl HaService {
             lease_lapsed: std::sync::atomic::AtomicBool::new(false),
             auth: std::sync::OnceLock::new(),
             refused: AtomicU64::new(0),
+            tls: std::sync::OnceLock::new(),
         })
     }
 
@@ -181,6 +186,12 @@ impl HaService {
     /// and nothing more.
     pub fn require_signature(&self, access_key: String, secret: std::path::PathBuf) {
         let _ = self.auth.set((access_key, secret));
+    }
+
+    /// Serves the HA port with `tls` (its mode and certificate): slaves connecting with
+    /// TLS (`tls.enable`) are served in `permissive`, only they in `enforcing`.
+    pub fn use_tls(&self, tls: Arc<crate::remoting::tls::TlsServer>) {
+        let _ = self.tls.set(tls);
     }
 
     /// HA connections refused for a missing or wrong answer to the challenge.
@@ -606,7 +617,13 @@ impl HaService {
 
     async fn stream_to(self: Arc<Self>, stream: TcpStream, peer: String) -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        // A slave speaks first (its hello) unless it waits for the challenge: a
+        // permissive port waits that long for a TLS handshake before taking it as plain.
+        let stream =
+            crate::remoting::tls::accept(self.tls.get().map(Arc::as_ref), stream, PLAIN_AFTER)
+                .await
+                .inspect_err(|e| warn!(%peer, error = %e, "HA connection refused: TLS"))?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
         self.challenge(&mut rd, &mut wr, &peer).await?;
         let st = self.role.get();
         let mut first = read_offset(&mut rd).await?;

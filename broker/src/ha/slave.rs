@@ -159,6 +159,9 @@ pub enum SlaveError {
     /// This broker's role changed.
     #[error("role changed")]
     RoleChanged,
+    /// The TLS handshake with the master's HA port failed.
+    #[error("TLS to the master's HA port: {0}")]
+    Tls(String),
 }
 
 impl SlaveError {
@@ -184,9 +187,18 @@ async fn truncate_store(store: &Arc<MessageStore>, at: u64) -> Result<(), SlaveE
     Ok(())
 }
 
-/// How a slave answers a master's challenge (`haRequireSignature`): the control
-/// account and the file holding its secret (read on each connection).
-pub type HaAuth = Option<(String, std::path::PathBuf)>;
+/// How a slave reaches its master: the answer to a master's challenge
+/// (`haRequireSignature`: the control account and the file holding its secret, read on
+/// each connection), and TLS (`tls.enable`).
+#[derive(Debug, Clone, Default)]
+pub struct HaAuth {
+    /// The control account and its secret file.
+    pub signature: Option<(String, std::path::PathBuf)>,
+    /// TLS to the master's HA port (and to Raft peers).
+    pub tls: Option<crate::remoting::tls::TlsClient>,
+    /// TLS on this member's own DLedger port (`tls.server.mode`).
+    pub tls_server: Option<Arc<crate::remoting::tls::TlsServer>>,
+}
 
 /// The slave side: follows the master named in the role, forever.
 pub async fn run_slave(store: Arc<MessageStore>, role: Arc<RoleCell>, me: String, auth: HaAuth) {
@@ -262,9 +274,12 @@ async fn follow(
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
+    let stream = crate::remoting::tls::connect(auth.tls.as_ref(), addr, stream)
+        .await
+        .map_err(|e| SlaveError::Tls(e.to_string()))?;
+    let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = tokio::io::BufReader::with_capacity(1 << 20, rd);
-    if let Some((ak, path)) = auth {
+    if let Some((ak, path)) = &auth.signature {
         let nonce = tokio::time::timeout(HOUSEKEEPING, wire::read_small(&mut rd, wire::CHALLENGE))
             .await
             .map_err(|_| {
@@ -601,7 +616,7 @@ mod tests {
             Arc::clone(&store),
             Arc::clone(&role),
             "127.0.0.1:1".into(),
-            None,
+            HaAuth::default(),
         );
         let acked = tokio::time::timeout(Duration::from_secs(20), async {
             tokio::select! {

@@ -41,6 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use super::{Record, TypeConfig};
+use crate::remoting::tls::BoxStream;
 
 type NodeId = u64;
 
@@ -67,9 +68,15 @@ const ANSWER: u8 = 7;
 /// A response frame's status for the challenge.
 const CHALLENGE: u8 = 3;
 
-/// `haRequireSignature` on the DLedger port: the control account and the file
-/// holding the group's secret (read on each connection, so a rotated Secret applies).
-pub type Auth = Option<(String, std::path::PathBuf)>;
+/// How members reach each other: `haRequireSignature` on the DLedger port (the control
+/// account and the file holding the group's secret, read on each connection, so a
+/// rotated Secret applies) and TLS (`tls.server.mode` on the port, `tls.enable` to
+/// peers).
+pub type Auth = crate::ha::HaAuth;
+
+/// How long a permissive DLedger port waits for a TLS handshake from a silent
+/// connection before taking it as plain.
+const PLAIN_AFTER: Duration = Duration::from_millis(500);
 
 #[derive(Serialize, Deserialize)]
 struct Answer {
@@ -83,8 +90,8 @@ fn challenge_content(nonce: &[u8]) -> Vec<u8> {
 }
 
 /// Server side: challenges a new connection; `Err` closes it.
-async fn challenge(sock: &mut TcpStream, auth: &Auth) -> Result<(), NetError> {
-    let Some((ak, path)) = auth else {
+async fn challenge(sock: &mut BoxStream, auth: &Auth) -> Result<(), NetError> {
+    let Some((ak, path)) = &auth.signature else {
         return Ok(());
     };
     let nonce = crate::auth::nonce();
@@ -114,8 +121,8 @@ fn answer_frame() -> Result<Vec<u8>, NetError> {
 }
 
 /// Client side: answers a new connection's challenge.
-async fn answer_challenge(sock: &mut TcpStream, auth: &Auth) -> Result<(), NetError> {
-    let Some((ak, path)) = auth else {
+async fn answer_challenge(sock: &mut BoxStream, auth: &Auth) -> Result<(), NetError> {
+    let Some((ak, path)) = &auth.signature else {
         return Ok(());
     };
     let frame = read_frame(sock).await?;
@@ -290,7 +297,7 @@ fn decode_entries(mut buf: &[u8]) -> Result<Vec<Entry<TypeConfig>>, NetError> {
     Ok(out)
 }
 
-async fn read_frame(s: &mut TcpStream) -> Result<Vec<u8>, NetError> {
+async fn read_frame(s: &mut BoxStream) -> Result<Vec<u8>, NetError> {
     let len = s.read_u32().await? as usize;
     if len > MAX_FRAME {
         return Err(bad(format!("frame of {len} bytes (limit {MAX_FRAME})")));
@@ -362,7 +369,16 @@ pub async fn serve(
             Arc::clone(&auth),
         );
         tokio::spawn(async move {
-            let mut sock = sock;
+            let mut sock =
+                match crate::remoting::tls::accept(auth.tls_server.as_deref(), sock, PLAIN_AFTER)
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "DLedger connection refused: TLS");
+                        return;
+                    }
+                };
             if let Err(e) = challenge(&mut sock, &auth).await {
                 warn!(%peer, error = %e, "DLedger connection refused");
                 return;
@@ -386,7 +402,7 @@ fn answer<T: Serialize, E: Serialize>(r: Result<T, E>) -> Vec<u8> {
 }
 
 async fn serve_conn(
-    mut sock: TcpStream,
+    mut sock: BoxStream,
     raft: Raft<TypeConfig>,
     info: &NodeInfo,
     source: Option<&dyn Source>,
@@ -467,7 +483,7 @@ pub struct Network {
 pub struct Peer {
     target: NodeId,
     addr: String,
-    sock: Option<TcpStream>,
+    sock: Option<BoxStream>,
     auth: Auth,
 }
 
@@ -492,12 +508,15 @@ enum Reply<T, E> {
 
 impl Peer {
     /// The connection, opened (and the challenge answered) on first use.
-    async fn connected(&mut self) -> Result<&mut TcpStream, NetError> {
+    async fn connected(&mut self) -> Result<&mut BoxStream, NetError> {
         if self.sock.is_none() {
-            let mut s = TcpStream::connect(&self.addr)
+            let s = TcpStream::connect(&self.addr)
                 .await
                 .map_err(NetError::Connect)?;
             let _ = s.set_nodelay(true);
+            let mut s = crate::remoting::tls::connect(self.auth.tls.as_ref(), &self.addr, s)
+                .await
+                .map_err(|e| bad(format!("TLS to {}: {e}", self.addr)))?;
             answer_challenge(&mut s, &self.auth).await?;
             self.sock = Some(s);
         }

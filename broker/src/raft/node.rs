@@ -465,7 +465,7 @@ pub enum TransferError {
 
 impl RaftNode {
     /// Opens the entry log under `dir`, starts openraft and serves the peer port of
-    /// `settings.self_id` (on all interfaces, as RocketMQ binds).
+    /// `settings.self_id` (at `dLegerBindAddress`, by default every interface).
     ///
     /// # Errors
     /// [`RaftNodeError`].
@@ -489,7 +489,10 @@ impl RaftNode {
             .and_then(|a| a.rsplit_once(':'))
             .and_then(|(_, p)| p.parse::<u16>().ok())
             .ok_or_else(|| RaftNodeError::Raft("no port for dLegerSelfId".into()))?;
-        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+        let at = settings
+            .bind_address
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let listener = tokio::net::TcpListener::bind((at, port)).await?;
         let election = settings.heartbeat_ms * settings.max_heartbeat_leak;
         let config = Config {
             cluster_name: settings.group.clone().unwrap_or_default(),

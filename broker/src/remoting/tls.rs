@@ -224,6 +224,61 @@ impl TlsServer {
     }
 }
 
+/// A byte stream of either kind: plain TCP or TLS over it.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin> Stream for T {}
+
+/// A connection as a port serves it after its TLS decision.
+pub type BoxStream = Box<dyn Stream>;
+
+/// Accepts `tcp` on a port whose TLS is `tls`: a TLS session when the mode asks for one
+/// (see [`TlsServer::wants_tls`], waiting at most `wait` for a first byte), otherwise
+/// the plain stream.
+///
+/// # Errors
+/// A failed handshake (a plain peer on an `enforcing` port, an untrusted client
+/// certificate).
+pub async fn accept(
+    tls: Option<&TlsServer>,
+    tcp: TcpStream,
+    wait: Duration,
+) -> std::io::Result<BoxStream> {
+    match tls {
+        Some(t) if t.wants_tls(&tcp, wait).await => {
+            let s =
+                tokio::time::timeout(wait.max(Duration::from_secs(5)), t.acceptor().accept(tcp))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                    })??;
+            Ok(Box::new(s))
+        }
+        _ => Ok(Box::new(tcp)),
+    }
+}
+
+/// Opens `tcp` (connected to `addr`) as `tls` says: TLS when configured, else plain.
+///
+/// # Errors
+/// A failed handshake.
+pub async fn connect(
+    tls: Option<&TlsClient>,
+    addr: &str,
+    tcp: TcpStream,
+) -> std::io::Result<BoxStream> {
+    match tls {
+        Some(t) => {
+            let s = tokio::time::timeout(Duration::from_secs(10), t.connect(addr, tcp))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+            Ok(Box::new(s))
+        }
+        None => Ok(Box::new(tcp)),
+    }
+}
+
 /// The client side: whom to trust, and the client's own certificate for mutual TLS.
 #[derive(Clone)]
 pub struct TlsClient {
