@@ -2008,3 +2008,120 @@ async fn wait_for_async_topic(admin: &ferrocket::client::Client, topic: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// TLS in `enforcing` mode on the name server and the broker (which registers over
+/// TLS): the stock producer and push consumer with `use_tls` and a trust file (the
+/// transport's `tls` feature, verifying the server's certificate) send and receive;
+/// a stock producer without TLS gets no route and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stock_client_over_tls_sends_and_consumes_and_plain_clients_are_closed() {
+    // This test binary links two rustls providers (ring, and aws-lc-rs through the
+    // operator's dependencies), so, as an application in that position must, it names
+    // the process default the stock transport's TLS uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = tempfile::tempdir().expect("temp dir");
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    leaf.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
+    let cert = leaf.signed_by(&key, &ca, &ca_key).expect("leaf");
+    let (ca_pem, cert_pem, key_pem) = (
+        certs.path().join("ca.pem"),
+        certs.path().join("cert.pem"),
+        certs.path().join("key.pem"),
+    );
+    std::fs::write(&ca_pem, ca.pem()).expect("write");
+    std::fs::write(&cert_pem, cert.pem()).expect("write");
+    std::fs::write(&key_pem, key.serialize_pem()).expect("write");
+
+    let kit = ferrocket_interop::kit();
+    let ns = kit.spawn(&[
+        "namesrv".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--tls-mode".into(),
+        "enforcing".into(),
+        "--tls-cert".into(),
+        cert_pem.display().to_string(),
+        "--tls-key".into(),
+        key_pem.display().to_string(),
+    ]);
+    let store = tempfile::tempdir().expect("temp dir");
+    let _broker = kit.broker(
+        &ns.addr,
+        store.path(),
+        &[
+            "tls.server.mode=enforcing".into(),
+            format!("tls.server.certPath={}", cert_pem.display()),
+            format!("tls.server.keyPath={}", key_pem.display()),
+            "tls.enable=true".into(),
+            format!("tls.client.trustCertPath={}", ca_pem.display()),
+        ],
+    );
+    let mut admin = ferrocket::client::Client::new(&ns.addr);
+    admin.remoting = Arc::new(
+        ferrocket::remoting::RemotingClient::new()
+            .with_tls(ferrocket::remoting::tls::TlsClient::load(&ca_pem, None).expect("trust")),
+    );
+    wait_for_async_topic(&admin, "TlsOrders").await;
+
+    let tls_config = || {
+        let mut cc = rocketmq_client_rust::ClientConfig::default();
+        cc.set_use_tls(true);
+        cc.set_tls_client_auth_server(true);
+        cc.set_tls_client_trust_cert_path(ca_pem.display().to_string());
+        cc
+    };
+    let rt = client_runtime("tls");
+    let mut p = DefaultMQProducer::builder(rt.clone())
+        .client_config(tls_config())
+        .producer_group("tls_pg".to_string())
+        .name_server_addr(ns.addr.clone())
+        .build();
+    p.start().await.expect("producer start");
+    for i in 0..5 {
+        let r = p
+            .send_with_timeout(message("TlsOrders", "T", &format!("tls-{i}")), 5000)
+            .await
+            .expect("a send over TLS")
+            .expect("a send result");
+        assert_eq!(format!("{:?}", r.send_status), "SendOk");
+    }
+    p.shutdown().await;
+
+    let mut plain = DefaultMQProducer::builder(rt.clone())
+        .producer_group("plain_pg".to_string())
+        .name_server_addr(ns.addr.clone())
+        .build();
+    plain.start().await.expect("producer start");
+    let refused = plain
+        .send_with_timeout(message("TlsOrders", "T", "plain"), 3000)
+        .await;
+    assert!(
+        !matches!(&refused, Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk"),
+        "a plain client's send was accepted: {refused:?}"
+    );
+    plain.shutdown().await;
+
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = DefaultMQPushConsumer::builder(rt.clone())
+        .client_config(tls_config())
+        .consumer_group("tls_cg".to_string())
+        .name_server_addr(ns.addr.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    c.subscribe("TlsOrders", "*").await.expect("subscribe");
+    c.register_message_listener_concurrently(Collect(got.clone()));
+    c.start().await.expect("consumer start");
+    wait_for("5 messages over TLS", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= 5
+    })
+    .await;
+    c.shutdown().await;
+    let bodies: BTreeSet<String> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+    let want: BTreeSet<String> = (0..5).map(|i| format!("tls-{i}")).collect();
+    assert_eq!(bodies, want, "exactly the messages sent over TLS");
+}
