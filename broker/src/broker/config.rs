@@ -444,6 +444,40 @@ impl TlsSettings {
         .map_err(|e| e.to_string())
     }
 
+    /// TLS to the group's own members (the master's HA port, Raft peers): on whenever
+    /// this broker's ports have TLS (`tls.server.mode` not disabled — a group's members
+    /// share their settings), trusting `tls.client.trustCertPath` (else
+    /// `tls.server.trustCertPath`) and presenting `tls.client.certPath` when set. The
+    /// peer's certificate must chain to that trust file; its names are not checked
+    /// (members are reached by IP address). Without a trust file, peers are reached
+    /// plain (a WARN says so) — refused at start-up when this broker follows a master
+    /// or is a Raft member (`follows`) and the ports are `enforcing`, where plain peers
+    /// would be closed.
+    ///
+    /// # Errors
+    /// As said; unusable files.
+    pub fn peer(&self, follows: bool) -> Result<Option<crate::remoting::tls::TlsClient>, String> {
+        use crate::remoting::tls::TlsMode;
+        if self.server_mode == TlsMode::Disabled {
+            return Ok(None);
+        }
+        let Some(trust) = self.client_trust.as_ref().or(self.server_trust.as_ref()) else {
+            if follows && self.server_mode == TlsMode::Enforcing {
+                return Err("tls.server.mode=enforcing needs tls.client.trustCertPath (or tls.server.trustCertPath): a slave or Raft member verifies its peers' certificates with it".into());
+            }
+            warn!("TLS on the ports but no tls.client.trustCertPath: this broker would reach a master or Raft peers without TLS");
+            return Ok(None);
+        };
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err("tls.client.certPath and tls.client.keyPath go together".into()),
+        };
+        crate::remoting::tls::TlsClient::load_peer(trust, identity)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
     /// The client side, when `tls.enable` is on.
     ///
     /// # Errors

@@ -130,7 +130,7 @@ pub struct Broker {
     request_beat: crate::watchdog::Heartbeat,
     oneway_log: unsupported::OnewayLog,
     namesrv: RemotingClient,
-    /// `tls.enable`: TLS to the name servers, the master's HA port and Raft peers.
+    /// TLS to the master's HA port and Raft peers (`TlsSettings::peer`).
     peer_tls: Option<crate::remoting::tls::TlsClient>,
     topics_changed: tokio::sync::Notify,
     store_host: SocketAddr,
@@ -188,7 +188,10 @@ impl Broker {
                     .map_err(|e| BrokerError::NamesrvCredentials(e.to_string()))?,
             ),
         };
-        let peer_tls = namesrv_tls.clone();
+        let follows = config.dledger.enabled
+            || config.broker_role == BrokerRole::Slave
+            || config.ha_master_address.is_some();
+        let peer_tls = config.tls.peer(follows).map_err(BrokerError::Tls)?;
         let namesrv = match namesrv_tls {
             Some(t) => namesrv.with_tls(t),
             None => namesrv,
@@ -428,7 +431,8 @@ impl Broker {
 
     /// `haRequireSignature`: the control account and secret file the HA challenge is
     /// answered (slave) and checked (master) with.
-    /// With `tls.enable`, the TLS the slave (and a Raft member) reaches its peers with.
+    /// With TLS on this broker's ports, the TLS the slave (and a Raft member) reaches
+    /// its peers with.
     pub(super) fn ha_auth(&self) -> crate::ha::HaAuth {
         crate::ha::HaAuth {
             signature: self

@@ -224,6 +224,55 @@ impl TlsServer {
     }
 }
 
+/// Checks a server certificate's chain, validity and signatures as WebPKI does, but
+/// not that it names the address dialled (see [`TlsClient::load_peer`]).
+#[derive(Debug)]
+struct AnyNameVerifier(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyNameVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 /// A byte stream of either kind: plain TCP or TLS over it.
 pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin> Stream for T {}
@@ -297,10 +346,42 @@ impl TlsClient {
     /// # Errors
     /// [`TlsError`].
     pub fn load(trust: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, TlsError> {
+        Self::build(trust, identity, false)
+    }
+
+    /// For a group's own members (a slave to its master's HA port, Raft members to
+    /// each other): the peer's certificate must chain to a CA of `trust` and be valid
+    /// now, but need not name the address dialled — members are reached by pod IP
+    /// addresses no certificate issued in advance can list. Use a CA that signs only
+    /// the group's (or the cluster's) brokers.
+    ///
+    /// # Errors
+    /// [`TlsError`].
+    pub fn load_peer(trust: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, TlsError> {
+        Self::build(trust, identity, true)
+    }
+
+    fn build(
+        trust: &Path,
+        identity: Option<(&Path, &Path)>,
+        any_name: bool,
+    ) -> Result<Self, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Rustls(e.to_string()))?
-            .with_root_certificates(roots(trust)?);
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        let builder = if any_name {
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots(trust)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyNameVerifier(inner)))
+        } else {
+            builder.with_root_certificates(roots(trust)?)
+        };
         let config = match identity {
             Some((cert, key)) => builder
                 .with_client_auth_cert(
@@ -334,5 +415,64 @@ impl TlsClient {
             })?,
         };
         self.connector.connect(name, tcp).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA and a leaf for `name` it signed, written under `dir` as `<tag>-*.pem`.
+    fn pki(dir: &Path, tag: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let p = |s: &str| dir.join(format!("{tag}-{s}.pem"));
+        std::fs::write(p("ca"), ca.pem()).unwrap();
+        std::fs::write(p("cert"), leaf.pem()).unwrap();
+        std::fs::write(p("key"), key.serialize_pem()).unwrap();
+        (p("ca"), p("cert"), p("key"))
+    }
+
+    async fn handshake(server: &TlsServer, client: &TlsClient) -> bool {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let acceptor = server.acceptor();
+        let srv = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let _ = acceptor.accept(s).await;
+        });
+        let tcp = TcpStream::connect(&addr).await.unwrap();
+        let ok = client.connect(&addr, tcp).await.is_ok();
+        let _ = srv.await;
+        ok
+    }
+
+    /// A peer connection checks the chain but not the name (members are dialled by IP
+    /// address); a client connection checks both.
+    #[tokio::test]
+    async fn peers_need_the_groups_ca_but_not_a_matching_name() {
+        let dir = tempfile::tempdir().unwrap();
+        // A certificate naming a pod DNS name, dialled at 127.0.0.1.
+        let (ca, cert, key) = pki(dir.path(), "group", "broker-a-0.broker-a-headless");
+        let (other_ca, _, _) = pki(dir.path(), "other", "x");
+        let server = TlsServer::load(
+            TlsMode::Enforcing,
+            ServerFiles {
+                cert,
+                key,
+                client_ca: None,
+            },
+        )
+        .unwrap();
+        assert!(handshake(&server, &TlsClient::load_peer(&ca, None).unwrap()).await);
+        assert!(!handshake(&server, &TlsClient::load(&ca, None).unwrap()).await);
+        assert!(!handshake(&server, &TlsClient::load_peer(&other_ca, None).unwrap()).await);
     }
 }
