@@ -143,6 +143,7 @@ def main():
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
         "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 20000, "fsGroup": 20000},
         "control": {"existingSecret": "my-control-key"},
+        "brokerTlsTrust": {"secretName": "broker-ca", "key": "ca.crt"},
     }
     objs, notes = render(chart, custom, namespace="ops")
     for o in objs:
@@ -154,6 +155,8 @@ def main():
     cvols = {v["name"]: v for v in next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"].get("volumes", [])}
     if cvols.get("control", {}).get("secret", {}).get("secretName") != "my-control-key":
         fail("control.existingSecret is not the Secret the operator mounts")
+    if cvols.get("broker-tls-trust", {}).get("secret", {}).get("secretName") != "broker-ca":
+        fail("brokerTlsTrust.secretName is not the Secret the operator mounts")
     non_lease = [p for p in perms if not p["ownNamespace"]]
     check_rbac(objs, non_lease, ["team-a", "team-b"], "ops", "custom values")
     dep = next(o for o in objs if o["kind"] == "Deployment")
@@ -167,6 +170,7 @@ def main():
         "LEADER_ELECTION": env.get("LEADER_ELECTION") == "false",
         "METRICS_ADDR": env.get("METRICS_ADDR") == "0.0.0.0:9300",
         "RUST_LOG": env.get("RUST_LOG") == "debug,kube=info",
+        "FERROCKET_BROKER_TLS_TRUST": env.get("FERROCKET_BROKER_TLS_TRUST") == "/etc/ferrocket-operator/broker-tls/ca.crt",
         "nodeSelector": pod.get("nodeSelector") == custom["nodeSelector"],
         "tolerations": pod.get("tolerations") == custom["tolerations"],
         "affinity": pod.get("affinity") == custom["affinity"],

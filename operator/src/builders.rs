@@ -79,6 +79,13 @@ pub const RESERVED_BROKER_KEYS: &[&str] = &[
     "syncStateSetByController",
     "aclEnable",
     "aclFile",
+    "tls.server.mode",
+    "tlsMode",
+    "tls.server.certPath",
+    "tls.server.keyPath",
+    "tls.client.trustCertPath",
+    "tls.enable",
+    "tlsEnable",
 ];
 
 /// Operator-wide settings the builders need.
@@ -136,6 +143,8 @@ impl ControlKey {
 pub const CONTROL_MOUNT: &str = "/etc/ferrocket-control";
 /// Where a group's ACL Secret is mounted (`spec.acl`).
 pub const ACL_MOUNT: &str = "/etc/ferrocket-acl";
+/// Where a `spec.tls` Secret is mounted (brokers and name servers).
+pub const TLS_MOUNT: &str = "/etc/ferrocket-tls";
 /// The key of the control Secret holding the secret key.
 pub const CONTROL_SECRET_KEY: &str = "secretKey";
 
@@ -524,6 +533,7 @@ pub fn build_nameserver(
             NAMESRV_METRICS_PORT.to_string(),
         ]),
         env: Some(vec![field_env("POD_NAME", "metadata.name")]),
+        volume_mounts: s.tls.as_ref().map(|_| vec![tls_mount()]),
         ports: Some(vec![
             container_port("remoting", s.port),
             container_port("metrics", NAMESRV_METRICS_PORT),
@@ -534,8 +544,20 @@ pub fn build_nameserver(
         security_context: Some(container_security()),
         ..Container::default()
     };
+    let mut container = container;
+    if let (Some(tls), Some(args)) = (&s.tls, container.args.as_mut()) {
+        args.extend([
+            "--tls-mode".into(),
+            tls.mode.as_conf().into(),
+            "--tls-cert".into(),
+            format!("{TLS_MOUNT}/tls.crt"),
+            "--tls-key".into(),
+            format!("{TLS_MOUNT}/tls.key"),
+        ]);
+    }
     let mut pod = PodSpec {
         containers: vec![container],
+        volumes: s.tls.as_ref().map(|t| vec![tls_volume(&t.secret_name)]),
         security_context: Some(pod_security()),
         termination_grace_period_seconds: Some(30),
         ..PodSpec::default()
@@ -868,6 +890,16 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
             acl.key
         ));
     }
+    if let Some(tls) = &s.tls {
+        out.push_str(&format!(
+            "tls.server.mode={}\ntls.server.certPath={TLS_MOUNT}/tls.crt\n\
+             tls.server.keyPath={TLS_MOUNT}/tls.key\ntls.client.trustCertPath={TLS_MOUNT}/ca.crt\n",
+            tls.mode.as_conf()
+        ));
+        if tls.name_server_tls {
+            out.push_str("tls.enable=true\n");
+        }
+    }
     if s.replicas >= 3 && s.replication != Replication::Raft {
         // The master lease: a master that hears from fewer slaves than make a majority
         // with it stops taking writes within 5 s — well before the operator can promote
@@ -901,6 +933,29 @@ pub fn roles_config_map(bg: &BrokerGroup, roles: &Roles) -> ConfigMap {
         metadata: meta(bg, format!("{}-roles", bg.name_any()), "broker"),
         data: Some(BTreeMap::from([("roles".to_string(), roles.file_text())])),
         ..ConfigMap::default()
+    }
+}
+
+/// The `spec.tls` Secret's mount (the directory: the kubelet updates a renewed
+/// certificate in place, and the servers re-read it).
+fn tls_mount() -> VolumeMount {
+    VolumeMount {
+        name: "tls".into(),
+        mount_path: TLS_MOUNT.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn tls_volume(secret: &str) -> Volume {
+    Volume {
+        name: "tls".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
     }
 }
 
@@ -1037,6 +1092,11 @@ pub fn build_broker_group(
         ..Container::default()
     };
     let mut container = container;
+    if s.tls.is_some() {
+        if let Some(m) = container.volume_mounts.as_mut() {
+            m.push(tls_mount());
+        }
+    }
     if s.acl.is_some() {
         // The directory, not a subPath: the kubelet updates a changed Secret in it.
         if let Some(m) = container.volume_mounts.as_mut() {
@@ -1078,6 +1138,9 @@ pub fn build_broker_group(
         termination_grace_period_seconds: Some(60),
         ..PodSpec::default()
     };
+    if let (Some(tls), Some(v)) = (&s.tls, pod.volumes.as_mut()) {
+        v.push(tls_volume(&tls.secret_name));
+    }
     if let (Some(acl), Some(v)) = (&s.acl, pod.volumes.as_mut()) {
         v.push(Volume {
             name: "acl".into(),
@@ -1430,6 +1493,85 @@ mod tests {
         // Without spec.acl: neither.
         let plain = group("nameServerRef: {name: ns}\nreplicas: 2\n");
         assert!(!broker_conf(&plain, "ns:9876", true).contains("aclEnable"));
+    }
+
+    #[test]
+    fn tls_mounts_the_secret_and_sets_rocketmqs_tls_keys() {
+        let bg = group("nameServerRef: {name: ns}\nreplicas: 2\nbrokerConfig: {tls.server.mode: disabled}\ntls: {secretName: broker-a-tls}\n");
+        assert!(
+            validate_broker_group(&bg.spec).is_err(),
+            "tls.server.mode is the operator's to set"
+        );
+        let bg = group(
+            "nameServerRef: {name: ns}\nreplicas: 2\ntls: {secretName: broker-a-tls, nameServerTls: true}\n",
+        );
+        let conf = broker_conf(&bg, "ns:9876", true);
+        for line in [
+            "tls.server.mode=enforcing\n",
+            "tls.server.certPath=/etc/ferrocket-tls/tls.crt\n",
+            "tls.server.keyPath=/etc/ferrocket-tls/tls.key\n",
+            "tls.client.trustCertPath=/etc/ferrocket-tls/ca.crt\n",
+            "tls.enable=true\n",
+        ] {
+            assert!(conf.contains(line), "{line} missing from {conf}");
+        }
+        // The rendered file is one ferrocket takes.
+        let props = ferrocket::broker::config::parse_properties(&conf);
+        let parsed = ferrocket::broker::BrokerConfig::from_properties(&props).unwrap();
+        assert_eq!(
+            parsed.tls.server_mode,
+            ferrocket::remoting::tls::TlsMode::Enforcing
+        );
+        let o = build_broker_group(
+            &bg,
+            "ns:9876",
+            &Roles::initial("broker-a"),
+            &BuildConfig::default(),
+        )
+        .unwrap();
+        let pod = o.statefulset.spec.unwrap().template.spec.unwrap();
+        let vol = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "tls")
+            .unwrap();
+        assert_eq!(
+            vol.secret.and_then(|s| s.secret_name).as_deref(),
+            Some("broker-a-tls")
+        );
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m.name == "tls" && m.mount_path == TLS_MOUNT));
+        // Permissive, name servers plain.
+        let bg = group(
+            "nameServerRef: {name: ns}\nreplicas: 2\ntls: {secretName: t, mode: Permissive}\n",
+        );
+        let conf = broker_conf(&bg, "ns:9876", true);
+        assert!(conf.contains("tls.server.mode=permissive\n") && !conf.contains("tls.enable"));
+        // The name server.
+        let spec: NameServerSpec =
+            serde_yaml::from_str("replicas: 1\ntls: {secretName: ns-tls}").unwrap();
+        let mut ns = NameServer::new("namesrv", spec);
+        ns.metadata.namespace = Some("mq".into());
+        let o = build_nameserver(&ns, &BuildConfig::default()).unwrap();
+        let c = container(&o.statefulset);
+        let args = c.args.clone().unwrap().join(" ");
+        assert!(
+            args.contains("--tls-mode enforcing --tls-cert /etc/ferrocket-tls/tls.crt --tls-key /etc/ferrocket-tls/tls.key"),
+            "{args}"
+        );
+        let pod = o
+            .statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        assert_eq!(pod.volumes.as_ref().unwrap()[0].name, "tls");
     }
 
     #[test]

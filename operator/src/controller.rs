@@ -97,6 +97,8 @@ pub struct Context {
     custom_admin: bool,
     /// Per group: the production calls, signed with the group's control key.
     signed_admins: Mutex<HashMap<String, Arc<dyn BrokerAdmin>>>,
+    /// TLS to brokers of groups with `spec.tls` (`--broker-tls-trust`).
+    broker_tls: Option<ferrocket::remoting::tls::TlsClient>,
     failures: Mutex<HashMap<String, u32>>,
     absent_since: Mutex<HashMap<String, Timestamp>>,
 }
@@ -118,9 +120,17 @@ impl Context {
             broker_addr: Arc::new(default_broker_addr),
             custom_admin: false,
             signed_admins: Mutex::new(HashMap::new()),
+            broker_tls: None,
             failures: Mutex::new(HashMap::new()),
             absent_since: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reaches brokers of groups with `spec.tls` over TLS with `tls`.
+    #[must_use]
+    pub fn with_broker_tls(mut self, tls: Option<ferrocket::remoting::tls::TlsClient>) -> Self {
+        self.broker_tls = tls;
+        self
     }
 
     /// Replaces how a pod's broker address is found (tests on loopback ports).
@@ -139,26 +149,32 @@ impl Context {
     }
 
     /// The broker calls for group `bg`: signed with its control key when the operator
-    /// has one (and the calls were not replaced).
+    /// has one, over TLS when the group has `spec.tls` and the operator a trust file
+    /// (and the calls were not replaced).
     pub fn admin_for(&self, bg: &BrokerGroup) -> Arc<dyn BrokerAdmin> {
-        let Some(key) = self
-            .build
-            .control_key
-            .as_ref()
-            .filter(|_| !self.custom_admin)
-        else {
+        if self.custom_admin {
             return Arc::clone(&self.admin);
-        };
+        }
+        let tls = self.broker_tls.clone().filter(|_| bg.spec.tls.is_some());
+        let key = self.build.control_key.as_ref();
+        if key.is_none() && tls.is_none() {
+            return Arc::clone(&self.admin);
+        }
         let (ns, name) = (namespace_of(bg), bg.name_any());
         let mut admins = self
             .signed_admins
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let admin = admins.entry(format!("{ns}/{name}")).or_insert_with(|| {
-            match key.credentials(&ns, &name) {
-                Some(c) => Arc::new(RemotingAdmin::signing(c)),
-                None => Arc::clone(&self.admin),
-            }
+        let entry = format!("{ns}/{name}/{}", tls.is_some());
+        let admin = admins.entry(entry).or_insert_with(|| {
+            let admin = match key.and_then(|k| k.credentials(&ns, &name)) {
+                Some(c) => RemotingAdmin::signing(c),
+                None => RemotingAdmin::default(),
+            };
+            Arc::new(match tls {
+                Some(t) => admin.with_tls(t),
+                None => admin,
+            })
         });
         Arc::clone(admin)
     }

@@ -101,6 +101,63 @@ pub struct NameServerSpec {
     /// Client Service type.
     #[serde(default)]
     pub service_type: ServiceType,
+    /// TLS on the name server port (`--tls-mode`, `--tls-cert`, `--tls-key`), from a
+    /// `kubernetes.io/tls` Secret (what a cert-manager `Certificate` writes). Its
+    /// certificate must name the pods' DNS names
+    /// (`<name>-<i>.<name>-headless.<namespace>.svc`): brokers check them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<NameServerTls>,
+}
+
+/// `spec.tls` of a `NameServer`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NameServerTls {
+    /// The Secret (in the same namespace) with `tls.crt` and `tls.key`.
+    pub secret_name: String,
+    /// `Enforcing` (TLS only; the default) or `Permissive` (TLS and plain clients).
+    #[serde(default)]
+    pub mode: TlsMode,
+}
+
+/// RocketMQ's `tls.server.mode`, as a CR field.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TlsMode {
+    /// TLS and plain connections on one port.
+    Permissive,
+    /// TLS only.
+    #[default]
+    Enforcing,
+}
+
+impl TlsMode {
+    /// The value of `tls.server.mode` / `--tls-mode`.
+    #[must_use]
+    pub fn as_conf(self) -> &'static str {
+        match self {
+            TlsMode::Permissive => "permissive",
+            TlsMode::Enforcing => "enforcing",
+        }
+    }
+}
+
+/// `spec.tls` of a `BrokerGroup`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerTls {
+    /// The Secret (in the group's namespace) with `tls.crt`, `tls.key` and `ca.crt`
+    /// (the layout a cert-manager `Certificate` writes). The brokers serve `tls.crt`
+    /// on the client, VIP, HA and DLedger ports; members check each other's
+    /// certificates against `ca.crt` (chain only: they dial each other by pod IP).
+    pub secret_name: String,
+    /// `Enforcing` (TLS only; the default) or `Permissive` (TLS and plain).
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// The brokers reach the name servers over TLS too (`tls.enable`), checking their
+    /// certificates, names included, against `ca.crt`: set it when the `NameServer` has
+    /// `spec.tls` with a certificate from the same CA.
+    #[serde(default)]
+    pub name_server_tls: bool,
 }
 
 impl Default for NameServerSpec {
@@ -112,6 +169,7 @@ impl Default for NameServerSpec {
             port: default_ns_port(),
             placement: Placement::default(),
             service_type: ServiceType::default(),
+            tls: None,
         }
     }
 }
@@ -302,6 +360,11 @@ pub struct BrokerGroupSpec {
     /// one). Needs a CNI that enforces NetworkPolicies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<GroupNetworkPolicy>,
+    /// TLS on every port of the group's brokers (`tls.server.mode` and friends), from a
+    /// Secret. With `Enforcing`, the operator reaches the brokers over TLS too: give it
+    /// the CA (`--broker-tls-trust`, the chart's `brokerTlsTrust`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BrokerTls>,
 }
 
 /// `spec.networkPolicy`.
@@ -348,6 +411,7 @@ impl Default for BrokerGroupSpec {
             placement: Placement::default(),
             acl: None,
             network_policy: None,
+            tls: None,
         }
     }
 }

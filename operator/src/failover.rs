@@ -638,6 +638,15 @@ impl RemotingAdmin {
             ..RemotingAdmin::default()
         }
     }
+
+    /// Reaches the brokers over TLS.
+    #[must_use]
+    pub fn with_tls(self, tls: ferrocket::remoting::tls::TlsClient) -> Self {
+        RemotingAdmin {
+            client: self.client.with_tls(tls),
+            ..self
+        }
+    }
 }
 
 fn view(s: ferrocket::client::role::BrokerState) -> BrokerView {

@@ -59,6 +59,11 @@ enum Command {
         /// role and permission changes only when signed with a key derived from it.
         #[arg(long, env = "FERROCKET_CONTROL_SECRET_FILE")]
         control_secret_file: Option<PathBuf>,
+        /// A PEM file of the CA(s) that sign brokers' certificates (`spec.tls`): the
+        /// operator then reaches brokers of groups with `spec.tls` over TLS, checking
+        /// the chain (not the name: brokers are reached by pod IP).
+        #[arg(long, env = "FERROCKET_BROKER_TLS_TRUST")]
+        broker_tls_trust: Option<PathBuf>,
     },
     /// Print the objects the operator would apply for the resources in FILE.
     Render {
@@ -118,7 +123,15 @@ fn real_main() -> Result<()> {
             lease_duration_seconds,
             default_image,
             control_secret_file,
+            broker_tls_trust,
         } => {
+            let broker_tls = match &broker_tls_trust {
+                Some(f) => Some(
+                    ferrocket::remoting::tls::TlsClient::load_peer(f, None)
+                        .with_context(|| format!("--broker-tls-trust {}", f.display()))?,
+                ),
+                None => None,
+            };
             let control_key = match &control_secret_file {
                 Some(f) => {
                     let bytes = std::fs::read(f)
@@ -151,6 +164,7 @@ fn real_main() -> Result<()> {
                 lease_duration: Duration::from_secs(lease_duration_seconds.max(3)),
                 default_image: image(default_image),
                 control_key,
+                broker_tls,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

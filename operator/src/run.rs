@@ -43,6 +43,9 @@ pub struct RunConfig {
     pub default_image: String,
     /// The control key role changes are signed with (see [`crate::builders::ControlKey`]).
     pub control_key: Option<crate::builders::ControlKey>,
+    /// The CA the operator checks brokers' certificates with when their group has
+    /// `spec.tls` (`--broker-tls-trust`); without it the operator reaches them plain.
+    pub broker_tls: Option<ferrocket::remoting::tls::TlsClient>,
 }
 
 /// Errors that stop the operator.
@@ -180,15 +183,18 @@ pub async fn run_with_client(
     };
     metrics.set_leader(true);
     tracing::info!("leading: controllers starting");
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::clone(&metrics),
-        BuildConfig {
-            default_image: cfg.default_image.clone(),
-            control_key: cfg.control_key.clone(),
-        },
-        &cfg.identity,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Arc::clone(&metrics),
+            BuildConfig {
+                default_image: cfg.default_image.clone(),
+                control_key: cfg.control_key.clone(),
+            },
+            &cfg.identity,
+        )
+        .with_broker_tls(cfg.broker_tls.clone()),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let namespaces: Vec<Option<String>> = if cfg.watch_namespaces.is_empty() {
         vec![None]

@@ -66,6 +66,7 @@ fn chart_lints_renders_and_validates_against_kubernetes_schemas() {
         "broker-group.yaml",
         "broker-group-raft.yaml",
         "broker-group-acl.yaml",
+        "broker-group-tls.yaml",
     ]
     .iter()
     .map(|f| std::fs::read_to_string(root().join("samples").join(f)).unwrap())

@@ -1020,6 +1020,7 @@ async fn run_takes_the_lease_reconciles_from_watches_and_releases_on_shutdown() 
         lease_duration: Duration::from_secs(5),
         default_image: "ferrocket:test".into(),
         control_key: None,
+        broker_tls: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(ferrocket_operator::run::run_with_client(

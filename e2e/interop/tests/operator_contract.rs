@@ -279,3 +279,83 @@ fn a_rendered_raft_group_elects_a_leader_that_takes_sends() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `spec.tls` (Enforcing) as rendered: the master and the slave serve their ports with
+/// the Secret's certificate — one naming only the pods' DNS names — and the slave
+/// follows the master's HA port over TLS by pod IP (the chain is checked, not the
+/// name); the operator reaches them with the CA (`--broker-tls-trust`), and without it
+/// gets nothing.
+#[test]
+fn a_rendered_tls_group_replicates_over_tls_and_the_operator_needs_the_ca() {
+    use ferrocket_operator::failover::{BrokerAdmin, RemotingAdmin};
+    let ns = Proc::spawn(&["namesrv".into(), "--listen".into(), "127.0.0.1:0".into()]);
+    let mut spec = group_spec(&ns.addr);
+    spec.tls = Some(ferrocket_operator::crd::BrokerTls {
+        secret_name: "broker-t-tls".into(),
+        ..Default::default()
+    });
+    let mut bg = BrokerGroup::new("broker-t", spec);
+    bg.metadata.namespace = Some("mq".into());
+    let roles = Roles::initial("broker-t");
+    let objs = build_broker_group(&bg, &ns.addr, &roles, &BuildConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The Secret's files, where the kubelet would mount them.
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["*.broker-t-headless.mq.svc".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    std::fs::write(tls.join("ca.crt"), ca.pem()).unwrap();
+    std::fs::write(tls.join("tls.crt"), leaf.pem()).unwrap();
+    std::fs::write(tls.join("tls.key"), key.serialize_pem()).unwrap();
+    let conf = objs.config.data.as_ref().unwrap()["broker.conf"].replace(
+        ferrocket_operator::builders::TLS_MOUNT,
+        tls.to_str().unwrap(),
+    );
+    assert!(conf.contains("tls.server.mode=enforcing"), "{conf}");
+    std::fs::write(dir.path().join("broker.conf"), conf).unwrap();
+    std::fs::write(
+        dir.path().join("roles"),
+        &objs.roles.data.as_ref().unwrap()["roles"],
+    )
+    .unwrap();
+    let container = &objs
+        .statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let start = |pod: &str| Proc::spawn(&pod_args(container, dir.path(), pod, free_port(), &[]));
+    let master = start("broker-t-0");
+    let _slave = start("broker-t-1");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let operator = RemotingAdmin::default().with_tls(
+        ferrocket::remoting::tls::TlsClient::load_peer(&tls.join("ca.crt"), None).unwrap(),
+    );
+    ferrocket_interop::wait_until(
+        "the slave follows over TLS, as the operator sees with the CA",
+        Duration::from_secs(20),
+        || {
+            rt.block_on(operator.state(&master.addr))
+                .is_ok_and(|v| v.is_master && v.in_sync.len() == 1)
+        },
+    );
+    assert!(
+        rt.block_on(RemotingAdmin::default().state(&master.addr))
+            .is_err(),
+        "a plain operator read an enforcing broker"
+    );
+}
