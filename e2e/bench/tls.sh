@@ -39,3 +39,13 @@ for round in 1 2; do
     done
   done
 done
+# The handshake: a request on each of 500 new connections, plain then TLS, against a
+# request on one reused connection (bench connect prints the difference of medians).
+for round in 1 2; do
+  for tls in plain tls; do
+    extra=()
+    [ "$tls" = tls ] && extra=(--tls-trust "$work/ca.pem")
+    printf 'round %s ' "$round"
+    "$bin" bench --namesrv "$NS" connect --addr "127.0.0.1:$port" --count 500 "${extra[@]}"
+  done
+done

@@ -61,6 +61,9 @@ enum BenchCommand {
     Produce(net_bench::NetBenchArgs),
     /// Pull every queue of a topic.
     Consume(net_bench::NetBenchArgs),
+    /// Connection set-up cost: a request on each of `--count` new connections (plain,
+    /// or TLS with `--tls-trust`: the handshake's cost), then on one reused connection.
+    Connect(net_bench::ConnectBenchArgs),
 }
 
 fn init_tracing() {
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
             BenchCommand::Recover(args) => store_bench::run_recover(args),
             BenchCommand::Produce(args) => net_bench::produce(&namesrv, args),
             BenchCommand::Consume(args) => net_bench::consume(&namesrv, args),
+            BenchCommand::Connect(args) => net_bench::connect(args),
         },
     };
     match result {

@@ -92,6 +92,83 @@ impl NetBenchArgs {
     }
 }
 
+/// `bench connect`.
+#[derive(Debug, clap::Args)]
+pub struct ConnectBenchArgs {
+    /// The broker's (or a name server's) address.
+    #[arg(long)]
+    pub addr: String,
+    /// New connections to open, one after another.
+    #[arg(long, default_value_t = 500)]
+    pub count: usize,
+    /// Speak TLS, trusting the CAs in this PEM file.
+    #[arg(long)]
+    pub tls_trust: Option<std::path::PathBuf>,
+}
+
+/// Opens `count` connections one after another, each sending one
+/// GET_BROKER_RUNTIME_INFO and closing; then sends as many on one connection. The
+/// difference of the medians is what a connection's set-up costs (TCP, plus the TLS
+/// handshake with `--tls-trust`).
+///
+/// # Errors
+/// A trust file that does not load; a failed request.
+pub fn connect(args: ConnectBenchArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let tls = match &args.tls_trust {
+        Some(t) => Some(crate::remoting::tls::TlsClient::load(t, None)?),
+        None => None,
+    };
+    let client = || {
+        let c = crate::remoting::RemotingClient::new();
+        match &tls {
+            Some(t) => c.with_tls(t.clone()),
+            None => c,
+        }
+    };
+    let req = || {
+        crate::remoting::RemotingCommand::request(
+            crate::remoting::codes::request::GET_BROKER_RUNTIME_INFO,
+        )
+    };
+    let timeout = Duration::from_secs(5);
+    rt.block_on(async {
+        let mut fresh = Vec::with_capacity(args.count);
+        for _ in 0..args.count {
+            let c = client();
+            let t = Instant::now();
+            let r = c.invoke(&args.addr, req(), timeout).await?;
+            fresh.push(t.elapsed().as_micros() as u64);
+            if r.code != response::SUCCESS {
+                bail!("the broker answered {}: {:?}", r.code, r.remark);
+            }
+            c.close(&args.addr);
+        }
+        let c = client();
+        c.invoke(&args.addr, req(), timeout).await?;
+        let mut reused = Vec::with_capacity(args.count);
+        for _ in 0..args.count {
+            let t = Instant::now();
+            c.invoke(&args.addr, req(), timeout).await?;
+            reused.push(t.elapsed().as_micros() as u64);
+        }
+        let (f, r) = (latency(fresh), latency(reused));
+        println!(
+            "connect {} count={} new connection p50={:.3}ms p99={:.3}ms; reused p50={:.3}ms p99={:.3}ms; set-up ~{:.3}ms",
+            if tls.is_some() { "tls" } else { "plain" },
+            args.count,
+            f.p50,
+            f.p99,
+            r.p50,
+            r.p99,
+            f.p50 - r.p50
+        );
+        Ok(())
+    })
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     kind: &'static str,
