@@ -494,21 +494,22 @@ impl Inner {
 }
 
 impl LogStore {
-    /// With bodies: cuts what lies past the last normal entry's bytes (or past
-    /// `fallback` when the log holds none) — bytes a leader appended and never
-    /// proposed. Done under the log's lock, so no append lands in between. Returns
-    /// where the bodies now end.
+    /// With bodies: cuts what lies past the last normal entry's bytes — bytes a
+    /// leader appended and never proposed — but never below `applied` (committed
+    /// bytes: after a snapshot install the log may still hold only older entries until
+    /// openraft purges them). Done under the log's lock, so no append lands in
+    /// between. Returns where the bodies now end.
     ///
     /// # Errors
     /// What the bodies' store refused.
-    pub fn cut_unlogged(&self, fallback: u64) -> io::Result<u64> {
+    pub fn cut_unlogged(&self, applied: u64) -> io::Result<u64> {
         let inner = lock(&self.inner);
         let end = inner
             .slots
             .values()
             .rev()
             .find_map(|s| s.body.map(|(p, l)| p + l))
-            .unwrap_or(fallback);
+            .map_or(applied, |e| e.max(applied));
         if let Some(b) = &inner.bodies {
             b.cut(end)?;
         }
@@ -950,6 +951,12 @@ mod tests {
             .unwrap();
         assert_eq!(lock(&bodies.0).len(), 700);
         append(&mut s, vec![normal(2, 0, 8, &at(700, b"term two"))]).await;
+        assert_eq!(s.cut_unlogged(0).unwrap(), 708);
+        // Committed bytes past the log's last entry (a snapshot installed before the
+        // older entries are purged) are kept.
+        lock(&bodies.0).extend_from_slice(&[9u8; 92]);
+        assert_eq!(s.cut_unlogged(800).unwrap(), 800);
+        assert_eq!(lock(&bodies.0).len(), 800);
         assert_eq!(s.cut_unlogged(0).unwrap(), 708);
         drop(s);
         // The bytes of the last entry are lost: the log ends before it.

@@ -198,6 +198,16 @@ impl Bodies for Glue {
     }
 
     fn cut(&self, pos: u64) -> std::io::Result<()> {
+        // Raft cuts only uncommitted entries: bytes at or below the applied end are
+        // committed (a snapshot's, when the log still holds older entries) and stay.
+        let applied = self.applied();
+        if pos < applied {
+            warn!(
+                pos,
+                applied, "a cut below the applied end was asked; keeping the committed bytes"
+            );
+        }
+        let pos = pos.max(applied);
         if self.store.max_phy_offset() > pos {
             self.store
                 .truncate(pos)
