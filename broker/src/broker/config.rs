@@ -468,14 +468,19 @@ impl TlsSettings {
             warn!("TLS on the ports but no tls.client.trustCertPath: this broker would reach a master or Raft peers without TLS");
             return Ok(None);
         };
-        let identity = match (&self.client_cert, &self.client_key) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            (None, None) => None,
-            _ => return Err("tls.client.certPath and tls.client.keyPath go together".into()),
-        };
+        let identity = self.client_identity()?;
         crate::remoting::tls::TlsClient::load_peer(trust, identity)
             .map(Some)
             .map_err(|e| e.to_string())
+    }
+
+    /// `tls.client.certPath` and `tls.client.keyPath`, when set (both or neither).
+    fn client_identity(&self) -> Result<Option<(&std::path::Path, &std::path::Path)>, String> {
+        match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => Ok(Some((c.as_path(), k.as_path()))),
+            (None, None) => Ok(None),
+            _ => Err("tls.client.certPath and tls.client.keyPath go together".into()),
+        }
     }
 
     /// The client side, when `tls.enable` is on.
@@ -490,11 +495,7 @@ impl TlsSettings {
             .client_trust
             .as_ref()
             .ok_or("tls.enable needs tls.client.trustCertPath")?;
-        let identity = match (&self.client_cert, &self.client_key) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            (None, None) => None,
-            _ => return Err("tls.client.certPath and tls.client.keyPath go together".into()),
-        };
+        let identity = self.client_identity()?;
         crate::remoting::tls::TlsClient::load(trust, identity)
             .map(Some)
             .map_err(|e| e.to_string())

@@ -23,8 +23,6 @@ use crate::sync::lock;
 const FRAMES_PER_ROUND: usize = 32;
 /// HA connections served at once (slaves and anything else that connects).
 const MAX_HA_CONNECTIONS: usize = 64;
-/// How long a permissive HA port waits for a TLS handshake from a silent connection.
-const PLAIN_AFTER: Duration = Duration::from_millis(500);
 /// Idle time before the master sends a heartbeat frame.
 const MASTER_HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -616,14 +614,38 @@ impl HaService {
     }
 
     async fn stream_to(self: Arc<Self>, stream: TcpStream, peer: String) -> std::io::Result<()> {
+        use crate::remoting::tls::{
+            self, Accepted, REPLICATION_HANDSHAKE, REPLICATION_PLAIN_AFTER,
+        };
         let _ = stream.set_nodelay(true);
-        // A slave speaks first (its hello) unless it waits for the challenge: a
-        // permissive port waits that long for a TLS handshake before taking it as plain.
-        let stream =
-            crate::remoting::tls::accept(self.tls.get().map(Arc::as_ref), stream, PLAIN_AFTER)
-                .await
-                .inspect_err(|e| warn!(%peer, error = %e, "HA connection refused: TLS"))?;
-        let (mut rd, mut wr) = tokio::io::split(stream);
+        let accepted = tls::accept(
+            self.tls.get().map(Arc::as_ref),
+            stream,
+            REPLICATION_PLAIN_AFTER,
+            REPLICATION_HANDSHAKE,
+        )
+        .await
+        .inspect_err(|e| warn!(%peer, error = %e, "HA connection refused: TLS"))?;
+        // Plain streams keep owned halves: the ack reader and the streaming writer run
+        // in two tasks without a lock between them.
+        match accepted {
+            Accepted::Plain(s) => {
+                let (rd, wr) = s.into_split();
+                self.stream_halves(rd, wr, peer).await
+            }
+            Accepted::Tls(s) => {
+                let (rd, wr) = tokio::io::split(*s);
+                self.stream_halves(rd, wr, peer).await
+            }
+        }
+    }
+
+    async fn stream_halves(
+        self: Arc<Self>,
+        mut rd: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+        mut wr: impl tokio::io::AsyncWrite + Unpin,
+        peer: String,
+    ) -> std::io::Result<()> {
         self.challenge(&mut rd, &mut wr, &peer).await?;
         let st = self.role.get();
         let mut first = read_offset(&mut rd).await?;

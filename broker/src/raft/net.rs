@@ -74,10 +74,6 @@ const CHALLENGE: u8 = 3;
 /// peers).
 pub type Auth = crate::ha::HaAuth;
 
-/// How long a permissive DLedger port waits for a TLS handshake from a silent
-/// connection before taking it as plain.
-const PLAIN_AFTER: Duration = Duration::from_millis(500);
-
 #[derive(Serialize, Deserialize)]
 struct Answer {
     signature: String,
@@ -369,16 +365,21 @@ pub async fn serve(
             Arc::clone(&auth),
         );
         tokio::spawn(async move {
-            let mut sock =
-                match crate::remoting::tls::accept(auth.tls_server.as_deref(), sock, PLAIN_AFTER)
-                    .await
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(%peer, error = %e, "DLedger connection refused: TLS");
-                        return;
-                    }
-                };
+            use crate::remoting::tls::{REPLICATION_HANDSHAKE, REPLICATION_PLAIN_AFTER};
+            let accepted = crate::remoting::tls::accept(
+                auth.tls_server.as_deref(),
+                sock,
+                REPLICATION_PLAIN_AFTER,
+                REPLICATION_HANDSHAKE,
+            )
+            .await;
+            let mut sock = match accepted {
+                Ok(s) => s.boxed(),
+                Err(e) => {
+                    warn!(%peer, error = %e, "DLedger connection refused: TLS");
+                    return;
+                }
+            };
             if let Err(e) = challenge(&mut sock, &auth).await {
                 warn!(%peer, error = %e, "DLedger connection refused");
                 return;

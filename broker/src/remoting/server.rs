@@ -547,24 +547,22 @@ pub async fn serve<H: RequestHandler>(
                 let control = Arc::clone(&control_turns);
                 connections.spawn(
                     async move {
-                        let tls = match &limits.tls {
-                            Some(t) if t.wants_tls(&stream, limits.frame_deadline).await => Some(t.acceptor()),
-                            _ => None,
-                        };
-                        match tls {
-                            None => {
-                                let (r, w) = stream.into_split();
-                                run_connection(r, w, peer, id, handler, &limits, control, stop).await;
+                        let deadline = limits.frame_deadline;
+                        match super::tls::accept(limits.tls.as_deref(), stream, deadline, deadline)
+                            .await
+                        {
+                            Ok(super::tls::Accepted::Plain(s)) => {
+                                let (r, w) = s.into_split();
+                                run_connection(r, w, peer, id, handler, &limits, control, stop)
+                                    .await;
                             }
-                            Some(acceptor) => {
-                                match tokio::time::timeout(limits.frame_deadline, acceptor.accept(stream)).await {
-                                    Ok(Ok(s)) => {
-                                        let (r, w) = tokio::io::split(s);
-                                        run_connection(r, w, peer, id, handler, &limits, control, stop).await;
-                                    }
-                                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed; connection closed"),
-                                    Err(_) => debug!(%peer, "no TLS handshake in time; connection closed"),
-                                }
+                            Ok(super::tls::Accepted::Tls(s)) => {
+                                let (r, w) = tokio::io::split(*s);
+                                run_connection(r, w, peer, id, handler, &limits, control, stop)
+                                    .await;
+                            }
+                            Err(e) => {
+                                debug!(%peer, error = %e, "TLS handshake failed; connection closed")
                             }
                         }
                         drop(permit);

@@ -280,31 +280,59 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin> Stre
 /// A connection as a port serves it after its TLS decision.
 pub type BoxStream = Box<dyn Stream>;
 
+/// A connection after a port's TLS decision. A plain one stays a `TcpStream`, so a
+/// server can split it into owned halves (no lock between a reader and a writer task).
+pub enum Accepted {
+    /// No TLS.
+    Plain(TcpStream),
+    /// A TLS session.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Accepted {
+    /// Either kind as one type (for request-response servers).
+    #[must_use]
+    pub fn boxed(self) -> BoxStream {
+        match self {
+            Accepted::Plain(s) => Box::new(s),
+            Accepted::Tls(s) => s,
+        }
+    }
+}
+
 /// Accepts `tcp` on a port whose TLS is `tls`: a TLS session when the mode asks for one
-/// (see [`TlsServer::wants_tls`], waiting at most `wait` for a first byte), otherwise
-/// the plain stream.
+/// (see [`TlsServer::wants_tls`], waiting at most `wait` for a first byte; the
+/// handshake must end within `handshake`), otherwise the plain stream.
 ///
 /// # Errors
-/// A failed handshake (a plain peer on an `enforcing` port, an untrusted client
+/// A failed or late handshake (a plain peer on an `enforcing` port, an untrusted client
 /// certificate).
 pub async fn accept(
     tls: Option<&TlsServer>,
     tcp: TcpStream,
     wait: Duration,
-) -> std::io::Result<BoxStream> {
+    handshake: Duration,
+) -> std::io::Result<Accepted> {
     match tls {
         Some(t) if t.wants_tls(&tcp, wait).await => {
-            let s =
-                tokio::time::timeout(wait.max(Duration::from_secs(5)), t.acceptor().accept(tcp))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-                    })??;
-            Ok(Box::new(s))
+            let s = tokio::time::timeout(handshake, t.acceptor().accept(tcp))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake in time")
+                })??;
+            Ok(Accepted::Tls(Box::new(s)))
         }
-        _ => Ok(Box::new(tcp)),
+        _ => Ok(Accepted::Plain(tcp)),
     }
 }
+
+/// How long a permissive replication port (HA, DLedger) waits for a silent
+/// connection's TLS handshake before taking it as plain: a slave or member that must
+/// answer a challenge first waits for the server to speak.
+pub const REPLICATION_PLAIN_AFTER: Duration = Duration::from_millis(500);
+
+/// The longest TLS handshake a replication port waits for.
+pub const REPLICATION_HANDSHAKE: Duration = Duration::from_secs(5);
 
 /// Opens `tcp` (connected to `addr`) as `tls` says: TLS when configured, else plain.
 ///
