@@ -2274,17 +2274,7 @@ fn with_ha_signatures_only_the_groups_slaves_receive_the_commitlog() {
 
     // A stranger: reads the challenge (12-byte head + 16-byte nonce), asks for offset 0
     // instead of answering, and is closed without a byte of the CommitLog.
-    let read_all = |s: &mut std::net::TcpStream| {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-        got
-    };
+    let read_all = ferrocket_testkit::read_until_closed;
     let mut stranger = std::net::TcpStream::connect(("127.0.0.1", g.master.ha_port())).unwrap();
     stranger
         .set_read_timeout(Some(Duration::from_secs(10)))

@@ -1379,7 +1379,7 @@ fn converge(g: &Group, rt: &tokio::runtime::Runtime, c: &Client, leader: usize) 
 
 #[test]
 fn with_signatures_the_raft_port_serves_only_the_group() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let ns = Kit::with_bin(BIN).namesrv();
     let c = Client::new(&ns.addr);
     let root = tempfile::tempdir().unwrap();
@@ -1427,14 +1427,7 @@ fn with_signatures_the_raft_port_serves_only_the_group() {
             frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
             frame.extend_from_slice(json);
             s.write_all(&frame).unwrap();
-            let mut got = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
+            let got = ferrocket_testkit::read_until_closed(&mut s);
             assert_eq!(
                 got.len(),
                 4 + 1 + 16,

@@ -231,19 +231,11 @@ fn mutual_tls_takes_only_clients_with_a_certificate_of_the_trusted_ca() {
 /// TLS alert (the server closes the failed handshake), never a frame of the port's
 /// own protocol.
 fn plain_peer_receives(port: u16, hello: &[u8]) -> Vec<u8> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(hello);
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    got
+    ferrocket_testkit::read_until_closed(&mut s)
 }
 
 fn assert_nothing_but_an_alert(what: &str, got: &[u8]) {

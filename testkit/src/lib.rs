@@ -180,6 +180,20 @@ pub fn skip(test: &str, why: &str) {
     let _ = writeln!(err, "SKIPPED {test}: {why}");
 }
 
+/// Everything `s` receives until the peer closes it (or its read timeout passes): what
+/// a stranger on a guarded port is given.
+pub fn read_until_closed(s: &mut impl std::io::Read) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
 /// Waits until `f` holds, checking every 50 ms; panics naming `what` after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
