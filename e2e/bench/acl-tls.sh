@@ -7,21 +7,8 @@
 set -euo pipefail
 secs=${1:-10}
 . "$(dirname "$0")/lib.sh" acl-tls
-command -v openssl >/dev/null || { echo "e2e/bench/acl-tls.sh: skipped: no openssl to make a certificate"; exit 0; }
-cat > "$work/plain_acl.yml" <<'YML'
-accounts:
-  - accessKey: bench-admin
-    secretKey: bench-secret-1
-    admin: true
-YML
-printf 'bench-secret-1' > "$work/secret"
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ferrocket-bench-ca \
-  -keyout "$work/ca-key.pem" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj /CN=ferrocket-bench \
-  -keyout "$work/key.pem" -out "$work/req.pem" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$work/ext.cnf"
-openssl x509 -req -in "$work/req.pem" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" \
-  -CAcreateserial -days 2 -extfile "$work/ext.cnf" -out "$work/cert.pem" 2>/dev/null
+make_certs || { echo "e2e/bench/acl-tls.sh: skipped: no openssl to make a certificate"; exit 0; }
+make_acl
 echo "$(nproc) cores, $(date -u +%F), ASYNC_FLUSH, tls.server.mode=permissive"
 for acl in false true; do
   nsp=$(freeport); NS=127.0.0.1:$nsp

@@ -8,13 +8,7 @@ set -euo pipefail
 secs=${1:-10}
 . "$(dirname "$0")/lib.sh" acl
 flush=${FLUSH:-ASYNC_FLUSH}
-cat > "$work/plain_acl.yml" <<'YML'
-accounts:
-  - accessKey: bench-admin
-    secretKey: bench-secret-1
-    admin: true
-YML
-printf 'bench-secret-1' > "$work/secret"
+make_acl
 
 echo "flushDiskType=$flush, $(nproc) cores, $(date -u +%F)"
 for acl in false true; do

@@ -13,3 +13,28 @@ cleanup() {
 trap cleanup EXIT
 . "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 export FERROCKET_LOG=warn
+
+# A CA ($work/ca.pem) and a server certificate for 127.0.0.1 it signs ($work/cert.pem,
+# $work/key.pem; rustls takes no CA as a leaf). Needs openssl; returns 1 without it.
+make_certs() {
+  command -v openssl >/dev/null || return 1
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ferrocket-bench-ca \
+    -keyout "$work/ca-key.pem" -out "$work/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=ferrocket-bench \
+    -keyout "$work/key.pem" -out "$work/req.pem" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$work/ext.cnf"
+  openssl x509 -req -in "$work/req.pem" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" \
+    -CAcreateserial -days 2 -extfile "$work/ext.cnf" -out "$work/cert.pem" 2>/dev/null
+}
+
+# An ACL file with one admin account ($work/plain_acl.yml) and its secret
+# ($work/secret), for `bench --access-key bench-admin --secret-file $work/secret`.
+make_acl() {
+  cat > "$work/plain_acl.yml" <<'YML'
+accounts:
+  - accessKey: bench-admin
+    secretKey: bench-secret-1
+    admin: true
+YML
+  printf 'bench-secret-1' > "$work/secret"
+}

@@ -6,15 +6,7 @@
 set -euo pipefail
 secs=${1:-10}
 . "$(dirname "$0")/lib.sh" tls
-command -v openssl >/dev/null || { echo "e2e/bench/tls.sh: skipped: no openssl to make a certificate"; exit 0; }
-# A CA, and a server certificate for 127.0.0.1 it signs (rustls takes no CA as a leaf).
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ferrocket-bench-ca \
-  -keyout "$work/ca-key.pem" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj /CN=ferrocket-bench \
-  -keyout "$work/key.pem" -out "$work/req.pem" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$work/ext.cnf"
-openssl x509 -req -in "$work/req.pem" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" \
-  -CAcreateserial -days 2 -extfile "$work/ext.cnf" -out "$work/cert.pem" 2>/dev/null
+make_certs || { echo "e2e/bench/tls.sh: skipped: no openssl to make a certificate"; exit 0; }
 nsp=$(freeport); NS=127.0.0.1:$nsp
 "$bin" namesrv --listen "$NS" --tls-mode permissive --tls-cert "$work/cert.pem" \
   --tls-key "$work/key.pem" > "$work/ns.out" 2>&1 & pids+=($!)
