@@ -533,7 +533,7 @@ pub fn build_nameserver(
             NAMESRV_METRICS_PORT.to_string(),
         ]),
         env: Some(vec![field_env("POD_NAME", "metadata.name")]),
-        volume_mounts: s.tls.as_ref().map(|_| vec![tls_mount()]),
+        volume_mounts: s.tls.as_ref().map(|_| vec![secret_mount("tls", TLS_MOUNT)]),
         ports: Some(vec![
             container_port("remoting", s.port),
             container_port("metrics", NAMESRV_METRICS_PORT),
@@ -557,7 +557,10 @@ pub fn build_nameserver(
     }
     let mut pod = PodSpec {
         containers: vec![container],
-        volumes: s.tls.as_ref().map(|t| vec![tls_volume(&t.secret_name)]),
+        volumes: s
+            .tls
+            .as_ref()
+            .map(|t| vec![secret_volume("tls", &t.secret_name)]),
         security_context: Some(pod_security()),
         termination_grace_period_seconds: Some(30),
         ..PodSpec::default()
@@ -936,20 +939,21 @@ pub fn roles_config_map(bg: &BrokerGroup, roles: &Roles) -> ConfigMap {
     }
 }
 
-/// The `spec.tls` Secret's mount (the directory: the kubelet updates a renewed
-/// certificate in place, and the servers re-read it).
-fn tls_mount() -> VolumeMount {
+/// A user's Secret (`spec.acl`, `spec.tls`) mounted read-only at `path` — the
+/// directory, not a subPath, so the kubelet's updates (a changed ACL, a renewed
+/// certificate) reach the files the servers re-read.
+fn secret_mount(volume: &str, path: &str) -> VolumeMount {
     VolumeMount {
-        name: "tls".into(),
-        mount_path: TLS_MOUNT.into(),
+        name: volume.into(),
+        mount_path: path.into(),
         read_only: Some(true),
         ..VolumeMount::default()
     }
 }
 
-fn tls_volume(secret: &str) -> Volume {
+fn secret_volume(volume: &str, secret: &str) -> Volume {
     Volume {
-        name: "tls".into(),
+        name: volume.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(secret.to_owned()),
             default_mode: Some(0o440),
@@ -1094,18 +1098,12 @@ pub fn build_broker_group(
     let mut container = container;
     if s.tls.is_some() {
         if let Some(m) = container.volume_mounts.as_mut() {
-            m.push(tls_mount());
+            m.push(secret_mount("tls", TLS_MOUNT));
         }
     }
     if s.acl.is_some() {
-        // The directory, not a subPath: the kubelet updates a changed Secret in it.
         if let Some(m) = container.volume_mounts.as_mut() {
-            m.push(VolumeMount {
-                name: "acl".into(),
-                mount_path: ACL_MOUNT.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            });
+            m.push(secret_mount("acl", ACL_MOUNT));
         }
     }
     let cm_volume = |vol: &str, cm: String| Volume {
@@ -1139,18 +1137,10 @@ pub fn build_broker_group(
         ..PodSpec::default()
     };
     if let (Some(tls), Some(v)) = (&s.tls, pod.volumes.as_mut()) {
-        v.push(tls_volume(&tls.secret_name));
+        v.push(secret_volume("tls", &tls.secret_name));
     }
     if let (Some(acl), Some(v)) = (&s.acl, pod.volumes.as_mut()) {
-        v.push(Volume {
-            name: "acl".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(acl.secret_name.clone()),
-                default_mode: Some(0o440),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        v.push(secret_volume("acl", &acl.secret_name));
     }
     apply_placement(&mut pod, &s.placement);
     if pod.affinity.is_none() {
