@@ -9,6 +9,7 @@
 //! - [`cli`]: the `ferrocket` command line (thin wrappers live in `src/bin/`).
 
 pub mod acl;
+pub mod acl2;
 pub mod auth;
 pub mod broker;
 pub mod cli;

@@ -519,3 +519,352 @@ fn a_name_server_with_an_acl_file_takes_registrations_only_from_an_admin_account
         .collect();
     assert_eq!(addrs, [&broker.addr]);
 }
+
+/// An AUTH request (3001–3010) to `addr` with a JSON body, signed by `by`.
+fn auth_req(
+    rt: &tokio::runtime::Runtime,
+    by: &Client,
+    addr: &str,
+    code: i32,
+    ext: &[(&str, &str)],
+    body: Option<serde_json::Value>,
+) -> RemotingCommand {
+    let mut req = RemotingCommand::request(code);
+    for (k, v) in ext {
+        req = req.with_ext(k, v);
+    }
+    if let Some(b) = body {
+        req = req.with_body(bytes::Bytes::from(b.to_string()));
+    }
+    rt.block_on(by.remoting.invoke(addr, req, T)).unwrap()
+}
+
+/// ACL 2.0 (`authenticationEnabled`, `authorizationEnabled`): the Super user from
+/// `initAuthenticationUser` creates a Normal user and its policies with the AUTH
+/// requests; that user sends to what its policies allow and nothing else, each
+/// refusal carries RocketMQ's remark and stores nothing, control-plane writes need
+/// `Cluster:` Update, a changed policy takes effect on the next request, and the
+/// users and policies survive a restart.
+#[test]
+fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let kit = Kit::with_bin(BIN);
+    let ns = kit.namesrv();
+    let conf = [
+        "authenticationEnabled=true".to_owned(),
+        "authorizationEnabled=true".to_owned(),
+        r#"initAuthenticationUser={"username":"root","password":"root-secret-1"}"#.to_owned(),
+        r#"innerClientAuthenticationCredentials={"accessKey":"inner","secretKey":"inner-secret-1"}"#
+            .to_owned(),
+        "autoCreateTopicEnable=false".to_owned(),
+    ];
+    let mut broker = kit.broker(&ns.addr, &dir.path().join("store"), &conf);
+    let rt = rt();
+    let addr = broker.addr.clone();
+    let root = client(&ns.addr, Some(("root", b"root-secret-1")));
+    let app = client(&ns.addr, Some(("app", b"app-secret-1")));
+    let wrong = client(&ns.addr, Some(("app", b"not-the-secret")));
+    let ghost = client(&ns.addr, Some(("ghost", b"app-secret-1")));
+    let stranger = client(&ns.addr, None);
+    wait_until("the broker registers", Duration::from_secs(10), || {
+        rt.block_on(root.cluster())
+            .is_ok_and(|c| !c.broker_addr_table.is_empty())
+    });
+    rt.block_on(root.create_topic("Orders", 4)).unwrap();
+    rt.block_on(root.create_topic("Audit", 4)).unwrap();
+
+    // Users: created by the Super user; a stranger cannot; a second create is refused.
+    let user = json!({"username": "app", "password": "app-secret-1"});
+    let r = auth_req(
+        &rt,
+        &stranger,
+        &addr,
+        request::AUTH_CREATE_USER,
+        &[("username", "app")],
+        Some(user.clone()),
+    );
+    assert_eq!(
+        (r.code, r.remark.as_deref()),
+        (response::NO_PERMISSION, Some("username cannot be null."))
+    );
+    let r = auth_req(
+        &rt,
+        &root,
+        &addr,
+        request::AUTH_CREATE_USER,
+        &[("username", "app")],
+        Some(user.clone()),
+    );
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    let r = auth_req(
+        &rt,
+        &root,
+        &addr,
+        request::AUTH_CREATE_USER,
+        &[("username", "app")],
+        Some(user),
+    );
+    assert_eq!(
+        (r.code, r.remark.as_deref()),
+        (response::NO_PERMISSION, Some("The user is existed"))
+    );
+    let r = auth_req(
+        &rt,
+        &root,
+        &addr,
+        request::AUTH_GET_USER,
+        &[("username", "app")],
+        None,
+    );
+    let got: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap();
+    assert_eq!(got["userType"], "Normal");
+    assert_eq!(got["userStatus"], "enable");
+    let r = auth_req(&rt, &root, &addr, request::AUTH_LIST_USER, &[], None);
+    let names: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&r.body_bytes())
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["app", "inner", "root"]);
+
+    // Before any policy the user is authenticated but may do nothing.
+    let before = rt
+        .block_on(broker_state(&root.remoting, &addr, T))
+        .unwrap()
+        .max_offset;
+    assert_eq!(
+        refusal(rt.block_on(app.send("Orders", &q(&addr, 0), &[msg("early", 128)]))),
+        (
+            response::NO_PERMISSION,
+            "User:app has no permission to access Topic:Orders from 127.0.0.1, no matched policies."
+                .into()
+        )
+    );
+    // Policies: PUB on Orders*, SUB on Audit and its group, Audit-secret denied.
+    let acl = json!({"subject": "User:app", "policies": [{"policyType": "Custom", "entries": [
+        {"resource": "Topic:Orders*", "actions": ["Pub"], "decision": "Allow"},
+        {"resource": "Topic:Audit", "actions": ["Sub"], "decision": "Allow"},
+        {"resource": "Group:readers", "actions": ["Sub"], "decision": "Allow", "sourceIps": ["127.0.0.0/8"]},
+        {"resource": "Group:blocked", "actions": ["All"], "decision": "Deny"}
+    ]}]});
+    let r = auth_req(
+        &rt,
+        &root,
+        &addr,
+        request::AUTH_CREATE_ACL,
+        &[("subject", "User:app")],
+        Some(acl),
+    );
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    let sent = rt
+        .block_on(app.send("Orders", &q(&addr, 0), &[msg("o-1", 128)]))
+        .unwrap();
+    assert_eq!(sent.code, response::SUCCESS);
+    let after_one = rt
+        .block_on(broker_state(&root.remoting, &addr, T))
+        .unwrap()
+        .max_offset;
+    assert!(after_one > before);
+    for (c, topic, want) in [
+        (
+            &app,
+            "Audit",
+            "User:app has no permission to access Topic:Audit from 127.0.0.1, no matched policies.",
+        ),
+        (&wrong, "Orders", "check signature failed."),
+        (&ghost, "Orders", "User:ghost is not found."),
+        (&stranger, "Orders", "username cannot be null."),
+    ] {
+        assert_eq!(
+            refusal(rt.block_on(c.send(topic, &q(&addr, 0), &[msg("refused", 128)]))),
+            (response::NO_PERMISSION, want.to_owned()),
+            "{topic}"
+        );
+    }
+    assert_eq!(
+        rt.block_on(broker_state(&root.remoting, &addr, T))
+            .unwrap()
+            .max_offset,
+        after_one,
+        "a refused send stored something"
+    );
+    // Pulls need the topic's and the group's Sub.
+    let pulled = rt
+        .block_on(app.pull(&q(&addr, 0), "Audit", "readers", 0, 0))
+        .unwrap();
+    assert!(
+        pulled.code == response::SUCCESS || pulled.code == response::PULL_NOT_FOUND,
+        "{:?}",
+        pulled.remark
+    );
+    let denied = rt
+        .block_on(app.pull(&q(&addr, 0), "Audit", "blocked", 0, 0))
+        .unwrap();
+    assert_eq!(
+        (denied.code, denied.remark.as_deref()),
+        (response::NO_PERMISSION, Some("User:app has no permission to access Group:blocked from 127.0.0.1, the decision is deny."))
+    );
+    // Control-plane writes: a Normal user without Cluster Update is refused.
+    let role = RemotingCommand::request(request::ROLE_CHANGE)
+        .with_ext("role", "master")
+        .with_ext("epoch", 99);
+    let r = rt.block_on(app.remoting.invoke(&addr, role, T)).unwrap();
+    assert_eq!(r.code, response::NO_PERMISSION, "{:?}", r.remark);
+    assert_eq!(
+        refusal(rt.block_on(app.create_topic("Orders2", 4))),
+        (response::NO_PERMISSION, "User:app has no permission to access Topic:Orders2 from 127.0.0.1, no matched policies.".into())
+    );
+    let r = auth_req(
+        &rt,
+        &app,
+        &addr,
+        request::AUTH_CREATE_USER,
+        &[("username", "evil")],
+        Some(json!({"password": "x", "userType": "Super"})),
+    );
+    assert_eq!(r.code, response::NO_PERMISSION, "{:?}", r.remark);
+
+    // A changed policy is in force on the next request (Audit gains Pub); a deleted
+    // entry is gone (Orders* loses Pub).
+    let more = json!({"subject": "User:app", "policies": [{"entries": [
+        {"resource": "Topic:Audit", "actions": ["Pub", "Sub"], "decision": "Allow"}]}]});
+    let r = auth_req(
+        &rt,
+        &root,
+        &addr,
+        request::AUTH_UPDATE_ACL,
+        &[("subject", "User:app")],
+        Some(more),
+    );
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    assert_eq!(
+        rt.block_on(app.send("Audit", &q(&addr, 0), &[msg("a-1", 128)]))
+            .unwrap()
+            .code,
+        response::SUCCESS
+    );
+    let r = auth_req(
+        &rt,
+        &root,
+        &addr,
+        request::AUTH_DELETE_ACL,
+        &[("subject", "User:app"), ("resource", "Topic:Orders*")],
+        None,
+    );
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    assert_eq!(
+        refusal(rt.block_on(app.send("Orders", &q(&addr, 0), &[msg("o-2", 128)]))).0,
+        response::NO_PERMISSION
+    );
+    let r = auth_req(
+        &rt,
+        &root,
+        &addr,
+        request::AUTH_GET_ACL,
+        &[("subject", "User:app")],
+        None,
+    );
+    let acl: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap();
+    let resources: Vec<&str> = acl["policies"][0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(resources, ["Topic:Audit", "Group:readers", "Group:blocked"]);
+
+    // A disabled user is refused at once.
+    let r = auth_req(
+        &rt,
+        &root,
+        &addr,
+        request::AUTH_UPDATE_USER,
+        &[("username", "app")],
+        Some(json!({"userStatus": "disable"})),
+    );
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    assert_eq!(
+        refusal(rt.block_on(app.send("Audit", &q(&addr, 0), &[msg("a-2", 128)]))),
+        (response::NO_PERMISSION, "User:app is disabled.".into())
+    );
+    let r = auth_req(
+        &rt,
+        &root,
+        &addr,
+        request::AUTH_UPDATE_USER,
+        &[("username", "app")],
+        Some(json!({"userStatus": "enable"})),
+    );
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+
+    // Restart: users and policies are read back.
+    assert!(broker.terminate());
+    broker = kit.broker_in(
+        None,
+        &ns.addr,
+        &dir.path().join("store"),
+        ferrocket_testkit::Ports::of(&broker),
+        &conf,
+    );
+    let addr = broker.addr.clone();
+    wait_until(
+        "the restarted broker answers",
+        Duration::from_secs(10),
+        || rt.block_on(broker_state(&root.remoting, &addr, T)).is_ok(),
+    );
+    assert_eq!(
+        rt.block_on(app.send("Audit", &q(&addr, 0), &[msg("a-3", 128)]))
+            .unwrap()
+            .code,
+        response::SUCCESS
+    );
+    assert_eq!(
+        refusal(rt.block_on(app.send("Orders", &q(&addr, 0), &[msg("o-3", 128)]))).0,
+        response::NO_PERMISSION
+    );
+}
+
+#[test]
+fn acl2_and_plain_acl_cannot_both_be_on_and_foreign_providers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain_acl.yml");
+    std::fs::write(&file, ACL).unwrap();
+    for (extra, want) in [
+        (
+            vec![
+                "aclEnable=true".to_owned(),
+                format!("aclFile={}", file.display()),
+                "authenticationEnabled=true".to_owned(),
+            ],
+            "cannot both be on",
+        ),
+        (
+            vec!["authenticationProvider=com.example.MyProvider".to_owned()],
+            "only RocketMQ's default (local) providers are built",
+        ),
+        (
+            vec!["migrateAuthFromV1Enabled=true".to_owned()],
+            "not supported yet",
+        ),
+        (
+            vec!["initAuthenticationUser={\"username\":\"root\"}".to_owned()],
+            "needs non-empty",
+        ),
+    ] {
+        let mut args = vec![
+            "broker".to_owned(),
+            "--set".to_owned(),
+            format!("storePathRootDir={}", dir.path().join("s").display()),
+            "--set".to_owned(),
+            "listenPort=0".to_owned(),
+        ];
+        for e in &extra {
+            args.push("--set".into());
+            args.push(e.clone());
+        }
+        let (ok, out) = ferrocket_testkit::run_cli(BIN, &args);
+        assert!(!ok, "{extra:?} started");
+        assert!(out.contains(want), "{extra:?}: {out}");
+    }
+}

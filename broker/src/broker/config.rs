@@ -268,6 +268,20 @@ pub struct BrokerConfig {
     /// `aclFile`: the ACL file; unset, `$ROCKETMQ_HOME/conf/plain_acl.yml` as RocketMQ
     /// 4.x finds it.
     pub acl_file: Option<std::path::PathBuf>,
+    /// ACL 2.0 (`crate::acl2`): `authenticationEnabled`, `authorizationEnabled` and
+    /// their white lists (`authenticationWhitelist`, `authorizationWhitelist`: request
+    /// codes, comma-separated).
+    pub auth: crate::acl2::AuthSettings,
+    /// `authConfigPath`: where ACL 2.0's `users.json` and `acls.json` live (default
+    /// `<storePathRootDir>/config`).
+    pub auth_config_path: Option<std::path::PathBuf>,
+    /// `initAuthenticationUser` (`{"username":..,"password":..}`): a Super user created
+    /// at start unless it exists.
+    pub init_authentication_user: Option<(String, String)>,
+    /// `innerClientAuthenticationCredentials` (`{"accessKey":..,"secretKey":..}`): the
+    /// Super user this broker's own requests (to its master, to the name servers when
+    /// `namesrvAccessKey` is unset) are signed as; created at start unless it exists.
+    pub inner_client_credentials: Option<(String, String)>,
     /// The in-sync replica set's rules: `allAckInSyncStateSet`, `minInSyncReplicas`,
     /// `haMaxTimeSlaveNotCatchup`, `syncStateSetByController`.
     pub sync_policy: crate::ha::SyncPolicy,
@@ -336,6 +350,10 @@ impl Default for BrokerConfig {
             control_secret_file: None,
             acl_enable: false,
             acl_file: None,
+            auth: crate::acl2::AuthSettings::default(),
+            auth_config_path: None,
+            init_authentication_user: None,
+            inner_client_credentials: None,
             ha_require_signature: false,
             namesrv_credentials: None,
             tls: TlsSettings::default(),
@@ -643,6 +661,34 @@ fn boolean(key: &str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// A comma-separated list of request codes.
+fn codes(key: &str, v: &str) -> Result<Vec<i32>, ConfigError> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| num(key, c))
+        .collect()
+}
+
+/// A JSON object's two string fields (`{"username":..,"password":..}`); empty: unset.
+fn pair(key: &str, v: &str, a: &str, b: &str) -> Result<Option<(String, String)>, ConfigError> {
+    if v.trim().is_empty() {
+        return Ok(None);
+    }
+    let bad = |reason: String| ConfigError {
+        key: key.into(),
+        reason,
+    };
+    let j: serde_json::Value =
+        serde_json::from_str(v).map_err(|e| bad(format!("not a JSON object: {e}")))?;
+    match (j[a].as_str(), j[b].as_str()) {
+        (Some(x), Some(y)) if !x.trim().is_empty() && !y.is_empty() => {
+            Ok(Some((x.trim().to_owned(), y.to_owned())))
+        }
+        _ => Err(bad(format!("needs non-empty \"{a}\" and \"{b}\""))),
+    }
+}
+
 impl BrokerConfig {
     /// Builds a configuration from properties (later entries win).
     ///
@@ -810,6 +856,50 @@ impl BrokerConfig {
                     c.namesrv_credentials = Some((ak, v.trim().into()));
                 }
                 "aclFile" => c.acl_file = Some(v).filter(|v| !v.is_empty()).map(Into::into),
+                "authenticationEnabled" => c.auth.authentication = boolean(key, v)?,
+                "authorizationEnabled" => c.auth.authorization = boolean(key, v)?,
+                "authenticationWhitelist" => c.auth.authentication_whitelist = codes(key, v)?,
+                "authorizationWhitelist" => c.auth.authorization_whitelist = codes(key, v)?,
+                "authConfigPath" => {
+                    c.auth_config_path = Some(v).filter(|v| !v.is_empty()).map(Into::into);
+                }
+                "initAuthenticationUser" => {
+                    c.init_authentication_user = pair(key, v, "username", "password")?;
+                }
+                "innerClientAuthenticationCredentials" => {
+                    c.inner_client_credentials = pair(key, v, "accessKey", "secretKey")?;
+                }
+                // Only RocketMQ's own providers exist here; another class is refused.
+                "authenticationProvider"
+                | "authenticationMetadataProvider"
+                | "authorizationProvider"
+                | "authorizationMetadataProvider" => {
+                    const BUILT: [&str; 4] = [
+                        "org.apache.rocketmq.auth.authentication.provider.DefaultAuthenticationProvider",
+                        "org.apache.rocketmq.auth.authentication.provider.LocalAuthenticationMetadataProvider",
+                        "org.apache.rocketmq.auth.authorization.provider.DefaultAuthorizationProvider",
+                        "org.apache.rocketmq.auth.authorization.provider.LocalAuthorizationMetadataProvider",
+                    ];
+                    if !v.is_empty() && !BUILT.contains(&v.as_str()) {
+                        return Err(ConfigError {
+                            key: key.into(),
+                            reason: format!(
+                                "`{v}` is not supported: only RocketMQ's default (local) providers are built"
+                            ),
+                        });
+                    }
+                }
+                "authenticationStrategy" | "authorizationStrategy" => {}
+                "migrateAuthFromV1Enabled" => {
+                    if boolean(key, v)? {
+                        return Err(ConfigError {
+                            key: key.into(),
+                            reason: "migrating plain_acl.yml into ACL 2.0 is not supported yet; \
+                                     create the users and ACLs with the AUTH requests"
+                                .into(),
+                        });
+                    }
+                }
                 "allAckInSyncStateSet" => c.sync_policy.all_ack = boolean(key, v)?,
                 "minInSyncReplicas" => c.sync_policy.min_in_sync_replicas = num(key, v)?,
                 "haMaxTimeSlaveNotCatchup" => {
@@ -890,6 +980,14 @@ impl BrokerConfig {
                     "namesrvAccessKey and namesrvSecretFile go together".into(),
                 );
             }
+        }
+        if self.acl_enable && (self.auth.authentication || self.auth.authorization) {
+            return bad(
+                "authenticationEnabled",
+                "ACL 1.0 (aclEnable) and ACL 2.0 (authenticationEnabled/authorizationEnabled) \
+                 cannot both be on"
+                    .into(),
+            );
         }
         if self.ha_require_signature && self.control_secret_file.is_none() {
             return bad(
@@ -1040,6 +1138,11 @@ impl BrokerConfig {
             ("maxMessageSize", s.max_message_size.to_string()),
             ("fileReservedTime", s.file_reserved_time_hours.to_string()),
             ("aclEnable", self.acl_enable.to_string()),
+            (
+                "authenticationEnabled",
+                self.auth.authentication.to_string(),
+            ),
+            ("authorizationEnabled", self.auth.authorization.to_string()),
             ("haRequireSignature", self.ha_require_signature.to_string()),
             ("deleteWhen", s.delete_when.clone()),
             (

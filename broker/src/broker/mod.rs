@@ -122,6 +122,9 @@ pub struct Broker {
     raft: std::sync::OnceLock<Arc<crate::raft::node::RaftNode>>,
     /// RocketMQ's plain ACL (`aclEnable=true`).
     acl: Option<Arc<crate::acl::Acl>>,
+    /// ACL 2.0's users and policies (always open: the AUTH requests manage them before
+    /// `authenticationEnabled`/`authorizationEnabled` put them in force).
+    auth2: Arc<crate::acl2::Auth>,
     registered: std::sync::atomic::AtomicBool,
     /// The topic permission last registered (a read-only store registers without
     /// write, so routes steer producers away); -1 before the first registration.
@@ -181,12 +184,48 @@ impl Broker {
         } else {
             None
         };
-        let namesrv = match &config.namesrv_credentials {
-            None => RemotingClient::new(),
-            Some((ak, f)) => RemotingClient::signing(
+        let auth2 = {
+            let dir = config
+                .auth_config_path
+                .clone()
+                .unwrap_or_else(|| config.store.config_dir());
+            let mut settings = config.auth.clone();
+            settings.cluster.clone_from(&config.broker_cluster_name);
+            let a = crate::acl2::Auth::open(&dir, settings)
+                .map_err(|e| BrokerError::Acl(format!("ACL 2.0 in {}: {e}", dir.display())))?;
+            for (u, p) in [
+                &config.init_authentication_user,
+                &config.inner_client_credentials,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                a.ensure_super(u, p)
+                    .map_err(|e| BrokerError::Acl(format!("ACL 2.0 user {u}: {e}")))?;
+            }
+            if a.enforcing() {
+                tracing::info!(
+                    authentication = config.auth.authentication,
+                    authorization = config.auth.authorization,
+                    dir = %dir.display(),
+                    "ACL 2.0 on"
+                );
+            }
+            Arc::new(a)
+        };
+        let namesrv = match (
+            &config.namesrv_credentials,
+            &config.inner_client_credentials,
+        ) {
+            (Some((ak, f)), _) => RemotingClient::signing(
                 crate::auth::Credentials::from_file(ak, f)
                     .map_err(|e| BrokerError::NamesrvCredentials(e.to_string()))?,
             ),
+            (None, Some((ak, sk))) => RemotingClient::signing(
+                crate::auth::Credentials::new(ak, sk.as_bytes())
+                    .map_err(|e| BrokerError::NamesrvCredentials(e.to_string()))?,
+            ),
+            (None, None) => RemotingClient::new(),
         };
         let follows = config.dledger.enabled
             || config.broker_role == BrokerRole::Slave
@@ -289,6 +328,7 @@ impl Broker {
             ha,
             raft: std::sync::OnceLock::new(),
             acl,
+            auth2,
             config,
             store,
             topics,
@@ -322,9 +362,11 @@ impl Broker {
     /// With `aclEnable`, the NO_PERMISSION answer to a request the ACL refuses (logged
     /// and counted in `ferrocket_acl_refused`).
     fn acl_refusal(&self, conn: &Connection, req: &RemotingCommand) -> Option<RemotingCommand> {
-        let acl = self.acl.as_ref()?;
+        if self.acl.is_none() && !self.auth2.enforcing() {
+            return None;
+        }
         // The control plane's account (the operator signing with the group's control
-        // secret, `controlSecretFile`) is an admin account whatever the ACL file says.
+        // secret, `controlSecretFile`) is an admin account whatever the ACL says.
         if let Some(path) = &self.config.control_secret_file {
             if req.ext(crate::auth::ACCESS_KEY) == Some(self.config.control_access_key.as_str())
                 && crate::auth::Credentials::from_file(&self.config.control_access_key, path)
@@ -334,6 +376,12 @@ impl Broker {
                 return None;
             }
         }
+        let Some(acl) = self.acl.as_ref() else {
+            let e = self.auth2.check(req, conn.peer.ip()).err()?;
+            warn!(request = req.code, peer = %conn.peer, user = req.ext(crate::auth::ACCESS_KEY).unwrap_or(""), error = %e, "ACL 2.0 refused a request");
+            self.metrics.acl_refused.inc();
+            return Some(fail(req, response::NO_PERMISSION, e));
+        };
         let e = acl.current().validate(req, conn.peer.ip()).err()?;
         warn!(request = req.code, peer = %conn.peer, access_key = req.ext(crate::auth::ACCESS_KEY).unwrap_or(""), error = %e, "ACL refused a request");
         self.metrics.acl_refused.inc();
@@ -400,6 +448,43 @@ impl Broker {
                 ok(req)
             }
             Err(e) => fail(req, response::SYSTEM_ERROR, e),
+        }
+    }
+
+    /// The ACL 2.0 requests (3001–3010): users and policies, stored at once and in
+    /// force for the next request.
+    fn auth_admin(&self, req: &RemotingCommand) -> RemotingCommand {
+        use crate::acl2::AuthzError;
+        match self.auth2.admin(req) {
+            Ok(body) => {
+                if !matches!(
+                    req.code,
+                    request::AUTH_GET_USER
+                        | request::AUTH_LIST_USER
+                        | request::AUTH_GET_ACL
+                        | request::AUTH_LIST_ACL
+                ) {
+                    info!(
+                        request = req.code,
+                        by = req.ext(crate::auth::ACCESS_KEY).unwrap_or(""),
+                        username = req.ext("username").unwrap_or(""),
+                        subject = req.ext("subject").unwrap_or(""),
+                        "ACL 2.0 changed by an AUTH request"
+                    );
+                }
+                match body {
+                    Some(b) => ok(req).with_body(bytes::Bytes::from(b)),
+                    None => ok(req),
+                }
+            }
+            Err(e) => {
+                let code = match &e {
+                    AuthzError::Denied(_) => response::NO_PERMISSION,
+                    AuthzError::Invalid(_) => response::INVALID_PARAMETER,
+                    AuthzError::System(_) => response::SYSTEM_ERROR,
+                };
+                fail(req, code, e)
+            }
         }
     }
 
@@ -714,6 +799,7 @@ impl Broker {
             | GET_BROKER_CLUSTER_ACL_INFO
             | UPDATE_GLOBAL_WHITE_ADDRS_CONFIG
             | GET_BROKER_CLUSTER_ACL_CONFIG => self.acl_admin(&req),
+            AUTH_CREATE_USER..=AUTH_LIST_ACL => self.auth_admin(&req),
             END_TRANSACTION => self.end_transaction(&req).await,
             GET_TOPIC_CONFIG
             | QUERY_TOPIC_CONSUME_BY_WHO

@@ -73,6 +73,17 @@ pub mod request {
     pub const GET_BROKER_CLUSTER_ACL_INFO: i32 = 52;
     pub const UPDATE_GLOBAL_WHITE_ADDRS_CONFIG: i32 = 53;
     pub const GET_BROKER_CLUSTER_ACL_CONFIG: i32 = 54;
+    // ACL 2.0 (RocketMQ 5.3): users and policies.
+    pub const AUTH_CREATE_USER: i32 = 3001;
+    pub const AUTH_UPDATE_USER: i32 = 3002;
+    pub const AUTH_DELETE_USER: i32 = 3003;
+    pub const AUTH_GET_USER: i32 = 3004;
+    pub const AUTH_LIST_USER: i32 = 3005;
+    pub const AUTH_CREATE_ACL: i32 = 3006;
+    pub const AUTH_UPDATE_ACL: i32 = 3007;
+    pub const AUTH_DELETE_ACL: i32 = 3008;
+    pub const AUTH_GET_ACL: i32 = 3009;
+    pub const AUTH_LIST_ACL: i32 = 3010;
     pub const QUERY_DATA_VERSION: i32 = 322;
     pub const LITE_PULL_MESSAGE: i32 = 361;
     /// ferrocket: change a running broker's role (`role`, `epoch`, `masterAddr`).
@@ -115,4 +126,5 @@ pub mod response {
     pub const SUBSCRIPTION_NOT_EXIST: i32 = 24;
     pub const SUBSCRIPTION_NOT_LATEST: i32 = 25;
     pub const SUBSCRIPTION_GROUP_NOT_EXIST: i32 = 26;
+    pub const INVALID_PARAMETER: i32 = 29;
 }
