@@ -354,8 +354,8 @@ pub struct PolicyEntryInfo {
     /// The resource key (`Topic:orders`, `Group:billing-*`, `*`).
     #[serde(default)]
     pub resource: Option<String>,
-    /// The actions (`Pub`, `Sub`, `All`, ...).
-    #[serde(default)]
+    /// The actions (`Pub`, `Sub`, `All`, ...); a comma-separated string is taken too.
+    #[serde(default, deserialize_with = "actions_list")]
     pub actions: Option<Vec<String>>,
     /// Addresses or CIDR blocks the entry applies to (none: any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,6 +363,27 @@ pub struct PolicyEntryInfo {
     /// `Allow` or `Deny`.
     #[serde(default)]
     pub decision: Option<String>,
+}
+
+/// `actions` as a JSON list, or as one comma-separated string (older clients).
+fn actions_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Actions {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Option::<Actions>::deserialize(d)? {
+        None => None,
+        Some(Actions::List(l)) => Some(l),
+        Some(Actions::One(s)) => Some(
+            s.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+    })
 }
 
 /// A policy (`PolicyInfo`): `Custom` (the default type) or `Default`.

@@ -2125,3 +2125,147 @@ async fn stock_client_over_tls_sends_and_consumes_and_plain_clients_are_closed()
     let want: BTreeSet<String> = (0..5).map(|i| format!("tls-{i}")).collect();
     assert_eq!(bodies, want, "exactly the messages sent over TLS");
 }
+
+/// ACL 2.0 (`authenticationEnabled` and `authorizationEnabled`) driven by the stock
+/// client alone: its admin (`DefaultMQAdminExt`, signed as the Super user of
+/// `initAuthenticationUser`) creates a Normal user and its policies with the AUTH
+/// requests; the stock producer and push consumer signed as that user send and
+/// receive on the allowed topic; a topic without a policy, a wrong password and the
+/// same admin signed as the Normal user are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acl2_users_and_policies_made_by_the_stock_admin_govern_stock_clients() {
+    use rocketmq_client_rust::{
+        AclClientRPCHook, AuthAdmin, DefaultMQAdminExt, SessionCredentials,
+    };
+    let cluster = Cluster::start(&[
+        "authenticationEnabled=true",
+        "authorizationEnabled=true",
+        r#"initAuthenticationUser={"username":"root","password":"root-secret-1"}"#,
+        "autoCreateTopicEnable=false",
+    ]);
+    let ns = cluster.namesrv.addr.clone();
+    let broker = cluster.broker.addr.clone();
+    let hook = |user: &str, secret: &str| {
+        Arc::new(AclClientRPCHook::new(SessionCredentials::with_keys(
+            user.to_string(),
+            secret.to_string(),
+        )))
+    };
+    let rt = client_runtime("acl2");
+    let mut admin = DefaultMQAdminExt::with_rpc_hook(rt.clone(), hook("root", "root-secret-1"));
+    admin.set_namesrv_addr(ns.as_str());
+    admin.start().await.expect("admin start");
+    admin
+        .create_user(
+            broker.as_str().into(),
+            "app".into(),
+            "app-secret-1".into(),
+            "Normal".into(),
+        )
+        .await
+        .expect("create the user");
+    for (resource, actions) in [
+        ("Topic:Acl2Orders", vec!["Pub", "Sub"]),
+        ("Group:acl2_*", vec!["Sub"]),
+    ] {
+        admin
+            .create_acl(
+                broker.as_str().into(),
+                "User:app".into(),
+                vec![resource.into()],
+                actions.into_iter().map(Into::into).collect(),
+                vec![],
+                "Allow".into(),
+            )
+            .await
+            .expect("create the policy");
+    }
+    let user = admin
+        .get_user(broker.as_str().into(), "app".into())
+        .await
+        .expect("get the user")
+        .expect("the user exists");
+    assert_eq!(user.user_type.as_deref(), Some("Normal"));
+    // Topics, by the Super user (ferrocket's own client, signing).
+    let mut root = ferrocket::client::Client::new(&ns);
+    root.remoting = Arc::new(ferrocket::remoting::RemotingClient::signing(
+        ferrocket::auth::Credentials::new("root", b"root-secret-1").expect("creds"),
+    ));
+    wait_for_async_topic(&root, "Acl2Orders").await;
+    root.create_topic("Acl2Audit", 4)
+        .await
+        .expect("create Acl2Audit");
+
+    // The same stock admin signed as the Normal user: no Cluster Update, refused.
+    let mut as_app = DefaultMQAdminExt::with_rpc_hook(rt.clone(), hook("app", "app-secret-1"));
+    as_app.set_namesrv_addr(ns.as_str());
+    as_app.start().await.expect("admin start");
+    let escalate = as_app
+        .create_user(
+            broker.as_str().into(),
+            "evil".into(),
+            "evil-secret".into(),
+            "Super".into(),
+        )
+        .await;
+    assert!(escalate.is_err(), "a Normal user created a Super user");
+    as_app.shutdown().await;
+
+    let mut p = DefaultMQProducer::builder(rt.clone())
+        .producer_group("acl2_pg".to_string())
+        .name_server_addr(ns.clone())
+        .rpc_hook(hook("app", "app-secret-1"))
+        .build();
+    p.start().await.expect("producer start");
+    for i in 0..5 {
+        let r = p
+            .send_with_timeout(message("Acl2Orders", "T", &format!("ok-{i}")), 5000)
+            .await
+            .expect("an allowed send")
+            .expect("a send result");
+        assert_eq!(format!("{:?}", r.send_status), "SendOk");
+    }
+    let denied = p
+        .send_with_timeout(message("Acl2Audit", "T", "no-policy"), 3000)
+        .await;
+    assert!(
+        !matches!(&denied, Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk"),
+        "a send without a policy was accepted: {denied:?}"
+    );
+    p.shutdown().await;
+    let mut wrong = DefaultMQProducer::builder(rt.clone())
+        .producer_group("acl2_pg_wrong".to_string())
+        .name_server_addr(ns.clone())
+        .rpc_hook(hook("app", "not-the-secret"))
+        .build();
+    wrong.start().await.expect("producer start");
+    let refused = wrong
+        .send_with_timeout(message("Acl2Orders", "T", "wrong-secret"), 3000)
+        .await;
+    assert!(
+        !matches!(&refused, Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk"),
+        "a send with a wrong password was accepted: {refused:?}"
+    );
+    wrong.shutdown().await;
+
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut c = DefaultMQPushConsumer::builder(rt.clone())
+        .consumer_group("acl2_cg".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .rpc_hook(Some(hook("app", "app-secret-1")))
+        .build();
+    c.subscribe("Acl2Orders", "*").await.expect("subscribe");
+    c.register_message_listener_concurrently(Collect(got.clone()));
+    c.start().await.expect("consumer start");
+    wait_for("5 messages", Duration::from_secs(60), || {
+        got.lock().unwrap().len() >= 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.shutdown().await;
+    admin.shutdown().await;
+    let bodies: BTreeSet<String> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+    let want: BTreeSet<String> = (0..5).map(|i| format!("ok-{i}")).collect();
+    assert_eq!(bodies, want, "exactly the accepted messages");
+}
