@@ -868,3 +868,91 @@ fn acl2_and_plain_acl_cannot_both_be_on_and_foreign_providers_are_refused() {
         assert!(out.contains(want), "{extra:?}: {out}");
     }
 }
+
+/// `ferrocket admin auth ...` (mqadmin's createUser ... deleteAcl) signed as the
+/// Super user: a user and its policy made from the command line govern that user's
+/// sends at once; an unsigned CLI is refused.
+#[test]
+fn acl2_admin_cli_manages_users_and_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let kit = Kit::with_bin(BIN);
+    let ns = kit.namesrv();
+    let broker = kit.broker(
+        &ns.addr,
+        &dir.path().join("store"),
+        &[
+            "authenticationEnabled=true".into(),
+            "authorizationEnabled=true".into(),
+            r#"initAuthenticationUser={"username":"root","password":"root-secret-1"}"#.into(),
+        ],
+    );
+    let rt = rt();
+    let addr = broker.addr.clone();
+    let root = client(&ns.addr, Some(("root", b"root-secret-1")));
+    wait_until("the broker registers", Duration::from_secs(10), || {
+        rt.block_on(root.cluster())
+            .is_ok_and(|c| !c.broker_addr_table.is_empty())
+    });
+    rt.block_on(root.create_topic("CliOrders", 4)).unwrap();
+    let root_secret = dir.path().join("root.secret");
+    std::fs::write(&root_secret, "root-secret-1\n").unwrap();
+    let app_secret = dir.path().join("app.secret");
+    std::fs::write(&app_secret, "cli-secret-1\n").unwrap();
+    let app_pw = app_secret.display().to_string();
+    let cli = |args: &[&str]| admin_cli(&ns.addr, "root", &root_secret, args);
+
+    let (ok, out) =
+        ferrocket_testkit::run_cli(BIN, &["admin", "--namesrv", &ns.addr, "auth", "user-list"]);
+    assert!(!ok && out.contains("username cannot be null."), "{out}");
+    let (ok, out) = cli(&[
+        "auth",
+        "user-create",
+        "--username",
+        "cli-app",
+        "--password-file",
+        &app_pw,
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&[
+        "auth",
+        "acl-create",
+        "--subject",
+        "User:cli-app",
+        "--resources",
+        "Topic:CliOrders",
+        "--actions",
+        "Pub",
+        "--decision",
+        "Allow",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["auth", "user-list", "--filter", "cli"]);
+    assert!(
+        ok && out.contains("\"cli-app\"") && out.contains("Normal"),
+        "{out}"
+    );
+    let (ok, out) = cli(&["auth", "acl-get", "--subject", "User:cli-app"]);
+    assert!(ok && out.contains("Topic:CliOrders"), "{out}");
+
+    let app = client(&ns.addr, Some(("cli-app", b"cli-secret-1")));
+    let sent = rt
+        .block_on(app.send("CliOrders", &q(&addr, 0), &[msg("c-1", 128)]))
+        .unwrap();
+    assert_eq!(sent.code, response::SUCCESS);
+    let (ok, out) = cli(&["auth", "acl-delete", "--subject", "User:cli-app"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        refusal(rt.block_on(app.send("CliOrders", &q(&addr, 0), &[msg("c-2", 128)]))),
+        (
+            response::NO_PERMISSION,
+            "User:cli-app has no permission to access Topic:CliOrders from 127.0.0.1, no matched policies."
+                .into()
+        )
+    );
+    let (ok, out) = cli(&["auth", "user-delete", "--username", "cli-app"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        refusal(rt.block_on(app.send("CliOrders", &q(&addr, 0), &[msg("c-3", 128)]))),
+        (response::NO_PERMISSION, "User:cli-app is not found.".into())
+    );
+}

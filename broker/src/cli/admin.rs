@@ -36,6 +36,284 @@ pub struct AdminArgs {
     command: AdminCommand,
 }
 
+/// The ACL 2.0 verbs (RocketMQ's mqadmin createUser ... listAcl).
+#[derive(Debug, clap::Subcommand)]
+enum AuthCommand {
+    /// Creates a user (mqadmin createUser).
+    UserCreate {
+        #[command(flatten)]
+        user: UserArgs,
+    },
+    /// Changes the password, type or status given (mqadmin updateUser).
+    UserUpdate {
+        #[command(flatten)]
+        user: UserArgs,
+        /// `enable` or `disable`.
+        #[arg(long, value_parser = ["enable", "disable"])]
+        status: Option<String>,
+    },
+    /// Deletes a user and its policies (mqadmin deleteUser).
+    UserDelete {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+        /// The user.
+        #[arg(long)]
+        username: String,
+    },
+    /// One user (mqadmin getUser).
+    UserGet {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+        /// The user.
+        #[arg(long)]
+        username: String,
+    },
+    /// The users whose names contain `--filter` (mqadmin listUser).
+    UserList {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+        /// A part of the name.
+        #[arg(long, default_value = "")]
+        filter: String,
+    },
+    /// Adds policy entries for a subject, or replaces those of the same resources
+    /// (mqadmin createAcl).
+    AclCreate {
+        #[command(flatten)]
+        acl: AclArgs,
+    },
+    /// As `acl-create` (mqadmin updateAcl).
+    AclUpdate {
+        #[command(flatten)]
+        acl: AclArgs,
+    },
+    /// Deletes one resource's entry, or all of the subject's policies without
+    /// `--resource` (mqadmin deleteAcl).
+    AclDelete {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+        /// `User:<name>`.
+        #[arg(long)]
+        subject: String,
+        /// The resource (`Topic:orders`).
+        #[arg(long)]
+        resource: Option<String>,
+        /// `Custom` (default) or `Default`.
+        #[arg(long)]
+        policy_type: Option<String>,
+    },
+    /// A subject's policies (mqadmin getAcl).
+    AclGet {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+        /// `User:<name>`.
+        #[arg(long)]
+        subject: String,
+    },
+    /// Policies, filtered by subject and resource (mqadmin listAcl).
+    AclList {
+        /// One broker (`host:port`); all when absent.
+        #[arg(long)]
+        broker: Option<String>,
+        /// A part of the subject.
+        #[arg(long, default_value = "")]
+        subject_filter: String,
+        /// A part of the resource.
+        #[arg(long, default_value = "")]
+        resource_filter: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct UserArgs {
+    /// One broker (`host:port`); all when absent.
+    #[arg(long)]
+    broker: Option<String>,
+    /// The user (the `AccessKey` its clients send).
+    #[arg(long)]
+    username: String,
+    /// A file holding the password (its clients' secret key).
+    #[arg(long)]
+    password_file: Option<std::path::PathBuf>,
+    /// `Super` or `Normal` (`Normal` when created without it).
+    #[arg(long = "type", value_parser = ["Super", "Normal"])]
+    user_type: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct AclArgs {
+    /// One broker (`host:port`); all when absent.
+    #[arg(long)]
+    broker: Option<String>,
+    /// `User:<name>`.
+    #[arg(long)]
+    subject: String,
+    /// Resources, comma separated (`Topic:orders,Group:billing-*,*`).
+    #[arg(long)]
+    resources: String,
+    /// Actions, comma separated (`Pub,Sub,Create,Update,Delete,Get,List,All`).
+    #[arg(long)]
+    actions: String,
+    /// Addresses or CIDR blocks the entries apply to, comma separated (none: any).
+    #[arg(long, default_value = "")]
+    source_ips: String,
+    /// `Allow` or `Deny`.
+    #[arg(long, value_parser = ["Allow", "Deny"])]
+    decision: String,
+}
+
+fn comma(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn user_request(code: i32, u: &UserArgs, status: Option<&str>) -> Result<RemotingCommand> {
+    let password = match &u.password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let body = crate::acl2::UserInfo {
+        username: Some(u.username.clone()),
+        password,
+        user_type: u.user_type.clone(),
+        user_status: status.map(str::to_owned),
+    };
+    Ok(RemotingCommand::request(code)
+        .with_ext("username", &u.username)
+        .with_body(bytes::Bytes::from(serde_json::to_vec(&body)?)))
+}
+
+fn acl_request(code: i32, a: &AclArgs) -> Result<RemotingCommand> {
+    let entries = comma(&a.resources)
+        .into_iter()
+        .map(|r| crate::acl2::PolicyEntryInfo {
+            resource: Some(r),
+            actions: Some(comma(&a.actions)),
+            source_ips: Some(comma(&a.source_ips)).filter(|v| !v.is_empty()),
+            decision: Some(a.decision.clone()),
+        })
+        .collect();
+    let body = crate::acl2::AclInfo {
+        subject: Some(a.subject.clone()),
+        policies: Some(vec![crate::acl2::PolicyInfo {
+            policy_type: Some("Custom".into()),
+            entries: Some(entries),
+        }]),
+    };
+    Ok(RemotingCommand::request(code)
+        .with_ext("subject", &a.subject)
+        .with_body(bytes::Bytes::from(serde_json::to_vec(&body)?)))
+}
+
+async fn auth_command(c: &Client, what: AuthCommand, json: bool) -> Result<()> {
+    use AuthCommand as A;
+    let (broker, q) = match what {
+        A::UserCreate { user } => (
+            user.broker.clone(),
+            user_request(request::AUTH_CREATE_USER, &user, None)?,
+        ),
+        A::UserUpdate { user, status } => (
+            user.broker.clone(),
+            user_request(request::AUTH_UPDATE_USER, &user, status.as_deref())?,
+        ),
+        A::UserDelete { broker, username } => (
+            broker,
+            RemotingCommand::request(request::AUTH_DELETE_USER).with_ext("username", username),
+        ),
+        A::UserGet { broker, username } => (
+            broker,
+            RemotingCommand::request(request::AUTH_GET_USER).with_ext("username", username),
+        ),
+        A::UserList { broker, filter } => (
+            broker,
+            RemotingCommand::request(request::AUTH_LIST_USER).with_ext("filter", filter),
+        ),
+        A::AclCreate { acl } => (
+            acl.broker.clone(),
+            acl_request(request::AUTH_CREATE_ACL, &acl)?,
+        ),
+        A::AclUpdate { acl } => (
+            acl.broker.clone(),
+            acl_request(request::AUTH_UPDATE_ACL, &acl)?,
+        ),
+        A::AclDelete {
+            broker,
+            subject,
+            resource,
+            policy_type,
+        } => {
+            let mut q =
+                RemotingCommand::request(request::AUTH_DELETE_ACL).with_ext("subject", subject);
+            if let Some(r) = resource {
+                q = q.with_ext("resource", r);
+            }
+            if let Some(t) = policy_type {
+                q = q.with_ext("policyType", t);
+            }
+            (broker, q)
+        }
+        A::AclGet { broker, subject } => (
+            broker,
+            RemotingCommand::request(request::AUTH_GET_ACL).with_ext("subject", subject),
+        ),
+        A::AclList {
+            broker,
+            subject_filter,
+            resource_filter,
+        } => (
+            broker,
+            RemotingCommand::request(request::AUTH_LIST_ACL)
+                .with_ext("subjectFilter", subject_filter)
+                .with_ext("resourceFilter", resource_filter),
+        ),
+    };
+    let mut failed = 0;
+    for addr in brokers_or_all(c, broker).await? {
+        match call(c, &addr, q.clone()).await {
+            Ok(r) => {
+                let body = r.body_bytes();
+                if body.is_empty() {
+                    println!("{addr}: ok");
+                    continue;
+                }
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).context("bad AUTH answer body")?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &serde_json::json!({"broker": addr, "answer": v})
+                        )?
+                    );
+                } else {
+                    println!("{addr}: {v}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} broker(s) refused");
+    }
+    Ok(())
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum AclCommand {
     /// Creates an account, or updates the fields given.
@@ -197,6 +475,14 @@ enum AdminCommand {
     Acl {
         #[command(subcommand)]
         what: AclCommand,
+    },
+    /// ACL 2.0 users and policies on brokers (RocketMQ 5.3's createUser ... listAcl;
+    /// in force with `authenticationEnabled`/`authorizationEnabled`). Sign as a Super
+    /// user (`--access-key`, `--secret-file`). Without `--broker`, every broker
+    /// registered.
+    Auth {
+        #[command(subcommand)]
+        what: AuthCommand,
     },
     /// A broker's runtime information.
     BrokerStatus {
@@ -859,6 +1145,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
                 }
             }
             AdminCommand::Acl { what } => acl_command(&c, what, args.json).await?,
+            AdminCommand::Auth { what } => auth_command(&c, what, args.json).await?,
             AdminCommand::Raft { what: RaftCommand::Add { broker_name, id, peer, timeout_ms } } => {
                 let q = RemotingCommand::request(request::RAFT_ADD_MEMBER)
                     .with_ext("memberId", id)
