@@ -83,6 +83,25 @@ def check_rbac(objs, perms, watch, release_ns, label):
                 cands = [r for r in roles if r["kind"] == "Role" and r["metadata"].get("namespace") == ns]
             if not any(rules_cover(r["rules"], p) for r in cands):
                 fail(f"{label}: nothing grants {p['verbs']} on {p['apiGroup'] or 'core'}/{p['resource']} in {ns or 'the cluster'}")
+    # Narrowed: the chart grants nothing the operator does not call — no wildcards, no
+    # verb beyond its list, and Secrets only by name (get/create/patch; never list or
+    # watch, which would read every Secret of the namespace).
+    needed = {}
+    for p in perms:
+        needed.setdefault((p["apiGroup"], p["resource"]), set()).update(p["verbs"])
+    for r in roles:
+        for rule in r.get("rules", []):
+            for g in rule.get("apiGroups", []):
+                for res in rule.get("resources", []):
+                    verbs = set(rule.get("verbs", []))
+                    if "*" in (g, res) or "*" in verbs:
+                        fail(f"{label}: {r['kind']} {r['metadata']['name']} grants a wildcard: {rule}")
+                    extra = verbs - needed.get((g, res), set())
+                    if extra:
+                        fail(f"{label}: {r['kind']} {r['metadata']['name']} grants {sorted(extra)} on "
+                             f"{g or 'core'}/{res}, which the operator never calls")
+                    if g == "" and res == "secrets" and verbs & {"list", "watch"}:
+                        fail(f"{label}: Secrets must be read by name only")
     if watch and any(r["kind"] == "ClusterRole" for r in roles):
         fail(f"{label}: watchNamespaces is set but a ClusterRole is rendered")
 

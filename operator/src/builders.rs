@@ -1320,6 +1320,41 @@ mod tests {
         );
     }
 
+    /// The operator's watches are label-selected (`run::owned_selector`): every object
+    /// it applies must carry that label, or its changes would go unseen.
+    #[test]
+    fn every_applied_object_carries_the_label_the_watches_select() {
+        let (key, value) = {
+            let sel = crate::run::owned_selector();
+            let (k, v) = sel.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        };
+        let bg = group(
+            "nameServerRef: {name: ns}\nreplicas: 3\nreplication: SyncMaster\nnetworkPolicy: {}\n",
+        );
+        let o = build_broker_group(
+            &bg,
+            "ns-0.ns-hs.mq.svc:9876",
+            &Roles::initial("broker-a"),
+            &BuildConfig::default(),
+        )
+        .unwrap();
+        let ns = build_nameserver(&nameserver(2), &BuildConfig::default()).unwrap();
+        let values = broker_group_values(&o)
+            .unwrap()
+            .into_iter()
+            .chain(nameserver_values(&ns).unwrap());
+        for v in values {
+            assert_eq!(
+                v["metadata"]["labels"][&key].as_str(),
+                Some(value.as_str()),
+                "{} {} lacks {key}={value}",
+                v["kind"],
+                v["metadata"]["name"]
+            );
+        }
+    }
+
     #[test]
     fn sync_master_statefulset_has_store_claim_probes_args_and_security() {
         let bg = group("nameServerRef: {name: ns}\nreplicas: 3\nreplication: SyncMaster\nflushDiskType: SyncFlush\nstorage: {size: 50Gi, storageClassName: fast, deleteClaimsOnDelete: true}\nmetricsPort: 9300\n");

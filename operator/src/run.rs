@@ -94,6 +94,15 @@ fn pod_owner<K: kube::Resource<DynamicType = ()>>(
     Some(ObjectRef::new(instance).within(pod.namespace().as_deref().unwrap_or("default")))
 }
 
+/// The label selector of every object the operator creates and watches.
+#[must_use]
+pub fn owned_selector() -> String {
+    format!(
+        "app.kubernetes.io/managed-by={}",
+        crate::builders::FIELD_MANAGER
+    )
+}
+
 /// Runs both controllers over one namespace (or all) until `stop` fires.
 async fn controllers(
     client: Client,
@@ -103,13 +112,17 @@ async fn controllers(
 ) {
     let ns = namespace.as_deref();
     let pods_cfg = watcher::Config::default().labels("app.kubernetes.io/name=ferrocket");
+    // What the operator owns carries `app.kubernetes.io/managed-by=ferrocket-operator`
+    // (`builders::labels`): its watches list and receive only those objects, not every
+    // ConfigMap, Service and StatefulSet of the namespaces it watches.
+    let owned = watcher::Config::default().labels(&owned_selector());
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let brokers = Controller::new(api::<BrokerGroup>(&client, ns), watcher::Config::default())
-        .owns(api::<StatefulSet>(&client, ns), watcher::Config::default())
-        .owns(api::<ConfigMap>(&client, ns), watcher::Config::default())
-        .owns(api::<Service>(&client, ns), watcher::Config::default())
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
         .watches(api::<Pod>(&client, ns), pods_cfg.clone(), |p| {
             pod_owner::<BrokerGroup>(&p, "broker")
         })
@@ -121,7 +134,7 @@ async fn controllers(
             }
         });
     let nameservers = Controller::new(api::<NameServer>(&client, ns), watcher::Config::default())
-        .owns(api::<StatefulSet>(&client, ns), watcher::Config::default())
+        .owns(api::<StatefulSet>(&client, ns), owned)
         .watches(api::<Pod>(&client, ns), pods_cfg, |p| {
             pod_owner::<NameServer>(&p, "namesrv")
         })
