@@ -2312,3 +2312,80 @@ fn with_ha_signatures_only_the_groups_slaves_receive_the_commitlog() {
     // The slave is still connected and in sync.
     g.wait_connected(Duration::from_secs(10));
 }
+
+/// Turning `haRequireSignature` on in a running group, in the operator's rolling order
+/// (slaves first, the master last): a slave that has it follows a master that does not
+/// yet (no challenge comes, so after a short wait it replicates unsigned); once the
+/// master restarts with it, the same slave answers its challenge and stays in sync.
+#[test]
+fn ha_signatures_turn_on_slaves_first_and_the_group_keeps_replicating() {
+    let rt = rt();
+    let ns = namesrv();
+    let root = tempfile::tempdir().unwrap();
+    let secret = secret_file(root.path());
+    let signed = [
+        "haRequireSignature=true".to_owned(),
+        format!("controlSecretFile={}", secret.display()),
+    ];
+    let plain = [format!("controlSecretFile={}", secret.display())];
+    let master_kit = kit().defaults(&plain.iter().map(String::as_str).collect::<Vec<_>>());
+    let slave_kit = kit().defaults(&signed.iter().map(String::as_str).collect::<Vec<_>>());
+    let m_extra = [
+        "brokerRole=SYNC_MASTER".to_owned(),
+        "brokerId=0".into(),
+        "roleEpoch=1".into(),
+        "syncFlushTimeout=3000".into(),
+    ];
+    let mut master = master_kit.broker(&ns.addr, &root.path().join("m"), &m_extra);
+    let ha = master.ha_addr.clone().unwrap();
+    let slave = slave_kit.slave(&ns.addr, &root.path().join("s1"), 1, 1, &ha, "SYNC_MASTER");
+    let c = signing_client(&ns.addr, &secret);
+    wait_until(
+        "the signed slave follows the unsigned master",
+        Duration::from_secs(20),
+        || {
+            rt.block_on(broker_state(&c.remoting, &master.addr, T))
+                .is_ok_and(|s| s.ha_connections >= 1 && !s.in_sync.is_empty())
+        },
+    );
+    create_topic(&rt, &c, "Roll", 1);
+    for i in 0..10 {
+        assert_eq!(
+            send_code(&rt, &c, "Roll", &master.addr, &format!("r-{i}")),
+            response::SUCCESS
+        );
+    }
+    converge(
+        &rt,
+        &c,
+        &master,
+        &slave,
+        "the slave holds the unsigned master's log",
+    );
+
+    // The master restarts with haRequireSignature (the last step of the roll).
+    assert!(master.terminate());
+    let ports = ferrocket_testkit::Ports::of(&master);
+    master = slave_kit.broker_in(None, &ns.addr, &root.path().join("m"), ports, &m_extra);
+    wait_until(
+        "the slave answers the restarted master's challenge",
+        Duration::from_secs(30),
+        || {
+            rt.block_on(broker_state(&c.remoting, &master.addr, T))
+                .is_ok_and(|s| s.ha_connections >= 1 && !s.in_sync.is_empty())
+        },
+    );
+    for i in 10..20 {
+        assert_eq!(
+            send_code(&rt, &c, "Roll", &master.addr, &format!("r-{i}")),
+            response::SUCCESS
+        );
+    }
+    converge(
+        &rt,
+        &c,
+        &master,
+        &slave,
+        "the slave holds the signed master's log",
+    );
+}

@@ -76,6 +76,7 @@ pub const RESERVED_BROKER_KEYS: &[&str] = &[
     "dLegerSelfId",
     "controlSecretFile",
     "controlAccessKey",
+    "haRequireSignature",
     "syncStateSetByController",
     "aclEnable",
     "aclFile",
@@ -886,6 +887,13 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
         out.push_str(&format!(
             "controlSecretFile={CONTROL_MOUNT}/{CONTROL_SECRET_KEY}\n"
         ));
+        // The HA port serves only the group's members (they answer its challenge with
+        // the group's key). Safe to roll onto a running group: slaves restart first and
+        // follow a master that does not challenge yet. Not for Raft groups, whose
+        // members all serve and dial each other: a half-rolled group would split.
+        if !raft {
+            out.push_str("haRequireSignature=true\n");
+        }
     }
     if let Some(acl) = &s.acl {
         out.push_str(&format!(
@@ -1691,6 +1699,14 @@ mod tests {
             conf.contains("brokerRole=SYNC_MASTER\n")
                 && conf.contains("flushDiskType=SYNC_FLUSH\n")
                 && conf.contains("controlSecretFile=/etc/ferrocket-control/secretKey\n")
+                && conf.contains("haRequireSignature=true\n")
+        );
+        // Raft members serve and dial each other: no HA challenge is turned on for them.
+        let raft = group("nameServerAddress: a:9876\nreplicas: 3\nreplication: Raft\n");
+        let conf = broker_conf(&raft, "a:9876", true);
+        assert!(
+            conf.contains("controlSecretFile=") && !conf.contains("haRequireSignature"),
+            "{conf}"
         );
         // Two brokers: no lease (the master would stop with its only slave).
         assert!(!conf.contains("masterLease"), "{conf}");

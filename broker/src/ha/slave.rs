@@ -187,6 +187,10 @@ async fn truncate_store(store: &Arc<MessageStore>, at: u64) -> Result<(), SlaveE
     Ok(())
 }
 
+/// How long a slave with `haRequireSignature` waits for its master's challenge before
+/// it takes the master for one that requires none.
+pub const CHALLENGE_WAIT: Duration = Duration::from_secs(2);
+
 /// How a slave reaches its master: the answer to a master's challenge
 /// (`haRequireSignature`: the control account and the file holding its secret, read on
 /// each connection), and TLS (`tls.enable`).
@@ -280,19 +284,26 @@ async fn follow(
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = tokio::io::BufReader::with_capacity(1 << 20, rd);
     if let Some((ak, path)) = &auth.signature {
-        let nonce = tokio::time::timeout(HOUSEKEEPING, wire::read_small(&mut rd, wire::CHALLENGE))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no challenge (haRequireSignature)",
-                )
-            })??;
-        let creds = crate::auth::Credentials::from_file(ak, path)
-            .map_err(|e| SlaveError::Protocol(format!("HA challenge: {e}")))?;
-        let sig = creds.sign_bytes(&wire::challenge_content(&nonce));
-        wr.write_all(&wire::encode_small(wire::CHALLENGE_ANSWER, sig.as_bytes()))
-            .await?;
+        // A master that requires the answer sends its challenge at once; one that does
+        // not (not yet restarted with haRequireSignature in a rolling change) sends
+        // nothing and waits for us: after CHALLENGE_WAIT, go on unsigned.
+        match tokio::time::timeout(CHALLENGE_WAIT, wire::read_small(&mut rd, wire::CHALLENGE)).await
+        {
+            Ok(nonce) => {
+                let nonce = nonce?;
+                let creds = crate::auth::Credentials::from_file(ak, path)
+                    .map_err(|e| SlaveError::Protocol(format!("HA challenge: {e}")))?;
+                let sig = creds.sign_bytes(&wire::challenge_content(&nonce));
+                wr.write_all(&wire::encode_small(wire::CHALLENGE_ANSWER, sig.as_bytes()))
+                    .await?;
+            }
+            Err(_) => {
+                tracing::info!(
+                    %addr,
+                    "the master sent no HA challenge (it does not require haRequireSignature); replicating unsigned"
+                );
+            }
+        }
     }
     match identity {
         Some(id) => wr.write_all(&wire::encode_identity(id)?).await?,

@@ -75,10 +75,26 @@ fn rendered_config_and_roles_start_a_master_and_a_slave() {
     let mut bg = BrokerGroup::new("broker-a", spec);
     bg.metadata.namespace = Some("mq".into());
     let roles = Roles::initial("broker-a");
-    let objs = build_broker_group(&bg, &ns.addr, &roles, &BuildConfig::default()).unwrap();
+    // With the operator's control key: the group's Secret signs role changes, and the
+    // HA port takes only the group's members (haRequireSignature).
+    let key = ferrocket_operator::builders::ControlKey::new(b"contract-operator-key").unwrap();
+    let group_secret = key.for_group("mq", "broker-a");
+    let cfg = BuildConfig {
+        control_key: Some(key),
+        ..BuildConfig::default()
+    };
+    let objs = build_broker_group(&bg, &ns.addr, &roles, &cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("control-secret");
+    std::fs::write(&secret, &group_secret).unwrap();
     let conf = dir.path().join("broker.conf");
-    std::fs::write(&conf, &objs.config.data.as_ref().unwrap()["broker.conf"]).unwrap();
+    let conf_text = objs.config.data.as_ref().unwrap()["broker.conf"]
+        .replace("/etc/ferrocket-control/secretKey", secret.to_str().unwrap());
+    assert!(
+        conf_text.contains("haRequireSignature=true\n"),
+        "{conf_text}"
+    );
+    std::fs::write(&conf, &conf_text).unwrap();
     let roles_file = dir.path().join("roles");
     std::fs::write(&roles_file, &objs.roles.data.as_ref().unwrap()["roles"]).unwrap();
     // The container's args, with the pod's values substituted as the kubelet would and the
@@ -122,6 +138,17 @@ fn rendered_config_and_roles_start_a_master_and_a_slave() {
     );
     assert_eq!(http_status(s_port, "/readyz"), 200, "slave readiness probe");
     assert_eq!(http_status(m_port, "/healthz"), 200, "liveness probe");
+    // The slave answers the master's HA challenge with the group's key and follows.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ferrocket_testkit::state(&master.addr).is_some_and(|s| s.ha_connections >= 1)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        ferrocket_testkit::state(&master.addr).is_some_and(|s| s.ha_connections >= 1),
+        "the slave did not pass the master's HA challenge"
+    );
     // The ids the operator reports are the ones the brokers registered with.
     let out = std::process::Command::new(ferrocket_interop::ferrocket_bin())
         .args(["admin", "--namesrv", &ns.addr, "--json", "cluster"])
