@@ -139,15 +139,10 @@ fn rendered_config_and_roles_start_a_master_and_a_slave() {
     assert_eq!(http_status(s_port, "/readyz"), 200, "slave readiness probe");
     assert_eq!(http_status(m_port, "/healthz"), 200, "liveness probe");
     // The slave answers the master's HA challenge with the group's key and follows.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ferrocket_testkit::state(&master.addr).is_some_and(|s| s.ha_connections >= 1)
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        ferrocket_testkit::state(&master.addr).is_some_and(|s| s.ha_connections >= 1),
-        "the slave did not pass the master's HA challenge"
+    ferrocket_testkit::wait_until(
+        "the slave passes the master's HA challenge",
+        Duration::from_secs(20),
+        || ferrocket_testkit::state(&master.addr).is_some_and(|s| s.ha_connections >= 1),
     );
     // The ids the operator reports are the ones the brokers registered with.
     let out = std::process::Command::new(ferrocket_interop::ferrocket_bin())
