@@ -87,6 +87,8 @@ pub const RESERVED_BROKER_KEYS: &[&str] = &[
     "tls.client.trustCertPath",
     "tls.enable",
     "tlsEnable",
+    "namesrvAccessKey",
+    "namesrvSecretFile",
 ];
 
 /// Operator-wide settings the builders need.
@@ -98,6 +100,10 @@ pub struct BuildConfig {
     /// `<group>-control` with a key derived from it, its brokers require role and
     /// permission changes signed with that key, and the operator signs with it.
     pub control_key: Option<ControlKey>,
+    /// Whether a Raft group's members get `haRequireSignature` (with a control key).
+    /// True for new groups; the controller keeps it off for a Raft group already
+    /// running without it, whose members could not be rolled onto it one by one.
+    pub raft_peer_signatures: bool,
 }
 
 /// The operator's control key. Each group's key is derived from it
@@ -142,8 +148,10 @@ impl ControlKey {
 
 /// Where brokers find their control secret.
 pub const CONTROL_MOUNT: &str = "/etc/ferrocket-control";
-/// Where a group's ACL Secret is mounted (`spec.acl`).
+/// Where a group's ACL Secret is mounted (`spec.acl`; a name server's too).
 pub const ACL_MOUNT: &str = "/etc/ferrocket-acl";
+/// Where a group's name-server credentials are mounted (`spec.nameServerCredentials`).
+pub const NAMESRV_CREDENTIALS_MOUNT: &str = "/etc/ferrocket-namesrv-credentials";
 /// Where a `spec.tls` Secret is mounted (brokers and name servers).
 pub const TLS_MOUNT: &str = "/etc/ferrocket-tls";
 /// The key of the control Secret holding the secret key.
@@ -154,6 +162,7 @@ impl Default for BuildConfig {
         BuildConfig {
             default_image: format!("ferrocket/ferrocket:{}", env!("CARGO_PKG_VERSION")),
             control_key: None,
+            raft_peer_signatures: true,
         }
     }
 }
@@ -534,7 +543,16 @@ pub fn build_nameserver(
             NAMESRV_METRICS_PORT.to_string(),
         ]),
         env: Some(vec![field_env("POD_NAME", "metadata.name")]),
-        volume_mounts: s.tls.as_ref().map(|_| vec![secret_mount("tls", TLS_MOUNT)]),
+        volume_mounts: Some(
+            [
+                s.tls.as_ref().map(|_| secret_mount("tls", TLS_MOUNT)),
+                s.acl.as_ref().map(|_| secret_mount("acl", ACL_MOUNT)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        )
+        .filter(|m| !m.is_empty()),
         ports: Some(vec![
             container_port("remoting", s.port),
             container_port("metrics", NAMESRV_METRICS_PORT),
@@ -556,12 +574,21 @@ pub fn build_nameserver(
             format!("{TLS_MOUNT}/tls.key"),
         ]);
     }
+    if let (Some(acl), Some(args)) = (&s.acl, container.args.as_mut()) {
+        args.extend(["--acl-file".into(), format!("{ACL_MOUNT}/{}", acl.key)]);
+    }
     let mut pod = PodSpec {
         containers: vec![container],
-        volumes: s
-            .tls
-            .as_ref()
-            .map(|t| vec![secret_volume("tls", &t.secret_name)]),
+        volumes: Some(
+            [
+                s.tls.as_ref().map(|t| secret_volume("tls", &t.secret_name)),
+                s.acl.as_ref().map(|a| secret_volume("acl", &a.secret_name)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        )
+        .filter(|v| !v.is_empty()),
         security_context: Some(pod_security()),
         termination_grace_period_seconds: Some(30),
         ..PodSpec::default()
@@ -838,6 +865,18 @@ pub fn claim_size(sts: &StatefulSet) -> Option<String> {
 /// The `broker.conf` of a group (keys sorted; operator-owned keys first).
 #[must_use]
 pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -> String {
+    broker_conf_with(bg, namesrv_addr, signed_control, true)
+}
+
+/// [`broker_conf`]; `raft_signatures`: whether a Raft group's members challenge each
+/// other (`haRequireSignature`, with the control key).
+#[must_use]
+pub fn broker_conf_with(
+    bg: &BrokerGroup,
+    namesrv_addr: &str,
+    signed_control: bool,
+    raft_signatures: bool,
+) -> String {
     let s = &bg.spec;
     let role = match s.replication {
         Replication::SyncMaster => "SYNC_MASTER",
@@ -889,9 +928,10 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
         ));
         // The HA port serves only the group's members (they answer its challenge with
         // the group's key). Safe to roll onto a running group: slaves restart first and
-        // follow a master that does not challenge yet. Not for Raft groups, whose
-        // members all serve and dial each other: a half-rolled group would split.
-        if !raft {
+        // follow a master that does not challenge yet. A Raft group's members all serve
+        // and dial each other, so a half-rolled group would refuse its own members:
+        // there only for groups that start with it (`BuildConfig::raft_peer_signatures`).
+        if !raft || raft_signatures {
             out.push_str("haRequireSignature=true\n");
         }
     }
@@ -899,6 +939,12 @@ pub fn broker_conf(bg: &BrokerGroup, namesrv_addr: &str, signed_control: bool) -
         out.push_str(&format!(
             "aclEnable=true\naclFile={ACL_MOUNT}/{}\n",
             acl.key
+        ));
+    }
+    if let Some(c) = &s.name_server_credentials {
+        out.push_str(&format!(
+            "namesrvAccessKey={}\nnamesrvSecretFile={NAMESRV_CREDENTIALS_MOUNT}/{}\n",
+            c.access_key, c.key
         ));
     }
     if let Some(tls) = &s.tls {
@@ -996,7 +1042,12 @@ pub fn build_broker_group(
         }
     }
     let sel = selector_labels(&name, "broker");
-    let conf = broker_conf(bg, namesrv_addr, cfg.control_key.is_some());
+    let conf = broker_conf_with(
+        bg,
+        namesrv_addr,
+        cfg.control_key.is_some(),
+        cfg.raft_peer_signatures,
+    );
     let config = ConfigMap {
         metadata: meta(bg, format!("{name}-config"), "broker"),
         data: Some(BTreeMap::from([("broker.conf".to_string(), conf.clone())])),
@@ -1114,6 +1165,14 @@ pub fn build_broker_group(
             m.push(secret_mount("acl", ACL_MOUNT));
         }
     }
+    if s.name_server_credentials.is_some() {
+        if let Some(m) = container.volume_mounts.as_mut() {
+            m.push(secret_mount(
+                "namesrv-credentials",
+                NAMESRV_CREDENTIALS_MOUNT,
+            ));
+        }
+    }
     let cm_volume = |vol: &str, cm: String| Volume {
         name: vol.into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -1149,6 +1208,9 @@ pub fn build_broker_group(
     }
     if let (Some(acl), Some(v)) = (&s.acl, pod.volumes.as_mut()) {
         v.push(secret_volume("acl", &acl.secret_name));
+    }
+    if let (Some(c), Some(v)) = (&s.name_server_credentials, pod.volumes.as_mut()) {
+        v.push(secret_volume("namesrv-credentials", &c.secret_name));
     }
     apply_placement(&mut pod, &s.placement);
     if pod.affinity.is_none() {
@@ -1528,6 +1590,92 @@ mod tests {
         assert!(!broker_conf(&plain, "ns:9876", true).contains("aclEnable"));
     }
 
+    /// `NameServer.spec.acl` puts writes to the name server behind an admin account
+    /// (`--acl-file`, the Secret mounted); `BrokerGroup.spec.nameServerCredentials`
+    /// makes the brokers sign their registrations with one.
+    #[test]
+    fn name_server_acl_and_broker_credentials_are_mounted_and_named() {
+        let spec: NameServerSpec =
+            serde_yaml::from_str("replicas: 1\nacl: {secretName: ns-acl}").unwrap();
+        let mut ns = NameServer::new("namesrv", spec);
+        ns.metadata.namespace = Some("mq".into());
+        let o = build_nameserver(&ns, &BuildConfig::default()).unwrap();
+        let c = container(&o.statefulset);
+        let args = c.args.clone().unwrap().join(" ");
+        assert!(
+            args.ends_with("--acl-file /etc/ferrocket-acl/plain_acl.yml"),
+            "{args}"
+        );
+        let mounts = c.volume_mounts.clone().unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(
+            (mounts[0].mount_path.as_str(), mounts[0].read_only),
+            (ACL_MOUNT, Some(true))
+        );
+        let pod = o
+            .statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .clone()
+            .unwrap();
+        let vols = pod.volumes.unwrap();
+        assert_eq!(
+            vols[0].secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("ns-acl")
+        );
+        // Without it: no volume, no mount, no flag.
+        let plain = build_nameserver(&nameserver(1), &BuildConfig::default()).unwrap();
+        let c = container(&plain.statefulset);
+        assert!(c.volume_mounts.is_none());
+        assert!(!c.args.clone().unwrap().join(" ").contains("--acl-file"));
+
+        let bg = group(
+            "nameServerRef: {name: namesrv}\nreplicas: 2\nnameServerCredentials: {accessKey: broker-a, secretName: ns-creds}\n",
+        );
+        let conf = broker_conf(&bg, "ns:9876", false);
+        assert!(
+            conf.contains(
+                "namesrvAccessKey=broker-a\nnamesrvSecretFile=/etc/ferrocket-namesrv-credentials/secretKey\n"
+            ),
+            "{conf}"
+        );
+        let o = build_broker_group(
+            &bg,
+            "ns:9876",
+            &Roles::initial("broker-a"),
+            &BuildConfig::default(),
+        )
+        .unwrap();
+        let c = container(&o.statefulset);
+        assert!(c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.mount_path == NAMESRV_CREDENTIALS_MOUNT));
+        let vols = o
+            .statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .clone()
+            .unwrap();
+        assert!(vols
+            .iter()
+            .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("ns-creds")));
+        // The keys are the operator's to set.
+        let bad = group("nameServerRef: {name: namesrv}\nbrokerConfig: {namesrvAccessKey: x}\n");
+        assert!(validate_broker_group(&bad.spec).is_err());
+    }
+
     #[test]
     fn tls_mounts_the_secret_and_sets_rocketmqs_tls_keys() {
         let bg = group("nameServerRef: {name: ns}\nreplicas: 2\nbrokerConfig: {tls.server.mode: disabled}\ntls: {secretName: broker-a-tls}\n");
@@ -1701,13 +1849,18 @@ mod tests {
                 && conf.contains("controlSecretFile=/etc/ferrocket-control/secretKey\n")
                 && conf.contains("haRequireSignature=true\n")
         );
-        // Raft members serve and dial each other: no HA challenge is turned on for them.
+        // A new Raft group's members challenge each other; one already running without
+        // it keeps running without (its members could not take it one by one).
         let raft = group("nameServerAddress: a:9876\nreplicas: 3\nreplication: Raft\n");
         let conf = broker_conf(&raft, "a:9876", true);
+        assert!(conf.contains("haRequireSignature=true\n"), "{conf}");
+        let conf = broker_conf_with(&raft, "a:9876", true, false);
         assert!(
             conf.contains("controlSecretFile=") && !conf.contains("haRequireSignature"),
             "{conf}"
         );
+        // Without a control key there is no secret to answer with.
+        assert!(!broker_conf(&raft, "a:9876", false).contains("haRequireSignature"));
         // Two brokers: no lease (the master would stop with its only slave).
         assert!(!conf.contains("masterLease"), "{conf}");
         // Three or five: a master lease with the majority's quorum.
@@ -1901,6 +2054,7 @@ mod tests {
             &BuildConfig {
                 default_image: "img:1".into(),
                 control_key: None,
+                raft_peer_signatures: true,
             },
         )
         .unwrap();

@@ -584,6 +584,17 @@ pub async fn resolve_namesrv(client: &Client, bg: &BrokerGroup) -> Result<Option
         .map(|ns| builders::namesrv_addresses(&ns).join(";")))
 }
 
+/// Whether a Raft group's members challenge each other: a new group (no rendered
+/// `broker.conf` yet) starts with it; a running one keeps what its members run with
+/// (they cannot take it one at a time: each would refuse the others).
+#[must_use]
+pub fn raft_peer_signatures(current: Option<&ConfigMap>) -> bool {
+    current
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get("broker.conf"))
+        .is_none_or(|conf| conf.lines().any(|l| l.trim() == "haRequireSignature=true"))
+}
+
 /// Reconciles one `BrokerGroup`.
 ///
 /// # Errors
@@ -608,7 +619,14 @@ pub async fn reconcile_broker_group(
         Err(e) => Err(e),
         Ok(()) => match resolve_namesrv(&ctx.client, &bg).await? {
             Some(addr) => {
-                let b = build_broker_group(&render, &addr, &roles, &ctx.build);
+                let mut build = ctx.build.clone();
+                if bg.spec.replication == crate::crd::Replication::Raft {
+                    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+                    build.raft_peer_signatures = raft_peer_signatures(
+                        cms.get_opt(&format!("{name}-config")).await?.as_ref(),
+                    );
+                }
+                let b = build_broker_group(&render, &addr, &roles, &build);
                 namesrv_addr = Some(addr);
                 b
             }
@@ -1755,5 +1773,23 @@ mod tests {
         );
         assert_eq!(flipped.status, "False");
         assert!(flipped.last_transition_time.0 >= first.last_transition_time.0);
+    }
+
+    #[test]
+    fn a_raft_group_keeps_the_peer_signatures_it_runs_with() {
+        let cm = |conf: &str| ConfigMap {
+            data: Some(std::collections::BTreeMap::from([(
+                "broker.conf".to_string(),
+                conf.to_string(),
+            )])),
+            ..ConfigMap::default()
+        };
+        assert!(raft_peer_signatures(None), "a new group starts with them");
+        assert!(raft_peer_signatures(Some(&cm(
+            "enableDLegerCommitLog=true\nhaRequireSignature=true\n"
+        ))));
+        assert!(!raft_peer_signatures(Some(&cm(
+            "enableDLegerCommitLog=true\ncontrolSecretFile=/x\n"
+        ))));
     }
 }

@@ -107,6 +107,13 @@ pub struct NameServerSpec {
     /// (`<name>-<i>.<name>-headless.<namespace>.svc`): brokers check them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<NameServerTls>,
+    /// Writes to the name servers (broker registration, KV config, write permissions,
+    /// topic deletion) need an admin account of this `plain_acl.yml`
+    /// (`namesrv --acl-file`); route reads stay open. Brokers sign theirs with
+    /// `BrokerGroup.spec.nameServerCredentials`. A changed Secret is in force once the
+    /// kubelet has updated the mounted file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<AclSpec>,
 }
 
 /// `spec.tls` of a `NameServer`.
@@ -170,6 +177,7 @@ impl Default for NameServerSpec {
             placement: Placement::default(),
             service_type: ServiceType::default(),
             tls: None,
+            acl: None,
         }
     }
 }
@@ -365,6 +373,28 @@ pub struct BrokerGroupSpec {
     /// the CA (`--broker-tls-trust`, the chart's `brokerTlsTrust`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BrokerTls>,
+    /// The account the group's brokers sign their requests to the name servers with
+    /// (`namesrvAccessKey`, `namesrvSecretFile`): an admin account of the name server's
+    /// `spec.acl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_server_credentials: Option<NameServerCredentials>,
+}
+
+/// `spec.nameServerCredentials`: an access key, and the Secret holding its secret key.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NameServerCredentials {
+    /// The access key (an admin account of the name server's ACL file).
+    pub access_key: String,
+    /// The Secret (in the group's namespace) holding the secret key.
+    pub secret_name: String,
+    /// Its key in the Secret.
+    #[serde(default = "default_secret_key")]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    "secretKey".into()
 }
 
 /// `spec.networkPolicy`.
@@ -412,6 +442,7 @@ impl Default for BrokerGroupSpec {
             acl: None,
             network_policy: None,
             tls: None,
+            name_server_credentials: None,
         }
     }
 }

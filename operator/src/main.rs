@@ -110,6 +110,7 @@ fn real_main() -> Result<()> {
             let cfg = BuildConfig {
                 default_image: image(default_image),
                 control_key: None,
+                raft_peer_signatures: true,
             };
             print!("{}", ferrocket_operator::render::render(&text, &cfg)?);
         }

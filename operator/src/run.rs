@@ -203,6 +203,7 @@ pub async fn run_with_client(
             BuildConfig {
                 default_image: cfg.default_image.clone(),
                 control_key: cfg.control_key.clone(),
+                raft_peer_signatures: true,
             },
             &cfg.identity,
         )

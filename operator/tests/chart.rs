@@ -63,6 +63,7 @@ fn chart_lints_renders_and_validates_against_kubernetes_schemas() {
     std::fs::write(&perms, ferrocket_operator::rbac::permissions_json()).unwrap();
     let samples: String = [
         "nameserver.yaml",
+        "nameserver-acl.yaml",
         "broker-group.yaml",
         "broker-group-raft.yaml",
         "broker-group-acl.yaml",

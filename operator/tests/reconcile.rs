@@ -55,6 +55,7 @@ fn ctx(client: &Client) -> Arc<Context> {
         BuildConfig {
             default_image: "ferrocket:test".into(),
             control_key: None,
+            raft_peer_signatures: true,
         },
         "test",
     ))

@@ -52,6 +52,19 @@ fn pod_args(
     args
 }
 
+fn http_body(port: u16, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn http_status(port: u16, path: &str) -> u16 {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return 0;
@@ -180,7 +193,8 @@ fn group_spec(ns: &str) -> BrokerGroupSpec {
 /// A `replication: Raft` group of 3: the rendered `broker.conf` names the DLedger peers
 /// by pod DNS name with ids `n<ordinal>`, each pod takes its id from its name, and the
 /// three real brokers elect a leader that registers as brokerId 0 (followers as
-/// ordinal + 1) and takes sends. Only the peer addresses are moved to loopback ports
+/// ordinal + 1) and takes sends. Rendered with the operator's control key, so the
+/// members elect and replicate through each other's challenges (`haRequireSignature`). Only the peer addresses are moved to loopback ports
 /// (pod DNS names do not resolve here), as the fixed ports are.
 #[test]
 fn a_rendered_raft_group_elects_a_leader_that_takes_sends() {
@@ -193,9 +207,21 @@ fn a_rendered_raft_group_elects_a_leader_that_takes_sends() {
     let mut bg = BrokerGroup::new("broker-r", spec);
     bg.metadata.namespace = Some("mq".into());
     let roles = Roles::initial("broker-r");
-    let objs = build_broker_group(&bg, &ns.addr, &roles, &BuildConfig::default()).unwrap();
-    let conf_text = objs.config.data.as_ref().unwrap()["broker.conf"].clone();
+    // A new group with the operator's control key: its members challenge each other.
+    let key = ferrocket_operator::builders::ControlKey::new(b"contract-operator-key").unwrap();
+    let group_secret = key.for_group("mq", "broker-r");
+    let cfg = BuildConfig {
+        control_key: Some(key),
+        ..BuildConfig::default()
+    };
+    let objs = build_broker_group(&bg, &ns.addr, &roles, &cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("control-secret");
+    std::fs::write(&secret, &group_secret).unwrap();
+    let conf_text = objs.config.data.as_ref().unwrap()["broker.conf"]
+        .replace("/etc/ferrocket-control/secretKey", secret.to_str().unwrap());
     for want in [
+        "haRequireSignature=true\n",
         "enableDLegerCommitLog=true\n",
         "dLegerGroup=broker-r\n",
         "dLegerPeers=n0-broker-r-0.broker-r-hs.mq.svc:40911;n1-broker-r-1.broker-r-hs.mq.svc:40911;n2-broker-r-2.broker-r-hs.mq.svc:40911\n",
@@ -215,7 +241,6 @@ fn a_rendered_raft_group_elects_a_leader_that_takes_sends() {
         .unwrap()
         .iter()
         .any(|p| p.container_port == 40911));
-    let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("broker.conf");
     std::fs::write(&conf, &conf_text).unwrap();
     let roles_file = dir.path().join("roles");
@@ -379,5 +404,152 @@ fn a_rendered_tls_group_replicates_over_tls_and_the_operator_needs_the_ca() {
         rt.block_on(RemotingAdmin::default().state(&master.addr))
             .is_err(),
         "a plain operator read an enforcing broker"
+    );
+}
+
+/// `NameServer.spec.acl` and `BrokerGroup.spec.nameServerCredentials`, rendered and
+/// run: the name server started with the rendered args (the mounted files read from a
+/// directory, the fixed ports moved) takes the registration of the group whose
+/// brokers sign with an admin account of its ACL file, and refuses a group rendered
+/// without credentials — no route points at it.
+#[test]
+fn a_rendered_name_server_acl_takes_only_groups_with_credentials() {
+    use ferrocket_operator::builders::build_nameserver;
+    use ferrocket_operator::crd::{AclSpec, NameServer, NameServerCredentials, NameServerSpec};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("plain_acl.yml"),
+        "accounts:\n  - accessKey: broker-signed\n    secretKey: registration-secret-1\n    admin: true\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("secretKey"), "registration-secret-1\n").unwrap();
+    let mut ns_cr = NameServer::new(
+        "namesrv",
+        NameServerSpec {
+            acl: Some(AclSpec {
+                secret_name: "namesrv-acl".into(),
+                key: "plain_acl.yml".into(),
+            }),
+            ..NameServerSpec::default()
+        },
+    );
+    ns_cr.metadata.namespace = Some("mq".into());
+    let ns_objs = build_nameserver(&ns_cr, &BuildConfig::default()).unwrap();
+    let ns_container = &ns_objs
+        .statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let metrics = free_port().to_string();
+    let ns_args: Vec<String> = ns_container
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("0.0.0.0:") {
+                "127.0.0.1:0".to_string()
+            } else if a == ferrocket_operator::builders::NAMESRV_METRICS_PORT.to_string() {
+                metrics.clone()
+            } else {
+                a.replace("/etc/ferrocket-acl", dir.path().to_str().unwrap())
+            }
+        })
+        .collect();
+    assert!(ns_args.iter().any(|a| a == "--acl-file"), "{ns_args:?}");
+    let ns = Proc::spawn(&ns_args);
+
+    let start = |name: &str, creds: bool| {
+        let spec = BrokerGroupSpec {
+            replicas: 1,
+            name_server_credentials: creds.then(|| NameServerCredentials {
+                access_key: "broker-signed".into(),
+                secret_name: "creds".into(),
+                key: "secretKey".into(),
+            }),
+            ..group_spec(&ns.addr)
+        };
+        let mut bg = BrokerGroup::new(name, spec);
+        bg.metadata.namespace = Some("mq".into());
+        let objs = build_broker_group(
+            &bg,
+            &ns.addr,
+            &Roles::initial(name),
+            &BuildConfig::default(),
+        )
+        .unwrap();
+        let gdir = dir.path().join(name);
+        std::fs::create_dir_all(&gdir).unwrap();
+        let conf = objs.config.data.as_ref().unwrap()["broker.conf"].replace(
+            "/etc/ferrocket-namesrv-credentials",
+            dir.path().to_str().unwrap(),
+        );
+        assert_eq!(
+            conf.contains("namesrvAccessKey=broker-signed\n"),
+            creds,
+            "{conf}"
+        );
+        std::fs::write(gdir.join("broker.conf"), conf).unwrap();
+        std::fs::write(
+            gdir.join("roles"),
+            &objs.roles.data.as_ref().unwrap()["roles"],
+        )
+        .unwrap();
+        let container = &objs
+            .statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        let args = pod_args(container, &gdir, &format!("{name}-0"), free_port(), &[]);
+        Proc::spawn(&args)
+    };
+    let signed = start("broker-signed", true);
+    let unsigned = start("broker-plain", false);
+    let cluster = || -> serde_json::Value {
+        let out = std::process::Command::new(ferrocket_interop::ferrocket_bin())
+            .args(["admin", "--namesrv", &ns.addr, "--json", "cluster"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    ferrocket_testkit::wait_until(
+        "the group with credentials registers",
+        Duration::from_secs(20),
+        || {
+            cluster()["brokerAddrTable"]["broker-signed"]["brokerAddrs"]["0"]
+                == signed.addr.as_str()
+        },
+    );
+    // The other's registration is refused (the name server counts it), and it is
+    // not listed.
+    let metrics_port: u16 = metrics.parse().unwrap();
+    ferrocket_testkit::wait_until(
+        "the name server refuses the group without credentials",
+        Duration::from_secs(20),
+        || {
+            http_body(metrics_port, "/metrics").lines().any(|l| {
+                l.starts_with("ferrocket_namesrv_registrations_refused_total ")
+                    && l.split_whitespace()
+                        .nth(1)
+                        .and_then(|n| n.parse::<f64>().ok())
+                        >= Some(1.0)
+            })
+        },
+    );
+    let v = cluster();
+    assert!(
+        v["brokerAddrTable"].get("broker-plain").is_none(),
+        "a group without credentials registered with an ACL name server: {v} ({})",
+        unsigned.addr
     );
 }
