@@ -1939,36 +1939,58 @@ async fn acl_signed_stock_client_sends_and_consumes_and_strangers_are_refused() 
         )))
     };
     let rt = client_runtime("acl");
+    signed_stock_clients_keep_to_their_rights(
+        &rt,
+        &ns,
+        hook("app-secret-1"),
+        hook("not-the-secret"),
+        ("AclOrders", "AclAudit"),
+        "acl",
+    )
+    .await;
+}
+
+/// The stock producer and push consumer signed with `good` (an `AclClientRPCHook`):
+/// 5 sends to `topics.0` are acknowledged and exactly those 5 are consumed (group
+/// `<prefix>_cg`); a send to `topics.1` and a producer signed with `bad` are refused.
+async fn signed_stock_clients_keep_to_their_rights(
+    rt: &Arc<ClientRuntime>,
+    ns: &str,
+    good: Arc<rocketmq_client_rust::AclClientRPCHook>,
+    bad: Arc<rocketmq_client_rust::AclClientRPCHook>,
+    (allowed, denied_topic): (&str, &str),
+    prefix: &str,
+) {
     let mut p = DefaultMQProducer::builder(rt.clone())
-        .producer_group("acl_pg".to_string())
-        .name_server_addr(ns.clone())
-        .rpc_hook(hook("app-secret-1"))
+        .producer_group(format!("{prefix}_pg"))
+        .name_server_addr(ns.to_string())
+        .rpc_hook(good.clone())
         .build();
     p.start().await.expect("producer start");
     for i in 0..5 {
         let r = p
-            .send_with_timeout(message("AclOrders", "T", &format!("ok-{i}")), 5000)
+            .send_with_timeout(message(allowed, "T", &format!("ok-{i}")), 5000)
             .await
             .expect("a signed send")
             .expect("a send result");
         assert_eq!(format!("{:?}", r.send_status), "SendOk");
     }
     let denied = p
-        .send_with_timeout(message("AclAudit", "T", "refused-topic"), 3000)
+        .send_with_timeout(message(denied_topic, "T", "refused-topic"), 3000)
         .await;
     assert!(
         !matches!(&denied, Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk"),
-        "a send to a SUB-only topic was accepted: {denied:?}"
+        "a send to {denied_topic} was accepted: {denied:?}"
     );
     p.shutdown().await;
     let mut wrong = DefaultMQProducer::builder(rt.clone())
-        .producer_group("acl_pg_wrong".to_string())
-        .name_server_addr(ns.clone())
-        .rpc_hook(hook("not-the-secret"))
+        .producer_group(format!("{prefix}_pg_wrong"))
+        .name_server_addr(ns.to_string())
+        .rpc_hook(bad)
         .build();
     wrong.start().await.expect("producer start");
     let refused = wrong
-        .send_with_timeout(message("AclOrders", "T", "refused-secret"), 3000)
+        .send_with_timeout(message(allowed, "T", "refused-secret"), 3000)
         .await;
     assert!(
         !matches!(&refused, Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk"),
@@ -1978,12 +2000,12 @@ async fn acl_signed_stock_client_sends_and_consumes_and_strangers_are_refused() 
 
     let got = Arc::new(Mutex::new(Vec::new()));
     let mut c = DefaultMQPushConsumer::builder(rt.clone())
-        .consumer_group("acl_cg".to_string())
-        .name_server_addr(ns.clone())
+        .consumer_group(format!("{prefix}_cg"))
+        .name_server_addr(ns.to_string())
         .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
-        .rpc_hook(Some(hook("app-secret-1")))
+        .rpc_hook(Some(good))
         .build();
-    c.subscribe("AclOrders", "*").await.expect("subscribe");
+    c.subscribe(allowed, "*").await.expect("subscribe");
     c.register_message_listener_concurrently(Collect(got.clone()));
     c.start().await.expect("consumer start");
     wait_for("5 messages", Duration::from_secs(60), || {
@@ -2211,61 +2233,14 @@ async fn acl2_users_and_policies_made_by_the_stock_admin_govern_stock_clients() 
     assert!(escalate.is_err(), "a Normal user created a Super user");
     as_app.shutdown().await;
 
-    let mut p = DefaultMQProducer::builder(rt.clone())
-        .producer_group("acl2_pg".to_string())
-        .name_server_addr(ns.clone())
-        .rpc_hook(hook("app", "app-secret-1"))
-        .build();
-    p.start().await.expect("producer start");
-    for i in 0..5 {
-        let r = p
-            .send_with_timeout(message("Acl2Orders", "T", &format!("ok-{i}")), 5000)
-            .await
-            .expect("an allowed send")
-            .expect("a send result");
-        assert_eq!(format!("{:?}", r.send_status), "SendOk");
-    }
-    let denied = p
-        .send_with_timeout(message("Acl2Audit", "T", "no-policy"), 3000)
-        .await;
-    assert!(
-        !matches!(&denied, Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk"),
-        "a send without a policy was accepted: {denied:?}"
-    );
-    p.shutdown().await;
-    let mut wrong = DefaultMQProducer::builder(rt.clone())
-        .producer_group("acl2_pg_wrong".to_string())
-        .name_server_addr(ns.clone())
-        .rpc_hook(hook("app", "not-the-secret"))
-        .build();
-    wrong.start().await.expect("producer start");
-    let refused = wrong
-        .send_with_timeout(message("Acl2Orders", "T", "wrong-secret"), 3000)
-        .await;
-    assert!(
-        !matches!(&refused, Ok(Some(r)) if format!("{:?}", r.send_status) == "SendOk"),
-        "a send with a wrong password was accepted: {refused:?}"
-    );
-    wrong.shutdown().await;
-
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let mut c = DefaultMQPushConsumer::builder(rt.clone())
-        .consumer_group("acl2_cg".to_string())
-        .name_server_addr(ns.clone())
-        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
-        .rpc_hook(Some(hook("app", "app-secret-1")))
-        .build();
-    c.subscribe("Acl2Orders", "*").await.expect("subscribe");
-    c.register_message_listener_concurrently(Collect(got.clone()));
-    c.start().await.expect("consumer start");
-    wait_for("5 messages", Duration::from_secs(60), || {
-        got.lock().unwrap().len() >= 5
-    })
+    signed_stock_clients_keep_to_their_rights(
+        &rt,
+        &ns,
+        hook("app", "app-secret-1"),
+        hook("app", "not-the-secret"),
+        ("Acl2Orders", "Acl2Audit"),
+        "acl2",
+    )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    c.shutdown().await;
     admin.shutdown().await;
-    let bodies: BTreeSet<String> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
-    let want: BTreeSet<String> = (0..5).map(|i| format!("ok-{i}")).collect();
-    assert_eq!(bodies, want, "exactly the accepted messages");
 }
