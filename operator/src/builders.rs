@@ -1382,6 +1382,30 @@ mod tests {
             .containers[0]
     }
 
+    /// The pod template's volumes.
+    fn pod_volumes(sts: &StatefulSet) -> Vec<Volume> {
+        sts.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// A `NameServer` `namesrv` in `mq` from `yaml`, built, with its container's args.
+    fn built_nameserver(yaml: &str) -> (NameServerObjects, String) {
+        let spec: NameServerSpec = serde_yaml::from_str(yaml).unwrap();
+        let mut ns = NameServer::new("namesrv", spec);
+        ns.metadata.namespace = Some("mq".into());
+        let o = build_nameserver(&ns, &BuildConfig::default()).unwrap();
+        let args = container(&o.statefulset).args.clone().unwrap().join(" ");
+        (o, args)
+    }
+
     #[test]
     fn namesrv_addr_lists_every_pod_dns_name() {
         assert_eq!(
@@ -1595,13 +1619,8 @@ mod tests {
     /// makes the brokers sign their registrations with one.
     #[test]
     fn name_server_acl_and_broker_credentials_are_mounted_and_named() {
-        let spec: NameServerSpec =
-            serde_yaml::from_str("replicas: 1\nacl: {secretName: ns-acl}").unwrap();
-        let mut ns = NameServer::new("namesrv", spec);
-        ns.metadata.namespace = Some("mq".into());
-        let o = build_nameserver(&ns, &BuildConfig::default()).unwrap();
+        let (o, args) = built_nameserver("replicas: 1\nacl: {secretName: ns-acl}");
         let c = container(&o.statefulset);
-        let args = c.args.clone().unwrap().join(" ");
         assert!(
             args.ends_with("--acl-file /etc/ferrocket-acl/plain_acl.yml"),
             "{args}"
@@ -1612,18 +1631,13 @@ mod tests {
             (mounts[0].mount_path.as_str(), mounts[0].read_only),
             (ACL_MOUNT, Some(true))
         );
-        let pod = o
-            .statefulset
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .clone()
-            .unwrap();
-        let vols = pod.volumes.unwrap();
         assert_eq!(
-            vols[0].secret.as_ref().unwrap().secret_name.as_deref(),
+            pod_volumes(&o.statefulset)[0]
+                .secret
+                .as_ref()
+                .unwrap()
+                .secret_name
+                .as_deref(),
             Some("ns-acl")
         );
         // Without it: no volume, no mount, no flag.
@@ -1656,21 +1670,11 @@ mod tests {
             .unwrap()
             .iter()
             .any(|m| m.mount_path == NAMESRV_CREDENTIALS_MOUNT));
-        let vols = o
-            .statefulset
-            .spec
+        assert!(pod_volumes(&o.statefulset).iter().any(|v| v
+            .secret
             .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .volumes
-            .clone()
-            .unwrap();
-        assert!(vols
-            .iter()
-            .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("ns-creds")));
+            .and_then(|s| s.secret_name.as_deref())
+            == Some("ns-creds")));
         // The keys are the operator's to set.
         let bad = group("nameServerRef: {name: namesrv}\nbrokerConfig: {namesrvAccessKey: x}\n");
         assert!(validate_broker_group(&bad.spec).is_err());
@@ -1732,27 +1736,12 @@ mod tests {
         let conf = broker_conf(&bg, "ns:9876", true);
         assert!(conf.contains("tls.server.mode=permissive\n") && !conf.contains("tls.enable"));
         // The name server.
-        let spec: NameServerSpec =
-            serde_yaml::from_str("replicas: 1\ntls: {secretName: ns-tls}").unwrap();
-        let mut ns = NameServer::new("namesrv", spec);
-        ns.metadata.namespace = Some("mq".into());
-        let o = build_nameserver(&ns, &BuildConfig::default()).unwrap();
-        let c = container(&o.statefulset);
-        let args = c.args.clone().unwrap().join(" ");
+        let (o, args) = built_nameserver("replicas: 1\ntls: {secretName: ns-tls}");
         assert!(
             args.contains("--tls-mode enforcing --tls-cert /etc/ferrocket-tls/tls.crt --tls-key /etc/ferrocket-tls/tls.key"),
             "{args}"
         );
-        let pod = o
-            .statefulset
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
-        assert_eq!(pod.volumes.as_ref().unwrap()[0].name, "tls");
+        assert_eq!(pod_volumes(&o.statefulset)[0].name, "tls");
     }
 
     #[test]

@@ -52,6 +52,32 @@ fn pod_args(
     args
 }
 
+/// Writes a group's rendered files as the kubelet mounts them — `broker.conf` (given,
+/// its Secret paths already moved into `dir`) and the roles file — into `dir`, and
+/// returns the brokers' container.
+fn mount_files<'a>(
+    objs: &'a ferrocket_operator::builders::BrokerGroupObjects,
+    dir: &std::path::Path,
+    conf: &str,
+) -> &'a k8s_openapi::api::core::v1::Container {
+    std::fs::write(dir.join("broker.conf"), conf).unwrap();
+    std::fs::write(
+        dir.join("roles"),
+        &objs.roles.data.as_ref().unwrap()["roles"],
+    )
+    .unwrap();
+    &objs
+        .statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
 fn http_body(port: u16, path: &str) -> String {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
@@ -100,28 +126,15 @@ fn rendered_config_and_roles_start_a_master_and_a_slave() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("control-secret");
     std::fs::write(&secret, &group_secret).unwrap();
-    let conf = dir.path().join("broker.conf");
     let conf_text = objs.config.data.as_ref().unwrap()["broker.conf"]
         .replace("/etc/ferrocket-control/secretKey", secret.to_str().unwrap());
     assert!(
         conf_text.contains("haRequireSignature=true\n"),
         "{conf_text}"
     );
-    std::fs::write(&conf, &conf_text).unwrap();
-    let roles_file = dir.path().join("roles");
-    std::fs::write(&roles_file, &objs.roles.data.as_ref().unwrap()["roles"]).unwrap();
     // The container's args, with the pod's values substituted as the kubelet would and the
     // fixed ports moved to free ones (the only --set additions).
-    let container = &objs
-        .statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let container = mount_files(&objs, dir.path(), &conf_text);
     let start = |pod: &str| {
         let metrics = free_port();
         let args = pod_args(container, dir.path(), pod, metrics, &[]);
@@ -241,10 +254,7 @@ fn a_rendered_raft_group_elects_a_leader_that_takes_sends() {
         .unwrap()
         .iter()
         .any(|p| p.container_port == 40911));
-    let conf = dir.path().join("broker.conf");
-    std::fs::write(&conf, &conf_text).unwrap();
-    let roles_file = dir.path().join("roles");
-    std::fs::write(&roles_file, &objs.roles.data.as_ref().unwrap()["roles"]).unwrap();
+    mount_files(&objs, dir.path(), &conf_text);
     let peers = (0..3)
         .map(|i| format!("n{i}-127.0.0.1:{}", free_port()))
         .collect::<Vec<_>>()
@@ -366,22 +376,7 @@ fn a_rendered_tls_group_replicates_over_tls_and_the_operator_needs_the_ca() {
         tls.to_str().unwrap(),
     );
     assert!(conf.contains("tls.server.mode=enforcing"), "{conf}");
-    std::fs::write(dir.path().join("broker.conf"), conf).unwrap();
-    std::fs::write(
-        dir.path().join("roles"),
-        &objs.roles.data.as_ref().unwrap()["roles"],
-    )
-    .unwrap();
-    let container = &objs
-        .statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let container = mount_files(&objs, dir.path(), &conf);
     let start = |pod: &str| Proc::spawn(&pod_args(container, dir.path(), pod, free_port(), &[]));
     let master = start("broker-t-0");
     let _slave = start("broker-t-1");
@@ -494,22 +489,7 @@ fn a_rendered_name_server_acl_takes_only_groups_with_credentials() {
             creds,
             "{conf}"
         );
-        std::fs::write(gdir.join("broker.conf"), conf).unwrap();
-        std::fs::write(
-            gdir.join("roles"),
-            &objs.roles.data.as_ref().unwrap()["roles"],
-        )
-        .unwrap();
-        let container = &objs
-            .statefulset
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let container = mount_files(&objs, &gdir, &conf);
         let args = pod_args(container, &gdir, &format!("{name}-0"), free_port(), &[]);
         Proc::spawn(&args)
     };
