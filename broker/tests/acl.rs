@@ -562,6 +562,9 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
     let mut broker = kit.broker(&ns.addr, &dir.path().join("store"), &conf);
     let rt = rt();
     let addr = broker.addr.clone();
+    let auth = |by: &Client, code: i32, ext: &[(&str, &str)], body: Option<serde_json::Value>| {
+        auth_req(&rt, by, &addr, code, ext, body)
+    };
     let root = client(&ns.addr, Some(("root", b"root-secret-1")));
     let app = client(&ns.addr, Some(("app", b"app-secret-1")));
     let wrong = client(&ns.addr, Some(("app", b"not-the-secret")));
@@ -576,10 +579,8 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
 
     // Users: created by the Super user; a stranger cannot; a second create is refused.
     let user = json!({"username": "app", "password": "app-secret-1"});
-    let r = auth_req(
-        &rt,
+    let r = auth(
         &stranger,
-        &addr,
         request::AUTH_CREATE_USER,
         &[("username", "app")],
         Some(user.clone()),
@@ -588,19 +589,15 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
         (r.code, r.remark.as_deref()),
         (response::NO_PERMISSION, Some("username cannot be null."))
     );
-    let r = auth_req(
-        &rt,
+    let r = auth(
         &root,
-        &addr,
         request::AUTH_CREATE_USER,
         &[("username", "app")],
         Some(user.clone()),
     );
     assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
-    let r = auth_req(
-        &rt,
+    let r = auth(
         &root,
-        &addr,
         request::AUTH_CREATE_USER,
         &[("username", "app")],
         Some(user),
@@ -609,18 +606,11 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
         (r.code, r.remark.as_deref()),
         (response::NO_PERMISSION, Some("The user is existed"))
     );
-    let r = auth_req(
-        &rt,
-        &root,
-        &addr,
-        request::AUTH_GET_USER,
-        &[("username", "app")],
-        None,
-    );
+    let r = auth(&root, request::AUTH_GET_USER, &[("username", "app")], None);
     let got: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap();
     assert_eq!(got["userType"], "Normal");
     assert_eq!(got["userStatus"], "enable");
-    let r = auth_req(&rt, &root, &addr, request::AUTH_LIST_USER, &[], None);
+    let r = auth(&root, request::AUTH_LIST_USER, &[], None);
     let names: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&r.body_bytes())
         .unwrap()
         .iter()
@@ -648,10 +638,8 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
         {"resource": "Group:readers", "actions": ["Sub"], "decision": "Allow", "sourceIps": ["127.0.0.0/8"]},
         {"resource": "Group:blocked", "actions": ["All"], "decision": "Deny"}
     ]}]});
-    let r = auth_req(
-        &rt,
+    let r = auth(
         &root,
-        &addr,
         request::AUTH_CREATE_ACL,
         &[("subject", "User:app")],
         Some(acl),
@@ -715,10 +703,8 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
         refusal(rt.block_on(app.create_topic("Orders2", 4))),
         (response::NO_PERMISSION, "User:app has no permission to access Topic:Orders2 from 127.0.0.1, no matched policies.".into())
     );
-    let r = auth_req(
-        &rt,
+    let r = auth(
         &app,
-        &addr,
         request::AUTH_CREATE_USER,
         &[("username", "evil")],
         Some(json!({"password": "x", "userType": "Super"})),
@@ -729,10 +715,8 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
     // entry is gone (Orders* loses Pub).
     let more = json!({"subject": "User:app", "policies": [{"entries": [
         {"resource": "Topic:Audit", "actions": ["Pub", "Sub"], "decision": "Allow"}]}]});
-    let r = auth_req(
-        &rt,
+    let r = auth(
         &root,
-        &addr,
         request::AUTH_UPDATE_ACL,
         &[("subject", "User:app")],
         Some(more),
@@ -744,10 +728,8 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
             .code,
         response::SUCCESS
     );
-    let r = auth_req(
-        &rt,
+    let r = auth(
         &root,
-        &addr,
         request::AUTH_DELETE_ACL,
         &[("subject", "User:app"), ("resource", "Topic:Orders*")],
         None,
@@ -757,10 +739,8 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
         refusal(rt.block_on(app.send("Orders", &q(&addr, 0), &[msg("o-2", 128)]))).0,
         response::NO_PERMISSION
     );
-    let r = auth_req(
-        &rt,
+    let r = auth(
         &root,
-        &addr,
         request::AUTH_GET_ACL,
         &[("subject", "User:app")],
         None,
@@ -775,10 +755,8 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
     assert_eq!(resources, ["Topic:Audit", "Group:readers", "Group:blocked"]);
 
     // A disabled user is refused at once.
-    let r = auth_req(
-        &rt,
+    let r = auth(
         &root,
-        &addr,
         request::AUTH_UPDATE_USER,
         &[("username", "app")],
         Some(json!({"userStatus": "disable"})),
@@ -788,10 +766,8 @@ fn acl2_users_and_policies_authenticate_and_authorize_every_request() {
         refusal(rt.block_on(app.send("Audit", &q(&addr, 0), &[msg("a-2", 128)]))),
         (response::NO_PERMISSION, "User:app is disabled.".into())
     );
-    let r = auth_req(
-        &rt,
+    let r = auth(
         &root,
-        &addr,
         request::AUTH_UPDATE_USER,
         &[("username", "app")],
         Some(json!({"userStatus": "enable"})),

@@ -1396,6 +1396,18 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// `bg`'s objects with name servers at `ns:9876`, the initial roles and the
+    /// default build settings.
+    fn built(bg: &BrokerGroup) -> BrokerGroupObjects {
+        build_broker_group(
+            bg,
+            "ns:9876",
+            &Roles::initial("broker-a"),
+            &BuildConfig::default(),
+        )
+        .unwrap()
+    }
+
     /// A `NameServer` `namesrv` in `mq` from `yaml`, built, with its container's args.
     fn built_nameserver(yaml: &str) -> (NameServerObjects, String) {
         let spec: NameServerSpec = serde_yaml::from_str(yaml).unwrap();
@@ -1571,13 +1583,7 @@ mod tests {
             conf.contains("aclEnable=true\naclFile=/etc/ferrocket-acl/plain_acl.yml\n"),
             "{conf}"
         );
-        let o = build_broker_group(
-            &bg,
-            "ns:9876",
-            &Roles::initial("broker-a"),
-            &BuildConfig::default(),
-        )
-        .unwrap();
+        let o = built(&bg);
         let pod = o
             .statefulset
             .spec
@@ -1656,13 +1662,7 @@ mod tests {
             ),
             "{conf}"
         );
-        let o = build_broker_group(
-            &bg,
-            "ns:9876",
-            &Roles::initial("broker-a"),
-            &BuildConfig::default(),
-        )
-        .unwrap();
+        let o = built(&bg);
         let c = container(&o.statefulset);
         assert!(c
             .volume_mounts
@@ -1707,13 +1707,7 @@ mod tests {
             parsed.tls.server_mode,
             ferrocket::remoting::tls::TlsMode::Enforcing
         );
-        let o = build_broker_group(
-            &bg,
-            "ns:9876",
-            &Roles::initial("broker-a"),
-            &BuildConfig::default(),
-        )
-        .unwrap();
+        let o = built(&bg);
         let pod = o.statefulset.spec.unwrap().template.spec.unwrap();
         let vol = pod
             .volumes
@@ -1747,13 +1741,7 @@ mod tests {
     #[test]
     fn a_network_policy_keeps_replication_ports_to_the_group() {
         let bg = group("nameServerRef: {name: ns}\nreplicas: 3\nnetworkPolicy: {clientFrom: [{podSelector: {matchLabels: {app: orders}}}]}\n");
-        let o = build_broker_group(
-            &bg,
-            "ns:9876",
-            &Roles::initial("broker-a"),
-            &BuildConfig::default(),
-        )
-        .unwrap();
+        let o = built(&bg);
         let np = o.network_policy.unwrap();
         assert_eq!(np.metadata.name.as_deref(), Some("broker-a-ports"));
         let spec = np.spec.unwrap();
