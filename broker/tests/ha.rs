@@ -2340,52 +2340,34 @@ fn ha_signatures_turn_on_slaves_first_and_the_group_keeps_replicating() {
     let ha = master.ha_addr.clone().unwrap();
     let slave = slave_kit.slave(&ns.addr, &root.path().join("s1"), 1, 1, &ha, "SYNC_MASTER");
     let c = signing_client(&ns.addr, &secret);
-    wait_until(
-        "the signed slave follows the unsigned master",
-        Duration::from_secs(20),
-        || {
+    let slave_in_sync = |master: &Proc, what: &str, secs: u64| {
+        wait_until(what, Duration::from_secs(secs), || {
             rt.block_on(broker_state(&c.remoting, &master.addr, T))
                 .is_ok_and(|s| s.ha_connections >= 1 && !s.in_sync.is_empty())
-        },
-    );
+        });
+    };
+    slave_in_sync(&master, "the signed slave follows the unsigned master", 20);
     create_topic(&rt, &c, "Roll", 1);
-    for i in 0..10 {
-        assert_eq!(
-            send_code(&rt, &c, "Roll", &master.addr, &format!("r-{i}")),
-            response::SUCCESS
-        );
-    }
-    converge(
-        &rt,
-        &c,
-        &master,
-        &slave,
-        "the slave holds the unsigned master's log",
-    );
+    // Ten sends acknowledged by the master, then the slave holds its whole log.
+    let sends_reach_the_slave = |master: &Proc, from: usize, what: &str| {
+        for i in from..from + 10 {
+            assert_eq!(
+                send_code(&rt, &c, "Roll", &master.addr, &format!("r-{i}")),
+                response::SUCCESS
+            );
+        }
+        converge(&rt, &c, master, &slave, what);
+    };
+    sends_reach_the_slave(&master, 0, "the slave holds the unsigned master's log");
 
     // The master restarts with haRequireSignature (the last step of the roll).
     assert!(master.terminate());
     let ports = ferrocket_testkit::Ports::of(&master);
     master = slave_kit.broker_in(None, &ns.addr, &root.path().join("m"), ports, &m_extra);
-    wait_until(
-        "the slave answers the restarted master's challenge",
-        Duration::from_secs(30),
-        || {
-            rt.block_on(broker_state(&c.remoting, &master.addr, T))
-                .is_ok_and(|s| s.ha_connections >= 1 && !s.in_sync.is_empty())
-        },
-    );
-    for i in 10..20 {
-        assert_eq!(
-            send_code(&rt, &c, "Roll", &master.addr, &format!("r-{i}")),
-            response::SUCCESS
-        );
-    }
-    converge(
-        &rt,
-        &c,
+    slave_in_sync(
         &master,
-        &slave,
-        "the slave holds the signed master's log",
+        "the slave answers the restarted master's challenge",
+        30,
     );
+    sends_reach_the_slave(&master, 10, "the slave holds the signed master's log");
 }

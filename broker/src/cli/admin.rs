@@ -280,38 +280,15 @@ async fn auth_command(c: &Client, what: AuthCommand, json: bool) -> Result<()> {
                 .with_ext("resourceFilter", resource_filter),
         ),
     };
-    let mut failed = 0;
-    for addr in brokers_or_all(c, broker).await? {
-        match call(c, &addr, q.clone()).await {
-            Ok(r) => {
-                let body = r.body_bytes();
-                if body.is_empty() {
-                    println!("{addr}: ok");
-                    continue;
-                }
-                let v: serde_json::Value =
-                    serde_json::from_slice(&body).context("bad AUTH answer body")?;
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(
-                            &serde_json::json!({"broker": addr, "answer": v})
-                        )?
-                    );
-                } else {
-                    println!("{addr}: {v}");
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("{e:#}");
-            }
+    for_each_broker(c, broker, &q, |addr, r| {
+        let body = r.body_bytes();
+        if body.is_empty() {
+            println!("{addr}: ok");
+            return Ok(());
         }
-    }
-    if failed > 0 {
-        bail!("{failed} broker(s) refused");
-    }
-    Ok(())
+        print_body(addr, "answer", &body, json)
+    })
+    .await
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -816,29 +793,33 @@ async fn acl_command(c: &Client, what: AclCommand, json: bool) -> Result<()> {
             RemotingCommand::request(request::GET_BROKER_CLUSTER_ACL_CONFIG),
         ),
     };
+    for_each_broker(c, broker, &q, |addr, r| {
+        match q.code {
+            request::GET_BROKER_CLUSTER_ACL_INFO => {
+                println!("{addr}: version {}", r.ext("version").unwrap_or(""));
+            }
+            request::GET_BROKER_CLUSTER_ACL_CONFIG => {
+                print_body(addr, "config", &r.body_bytes(), json)?;
+            }
+            _ => println!("{addr}: ok"),
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Sends `q` to `broker`, or to every broker registered, and shows each answer with
+/// `show`; fails when any broker refused (each refusal printed).
+async fn for_each_broker(
+    c: &Client,
+    broker: Option<String>,
+    q: &RemotingCommand,
+    mut show: impl FnMut(&str, RemotingCommand) -> Result<()>,
+) -> Result<()> {
     let mut failed = 0;
     for addr in brokers_or_all(c, broker).await? {
         match call(c, &addr, q.clone()).await {
-            Ok(r) => match q.code {
-                request::GET_BROKER_CLUSTER_ACL_INFO => {
-                    println!("{addr}: version {}", r.ext("version").unwrap_or(""))
-                }
-                request::GET_BROKER_CLUSTER_ACL_CONFIG => {
-                    let v: serde_json::Value =
-                        serde_json::from_slice(&r.body_bytes()).context("bad ACL config body")?;
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(
-                                &serde_json::json!({"broker": addr, "config": v})
-                            )?
-                        );
-                    } else {
-                        println!("{addr}: {v}");
-                    }
-                }
-                _ => println!("{addr}: ok"),
-            },
+            Ok(r) => show(&addr, r)?,
             Err(e) => {
                 failed += 1;
                 eprintln!("{e:#}");
@@ -847,6 +828,22 @@ async fn acl_command(c: &Client, what: AclCommand, json: bool) -> Result<()> {
     }
     if failed > 0 {
         bail!("{failed} broker(s) refused");
+    }
+    Ok(())
+}
+
+/// A broker's JSON answer body: `{"broker": addr, key: body}` with `--json`, else
+/// `addr: body`.
+fn print_body(addr: &str, key: &str, body: &[u8], json: bool) -> Result<()> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).with_context(|| format!("bad {key} body from {addr}"))?;
+    if json {
+        let mut o = serde_json::Map::new();
+        o.insert("broker".into(), addr.into());
+        o.insert(key.into(), v);
+        println!("{}", serde_json::to_string_pretty(&o)?);
+    } else {
+        println!("{addr}: {v}");
     }
     Ok(())
 }
