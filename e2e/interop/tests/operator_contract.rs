@@ -78,6 +78,31 @@ fn mount_files<'a>(
         .containers[0]
 }
 
+/// `bg` built with an operator control key: its group's Secret is written into `dir`
+/// and the returned `broker.conf` points there (as the mounted Secret would).
+fn build_with_control_key(
+    bg: &BrokerGroup,
+    namesrv: &str,
+    roles: &Roles,
+    dir: &std::path::Path,
+) -> (ferrocket_operator::builders::BrokerGroupObjects, String) {
+    let key = ferrocket_operator::builders::ControlKey::new(b"contract-operator-key").unwrap();
+    let secret = dir.join("control-secret");
+    std::fs::write(
+        &secret,
+        key.for_group("mq", &bg.metadata.name.clone().unwrap()),
+    )
+    .unwrap();
+    let cfg = BuildConfig {
+        control_key: Some(key),
+        ..BuildConfig::default()
+    };
+    let objs = build_broker_group(bg, namesrv, roles, &cfg).unwrap();
+    let conf = objs.config.data.as_ref().unwrap()["broker.conf"]
+        .replace("/etc/ferrocket-control/secretKey", secret.to_str().unwrap());
+    (objs, conf)
+}
+
 fn http_body(port: u16, path: &str) -> String {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
@@ -116,18 +141,8 @@ fn rendered_config_and_roles_start_a_master_and_a_slave() {
     let roles = Roles::initial("broker-a");
     // With the operator's control key: the group's Secret signs role changes, and the
     // HA port takes only the group's members (haRequireSignature).
-    let key = ferrocket_operator::builders::ControlKey::new(b"contract-operator-key").unwrap();
-    let group_secret = key.for_group("mq", "broker-a");
-    let cfg = BuildConfig {
-        control_key: Some(key),
-        ..BuildConfig::default()
-    };
-    let objs = build_broker_group(&bg, &ns.addr, &roles, &cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("control-secret");
-    std::fs::write(&secret, &group_secret).unwrap();
-    let conf_text = objs.config.data.as_ref().unwrap()["broker.conf"]
-        .replace("/etc/ferrocket-control/secretKey", secret.to_str().unwrap());
+    let (objs, conf_text) = build_with_control_key(&bg, &ns.addr, &roles, dir.path());
     assert!(
         conf_text.contains("haRequireSignature=true\n"),
         "{conf_text}"
@@ -221,18 +236,8 @@ fn a_rendered_raft_group_elects_a_leader_that_takes_sends() {
     bg.metadata.namespace = Some("mq".into());
     let roles = Roles::initial("broker-r");
     // A new group with the operator's control key: its members challenge each other.
-    let key = ferrocket_operator::builders::ControlKey::new(b"contract-operator-key").unwrap();
-    let group_secret = key.for_group("mq", "broker-r");
-    let cfg = BuildConfig {
-        control_key: Some(key),
-        ..BuildConfig::default()
-    };
-    let objs = build_broker_group(&bg, &ns.addr, &roles, &cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("control-secret");
-    std::fs::write(&secret, &group_secret).unwrap();
-    let conf_text = objs.config.data.as_ref().unwrap()["broker.conf"]
-        .replace("/etc/ferrocket-control/secretKey", secret.to_str().unwrap());
+    let (objs, conf_text) = build_with_control_key(&bg, &ns.addr, &roles, dir.path());
     for want in [
         "haRequireSignature=true\n",
         "enableDLegerCommitLog=true\n",
