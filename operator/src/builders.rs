@@ -150,6 +150,17 @@ impl ControlKey {
 pub const CONTROL_MOUNT: &str = "/etc/ferrocket-control";
 /// Where a group's ACL Secret is mounted (`spec.acl`; a name server's too).
 pub const ACL_MOUNT: &str = "/etc/ferrocket-acl";
+/// Where a group's ACL 2.0 Secret is mounted (`spec.auth`).
+pub const AUTH_MOUNT: &str = "/etc/ferrocket-auth";
+/// The keys `spec.auth` sets; `brokerConfig` may not set them then.
+const AUTH_KEYS: &[&str] = &[
+    "authenticationEnabled",
+    "authorizationEnabled",
+    "initAuthenticationUser",
+    "initAuthenticationUserFile",
+    "innerClientAuthenticationCredentials",
+    "innerClientAuthenticationCredentialsFile",
+];
 /// Where a group's name-server credentials are mounted (`spec.nameServerCredentials`).
 pub const NAMESRV_CREDENTIALS_MOUNT: &str = "/etc/ferrocket-namesrv-credentials";
 /// Where a `spec.tls` Secret is mounted (brokers and name servers).
@@ -789,7 +800,17 @@ pub fn validate_broker_group(spec: &BrokerGroupSpec) -> Result<(), SpecError> {
             spec.storage.size
         )));
     }
+    if spec.auth.is_some() && spec.acl.is_some() {
+        return Err(SpecError::Invalid(
+            "acl (ACL 1.0) and auth (ACL 2.0) cannot both be set".into(),
+        ));
+    }
     for key in spec.broker_config.keys() {
+        if spec.auth.is_some() && AUTH_KEYS.contains(&key.as_str()) {
+            return Err(SpecError::Invalid(format!(
+                "brokerConfig may not set `{key}` with spec.auth: the operator manages it"
+            )));
+        }
         if RESERVED_BROKER_KEYS.contains(&key.as_str()) {
             return Err(SpecError::Invalid(format!(
                 "brokerConfig may not set `{key}`: the operator manages it"
@@ -939,6 +960,14 @@ pub fn broker_conf_with(
         out.push_str(&format!(
             "aclEnable=true\naclFile={ACL_MOUNT}/{}\n",
             acl.key
+        ));
+    }
+    if let Some(a) = &s.auth {
+        out.push_str(&format!(
+            "authenticationEnabled=true\nauthorizationEnabled={}\n\
+             initAuthenticationUserFile={AUTH_MOUNT}/initAuthenticationUser\n\
+             innerClientAuthenticationCredentialsFile={AUTH_MOUNT}/innerClientAuthenticationCredentials\n",
+            a.authorization
         ));
     }
     if let Some(c) = &s.name_server_credentials {
@@ -1173,6 +1202,11 @@ pub fn build_broker_group(
             ));
         }
     }
+    if s.auth.is_some() {
+        if let Some(m) = container.volume_mounts.as_mut() {
+            m.push(secret_mount("auth", AUTH_MOUNT));
+        }
+    }
     let cm_volume = |vol: &str, cm: String| Volume {
         name: vol.into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -1211,6 +1245,9 @@ pub fn build_broker_group(
     }
     if let (Some(c), Some(v)) = (&s.name_server_credentials, pod.volumes.as_mut()) {
         v.push(secret_volume("namesrv-credentials", &c.secret_name));
+    }
+    if let (Some(a), Some(v)) = (&s.auth, pod.volumes.as_mut()) {
+        v.push(secret_volume("auth", &a.secret_name));
     }
     apply_placement(&mut pod, &s.placement);
     if pod.affinity.is_none() {
@@ -1678,6 +1715,57 @@ mod tests {
         // The keys are the operator's to set.
         let bad = group("nameServerRef: {name: namesrv}\nbrokerConfig: {namesrvAccessKey: x}\n");
         assert!(validate_broker_group(&bad.spec).is_err());
+    }
+
+    /// `spec.auth` turns ACL 2.0 on with the Secret's two identities read from files;
+    /// it excludes `spec.acl`, and its keys are then the operator's.
+    #[test]
+    fn acl2_reads_its_identities_from_the_mounted_secret() {
+        let bg = group("nameServerRef: {name: ns}\nreplicas: 2\nauth: {secretName: g-auth}\n");
+        let conf = broker_conf(&bg, "ns:9876", false);
+        for line in [
+            "authenticationEnabled=true",
+            "authorizationEnabled=true",
+            "initAuthenticationUserFile=/etc/ferrocket-auth/initAuthenticationUser",
+            "innerClientAuthenticationCredentialsFile=/etc/ferrocket-auth/innerClientAuthenticationCredentials",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "missing {line} in\n{conf}");
+        }
+        assert!(!conf.contains("password"), "{conf}");
+        let o = built(&bg);
+        assert!(container(&o.statefulset)
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "auth" && m.mount_path == AUTH_MOUNT));
+        assert!(pod_volumes(&o.statefulset).iter().any(|v| v
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref())
+            == Some("g-auth")));
+        let authn_only =
+            group("nameServerRef: {name: ns}\nauth: {secretName: g-auth, authorization: false}\n");
+        assert!(broker_conf(&authn_only, "ns:9876", false).contains("authorizationEnabled=false\n"));
+        for (yaml, want) in [
+            (
+                "nameServerRef: {name: ns}\nauth: {secretName: a}\nacl: {secretName: b}\n",
+                "cannot both be set",
+            ),
+            (
+                "nameServerRef: {name: ns}\nauth: {secretName: a}\nbrokerConfig: {authorizationEnabled: 'false'}\n",
+                "the operator manages it",
+            ),
+        ] {
+            let err = validate_broker_group(&group(yaml).spec).unwrap_err();
+            assert!(err.to_string().contains(want), "{yaml}: {err}");
+        }
+        // Without spec.auth the keys stay the user's (ACL 2.0 by hand).
+        assert!(validate_broker_group(
+            &group("nameServerRef: {name: ns}\nbrokerConfig: {authenticationEnabled: 'true'}\n")
+                .spec
+        )
+        .is_ok());
     }
 
     #[test]

@@ -378,6 +378,27 @@ pub struct BrokerGroupSpec {
     /// `spec.acl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_server_credentials: Option<NameServerCredentials>,
+    /// RocketMQ 5.3's ACL 2.0 on every broker of the group (`authenticationEnabled`,
+    /// `authorizationEnabled`): users and policies managed with the AUTH requests
+    /// (`ferrocket admin auth`, mqadmin). Not together with `acl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// `spec.auth`: ACL 2.0's switches and the Secret with its two identities.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// A Secret (in the group's namespace) with two keys, each RocketMQ's JSON:
+    /// `initAuthenticationUser` (`{"username":..,"password":..}`: the first Super user,
+    /// created at start unless it exists) and `innerClientAuthenticationCredentials`
+    /// (`{"accessKey":..,"secretKey":..}`: the brokers' own Super identity, which a
+    /// slave's metadata sync signs with).
+    pub secret_name: String,
+    /// `authorizationEnabled` (true): check each request against the user's policies;
+    /// false authenticates only.
+    #[serde(default = "default_true")]
+    pub authorization: bool,
 }
 
 /// `spec.nameServerCredentials`: an access key, and the Secret holding its secret key.
@@ -443,6 +464,7 @@ impl Default for BrokerGroupSpec {
             network_policy: None,
             tls: None,
             name_server_credentials: None,
+            auth: None,
         }
     }
 }

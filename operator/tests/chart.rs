@@ -67,6 +67,7 @@ fn chart_lints_renders_and_validates_against_kubernetes_schemas() {
         "broker-group.yaml",
         "broker-group-raft.yaml",
         "broker-group-acl.yaml",
+        "broker-group-acl2.yaml",
         "broker-group-tls.yaml",
     ]
     .iter()

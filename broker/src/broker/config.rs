@@ -670,6 +670,17 @@ fn codes(key: &str, v: &str) -> Result<Vec<i32>, ConfigError> {
         .collect()
 }
 
+/// A small file's text (a mounted Secret's key); empty path: empty text.
+fn read_small(key: &str, path: &str) -> Result<String, ConfigError> {
+    if path.trim().is_empty() {
+        return Ok(String::new());
+    }
+    std::fs::read_to_string(path.trim()).map_err(|e| ConfigError {
+        key: key.into(),
+        reason: format!("{path}: {e}"),
+    })
+}
+
 /// A JSON object's two string fields (`{"username":..,"password":..}`); empty: unset.
 fn pair(key: &str, v: &str, a: &str, b: &str) -> Result<Option<(String, String)>, ConfigError> {
     if v.trim().is_empty() {
@@ -868,6 +879,16 @@ impl BrokerConfig {
                 }
                 "innerClientAuthenticationCredentials" => {
                     c.inner_client_credentials = pair(key, v, "accessKey", "secretKey")?;
+                }
+                // ferrocket: the same JSON read from a file (a mounted Secret), so the
+                // password need not sit in broker.conf.
+                "initAuthenticationUserFile" => {
+                    c.init_authentication_user =
+                        pair(key, &read_small(key, v)?, "username", "password")?;
+                }
+                "innerClientAuthenticationCredentialsFile" => {
+                    c.inner_client_credentials =
+                        pair(key, &read_small(key, v)?, "accessKey", "secretKey")?;
                 }
                 // Only RocketMQ's own providers exist here; another class is refused.
                 "authenticationProvider"

@@ -538,3 +538,92 @@ fn a_rendered_name_server_acl_takes_only_groups_with_credentials() {
         unsigned.addr
     );
 }
+
+/// `BrokerGroup.spec.auth` (ACL 2.0), rendered and run: the Secret's two identities
+/// are read from the mounted files, so the first Super user exists at start; an
+/// unsigned request is refused with RocketMQ's remark; the Super user creates a topic
+/// and sends; the slave copies the master's topics signed as the brokers' inner
+/// identity (its metadata sync passes the master's authentication).
+#[test]
+fn a_rendered_acl2_group_authenticates_and_its_slave_syncs_as_the_inner_user() {
+    use ferrocket::client::Client;
+    use ferrocket::remoting::codes::{request, response};
+    use ferrocket::remoting::{RemotingClient, RemotingCommand};
+    let ns = Proc::spawn(&["namesrv".into(), "--listen".into(), "127.0.0.1:0".into()]);
+    let spec = BrokerGroupSpec {
+        auth: Some(ferrocket_operator::crd::AuthSpec {
+            secret_name: "broker-z-auth".into(),
+            authorization: true,
+        }),
+        ..group_spec(&ns.addr)
+    };
+    let mut bg = BrokerGroup::new("broker-z", spec);
+    bg.metadata.namespace = Some("mq".into());
+    let roles = Roles::initial("broker-z");
+    let objs = build_broker_group(&bg, &ns.addr, &roles, &BuildConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The Secret's keys, as the kubelet mounts them.
+    std::fs::write(
+        dir.path().join("initAuthenticationUser"),
+        r#"{"username":"root","password":"root-secret-1"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("innerClientAuthenticationCredentials"),
+        r#"{"accessKey":"inner","secretKey":"inner-secret-1"}"#,
+    )
+    .unwrap();
+    let conf = objs.config.data.as_ref().unwrap()["broker.conf"].replace(
+        ferrocket_operator::builders::AUTH_MOUNT,
+        dir.path().to_str().unwrap(),
+    );
+    assert!(
+        conf.contains("authenticationEnabled=true\nauthorizationEnabled=true\n"),
+        "{conf}"
+    );
+    let container = mount_files(&objs, dir.path(), &conf);
+    let start = |pod: &str| Proc::spawn(&pod_args(container, dir.path(), pod, free_port(), &[]));
+    let master = start("broker-z-0");
+    let slave = start("broker-z-1");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stranger = Client::new(&ns.addr);
+    let mut root = Client::new(&ns.addr);
+    root.remoting = std::sync::Arc::new(RemotingClient::signing(
+        ferrocket::auth::Credentials::new("root", b"root-secret-1").unwrap(),
+    ));
+    let refused = rt
+        .block_on(stranger.remoting.invoke(
+            &master.addr,
+            RemotingCommand::request(request::GET_ALL_TOPIC_CONFIG),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert_eq!(
+        (refused.code, refused.remark.as_deref()),
+        (response::NO_PERMISSION, Some("username cannot be null."))
+    );
+    ferrocket_testkit::wait_until(
+        "the Super user creates a topic",
+        Duration::from_secs(20),
+        || rt.block_on(root.create_topic("Zed", 2)).is_ok(),
+    );
+    // The slave's metadata sync (every 10 s) signs as the inner user.
+    ferrocket_testkit::wait_until(
+        "the slave copies the master's topics",
+        Duration::from_secs(30),
+        || {
+            rt.block_on(root.remoting.invoke(
+                &slave.addr,
+                RemotingCommand::request(request::GET_ALL_TOPIC_CONFIG),
+                Duration::from_secs(5),
+            ))
+            .is_ok_and(|r| {
+                r.code == response::SUCCESS
+                    && String::from_utf8_lossy(&r.body_bytes()).contains("\"Zed\"")
+            })
+        },
+    );
+}
