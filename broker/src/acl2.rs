@@ -845,11 +845,24 @@ impl Auth {
     /// [`AuthzError::Denied`] with RocketMQ's remark.
     pub fn check(&self, req: &RemotingCommand, from: IpAddr) -> Result<(), AuthzError> {
         let s = &self.settings;
-        if s.authentication && !s.authentication_whitelist.contains(&req.code) {
-            let Some(name) = req.ext(ACCESS_KEY).filter(|n| !n.is_empty()) else {
+        let authenticate = s.authentication && !s.authentication_whitelist.contains(&req.code);
+        let wanted = if s.authorization && !s.authorization_whitelist.contains(&req.code) {
+            resources(req, &s.cluster)?
+        } else {
+            Vec::new()
+        };
+        if !authenticate && wanted.is_empty() {
+            return Ok(());
+        }
+        // One look-up of the named user serves both checks.
+        let name = req.ext(ACCESS_KEY).filter(|n| !n.is_empty());
+        let tables = self.tables.read().map_err(lock_err)?;
+        let user = name.and_then(|n| tables.users.get(n));
+        if authenticate {
+            let Some(name) = name else {
                 return Err(denied("username cannot be null."));
             };
-            let Some(user) = self.user(name)? else {
+            let Some(user) = user else {
                 return Err(denied(format!("User:{name} is not found.")));
             };
             if !user.enabled() {
@@ -864,38 +877,35 @@ impl Auth {
                 return Err(denied("check signature failed."));
             }
         }
-        if s.authorization && !s.authorization_whitelist.contains(&req.code) {
-            let wanted = resources(req, &s.cluster)?;
-            if wanted.is_empty() {
-                return Ok(());
-            }
-            let Some(name) = req.ext(ACCESS_KEY).filter(|n| !n.is_empty()) else {
-                return Err(denied(
-                    "Authorization failed. Please verify your access rights and try again.",
-                ));
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let Some(name) = name else {
+            return Err(denied(
+                "Authorization failed. Please verify your access rights and try again.",
+            ));
+        };
+        let Some(user) = user else {
+            return Err(denied(format!("User:{name} not found.")));
+        };
+        if !user.enabled() {
+            return Err(denied(format!("User:{name} is disabled.")));
+        }
+        if user.kind() == UserType::Super {
+            return Ok(());
+        }
+        let subject = format!("User:{name}");
+        let compiled = self.compiled.read().map_err(lock_err)?;
+        for (r, actions) in &wanted {
+            let why = match compiled.get(&subject).map(|p| p.decide(r, actions, from)) {
+                Some(Some(true)) => continue,
+                Some(Some(false)) => "the decision is deny.",
+                _ => "no matched policies.",
             };
-            let Some(user) = self.user(name)? else {
-                return Err(denied(format!("User:{name} not found.")));
-            };
-            if !user.enabled() {
-                return Err(denied(format!("User:{name} is disabled.")));
-            }
-            if user.kind() == UserType::Super {
-                return Ok(());
-            }
-            let subject = format!("User:{name}");
-            let compiled = self.compiled.read().map_err(lock_err)?;
-            for (r, actions) in &wanted {
-                let why = match compiled.get(&subject).map(|p| p.decide(r, actions, from)) {
-                    Some(Some(true)) => continue,
-                    Some(Some(false)) => "the decision is deny.",
-                    _ => "no matched policies.",
-                };
-                return Err(denied(format!(
-                    "{subject} has no permission to access {} from {from}, {why}",
-                    r.key()
-                )));
-            }
+            return Err(denied(format!(
+                "{subject} has no permission to access {} from {from}, {why}",
+                r.key()
+            )));
         }
         Ok(())
     }
