@@ -1,9 +1,14 @@
 # Shared by the process benchmarks (sourced: `. "$(dirname "$0")/lib.sh" NAME`): the
-# release binary, built first ($bin); a work directory ($work) and the processes
+# release binary, built first ($bin; FERROCKET_BIN names another build, e.g. an older
+# commit's, and skips the build); a work directory ($work) and the processes
 # started ($pids), all killed and removed on exit; free loopback ports (ports.sh).
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-bin=$root/target/release/ferrocket
-cargo build --release -q -p ferrocket --manifest-path "$root/Cargo.toml"
+if [ -n "${FERROCKET_BIN:-}" ]; then
+  bin=$FERROCKET_BIN
+else
+  bin=$root/target/release/ferrocket
+  cargo build --release -q -p ferrocket --manifest-path "$root/Cargo.toml"
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/ferrocket-$1.XXXXXX")
 pids=()
 cleanup() {

@@ -147,14 +147,38 @@ pub struct LogStore {
     /// Syncs appended entries off openraft's task, in order, many appends per fsync;
     /// `None`: appends are reported once written (ASYNC_FLUSH: the page cache).
     flusher: Option<std::sync::mpsc::Sender<Flush>>,
+    /// This node's id when its own appends as leader are reported to openraft once
+    /// written and synced behind it ([`LogStore::lead_ahead_of_sync`]).
+    own: Option<NodeId>,
+    /// How far the appends this node made as leader are on disk.
+    synced: Arc<tokio::sync::watch::Sender<Synced>>,
 }
 
-/// Files to sync, then the appends to report.
-type Flush = (Vec<File>, LogFlushed<TypeConfig>);
+/// How far a leader's own appends are on disk: the CommitLog end their bytes reach,
+/// with the entry files holding them synced too; `failed` once a sync failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Synced {
+    pub end: u64,
+    pub failed: bool,
+    /// Moves at each truncation: a sync of appends made before it moves nothing.
+    epoch: u64,
+}
+
+/// Files to sync, the append to report once they are (`None`: reported already, a
+/// leader's own), and the CommitLog end its entries' bytes reach.
+struct Flush {
+    files: Vec<File>,
+    callback: Option<LogFlushed<TypeConfig>>,
+    body_end: Option<u64>,
+    epoch: u64,
+}
 
 /// The sync thread: takes every flush request waiting, syncs their files once, and
-/// reports them in the order they came.
-fn flusher(bodies: Option<Arc<dyn Bodies>>) -> io::Result<std::sync::mpsc::Sender<Flush>> {
+/// reports them in the order they came; a leader's own appends move `synced`.
+fn flusher(
+    bodies: Option<Arc<dyn Bodies>>,
+    synced: Arc<tokio::sync::watch::Sender<Synced>>,
+) -> io::Result<std::sync::mpsc::Sender<Flush>> {
     let (tx, rx) = std::sync::mpsc::channel::<Flush>();
     std::thread::Builder::new()
         .name("ferrocket-raft-flush".into())
@@ -166,14 +190,36 @@ fn flusher(bodies: Option<Arc<dyn Bodies>>) -> io::Result<std::sync::mpsc::Sende
                 if let Some(b) = &bodies {
                     result = b.flush();
                 }
-                for (files, _) in &batch {
-                    for f in files {
+                for fl in &batch {
+                    for f in &fl.files {
                         if result.is_ok() {
                             result = f.sync_data();
                         }
                     }
                 }
-                for (_, cb) in batch {
+                match &result {
+                    Ok(()) => {
+                        synced.send_if_modified(|s| {
+                            let end = batch
+                                .iter()
+                                .filter(|f| f.epoch == s.epoch)
+                                .filter_map(|f| f.body_end)
+                                .max();
+                            match end {
+                                Some(end) if end > s.end => {
+                                    s.end = end;
+                                    true
+                                }
+                                _ => false,
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the Raft log could not be synced");
+                        synced.send_modify(|s| s.failed = true);
+                    }
+                }
+                for cb in batch.into_iter().filter_map(|f| f.callback) {
                     cb.log_io_completed(match &result {
                         Ok(()) => Ok(()),
                         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
@@ -311,7 +357,12 @@ impl Inner {
         })
     }
 
-    fn append_one(&mut self, e: Entry<TypeConfig>, touched: &mut BTreeSet<u64>) -> io::Result<()> {
+    /// Writes one entry; returns the CommitLog end its bytes reach (a reference entry).
+    fn append_one(
+        &mut self,
+        e: Entry<TypeConfig>,
+        touched: &mut BTreeSet<u64>,
+    ) -> io::Result<Option<u64>> {
         let index = e.log_id.index;
         if let Some(last) = self.last_index() {
             if index <= last {
@@ -396,7 +447,7 @@ impl Inner {
             },
         );
         self.end += size;
-        Ok(())
+        Ok(body_at.map(|(pos, len)| pos + len))
     }
 
     /// Rebuilds the slots from the index, checking each unit against its entry.
@@ -583,14 +634,48 @@ impl LogStore {
         if let (Some(b), Some(floor)) = (&inner.bodies, inner.body_floor()) {
             b.floor(floor);
         }
+        let end = inner
+            .slots
+            .values()
+            .filter_map(|s| s.body)
+            .map(|(p, l)| p + l)
+            .max();
+        let synced = Arc::new(tokio::sync::watch::Sender::new(Synced {
+            end: end.unwrap_or(0),
+            failed: false,
+            epoch: 0,
+        }));
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             flusher: if durable {
-                Some(flusher(bodies)?)
+                Some(flusher(bodies, synced.clone())?)
             } else {
                 None
             },
+            own: None,
+            synced,
         })
+    }
+
+    /// Under a durable log, reports node `me`'s own appends as the leader of their
+    /// term to openraft once written, and syncs them behind: openraft 0.9 waits for
+    /// the report before it replicates, so the leader's sync no longer precedes the
+    /// followers' (it runs beside them, as a SYNC_MASTER's flush beside its slave's
+    /// copy). What counts as acknowledged must then also wait for [`LogStore::synced`].
+    #[must_use]
+    pub fn lead_ahead_of_sync(mut self, me: NodeId) -> Self {
+        self.own = Some(me);
+        self
+    }
+
+    /// How far this node's own appends as leader are on disk.
+    pub fn synced(&self) -> tokio::sync::watch::Receiver<Synced> {
+        self.synced.subscribe()
+    }
+
+    /// Whether appends are synced before they are reported (SYNC_FLUSH).
+    pub fn durable(&self) -> bool {
+        self.flusher.is_some()
     }
 }
 
@@ -690,10 +775,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut inner = lock(&self.inner);
         let mut touched = BTreeSet::new();
+        // This node's own entries as the committed leader of their term (one leader per
+        // term): reported once written, synced behind (`synced`).
+        let leading = self.own.and_then(|me| {
+            let v = inner.state.vote?;
+            (v.committed && v.leader_id.voted_for == Some(me)).then_some(v.leader_id.term)
+        });
+        let mut own = leading.is_some();
+        let mut body_end = None;
         for e in entries {
-            if let Err(err) = inner.append_one(e, &mut touched) {
-                callback.log_io_completed(Err(io::Error::new(err.kind(), err.to_string())));
-                return Err(write_err(&err));
+            own &= Some(e.log_id.leader_id.term) == leading;
+            match inner.append_one(e, &mut touched) {
+                Ok(end) => body_end = end.or(body_end),
+                Err(err) => {
+                    callback.log_io_completed(Err(io::Error::new(err.kind(), err.to_string())));
+                    return Err(write_err(&err));
+                }
             }
         }
         let Some(flusher) = &self.flusher else {
@@ -708,9 +805,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .collect::<io::Result<Vec<File>>>();
         match files {
             Ok(files) => {
-                if let Err(std::sync::mpsc::SendError((_, cb))) = flusher.send((files, callback)) {
+                let callback = if own {
+                    callback.log_io_completed(Ok(()));
+                    None
+                } else {
+                    Some(callback)
+                };
+                let flush = Flush {
+                    files,
+                    callback,
+                    body_end,
+                    epoch: self.synced.borrow().epoch,
+                };
+                if let Err(std::sync::mpsc::SendError(f)) = flusher.send(flush) {
                     let err = io::Error::other("the Raft log's sync thread stopped");
-                    cb.log_io_completed(Err(io::Error::other(err.to_string())));
+                    if let Some(cb) = f.callback {
+                        cb.log_io_completed(Err(io::Error::other(err.to_string())));
+                    }
+                    self.synced.send_modify(|s| s.failed = true);
                     return Err(write_err(&err));
                 }
                 Ok(())
@@ -735,6 +847,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let (Some((pos, _)), Some(bodies)) = (first_body, &inner.bodies) {
             bodies.cut(pos).map_err(|e| write_err(&e))?;
         }
+        // What a later leadership appends at these offsets is synced anew.
+        self.synced.send_modify(|s| {
+            if let Some((pos, _)) = first_body {
+                s.end = s.end.min(pos);
+            }
+            s.epoch += 1;
+        });
         let run = || -> io::Result<()> {
             let touched = inner.zero(cut, old_end)?;
             inner.index.set_len(from * INDEX_UNIT_SIZE as u64)?;
@@ -792,6 +911,7 @@ mod tests {
     use super::*;
     use crate::raft::machine::Applied;
     use openraft::testing::{StoreBuilder, Suite};
+    use std::time::Duration;
 
     struct Builder {
         seg_size: u64,
@@ -964,5 +1084,105 @@ mod tests {
         let mut s = open(&bodies);
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_log_id.map(|l| l.index), Some(7));
+    }
+
+    /// Bodies whose flush waits for a gate, telling when one is waiting.
+    #[derive(Debug, Default)]
+    struct GatedBodies {
+        mem: MemBodies,
+        open: Mutex<bool>,
+        cv: std::sync::Condvar,
+        waiting: std::sync::atomic::AtomicUsize,
+    }
+
+    impl GatedBodies {
+        fn set(&self, open: bool) {
+            *lock(&self.open) = open;
+            self.cv.notify_all();
+        }
+    }
+
+    impl Bodies for GatedBodies {
+        fn write(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+            self.mem.write(pos, bytes)
+        }
+        fn read(&self, pos: u64, len: u64) -> io::Result<Vec<u8>> {
+            self.mem.read(pos, len)
+        }
+        fn cut(&self, pos: u64) -> io::Result<()> {
+            self.mem.cut(pos)
+        }
+        fn flush(&self) -> io::Result<()> {
+            use std::sync::atomic::Ordering;
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let mut g = lock(&self.open);
+            while !*g {
+                g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// Under a durable log, the committed leader's own appends are reported to
+    /// openraft before their sync (so replication need not wait for it) and `synced`
+    /// moves only once they are on disk; anyone else's appends are reported after the
+    /// sync; a truncation takes `synced` back to the cut.
+    #[tokio::test]
+    async fn a_leaders_own_appends_are_reported_at_once_and_synced_behind() {
+        use openraft::storage::RaftLogStorageExt;
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let gated = Arc::new(GatedBodies::default());
+        let bodies: Arc<dyn Bodies> = gated.clone();
+        let mut s = LogStore::open_with(dir.path(), 4096, true, Some(bodies))
+            .unwrap()
+            .lead_ahead_of_sync(1);
+        let mut synced = s.synced();
+        s.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        // Reported while the sync is held.
+        let entries = (1..=3u64)
+            .map(|i| normal(1, 1, i, &at((i - 1) * 100, &[i as u8; 100])))
+            .collect::<Vec<_>>();
+        tokio::time::timeout(Duration::from_secs(10), s.blocking_append(entries))
+            .await
+            .expect("the leader's own append waited for its sync")
+            .unwrap();
+        assert_eq!(synced.borrow().end, 0);
+        gated.set(true);
+        let r = tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|x| x.end == 300))
+            .await
+            .map(|r| r.map(|x| *x));
+        assert!(matches!(r, Ok(Ok(x)) if !x.failed), "{r:?}");
+
+        // Another leader's entries (term 2, node 2): reported only after their sync.
+        gated.set(false);
+        s.save_vote(&Vote::new_committed(2, 2)).await.unwrap();
+        let mut s2 = s.clone();
+        let pending = tokio::spawn(async move {
+            s2.blocking_append(vec![normal(2, 2, 4, &at(300, b"follower"))])
+                .await
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while gated.waiting.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no sync began");
+            assert!(!pending.is_finished(), "reported before its sync");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Its sync is held in the sync thread: the report cannot have come.
+        assert!(!pending.is_finished(), "reported while its sync is held");
+        gated.set(true);
+        tokio::time::timeout(Duration::from_secs(10), pending)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(synced.borrow().end, 308);
+
+        // A truncation takes the synced end back to the first cut byte.
+        s.truncate(LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .await
+            .unwrap();
+        assert_eq!(synced.borrow().end, 200);
     }
 }

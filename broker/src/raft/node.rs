@@ -550,7 +550,9 @@ impl RaftNode {
         // The Raft log is the CommitLog: normal entries keep only a reference to their
         // bytes, which the CommitLog holds.
         let bodies: Arc<dyn Bodies> = glue.clone();
-        let log = LogStore::open_with(dir, segment_size, durable, Some(bodies))?;
+        // The leader's own sync runs beside the followers' (see `wait_committed`).
+        let log =
+            LogStore::open_with(dir, segment_size, durable, Some(bodies))?.lead_ahead_of_sync(id);
         let applier: Arc<dyn Apply> = glue.clone();
         let machine = Applied::with_applier(applier, dir)?;
         let network = Network { auth: auth.clone() };
@@ -976,12 +978,28 @@ impl RaftNode {
         ]
     }
 
-    /// Waits until the entries up to `offset` are committed and applied; false after
-    /// `timeout`.
+    /// Waits until the entries up to `offset` are committed and applied and, under
+    /// SYNC_FLUSH, synced by this leader too (it counts itself toward the majority
+    /// once written, so that its sync runs beside the followers'; a majority on disk
+    /// is then the leader and at least one follower); false after `timeout` or when
+    /// the leader's sync failed.
     pub async fn wait_committed(&self, offset: u64, timeout: Duration) -> bool {
         let mut rx = self.glue.committed.subscribe();
-        let r = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= offset)).await;
-        matches!(r, Ok(Ok(_)))
+        let committed = async { rx.wait_for(|c| *c >= offset).await.is_ok() };
+        let mut synced = self.log.synced();
+        let durable = self.log.durable();
+        let on_disk = async {
+            !durable
+                || synced
+                    .wait_for(|s| s.end >= offset || s.failed)
+                    .await
+                    .is_ok_and(|s| !s.failed)
+        };
+        let both = async {
+            let (c, d) = tokio::join!(committed, on_disk);
+            c && d
+        };
+        tokio::time::timeout(timeout, both).await.unwrap_or(false)
     }
 
     /// Wakes the proposer (called after an append).
@@ -1027,9 +1045,14 @@ impl RaftNode {
         let mut committed = self.glue.committed.subscribe();
         let mut last: Option<Leadership> = None;
         let mut proposed = 0u64;
-        // Ends of the entries proposed and not yet applied: at most MAX_IN_FLIGHT, so
+        // Ends of the entries proposed and not yet applied: at most `max_in_flight`, so
         // that under load what arrives meanwhile rides the next entry (group commit).
         let mut in_flight: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+        let max_in_flight = if self.log.durable() {
+            MAX_IN_FLIGHT_DURABLE
+        } else {
+            MAX_IN_FLIGHT
+        };
         loop {
             let notified = self.appended.notified();
             tokio::pin!(notified);
@@ -1080,7 +1103,7 @@ impl RaftNode {
             while in_flight.front().is_some_and(|e| *e <= applied) {
                 in_flight.pop_front();
             }
-            if matches!(now, Leadership::Leader { .. }) && in_flight.len() < MAX_IN_FLIGHT {
+            if matches!(now, Leadership::Leader { .. }) && in_flight.len() < max_in_flight {
                 let end = self.glue.store.max_phy_offset();
                 if end > proposed {
                     let mut data = Vec::with_capacity(8 + (end - proposed) as usize);
@@ -1119,8 +1142,12 @@ impl RaftNode {
     }
 }
 
-/// Entries a leader has proposed and not yet applied before it proposes the next.
+/// Entries a leader has proposed and not yet applied before it proposes the next:
+/// 2 under ASYNC_FLUSH; under SYNC_FLUSH 1, so that each round carries everything
+/// that arrived during the last (fewer, larger entries: fewer syncs on every member;
+/// measured faster there, and equal under ASYNC_FLUSH, `BENCHMARKS.md`).
 const MAX_IN_FLIGHT: usize = 2;
+const MAX_IN_FLIGHT_DURABLE: usize = 1;
 
 /// What the broker does when this node's leadership changes: whether its role now
 /// matches (a leader takes appends only then; a follower's change is retried).
