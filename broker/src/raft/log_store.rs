@@ -11,17 +11,20 @@
 //!   config-change entries). DLedger's reserved `channel` field is 0, as DLedger writes
 //!   it: with one leader per term (openraft's `single-term-leader`), the term names the
 //!   leader.
-//! - `append` writes the entries and their index units and calls back only after both
-//!   files are synced; `truncate` zeroes the cut entries and units (a restart can never
+//! - `append` writes the entries and their index units; a durable log calls back once
+//!   the entries are synced (a leader's own appends: at once, synced behind,
+//!   [`LogStore::lead_ahead_of_sync`]) and syncs the index at most once a second;
+//!   `truncate` zeroes the cut entries and units and syncs both (a restart can never
 //!   bring them back); `purge` records the purged log id and deletes whole segments
 //!   below the first entry kept.
 //! - On open, the index is read from the first unpurged index and each unit is checked
 //!   against the entry it points at (type, index, term, position, size, body CRC); the
-//!   log ends before the first that does not match (a torn append), and what follows is
-//!   zeroed.
+//!   entries after the last good unit are then read from the entry files themselves
+//!   (over segment fillers), their units rewritten; the log ends before the first
+//!   entry that does not check (a torn append), and what follows is zeroed.
 //!
 //! File I/O is done inline on the calling task (openraft calls storage from its own
-//! task); the Raft mode is not wired into the broker yet (issue 15, `docs/raft.md`).
+//! task), the syncs on a sync thread.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -136,6 +139,9 @@ struct Inner {
     state: RaftState,
     /// When the committed log id was last written to `raftState.json`.
     committed_persisted: Option<std::time::Instant>,
+    /// When an append last synced the index (at most once a second: recovery rebuilds
+    /// the units of synced entries).
+    index_synced: Option<std::time::Instant>,
     /// Where normal entries' bytes go (None: in the entry files).
     bodies: Option<Arc<dyn Bodies>>,
 }
@@ -450,6 +456,50 @@ impl Inner {
         Ok(body_at.map(|(pos, len)| pos + len))
     }
 
+    /// The entry of Raft index `index` at `pos` in the entry files, or at the start of
+    /// the next segment when `pos` holds a segment's filler (or too little room for
+    /// an entry); `None` where there is none (zeros, a torn or another entry).
+    fn entry_at(&self, mut pos: u64, index: u64) -> Option<(Slot, EntryHeader)> {
+        for _ in 0..2 {
+            let seg_start = pos - pos % self.seg_size;
+            let room = seg_start + self.seg_size - pos;
+            let head = if room >= BODY_OFFSET as u64 {
+                Some(self.read_at(pos, BODY_OFFSET).ok()?)
+            } else {
+                None
+            };
+            let filler = head.as_ref().is_none_or(|h| {
+                h.get(..4) == Some(&crate::store::dledger::BLANK_MAGIC.to_be_bytes()[..])
+            });
+            if filler {
+                pos = seg_start + self.seg_size;
+                if !self.segments.contains_key(&pos) {
+                    return None;
+                }
+                continue;
+            }
+            let h = EntryHeader::decode(head.as_deref()?, pos).ok()?;
+            if h.index != i64::try_from(index).ok()? || h.pos != i64::try_from(pos).ok()? {
+                return None;
+            }
+            let mut slot = Slot {
+                pos,
+                size: u32::try_from(h.size).ok()?,
+                term: u64::try_from(h.term).ok()?,
+                node: u64::try_from(h.channel).unwrap_or(0),
+                body: None,
+            };
+            if h.kind == EntryType::Reference {
+                let r = self.read_at(pos + BODY_OFFSET as u64, 16).ok()?;
+                let (p, rest) = split_pos(&r).ok()?;
+                let (len, _) = split_pos(rest).ok()?;
+                slot.body = Some((p, len));
+            }
+            return Some((slot, h));
+        }
+        None
+    }
+
     /// Rebuilds the slots from the index, checking each unit against its entry.
     fn recover(&mut self) -> io::Result<()> {
         // The log starts after what was purged, at the first entry the oldest segment
@@ -510,6 +560,35 @@ impl Inner {
             }
             self.slots.insert(index, slot);
             index += 1;
+        }
+        // Entries past the synced units: an append syncs its entries before it is
+        // acknowledged, their units at most once a second; the units are rebuilt from
+        // the entries (DLedger's index is derived data).
+        let rebuilt_from = index;
+        let mut at = match self.slots.values().next_back() {
+            Some(s) => Some(s.pos + u64::from(s.size)),
+            // No unit at all: the log's first entry opens the oldest segment.
+            None => oldest.filter(|_| data_first == Some(index)),
+        };
+        while let Some(pos) = at {
+            let Some((slot, h)) = self.entry_at(pos, index) else {
+                break;
+            };
+            if self.read_entry(index, &slot).is_err() {
+                break;
+            }
+            self.index
+                .write_all_at(&IndexUnit::of(&h).encode(), index * INDEX_UNIT_SIZE as u64)?;
+            at = Some(slot.pos + u64::from(slot.size));
+            self.slots.insert(index, slot);
+            index += 1;
+        }
+        if index > rebuilt_from {
+            tracing::info!(
+                from = rebuilt_from,
+                to = index - 1,
+                "Raft entry index units rebuilt from the entry files"
+            );
         }
         self.end = match self.slots.values().next_back() {
             Some(s) => s.pos + u64::from(s.size),
@@ -628,6 +707,7 @@ impl LogStore {
             end: 0,
             state,
             committed_persisted: None,
+            index_synced: None,
             bodies: bodies.clone(),
         };
         inner.recover()?;
@@ -797,10 +877,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
+        // The entries are synced before the append is reported; their index units
+        // at most once a second (recovery rebuilds the rest from the entries).
+        let index_due = inner
+            .index_synced
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+        if index_due {
+            inner.index_synced = Some(std::time::Instant::now());
+        }
         let files = touched
             .iter()
             .filter_map(|s| inner.segments.get(s))
-            .chain(std::iter::once(&inner.index))
+            .chain(index_due.then_some(&inner.index))
             .map(File::try_clone)
             .collect::<io::Result<Vec<File>>>();
         match files {
@@ -997,6 +1085,74 @@ mod tests {
         let mut s = LogStore::open(dir.path(), seg).unwrap();
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_log_id.map(|l| l.index), Some(30));
+    }
+
+    /// Index units an append did not sync (or a damaged index) are rebuilt from the
+    /// entries on open, across segment fillers; the log still ends at a torn entry.
+    #[tokio::test]
+    async fn lost_index_units_are_rebuilt_from_the_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 4096;
+        let bodies: Vec<Vec<u8>> = (1..=40u64).map(|i| vec![i as u8; 150]).collect();
+        {
+            let mut s = LogStore::open(dir.path(), seg).unwrap();
+            let entries = (1..=40u64)
+                .map(|i| normal(2, 1, i, &bodies[i as usize - 1]))
+                .collect();
+            append(&mut s, entries).await;
+        }
+        let index_path = dir.path().join("index").join(segment_name(0));
+        let unit = INDEX_UNIT_SIZE as u64;
+        // Units 11.. lost (never synced), then every unit, then units 20..=25 zeroed.
+        for damage in 0..3 {
+            let f = OpenOptions::new().write(true).open(&index_path).unwrap();
+            match damage {
+                0 => f.set_len(11 * unit).unwrap(),
+                1 => f.set_len(0).unwrap(),
+                _ => f
+                    .write_all_at(&vec![0u8; 6 * unit as usize], 20 * unit)
+                    .unwrap(),
+            }
+            drop(f);
+            let mut s = LogStore::open(dir.path(), seg).unwrap();
+            holds(&mut s, 40, &bodies).await;
+            // Rewritten: the next open finds every unit.
+            drop(s);
+            assert_eq!(std::fs::metadata(&index_path).unwrap().len(), 41 * unit);
+        }
+        // A torn entry past the synced units ends the log before it.
+        let s = LogStore::open(dir.path(), seg).unwrap();
+        let torn = lock(&s.inner).slots[&35];
+        drop(s);
+        let path = dir
+            .path()
+            .join("data")
+            .join(segment_name(torn.pos - torn.pos % seg));
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"XX", torn.pos % seg + BODY_OFFSET as u64 + 10)
+            .unwrap();
+        drop(f);
+        let f = OpenOptions::new().write(true).open(&index_path).unwrap();
+        f.set_len(30 * unit).unwrap();
+        drop(f);
+        let mut s = LogStore::open(dir.path(), seg).unwrap();
+        holds(&mut s, 34, &bodies).await;
+    }
+
+    /// The log is entries `1..=last` with these bodies.
+    async fn holds(s: &mut LogStore, last: u64, bodies: &[Vec<u8>]) {
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(last));
+        let all = s.try_get_log_entries(1..=last).await.unwrap();
+        assert_eq!(all.len() as u64, last);
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.log_id.index, i as u64 + 1);
+            assert!(
+                matches!(&e.payload, EntryPayload::Normal(Record(b)) if *b == bodies[i]),
+                "entry {}",
+                i + 1
+            );
+        }
     }
 
     /// A CommitLog stand-in: bytes in memory, appended at the end only.
