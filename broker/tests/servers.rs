@@ -326,16 +326,18 @@ fn each_port_listens_on_its_bind_address() {
     let b = broker(
         &ns.addr,
         dir.path(),
-        &["bindAddress=127.0.0.1", "haBindAddress=127.0.0.2"],
+        &["bindAddress=127.0.0.3", "haBindAddress=127.0.0.2"],
     );
+    // Addresses no other test listens on (a name server of a test running beside
+    // this one may listen on 127.0.0.1 at this broker's HA port number).
     let reachable = |ip: &str, port: u16| TcpStream::connect((ip, port)).is_ok();
-    assert!(reachable("127.0.0.1", b.port()));
+    assert!(reachable("127.0.0.3", b.port()));
     assert!(
         !reachable("127.0.0.2", b.port()),
         "client port on 127.0.0.2"
     );
     assert!(reachable("127.0.0.2", b.ha_port()));
-    assert!(!reachable("127.0.0.1", b.ha_port()), "HA port on 127.0.0.1");
+    assert!(!reachable("127.0.0.3", b.ha_port()), "HA port on 127.0.0.3");
     let out = Command::new(BIN)
         .args(["broker", "--set", "haBindAddress=somewhere"])
         .output()
