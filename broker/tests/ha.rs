@@ -87,6 +87,14 @@ fn secret_file(dir: &Path) -> PathBuf {
     p
 }
 
+/// The `broker.conf` lines of a group whose HA port requires the control secret.
+fn ha_signed(secret: &Path) -> [String; 2] {
+    [
+        "haRequireSignature=true".to_owned(),
+        format!("controlSecretFile={}", secret.display()),
+    ]
+}
+
 /// A client signing every request with the secret in `path`.
 fn signing_client(ns: &str, path: &Path) -> Client {
     let creds =
@@ -2242,10 +2250,7 @@ fn with_ha_signatures_only_the_groups_slaves_receive_the_commitlog() {
     let ns = namesrv();
     let root = tempfile::tempdir().unwrap();
     let secret = secret_file(root.path());
-    let signed = [
-        "haRequireSignature=true".to_owned(),
-        format!("controlSecretFile={}", secret.display()),
-    ];
+    let signed = ha_signed(&secret);
     let kit = kit().defaults(&signed.iter().map(String::as_str).collect::<Vec<_>>());
     let g = kit.replicas(
         &ns.addr,
@@ -2323,10 +2328,7 @@ fn ha_signatures_turn_on_slaves_first_and_the_group_keeps_replicating() {
     let ns = namesrv();
     let root = tempfile::tempdir().unwrap();
     let secret = secret_file(root.path());
-    let signed = [
-        "haRequireSignature=true".to_owned(),
-        format!("controlSecretFile={}", secret.display()),
-    ];
+    let signed = ha_signed(&secret);
     let plain = [format!("controlSecretFile={}", secret.display())];
     let master_kit = kit().defaults(&plain.iter().map(String::as_str).collect::<Vec<_>>());
     let slave_kit = kit().defaults(&signed.iter().map(String::as_str).collect::<Vec<_>>());

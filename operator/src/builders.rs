@@ -1621,27 +1621,13 @@ mod tests {
             "{conf}"
         );
         let o = built(&bg);
-        let pod = o
-            .statefulset
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
-        let vol = pod
-            .volumes
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|v| v.name == "acl")
-            .unwrap();
+        let vols = pod_volumes(&o.statefulset);
+        let vol = vols.iter().find(|v| v.name == "acl").unwrap();
         assert_eq!(
             vol.secret.as_ref().unwrap().secret_name.as_deref(),
             Some("broker-a-acl")
         );
-        let m = pod.containers[0]
+        let m = container(&o.statefulset)
             .volume_mounts
             .as_ref()
             .unwrap()

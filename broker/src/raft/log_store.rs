@@ -156,12 +156,12 @@ pub struct LogStore {
     /// This node's id when its own appends as leader are reported to openraft once
     /// written and synced behind it ([`LogStore::lead_ahead_of_sync`]).
     own: Option<NodeId>,
-    /// How far the appends this node made as leader are on disk.
+    /// How far appended entries are on disk (moved by the sync thread).
     synced: Arc<tokio::sync::watch::Sender<Synced>>,
 }
 
-/// How far a leader's own appends are on disk: the CommitLog end their bytes reach,
-/// with the entry files holding them synced too; `failed` once a sync failed.
+/// How far appended entries are on disk: the CommitLog end their bytes reach, with
+/// the entry data holding them synced too; `failed` once a sync failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Synced {
     pub end: u64,
@@ -459,45 +459,42 @@ impl Inner {
     /// The entry of Raft index `index` at `pos` in the entry files, or at the start of
     /// the next segment when `pos` holds a segment's filler (or too little room for
     /// an entry); `None` where there is none (zeros, a torn or another entry).
-    fn entry_at(&self, mut pos: u64, index: u64) -> Option<(Slot, EntryHeader)> {
-        for _ in 0..2 {
-            let seg_start = pos - pos % self.seg_size;
-            let room = seg_start + self.seg_size - pos;
-            let head = if room >= BODY_OFFSET as u64 {
-                Some(self.read_at(pos, BODY_OFFSET).ok()?)
-            } else {
-                None
-            };
-            let filler = head.as_ref().is_none_or(|h| {
-                h.get(..4) == Some(&crate::store::dledger::BLANK_MAGIC.to_be_bytes()[..])
-            });
-            if filler {
-                pos = seg_start + self.seg_size;
-                if !self.segments.contains_key(&pos) {
-                    return None;
-                }
-                continue;
-            }
-            let h = EntryHeader::decode(head.as_deref()?, pos).ok()?;
-            if h.index != i64::try_from(index).ok()? || h.pos != i64::try_from(pos).ok()? {
-                return None;
-            }
-            let mut slot = Slot {
-                pos,
-                size: u32::try_from(h.size).ok()?,
-                term: u64::try_from(h.term).ok()?,
-                node: u64::try_from(h.channel).unwrap_or(0),
-                body: None,
-            };
-            if h.kind == EntryType::Reference {
-                let r = self.read_at(pos + BODY_OFFSET as u64, 16).ok()?;
-                let (p, rest) = split_pos(&r).ok()?;
-                let (len, _) = split_pos(rest).ok()?;
-                slot.body = Some((p, len));
-            }
-            return Some((slot, h));
+    fn entry_at(&self, pos: u64, index: u64) -> Option<(Slot, EntryHeader)> {
+        let seg_start = pos - pos % self.seg_size;
+        let room = seg_start + self.seg_size - pos;
+        let filler = room < BODY_OFFSET as u64
+            || self.read_at(pos, 4).ok()?[..] == crate::store::dledger::BLANK_MAGIC.to_be_bytes();
+        if !filler {
+            return self.entry_here(pos, index);
         }
-        None
+        let next = seg_start + self.seg_size;
+        self.segments
+            .contains_key(&next)
+            .then(|| self.entry_here(next, index))
+            .flatten()
+    }
+
+    /// The entry of Raft index `index` starting exactly at `pos` (header checks only;
+    /// [`Inner::read_entry`] checks the body), with where a reference entry's bytes are.
+    fn entry_here(&self, pos: u64, index: u64) -> Option<(Slot, EntryHeader)> {
+        let h = EntryHeader::decode(&self.read_at(pos, BODY_OFFSET).ok()?, pos).ok()?;
+        if h.index != i64::try_from(index).ok()? || h.pos != i64::try_from(pos).ok()? {
+            return None;
+        }
+        let mut slot = Slot {
+            pos,
+            size: u32::try_from(h.size).ok()?,
+            term: u64::try_from(h.term).ok()?,
+            node: u64::try_from(h.channel).unwrap_or(0),
+            body: None,
+        };
+        if h.kind == EntryType::Reference {
+            let r = self.read_at(pos + BODY_OFFSET as u64, 16).ok()?;
+            let (p, rest) = split_pos(&r).ok()?;
+            let (len, _) = split_pos(rest).ok()?;
+            slot.body = Some((p, len));
+        }
+        Some((slot, h))
     }
 
     /// Rebuilds the slots from the index, checking each unit against its entry.
@@ -530,32 +527,15 @@ impl Inner {
             ) else {
                 break;
             };
-            let Ok(head) = self.read_at(pos, BODY_OFFSET) else {
+            // The unit must describe the entry it points at; an entry whose bytes the
+            // CommitLog lost (a torn tail) ends the log (`read_entry` fails).
+            let Some((slot, _)) = self.entry_here(pos, index) else {
                 break;
             };
-            let Ok(h) = EntryHeader::decode(&head, pos) else {
-                break;
-            };
-            let mut slot = Slot {
-                pos,
-                size,
-                term,
-                node: u64::try_from(h.channel).unwrap_or(0),
-                body: None,
-            };
-            if h.kind == EntryType::Reference {
-                // Where its bytes are; an entry whose bytes the CommitLog lost (a torn
-                // tail) ends the log (`read_entry` below fails).
-                let Ok(r) = self.read_at(pos + BODY_OFFSET as u64, 16) else {
-                    break;
-                };
-                let (Ok((p, rest)), true) = (split_pos(&r), r.len() == 16) else {
-                    break;
-                };
-                let Ok((len, _)) = split_pos(rest) else { break };
-                slot.body = Some((p, len));
-            }
-            if u.index != index as i64 || self.read_entry(index, &slot).is_err() {
+            if u.index != index as i64
+                || (slot.size, slot.term) != (size, term)
+                || self.read_entry(index, &slot).is_err()
+            {
                 break;
             }
             self.slots.insert(index, slot);
@@ -748,7 +728,8 @@ impl LogStore {
         self
     }
 
-    /// How far this node's own appends as leader are on disk.
+    /// How far appended entries are on disk (a leader's sends wait on it for its own
+    /// appends, reported before their sync).
     pub fn synced(&self) -> tokio::sync::watch::Receiver<Synced> {
         self.synced.subscribe()
     }

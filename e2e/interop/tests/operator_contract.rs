@@ -66,9 +66,14 @@ fn mount_files<'a>(
         &objs.roles.data.as_ref().unwrap()["roles"],
     )
     .unwrap();
-    &objs
-        .statefulset
-        .spec
+    first_container(&objs.statefulset)
+}
+
+/// The first container of a rendered StatefulSet's pod template.
+fn first_container(
+    sts: &k8s_openapi::api::apps::v1::StatefulSet,
+) -> &k8s_openapi::api::core::v1::Container {
+    &sts.spec
         .as_ref()
         .unwrap()
         .template
@@ -435,16 +440,7 @@ fn a_rendered_name_server_acl_takes_only_groups_with_credentials() {
     );
     ns_cr.metadata.namespace = Some("mq".into());
     let ns_objs = build_nameserver(&ns_cr, &BuildConfig::default()).unwrap();
-    let ns_container = &ns_objs
-        .statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let ns_container = first_container(&ns_objs.statefulset);
     let metrics = free_port().to_string();
     let ns_args: Vec<String> = ns_container
         .args
