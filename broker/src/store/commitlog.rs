@@ -788,8 +788,15 @@ impl CommitLog {
                 Ok(other) => return Err(invalid(format!("unexpected {other:?}"))),
                 Err(e) => return Err(invalid(e.to_string())),
             }
+            let pos = (at - seg.start_offset()) as usize;
             seg.writer()
-                .and_then(|mut w| w.write_at((at - seg.start_offset()) as usize, rec))
+                .and_then(|mut w| {
+                    if self.write_with_syscall {
+                        w.pwrite_at(pos, rec)
+                    } else {
+                        w.write_at(pos, rec)
+                    }
+                })
                 .map_err(|e| StoreError::io(seg.path(), e))?;
             if let Some(h) = super::dispatch::RecordHead::parse(rec) {
                 if h.is_dispatched() {
