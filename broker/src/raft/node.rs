@@ -22,8 +22,9 @@
 //! leader, never proposed) are cut before the broker changes role.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tokio::sync::{watch, Notify};
@@ -436,6 +437,8 @@ pub struct RaftNode {
     names: BTreeMap<u64, String>,
     broker_addrs: Mutex<HashMap<u64, String>>,
     appended: Notify,
+    /// Appends so far (one per send request): how many producers an entry answers.
+    appends: AtomicU64,
     /// A leadership transfer is under way (appends are paused).
     transferring: std::sync::atomic::AtomicBool,
     /// When this node last took office, and its term.
@@ -610,6 +613,7 @@ impl RaftNode {
                 .collect(),
             broker_addrs: Mutex::new(HashMap::new()),
             appended: Notify::new(),
+            appends: AtomicU64::new(0),
             transferring: std::sync::atomic::AtomicBool::new(false),
             led_since: Mutex::new(None),
         }))
@@ -1002,8 +1006,9 @@ impl RaftNode {
         tokio::time::timeout(timeout, both).await.unwrap_or(false)
     }
 
-    /// Wakes the proposer (called after an append).
+    /// Wakes the proposer (called after each append, once per send request).
     pub fn notify_appended(&self) {
+        self.appends.fetch_add(1, Ordering::Relaxed);
         self.appended.notify_waiters();
     }
 
@@ -1039,7 +1044,8 @@ impl RaftNode {
     /// node that starts leading cuts the same way, `on_change` runs (it registers as
     /// master), then it takes appends. While leading, every CommitLog range appended
     /// since the last proposal becomes one entry, handed to openraft without waiting
-    /// (pipelined; many producers' records in one entry).
+    /// (pipelined; many producers' records in one entry). Under SYNC_FLUSH it may wait
+    /// a moment first for the producers the last entry answered ([`Linger`]).
     pub async fn run(self: Arc<Self>, on_change: OnChange) {
         let mut metrics = self.raft.metrics();
         let mut committed = self.glue.committed.subscribe();
@@ -1047,8 +1053,12 @@ impl RaftNode {
         let mut proposed = 0u64;
         // Ends of the entries proposed and not yet applied: at most `max_in_flight`, so
         // that under load what arrives meanwhile rides the next entry (group commit).
-        let mut in_flight: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
-        let max_in_flight = if self.log.durable() {
+        let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+        // Appends counted when the last entry was proposed.
+        let mut proposed_appends = 0u64;
+        let mut linger = Linger::default();
+        let durable = self.log.durable();
+        let max_in_flight = if durable {
             MAX_IN_FLIGHT_DURABLE
         } else {
             MAX_IN_FLIGHT
@@ -1083,6 +1093,8 @@ impl RaftNode {
                 if leading && taken {
                     proposed = log_end;
                     in_flight.clear();
+                    proposed_appends = self.appends.load(Ordering::Relaxed);
+                    linger = Linger::default();
                     self.glue.store.set_accept_appends(true);
                 } else if leading {
                     warn!(
@@ -1100,12 +1112,21 @@ impl RaftNode {
                 last = Some(now.clone());
             }
             let applied = self.glue.applied();
-            while in_flight.front().is_some_and(|e| *e <= applied) {
+            while let Some(done) = in_flight.front().filter(|e| e.end <= applied).copied() {
                 in_flight.pop_front();
+                if durable && in_flight.is_empty() {
+                    linger.applied(done, self.appends.load(Ordering::Relaxed), Instant::now());
+                }
             }
+            let mut wake = Instant::now() + Duration::from_millis(5);
             if matches!(now, Leadership::Leader { .. }) && in_flight.len() < max_in_flight {
                 let end = self.glue.store.max_phy_offset();
-                if end > proposed {
+                let appends = self.appends.load(Ordering::Relaxed);
+                let held = linger.hold(appends, Instant::now());
+                if let Some(until) = held {
+                    wake = until;
+                }
+                if end > proposed && held.is_none() {
                     let mut data = Vec::with_capacity(8 + (end - proposed) as usize);
                     data.extend_from_slice(&proposed.to_be_bytes());
                     let generation = self.glue.store.generation();
@@ -1116,8 +1137,13 @@ impl RaftNode {
                     if data.len() as u64 - 8 == end - proposed {
                         match self.raft.client_write_ff(Record(data)).await {
                             Ok(_) => {
+                                in_flight.push_back(InFlight {
+                                    end,
+                                    bytes: end - proposed,
+                                    requests: appends.saturating_sub(proposed_appends),
+                                });
                                 proposed = end;
-                                in_flight.push_back(end);
+                                proposed_appends = appends;
                             }
                             Err(e) => {
                                 warn!(error = %e, "DLedger stopped");
@@ -1135,7 +1161,7 @@ impl RaftNode {
             tokio::select! {
                 _ = &mut notified => {}
                 _ = committed.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
                 r = metrics.changed() => if r.is_err() { return },
             }
         }
@@ -1149,6 +1175,70 @@ impl RaftNode {
 const MAX_IN_FLIGHT: usize = 2;
 const MAX_IN_FLIGHT_DURABLE: usize = 1;
 
+/// An entry proposed and not yet applied: where it ends, its size, and how many
+/// appends (send requests) it carries.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    end: u64,
+    bytes: u64,
+    requests: u64,
+}
+
+/// The proposer's group-commit wait (SYNC_FLUSH, one entry in flight). Without it, the
+/// producers an entry answers send again while the next entry is already on its way,
+/// so each of their sends waits about two rounds, and the producers split into two
+/// halves that take turns. So when an entry of small sends (at least two, at most
+/// [`LINGER_BYTES`]) is applied with nothing else in flight, the next entry waits until
+/// as many appends have come in as that entry answered, at most [`MAX_LINGER`]. A wait
+/// that runs out (the producers had other work) turns it off for the next
+/// [`LINGER_REST`] entries, so producers that pause between sends pay it rarely.
+/// Measured in `BENCHMARKS.md`.
+#[derive(Debug, Default)]
+struct Linger {
+    /// While holding: until when, the appends counted at the start, how many wanted.
+    hold: Option<(Instant, u64, u64)>,
+    /// Entries still to go without a wait after one ran out.
+    rest: u32,
+}
+
+/// The longest a proposal waits for the producers the last entry answered (tokio's
+/// timer rounds it up to its next millisecond).
+const MAX_LINGER: Duration = Duration::from_millis(1);
+/// Entries larger than this (batches) go on without a wait: their write and syncs
+/// dominate a round, and overlapping them with arrivals was measured faster.
+const LINGER_BYTES: u64 = 64 * 1024;
+/// Entries proposed without a wait after a wait ran out.
+const LINGER_REST: u32 = 8;
+
+impl Linger {
+    /// Entry `done` was applied and nothing else is in flight; `appends` so far.
+    fn applied(&mut self, done: InFlight, appends: u64, now: Instant) {
+        if done.requests < 2 || done.bytes > LINGER_BYTES {
+            self.hold = None;
+        } else if self.rest > 0 {
+            self.rest -= 1;
+            self.hold = None;
+        } else {
+            self.hold = Some((now + MAX_LINGER, appends, done.requests));
+        }
+    }
+
+    /// `None`: propose now; `Some(t)`: wait for more appends, at most until `t`.
+    fn hold(&mut self, appends: u64, now: Instant) -> Option<Instant> {
+        let (until, base, want) = self.hold?;
+        if appends.saturating_sub(base) >= want {
+            self.hold = None;
+            return None;
+        }
+        if now >= until {
+            self.hold = None;
+            self.rest = LINGER_REST;
+            return None;
+        }
+        Some(until)
+    }
+}
+
 /// What the broker does when this node's leadership changes: whether its role now
 /// matches (a leader takes appends only then; a follower's change is retried).
 pub type OnChange = Arc<
@@ -1156,3 +1246,70 @@ pub type OnChange = Arc<
         + Send
         + Sync,
 >;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(requests: u64, bytes: u64) -> InFlight {
+        InFlight {
+            end: 0,
+            bytes,
+            requests,
+        }
+    }
+
+    #[test]
+    fn the_next_entry_waits_for_as_many_sends_as_the_last_answered() {
+        let t0 = Instant::now();
+        let mut l = Linger::default();
+        l.applied(entry(3, 3 * 1100), 100, t0);
+        assert_eq!(l.hold(100, t0), Some(t0 + MAX_LINGER));
+        assert_eq!(
+            l.hold(102, t0),
+            Some(t0 + MAX_LINGER),
+            "two of three are back"
+        );
+        assert_eq!(l.hold(103, t0), None, "all three are back");
+        assert_eq!(l.hold(103, t0), None, "the wait is over once released");
+        // The next small entry waits again.
+        l.applied(entry(2, 2200), 103, t0);
+        assert!(l.hold(103, t0).is_some());
+    }
+
+    #[test]
+    fn single_sends_and_large_entries_go_on_at_once() {
+        let t0 = Instant::now();
+        let mut l = Linger::default();
+        l.applied(entry(1, 1100), 0, t0);
+        assert_eq!(l.hold(0, t0), None, "one producer: nobody to wait for");
+        l.applied(entry(8, LINGER_BYTES + 1), 0, t0);
+        assert_eq!(
+            l.hold(0, t0),
+            None,
+            "batches overlap their arrivals instead"
+        );
+        l.applied(entry(0, 0), 0, t0);
+        assert_eq!(l.hold(0, t0), None);
+    }
+
+    #[test]
+    fn a_wait_that_runs_out_rests_for_the_next_entries() {
+        let t0 = Instant::now();
+        let later = t0 + MAX_LINGER;
+        let mut l = Linger::default();
+        l.applied(entry(4, 4400), 10, t0);
+        assert!(l.hold(11, t0).is_some());
+        assert_eq!(l.hold(11, later), None, "the wait runs out at MAX_LINGER");
+        for i in 0..LINGER_REST {
+            l.applied(entry(4, 4400), 11, later);
+            assert_eq!(
+                l.hold(11, later),
+                None,
+                "entry {i} after the miss waits not"
+            );
+        }
+        l.applied(entry(4, 4400), 11, later);
+        assert!(l.hold(11, later).is_some(), "then it waits again");
+    }
+}
