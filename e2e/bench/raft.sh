@@ -7,6 +7,7 @@
 #   e2e/bench/raft.sh [seconds per run]      FLUSH=ASYNC_FLUSH|SYNC_FLUSH  RUNS=5
 #   MODES="single SYNC_MASTER RAFT"  SPECS="32,1 8,32" (concurrency,batch)  ELECTION=1
 #   HANDOVER=1: also time `admin raft transfer-leader` and SIGTERM of the leader
+#   PAUSE=2ms: each producer pauses this long after each send (`bench produce --pause`)
 set -euo pipefail
 secs=${1:-15}
 . "$(dirname "$0")/lib.sh" raft
@@ -60,7 +61,7 @@ load() { # label
     set -- ${spec/,/ }
     printf '%-30s c=%-3s batch=%-3s ' "$label" "$1" "$2"
     "$bin" bench --namesrv "$NS" produce --topic Bench --queues 8 --concurrency "$1" \
-      --batch "$2" --duration "${secs}s" 2>/dev/null | sed 's/^produce //'
+      --batch "$2" --duration "${secs}s" ${PAUSE:+--pause "$PAUSE"} 2>/dev/null | sed 's/^produce //'
   done
 }
 

@@ -52,6 +52,10 @@ pub struct NetBenchArgs {
     /// benchmarks).
     #[arg(long)]
     pub filter_fields: bool,
+    /// produce: each producer pauses this long after each send, e.g. `2ms` (think time:
+    /// producers that do not send again at once).
+    #[arg(long, value_parser = super::report::parse_duration)]
+    pub pause: Option<Duration>,
     /// consume: an SQL92 selector, e.g. `a = 3`.
     #[arg(long)]
     pub sql: Option<String>,
@@ -349,7 +353,7 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                     body: body.clone(),
                 })
                 .collect();
-            let duration = args.duration;
+            let (duration, pause) = (args.duration, args.pause);
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 let mut i = w;
@@ -409,6 +413,9 @@ pub fn produce(namesrv: &str, args: NetBenchArgs) -> Result<()> {
                             queues.refresh(&c, &topic).await;
                             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                         }
+                    }
+                    if let Some(p) = pause {
+                        tokio::time::sleep(p).await;
                     }
                 }
                 if let Ok(mut l) = lat.lock() {
