@@ -1112,17 +1112,18 @@ impl RaftNode {
                 last = Some(now.clone());
             }
             let applied = self.glue.applied();
+            let t = Instant::now();
             while let Some(done) = in_flight.front().filter(|e| e.end <= applied).copied() {
                 in_flight.pop_front();
                 if durable && in_flight.is_empty() {
-                    linger.applied(done, self.appends.load(Ordering::Relaxed), Instant::now());
+                    linger.applied(done, self.appends.load(Ordering::Relaxed), t);
                 }
             }
-            let mut wake = Instant::now() + Duration::from_millis(5);
+            let mut wake = t + Duration::from_millis(5);
             if matches!(now, Leadership::Leader { .. }) && in_flight.len() < max_in_flight {
                 let end = self.glue.store.max_phy_offset();
                 let appends = self.appends.load(Ordering::Relaxed);
-                let held = linger.hold(appends, Instant::now());
+                let held = linger.hold(appends, t);
                 if let Some(until) = held {
                     wake = until;
                 }

@@ -131,7 +131,8 @@ pub struct CommitLog {
     /// Append with `pwrite` (SYNC_FLUSH) instead of copying into the mapping
     /// (ASYNC_FLUSH): under group commit the tail page is flushed constantly, and
     /// writing it through the mapping stalls on page faults while it is written back
-    /// (measured: half the throughput). Reads go through the mapping either way.
+    /// (measured: half the throughput). The same for replicated appends (a Raft
+    /// follower, an HA slave), which sync every round. Reads use the mapping either way.
     write_with_syscall: bool,
     flushes: AtomicU64,
     flush_micros: AtomicU64,
@@ -366,6 +367,22 @@ impl CommitLog {
         Ok(f)
     }
 
+    /// Writes a record's bytes at CommitLog offset `at` of `seg`, the way this log's
+    /// flush policy wants ([`CommitLog::write_with_syscall`]); client appends and
+    /// replicated ones alike.
+    fn write_record(&self, seg: &MappedFile, at: u64, bytes: &[u8]) -> Result<()> {
+        let pos = (at - seg.start_offset()) as usize;
+        seg.writer()
+            .and_then(|mut w| {
+                if self.write_with_syscall {
+                    w.pwrite_at(pos, bytes)
+                } else {
+                    w.write_at(pos, bytes)
+                }
+            })
+            .map_err(|e| StoreError::io(seg.path(), e))
+    }
+
     fn segment_for_write(&self, write_offset: u64) -> Result<Arc<MappedFile>> {
         if let Some(s) = self.segments().last() {
             if s.start_offset() <= write_offset && write_offset < s.end_offset() {
@@ -432,15 +449,7 @@ impl CommitLog {
                 0
             };
             rec.assign(qo, phys as i64, now);
-            let pos = (phys - seg.start_offset()) as usize;
-            let written = seg.writer().and_then(|mut w| {
-                if self.write_with_syscall {
-                    w.pwrite_at(pos, &rec.bytes)
-                } else {
-                    w.write_at(pos, &rec.bytes)
-                }
-            });
-            written.map_err(|e| StoreError::io(seg.path(), e))?;
+            self.write_record(&seg, phys, &rec.bytes)?;
             physical_offsets.push(phys);
             phys += rec.len() as u64;
         }
@@ -788,16 +797,7 @@ impl CommitLog {
                 Ok(other) => return Err(invalid(format!("unexpected {other:?}"))),
                 Err(e) => return Err(invalid(e.to_string())),
             }
-            let pos = (at - seg.start_offset()) as usize;
-            seg.writer()
-                .and_then(|mut w| {
-                    if self.write_with_syscall {
-                        w.pwrite_at(pos, rec)
-                    } else {
-                        w.write_at(pos, rec)
-                    }
-                })
-                .map_err(|e| StoreError::io(seg.path(), e))?;
+            self.write_record(&seg, at, rec)?;
             if let Some(h) = super::dispatch::RecordHead::parse(rec) {
                 if h.is_dispatched() {
                     tail.set_next_queue_offset(h.topic, h.queue_id, h.queue_offset + 1);
