@@ -4,12 +4,14 @@
 //!   own storage test suite);
 //! - [`machine`]: the state machine, handing committed entries to the broker's store;
 //! - [`net`]: the transport on the `dLegerPeers` ports;
+//! - `linger`: the proposer's group-commit wait under SYNC_FLUSH;
 //! - [`node`]: a broker's node (the proposer, the commit waits, leadership changes).
 //!
 //! What is and is not built: `docs/raft.md`.
 
 #[cfg(test)]
 mod cluster_tests;
+mod linger;
 pub mod log_store;
 pub mod machine;
 pub mod net;
