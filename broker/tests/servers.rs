@@ -37,12 +37,24 @@ fn broker(ns: &str, dir: &Path, extra: &[&str]) -> Proc {
 }
 
 /// A broker serving `/metrics` on a free port; returns the port too.
+/// A port picked free may be taken by another test's process before the broker binds
+/// it (the broker then exits: "cannot listen on metricsPort"), so up to three ports
+/// are tried.
 fn metered_broker(ns: &str, dir: &Path, extra: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let metrics = format!("metricsPort={port}");
-    let mut all = vec![metrics.as_str()];
-    all.extend_from_slice(extra);
-    (broker(ns, dir, &all), port)
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port();
+        let metrics = format!("metricsPort={port}");
+        let mut all = vec![metrics.as_str()];
+        all.extend_from_slice(extra);
+        let started = std::panic::catch_unwind(|| broker(ns, dir, &all));
+        match started {
+            Ok(b) => return (b, port),
+            Err(e) if attempt >= 3 => std::panic::resume_unwind(e),
+            Err(_) => eprintln!("metrics port {port} was taken; trying another"),
+        }
+    }
 }
 
 fn rt() -> tokio::runtime::Runtime {
