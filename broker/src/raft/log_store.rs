@@ -80,11 +80,13 @@ struct Slot {
 pub trait Bodies: Send + Sync + std::fmt::Debug + 'static {
     /// Makes `bytes` the content at `pos`: appended when the CommitLog ends at `pos`,
     /// nothing when the same bytes are there (the leader wrote them), and otherwise
-    /// what differs from `pos` on is cut first.
+    /// what differs from `pos` on is cut first. `own`: the entry is this node's, as the
+    /// leader of the entry's term, proposed from these very bytes; only then may they
+    /// be taken without a look. Any other leader's entry is compared byte for byte.
     ///
     /// # Errors
     /// A CommitLog that ends before `pos`, or what the store refused.
-    fn write(&self, pos: u64, bytes: &[u8]) -> io::Result<()>;
+    fn write(&self, pos: u64, bytes: &[u8], own: bool) -> io::Result<()>;
     /// The `len` bytes at `pos`.
     ///
     /// # Errors
@@ -383,8 +385,10 @@ impl Inner {
     fn append_one(
         &mut self,
         e: Entry<TypeConfig>,
+        leading: Option<u64>,
         touched: &mut BTreeSet<u64>,
     ) -> io::Result<Option<u64>> {
+        let own = leading == Some(e.log_id.leader_id.term);
         let index = e.log_id.index;
         if let Some(last) = self.last_index() {
             if index <= last {
@@ -397,7 +401,7 @@ impl Inner {
             EntryPayload::Normal(Record(b)) => match &self.bodies {
                 Some(bodies) => {
                     let (pos, bytes) = split_pos(&b)?;
-                    bodies.write(pos, bytes)?;
+                    bodies.write(pos, bytes, own)?;
                     let len = bytes.len() as u64;
                     body_at = Some((pos, len));
                     let mut r = Vec::with_capacity(16);
@@ -862,7 +866,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut body_end = None;
         for e in entries {
             own &= Some(e.log_id.leader_id.term) == leading;
-            match inner.append_one(e, &mut touched) {
+            match inner.append_one(e, leading, &mut touched) {
                 Ok(end) => body_end = end.or(body_end),
                 Err(err) => {
                     callback.log_io_completed(Err(io::Error::new(err.kind(), err.to_string())));
@@ -1157,7 +1161,7 @@ mod tests {
     struct MemBodies(Mutex<Vec<u8>>);
 
     impl Bodies for MemBodies {
-        fn write(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        fn write(&self, pos: u64, bytes: &[u8], _own: bool) -> io::Result<()> {
             let mut v = lock(&self.0);
             let pos = pos as usize;
             if pos > v.len() {
@@ -1256,8 +1260,8 @@ mod tests {
     }
 
     impl Bodies for GatedBodies {
-        fn write(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
-            self.mem.write(pos, bytes)
+        fn write(&self, pos: u64, bytes: &[u8], own: bool) -> io::Result<()> {
+            self.mem.write(pos, bytes, own)
         }
         fn read(&self, pos: u64, len: u64) -> io::Result<Vec<u8>> {
             self.mem.read(pos, len)
@@ -1337,5 +1341,69 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(synced.borrow().end, 200);
+    }
+
+    /// Bodies that record, for each write, whether it was taken as this node's own.
+    #[derive(Debug, Default)]
+    struct OwnBodies {
+        mem: MemBodies,
+        own: Mutex<Vec<(u64, bool)>>,
+    }
+
+    impl Bodies for OwnBodies {
+        fn write(&self, pos: u64, bytes: &[u8], own: bool) -> io::Result<()> {
+            lock(&self.own).push((pos, own));
+            self.mem.write(pos, bytes, own)
+        }
+        fn read(&self, pos: u64, len: u64) -> io::Result<Vec<u8>> {
+            self.mem.read(pos, len)
+        }
+        fn cut(&self, pos: u64) -> io::Result<()> {
+            self.mem.cut(pos)
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Only the committed leader's entries of its own term are written as its own
+    /// (taken without a look at the bytes): once its vote moved to another leader,
+    /// that leader's entries, and its own old term's entries sent back to it, are
+    /// compared (a deposed leader's records never proposed must not pass for the new
+    /// leader's entry at the same positions; the campaign lost three acknowledged
+    /// messages that way).
+    #[tokio::test]
+    async fn only_the_leaders_own_entries_are_taken_as_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Arc::new(OwnBodies::default());
+        let bodies: Arc<dyn Bodies> = rec.clone();
+        let mut s = LogStore::open_with(dir.path(), 4096, false, Some(bodies))
+            .unwrap()
+            .lead_ahead_of_sync(1);
+        s.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        append(&mut s, vec![normal(1, 1, 1, &at(0, &[1; 100]))]).await;
+        // Node 1 is deposed: node 2 leads term 2.
+        s.save_vote(&Vote::new_committed(2, 2)).await.unwrap();
+        append(&mut s, vec![normal(2, 2, 2, &at(100, &[2; 100]))]).await;
+        // Node 1 leads again (term 3); an entry of its old term reaches it again.
+        s.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        s.truncate(LogId::new(CommittedLeaderId::new(2, 2), 2))
+            .await
+            .unwrap();
+        append(&mut s, vec![normal(2, 2, 2, &at(100, &[2; 100]))]).await;
+        append(&mut s, vec![normal(3, 1, 3, &at(200, &[3; 100]))]).await;
+        // Not leading with a committed vote (a candidate of term 4): nothing is its own.
+        s.save_vote(&Vote::new(4, 1)).await.unwrap();
+        append(&mut s, vec![normal(3, 1, 4, &at(300, &[4; 100]))]).await;
+        assert_eq!(
+            *lock(&rec.own),
+            vec![
+                (0, true),
+                (100, false),
+                (100, false),
+                (200, true),
+                (300, false)
+            ]
+        );
     }
 }

@@ -159,13 +159,16 @@ impl std::fmt::Debug for Glue {
 /// The Raft log's normal entries live in the CommitLog: the log store writes, reads
 /// and cuts them here.
 impl Bodies for Glue {
-    fn write(&self, pos: u64, bytes: &[u8]) -> std::io::Result<()> {
+    fn write(&self, pos: u64, bytes: &[u8], own: bool) -> std::io::Result<()> {
         let to = pos + bytes.len() as u64;
         let end = self.store.max_phy_offset();
         if pos < end {
             let (generation, own_end) = *lock(&self.own);
-            if to <= own_end && generation == self.store.generation() {
-                // This leader's own records, proposed from this very CommitLog.
+            if own && to <= own_end && generation == self.store.generation() {
+                // This leader's own records, proposed from this very CommitLog. Never
+                // another leader's entry: a deposed leader may still hold records it
+                // wrote and never got into the log (its proposer has not seen the
+                // change yet), and the new leader's entry at those positions differs.
                 return Ok(());
             }
             let have = self.read(pos, to.min(end));
