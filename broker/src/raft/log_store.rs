@@ -1156,12 +1156,14 @@ mod tests {
         }
     }
 
-    /// A CommitLog stand-in: bytes in memory, appended at the end only.
+    /// A CommitLog stand-in: bytes in memory, appended at the end only; records each
+    /// write's position and whether it was taken as this node's own.
     #[derive(Debug, Default)]
-    struct MemBodies(Mutex<Vec<u8>>);
+    struct MemBodies(Mutex<Vec<u8>>, Mutex<Vec<(u64, bool)>>);
 
     impl Bodies for MemBodies {
-        fn write(&self, pos: u64, bytes: &[u8], _own: bool) -> io::Result<()> {
+        fn write(&self, pos: u64, bytes: &[u8], own: bool) -> io::Result<()> {
+            lock(&self.1).push((pos, own));
             let mut v = lock(&self.0);
             let pos = pos as usize;
             if pos > v.len() {
@@ -1343,29 +1345,6 @@ mod tests {
         assert_eq!(synced.borrow().end, 200);
     }
 
-    /// Bodies that record, for each write, whether it was taken as this node's own.
-    #[derive(Debug, Default)]
-    struct OwnBodies {
-        mem: MemBodies,
-        own: Mutex<Vec<(u64, bool)>>,
-    }
-
-    impl Bodies for OwnBodies {
-        fn write(&self, pos: u64, bytes: &[u8], own: bool) -> io::Result<()> {
-            lock(&self.own).push((pos, own));
-            self.mem.write(pos, bytes, own)
-        }
-        fn read(&self, pos: u64, len: u64) -> io::Result<Vec<u8>> {
-            self.mem.read(pos, len)
-        }
-        fn cut(&self, pos: u64) -> io::Result<()> {
-            self.mem.cut(pos)
-        }
-        fn flush(&self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Only the committed leader's entries of its own term are written as its own
     /// (taken without a look at the bytes): once its vote moved to another leader,
     /// that leader's entries, and its own old term's entries sent back to it, are
@@ -1375,7 +1354,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_leaders_own_entries_are_taken_as_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let rec = Arc::new(OwnBodies::default());
+        let rec = Arc::new(MemBodies::default());
         let bodies: Arc<dyn Bodies> = rec.clone();
         let mut s = LogStore::open_with(dir.path(), 4096, false, Some(bodies))
             .unwrap()
@@ -1396,7 +1375,7 @@ mod tests {
         s.save_vote(&Vote::new(4, 1)).await.unwrap();
         append(&mut s, vec![normal(3, 1, 4, &at(300, &[4; 100]))]).await;
         assert_eq!(
-            *lock(&rec.own),
+            *lock(&rec.1),
             vec![
                 (0, true),
                 (100, false),
