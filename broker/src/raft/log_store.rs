@@ -175,7 +175,9 @@ pub struct Synced {
 /// Files to sync, the append to report once they are (`None`: reported already, a
 /// leader's own), and the CommitLog end its entries' bytes reach.
 struct Flush {
-    files: Vec<File>,
+    /// Each keyed by its entry segment's start (`None`: the index file), so that
+    /// appends batched into one sync sync each file once.
+    files: Vec<(Option<u64>, File)>,
     callback: Option<LogFlushed<TypeConfig>>,
     body_end: Option<u64>,
     epoch: u64,
@@ -195,19 +197,22 @@ fn flusher(
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
                 let mut result: io::Result<()> = Ok(());
+                let files: BTreeMap<Option<u64>, &File> = batch
+                    .iter()
+                    .flat_map(|f| &f.files)
+                    .map(|(k, f)| (*k, f))
+                    .collect();
                 // The entry files are synced after the CommitLog: start writing them
                 // now, so their writes overlap the CommitLog's sync.
-                for f in batch.iter().flat_map(|f| &f.files) {
+                for f in files.values() {
                     start_writeback(f);
                 }
                 if let Some(b) = &bodies {
                     result = b.flush();
                 }
-                for fl in &batch {
-                    for f in &fl.files {
-                        if result.is_ok() {
-                            result = f.sync_data();
-                        }
+                for f in files.values() {
+                    if result.is_ok() {
+                        result = f.sync_data();
                     }
                 }
                 match &result {
@@ -382,13 +387,13 @@ impl Inner {
     }
 
     /// Writes one entry; returns the CommitLog end its bytes reach (a reference entry).
+    /// `own`: the entry is this node's as the leader of its term ([`Bodies::write`]).
     fn append_one(
         &mut self,
         e: Entry<TypeConfig>,
-        leading: Option<u64>,
+        own: bool,
         touched: &mut BTreeSet<u64>,
     ) -> io::Result<Option<u64>> {
-        let own = leading == Some(e.log_id.leader_id.term);
         let index = e.log_id.index;
         if let Some(last) = self.last_index() {
             if index <= last {
@@ -865,8 +870,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut own = leading.is_some();
         let mut body_end = None;
         for e in entries {
-            own &= Some(e.log_id.leader_id.term) == leading;
-            match inner.append_one(e, leading, &mut touched) {
+            let mine = Some(e.log_id.leader_id.term) == leading;
+            own &= mine;
+            match inner.append_one(e, mine, &mut touched) {
                 Ok(end) => body_end = end.or(body_end),
                 Err(err) => {
                     callback.log_io_completed(Err(io::Error::new(err.kind(), err.to_string())));
@@ -888,10 +894,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let files = touched
             .iter()
-            .filter_map(|s| inner.segments.get(s))
-            .chain(index_due.then_some(&inner.index))
-            .map(File::try_clone)
-            .collect::<io::Result<Vec<File>>>();
+            .filter_map(|s| Some((Some(*s), inner.segments.get(s)?)))
+            .chain(index_due.then_some((None, &inner.index)))
+            .map(|(k, f)| Ok((k, f.try_clone()?)))
+            .collect::<io::Result<Vec<_>>>();
         match files {
             Ok(files) => {
                 let callback = if own {
